@@ -1,0 +1,101 @@
+"""What goes into the engine and what comes out of it.
+
+The engine is a pure function `compile(world, target) -> Compiled`: no I/O, no clocks.
+Providers (files, Kubernetes) build a `World`; the controller adds endpoints and live
+canary weights; the xDS server serves `Compiled.resources`; the status writer publishes
+`Compiled.statuses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from routing_engine.api.resources import ObjectKey, Resource
+
+_EMPTY: Mapping = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEndpoint:
+    """A ready (or not) replica of a ModelInfer. `port` None means the ModelServer's
+    targetPort (Kubernetes pods all listen on it); embedded replicas have their own ports."""
+
+    address: str
+    port: int | None = None
+    healthy: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    objects: tuple[Resource, ...]
+    # ModelInfer key → its replicas. A ModelInfer absent here has no endpoints yet.
+    endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = _EMPTY
+    # ModelRoute key → live (stable, canary) weights set by the canary controller; they
+    # replace the spec's trafficSplit without rewriting the user's spec (SPEC 3.4).
+    live_weights: Mapping[ObjectKey, tuple[int, int]] = _EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Which Envoys the output is for (SPEC 3.6). Every sidecar of one scope gets the same
+    output, so the xDS server keys snapshots by this value."""
+
+    role: Literal["gateway", "sidecar"] = "gateway"
+    # None: 0.0.0.0 for a gateway, 127.0.0.1 for a sidecar.
+    listen_address: str | None = None
+    # Added to manifest ports below 1024 so an unprivileged Envoy can bind them.
+    privileged_port_offset: int = 0
+    # Sidecar scope: only servers in these namespaces / these servers (None: all).
+    namespaces: frozenset[str] | None = None
+    servers: frozenset[ObjectKey] | None = None
+
+    @property
+    def address(self) -> str:
+        if self.listen_address is not None:
+            return self.listen_address
+        return "127.0.0.1" if self.role == "sidecar" else "0.0.0.0"
+
+    def port(self, manifest_port: int) -> int:
+        return manifest_port + self.privileged_port_offset if manifest_port < 1024 else manifest_port
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionView:
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStatus:
+    """What the engine concludes about one object; the status writer adds timestamps and
+    observedGeneration, and the xDS server adds `Programmed` from ACK/NACK."""
+
+    phase: str
+    conditions: tuple[ConditionView, ...]
+    service_endpoint: str | None = None  # ModelServer only
+    active_routes: int | None = None  # ModelRoute only
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyResource:
+    """One serialized xDS resource. `version` is a hash of `body`, so identical content
+    always has the identical version, across restarts too."""
+
+    type_url: str
+    name: str
+    body: bytes
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    # type_url → name → resource
+    resources: Mapping[str, Mapping[str, EnvoyResource]]
+    statuses: Mapping[ObjectKey, ObjectStatus]
+    # (type_url, name) → the objects whose spec produced it, for NACK → Programmed=False
+    owners: Mapping[tuple[str, str], tuple[ObjectKey, ...]] = field(default=_EMPTY)
