@@ -1,0 +1,61 @@
+"""`modelroute` command line: one module per subcommand under `modelroute.commands`.
+
+Each command module defines `register(subparsers)` (adds its parser and sets
+`func=run`) and `run(args) -> int` (the exit code). Modules are imported only when the
+command line names them, so a slow import (grpc, kubernetes) never delays `validate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name → module under modelroute.commands, in help order
+COMMANDS: dict[str, str] = {
+    "up": "up",
+    "serve": "serve",
+    "compile": "compile",
+    "validate": "validate",
+    "status": "status",
+    "rollout": "rollout",
+}
+_HELP = {
+    "up": "embedded mode: serve a directory of manifests through a local Envoy",
+    "serve": "control plane only: xDS server fed by a provider (file or kubernetes)",
+    "compile": "compile manifests to Envoy resources, offline",
+    "validate": "check manifests against the admission rules",
+    "status": "show routes, live splits and canary state",
+    "rollout": "canary control: status, promote, abort, pause, resume",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="modelroute", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, module in COMMANDS.items():
+        if name == chosen:
+            try:
+                mod = importlib.import_module(f"modelroute.commands.{module}")
+            except ModuleNotFoundError as err:
+                if err.name != f"modelroute.commands.{module}":
+                    raise
+                print(f"modelroute: '{name}' is not implemented yet", file=sys.stderr)
+                return 2
+            mod.register(sub)
+        else:
+            sub.add_parser(name, help=_HELP[name], add_help=False)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
