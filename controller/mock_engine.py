@@ -1,0 +1,248 @@
+"""MOCK inference engine — the default local replica of a ModelInfer in embedded mode.
+
+It is not a model: it answers the wire protocols a real engine speaks so routing can be
+exercised end to end without GPUs — KServe v2 `POST .../infer`, OpenAI
+`POST .../v1/chat/completions` and `.../v1/completions` (with a `usage` block), `GET
+/health`, and vLLM-style `GET /metrics`. Envoy forwards paths unchanged (SPEC 3.3), so
+the protocol is picked by path *suffix* (`/v1/models/llama/v1/chat/completions` works).
+
+Every response names the ModelInfer and replica that served it (JSON `served_by`, headers
+`x-modelinfer` / `x-replica`) and echoes the request path, which is what the routing
+tests assert on. Slowness and failures can be injected by flags, at run time with
+`POST /_mock/behaviour {"delay_ms", "fail_rate", "fail_status", "completion_tokens"}`,
+or per request with the `x-mock-delay-ms` / `x-mock-status` headers.
+
+Run: `python -m controller.mock_engine --port P --model NAME --infer NAME --replica N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from aiohttp import web
+
+MOCK_NOTICE = "modelroute mock inference engine (not a real model)"
+
+
+@dataclass
+class Behaviour:
+    """What the mock does to each request; changeable at run time."""
+
+    delay_ms: float = 0.0
+    fail_rate: float = 0.0
+    fail_status: int = 500
+    completion_tokens: int = 16
+
+    def update(self, changes: dict[str, Any]) -> None:
+        known = {f.name: f.type for f in fields(self)}
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise ValueError(f"unknown behaviour field(s): {', '.join(unknown)}")
+        new = Behaviour(**{**asdict(self), **changes})
+        if not isinstance(new.delay_ms, (int, float)) or new.delay_ms < 0:
+            raise ValueError("delay_ms must be a number >= 0")
+        if not isinstance(new.fail_rate, (int, float)) or not 0 <= new.fail_rate <= 1:
+            raise ValueError("fail_rate must be a number in [0, 1]")
+        if not isinstance(new.fail_status, int) or not 100 <= new.fail_status <= 599:
+            raise ValueError("fail_status must be an HTTP status code")
+        if not isinstance(new.completion_tokens, int) or new.completion_tokens < 0:
+            raise ValueError("completion_tokens must be an integer >= 0")
+        for f in fields(self):
+            setattr(self, f.name, getattr(new, f.name))
+
+
+@dataclass
+class Identity:
+    model: str
+    infer: str
+    namespace: str
+    replica: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-modelinfer": f"{self.namespace}/{self.infer}", "x-replica": str(self.replica)}
+
+    def served_by(self) -> dict[str, Any]:
+        return {"modelinfer": self.infer, "namespace": self.namespace, "replica": self.replica,
+                "model": self.model, "engine": "mock"}
+
+
+class MockEngine:
+    """Request handling and the counters behind `/metrics`."""
+
+    def __init__(self, identity: Identity, behaviour: Behaviour, *, max_running: int = 64,
+                 seed: int | None = None) -> None:
+        self.identity = identity
+        self.behaviour = behaviour
+        self.max_running = max_running
+        self._slots = asyncio.Semaphore(max_running)
+        self._rng = random.Random(seed)
+        self.running = 0
+        self.waiting = 0
+        self.counts = {"success": 0, "failed": 0, "prompt_tokens": 0, "generation_tokens": 0}
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/_mock/behaviour", self.set_behaviour)
+        app.router.add_get("/_mock/behaviour", self.get_behaviour)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    def reply(self, request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
+        body = {**body, "served_by": self.identity.served_by(), "path": request.path_qs}
+        return web.json_response(body, status=status, headers=self.identity.headers)
+
+    async def get_behaviour(self, request: web.Request) -> web.Response:
+        return self.reply(request, {"behaviour": asdict(self.behaviour)})
+
+    async def set_behaviour(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object")
+            self.behaviour.update(changes)
+        except (ValueError, TypeError) as exc:
+            return self.reply(request, {"error": str(exc)}, status=400)
+        return self.reply(request, {"behaviour": asdict(self.behaviour)})
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/")
+        if request.method == "GET" and path.endswith("/health"):
+            return self.reply(request, {"status": "ok"})
+        if request.method == "GET" and path.endswith("/metrics"):
+            return web.Response(text=self.metrics_text(), content_type="text/plain", headers=self.identity.headers)
+        if request.method == "POST":
+            for suffix, handler in (("/v1/chat/completions", self.chat), ("/v1/completions", self.completion),
+                                    ("/infer", self.infer)):
+                if path.endswith(suffix):
+                    return await self.serve(request, handler)
+        return self.reply(request, {"error": f"mock engine: no handler for {request.method} {request.path}"},
+                          status=404)
+
+    async def serve(self, request: web.Request, handler: Any) -> web.Response:
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except json.JSONDecodeError:
+            return self.reply(request, {"error": "request body is not JSON"}, status=400)
+        if not isinstance(body, dict):
+            return self.reply(request, {"error": "request body must be a JSON object"}, status=400)
+        delay_ms = float(request.headers.get("x-mock-delay-ms", self.behaviour.delay_ms))
+        forced = request.headers.get("x-mock-status")
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            if delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            status = int(forced) if forced else (
+                self.behaviour.fail_status if self._rng.random() < self.behaviour.fail_rate else 200)
+            if status >= 400:
+                self.counts["failed"] += 1
+                return self.reply(request, {"error": f"mock engine: injected failure {status}"}, status=status)
+            result: dict[str, Any] = handler(body)
+            self.counts["success"] += 1
+            usage = result.get("usage", {})
+            self.counts["prompt_tokens"] += usage.get("prompt_tokens", 0)
+            self.counts["generation_tokens"] += usage.get("completion_tokens", 0)
+            return self.reply(request, result, status=status)
+        finally:
+            self.running -= 1
+            self._slots.release()
+
+    def _usage(self, prompt: str, max_tokens: Any) -> tuple[dict[str, int], str]:
+        completion = self.behaviour.completion_tokens
+        if isinstance(max_tokens, int) and max_tokens >= 0:
+            completion = min(completion, max_tokens)
+        prompt_tokens = len(prompt.split())
+        text = " ".join(f"tok{i}" for i in range(completion))
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion}, text
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        usage, text = self._usage(prompt, body.get("max_tokens"))
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model", self.identity.model),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+                "usage": usage}
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        raw = body.get("prompt", "")
+        prompt = " ".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+        usage, text = self._usage(prompt, body.get("max_tokens"))
+        return {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "text_completion", "created": int(time.time()),
+                "model": body.get("model", self.identity.model),
+                "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage}
+
+    def infer(self, body: dict[str, Any]) -> dict[str, Any]:
+        inputs = body.get("inputs") if isinstance(body.get("inputs"), list) else []
+        outputs = [{"name": f"output-{i}", "datatype": "BYTES", "shape": [1], "data": [f"mock result for {inp.get('name', i)}"]}
+                   for i, inp in enumerate(x for x in inputs if isinstance(x, dict))] or [
+                   {"name": "output-0", "datatype": "BYTES", "shape": [1], "data": ["mock result"]}]
+        return {"model_name": self.identity.model, "model_version": "mock", "id": body.get("id", uuid.uuid4().hex),
+                "outputs": outputs}
+
+    def metrics_text(self) -> str:
+        label = f'model_name="{self.identity.model}"'
+        kv = min(1.0, self.running / self.max_running)
+        lines = [
+            f"# HELP vllm:num_requests_running Requests being processed ({MOCK_NOTICE}).",
+            "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{label}}} {self.running}",
+            "# HELP vllm:num_requests_waiting Requests waiting for a slot.",
+            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{label}}} {self.waiting}",
+            "# HELP vllm:kv_cache_usage_perc Simulated KV-cache usage (1 = full).",
+            "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{{{label}}} {kv}",
+            "# TYPE vllm:request_success_total counter", f"vllm:request_success_total{{{label}}} {self.counts['success']}",
+            "# TYPE vllm:request_failure_total counter", f"vllm:request_failure_total{{{label}}} {self.counts['failed']}",
+            "# TYPE vllm:prompt_tokens_total counter", f"vllm:prompt_tokens_total{{{label}}} {self.counts['prompt_tokens']}",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{{{label}}} {self.counts['generation_tokens']}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m controller.mock_engine", description=MOCK_NOTICE)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--model", required=True, help="model name reported in responses")
+    p.add_argument("--infer", required=True, help="ModelInfer name reported in responses")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--delay-ms", type=float, default=0.0)
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--fail-status", type=int, default=500)
+    p.add_argument("--completion-tokens", type=int, default=16)
+    p.add_argument("--max-running", type=int, default=64, help="concurrent requests before queueing")
+    p.add_argument("--seed", type=int, default=None, help="seed for fail_rate draws")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    behaviour = Behaviour()
+    try:
+        behaviour.update({"delay_ms": args.delay_ms, "fail_rate": args.fail_rate,
+                          "fail_status": args.fail_status, "completion_tokens": args.completion_tokens})
+    except ValueError as exc:
+        raise SystemExit(f"mock_engine: {exc}") from exc
+    engine = MockEngine(Identity(args.model, args.infer, args.namespace, args.replica), behaviour,
+                        max_running=args.max_running, seed=args.seed)
+    # run_app handles SIGTERM/SIGINT: in-flight requests finish, then the process exits 0.
+    web.run_app(engine.app(), host=args.host, port=args.port, print=None, access_log=None,
+                shutdown_timeout=2.0)
+
+
+if __name__ == "__main__":
+    main()
