@@ -32,10 +32,10 @@ class BackendEndpoint:
 class World:
     objects: tuple[Resource, ...]
     # ModelInfer key → its replicas. A ModelInfer absent here has no endpoints yet.
-    endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = _EMPTY
+    endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = field(default_factory=lambda: _EMPTY)
     # ModelRoute key → live (stable, canary) weights set by the canary controller; they
     # replace the spec's trafficSplit without rewriting the user's spec (SPEC 3.4).
-    live_weights: Mapping[ObjectKey, tuple[int, int]] = _EMPTY
+    live_weights: Mapping[ObjectKey, tuple[int, int]] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +98,4 @@ class Compiled:
     resources: Mapping[str, Mapping[str, EnvoyResource]]
     statuses: Mapping[ObjectKey, ObjectStatus]
     # (type_url, name) → the objects whose spec produced it, for NACK → Programmed=False
-    owners: Mapping[tuple[str, str], tuple[ObjectKey, ...]] = field(default=_EMPTY)
+    owners: Mapping[tuple[str, str], tuple[ObjectKey, ...]] = field(default_factory=lambda: _EMPTY)
