@@ -1,0 +1,270 @@
+"""Local ModelInfer runtime for embedded mode: each replica is a local process.
+
+What Kubernetes does with a Deployment + readiness probe, done with child processes: for
+every ModelInfer run `spec.replicas` processes (by default the mock engine) on free
+loopback ports, probe `GET /health`, restart a crashed replica with exponential backoff,
+and publish the replicas as `BackendEndpoint`s (healthy = ready) whenever they change.
+The wiring puts that mapping into `World.endpoints`, so the engine turns it into EDS.
+
+Before: the file provider's ModelInfers (`reconcile`). After: the `on_endpoints` callback
+(world update + debouncer) and `ReplicaStatus` for the status view. Each replica has one
+guarded supervisor task; processes are stopped by PID, SIGTERM then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any
+
+from controller.background import cancel_and_wait, spawn
+from routing_engine.api.resources import ModelInfer, ObjectKey
+from routing_engine.world import BackendEndpoint
+
+log = logging.getLogger(__name__)
+
+Endpoints = Mapping[ObjectKey, tuple[BackendEndpoint, ...]]
+# (ModelInfer, replica index, port) → argv of the replica process.
+CommandFactory = Callable[[ModelInfer, int, int], Sequence[str]]
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def mock_engine_command(infer: ModelInfer, replica: int, port: int) -> list[str]:
+    return [sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model",
+            infer.spec.model_ref.name, "--infer", infer.metadata.name, "--namespace",
+            infer.metadata.namespace, "--replica", str(replica)]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def http_ok(port: int, path: str = "/health", *, timeout: float = 1.0) -> bool:
+    """True when 127.0.0.1:port answers `GET path` with 200 (a probe, not a client)."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, asyncio.TimeoutError):
+        return False
+    parts = status_line.split()
+    return len(parts) >= 2 and parts[1] == b"200"
+
+
+@dataclass
+class Backoff:
+    """Restart delay: doubles per crash, capped, and forgotten once a replica has run
+    `reset_after` seconds (a replica that crashes once a day restarts at once)."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    reset_after: float = 10.0
+    _current: float = 0.0
+
+    def next_delay(self, ran_for: float) -> float:
+        if ran_for >= self.reset_after or self._current == 0.0:
+            self._current = self.initial
+        else:
+            self._current = min(self._current * 2, self.maximum)
+        return self._current
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    desired: int
+    ready: int
+    restarts: int
+
+
+class _Replica:
+    """One supervised process: start, probe, on exit wait the backoff and start again."""
+
+    def __init__(self, runtime: "ReplicaRuntime", infer: ModelInfer, index: int) -> None:
+        self.runtime, self.infer, self.index = runtime, infer, index
+        self.name = f"{infer.metadata.namespace}/{infer.metadata.name}#{index}"
+        self.port: int | None = None
+        self.ready = False
+        self.restarts = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self.task = spawn(self._supervise(), name=f"replica {self.name}")
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self.runtime.backoff_factory()
+        while True:
+            self.port = _free_port()
+            argv = self.runtime.command(self.infer, self.index, self.port)
+            with self.runtime.log_file(self.infer, self.index) as out:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                    env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                    start_new_session=True)
+            started = loop.time()
+            log.info("replica started: modelinfer=%s pid=%s port=%s", self.name, self.proc.pid, self.port,
+                     extra={"modelinfer": self.name, "pid": self.proc.pid})
+            self.runtime.changed()
+            prober = spawn(self._probe(), name=f"probe {self.name}")
+            try:
+                code = await self.proc.wait()
+            finally:
+                await cancel_and_wait(prober)
+            self.ready = False
+            self.port = None
+            self.runtime.changed()
+            delay = backoff.next_delay(loop.time() - started)
+            self.restarts += 1
+            log.warning("replica exited, restarting: modelinfer=%s code=%s restart_in=%.2fs", self.name, code, delay,
+                        extra={"modelinfer": self.name, "exit_code": code})
+            await asyncio.sleep(delay)
+
+    async def _probe(self) -> None:
+        failures = 0
+        while True:
+            assert self.port is not None
+            ok = await http_ok(self.port, timeout=self.runtime.probe_timeout)
+            failures = 0 if ok else failures + 1
+            # One success makes a replica ready; two failures in a row take it out, so a
+            # single slow probe does not flap the endpoint (a crash is seen by wait()).
+            ready = ok or (self.ready and failures < 2)
+            if ready != self.ready:
+                self.ready = ready
+                log.info("replica %s: modelinfer=%s port=%s", "ready" if ready else "not ready", self.name,
+                         self.port, extra={"modelinfer": self.name, "ready": ready})
+                self.runtime.changed()
+            await asyncio.sleep(self.runtime.probe_interval)
+
+    async def stop(self, grace: float = 3.0) -> None:
+        await cancel_and_wait(self.task)
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), grace)
+                except asyncio.TimeoutError:
+                    log.warning("replica ignored SIGTERM, killing: modelinfer=%s pid=%s", self.name, proc.pid)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    await proc.wait()
+            except ProcessLookupError:
+                await proc.wait()
+        self.ready, self.port = False, None
+
+    def endpoint(self) -> BackendEndpoint | None:
+        return None if self.port is None else BackendEndpoint("127.0.0.1", self.port, healthy=self.ready)
+
+
+class ReplicaRuntime:
+    """All local replicas. `reconcile(infers)` on every world change, `close()` at exit."""
+
+    def __init__(self, *, on_endpoints: Callable[[Endpoints], Any], log_dir: Path | None = None,
+                 command: CommandFactory = mock_engine_command, probe_interval: float = 0.2,
+                 probe_timeout: float = 1.0, backoff_factory: Callable[[], Backoff] = Backoff) -> None:
+        self._on_endpoints = on_endpoints
+        self.log_dir = log_dir
+        self.command = command
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self.backoff_factory = backoff_factory
+        self._infers: dict[ObjectKey, ModelInfer] = {}
+        self._replicas: dict[ObjectKey, list[_Replica]] = {}
+        self._suspended: set[ObjectKey] = set()
+        self._published: Endpoints | None = None
+        self._lock = asyncio.Lock()
+
+    def log_file(self, infer: ModelInfer, index: int) -> IO[bytes]:
+        if self.log_dir is None:
+            return open(os.devnull, "wb")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return open(self.log_dir / f"{infer.metadata.namespace}.{infer.metadata.name}-{index}.log", "ab")
+
+    async def reconcile(self, infers: Iterable[ModelInfer]) -> None:
+        """Make the running replicas match `infers`: start, scale, replace, delete."""
+        async with self._lock:
+            wanted = {mi.key: mi for mi in infers}
+            for key in [k for k in self._replicas if k not in wanted]:
+                await self._scale(key, None, 0)
+                self._infers.pop(key, None)
+                self._suspended.discard(key)
+            for key, mi in wanted.items():
+                old = self._infers.get(key)
+                if old is not None and old.spec.model_ref != mi.spec.model_ref:
+                    await self._scale(key, old, 0)  # a different model: replace every replica
+                self._infers[key] = mi
+                await self._scale(key, mi, 0 if key in self._suspended else mi.spec.replicas)
+            self.changed()
+
+    async def _scale(self, key: ObjectKey, infer: ModelInfer | None, count: int) -> None:
+        replicas = self._replicas.setdefault(key, [])
+        if infer is not None:
+            while len(replicas) < count:
+                replicas.append(_Replica(self, infer, len(replicas)))
+        doomed = replicas[count:]
+        del replicas[count:]
+        await asyncio.gather(*(r.stop() for r in doomed))
+        if infer is None:
+            del self._replicas[key]
+
+    async def stop_infer(self, key: ObjectKey) -> None:
+        """Stop every replica of one ModelInfer and keep them down (failover tests, demos)
+        until `resume_infer` or its deletion."""
+        async with self._lock:
+            self._suspended.add(key)
+            await self._scale(key, self._infers.get(key), 0)
+            self.changed()
+
+    async def resume_infer(self, key: ObjectKey) -> None:
+        async with self._lock:
+            self._suspended.discard(key)
+            mi = self._infers.get(key)
+            if mi is not None:
+                await self._scale(key, mi, mi.spec.replicas)
+            self.changed()
+
+    async def close(self) -> None:
+        async with self._lock:
+            for key in list(self._replicas):
+                await self._scale(key, None, 0)
+            self._infers.clear()
+            self.changed()
+
+    def endpoints(self) -> Endpoints:
+        return MappingProxyType({
+            key: tuple(ep for r in self._replicas.get(key, ()) if (ep := r.endpoint()) is not None)
+            for key in sorted(self._infers)})
+
+    def status(self) -> Mapping[ObjectKey, ReplicaStatus]:
+        return MappingProxyType({
+            key: ReplicaStatus(desired=0 if key in self._suspended else mi.spec.replicas,
+                               ready=sum(r.ready for r in self._replicas.get(key, ())),
+                               restarts=sum(r.restarts for r in self._replicas.get(key, ())))
+            for key, mi in sorted(self._infers.items())})
+
+    def pid_of(self, key: ObjectKey, index: int) -> int | None:
+        replicas = self._replicas.get(key, [])
+        proc = replicas[index].proc if index < len(replicas) else None
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    def changed(self) -> None:
+        """Publish the endpoints if they differ from what was last published."""
+        current = self.endpoints()
+        if self._published is not None and dict(current) == dict(self._published):
+            return
+        self._published = current
+        try:
+            self._on_endpoints(current)
+        except Exception:
+            log.exception("endpoints callback failed")

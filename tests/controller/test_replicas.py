@@ -1,0 +1,190 @@
+"""Local replicas as real processes: start, readiness, crash restart, scaling, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from controller.replicas import Backoff, Endpoints, ReplicaRuntime, http_ok
+from routing_engine.api.resources import ModelInfer, ObjectKey
+
+A = ObjectKey("ModelInfer", "default", "llama")
+B = ObjectKey("ModelInfer", "team", "mistral")
+
+
+def infer(key: ObjectKey, replicas: int, model: str = "llama-7b") -> ModelInfer:
+    return ModelInfer.model_validate({
+        "apiVersion": "workload.matrixinfer.ai/v1alpha1", "kind": "ModelInfer",
+        "metadata": {"name": key.name, "namespace": key.namespace},
+        "spec": {"modelRef": {"name": model}, "replicas": replicas}})
+
+
+class Recorder:
+    """Collects what the runtime publishes."""
+
+    def __init__(self) -> None:
+        self.published: list[Endpoints] = []
+
+    def __call__(self, endpoints: Endpoints) -> None:
+        self.published.append(endpoints)
+
+    @property
+    def last(self) -> Endpoints:
+        return self.published[-1] if self.published else {}
+
+    async def until(self, predicate: Callable[[Endpoints], bool], what: str, timeout: float = 15.0) -> Endpoints:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.last):
+                return self.last
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; last published: {self.last}")
+
+
+def healthy(eps: Endpoints, key: ObjectKey, n: int) -> bool:
+    return len(eps.get(key, ())) == n and all(e.healthy for e in eps[key])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def served_by(port: int) -> dict[str, object]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/x/infer", data=b"{}", method="POST")
+    with opener.open(req, timeout=5) as resp:
+        return dict(json.loads(resp.read())["served_by"])
+
+
+def test_backoff_doubles_caps_and_resets_after_a_long_run() -> None:
+    b = Backoff(initial=0.1, maximum=0.5, reset_after=10)
+    assert [b.next_delay(0.5) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    assert b.next_delay(30.0) == 0.1
+
+
+async def test_replicas_start_ready_and_identify_themselves(tmp_path: Path) -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec, log_dir=tmp_path)
+    try:
+        await rt.reconcile([infer(A, 2), infer(B, 1, model="mistral")])
+        # Published at once, before readiness: every replica known but not yet healthy.
+        assert set(rec.published[0]) == {A, B}
+        eps = await rec.until(lambda e: healthy(e, A, 2) and healthy(e, B, 1), "3 ready replicas")
+        assert [served_by(e.port)["replica"] for e in eps[A]] == [0, 1]
+        assert served_by(eps[B][0].port) == {"modelinfer": "mistral", "namespace": "team", "replica": 0,
+                                            "model": "mistral", "engine": "mock"}
+        assert rt.status()[A].ready == 2 and rt.status()[A].desired == 2
+        assert (tmp_path / "default.llama-0.log").exists()
+    finally:
+        await rt.close()
+    assert rec.last == {}
+
+
+async def test_crashed_replica_is_seen_fast_and_restarted(tmp_path: Path) -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec)
+    try:
+        await rt.reconcile([infer(A, 2)])
+        before = await rec.until(lambda e: healthy(e, A, 2), "2 ready replicas")
+        pid = rt.pid_of(A, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        await rec.until(lambda e: len(e[A]) == 1, "crashed replica withdrawn", timeout=1.0)
+        assert time.monotonic() - killed_at < 1.0
+        after = await rec.until(lambda e: healthy(e, A, 2), "replica restarted")
+        assert after[A][0] == before[A][0]  # the healthy neighbour was not touched
+        assert rt.status()[A].restarts == 1
+        assert served_by(after[A][1].port)["replica"] == 1
+    finally:
+        await rt.close()
+
+
+async def test_scale_down_delete_and_model_change(tmp_path: Path) -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec)
+    try:
+        await rt.reconcile([infer(A, 3), infer(B, 1)])
+        await rec.until(lambda e: healthy(e, A, 3) and healthy(e, B, 1), "4 ready replicas")
+        doomed = [rt.pid_of(A, 1), rt.pid_of(A, 2), rt.pid_of(B, 0)]
+        kept = rt.pid_of(A, 0)
+        await rt.reconcile([infer(A, 1)])
+        assert set(rec.last) == {A} and len(rec.last[A]) == 1
+        assert not any(alive(p) for p in doomed if p)  # reconcile returns only once they are gone
+        assert rt.pid_of(A, 0) == kept
+        await rt.reconcile([infer(A, 1, model="llama-13b")])
+        eps = await rec.until(lambda e: healthy(e, A, 1) and rt.pid_of(A, 0) != kept, "replaced replica")
+        assert served_by(eps[A][0].port)["model"] == "llama-13b"
+        assert kept is not None and not alive(kept)
+    finally:
+        await rt.close()
+
+
+async def test_stop_infer_keeps_it_down_until_resumed() -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec)
+    try:
+        await rt.reconcile([infer(A, 2), infer(B, 1)])
+        await rec.until(lambda e: healthy(e, A, 2) and healthy(e, B, 1), "ready replicas")
+        await rt.stop_infer(A)
+        assert rec.last[A] == () and healthy(rec.last, B, 1)
+        await rt.reconcile([infer(A, 2), infer(B, 1)])  # a world change does not revive it
+        await asyncio.sleep(0.3)
+        assert rec.last[A] == () and rt.status()[A].desired == 0
+        await rt.resume_infer(A)
+        await rec.until(lambda e: healthy(e, A, 2), "resumed replicas")
+    finally:
+        await rt.close()
+
+
+async def test_failing_command_is_restarted_with_backoff_and_never_ready() -> None:
+    rec = Recorder()
+
+    def crashing(mi: ModelInfer, index: int, port: int) -> list[str]:
+        return [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+    rt = ReplicaRuntime(on_endpoints=rec, command=crashing,
+                        backoff_factory=lambda: Backoff(initial=0.05, maximum=0.2))
+    try:
+        await rt.reconcile([infer(A, 1)])
+        deadline = time.monotonic() + 10
+        while rt.status()[A].restarts < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert rt.status()[A].restarts >= 3
+        assert all(not e.healthy for p in rec.published for e in p.get(A, ()))
+    finally:
+        await rt.close()
+
+
+async def test_probe_helper_rejects_non_200_and_closed_ports() -> None:
+    from tests.support import free_port
+
+    assert not await http_ok(free_port(), timeout=0.5)
+
+    async def answer(status: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    for status, expected in ((b"503 Service Unavailable", False), (b"200 OK", True)):
+        server = await asyncio.start_server(lambda r, w, s=status: answer(s, r, w), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            assert await http_ok(port, timeout=2) is expected
+        finally:
+            server.close()
+            await server.wait_closed()
