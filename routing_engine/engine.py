@@ -1,0 +1,130 @@
+"""The engine's entry point: `compile(world, target) -> Compiled` = resolve + translate.
+
+Pure: no I/O, no clocks. Pass the same `Translator` to successive compiles (the xDS
+server and `modelroute up` do) so unchanged routes, clusters and listeners are reused
+instead of re-serialized (see `translate/translator.py`).
+
+`static_bootstrap` turns a compile's dynamic resources into one bootstrap document that
+Envoy loads with no control plane: listeners with their RouteConfiguration inline,
+EDS clusters made STATIC with their ClusterLoadAssignment inline, SDS secrets as static
+secrets, plus the admin listener on 127.0.0.1 and the `modelroute_admin` cluster that
+`/metrics` routes to (the envoy/ bootstrap templates define the same cluster for the
+dynamic case). `modelroute compile` prints it and tests feed it to `envoy --mode validate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from routing_engine import serialize
+from routing_engine.api.resources import ObjectKey
+from routing_engine.translate import names
+from routing_engine.translate.translator import TranslateError, Translator
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, pack
+from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World
+
+ADMIN_PORT = 9901
+
+
+def compile(world: World, target: Target, *, translator: Translator | None = None) -> Compiled:  # noqa: A001
+    from routing_engine.resolve import resolve  # the resolver lands separately; import at use
+
+    resolution = resolve(world, target)
+    result = (translator or Translator()).translate(resolution.gateway)
+    statuses = with_translate_errors(resolution.statuses, result.errors)
+    return Compiled(resources=result.resources, statuses=statuses, owners=result.owners)
+
+
+def with_translate_errors(
+    statuses: Mapping[ObjectKey, ObjectStatus], errors: tuple[TranslateError, ...]
+) -> Mapping[ObjectKey, ObjectStatus]:
+    """Routes translate left out make their owner `Accepted=False` (ValidationFailed)
+    with every message; other objects' statuses are unchanged."""
+    if not errors:
+        return statuses
+    merged = dict(statuses)
+    by_owner: dict[ObjectKey, list[str]] = {}
+    for error in errors:
+        by_owner.setdefault(error.owner, []).append(error.message)
+    for owner, messages in sorted(by_owner.items()):
+        condition = ConditionView("Accepted", "False", "ValidationFailed", "; ".join(messages))
+        current = merged.get(owner)
+        if current is None:
+            merged[owner] = ObjectStatus(phase="Failed", conditions=(condition,))
+        else:
+            others = tuple(c for c in current.conditions if c.type != "Accepted")
+            merged[owner] = ObjectStatus(
+                current.phase, (*others, condition), current.service_endpoint, current.active_routes
+            )
+    return MappingProxyType(merged)
+
+
+def _static_listener(resource: EnvoyResource, routes: Mapping[str, EnvoyResource]) -> Any:
+    listener = serialize.parse(resource)
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            hcm = hcm_pb2.HttpConnectionManager()
+            if not network_filter.typed_config.Unpack(hcm):
+                continue
+            if hcm.HasField("rds"):
+                route_config = serialize.parse(routes[hcm.rds.route_config_name])
+                hcm.route_config.CopyFrom(route_config)  # replaces the rds oneof
+                network_filter.typed_config.CopyFrom(pack(hcm))
+        if chain.HasField("transport_socket"):
+            tls = tls_pb2.DownstreamTlsContext()
+            if chain.transport_socket.typed_config.Unpack(tls):
+                for sds in tls.common_tls_context.tls_certificate_sds_secret_configs:
+                    sds.ClearField("sds_config")  # no sds_config: the static secret of that name
+                chain.transport_socket.typed_config.CopyFrom(pack(tls))
+    return listener
+
+
+def _static_cluster(resource: EnvoyResource, endpoints: Mapping[str, EnvoyResource]) -> Any:
+    cluster = serialize.parse(resource)
+    if cluster.type == cluster_pb2.Cluster.EDS:
+        service = cluster.eds_cluster_config.service_name or cluster.name
+        cluster.ClearField("eds_cluster_config")
+        cluster.type = cluster_pb2.Cluster.STATIC
+        if service in endpoints:
+            cluster.load_assignment.CopyFrom(serialize.parse(endpoints[service]))
+        else:
+            cluster.load_assignment.cluster_name = service
+    return cluster
+
+
+def admin_cluster(port: int = ADMIN_PORT) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(name=names.ADMIN_CLUSTER, type=cluster_pb2.Cluster.STATIC)
+    cluster.connect_timeout.seconds = 1
+    cluster.load_assignment.cluster_name = names.ADMIN_CLUSTER
+    address = cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+    address.address = "127.0.0.1"
+    address.port_value = port
+    return cluster
+
+
+def static_bootstrap(resources: Mapping[str, Mapping[str, EnvoyResource]], *, admin_port: int = ADMIN_PORT) -> dict[str, Any]:
+    """A bootstrap document (proto3 JSON mapping) serving `resources` statically."""
+    bootstrap = bootstrap_pb2.Bootstrap()
+    bootstrap.node.id = "modelroute-static"
+    bootstrap.node.cluster = "modelroute"
+    admin = bootstrap.admin.address.socket_address
+    admin.address = "127.0.0.1"
+    admin.port_value = admin_port
+    static = bootstrap.static_resources
+    routes = resources.get(ROUTE, {})
+    endpoints = resources.get(ENDPOINT, {})
+    for _, resource in sorted(resources.get(LISTENER, {}).items()):
+        static.listeners.append(_static_listener(resource, routes))
+    for _, resource in sorted(resources.get(CLUSTER, {}).items()):
+        static.clusters.append(_static_cluster(resource, endpoints))
+    if names.ADMIN_CLUSTER not in resources.get(CLUSTER, {}):
+        static.clusters.append(admin_cluster(admin_port))
+    for _, resource in sorted(resources.get(SECRET, {}).items()):
+        static.secrets.append(serialize.parse(resource))
+    return serialize.to_dict(bootstrap)

@@ -1,0 +1,75 @@
+"""Backends → clusters: one EDS cluster per ModelServer, plus an aggregate cluster per
+(primary, fallback) pair that a ModelRoute with a fallback fails over through.
+
+Each backend's endpoints are a separate ClusterLoadAssignment (`endpoint.py`), so replicas
+coming and going change EDS only: the cluster (CDS) stays byte-identical and Envoy never
+re-warms it. Least request suits inference (request cost varies by orders of magnitude);
+outlier detection ejects a replica that keeps failing with 5xx or gateway errors.
+
+Failover uses Envoy's aggregate cluster: its priority levels are the primary's hosts and
+then the fallback's, so traffic moves to the fallback only while the primary has no
+healthy host (EDS `health_status` or outlier ejection) — no client-visible error.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2
+
+from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from routing_engine import ir
+from routing_engine.translate import names
+from routing_engine.translate.xds import ads, millis, pack
+
+AGGREGATE_CLUSTER_TYPE = "envoy.clusters.aggregate"
+
+
+def outlier_detection() -> outlier_detection_pb2.OutlierDetection:
+    """Eject a replica after 5 consecutive 5xx (or gateway errors) for 30 s, never more
+    than half the replicas, so a bad model version cannot empty a backend by itself."""
+    detection = outlier_detection_pb2.OutlierDetection(
+        interval=duration_pb2.Duration(seconds=10),
+        base_ejection_time=duration_pb2.Duration(seconds=30),
+    )
+    detection.consecutive_5xx.value = 5
+    detection.consecutive_gateway_failure.value = 5
+    detection.max_ejection_percent.value = 50
+    return detection
+
+
+def backend_cluster(backend: ir.Backend) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=names.cluster(backend.name),
+        type=cluster_pb2.Cluster.EDS,
+        connect_timeout=millis(backend.connect_timeout_ms),
+        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+        outlier_detection=outlier_detection(),
+    )
+    cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+    cluster.eds_cluster_config.service_name = names.cluster(backend.name)
+    return cluster
+
+
+def failover_cluster(primary: str, fallback: str) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        name=names.failover_cluster(primary, fallback),
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        connect_timeout=duration_pb2.Duration(seconds=5),
+    )
+    cluster.cluster_type.name = AGGREGATE_CLUSTER_TYPE
+    cluster.cluster_type.typed_config.CopyFrom(
+        pack(aggregate_pb2.ClusterConfig(clusters=[names.cluster(primary), names.cluster(fallback)]))
+    )
+    return cluster
+
+
+def failover_pairs(gateway: ir.Gateway) -> list[tuple[str, str]]:
+    """Every (primary, fallback) pair some route sends to, sorted, without duplicates."""
+    pairs = {
+        (wb.backend, wb.failover_to)
+        for listener in gateway.listeners
+        for route in listener.routes
+        for wb in route.backends
+        if wb.failover_to and wb.failover_to != wb.backend
+    }
+    return sorted(pairs)

@@ -1,0 +1,30 @@
+"""Backend endpoints → one ClusterLoadAssignment per backend (EDS).
+
+Health is sent explicitly: an unready replica is listed as UNHEALTHY rather than left
+out, because the `health_check` filter behind `/ready` and the aggregate failover
+cluster both judge a backend by the EDS `health_status` of its hosts (SPEC 5); a
+backend with no endpoints at all has an empty assignment, which both read as down.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from routing_engine import ir
+from routing_engine.translate import names
+
+
+def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=names.cluster(backend.name))
+    if not backend.endpoints:
+        return assignment
+    locality = assignment.endpoints.add()
+    for endpoint in sorted(backend.endpoints, key=lambda e: (e.address, e.port)):
+        lb = endpoint_components_pb2.LbEndpoint(
+            health_status=health_check_pb2.HEALTHY if endpoint.healthy else health_check_pb2.UNHEALTHY
+        )
+        address = lb.endpoint.address.socket_address
+        address.address = endpoint.address
+        address.port_value = endpoint.port
+        locality.lb_endpoints.append(lb)
+    return assignment

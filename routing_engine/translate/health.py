@@ -1,0 +1,56 @@
+"""`/health`, `/ready` and `/metrics` on every ModelServer port (SPEC 3.1).
+
+- `GET /health`: Envoy is up — a route with a direct 200, before every user route.
+- `GET /ready`: 200 only while the listener's `ready_backends` have healthy endpoints —
+  the `health_check` filter (not pass-through) with `cluster_min_healthy_percentages`.
+  That filter only counts hosts the control plane marks UNHEALTHY in EDS (SPEC 5), which
+  is why `endpoint.py` always sends `health_status`. The minimum is a tiny positive
+  percentage: one healthy replica is enough, none (or an empty cluster) is not.
+  A listener without ready backends answers 200 as long as Envoy is up.
+- `GET /metrics`: Envoy's Prometheus stats, routed to the bootstrap's admin cluster
+  (`modelroute_admin`) with the path rewritten to `/stats/prometheus`.
+The filter runs first (rank 100) so probes need no credentials and spend no tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
+from routing_engine import ir
+from routing_engine.translate import names
+from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
+from routing_engine.translate.xds import pack
+
+HEALTH_PATH = "/health"
+READY_PATH = "/ready"
+METRICS_PATH = "/metrics"
+PROMETHEUS_PATH = "/stats/prometheus"
+HEALTH_CHECK_FILTER = "envoy.filters.http.health_check"
+# Percent of healthy hosts below which /ready fails: any healthy host passes.
+MIN_HEALTHY_PERCENT = 1e-6
+
+
+class HealthPlugin(Plugin):
+    name = "health"
+    rank = RANKS["health"]
+
+    def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
+        config = health_check_pb2.HealthCheck()
+        config.pass_through_mode.value = False
+        config.headers.add(name=":path").string_match.exact = READY_PATH
+        for backend in sorted(set(listener.ready_backends)):
+            config.cluster_min_healthy_percentages[names.cluster(backend)].value = MIN_HEALTHY_PERCENT
+        return [HttpFilter(name=HEALTH_CHECK_FILTER, typed_config=pack(config))]
+
+    def extra_routes(self, listener: ir.Listener) -> Sequence[rc.Route]:
+        health = rc.Route(name="modelroute/health")
+        health.match.path = HEALTH_PATH
+        health.direct_response.status = 200
+        health.direct_response.body.inline_string = "ok\n"
+        metrics = rc.Route(name="modelroute/metrics")
+        metrics.match.path = METRICS_PATH
+        metrics.route.cluster = names.ADMIN_CLUSTER
+        metrics.route.prefix_rewrite = PROMETHEUS_PATH
+        return [health, metrics]

@@ -1,0 +1,122 @@
+"""JWT authentication (`authentication.type: jwt`, SPEC 3.1) with Envoy's `jwt_authn`.
+
+The listener's filter lists every provider its routes use and a `requirement_map` entry
+per distinct provider set; each route with JWT auth names its entry in per-route config
+(`PerRouteConfig.requirement_name`). Routes without JWT carry no per-route config, and
+jwt_authn then verifies nothing, so `/health` and open routes stay open. A route with
+several auth policies requires all of them (`requires_all`). A request with no or an
+invalid token gets 401 and never reaches a backend.
+
+Keys come inline from a Secret (`local_jwks`) or from `jwks_uri`, fetched by Envoy
+through a LOGICAL_DNS cluster this plugin adds (`jwks/<provider>`), over TLS for https.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
+
+from google.protobuf import duration_pb2
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from routing_engine import ir
+from routing_engine.translate import names
+from routing_engine.translate.plugin import RANKS, ExtraResource, HttpFilter, Plugin
+from routing_engine.translate.xds import CLUSTER, pack
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWKS_FETCH_TIMEOUT = duration_pb2.Duration(seconds=5)
+JWKS_CACHE_DURATION = duration_pb2.Duration(seconds=300)
+
+
+def jwt_providers(route: ir.Route) -> list[ir.JwtProvider]:
+    return [p for p in route.auth if isinstance(p, ir.JwtProvider)]
+
+
+def provider_config(provider: ir.JwtProvider) -> jwt_pb2.JwtProvider:
+    config = jwt_pb2.JwtProvider(issuer=provider.issuer, audiences=list(provider.audiences), forward=provider.forward_header)
+    if provider.jwks_inline is not None:
+        config.local_jwks.inline_string = provider.jwks_inline
+    elif provider.jwks_uri:
+        config.remote_jwks.http_uri.uri = provider.jwks_uri
+        config.remote_jwks.http_uri.cluster = names.jwks_cluster(provider)
+        config.remote_jwks.http_uri.timeout.CopyFrom(JWKS_FETCH_TIMEOUT)
+        config.remote_jwks.cache_duration.CopyFrom(JWKS_CACHE_DURATION)
+    else:
+        raise ValueError(f"JWT provider {provider.name!r} has neither jwks_uri nor inline JWKS")
+    return config
+
+
+def requirement(providers: Sequence[ir.JwtProvider]) -> jwt_pb2.JwtRequirement:
+    ordered = sorted(p.name for p in providers)
+    if len(ordered) == 1:
+        return jwt_pb2.JwtRequirement(provider_name=ordered[0])
+    every = jwt_pb2.JwtRequirement()
+    every.requires_all.requirements.extend(jwt_pb2.JwtRequirement(provider_name=n) for n in ordered)
+    return every
+
+
+def jwks_cluster(provider: ir.JwtProvider) -> cluster_pb2.Cluster:
+    """A DNS cluster for the JWKS host; https gets TLS with SNI set to the host."""
+    url = urlsplit(provider.jwks_uri or "")
+    if not url.hostname:
+        raise ValueError(f"JWT provider {provider.name!r}: jwks_uri {provider.jwks_uri!r} has no host")
+    secure = url.scheme == "https"
+    port = url.port or (443 if secure else 80)
+    name = names.jwks_cluster(provider)
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.LOGICAL_DNS,
+        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
+        connect_timeout=JWKS_FETCH_TIMEOUT,
+    )
+    cluster.load_assignment.cluster_name = name
+    address = cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
+    address.address = url.hostname
+    address.port_value = port
+    if secure:
+        cluster.transport_socket.name = "envoy.transport_sockets.tls"
+        cluster.transport_socket.typed_config.CopyFrom(pack(tls_pb2.UpstreamTlsContext(sni=url.hostname)))
+    return cluster
+
+
+class JwtPlugin(Plugin):
+    name = "jwt"
+    rank = RANKS["jwt"]
+
+    def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
+        config = jwt_pb2.JwtAuthentication()
+        for route in listener.routes:
+            providers = jwt_providers(route)
+            if not providers:
+                continue
+            for provider in providers:
+                if provider.name not in config.providers:
+                    config.providers[provider.name].CopyFrom(provider_config(provider))
+            key = names.jwt_requirement(route)
+            if key not in config.requirement_map:
+                config.requirement_map[key].CopyFrom(requirement(providers))
+        if not config.providers:
+            return ()
+        return [HttpFilter(name=JWT_FILTER, typed_config=pack(config))]
+
+    def patch_route(self, route: ir.Route, proto: rc.Route) -> None:
+        if jwt_providers(route):
+            per_route = jwt_pb2.PerRouteConfig(requirement_name=names.jwt_requirement(route))
+            proto.typed_per_filter_config[JWT_FILTER].CopyFrom(pack(per_route))
+
+    def extra_resources(self, gateway: ir.Gateway) -> Iterable[ExtraResource]:
+        remote: dict[str, ir.JwtProvider] = {}
+        owners: dict[str, set] = {}
+        for listener in gateway.listeners:
+            for route in listener.routes:
+                for provider in jwt_providers(route):
+                    if provider.jwks_inline is None and provider.jwks_uri:
+                        remote.setdefault(provider.name, provider)
+                        owners.setdefault(provider.name, set()).add(route.owner)
+        for name in sorted(remote):
+            cluster = jwks_cluster(remote[name])
+            yield ExtraResource(CLUSTER, cluster.name, cluster, tuple(sorted(owners[name])))

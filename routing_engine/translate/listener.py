@@ -1,0 +1,51 @@
+"""IR listeners → Envoy Listeners: one per port, one filter chain with an
+HttpConnectionManager whose routes come by RDS over ADS.
+
+Routes are never inlined: a route edit then changes the listener's RouteConfiguration
+only, and an LDS update (which drains connections) happens only when the listener's own
+shape changes — its port, TLS certificate name, or the set of HTTP filters. HTTP filters
+come from the plugins in rank order, then the router. Paths are normalized and slashes
+merged before matching so `/v1//models/../a` cannot sneak past a path match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from routing_engine import ir
+from routing_engine.translate import names
+from routing_engine.translate.plugin import Plugin
+from routing_engine.translate.xds import ads, pack
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+
+def http_connection_manager(listener: ir.Listener, plugins: Sequence[Plugin]) -> hcm_pb2.HttpConnectionManager:
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=listener.name,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+    )
+    hcm.normalize_path.value = True
+    hcm.merge_slashes = True
+    hcm.rds.route_config_name = names.route_config(listener)
+    hcm.rds.config_source.CopyFrom(ads())
+    for plugin in plugins:
+        hcm.http_filters.extend(plugin.http_filters(listener))
+    hcm.http_filters.add(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
+    return hcm
+
+
+def build_listener(listener: ir.Listener, plugins: Sequence[Plugin]) -> listener_pb2.Listener:
+    proto = listener_pb2.Listener(name=listener.name)
+    socket = proto.address.socket_address
+    socket.address = listener.address
+    socket.port_value = listener.port
+    chain = proto.filter_chains.add()
+    chain.filters.add(name=HCM_FILTER, typed_config=pack(http_connection_manager(listener, plugins)))
+    for plugin in plugins:
+        plugin.patch_listener(listener, proto)
+    return proto

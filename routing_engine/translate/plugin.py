@@ -1,0 +1,135 @@
+"""The feature-plugin interface of the xDS translator, and the HTTP filter order.
+
+Modelled on Envoy Gateway's translator: every HTTP feature (health, model match, jwt,
+api key, rate limit, tls) is one module with one object implementing a few hooks, each
+given only IR objects and the proto it edits:
+
+- `http_filters(listener)`   the HTTP filters the feature adds to the listener's HCM;
+- `patch_listener(listener, proto)`  listener-level changes (e.g. a TLS transport socket);
+- `extra_routes(listener)`   routes placed before every user route (e.g. `/health`);
+- `patch_route(route, proto)`  per-route config (`typed_per_filter_config`); it sees one
+  route only, which is what lets the translator cache route protos per IR route;
+- `extra_resources(gateway)`  resources the feature needs (a JWKS cluster, a secret).
+
+Filter order is explicit: each plugin carries its `rank` (lower runs first; ties break by
+name so the order never changes between compiles and listeners never drain for nothing).
+The table of built-in ranks is `RANKS`; the router is always last. A plugin without an
+integer rank is refused by `ordered`, so forgetting it fails loudly, not silently.
+
+Third-party plugins are objects published in the `modelroute.plugins` entry-point group.
+`discover` reads installed package metadata (I/O), so it runs at start-up in the CLI or
+server, never inside the pure compile; its result is passed to `Translator(plugins=...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+from google.protobuf.message import Message
+
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from routing_engine import ir
+from routing_engine.api.resources import ObjectKey
+
+ENTRY_POINT_GROUP = "modelroute.plugins"
+
+# The HTTP filter order (lower first). Auth runs before rate limits so unauthenticated
+# requests never spend a tenant's tokens; /ready is answered before anything else.
+RANKS: dict[str, int] = {
+    "health": 100,
+    "model_match": 200,
+    "jwt": 300,
+    "apikey": 350,
+    "ratelimit": 500,
+    "global_ratelimit": 600,
+    "tls": 900,  # adds no HTTP filter; ranked so every plugin has one
+}
+ROUTER_RANK = 10_000
+
+HttpFilter = hcm_pb2.HttpFilter
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraResource:
+    """A resource a plugin adds, with the objects it comes from (for NACK → status)."""
+
+    type_url: str
+    name: str
+    message: Message
+    owners: tuple[ObjectKey, ...] = ()
+
+
+class PluginError(Exception):
+    """A plugin that cannot take part in translation (no rank, duplicate name)."""
+
+
+class Plugin:
+    """Base class with no-op hooks: a plugin overrides only what its feature touches."""
+
+    name: str = ""
+    rank: int | None = None
+
+    def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
+        return ()
+
+    def patch_listener(self, listener: ir.Listener, proto: listener_pb2.Listener) -> None:
+        return None
+
+    def extra_routes(self, listener: ir.Listener) -> Sequence[route_components_pb2.Route]:
+        return ()
+
+    def patch_route(self, route: ir.Route, proto: route_components_pb2.Route) -> None:
+        return None
+
+    def extra_resources(self, gateway: ir.Gateway) -> Iterable[ExtraResource]:
+        return ()
+
+
+def ordered(plugins: Iterable[Plugin]) -> tuple[Plugin, ...]:
+    """Plugins in filter order; refuses unranked plugins and duplicate names."""
+    seen: set[str] = set()
+    checked: list[Plugin] = []
+    for plugin in plugins:
+        rank = getattr(plugin, "rank", None)
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank >= ROUTER_RANK:
+            raise PluginError(f"plugin {plugin.name or type(plugin).__name__!r} has no valid rank (an int below {ROUTER_RANK})")
+        if not plugin.name:
+            raise PluginError(f"plugin {type(plugin).__name__} has no name")
+        if plugin.name in seen:
+            raise PluginError(f"two plugins are named {plugin.name!r}")
+        seen.add(plugin.name)
+        checked.append(plugin)
+    return tuple(sorted(checked, key=lambda p: (p.rank, p.name)))
+
+
+def builtin() -> tuple[Plugin, ...]:
+    """The built-in features, in one list (imported here, not registered on import)."""
+    from routing_engine.translate.apikey import ApiKeyPlugin
+    from routing_engine.translate.health import HealthPlugin
+    from routing_engine.translate.jwt import JwtPlugin
+    from routing_engine.translate.model_match import ModelMatchPlugin
+    from routing_engine.translate.ratelimit import RateLimitPlugin
+    from routing_engine.translate.tls import TlsPlugin
+
+    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(), TlsPlugin()])
+
+
+def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:
+    """Third-party plugins from installed packages: each entry point names a Plugin
+    subclass or instance. Reads package metadata, so call it at start-up only."""
+    found: list[Plugin] = []
+    for entry in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+        loaded = entry.load()
+        plugin = loaded() if isinstance(loaded, type) else loaded
+        if not isinstance(plugin, Plugin):
+            raise PluginError(f"entry point {entry.name!r} in {group} is not a modelroute Plugin")
+        found.append(plugin)
+    return tuple(found)
+
+
+def with_builtin(extra: Iterable[Plugin] = ()) -> tuple[Plugin, ...]:
+    return ordered([*builtin(), *extra])

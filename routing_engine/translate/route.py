@@ -1,0 +1,144 @@
+"""IR routes → Envoy `Route` messages, and a listener's routes → one RouteConfiguration.
+
+One RouteConfiguration per listener with a single virtual host `*`: a ModelRoute edit
+changes exactly one RDS resource per listener it is installed on, and listeners (LDS)
+never change for a route edit, so Envoy never drains connections for one.
+
+Matching (SPEC 3.3): `segment_prefix` → `path_separated_prefix` (whole segments, never
+`/ab` for `/a`), `exact` → `path`, `glob` → an RE2 `safe_regex` where `*` is `[^/]*`.
+Header and query-parameter values use `StringMatcher`; the OpenAI `model` is matched on
+dynamic metadata the `model_match` plugin fills in. Several backends become
+`weighted_clusters` with weights reduced by their gcd (exact ratios, no rounding; Envoy
+normalizes by the sum). Zero weights are kept so a canary at 0% still has its cluster
+referenced (and its stats) — Envoy accepts them as long as the sum is positive.
+Retries only cover failures that cannot have reached a model (SPEC 3.1), so no GPU work
+is done twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2
+from routing_engine import ir
+from routing_engine.translate import names
+from routing_engine.translate.xds import length_delimited, millis
+
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-status-codes"
+RETRIABLE_STATUS_CODES = (503,)
+VIRTUAL_HOST = "*"
+_RE2_SPECIAL = frozenset("\\.+?()[]{}|^$*")
+
+# Field numbers used when assembling a RouteConfiguration from cached route bytes.
+_ROUTE_CONFIG_VIRTUAL_HOSTS = 2
+_VIRTUAL_HOST_ROUTES = 3
+
+
+def glob_regex(glob: str) -> str:
+    """`*` matches any run of characters inside one segment; everything else literally."""
+    out = []
+    for char in glob:
+        if char == "*":
+            out.append("[^/]*")
+        elif char in _RE2_SPECIAL:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def string_matcher(match: ir.StringMatch) -> string_pb2.StringMatcher:
+    if match.kind == "exact":
+        return string_pb2.StringMatcher(exact=match.value)
+    if match.kind == "prefix":
+        return string_pb2.StringMatcher(prefix=match.value)
+    if match.kind == "regex":
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+    raise ValueError(f"no StringMatcher for a {match.kind!r} match")
+
+
+def _path(match: rc.RouteMatch, path: ir.PathMatch) -> None:
+    if path.kind == "exact":
+        match.path = path.value
+    elif path.kind == "glob":
+        match.safe_regex.regex = glob_regex(path.value)
+    else:
+        trimmed = path.value.rstrip("/")
+        # path_separated_prefix cannot be "/" (or end in "/"): the root is every path.
+        if trimmed:
+            match.path_separated_prefix = trimmed
+        else:
+            match.prefix = "/"
+
+
+def route_match(match: ir.RouteMatch) -> rc.RouteMatch:
+    proto = rc.RouteMatch()
+    _path(proto, match.path)
+    for name, value in match.headers:
+        header = proto.headers.add(name=name)
+        if value.kind == "present":
+            header.present_match = True
+        else:
+            header.string_match.CopyFrom(string_matcher(value))
+    for name, value in match.query_params:
+        param = proto.query_parameters.add(name=name)
+        if value.kind == "present":
+            param.present_match = True
+        else:
+            param.string_match.CopyFrom(string_matcher(value))
+    if match.model is not None:
+        proto.dynamic_metadata.append(
+            metadata_pb2.MetadataMatcher(
+                filter=names.MODEL_METADATA_NAMESPACE,
+                path=[metadata_pb2.MetadataMatcher.PathSegment(key=names.MODEL_METADATA_KEY)],
+                value=metadata_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=match.model)),
+            )
+        )
+    return proto
+
+
+def normalized_weights(backends: Iterable[ir.WeightedBackend]) -> list[int]:
+    """Weights divided by their gcd; all-zero (resolve rejects it) becomes equal shares."""
+    weights = [max(0, b.weight) for b in backends]
+    if not any(weights):
+        return [1] * len(weights)
+    divisor = math.gcd(*weights)
+    return [w // divisor for w in weights]
+
+
+def build_route(route: ir.Route) -> rc.Route:
+    """The feature-free part of one route; plugins add their per-route config after."""
+    proto = rc.Route(name=route.name, match=route_match(route.match))
+    action = proto.route
+    if len(route.backends) == 1:
+        action.cluster = names.destination(route.backends[0])
+    else:
+        for backend, weight in zip(route.backends, normalized_weights(route.backends), strict=True):
+            action.weighted_clusters.clusters.add(name=names.destination(backend)).weight.value = weight
+    action.timeout.CopyFrom(millis(route.timeout_ms))
+    if route.retries > 0:
+        policy = action.retry_policy
+        policy.retry_on = SAFE_RETRY_ON
+        policy.num_retries.value = route.retries
+        policy.retriable_status_codes.extend(RETRIABLE_STATUS_CODES)
+    return proto
+
+
+def route_config_bytes(name: str, route_bytes: Iterable[bytes]) -> bytes:
+    """A serialized RouteConfiguration `{name, virtual_hosts: [{name: "*", domains: ["*"],
+    routes}]}` assembled from already-serialized routes. Byte-identical to building the
+    message and serializing it deterministically (fields are emitted in number order)."""
+    head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
+    vhost_head = rc.VirtualHost(name=VIRTUAL_HOST, domains=["*"]).SerializeToString(deterministic=True)
+    vhost = vhost_head + b"".join(length_delimited(_VIRTUAL_HOST_ROUTES, body) for body in route_bytes)
+    return head + length_delimited(_ROUTE_CONFIG_VIRTUAL_HOSTS, vhost)
+
+
+def route_config(name: str, routes: Iterable[rc.Route]) -> route_pb2.RouteConfiguration:
+    """The same RouteConfiguration as a message (for tests and readable output)."""
+    config = route_pb2.RouteConfiguration(name=name)
+    config.virtual_hosts.add(name=VIRTUAL_HOST, domains=["*"]).routes.extend(routes)
+    return config
