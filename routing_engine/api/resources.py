@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from routing_engine.api.types import (
+    PREFIX_PATH_SCHEMA,
     Duration,
+    FieldError,
     HeaderName,
     MatchValue,
     NamespaceName,
@@ -22,6 +24,7 @@ from routing_engine.api.types import (
     Percent,
     Port,
     PositiveInt32,
+    Quantity,
     ResourceName,
     RoutePath,
     Spec,
@@ -120,7 +123,7 @@ class ServiceSpec(Spec):
 
 
 class RoutingSpec(Spec):
-    path: RoutePath
+    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)]
     timeout: Duration | None = None  # engine default: 60s (SPEC 3.1)
     retries: NonNegativeInt32 | None = None  # engine default: 0 (no retries)
 
@@ -141,7 +144,7 @@ class RateLimitSpec(Spec):
     @model_validator(mode="after")
     def _needs_rate(self) -> "RateLimitSpec":
         if self.enabled and self.requests_per_second is None:
-            raise ValueError("requestsPerSecond is required when rateLimit is enabled")
+            raise FieldError("requestsPerSecond", "is required when rateLimit is enabled")
         return self
 
 
@@ -159,26 +162,26 @@ class AuthenticationSpec(Spec):
             allowed = {"issuer", "audience", "audiences", "jwksUri", "jwksSecretName", "forwardHeader"}
             unknown = sorted(set(cfg) - allowed)
             if unknown:
-                raise ValueError(f"config: unknown field(s) {', '.join(unknown)} for type jwt")
+                raise FieldError(f"config.{unknown[0]}", f"unknown field for type jwt (known: {', '.join(sorted(allowed))})")
             if not isinstance(cfg.get("issuer"), str) or not cfg.get("issuer"):
-                raise ValueError("config.issuer is required for type jwt")
+                raise FieldError("config.issuer", "is required for type jwt")
             if not cfg.get("jwksUri") and not cfg.get("jwksSecretName"):
-                raise ValueError("config.jwksUri or config.jwksSecretName is required for type jwt")
+                raise FieldError("config", "jwksUri or jwksSecretName is required for type jwt (where the keys come from)")
             if cfg.get("jwksUri") and cfg.get("jwksSecretName"):
-                raise ValueError("config.jwksUri and config.jwksSecretName are mutually exclusive")
+                raise FieldError("config", "jwksUri and jwksSecretName are mutually exclusive")
             uri = cfg.get("jwksUri")
             if uri is not None and (not isinstance(uri, str) or not uri.startswith(("http://", "https://"))):
-                raise ValueError("config.jwksUri must be an http(s) URL")
+                raise FieldError("config.jwksUri", "must be an http(s) URL")
             for field in ("audience", "jwksSecretName"):
                 if field in cfg and not isinstance(cfg[field], str):
-                    raise ValueError(f"config.{field} must be a string")
+                    raise FieldError(f"config.{field}", "must be a string")
         else:
             allowed = {"secretName", "header"}
             unknown = sorted(set(cfg) - allowed)
             if unknown:
-                raise ValueError(f"config: unknown field(s) {', '.join(unknown)} for type apiKey")
+                raise FieldError(f"config.{unknown[0]}", f"unknown field for type apiKey (known: {', '.join(sorted(allowed))})")
             if not isinstance(cfg.get("secretName"), str) or not cfg.get("secretName"):
-                raise ValueError("config.secretName is required for type apiKey")
+                raise FieldError("config.secretName", "is required for type apiKey")
         return self
 
 
@@ -189,7 +192,7 @@ class TLSSpec(Spec):
     @model_validator(mode="after")
     def _needs_secret(self) -> "TLSSpec":
         if self.enabled and not self.secret_name:
-            raise ValueError("secretName is required when tls is enabled")
+            raise FieldError("secretName", "is required when tls is enabled")
         return self
 
 
@@ -261,7 +264,7 @@ class CanarySpec(Spec):
 
 
 class ModelRouteSpec(Spec):
-    path: RoutePath | None = None  # (ext) front door
+    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)] | None = None  # (ext) front door
     routes: list[RouteRule] = Field(min_length=1)
     fallback: Fallback | None = None
     canary: CanarySpec | None = None
@@ -286,7 +289,6 @@ class ModelRoute(Resource):
 
 # --- workload.matrixinfer.ai/v1alpha1 ---------------------------------------------------
 
-Quantity = str | int | float
 
 
 class ResourceRequirements(Spec):
@@ -300,17 +302,20 @@ class AutoscalingSpec(Spec):
     enabled: bool = False
     min_replicas: PositiveInt32 | None = None
     max_replicas: PositiveInt32 | None = None
-    target_cpu_utilization_percentage: Annotated[int, Field(ge=1, le=100, strict=True)] | None = None
+    # the spec's (and HPA v1's) spelling, which to_camel would write targetCpu...
+    target_cpu_utilization_percentage: Annotated[int, Field(ge=1, le=100, strict=True)] | None = Field(
+        default=None, alias="targetCPUUtilizationPercentage"
+    )
     metrics: list[dict[str, Any]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingSpec":
         if self.min_replicas and self.max_replicas and self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"minReplicas ({self.min_replicas}) must not exceed maxReplicas ({self.max_replicas})"
+            raise FieldError(
+                "minReplicas", f"{self.min_replicas} must not exceed maxReplicas ({self.max_replicas})"
             )
         if self.enabled and self.max_replicas is None:
-            raise ValueError("maxReplicas is required when autoscaling is enabled")
+            raise FieldError("maxReplicas", "is required when autoscaling is enabled")
         return self
 
 
@@ -391,8 +396,8 @@ class AutoscalingPolicySpec(Spec):
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingPolicySpec":
         if self.min_replicas and self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"minReplicas ({self.min_replicas}) must not exceed maxReplicas ({self.max_replicas})"
+            raise FieldError(
+                "minReplicas", f"{self.min_replicas} must not exceed maxReplicas ({self.max_replicas})"
             )
         return self
 

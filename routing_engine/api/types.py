@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -25,8 +26,28 @@ DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 DURATION_PATTERN = r"^((\d+(\.\d+)?)(ms|h|m|s))+$"
+# The CRD's form of "a positive duration": at least one part with a non-zero digit. RE2
+# (the API server's regex engine) has no lookahead, hence the spelled-out alternatives.
+_PART = r"(\d+(\.\d+)?(ms|h|m|s))"
+_NONZERO_PART = r"((\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)(ms|h|m|s))"
+POSITIVE_DURATION_PATTERN = rf"^{_PART}*{_NONZERO_PART}{_PART}*$"
+# Kubernetes resource.Quantity, as controller-gen writes it into CRDs.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 MAX_DURATION_MS = 315_576_000_000  # protobuf Duration's bound, so Envoy never rejects one
+
+
+class FieldError(ValueError):
+    """A rule broken by a sub-field that a model validator checks (e.g. `config.issuer` of
+    an authentication block). The loader appends `path` to the error's location, so the
+    user sees the exact field; pydantic still reports it as an ordinary value error."""
+
+    def __init__(self, path: str, rule: str) -> None:
+        super().__init__(f"{path}: {rule}")
+        self.path: tuple[str, ...] = tuple(path.split("."))
+        self.rule = rule
 
 
 class Spec(BaseModel):
@@ -83,9 +104,23 @@ def _check_dns_label(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_check_duration)]
-ResourceName = Annotated[str, AfterValidator(_check_dns_subdomain)]
-NamespaceName = Annotated[str, AfterValidator(_check_dns_label)]
+# WithJsonSchema only feeds the CRD generator (routing_engine.api.crd): the same rule in the
+# regex dialect the API server understands. Validation itself stays in the Python checks.
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    WithJsonSchema({"type": "string", "pattern": POSITIVE_DURATION_PATTERN}),
+]
+ResourceName = Annotated[
+    str,
+    AfterValidator(_check_dns_subdomain),
+    WithJsonSchema({"type": "string", "pattern": DNS1123_SUBDOMAIN, "maxLength": 253}),
+]
+NamespaceName = Annotated[
+    str,
+    AfterValidator(_check_dns_label),
+    WithJsonSchema({"type": "string", "pattern": DNS1123_LABEL, "maxLength": 63}),
+]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1, strict=True)]
 NonNegativeInt32 = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
@@ -95,11 +130,17 @@ NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$", max_length=256)]
 
 
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]|\(\?P=")
+
+
 def _check_regex(text: str) -> str:
+    """Envoy matches with RE2: lookarounds and back references would be NACKed later."""
     try:
         re.compile(text)
     except re.error as err:
         raise ValueError(f'"{text}" is not a valid regular expression: {err}') from None
+    if _NOT_RE2.search(text):
+        raise ValueError(f'"{text}" uses lookaround or back references, which RE2 (Envoy) does not support')
     return text
 
 
@@ -127,10 +168,29 @@ class StringMatch(Spec):
 def _coerce_string_match(value: Any) -> Any:
     if isinstance(value, str):
         return StringMatch(exact=value)
-    return value
+    if isinstance(value, (dict, StringMatch)):
+        return value
+    shown = "true" if value is True else "false" if value is False else str(value)[:40]
+    raise ValueError(
+        f'{shown} must be a string (exact match; quote it: "{shown}") or a mapping with one '
+        "of exact, prefix, regex, present"
+    )
 
 
-MatchValue = Annotated[StringMatch, BeforeValidator(_coerce_string_match)]
+# A string or an object: a structural CRD schema cannot say "string or object" (a node
+# needs one `type`; x-kubernetes-int-or-string only covers integer|string), so the CRD
+# leaves the value untyped with x-kubernetes-preserve-unknown-fields and the loader enforces
+# the shape.
+MatchValue = Annotated[
+    StringMatch,
+    BeforeValidator(_coerce_string_match),
+    WithJsonSchema(
+        {
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": "a string (exact match) or one of {exact, prefix, regex, present}",
+        }
+    ),
+]
 
 
 def _check_path(text: str) -> str:
@@ -147,4 +207,33 @@ def _check_path(text: str) -> str:
     return text
 
 
-RoutePath = Annotated[str, AfterValidator(_check_path)]
+RoutePath = Annotated[
+    str,
+    AfterValidator(_check_path),
+    WithJsonSchema({"type": "string", "pattern": r"^/[^?#\s]*$", "not": {"pattern": r"//|\*\*"}}),
+]
+PREFIX_PATH_SCHEMA = {"type": "string", "pattern": r"^/[^?#\s*]*$", "not": {"pattern": "//"}}
+
+
+def _check_quantity(value: Any) -> Any:
+    """Kubernetes quantities are integers or strings like "2Gi", "500m"; a YAML float such
+    as 0.5 is not accepted by the API server's CRD validation either, so say how to quote it."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        hint = f' (quote it: "{value}")' if isinstance(value, float) else ""
+        raise ValueError(f"{str(value)[:40]} is not a quantity like 1, \"500m\" or \"2Gi\"{hint}")
+    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+        raise ValueError(f'"{value[:60]}" is not a quantity like 1, "500m" or "2Gi"')
+    return value
+
+
+Quantity = Annotated[
+    str | int,
+    BeforeValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]

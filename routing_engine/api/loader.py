@@ -1,0 +1,198 @@
+"""Manifests in, validated objects and one-line errors out: the only way YAML becomes models.
+
+Reads what a user would `kubectl apply`: files and directories (recursively; `*.yaml`,
+`*.yml`, `*.json`; hidden files such as editor swap files skipped), multi-document YAML,
+`kind: List`. Every problem becomes a `ManifestError`; nothing here raises for bad input,
+because one broken file must never take down the routes defined by the others. The file
+provider and `modelroute validate` call `load_manifests`; the Kubernetes provider, which
+gets one object at a time from the API server, calls `parse_document`.
+
+Decisions: document indexes are 1-based; a file with a YAML syntax error contributes no
+objects at all (a half-saved file must not half-apply); an object defined twice keeps its
+first definition and the later one is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line, show
+from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ObjectKey, Resource
+
+try:
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+except AttributeError:  # PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+_SUPPORTED = ", ".join(f"{cls.KIND} ({cls.API_VERSION})" for cls in KIND_BY_NAME.values())
+
+
+def load_manifests(paths: Iterable[str | Path]) -> tuple[list[Resource], list[ManifestError]]:
+    """All objects and all errors from `paths`, in a deterministic order (paths as given,
+    directory contents sorted). Duplicates are detected across all files."""
+    objects: list[Resource] = []
+    errors: list[ManifestError] = []
+    seen: dict[ObjectKey, str] = {}
+    for path in paths:
+        for file in _manifest_files(Path(path), errors):
+            text = _read(file, errors)
+            if text is None:
+                continue
+            found, errs = load_text(text, str(file), _seen=seen)
+            objects.extend(found)
+            errors.extend(errs)
+    return objects, errors
+
+
+def load_text(
+    text: str, source: str, *, _seen: dict[ObjectKey, str] | None = None
+) -> tuple[list[Resource], list[ManifestError]]:
+    """Objects and errors from one file's text; `source` names it in errors and decides
+    JSON (`*.json`) or YAML parsing."""
+    seen: dict[ObjectKey, str] = {} if _seen is None else _seen
+    docs, syntax_error = _parse_text(text, source)
+    if syntax_error is not None:
+        return [], [syntax_error]
+    objects: list[Resource] = []
+    errors: list[ManifestError] = []
+    for index, doc in enumerate(docs, start=1):
+        if doc is None:  # an empty document, e.g. a trailing `---`
+            continue
+        for item, prefix in _expand_lists(doc, source, index, errors):
+            key = _error(source, index, item, "", "").object_key
+            if key is not None and key in seen:
+                rule = f"duplicate: {key} is already defined at {seen[key]}"
+                errors.append(_error(source, index, item, format_path(prefix), rule))
+                continue
+            if key is not None:  # even an invalid first definition claims the name
+                seen[key] = f"{source}#{index}"
+            obj, errs = _parse(item, source, index, prefix)
+            errors.extend(errs)
+            if obj is not None:
+                objects.append(obj)
+    return objects, errors
+
+
+def parse_document(doc: object, *, source: str, index: int) -> tuple[Resource | None, list[ManifestError]]:
+    """One already-decoded object (e.g. from the Kubernetes API) → its model, or errors."""
+    return _parse(doc, source, index, ())
+
+
+def _parse(doc: object, source: str, index: int, prefix: tuple[str | int, ...]) -> tuple[Resource | None, list[ManifestError]]:
+    if not isinstance(doc, dict):
+        where = format_path(prefix)
+        return None, [ManifestError(source, index, None, None, None, where, f"{show(doc)} is not an object (a mapping with apiVersion, kind, metadata)")]
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    problem = _check_type(api_version, kind)
+    if problem is not None:
+        field, rule = problem
+        return None, [_error(source, index, doc, format_path(prefix + (field,)), rule)]
+    cls = KIND_BY_NAME[str(kind)]
+    try:
+        return cls.model_validate(doc, by_alias=True, by_name=False), []
+    except ValidationError as err:
+        errors = []
+        for detail in err.errors(include_url=False):
+            path, rule = from_pydantic(cls, detail, prefix=prefix)
+            errors.append(_error(source, index, doc, path, rule))
+        return None, errors
+    except RecursionError:
+        return None, [_error(source, index, doc, format_path(prefix), "is nested too deeply")]
+    except Exception as err:  # noqa: BLE001 - last guard: bad input must never crash a provider
+        rule = f"could not be validated ({type(err).__name__}: {one_line(str(err))[:200]}); please report this"
+        return None, [_error(source, index, doc, format_path(prefix), rule)]
+
+
+def _check_type(api_version: Any, kind: Any) -> tuple[str, str] | None:
+    """(field, rule) when apiVersion/kind do not name a supported kind."""
+    if kind is None:
+        return "kind", f"is required (supported: {_SUPPORTED})"
+    if not isinstance(kind, str) or kind not in KIND_BY_NAME:
+        return "kind", f"{show(kind)} is not supported (supported: {_SUPPORTED})"
+    expected = KIND_BY_NAME[kind].API_VERSION
+    if api_version is None:
+        return "apiVersion", f"is required (use {expected})"
+    if api_version != expected:
+        return "apiVersion", f"{show(api_version)} is not supported for {kind} (use {expected})"
+    return None
+
+
+def _expand_lists(doc: object, source: str, index: int, errors: list[ManifestError]) -> Iterator[tuple[object, tuple[str | int, ...]]]:
+    """`kind: List` (what `kubectl get -o yaml` prints) → its items, with `items[i]` paths."""
+    if not (isinstance(doc, dict) and doc.get("kind") == "List"):
+        yield doc, ()
+        return
+    items = doc.get("items")
+    if not isinstance(items, list):
+        errors.append(ManifestError(source, index, "List", None, None, "items", f"{show(items)} must be a list of objects"))
+        return
+    for i, item in enumerate(items):
+        yield item, ("items", i)
+
+
+def _error(source: str, index: int, doc: object, path: str, rule: str) -> ManifestError:
+    """An error about `doc`, naming its kind/namespace/name as far as they can be read."""
+    kind = name = namespace = None
+    if isinstance(doc, dict):
+        kind = doc.get("kind") if isinstance(doc.get("kind"), str) else None
+        meta = doc.get("metadata")
+        if isinstance(meta, dict):
+            name = meta.get("name") if isinstance(meta.get("name"), str) else None
+            ns = meta.get("namespace")
+            namespace = ns if isinstance(ns, str) else DEFAULT_NAMESPACE
+    return ManifestError(source, index, kind, namespace, name and name[:80], path, rule)
+
+
+def _parse_text(text: str, source: str) -> tuple[list[Any], ManifestError | None]:
+    """The documents of a file, or the one error that makes the whole file unusable."""
+    try:
+        if source.endswith(".json"):
+            return [json.loads(text)], None
+        return list(yaml.load_all(text, Loader=_Loader)), None
+    except json.JSONDecodeError as err:
+        rule = f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        rule = f"not valid YAML: {err.problem or err.context}{at}"
+    except yaml.YAMLError as err:
+        rule = f"not valid YAML: {one_line(str(err))}"
+    except RecursionError:
+        rule = "is nested too deeply to be read"
+    except ValueError as err:  # e.g. an integer with more digits than Python converts
+        rule = f"cannot be read: {one_line(str(err))[:200]}"
+    return [], ManifestError(source, None, None, None, None, "", rule)
+
+
+def _manifest_files(path: Path, errors: list[ManifestError]) -> Iterator[Path]:
+    """A file as given, or a directory's manifest files, sorted, hidden ones skipped."""
+    if path.is_dir():
+        found: list[Path] = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found.extend(
+                Path(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES) and not f.startswith(".")
+            )
+        yield from sorted(found)
+    elif path.exists():
+        yield path
+    else:
+        errors.append(ManifestError(str(path), None, None, None, None, "", "no such file or directory"))
+
+
+def _read(file: Path, errors: list[ManifestError]) -> str | None:
+    try:
+        return file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        errors.append(ManifestError(str(file), None, None, None, None, "", f"is not UTF-8 text (byte {err.start})"))
+    except OSError as err:
+        errors.append(ManifestError(str(file), None, None, None, None, "", f"cannot be read: {err.strerror or err}"))
+    return None
