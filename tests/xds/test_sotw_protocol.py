@@ -1,0 +1,233 @@
+"""State-of-the-world ADS protocol rules, each checked over a real gRPC stream."""
+
+from __future__ import annotations
+
+from tests.xds.client import contents_of, names_of, res
+from tests.xds.conftest import Env
+from xds_server.snapshot import content_version
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+
+async def test_every_response_has_a_fresh_nonce_and_a_content_version(env: Env) -> None:
+    env.set(res(LISTENER, "l1"))
+    client = env.client()
+    await client.request(LISTENER)
+    first = await client.recv()
+    assert first.nonce and names_of(first) == ["l1"]
+    l1 = res(LISTENER, "l1")
+    assert first.version_info == content_version([("l1", l1.version)])
+    await client.ack(first)
+    env.set(res(LISTENER, "l1", "v2"))
+    second = await client.recv()
+    assert second.nonce and second.nonce != first.nonce
+    assert second.version_info != first.version_info
+
+
+async def test_ack_and_nack_are_told_apart_by_error_detail(env: Env) -> None:
+    env.set(res(CLUSTER, "c1"))
+    client = env.client()
+    await client.request(CLUSTER)
+    good = await client.recv()
+    await client.ack(good)
+    env.set(res(CLUSTER, "c1", "bad"))
+    bad = await client.recv()
+    # A NACK may even carry the new version (e.g. a newly subscribed resource was bad):
+    # only error_detail says it was rejected.
+    await client.nack(bad, version=bad.version_info, error="cluster c1: bad lb policy")
+    await client.expect_silence()
+    assert env.recorder.acks == [("gateway", CLUSTER, ["c1"], good.version_info)]
+    assert env.recorder.nacks == [("gateway", CLUSTER, ["c1"], "cluster c1: bad lb policy", bad.version_info)]
+
+
+async def test_acked_content_is_never_resent(env: Env) -> None:
+    env.set(res(CLUSTER, "c1"), res(ENDPOINT, "c1"))
+    client = env.client()
+    await client.request(CLUSTER)
+    cds = await client.recv()
+    await client.ack(cds)
+    await client.request(ENDPOINT, ["c1"])
+    eds = await client.recv()
+    await client.ack(eds, ["c1"])
+    env.set(res(CLUSTER, "c1"), res(ENDPOINT, "c1"))  # a rebuild with identical content
+    await client.request(ENDPOINT, ["c1"], version=eds.version_info, nonce=eds.nonce)  # same subscription again
+    await client.expect_silence()
+
+
+async def test_a_nacked_version_is_not_resent_but_the_next_one_is(env: Env) -> None:
+    env.set(res(LISTENER, "l1"))
+    client = env.client()
+    await client.request(LISTENER)
+    first = await client.recv()
+    await client.ack(first)
+    env.set(res(LISTENER, "l1", "bad"))
+    bad = await client.recv()
+    await client.nack(bad, version=first.version_info)
+    env.set(res(LISTENER, "l1", "bad"), res(CLUSTER, "unrelated"))  # new snapshot, LDS unchanged
+    await client.expect_silence()
+    env.set(res(LISTENER, "l1", "fixed"))
+    fixed = await client.recv()
+    assert contents_of(fixed) == {"l1": "fixed"}
+
+
+async def test_requests_with_a_stale_nonce_are_ignored(env: Env) -> None:
+    env.set(res(ENDPOINT, "a"), res(ENDPOINT, "b"))
+    client = env.client()
+    await client.request(ENDPOINT, ["a"])
+    n1 = await client.recv()
+    await client.ack(n1, ["a"])
+    env.set(res(ENDPOINT, "a", "v2"), res(ENDPOINT, "b"))
+    n2 = await client.recv()
+    # The client hadn't seen n2 yet when it asked for b: that request is stale.
+    await client.request(ENDPOINT, ["a", "b"], version=n1.version_info, nonce=n1.nonce)
+    await client.expect_silence()
+    await client.ack(n2, ["a", "b"])
+    n3 = await client.recv()
+    assert names_of(n3) == ["a", "b"]
+
+
+async def test_wildcard_ends_with_an_explicit_name_and_star_restores_it(env: Env) -> None:
+    env.set(res(LISTENER, "l1"), res(LISTENER, "l2"))
+    client = env.client()
+    await client.request(LISTENER)  # legacy wildcard: no names
+    everything = await client.recv()
+    assert names_of(everything) == ["l1", "l2"]
+    await client.ack(everything, ["l2"])  # explicit name: the implicit wildcard ends
+    only_l2 = await client.recv()
+    assert names_of(only_l2) == ["l2"]
+    await client.ack(only_l2, ["l2"])
+    env.set(res(LISTENER, "l1"), res(LISTENER, "l2"), res(LISTENER, "l3"))
+    await client.expect_silence()  # l3 is not subscribed any more
+    await client.request(LISTENER, ["*", "l2"], version=only_l2.version_info, nonce=only_l2.nonce)
+    back = await client.recv()
+    assert names_of(back) == ["l1", "l2", "l3"]
+    await client.ack(back, [])  # empty after naming things = unsubscribed from all
+    env.set(res(LISTENER, "l4"))
+    await client.expect_silence()
+
+
+async def test_a_missing_resource_is_sent_when_it_appears(env: Env) -> None:
+    env.set(res(ROUTE, "r1"))
+    client = env.client()
+    await client.request(ROUTE, ["r2"])
+    await client.expect_silence()
+    env.set(res(ROUTE, "r1"), res(ROUTE, "r2"))
+    response = await client.recv()
+    assert names_of(response) == ["r2"]
+
+
+async def test_listeners_and_clusters_are_full_sets_so_dropping_one_removes_it(env: Env) -> None:
+    env.set(res(CLUSTER, "c1"), res(CLUSTER, "c2"))
+    client = env.client()
+    await client.request(CLUSTER)
+    both = await client.recv()
+    await client.ack(both)
+    env.set(res(CLUSTER, "c2"))
+    after = await client.recv()
+    assert names_of(after) == ["c2"]
+    await client.ack(after)
+    env.set()
+    empty = await client.recv()
+    assert names_of(empty) == []
+
+
+async def test_routes_and_endpoints_are_only_sent_when_named_and_never_removed_by_absence(env: Env) -> None:
+    env.set(res(ENDPOINT, "a"), res(ENDPOINT, "b"), res(ENDPOINT, "c"))
+    client = env.client()
+    await client.request(ENDPOINT, ["a", "b"])
+    first = await client.recv()
+    assert names_of(first) == ["a", "b"]  # c is not named
+    await client.ack(first, ["a", "b"])
+    env.set(res(ENDPOINT, "a"), res(ENDPOINT, "c"))  # b deleted: nothing to say in SotW
+    await client.expect_silence()
+    await client.request(ENDPOINT, ["a"], version=first.version_info, nonce=first.nonce)  # reference dropped
+    await client.expect_silence()
+    env.set(res(ENDPOINT, "a", "v2"), res(ENDPOINT, "c"))
+    changed = await client.recv()
+    assert contents_of(changed) == {"a": "v2"}
+
+
+async def test_a_resubscribed_resource_is_resent_even_if_unchanged(env: Env) -> None:
+    env.set(res(ROUTE, "r1"), res(ROUTE, "r2"))
+    client = env.client()
+    await client.request(ROUTE, ["r1", "r2"])
+    first = await client.recv()
+    await client.ack(first, ["r1"])
+    await client.expect_silence()
+    await client.request(ROUTE, ["r1", "r2"], version=first.version_info, nonce=first.nonce)
+    again = await client.recv()
+    assert names_of(again) == ["r1", "r2"]
+
+
+async def test_at_most_one_unacknowledged_push_per_type(env: Env) -> None:
+    env.set(res(ROUTE, "r1"))
+    client = env.client()
+    await client.request(ROUTE, ["r1"])
+    first = await client.recv()
+    env.set(res(ROUTE, "r1", "v2"))
+    env.set(res(ROUTE, "r1", "v3"))
+    await client.expect_silence()  # first is still unacknowledged
+    await client.ack(first, ["r1"])
+    latest = await client.recv()
+    assert contents_of(latest) == {"r1": "v3"}  # both changes coalesced into one push
+
+
+async def test_make_before_break_order_on_ads(env: Env) -> None:
+    def world(content: str):  # type: ignore[no-untyped-def]
+        return [res(t, n, content) for t, n in ((LISTENER, "l"), (ROUTE, "r"), (CLUSTER, "c"), (ENDPOINT, "c"))]
+
+    client = env.client()
+    await client.request(LISTENER)
+    await client.request(ROUTE, ["r"])
+    await client.request(ENDPOINT, ["c"])
+    await client.request(CLUSTER)
+    await client.expect_silence(0.15)  # no snapshot yet
+    env.set(*world("v1"))
+    subscribed = {LISTENER: [], ROUTE: ["r"], ENDPOINT: ["c"], CLUSTER: []}
+    for content in ("v1", "v2"):
+        order = []
+        for _ in range(4):
+            response = await client.recv()
+            order.append(response.type_url)
+            await client.expect_silence(0.15)  # nothing else until this one is ACKed
+            await client.ack(response, subscribed[response.type_url])
+        assert order == [CLUSTER, ENDPOINT, LISTENER, ROUTE], content
+        env.set(*world("v2"))
+
+
+async def test_reconnect_with_the_current_version_gets_nothing(env: Env) -> None:
+    snapshot = env.set(res(LISTENER, "l1"), res(ENDPOINT, "e1"))
+    client = env.client()
+    await client.request(LISTENER)
+    lds = await client.recv()
+    await client.ack(lds)
+    await client.request(ENDPOINT, ["e1"])
+    eds = await client.recv()
+    client.close()
+    # A restarted server computes the same versions from the same content.
+    assert lds.version_info == content_version((n, r.version) for n, r in snapshot.of_type(LISTENER).items())
+    again = env.client(node_id="envoy-1")
+    await again.request(LISTENER, version=lds.version_info)
+    await again.request(ENDPOINT, ["e1"], version=eds.version_info)
+    await again.expect_silence()
+    stale = env.client(node_id="envoy-2")
+    await stale.request(LISTENER, version="something-else")
+    assert names_of(await stale.recv()) == ["l1"]
+
+
+async def test_node_groups_get_their_own_snapshots(env: Env) -> None:
+    env.set(res(LISTENER, "gw"), group="gateway")
+    env.set(res(LISTENER, "sc"), group="sidecar/ns-a")
+    gateway = env.client(cluster="gateway")
+    sidecar = env.client(cluster="sidecar/ns-a")
+    await gateway.request(LISTENER)
+    await sidecar.request(LISTENER)
+    assert names_of(await gateway.recv()) == ["gw"]
+    assert names_of(await sidecar.recv()) == ["sc"]
+
+
+async def test_a_stream_waits_for_the_first_snapshot_of_its_group(env: Env) -> None:
+    client = env.client(cluster="late")
+    await client.request(CLUSTER)
+    await client.expect_silence()
+    env.set(res(CLUSTER, "c1"), group="late")
+    assert names_of(await client.recv()) == ["c1"]

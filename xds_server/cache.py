@@ -1,0 +1,107 @@
+"""Snapshot cache keyed by node group, with watches: the content side of the server.
+
+Like go-control-plane's `SnapshotCache`, it never sees gRPC: the protocol layer asks
+"which group is this node in", "what is the current snapshot" and "call me back when
+there is a newer one". Which resources a given request receives is decided by the
+protocol layer from the snapshot it is handed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+
+from xds_server.consistency import check_consistency
+from xds_server.debounce import Debouncer
+from xds_server.hooks import Hooks
+from xds_server.snapshot import DuplicateResourceError, Snapshot, content_version
+
+__all__ = ["SnapshotCache", "Snapshot", "Watch", "check_consistency", "content_version",
+           "DuplicateResourceError", "default_node_group"]
+
+log = logging.getLogger("modelroute.xds")
+
+NodeGroup = Callable[[base_pb2.Node], str]
+SnapshotCallback = Callable[[Snapshot], None]
+
+
+def default_node_group(node: base_pb2.Node) -> str:
+    """Envoys share a snapshot when they share `node.cluster` (the bootstrap sets it to role/scope)."""
+    return node.cluster
+
+
+@dataclass(eq=False, slots=True)
+class Watch:
+    """A registration for newer snapshots of one group; `cancel()` when the stream ends."""
+
+    group: str
+    callback: SnapshotCallback
+    _cache: SnapshotCache | None = field(default=None, repr=False)
+
+    def cancel(self) -> None:
+        if self._cache is not None:
+            self._cache._watches.get(self.group, set()).discard(self)
+            self._cache = None
+
+
+class SnapshotCache:
+    """`set_snapshot` must be called on the event loop thread (it may arm a debounce timer)."""
+
+    def __init__(self, node_group: NodeGroup = default_node_group, *, debounce: float = 0.1,
+                 max_delay: float = 1.0, hooks: Hooks | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._node_group = node_group
+        self._debounce = debounce
+        self._max_delay = max(max_delay, debounce)
+        self._hooks = hooks or Hooks()
+        self._clock = clock
+        self._published: dict[str, Snapshot] = {}
+        self._debouncers: dict[str, Debouncer[Snapshot]] = {}
+        self._watches: dict[str, set[Watch]] = {}
+
+    def node_group(self, node: base_pb2.Node) -> str:
+        return self._node_group(node)
+
+    def set_snapshot(self, group: str, snapshot: Snapshot) -> None:
+        debouncer = self._debouncers.get(group)
+        if debouncer is None:
+            debouncer = Debouncer(lambda snap, g=group: self._publish(g, snap), window=self._debounce,
+                                  max_delay=self._max_delay, clock=self._clock)
+            self._debouncers[group] = debouncer
+        debouncer.submit(snapshot)
+
+    def get_snapshot(self, group: str) -> Snapshot | None:
+        """The snapshot streams of this group are being served (published, i.e. debounced)."""
+        return self._published.get(group)
+
+    def groups(self) -> list[str]:
+        return sorted(self._published)
+
+    def clear_snapshot(self, group: str) -> None:
+        """Forget a group (its Envoys keep their config; new streams wait for a snapshot)."""
+        self._published.pop(group, None)
+        debouncer = self._debouncers.pop(group, None)
+        if debouncer is not None:
+            debouncer.cancel()
+
+    def watch(self, group: str, callback: SnapshotCallback) -> Watch:
+        watch = Watch(group, callback, self)
+        self._watches.setdefault(group, set()).add(watch)
+        return watch
+
+    def close(self) -> None:
+        for debouncer in self._debouncers.values():
+            debouncer.cancel()
+
+    def _publish(self, group: str, snapshot: Snapshot) -> None:
+        self._published[group] = snapshot
+        self._hooks.on_snapshot(group, snapshot)
+        for watch in list(self._watches.get(group, ())):
+            try:
+                watch.callback(snapshot)
+            except Exception:
+                log.exception("xds watch callback failed", extra={"node_group": group})

@@ -1,0 +1,157 @@
+"""Incremental (delta) protocol for one stream: per-resource versions, explicit removals.
+
+Differences from SotW that matter (Envoy xDS protocol document, "Incremental xDS"):
+- Each resource carries its own version; a response holds only what changed, and
+  `removed_resources` deletes (or reports as nonexistent) names the client asked for.
+- Subscription changes are honoured even when the request's nonce is stale; the nonce
+  only pairs ACK/NACK with a response.
+- Legacy wildcard (Listener/Cluster): a first request subscribing to nothing means "*".
+  Unlike SotW, subscribing to a name later does not end it; only unsubscribing "*" does.
+- On reconnect `initial_resource_versions` says what the client holds: nothing it holds
+  at the current version is sent again.
+- Unsubscribing a name while also subscribed to "*" must be answered with the resource
+  (if the wildcard covers it) or its removal, so the client knows whether to keep it.
+- A NACKed resource version is not sent again; a new version of it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from xds_server.hooks import Hooks, StreamInfo
+from xds_server.snapshot import Snapshot
+from xds_server.sotw import Inflight
+from xds_server.types import WILDCARD, WILDCARD_TYPES, push_rank
+
+
+@dataclass(slots=True)
+class DeltaTypeState:
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    # name → version the client holds (ACKed, or declared on reconnect).
+    held: dict[str, str] = field(default_factory=dict)
+    nacked: dict[str, str] = field(default_factory=dict)
+    # Explicit names the client must be told about even if held/absent (see module doc).
+    force_send: set[str] = field(default_factory=set)
+    # Subscribed names already reported as nonexistent, so the report isn't repeated.
+    reported_missing: set[str] = field(default_factory=set)
+    inflight: Inflight | None = None
+    last_error: str = ""
+    acked_system_version: str = ""
+
+
+class DeltaSession:
+    def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
+                 clock: Callable[[], float], nonces: Callable[[], str]) -> None:
+        self.stream = stream
+        self.ads = ads
+        self.types: dict[str, DeltaTypeState] = {}
+        self.snapshot: Snapshot | None = None
+        self._hooks = hooks
+        self._clock = clock
+        self._nonces = nonces
+
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        self.snapshot = snapshot
+        return self._evaluate()
+
+    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        type_url = request.type_url
+        first = type_url not in self.types
+        state = self.types.setdefault(type_url, DeltaTypeState())
+        inflight = state.inflight
+        if inflight is not None and request.response_nonce == inflight.nonce:
+            state.inflight = None
+            names = sorted(inflight.resources)
+            if request.HasField("error_detail"):
+                state.nacked.update(inflight.resources)
+                state.last_error = request.error_detail.message
+                self._hooks.on_nack(self.stream, type_url, inflight.version, names, request.error_detail.message)
+            else:
+                state.held.update(inflight.resources)
+                state.last_error = ""
+                state.acked_system_version = inflight.version
+                self._hooks.on_ack(self.stream, type_url, inflight.version, names, self._clock() - inflight.sent_at)
+            for name in inflight.removed:
+                state.held.pop(name, None)
+        if first:
+            state.held.update(request.initial_resource_versions)
+        self._subscribe(type_url, state, request, first)
+        return self._evaluate()
+
+    def _subscribe(self, type_url: str, state: DeltaTypeState,
+                   request: discovery_pb2.DeltaDiscoveryRequest, first: bool) -> None:
+        subscribe = set(request.resource_names_subscribe)
+        unsubscribe = set(request.resource_names_unsubscribe)
+        if type_url in WILDCARD_TYPES:
+            if WILDCARD in subscribe or (first and not subscribe):
+                state.wildcard = True
+            if WILDCARD in unsubscribe:
+                state.wildcard = False
+        for name in subscribe - {WILDCARD}:
+            state.names.add(name)
+            state.reported_missing.discard(name)
+            if not first:
+                # The client may have forgotten it; the protocol says send it anyway.
+                state.force_send.add(name)
+        for name in unsubscribe - {WILDCARD}:
+            state.names.discard(name)
+            state.reported_missing.discard(name)
+            if state.wildcard:
+                state.force_send.add(name)  # answer with the resource or its removal
+            else:
+                state.held.pop(name, None)
+        if WILDCARD in unsubscribe:
+            # Resources held only through the wildcard are dropped by the client itself.
+            state.held = {n: v for n, v in state.held.items() if n in state.names}
+
+    def _evaluate(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        if self.snapshot is None:
+            return []
+        responses = []
+        for type_url in sorted(self.types, key=push_rank):
+            state = self.types[type_url]
+            if state.inflight is not None:
+                if self.ads:
+                    break  # make-before-break: later types wait for this ACK
+                continue
+            response = self._respond(type_url, state, self.snapshot)
+            if response is not None:
+                responses.append(response)
+                if self.ads:
+                    break
+        return responses
+
+    def _respond(self, type_url: str, state: DeltaTypeState,
+                 snapshot: Snapshot) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        of_type = snapshot.of_type(type_url)
+        wanted = set(of_type) if state.wildcard else set()
+        wanted |= state.names & of_type.keys()
+        send = {}
+        for name in sorted(wanted):
+            resource = of_type[name]
+            forced = name in state.force_send
+            if state.nacked.get(name) == resource.version and not forced:
+                continue
+            if forced or state.held.get(name) != resource.version:
+                send[name] = resource
+        removed = {n for n in state.held if n not in of_type}
+        removed |= {n for n in state.names if n not in of_type and n not in state.reported_missing}
+        removed |= {n for n in state.force_send if n not in wanted}
+        state.force_send.clear()
+        if not send and not removed:
+            return None
+        nonce = self._nonces()
+        version = snapshot.version(type_url)
+        response = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url,
+                                                        nonce=nonce, removed_resources=sorted(removed))
+        for name, resource in send.items():
+            response.resources.add(name=name, version=resource.version, resource=snapshot.as_any(resource))
+        state.reported_missing |= removed & state.names
+        state.inflight = Inflight(nonce, version, {n: r.version for n, r in send.items()}, self._clock(),
+                                  tuple(sorted(removed)))
+        self._hooks.on_push(self.stream, type_url, version, sorted(send), sorted(removed), response.ByteSize())
+        return response

@@ -1,0 +1,121 @@
+"""Callback hooks: how metrics, debug state and status writing observe the protocol.
+
+The protocol code calls `Hooks` methods and knows nothing about Prometheus, HTTP or
+ModelRoute status; each observer subclasses `Hooks` and overrides what it needs.
+`HookSet` fans out and isolates failures: a broken observer is logged, never allowed to
+break an xDS stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xds_server.cache import Snapshot
+
+log = logging.getLogger("modelroute.xds")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """Who is on the other end of a stream. `kind` is e.g. `ads`, `ads-delta`, `lds`."""
+
+    stream_id: int
+    kind: str
+    node_id: str
+    node_group: str
+
+    @property
+    def delta(self) -> bool:
+        return self.kind.endswith("-delta")
+
+
+class Hooks:
+    """No-op base: override the events you care about. Called on the event loop thread."""
+
+    def on_stream_open(self, stream: StreamInfo) -> None:
+        return None
+
+    def on_stream_close(self, stream: StreamInfo) -> None:
+        return None
+
+    def on_push(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+                removed: Sequence[str], nbytes: int) -> None:
+        return None
+
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+               latency_s: float) -> None:
+        return None
+
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+                error_message: str) -> None:
+        return None
+
+    def on_snapshot(self, node_group: str, snapshot: Snapshot) -> None:
+        return None
+
+
+class HookSet(Hooks):
+    """Calls every hook in order; an exception in one is logged and the others still run."""
+
+    def __init__(self, hooks: Sequence[Hooks] = ()) -> None:
+        self._hooks: tuple[Hooks, ...] = tuple(hooks)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for hook in self._hooks:
+            try:
+                getattr(hook, method)(*args)
+            except Exception:  # an observer must never take a stream down
+                log.exception("xds hook failed", extra={"hook": type(hook).__name__, "event": method})
+
+    def on_stream_open(self, stream: StreamInfo) -> None:
+        self._each("on_stream_open", stream)
+
+    def on_stream_close(self, stream: StreamInfo) -> None:
+        self._each("on_stream_close", stream)
+
+    def on_push(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+                removed: Sequence[str], nbytes: int) -> None:
+        self._each("on_push", stream, type_url, version, names, removed, nbytes)
+
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+               latency_s: float) -> None:
+        self._each("on_ack", stream, type_url, version, names, latency_s)
+
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+                error_message: str) -> None:
+        self._each("on_nack", stream, type_url, version, names, error_message)
+
+    def on_snapshot(self, node_group: str, snapshot: Snapshot) -> None:
+        self._each("on_snapshot", node_group, snapshot)
+
+
+AckCallback = Callable[[str, str, Sequence[str], str], None]
+NackCallback = Callable[[str, str, Sequence[str], str, str], None]
+
+
+class StatusHooks(Hooks):
+    """Adapter for the wiring code's status writer, which thinks in node groups, not streams.
+
+    `on_ack(node_group, type_url, names, version)` → owners of `names` become
+    Programmed=True; `on_nack(node_group, type_url, names, error_message, version)` →
+    Programmed=False with Envoy's message. `names` are the resources in the response the
+    client accepted or rejected (a NACK does not say which one of them was bad).
+    """
+
+    def __init__(self, on_ack: AckCallback | None = None, on_nack: NackCallback | None = None) -> None:
+        self._on_ack = on_ack
+        self._on_nack = on_nack
+
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+               latency_s: float) -> None:
+        if self._on_ack is not None:
+            self._on_ack(stream.node_group, type_url, names, version)
+
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+                error_message: str) -> None:
+        if self._on_nack is not None:
+            self._on_nack(stream.node_group, type_url, names, error_message, version)

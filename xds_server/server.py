@@ -1,0 +1,124 @@
+"""Drives protocol sessions over async streams: the bridge between gRPC and the cache.
+
+Each stream runs one loop that takes events from a queue — requests (from a guarded
+reader task) and newer snapshots (from a cache watch) — hands them to the session state
+machine, and yields the responses. One consumer per stream means no locks, and responses
+leave in exactly the order the session produced them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from xds_server.cache import SnapshotCache
+from xds_server.delta import DeltaSession
+from xds_server.hooks import Hooks, HookSet, StreamInfo
+from xds_server.snapshot import Snapshot
+from xds_server.sotw import SotwSession
+
+log = logging.getLogger("modelroute.xds")
+
+Req = TypeVar("Req", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
+
+_END = object()
+
+
+class StreamError(Exception):
+    """The client broke the protocol (e.g. a type URL the service doesn't serve)."""
+
+
+class XdsServer:
+    """The protocol layer: one instance serves every stream of every node group."""
+
+    def __init__(self, cache: SnapshotCache, hooks: Sequence[Hooks] = (), *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cache = cache
+        self.hooks = HookSet(hooks)
+        self._clock = clock
+        self._stream_ids = itertools.count(1)
+        self.sessions: dict[int, SotwSession | DeltaSession] = {}
+
+    def stream_sotw(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], *, kind: str = "ads",
+                    type_url: str | None = None) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        """`type_url` set: a single-type service (LDS, ...) that only accepts that type."""
+        return self._run(requests, kind, type_url, delta=False)
+
+    def stream_delta(self, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], *,
+                     kind: str = "ads-delta", type_url: str | None = None,
+                     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        return self._run(requests, kind, type_url, delta=True)
+
+    async def _run(self, requests: AsyncIterator, kind: str, type_url: str | None, *, delta: bool):  # type: ignore[no-untyped-def]
+        iterator = requests.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        node_group = self.cache.node_group(first.node)
+        stream = StreamInfo(next(self._stream_ids), kind, first.node.id, node_group)
+        nonce_counter = itertools.count(1)
+        session_cls = DeltaSession if delta else SotwSession
+        session = session_cls(stream, ads=type_url is None, hooks=self.hooks, clock=self._clock,
+                              nonces=lambda: str(next(nonce_counter)))
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        watch = self.cache.watch(node_group, queue.put_nowait)
+        reader = asyncio.create_task(_read(iterator, queue), name=f"xds-reader-{stream.stream_id}")
+        self.sessions[stream.stream_id] = session
+        self.hooks.on_stream_open(stream)
+        log.info("xds stream open", extra={"stream": stream.stream_id, "node": stream.node_id,
+                                          "node_group": node_group, "kind": kind})
+        try:
+            session.snapshot = self.cache.get_snapshot(node_group)
+            event: object = first
+            while True:
+                if isinstance(event, Snapshot):
+                    responses = session.on_snapshot(event)
+                elif isinstance(event, BaseException):
+                    raise event
+                elif event is _END:
+                    return
+                else:
+                    _check_type(event, type_url)
+                    responses = session.on_request(event)  # type: ignore[arg-type]
+                for response in responses:
+                    yield response
+                event = await queue.get()
+        finally:
+            watch.cancel()
+            reader.cancel()
+            self.sessions.pop(stream.stream_id, None)
+            self.hooks.on_stream_close(stream)
+            log.info("xds stream closed", extra={"stream": stream.stream_id, "node": stream.node_id})
+
+
+def _check_type(request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,
+                type_url: str | None) -> None:
+    if type_url is None:
+        if not request.type_url:
+            raise StreamError("ADS request without type_url")
+        return
+    if not request.type_url:
+        request.type_url = type_url
+    elif request.type_url != type_url:
+        raise StreamError(f"this service serves {type_url}, not {request.type_url}")
+
+
+async def _read(iterator: AsyncIterator[object], queue: asyncio.Queue[object]) -> None:
+    """Forward requests; end-of-stream and errors also go through the queue so the stream
+    loop sees them — nothing is lost in a background task."""
+    try:
+        async for request in iterator:
+            queue.put_nowait(request)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the stream loop
+        queue.put_nowait(exc)
+        return
+    queue.put_nowait(_END)

@@ -1,0 +1,76 @@
+"""Immutable snapshots: every resource one node group should have, by type and name.
+
+A snapshot is a value built once. Its per-type version is derived from content (a hash
+of the sorted `(name, version)` pairs), never from a counter, so a restarted control
+plane computes the same versions for the same resources and Envoy sees no change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from google.protobuf import any_pb2
+
+from xds_server.types import XdsResource
+
+_EMPTY: Mapping[str, XdsResource] = MappingProxyType({})
+
+
+def content_version(pairs: Iterable[tuple[str, str]]) -> str:
+    """Order-independent version of a set of (name, resource version) pairs."""
+    digest = hashlib.sha256()
+    for name, version in sorted(pairs):
+        digest.update(name.encode())
+        digest.update(b"\0")
+        digest.update(version.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+class DuplicateResourceError(ValueError):
+    """Two resources of one type share a name: Envoy would NACK the response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Resources per type URL, name → resource; read-only mappings all the way down."""
+
+    resources: Mapping[str, Mapping[str, XdsResource]]
+    versions: Mapping[str, str]
+    build_seconds: float = field(default=0.0, compare=False)
+    # Serialized `Any` wrappers, made once per resource and shared by every stream.
+    _any: dict[tuple[str, str], any_pb2.Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, resources: Iterable[XdsResource]) -> Snapshot:
+        started = time.perf_counter()
+        by_type: dict[str, dict[str, XdsResource]] = {}
+        for resource in resources:
+            named = by_type.setdefault(resource.type_url, {})
+            if resource.name in named:
+                raise DuplicateResourceError(f"{resource.type_url} {resource.name!r}: defined twice in one snapshot")
+            named[resource.name] = resource
+        frozen = MappingProxyType({t: MappingProxyType(named) for t, named in by_type.items()})
+        versions = MappingProxyType({
+            t: content_version((n, r.version) for n, r in named.items()) for t, named in by_type.items()
+        })
+        return cls(frozen, versions, time.perf_counter() - started)
+
+    def of_type(self, type_url: str) -> Mapping[str, XdsResource]:
+        return self.resources.get(type_url, _EMPTY)
+
+    def version(self, type_url: str) -> str:
+        """The whole type's content version (reported as delta `system_version_info`)."""
+        return self.versions.get(type_url) or content_version(())
+
+    def as_any(self, resource: XdsResource) -> any_pb2.Any:
+        key = (resource.type_url, resource.name)
+        wrapped = self._any.get(key)
+        if wrapped is None:
+            wrapped = any_pb2.Any(type_url=resource.type_url, value=resource.body)
+            self._any[key] = wrapped
+        return wrapped

@@ -1,0 +1,167 @@
+"""State-of-the-world protocol for one stream (ADS or a single-type service).
+
+A synchronous state machine: feed it requests and snapshots, it returns the responses to
+send. No I/O here, so every protocol rule is testable without gRPC.
+
+Rules implemented (Envoy xDS protocol document):
+- Every response carries a fresh nonce; a request whose `response_nonce` is not the
+  latest one sent for its type is stale and ignored entirely.
+- ACK vs NACK is told apart by `error_detail`. After an ACK we know exactly which
+  resources the client holds; after a NACK the client keeps its previous ones, and the
+  rejected version is never sent again (only a different version is).
+- Versions are content hashes of the `(name, version)` pairs in the response, so a client
+  reconnecting with `version_info` equal to what we would send gets nothing.
+- Listener/Cluster: wildcard until the client names anything (legacy rule); "*" keeps or
+  restores it; responses are the full set, so dropping a resource removes it.
+  Other types: only named resources, and only when one of them is new or changed; they
+  are removed by their parents dropping references.
+- At most one unacknowledged response per type. On ADS, types are pushed in
+  make-before-break order CDS → EDS → LDS → RDS → SDS, and a type is not pushed while
+  an earlier one has a response in flight: Envoy ACKs CDS after adding the clusters and
+  then subscribes to their EDS names, so waiting for the ACK is what lets the new
+  endpoints, listeners and routes arrive after what they depend on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from xds_server.hooks import Hooks, StreamInfo
+from xds_server.snapshot import Snapshot, content_version
+from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource, push_rank
+
+
+@dataclass(slots=True)
+class Inflight:
+    nonce: str
+    version: str
+    resources: dict[str, str]  # name → resource version
+    sent_at: float
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class SotwTypeState:
+    """What we know about one type on one stream; also what /debug/nodes shows."""
+
+    requested: bool = False
+    wildcard: bool = False
+    named_ever: bool = False
+    names: set[str] = field(default_factory=set)
+    last_nonce: str | None = None
+    inflight: Inflight | None = None
+    # The version the client holds; and, once it ACKed one of our responses, which
+    # resources at which versions (None after a reconnect: only the version is known).
+    client_version: str = ""
+    client_resources: dict[str, str] | None = None
+    nacked_version: str | None = None
+    last_error: str = ""
+
+
+class SotwSession:
+    def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
+                 clock: Callable[[], float], nonces: Callable[[], str]) -> None:
+        self.stream = stream
+        self.ads = ads
+        self.types: dict[str, SotwTypeState] = {}
+        self.snapshot: Snapshot | None = None
+        self._hooks = hooks
+        self._clock = clock
+        self._nonces = nonces
+
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DiscoveryResponse]:
+        self.snapshot = snapshot
+        return self._evaluate()
+
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
+        type_url = request.type_url
+        state = self.types.setdefault(type_url, SotwTypeState())
+        nonce = request.response_nonce
+        if nonce and nonce != state.last_nonce:
+            return []  # stale: superseded by a newer response the client hasn't seen yet
+        inflight = state.inflight
+        if inflight is not None and nonce == inflight.nonce:
+            state.inflight = None
+            if request.HasField("error_detail"):
+                state.nacked_version = inflight.version
+                state.last_error = request.error_detail.message
+                self._hooks.on_nack(self.stream, type_url, inflight.version, sorted(inflight.resources),
+                                    request.error_detail.message)
+            else:
+                state.client_version = inflight.version
+                state.client_resources = dict(inflight.resources)
+                state.last_error = ""
+                self._hooks.on_ack(self.stream, type_url, inflight.version, sorted(inflight.resources),
+                                   self._clock() - inflight.sent_at)
+        elif not state.requested:
+            # First request for this type on this stream: a reconnecting client tells us
+            # the version it already holds.
+            state.client_version = request.version_info
+        self._subscribe(type_url, state, request.resource_names)
+        return self._evaluate()
+
+    def _subscribe(self, type_url: str, state: SotwTypeState, resource_names: Sequence[str]) -> None:
+        names = set(resource_names)
+        state.named_ever = state.named_ever or bool(names)
+        state.wildcard = type_url in WILDCARD_TYPES and (WILDCARD in names or not state.named_ever)
+        state.names = names - {WILDCARD}
+        state.requested = True
+        if state.client_resources is not None and not state.wildcard:
+            # Unsubscribed resources are forgotten by the client: if asked for again they
+            # must be sent again even though unchanged.
+            state.client_resources = {n: v for n, v in state.client_resources.items() if n in state.names}
+
+    def _evaluate(self) -> list[discovery_pb2.DiscoveryResponse]:
+        if self.snapshot is None:
+            return []
+        responses = []
+        for type_url in sorted(self.types, key=push_rank):
+            state = self.types[type_url]
+            if state.inflight is not None:
+                if self.ads:
+                    break  # later types wait for this one's ACK (make-before-break)
+                continue
+            response = self._respond(type_url, state, self.snapshot)
+            if response is not None:
+                responses.append(response)
+                if self.ads:
+                    break
+        return responses
+
+    def _respond(self, type_url: str, state: SotwTypeState,
+                 snapshot: Snapshot) -> discovery_pb2.DiscoveryResponse | None:
+        if not state.requested or not (state.wildcard or state.names):
+            return None  # never asked, or unsubscribed from everything of this type
+        selected = select(snapshot.of_type(type_url), state.names, state.wildcard)
+        version = content_version((n, r.version) for n, r in selected.items())
+        if version == state.nacked_version:
+            return None
+        if type_url in WILDCARD_TYPES:
+            if version == state.client_version:
+                return None
+        else:
+            if not selected:
+                return None
+            held = state.client_resources
+            if held is None:
+                if version == state.client_version:
+                    return None
+            elif all(held.get(n) == r.version for n, r in selected.items()):
+                return None
+        nonce = self._nonces()
+        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
+        response.resources.extend(snapshot.as_any(r) for r in selected.values())
+        state.last_nonce = nonce
+        state.inflight = Inflight(nonce, version, {n: r.version for n, r in selected.items()}, self._clock())
+        self._hooks.on_push(self.stream, type_url, version, sorted(selected), (), response.ByteSize())
+        return response
+
+
+def select(of_type: Mapping[str, XdsResource], names: set[str], wildcard: bool) -> dict[str, XdsResource]:
+    """The resources a subscription receives, in a stable (name) order."""
+    if wildcard:
+        return {n: of_type[n] for n in sorted(of_type)}
+    return {n: of_type[n] for n in sorted(names) if n in of_type}

@@ -1,0 +1,61 @@
+"""The vocabulary shared by the cache and the protocol layer.
+
+`XdsResource` is a structural type so that this package never imports the engine:
+anything with these four attributes (the engine's `EnvoyResource`, a test double) can be
+served.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+# Make-before-break order (xDS protocol, "Eventual consistency considerations"): clusters
+# exist before their endpoints, both before the listeners and routes that point at them.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+
+# Only these types have a wildcard subscription and state-of-the-world removal semantics;
+# for the others a SotW response never removes anything (removal is by dropping references).
+WILDCARD_TYPES: frozenset[str] = frozenset({LISTENER, CLUSTER})
+
+WILDCARD = "*"
+
+SHORT_NAMES: dict[str, str] = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
+
+
+def short_name(type_url: str) -> str:
+    """`LDS` for the listener type URL; the proto name for any type we don't abbreviate."""
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+def push_rank(type_url: str) -> tuple[int, str]:
+    """Sort key putting known types in make-before-break order, unknown ones after, stably."""
+    try:
+        return (PUSH_ORDER.index(type_url), "")
+    except ValueError:
+        return (len(PUSH_ORDER), type_url)
+
+
+class XdsResource(Protocol):
+    """One named Envoy resource, already serialized.
+
+    `version` must be a hash of the content: equal bytes, equal version, so a restarted
+    server hands Envoy the very same versions and nothing churns.
+    """
+
+    @property
+    def type_url(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def version(self) -> str: ...
