@@ -1,0 +1,119 @@
+"""A ModelRoute's entries → groups with weights, timeouts and retries (SPEC 3.3, 3.4).
+
+- Entries whose matches are identical in normal form (`matching.route_match`) form one
+  group, in first-appearance order; group `n` becomes route `modelroute/ns/name/n`.
+- Weights are handed to translate as integers it normalizes. All entries without a
+  weight: equal shares (1 each). Some without: the weighted ones keep theirs and the
+  others share what is left of 100 equally (the remainder to the earliest), nothing if
+  the others already use 100. A group whose weights are all 0 is `ValidationFailed`:
+  it would send its traffic nowhere. An entry naming the same ModelServer as an
+  earlier one in its group adds its weight to it (one cluster once per route).
+- `canary.enabled` needs exactly one group with exactly two entries: the first is
+  stable, the second canary; their weights are the live weights the canary controller
+  set (`World.live_weights`), else `trafficSplit`, else the entries' own.
+- Timeout and retries of a group: the largest explicit value among its entries, else
+  the largest `routing` value among its destinations, else 60 s and 2 retries. The
+  largest, because a group is one Envoy route and must not cut off its slowest model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from routing_engine import ir, names
+from routing_engine.api.resources import ModelRoute, ModelServer, ObjectKey
+from routing_engine.api.types import parse_duration_ms
+from routing_engine.resolve.conditions import VALIDATION_FAILED, Problem, problem
+from routing_engine.resolve.matching import route_match
+from routing_engine.resolve.servers import DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, ServerOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    match: ir.RouteMatch
+    entries: tuple[int, ...]  # indexes into spec.routes, in written order
+    backends: tuple[ir.WeightedBackend, ...]
+    timeout_ms: int
+    retries: int
+
+
+def destination(route: ModelRoute, entry: int) -> ObjectKey:
+    ref = route.spec.routes[entry].destination.model_server_ref
+    return ref.resolve(ModelServer.KIND, route.metadata.namespace)
+
+
+def build_groups(
+    route: ModelRoute,
+    front_door: str,
+    servers: Mapping[ObjectKey, ServerOutcome],
+    live: tuple[int, int] | None,
+) -> tuple[tuple[Group, ...], tuple[Problem, ...]]:
+    """The route's groups, or the validation problems that keep it from compiling.
+    Destinations need not resolve here (backend names come from keys); the caller
+    decides whether unresolved references fail the route."""
+    by_match: dict[ir.RouteMatch, list[int]] = {}
+    for i, entry in enumerate(route.spec.routes):
+        by_match.setdefault(route_match(entry.match, front_door), []).append(i)
+    weights = {match: _shares(route, entries) for match, entries in by_match.items()}
+    problems: list[Problem] = []
+    canary = route.spec.canary
+    if canary is not None and canary.enabled:
+        pairs = [match for match, entries in by_match.items() if len(entries) == 2]
+        if len(pairs) != 1:
+            rule = (
+                "canary needs exactly one group (entries with identical match) with exactly two "
+                f"destinations, stable then canary; found {len(pairs)}"
+            )
+            problems.append(problem(VALIDATION_FAILED, route.key, "spec.canary", rule))
+        elif live is not None:
+            weights[pairs[0]] = list(live)
+        elif canary.traffic_split is not None:
+            weights[pairs[0]] = [canary.traffic_split.stable, canary.traffic_split.canary]
+    groups: list[Group] = []
+    for match, entries in by_match.items():
+        if not any(weights[match]):
+            fields = ", ".join(f"spec.routes[{i}]" for i in entries)
+            rule = f"the weights of one group ({fields}) are all 0; at least one must be positive"
+            problems.append(problem(VALIDATION_FAILED, route.key, f"spec.routes[{entries[0]}].weight", rule))
+            continue
+        groups.append(_group(route, match, entries, weights[match], servers))
+    return tuple(groups), tuple(problems)
+
+
+def _shares(route: ModelRoute, entries: Sequence[int]) -> list[int]:
+    given = [route.spec.routes[i].weight for i in entries]
+    if all(w is None for w in given):
+        return [1] * len(given)
+    missing = [n for n, w in enumerate(given) if w is None]
+    left = max(0, 100 - sum(w for w in given if w is not None))
+    shares = [w if w is not None else 0 for w in given]
+    for rank, n in enumerate(missing):
+        shares[n] = left // len(missing) + (1 if rank < left % len(missing) else 0)
+    return shares
+
+
+def _group(
+    route: ModelRoute,
+    match: ir.RouteMatch,
+    entries: Sequence[int],
+    weights: Sequence[int],
+    servers: Mapping[ObjectKey, ServerOutcome],
+) -> Group:
+    merged: dict[str, int] = {}
+    for i, weight in zip(entries, weights):
+        name = names.backend(destination(route, i))
+        merged[name] = merged.get(name, 0) + weight
+    rules = [route.spec.routes[i] for i in entries]
+    targets = [servers[key] for key in (destination(route, i) for i in entries) if key in servers]
+    entry_timeouts = [parse_duration_ms(r.timeout) for r in rules if r.timeout is not None]
+    server_timeouts = [t for t in (s.timeout_ms for s in targets) if t is not None]
+    entry_retries = [r.retries for r in rules if r.retries is not None]
+    server_retries = [r for r in (s.retries for s in targets) if r is not None]
+    return Group(
+        match=match,
+        entries=tuple(entries),
+        backends=tuple(ir.WeightedBackend(name, weight) for name, weight in merged.items()),
+        timeout_ms=max(entry_timeouts or server_timeouts or [DEFAULT_TIMEOUT_MS]),
+        retries=max(entry_retries or server_retries or [DEFAULT_RETRIES]),
+    )

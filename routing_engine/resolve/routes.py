@@ -1,0 +1,177 @@
+"""ModelRoutes → routes on the listeners of their front door (SPEC 3.2–3.4, 3.7).
+
+- References: every `destination.modelServerRef` and `fallback.modelServerRef` must name
+  a ModelServer that exists (`ModelNotFound`), that allows this namespace when it is in
+  another one (`NetworkPolicyViolation`, SPEC 3.7) and that is compiled (a Failed server
+  is `ModelNotFound`: it does not resolve to anything served). One bad reference keeps
+  the whole ModelRoute out of the config — half a split would send the other half's
+  share somewhere the user never wrote — and its traffic keeps going to the ModelServer
+  that owns the path.
+- Front door: `spec.path`, else the fallback's `routing.path`, else the first
+  destination's.
+- Owner of the front door: the compiled ModelServer(s) whose `routing.path` is the
+  longest segment prefix of it (equal counts); several only when servers on different
+  ports share that path. The route is installed on the owners' ports, or, with no
+  owner, on the ports of every server it references.
+- With a fallback: every destination other than the fallback fails over to it, and a
+  catch-all route on the front door (segment prefix) follows the groups.
+- Auth: a route carries the auth policy of every ModelServer it can send to
+  (destinations and failover target), deduplicated and sorted by name; all must pass,
+  so a split never lets a request reach a model its own server would have refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from routing_engine import ir, names
+from routing_engine.api.resources import ModelRoute, ModelServer, ObjectKey
+from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, Problem, problem
+from routing_engine.resolve.groups import Group, build_groups, destination
+from routing_engine.resolve.matching import front_door_match, prefix_path, segments
+from routing_engine.resolve.objects import ObjectIndex, allows_from
+from routing_engine.resolve.servers import DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, ServerOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class RouteOutcome:
+    """What resolution concluded about one ModelRoute; `routes` is empty unless it
+    compiles (no `problems`)."""
+
+    key: ObjectKey
+    route: ModelRoute
+    problems: tuple[Problem, ...]  # Accepted=False when non-empty
+    ref_problems: tuple[Problem, ...]  # ResolvedRefs=False when non-empty
+    front_door: str | None
+    ports: tuple[int, ...]  # service ports as written, where the routes are installed
+    groups: tuple[Group, ...]
+    routes: tuple[ir.Route, ...]  # one per group in order, then the fallback catch-all
+    servers: tuple[ObjectKey, ...]  # referenced servers and owners: what scope needs
+
+    @property
+    def compiled(self) -> bool:
+        return not self.problems
+
+
+class Served:
+    """Compiled servers indexed once per compile: by `routing.path`, to find a front
+    door's owner by walking up its segments, and by backend name, for auth. Scanning
+    every server per ModelRoute instead would be quadratic in a world of 10,000 each."""
+
+    def __init__(self, servers: Mapping[ObjectKey, ServerOutcome]) -> None:
+        self.servers = servers
+        self._by_path: dict[str, list[ServerOutcome]] = {}
+        self._auth: dict[str, ir.AuthPolicy] = {}
+        for outcome in servers.values():
+            if outcome.backend is not None:
+                self._by_path.setdefault(outcome.path, []).append(outcome)
+                if outcome.auth is not None:
+                    self._auth[outcome.backend.name] = outcome.auth
+
+    def auth(self, backends: set[str]) -> tuple[ir.AuthPolicy, ...]:
+        """The auth policies of these backends' servers, deduplicated, sorted by name."""
+        policies = {p.name: p for b in backends if (p := self._auth.get(b)) is not None}
+        return tuple(policies[name] for name in sorted(policies))
+
+    def owners(self, front_door: str) -> list[ServerOutcome]:
+        parts = segments(front_door)
+        for n in range(len(parts), -1, -1):
+            found = self._by_path.get("/" + "/".join(parts[:n]))
+            if found:
+                return found
+        return []
+
+
+def resolve_route(
+    route: ModelRoute,
+    index: ObjectIndex,
+    served: Served,
+    live: tuple[int, int] | None,
+) -> RouteOutcome:
+    servers = served.servers
+    spec = route.spec
+    refs = [(destination(route, i), f"spec.routes[{i}].destination.modelServerRef") for i in range(len(spec.routes))]
+    fallback = spec.fallback.model_server_ref.resolve(ModelServer.KIND, route.metadata.namespace) if spec.fallback else None
+    if fallback is not None:
+        refs.append((fallback, "spec.fallback.modelServerRef"))
+    ref_problems = tuple(p for key, field in refs if (p := _check_ref(route, key, field, index, servers)) is not None)
+    front_door = _front_door(route, fallback, index)
+    groups, invalid = build_groups(route, front_door or "/", servers, live)
+    problems = ref_problems + invalid
+    referenced = sorted({key for key, _ in refs})
+    if problems or front_door is None:
+        return RouteOutcome(route.key, route, problems, ref_problems, front_door, (), (), (), tuple(referenced))
+    found = served.owners(front_door)
+    ports = sorted({o.port for o in found} if found else {servers[key].port for key in referenced})
+    routes = _routes(route.key, front_door, groups, fallback, served)
+    scope = tuple(sorted(set(referenced) | {o.key for o in found}))
+    return RouteOutcome(route.key, route, (), (), front_door, tuple(ports), groups, routes, scope)
+
+
+def _check_ref(
+    route: ModelRoute, key: ObjectKey, field: str, index: ObjectIndex, servers: Mapping[ObjectKey, ServerOutcome]
+) -> Problem | None:
+    server = index.servers.get(key)
+    where = f"ModelServer {key.namespace}/{key.name}"
+    if server is None:
+        return problem(MODEL_NOT_FOUND, route.key, field, f"{where} not found")
+    if not allows_from(server, route.metadata.namespace):
+        rule = (
+            f"{where} does not allow references from namespace {route.metadata.namespace} "
+            "(annotation networking.matrixinfer.ai/allow-from)"
+        )
+        return problem(NETWORK_POLICY_VIOLATION, route.key, field, rule)
+    if not servers[key].compiled:
+        return problem(MODEL_NOT_FOUND, route.key, field, f"{where} is Failed and not served")
+    return None
+
+
+def _front_door(route: ModelRoute, fallback: ObjectKey | None, index: ObjectIndex) -> str | None:
+    if route.spec.path is not None:
+        return prefix_path(route.spec.path)
+    first = fallback if fallback is not None else destination(route, 0)
+    server = index.servers.get(first)
+    return prefix_path(server.spec.routing.path) if server is not None else None
+
+
+def _routes(
+    key: ObjectKey,
+    front_door: str,
+    groups: Sequence[Group],
+    fallback: ObjectKey | None,
+    served: Served,
+) -> tuple[ir.Route, ...]:
+    spare = names.backend(fallback) if fallback is not None else None
+    routes: list[ir.Route] = []
+    for n, group in enumerate(groups):
+        backends = tuple(
+            ir.WeightedBackend(b.backend, b.weight, spare if spare != b.backend else None) for b in group.backends
+        )
+        reachable = {b.backend for b in backends} | {b.failover_to for b in backends if b.failover_to}
+        routes.append(
+            ir.Route(
+                name=names.group_route(key, n),
+                owner=key,
+                match=group.match,
+                backends=backends,
+                timeout_ms=group.timeout_ms,
+                retries=group.retries,
+                auth=served.auth(reachable),
+            )
+        )
+    if fallback is not None and spare is not None:
+        target = served.servers[fallback]
+        routes.append(
+            ir.Route(
+                name=names.fallback_route(key),
+                owner=key,
+                match=ir.RouteMatch(front_door_match(front_door)),
+                backends=(ir.WeightedBackend(spare, 1),),
+                timeout_ms=target.timeout_ms if target.timeout_ms is not None else DEFAULT_TIMEOUT_MS,
+                retries=target.retries if target.retries is not None else DEFAULT_RETRIES,
+                auth=served.auth({spare}),
+            )
+        )
+    return tuple(routes)
+

@@ -1,0 +1,213 @@
+"""ModelServers → backends, server routes and per-port claims (SPEC 3.1).
+
+Each server is first checked on its own (ModelInfer reference, TLS and auth Secrets),
+then servers that passed compete for ports and paths:
+- the oldest server on a port (metadata.creationTimestamp, then namespace/name) decides
+  the port's TLS mode — plain HTTP, or TLS with one particular Secret; a younger server
+  asking for another mode is Failed (`NetworkPolicyViolation`, naming the winner);
+- on each port the oldest server claiming a `routing.path` (normal form, so `/a/` and
+  `/a` are one path) wins it; younger claimants are Failed the same way.
+A server that failed its own checks takes no part: it never holds a port or path it
+cannot serve, so fixing its Secret can move the port's TLS mode back to it.
+
+A compiled server gets a backend (its ModelInfer's endpoints on `endpoint.port`, else
+`service.targetPort`, else `service.port`) and a route on its `routing.path` (segment
+prefix). A missing ModelInfer still compiles (cluster without endpoints: the path is
+held and answers 503, it does not fall through to another server); a ModelInfer in
+another namespace that does not allow this one compiles the same way but the server is
+Failed, since waiting will not fix it. Timeout defaults to 60 s (inference is slow),
+retries to 2 (Istio's default; translate retries only failures that cannot have
+reached a model, so no GPU work is done twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from routing_engine import ir, names
+from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey
+from routing_engine.api.types import parse_duration_ms
+from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, Problem, problem
+from routing_engine.resolve.material import Material, auth_policy, tls_certificate
+from routing_engine.resolve.matching import prefix_path
+from routing_engine.resolve.objects import ObjectIndex, age_key, allows_from
+from routing_engine.world import BackendEndpoint, Target
+
+DEFAULT_TIMEOUT_MS = 60_000
+DEFAULT_RETRIES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOutcome:
+    """What resolution concluded about one ModelServer. `backend` is None when the
+    server is not compiled (then `problems` says why)."""
+
+    key: ObjectKey
+    server: ModelServer
+    port: int  # the listener port: Target.port(service.port)
+    path: str
+    problems: tuple[Problem, ...]  # Accepted=False when non-empty
+    ref_problems: tuple[Problem, ...]  # ResolvedRefs=False when non-empty
+    infer_forbidden: bool
+    backend: ir.Backend | None
+    route: ir.Route | None
+    tls: ir.TlsCertificate | None
+    auth: ir.AuthPolicy | None
+    rate_limit: ir.RateLimit | None
+
+    @property
+    def compiled(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def healthy(self) -> bool:
+        return self.backend is not None and any(e.healthy for e in self.backend.endpoints)
+
+    @property
+    def timeout_ms(self) -> int | None:
+        """The explicit `routing.timeout`, if any."""
+        timeout = self.server.spec.routing.timeout
+        return parse_duration_ms(timeout) if timeout is not None else None
+
+    @property
+    def retries(self) -> int | None:
+        return self.server.spec.routing.retries
+
+
+@dataclass(frozen=True, slots=True)
+class _Own:
+    """Results of the checks that need no other ModelServer."""
+
+    infer_problems: tuple[Problem, ...]
+    infer_forbidden: bool
+    endpoints: tuple[ir.Endpoint, ...]
+    tls: Material[ir.TlsCertificate]
+    auth: Material[ir.AuthPolicy]
+
+
+def resolve_servers(
+    index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]], target: Target
+) -> dict[ObjectKey, ServerOutcome]:
+    """Every ModelServer of the world, by key (sorted).
+
+    Claims are made on listener ports (`target.port(service.port)`), not on the ports
+    as written: with a privileged-port offset, 80 and 10080 can become one listener,
+    and one listener can only have one TLS mode."""
+    own = {key: _own_checks(server, index, endpoints) for key, server in index.servers.items()}
+    contenders = [s for s in index.servers.values() if own[s.key].tls.ok and own[s.key].auth.ok]
+    lost = _claims(sorted(contenders, key=age_key), own, target)
+    return {key: _outcome(server, own[key], lost.get(key), target) for key, server in index.servers.items()}
+
+
+def _own_checks(
+    server: ModelServer, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]
+) -> _Own:
+    spec = server.spec
+    infer_key = spec.model_infer_ref.resolve(ModelInfer.KIND, server.metadata.namespace)
+    infer = index.infers.get(infer_key)
+    field = "spec.modelInferRef"
+    problems: tuple[Problem, ...] = ()
+    forbidden = False
+    found: tuple[ir.Endpoint, ...] = ()
+    if infer is None:
+        rule = f"ModelInfer {infer_key.namespace}/{infer_key.name} not found"
+        problems = (problem(MODEL_NOT_FOUND, server.key, field, rule),)
+    elif not allows_from(infer, server.metadata.namespace):
+        forbidden = True
+        rule = _forbidden_rule(infer_key, server.metadata.namespace)
+        problems = (problem(NETWORK_POLICY_VIOLATION, server.key, field, rule),)
+    else:
+        default_port = spec.service.target_port or spec.service.port
+        unique = {ir.Endpoint(e.address, e.port or default_port, e.healthy) for e in endpoints.get(infer_key, ())}
+        found = tuple(sorted(unique, key=lambda e: (e.address, e.port, not e.healthy)))
+    return _Own(problems, forbidden, found, tls_certificate(server, index), auth_policy(server, index))
+
+
+def _forbidden_rule(target: ObjectKey, namespace: str) -> str:
+    return (
+        f"{target.kind} {target.namespace}/{target.name} does not allow references from namespace "
+        f'{namespace} (annotation networking.matrixinfer.ai/allow-from)'
+    )
+
+
+def _mode(own: _Own) -> str | None:
+    """A port's TLS mode: None for plain HTTP, else the certificate's (Secret's) name."""
+    return own.tls.value.name if own.tls.value is not None else None
+
+
+def _describe_mode(mode: str | None) -> str:
+    return "plain HTTP" if mode is None else f"TLS with {mode}"
+
+
+def _port_label(server: ModelServer, listener_port: int) -> str:
+    written = server.spec.service.port
+    return f"port {written}" if written == listener_port else f"port {written} (listener port {listener_port})"
+
+
+def _claims(contenders: list[ModelServer], own: Mapping[ObjectKey, _Own], target: Target) -> dict[ObjectKey, Problem]:
+    """Port and path conflicts; `contenders` are oldest first. Returns the losers."""
+    decider: dict[int, ModelServer] = {}
+    holder: dict[tuple[int, str], ModelServer] = {}
+    lost: dict[ObjectKey, Problem] = {}
+    for server in contenders:
+        port = target.port(server.spec.service.port)
+        first = decider.setdefault(port, server)
+        mode, first_mode = _mode(own[server.key]), _mode(own[first.key])
+        if mode != first_mode:
+            rule = (
+                f"{_port_label(server, port)} is served with {_describe_mode(first_mode)} by the older ModelServer "
+                f"{first.metadata.namespace}/{first.metadata.name}; this server asks for {_describe_mode(mode)}"
+            )
+            lost[server.key] = problem(NETWORK_POLICY_VIOLATION, server.key, "spec.tls", rule)
+            continue
+        path = prefix_path(server.spec.routing.path)
+        winner = holder.setdefault((port, path), server)
+        if winner is not server:
+            rule = (
+                f"{_port_label(server, port)} path {path} is already served by the older ModelServer "
+                f"{winner.metadata.namespace}/{winner.metadata.name}"
+            )
+            lost[server.key] = problem(NETWORK_POLICY_VIOLATION, server.key, "spec.routing.path", rule)
+    return lost
+
+
+def _outcome(server: ModelServer, own: _Own, conflict: Problem | None, target: Target) -> ServerOutcome:
+    ref_problems = own.infer_problems + own.tls.ref_problems + own.auth.ref_problems
+    problems = own.tls.ref_problems + own.tls.spec_problems + own.auth.ref_problems + own.auth.spec_problems
+    if conflict is not None:
+        problems += (conflict,)
+    spec = server.spec
+    path = prefix_path(spec.routing.path)
+    compiled = not problems
+    backend = ir.Backend(names.backend(server.key), server.key, own.endpoints) if compiled else None
+    route = None
+    if backend is not None:
+        timeout = spec.routing.timeout
+        route = ir.Route(
+            name=names.server_route(server.key),
+            owner=server.key,
+            match=ir.RouteMatch(ir.PathMatch("segment_prefix", path)),
+            backends=(ir.WeightedBackend(backend.name, 1),),
+            timeout_ms=parse_duration_ms(timeout) if timeout is not None else DEFAULT_TIMEOUT_MS,
+            retries=spec.routing.retries if spec.routing.retries is not None else DEFAULT_RETRIES,
+            auth=(own.auth.value,) if own.auth.value is not None else (),
+        )
+    limit = spec.rate_limit
+    rate_limit = None
+    if compiled and limit is not None and limit.enabled and limit.requests_per_second is not None:
+        rate_limit = ir.RateLimit(limit.requests_per_second, limit.burst_size or limit.requests_per_second, limit.global_)
+    return ServerOutcome(
+        key=server.key,
+        server=server,
+        port=target.port(spec.service.port),
+        path=path,
+        problems=problems,
+        ref_problems=ref_problems,
+        infer_forbidden=own.infer_forbidden,
+        backend=backend,
+        route=route,
+        tls=own.tls.value if compiled else None,
+        auth=own.auth.value if compiled else None,
+        rate_limit=rate_limit,
+    )
