@@ -9,11 +9,14 @@ invalid token gets 401 and never reaches a backend.
 
 Keys come inline from a Secret (`local_jwks`) or from `jwks_uri`, fetched by Envoy
 through a LOGICAL_DNS cluster this plugin adds (`jwks/<provider>`), over TLS for https.
+Envoy refuses a whole listener over one unusable inline JWKS, so a provider that would be
+refused makes its routes fail translation alone (reported against their owner) instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+import json
 from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
@@ -34,6 +37,18 @@ JWKS_CACHE_DURATION = duration_pb2.Duration(seconds=300)
 
 def jwt_providers(route: ir.Route) -> list[ir.JwtProvider]:
     return [p for p in route.auth if isinstance(p, ir.JwtProvider)]
+
+
+def provider_problem(provider: ir.JwtProvider) -> str | None:
+    """Why Envoy would refuse this provider (and with it the whole listener), if it would:
+    inline JWKS must be a JSON object with a non-empty `keys` list."""
+    if provider.jwks_inline is None:
+        return None if provider.jwks_uri and urlsplit(provider.jwks_uri).hostname else "jwks_uri has no host"
+    try:
+        keys = json.loads(provider.jwks_inline).get("keys")
+    except (ValueError, AttributeError):
+        return "inline JWKS is not a JSON object"
+    return None if isinstance(keys, list) and keys else "inline JWKS has no keys"
 
 
 def provider_config(provider: ir.JwtProvider) -> jwt_pb2.JwtProvider:
@@ -91,8 +106,8 @@ class JwtPlugin(Plugin):
         config = jwt_pb2.JwtAuthentication()
         for route in listener.routes:
             providers = jwt_providers(route)
-            if not providers:
-                continue
+            if not providers or any(provider_problem(p) for p in providers):
+                continue  # no JWT, or a route patch_route refused (it is left out)
             for provider in providers:
                 if provider.name not in config.providers:
                     config.providers[provider.name].CopyFrom(provider_config(provider))
@@ -104,6 +119,10 @@ class JwtPlugin(Plugin):
         return [HttpFilter(name=JWT_FILTER, typed_config=pack(config))]
 
     def patch_route(self, route: ir.Route, proto: rc.Route) -> None:
+        for provider in jwt_providers(route):
+            problem = provider_problem(provider)
+            if problem:
+                raise ValueError(f"JWT provider {provider.name}: {problem}")
         if jwt_providers(route):
             per_route = jwt_pb2.PerRouteConfig(requirement_name=names.jwt_requirement(route))
             proto.typed_per_filter_config[JWT_FILTER].CopyFrom(pack(per_route))
@@ -114,7 +133,7 @@ class JwtPlugin(Plugin):
         for listener in gateway.listeners:
             for route in listener.routes:
                 for provider in jwt_providers(route):
-                    if provider.jwks_inline is None and provider.jwks_uri:
+                    if provider.jwks_inline is None and not provider_problem(provider):
                         remote.setdefault(provider.name, provider)
                         owners.setdefault(provider.name, set()).add(route.owner)
         for name in sorted(remote):

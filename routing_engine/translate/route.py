@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from routing_engine import ir
 from routing_engine.translate import names
 from routing_engine.translate.xds import length_delimited, millis
@@ -94,7 +94,7 @@ def route_match(match: ir.RouteMatch) -> rc.RouteMatch:
             metadata_pb2.MetadataMatcher(
                 filter=names.MODEL_METADATA_NAMESPACE,
                 path=[metadata_pb2.MetadataMatcher.PathSegment(key=names.MODEL_METADATA_KEY)],
-                value=metadata_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=match.model)),
+                value=value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=match.model)),
             )
         )
     return proto

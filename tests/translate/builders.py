@@ -49,3 +49,28 @@ def gateway(*listeners: ir.Listener, backends: tuple[ir.Backend, ...] = ()) -> i
         used = sorted({n for lst in listeners for r in lst.routes for wb in r.backends for n in (wb.backend, wb.failover_to) if n})
         backends = tuple(backend(n) for n in used)
     return ir.Gateway(listeners=listeners, backends=backends)
+
+
+def parsed(result, type_url: str, name: str):  # type: ignore[no-untyped-def]
+    """The message of one resource of a TranslateResult."""
+    from routing_engine import serialize
+
+    return serialize.parse(result.resources[type_url][name])
+
+
+def hcm_of(listener_proto):  # type: ignore[no-untyped-def]
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    hcm = hcm_pb2.HttpConnectionManager()
+    assert listener_proto.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    return hcm
+
+
+def routes_of(route_config):  # type: ignore[no-untyped-def]
+    """Routes by name of a RouteConfiguration's single virtual host."""
+    (vhost,) = route_config.virtual_hosts
+    return {r.name: r for r in vhost.routes}
+
+
+# A real RSA public key (no private half anywhere): Envoy refuses inline JWKS without one.
+JWKS = '{"keys":[{"kty":"RSA","alg":"RS256","kid":"test","use":"sig","e":"AQAB","n":"0h3f52LlJDzaUdHFwmm3rduwsC45ep2aGAOQae-_QJhemLItiUGQTeL00AzOfJhFYXLDoFXB8nWpd03vltolckvYExnV8nHLKJmtv40wqIj_6NLB3_pUfAmnVKbK9EKj_fAxIVznwI9hv-FNddwi0e6RPg0n2NTJmEQpXbbkVZGmHUAiDCpve46Pdw1hZj0zNhtwKubLbNS2vmQbZ83iUsYbqWmlJuoXdN8jv9y94ncKq-byDCIg_0sevdTl0DRWW3ss5exdi17nB38X0A3vp3-iFXLULpSu3Q9XnO4Wq_FUzMbN-4GneV6OIPOR75CgXSQ8CVql30bc5gceM6Y-Iw"}]}'

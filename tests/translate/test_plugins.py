@@ -1,0 +1,83 @@
+"""The plugin interface: ranks, order, discovery through entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import metadata
+
+import pytest
+
+from envoy.extensions.filters.http.set_metadata.v3 import set_metadata_pb2
+from routing_engine import ir
+from routing_engine.translate import Translator, plugin
+from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin, PluginError
+from routing_engine.translate.xds import LISTENER, pack
+from tests.translate.builders import gateway, hcm_of, listener, parsed, route
+
+
+class Tagger(Plugin):
+    """A third-party style plugin: sets metadata between auth and rate limiting."""
+
+    name = "tagger"
+    rank = 400
+
+    def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
+        return [HttpFilter(name="envoy.filters.http.set_metadata", typed_config=pack(set_metadata_pb2.Config()))]
+
+
+class Unranked(Plugin):
+    name = "unranked"
+
+
+def test_every_builtin_plugin_has_a_rank_from_the_table() -> None:
+    plugins = plugin.builtin()
+    assert plugins, "no built-in plugins"
+    for p in plugins:
+        assert isinstance(p.rank, int), p
+        assert RANKS[p.name] == p.rank
+    assert [p.rank for p in plugins] == sorted(p.rank for p in plugins)
+
+
+def test_unranked_plugin_is_refused() -> None:
+    with pytest.raises(PluginError, match="unranked.*rank"):
+        Translator(plugins=[*plugin.builtin(), Unranked()])
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(PluginError, match="two plugins"):
+        plugin.ordered([Tagger(), Tagger()])
+
+
+def test_ties_break_by_name() -> None:
+    a, b = Tagger(), Tagger()
+    a.name, b.name = "zeta", "alpha"
+    assert [p.name for p in plugin.ordered([a, b])] == ["alpha", "zeta"]
+
+
+def test_third_party_filter_lands_at_its_rank() -> None:
+    translator = Translator(plugins=plugin.with_builtin([Tagger()]))
+    result = translator.translate(gateway(listener(route("r", "a", auth=(ir.ApiKeyAuth("k", "x-api-key", ("s",)),)), rate_limits=(("a", ir.RateLimit(1, 1)),))))
+    names = [f.name for f in hcm_of(parsed(result, LISTENER, "http-8080")).http_filters]
+    assert names.index("envoy.filters.http.api_key_auth") < names.index("envoy.filters.http.set_metadata")
+    assert names.index("envoy.filters.http.set_metadata") < names.index("envoy.filters.http.local_ratelimit")
+
+
+def test_discover_loads_entry_points_of_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def fake_entry_points(*, group: str) -> list[metadata.EntryPoint]:
+        seen.append(group)
+        return [metadata.EntryPoint(name="tagger", value=f"{__name__}:Tagger", group=group)]
+
+    monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
+    (found,) = plugin.discover()
+    assert isinstance(found, Tagger)
+    assert seen == ["modelroute.plugins"]
+
+
+def test_discover_refuses_non_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        metadata, "entry_points", lambda *, group: [metadata.EntryPoint(name="bad", value="os:getcwd", group=group)]
+    )
+    with pytest.raises(PluginError, match="bad"):
+        plugin.discover()

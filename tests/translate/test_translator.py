@@ -1,0 +1,98 @@
+"""Determinism, content versions, owners and memoization of the Translator."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from routing_engine import ir
+from routing_engine.translate import Translator, translate
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from tests.translate.builders import JWKS, backend, gateway, listener, route, server_key
+
+CERT = ir.TlsCertificate("default/cert", b"chain", b"key")
+
+
+def world(n_routes: int = 20, *, timeout_of_r3: int = 60_000) -> ir.Gateway:
+    routes = tuple(
+        route(f"r{i}", ir.WeightedBackend(f"s{i % 5}", 3), ir.WeightedBackend(f"s{(i + 1) % 5}", 1, failover_to="s0"),
+              path=f"/v1/m{i}", timeout_ms=timeout_of_r3 if i == 3 else 60_000,
+              auth=(ir.JwtProvider("p", "iss", jwks_inline=JWKS),) if i % 4 == 0 else ())
+        for i in range(n_routes)
+    )
+    return gateway(
+        listener(*routes, ready_backends=("s0",), rate_limits=(("s1", ir.RateLimit(3, 3)),)),
+        listener(route("x", "s4", path="/x"), name="https-8443", port=8443, tls=CERT),
+    )
+
+
+def test_same_ir_gives_byte_identical_resources_across_translators() -> None:
+    first, second = translate(world()), translate(world())
+    assert first.resources == second.resources
+    for by_name in first.resources.values():
+        for resource in by_name.values():
+            assert resource.version == hashlib.sha256(resource.body).hexdigest()[:16]
+
+
+def test_every_type_present_and_sorted_by_name() -> None:
+    result = translate(world())
+    assert set(result.resources) == {LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET}
+    for by_name in result.resources.values():
+        assert list(by_name) == sorted(by_name)
+    assert set(result.resources[ROUTE]) == {"http-8080", "https-8443"}
+    assert set(result.resources[ENDPOINT]) == {f"s{i}" for i in range(5)}
+    assert {"failover/s1/s0", "failover/s2/s0"} <= set(result.resources[CLUSTER])
+
+
+def test_owners_name_the_objects_behind_each_resource() -> None:
+    result = translate(world(4))
+    assert result.owners[(CLUSTER, "s2")] == (server_key("s2"),)
+    assert result.owners[(ENDPOINT, "s2")] == (server_key("s2"),)
+    assert len(result.owners[(ROUTE, "http-8080")]) == 4
+    assert result.owners[(SECRET, "default/cert")] == result.owners[(LISTENER, "https-8443")]
+    for type_url, by_name in result.resources.items():
+        for name in by_name:
+            assert result.owners[(type_url, name)], (type_url, name)
+
+
+def test_one_changed_route_rebuilds_only_that_route() -> None:
+    translator = Translator()
+    before = translator.translate(world())
+    assert translator.last_stats.misses["route"] == 21
+    after = translator.translate(world(timeout_of_r3=5_000))
+    stats = translator.last_stats
+    assert stats.misses["route"] == 1 and stats.hits["route"] == 20
+    assert stats.hits["backend"] == 5 and not stats.misses["backend"]
+    assert stats.hits["failover"] == 4 and not stats.misses["failover"]
+    changed = {
+        (t, n) for t, by_name in after.resources.items() for n, r in by_name.items() if before.resources[t][n].version != r.version
+    }
+    assert changed == {(ROUTE, "http-8080")}
+    assert after.resources == translate(world(timeout_of_r3=5_000)).resources
+
+
+def test_endpoint_change_touches_only_that_backends_assignment() -> None:
+    translator = Translator()
+    gw = world()
+    before = translator.translate(gw)
+    moved = tuple(replace(b, endpoints=(ir.Endpoint("10.9.9.9", 80),)) if b.name == "s2" else b for b in gw.backends)
+    after = translator.translate(replace(gw, backends=moved))
+    assert translator.last_stats.misses["backend"] == 1 and translator.last_stats.misses["route"] == 0
+    changed = {
+        (t, n) for t, by_name in after.resources.items() for n, r in by_name.items() if before.resources[t][n].version != r.version
+    }
+    assert changed == {(ENDPOINT, "s2")}
+
+
+def test_cache_forgets_objects_that_left_the_world() -> None:
+    translator = Translator()
+    translator.translate(world(20))
+    translator.translate(world(2))
+    assert len(translator._routes) == 3  # r0, r1 and x
+    translator.translate(world(20))
+    assert translator.last_stats.misses["route"] == 18
+
+
+def test_backends_without_routes_still_get_clusters() -> None:
+    result = translate(gateway(listener(route("r", "a")), backends=(backend("a"), backend("idle"))))
+    assert "idle" in result.resources[CLUSTER] and "idle" in result.resources[ENDPOINT]
