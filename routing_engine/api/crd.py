@@ -1,0 +1,254 @@
+"""CustomResourceDefinitions generated from the pydantic models, so the cluster and the loader
+enforce one set of rules.
+
+The models' JSON schema is rewritten into a *structural* OpenAPI v3 schema, which the API
+server requires: every `$ref` inlined, a `type` on every node, no `additionalProperties`
+next to `properties`, no `propertyNames`. Free-form maps (authentication.config, affinity,
+HPA metrics/behavior) become `x-kubernetes-preserve-unknown-fields`; quantities are
+`x-kubernetes-int-or-string`. A header/query match value is "a string or an object", which
+no structural `type` can say and which int-or-string (integer|string only) would reject in
+its object form, so it is an untyped preserve-unknown-fields node and the loader checks
+its shape. Cross-field rules the schema cannot express are CEL `x-kubernetes-validations`.
+
+`python -m routing_engine.api.crd --write` rewrites `crds/`; a test fails when the checked-in
+files differ from what the models generate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from routing_engine.api.resources import (
+    AutoscalingPolicy,
+    Condition,
+    Model,
+    ModelInfer,
+    ModelRoute,
+    ModelServer,
+    Resource,
+)
+
+CRD_KINDS: tuple[type[Resource], ...] = (ModelServer, ModelRoute, ModelInfer, Model, AutoscalingPolicy)
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+_INT32_MAX = 2**31 - 1
+# Not allowed (or meaningless) in a structural schema; each is handled in `_convert`.
+_DROPPED = frozenset(
+    {"title", "default", "description", "$defs", "propertyNames", "patternProperties", "additionalProperties"}
+)
+_HEADER = "# Generated from routing_engine/api by `python -m routing_engine.api.crd --write`; do not edit.\n"
+
+# CEL rules for the cross-field checks of the models' validators, keyed by model name.
+_CEL: dict[str, list[dict[str, str]]] = {
+    "TrafficSplit": [{"rule": "self.stable + self.canary == 100", "message": "stable + canary must be 100"}],
+    "TLSSpec": [
+        {
+            "rule": "!(has(self.enabled) && self.enabled) || has(self.secretName)",
+            "message": "secretName is required when tls is enabled",
+        }
+    ],
+    "RateLimitSpec": [
+        {
+            "rule": "!(has(self.enabled) && self.enabled) || has(self.requestsPerSecond)",
+            "message": "requestsPerSecond is required when rateLimit is enabled",
+        }
+    ],
+}
+
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_PHASE = {"name": "Phase", "type": "string", "jsonPath": ".status.phase"}
+_PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
+    "ModelServer": [_PHASE, {"name": "Endpoint", "type": "string", "jsonPath": ".status.serviceEndpoint"}, _AGE],
+    "ModelRoute": [_PHASE, {"name": "Path", "type": "string", "jsonPath": ".spec.path"}, _AGE],
+    "ModelInfer": [
+        _PHASE,
+        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        _AGE,
+    ],
+    "Model": [_PHASE, {"name": "Model", "type": "string", "jsonPath": ".spec.modelSpec.modelId"}, _AGE],
+    "AutoscalingPolicy": [
+        {"name": "Target", "type": "string", "jsonPath": ".spec.targetRef.name"},
+        {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
+        _AGE,
+    ],
+}
+
+_INT32 = {"type": "integer", "format": "int32"}
+
+
+def _status_schema(kind: str) -> dict[str, Any]:
+    """The status the controller writes (SPEC 2). Unknown fields are kept so a newer
+    controller never has its status update rejected by an older CRD."""
+    props: dict[str, Any] = {
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "conditions": {"type": "array", "items": structural(Condition.model_json_schema(by_alias=True))},
+    }
+    phases = {
+        "ModelServer": ["Pending", "Ready", "Failed"],
+        "ModelRoute": ["Pending", "Active", "Failed"],
+        "ModelInfer": ["Pending", "Running", "Failed"],
+        "Model": ["Pending", "Ready", "Failed"],
+    }
+    if kind in phases:
+        props["phase"] = {"type": "string", "enum": phases[kind]}
+    if kind == "ModelServer":
+        props["serviceEndpoint"] = {"type": "string"}
+    if kind == "ModelRoute":
+        props["activeRoutes"] = dict(_INT32)
+        props["canary"] = {
+            "type": "object",
+            "properties": {
+                "stableWeight": dict(_INT32),
+                "canaryWeight": dict(_INT32),
+                "phase": {"type": "string", "enum": ["Progressing", "Promoted", "RolledBack", "Paused"]},
+                "lastSuccessRate": {"type": "number"},
+            },
+        }
+    if kind == "ModelInfer":
+        props.update(replicas=dict(_INT32), readyReplicas=dict(_INT32), selector={"type": "string"})
+    if kind == "AutoscalingPolicy":
+        props.update(currentReplicas=dict(_INT32), desiredReplicas=dict(_INT32))
+    return {"type": "object", "properties": props, "x-kubernetes-preserve-unknown-fields": True}
+
+
+def structural(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema → a structural OpenAPI v3 schema (see the module docstring)."""
+    defs = schema.get("$defs", {})
+    for name, rules in _CEL.items():
+        if name in defs:
+            defs[name] = {**defs[name], "x-kubernetes-validations": rules}
+    return _convert(schema, defs)
+
+
+def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        return _convert(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+    any_of = node.get("anyOf")
+    if any_of and not node.get("x-kubernetes-int-or-string"):
+        options = [o for o in any_of if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"no structural form for a union: {any_of}")
+        return _convert(options[0], defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED:
+            continue
+        if key == "properties":
+            out[key] = {name: _convert(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = _convert(value, defs)
+        else:
+            out[key] = value
+    extra = node.get("additionalProperties")
+    if node.get("patternProperties"):  # dict with constrained keys: the loader checks keys
+        (extra,) = node["patternProperties"].values()
+    if isinstance(extra, dict) and extra and not node.get("properties"):
+        out["additionalProperties"] = _convert(extra, defs)
+    elif (extra is True or extra == {}) and not node.get("properties"):
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if node.get("type") == "object" and not out.get("properties") and "additionalProperties" not in out:
+        out.pop("properties", None)
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("type") == "integer" and out.get("maximum", _INT32_MAX + 1) <= _INT32_MAX:
+        out["format"] = "int32"
+    return dict(sorted(out.items(), key=lambda kv: kv[0] != "type"))  # `type` first, for readers
+
+
+def crd_for(cls: type[Resource]) -> dict[str, Any]:
+    """The CustomResourceDefinition of one kind."""
+    group, version = cls.API_VERSION.split("/")
+    full = cls.model_json_schema(by_alias=True)
+    spec = full["properties"]["spec"]
+    schema = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": structural({**spec, "$defs": full.get("$defs", {})}),
+            "status": _status_schema(cls.KIND),
+        },
+    }
+    subresources: dict[str, Any] = {"status": {}}
+    if cls is ModelInfer:
+        subresources["scale"] = {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+    names: dict[str, Any] = {
+        "kind": cls.KIND,
+        "listKind": f"{cls.KIND}List",
+        "plural": cls.PLURAL,
+        "singular": cls.KIND.lower(),
+        "categories": ["matrixinfer"],
+    }
+    if cls.SHORT_NAMES:
+        names["shortNames"] = list(cls.SHORT_NAMES)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{cls.PLURAL}.{group}"},
+        "spec": {
+            "group": group,
+            "names": names,
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": subresources,
+                    "additionalPrinterColumns": _PRINTER_COLUMNS[cls.KIND],
+                }
+            ],
+        },
+    }
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Shared sub-schemas are written out in full: `&id001` anchors confuse readers."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def rendered() -> dict[str, str]:
+    """File name → YAML text of every CRD, exactly as checked in under crds/."""
+    out = {}
+    for cls in CRD_KINDS:
+        crd = crd_for(cls)
+        text = yaml.dump(crd, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=1000)
+        out[f"{crd['metadata']['name']}.yaml"] = _HEADER + text
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routing_engine.api.crd", description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"rewrite {CRD_DIR} (default: print differences)")
+    args = parser.parse_args(argv)
+    files = rendered()
+    if args.write:
+        CRD_DIR.mkdir(exist_ok=True)
+        for stale in CRD_DIR.glob("*.yaml"):
+            if stale.name not in files:
+                stale.unlink()
+        for name, text in files.items():
+            (CRD_DIR / name).write_text(text)
+        print(f"wrote {len(files)} CRDs to {CRD_DIR}")
+        return 0
+    stale = [name for name, text in files.items() if not (CRD_DIR / name).exists() or (CRD_DIR / name).read_text() != text]
+    for name in stale:
+        print(f"crds/{name} is out of date")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The CRDs are generated from the models; these tests keep the two from drifting and check
+the rules a real API server applies to a CRD (structural schema, subresources)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from routing_engine.api import crd
+from routing_engine.api.loader import load_manifests
+from tests.api.crd_schema import load_crds, validator
+from tests.support import REPO
+
+REGENERATE = "python -m routing_engine.api.crd --write"
+
+
+def test_checked_in_crds_match_the_models() -> None:
+    generated = crd.rendered()
+    on_disk = {p.name: p.read_text() for p in crd.CRD_DIR.glob("*.yaml")}
+    stale = sorted(n for n in generated.keys() | on_disk.keys() if generated.get(n) != on_disk.get(n))
+    assert not stale, f"crds/ is out of date ({', '.join(stale)}): run `{REGENERATE}`"
+
+
+def test_check_mode_reports_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(crd, "CRD_DIR", tmp_path)
+    assert crd.main([]) == 1
+    assert "crds/modelservers.networking.matrixinfer.ai.yaml is out of date" in capsys.readouterr().out
+    assert crd.main(["--write"]) == 0
+    (tmp_path / "old.yaml").write_text("stale")
+    assert crd.main(["--write"]) == 0
+    assert not (tmp_path / "old.yaml").exists()
+    assert crd.main([]) == 0
+
+
+def _structural_problems(node: Any, path: str) -> list[str]:
+    """The structural-schema rules of apiextensions.k8s.io/v1 that generation could break."""
+    problems: list[str] = []
+    if not isinstance(node, dict):
+        return [f"{path}: not a schema"]
+    if "$ref" in node or "$defs" in node:
+        problems.append(f"{path}: $ref/$defs")
+    untyped_ok = node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")
+    if "type" not in node and not untyped_ok:
+        problems.append(f"{path}: no type")
+    if "properties" in node and "additionalProperties" in node:
+        problems.append(f"{path}: properties and additionalProperties")
+    for banned in ("patternProperties", "propertyNames", "title", "default"):
+        if banned in node:
+            problems.append(f"{path}: {banned}")
+    if "anyOf" in node:
+        if not node.get("x-kubernetes-int-or-string") or node["anyOf"] != [{"type": "integer"}, {"type": "string"}]:
+            problems.append(f"{path}: anyOf outside the int-or-string form")
+    if "not" in node and set(node["not"]) - {"pattern"}:
+        problems.append(f"{path}: `not` may only hold value validations")
+    for name, sub in node.get("properties", {}).items():
+        problems += _structural_problems(sub, f"{path}.{name}")
+    if isinstance(node.get("additionalProperties"), dict):
+        problems += _structural_problems(node["additionalProperties"], f"{path}[*]")
+    if "items" in node:
+        problems += _structural_problems(node["items"], f"{path}[]")
+    return problems
+
+
+@pytest.mark.parametrize("kind", [c.KIND for c in crd.CRD_KINDS])
+def test_schema_is_structural(kind: str) -> None:
+    version = load_crds()[kind]["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    assert _structural_problems(schema, "") == []
+    assert schema["properties"]["metadata"] == {"type": "object"}
+
+
+def test_structural_check_catches_untyped_nodes() -> None:
+    assert _structural_problems({"type": "object", "properties": {"a": {}}}, "") == [".a: no type"]
+    assert _structural_problems({"anyOf": [{"type": "string"}, {"type": "object"}]}, "") != []
+
+
+def test_names_subresources_and_columns() -> None:
+    crds = load_crds()
+    assert set(crds) == {"ModelServer", "ModelRoute", "ModelInfer", "Model", "AutoscalingPolicy"}
+    short = {k: c["spec"]["names"].get("shortNames") for k, c in crds.items()}
+    assert short["ModelServer"] == ["ms"] and short["ModelRoute"] == ["mr"] and short["ModelInfer"] == ["mi"]
+    for kind, c in crds.items():
+        assert c["apiVersion"] == "apiextensions.k8s.io/v1"
+        assert c["spec"]["scope"] == "Namespaced"
+        version = c["spec"]["versions"][0]
+        assert version["subresources"]["status"] == {}
+        columns = [col["name"] for col in version["additionalPrinterColumns"]]
+        assert columns[-1] == "Age"
+    mi = crds["ModelInfer"]["spec"]["versions"][0]["subresources"]["scale"]
+    assert mi["specReplicasPath"] == ".spec.replicas" and mi["statusReplicasPath"] == ".status.replicas"
+    ms_columns = [c["name"] for c in crds["ModelServer"]["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert ms_columns == ["Phase", "Endpoint", "Age"]
+    assert "scale" not in crds["ModelServer"]["spec"]["versions"][0]["subresources"]
+
+
+def test_file_names_are_plural_dot_group() -> None:
+    names = sorted(p.name for p in crd.CRD_DIR.glob("*.yaml"))
+    assert names == [
+        "autoscalingpolicies.registry.matrixinfer.ai.yaml",
+        "modelinfers.workload.matrixinfer.ai.yaml",
+        "modelroutes.networking.matrixinfer.ai.yaml",
+        "models.registry.matrixinfer.ai.yaml",
+        "modelservers.networking.matrixinfer.ai.yaml",
+    ]
+
+
+EXAMPLE_DOCS = [
+    (path, doc)
+    for directory in ("seeds", "quickstart")
+    for path in sorted((REPO / "examples" / directory).glob("*.yaml"))
+    for doc in yaml.safe_load_all(path.read_text())
+    if doc and doc["kind"] != "Secret"
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "doc"), EXAMPLE_DOCS, ids=[f"{p.parent.name}/{p.name}:{d['metadata']['name']}" for p, d in EXAMPLE_DOCS]
+)
+def test_examples_validate_against_their_crd(path: Path, doc: dict[str, Any]) -> None:
+    errors = [e.message for e in validator(doc["kind"]).iter_errors(doc)]
+    assert errors == []
+    assert load_manifests([path])[1] == []
+
+
+def test_duration_pattern_agrees_with_the_model() -> None:
+    """The CRD's RE2-compatible pattern and the Python parser must accept the same texts."""
+    import re
+
+    from routing_engine.api.types import POSITIVE_DURATION_PATTERN, parse_duration_ms
+
+    for text in ["500ms", "30s", "1m30s", "1h", "1.5h", "0s", "0ms", "30", "abc", "1m0s", "0.5s", "s", ""]:
+        try:
+            ok = parse_duration_ms(text) > 0
+        except ValueError:
+            ok = False
+        assert bool(re.match(POSITIVE_DURATION_PATTERN, text)) == ok, text
+
+
+def test_cel_rules_cover_the_cross_field_checks() -> None:
+    text = (crd.CRD_DIR / "modelroutes.networking.matrixinfer.ai.yaml").read_text()
+    assert "self.stable + self.canary == 100" in text
+    text = (crd.CRD_DIR / "modelservers.networking.matrixinfer.ai.yaml").read_text()
+    assert "has(self.secretName)" in text and "has(self.requestsPerSecond)" in text
