@@ -1,0 +1,117 @@
+"""Two ModelServers on one port: path claims and the port's TLS mode, oldest first."""
+
+from __future__ import annotations
+
+from tests.resolve.build import cond, infer, listener, ms, route_names, run, secret, server
+
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+def tls_secret(name: str, namespace: str = "default") -> object:
+    return secret(name, {"tls.crt": CERT, "tls.key": KEY}, namespace=namespace)
+
+
+def tls(name: str) -> dict[str, object]:
+    return {"tls": {"enabled": True, "secretName": name}}
+
+
+def test_same_port_and_path_older_server_wins() -> None:
+    res = run([
+        server("young", "/v1/x", created="2024-02-01T00:00:00Z"),
+        server("old", "/v1/x/", created="2024-01-01T00:00:00Z"),
+    ])
+    assert route_names(res, 8080) == ["modelserver/default/old"]
+    assert res.statuses[ms("young")].phase == "Failed"
+    accepted = cond(res, ms("young"), "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "NetworkPolicyViolation")
+    assert "already served by the older ModelServer default/old" in accepted.message
+    assert "spec.routing.path" in accepted.message
+    assert res.statuses[ms("young")].service_endpoint is None
+    assert cond(res, ms("old"), "Accepted").status == "True"
+
+
+def test_without_timestamps_namespace_then_name_decides() -> None:
+    res = run([server("b", "/x", namespace="aa"), server("a", "/x", namespace="bb")])
+    assert route_names(res, 8080) == ["modelserver/aa/b"]
+    assert res.statuses[ms("a", "bb")].phase == "Failed"
+
+
+def test_timestamped_server_is_older_than_one_without() -> None:
+    res = run([server("a", "/x"), server("z", "/x", created="2030-01-01T00:00:00Z")])
+    assert route_names(res, 8080) == ["modelserver/default/z"]
+
+
+def test_same_path_on_different_ports_is_no_conflict() -> None:
+    res = run([server("a", "/x", 8080), server("b", "/x", 9090)])
+    assert route_names(res, 8080) == ["modelserver/default/a"]
+    assert route_names(res, 9090) == ["modelserver/default/b"]
+
+
+def test_tls_and_plain_http_on_one_port_older_decides() -> None:
+    res = run([
+        server("plain", "/p", 8443, created="2024-01-02T00:00:00Z"),
+        server("secure", "/s", 8443, created="2024-01-01T00:00:00Z", **tls("cert")),
+        tls_secret("cert"),
+    ])
+    only = listener(res, 8443)
+    assert only.tls is not None and only.tls.name == "secret/default/cert"
+    assert only.tls.cert_chain == CERT.encode()
+    assert route_names(res, 8443) == ["modelserver/default/secure"]
+    accepted = cond(res, ms("plain"), "Accepted")
+    assert accepted.reason == "NetworkPolicyViolation"
+    assert "served with TLS with secret/default/cert by the older ModelServer default/secure" in accepted.message
+    assert res.statuses[ms("secure")].service_endpoint == "https://localhost:8443/s"
+
+
+def test_two_different_tls_secrets_on_one_port_conflict_same_secret_shares() -> None:
+    res = run([
+        server("a", "/a", 443, created="2024-01-01T00:00:00Z", **tls("one")),
+        server("b", "/b", 443, created="2024-01-02T00:00:00Z", **tls("two")),
+        server("c", "/c", 443, created="2024-01-03T00:00:00Z", **tls("one")),
+        tls_secret("one"), tls_secret("two"),
+    ])
+    assert route_names(res, 443) == ["modelserver/default/a", "modelserver/default/c"]
+    assert res.statuses[ms("b")].phase == "Failed"
+    assert "asks for TLS with secret/default/two" in cond(res, ms("b"), "Accepted").message
+
+
+def test_missing_tls_secret_fails_the_server_and_frees_the_port() -> None:
+    res = run([
+        server("secure", "/s", 8443, created="2024-01-01T00:00:00Z", **tls("absent")),
+        server("plain", "/p", 8443, created="2024-01-02T00:00:00Z"),
+    ])
+    assert route_names(res, 8443) == ["modelserver/default/plain"]
+    assert listener(res, 8443).tls is None
+    status = res.statuses[ms("secure")]
+    assert status.phase == "Failed"
+    refs = cond(res, ms("secure"), "ResolvedRefs")
+    assert (refs.status, refs.reason) == ("False", "ModelNotFound")
+    assert refs.message.endswith("ModelServer default/secure: spec.tls.secretName: Secret default/absent not found")
+    accepted = cond(res, ms("secure"), "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "ModelNotFound")
+    assert accepted.message == "ModelServer default/secure: spec.tls.secretName: Secret default/absent not found"
+
+
+def test_tls_secret_without_key_fails_validation() -> None:
+    res = run([server("s", "/s", 8443, **tls("half")), secret("half", {"tls.crt": CERT}), infer("s")])
+    assert res.gateway.listeners == ()
+    refs = cond(res, ms("s"), "ResolvedRefs")
+    assert refs.reason == "ValidationFailed"
+    assert "tls.key" in refs.message
+
+
+def test_tls_secret_in_another_namespace_is_not_used() -> None:
+    res = run([server("s", "/s", 8443, **tls("cert")), tls_secret("cert", namespace="other")])
+    assert res.gateway.listeners == ()
+    assert cond(res, ms("s"), "ResolvedRefs").reason == "ModelNotFound"
+
+
+def test_privileged_offset_merging_ports_is_a_claim_on_one_listener() -> None:
+    from routing_engine.world import Target
+
+    res = run([server("low", "/x", 80, created="2024-01-01T00:00:00Z"), server("high", "/x", 10080)],
+              Target(privileged_port_offset=10000))
+    assert [l.port for l in res.gateway.listeners] == [10080]
+    assert route_names(res, 10080) == ["modelserver/default/low"]
+    assert "port 10080 path /x" in cond(res, ms("high"), "Accepted").message
