@@ -56,8 +56,17 @@ def parse(resource: EnvoyResource) -> Message:
     return message
 
 
+def _plain(value: Any) -> Any:
+    """json_format returns OrderedDicts for `Any` fields: plain dicts dump everywhere."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return _plain(json_format.MessageToDict(message, preserving_proto_field_name=True))  # type: ignore[no-any-return]
 
 
 def sections(resources: Mapping[str, Mapping[str, EnvoyResource]]) -> dict[str, list[dict[str, Any]]]:
