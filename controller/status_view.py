@@ -1,0 +1,230 @@
+"""The embedded status view: what `modelroute status` shows when there is no API server.
+
+In Kubernetes the controller writes `status` into each object; in embedded mode there is
+nowhere to write it, so the same content (phase, conditions, serviceEndpoint, replica
+counts, the live splits of each route) goes to one JSON file in the run directory,
+`<run dir>/.modelroute/status.json` (hidden, so the file provider never reads it back).
+
+`StatusWriter.write(...)` is called by the wiring after every compile/ACK/replica change;
+it writes only when the content changed, atomically (temp file + rename: a reader never
+sees half a file), and keeps each condition's `lastTransitionTime` until its status
+flips, as Kubernetes does. `read_status` / `render_status` are for the CLI.
+
+Splits are given as data (`RouteView`), not recomputed here: the wiring derives them from
+the engine's resolved groups, so the view shows what Envoy was told, never a second
+interpretation of the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypedDict
+
+from routing_engine.api.resources import ObjectKey
+from routing_engine.world import ObjectStatus
+
+STATUS_DIR = ".modelroute"
+STATUS_FILE = "status.json"
+FORMAT_VERSION = 1
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+# Conditions that are news when True; for all others False is the news.
+_BAD_WHEN_TRUE = frozenset({"Degraded", "Shadowed", "Progressing"})
+
+
+class StatusUnavailable(RuntimeError):
+    """No status file, or one that cannot be read (is `modelroute up` running?)."""
+
+
+class StatusDocument(TypedDict):
+    version: int
+    updatedAt: str
+    objects: list[dict[str, Any]]
+    routes: list[dict[str, Any]]
+    errors: dict[str, list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class SplitView:
+    destination: str  # "namespace/name" of the ModelServer
+    weight: int  # as configured (live for a canary group)
+    role: str | None = None  # "stable" | "canary" in a canary group
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    match: str  # human summary, e.g. "headers x-user=beta" or "*"
+    splits: tuple[SplitView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryView:
+    stable_weight: int
+    canary_weight: int
+    phase: str  # Progressing | Promoted | RolledBack | Paused
+    last_success_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteView:
+    key: ObjectKey
+    front_door: str | None
+    groups: tuple[GroupView, ...]
+    canary: CanaryView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaCounts:
+    desired: int
+    ready: int
+    restarts: int = 0
+
+
+def status_path(run_dir: Path) -> Path:
+    return Path(run_dir) / STATUS_DIR / STATUS_FILE
+
+
+def _utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def percentages(weights: Sequence[int]) -> list[float]:
+    """Normalized shares in percent, as Envoy's weighted clusters apply them."""
+    total = sum(weights)
+    return [round(100.0 * w / total, 1) if total else 0.0 for w in weights]
+
+
+@dataclass
+class StatusWriter:
+    path: Path
+    now: Callable[[], str] = _utcnow
+    _last: dict[str, Any] | None = field(default=None, init=False)
+    _since: dict[tuple[str, str, str, str], tuple[str, str]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        # Keep transition times across a restart of `modelroute up`.
+        try:
+            previous = read_status(self.path)
+        except StatusUnavailable:
+            return
+        for obj in previous["objects"]:
+            for c in obj.get("conditions", []):
+                key = (obj["kind"], obj["namespace"], obj["name"], c["type"])
+                self._since[key] = (c["status"], c.get("lastTransitionTime", ""))
+
+    def write(self, *, statuses: Mapping[ObjectKey, ObjectStatus], routes: Iterable[RouteView] = (),
+              replicas: Mapping[ObjectKey, ReplicaCounts] = _EMPTY,
+              errors: Mapping[str, Sequence[str]] = _EMPTY) -> bool:
+        """Write the view if it differs from the last one written; True when written."""
+        now = self.now()
+        # ModelInfers may have replica counts and no engine status: they are listed too.
+        objects = [self._object(key, statuses.get(key), replicas.get(key), now)
+                   for key in sorted(set(statuses) | set(replicas))]
+        body: dict[str, Any] = {
+            "version": FORMAT_VERSION,
+            "objects": objects,
+            "routes": [_route(r) for r in sorted(routes, key=lambda r: r.key)],
+            "errors": {f: list(msgs) for f, msgs in sorted(errors.items())},
+        }
+        if body == self._last:
+            return False
+        self._last = body
+        doc = {"version": FORMAT_VERSION, "updatedAt": now, **{k: v for k, v in body.items() if k != "version"}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(doc, out, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
+
+    def _object(self, key: ObjectKey, status: ObjectStatus | None, counts: ReplicaCounts | None,
+                now: str) -> dict[str, Any]:
+        obj: dict[str, Any] = {"kind": key.kind, "namespace": key.namespace, "name": key.name}
+        if status is None and counts is not None:
+            phase = "Running" if counts.ready >= counts.desired else "Pending"
+            obj["phase"] = phase
+        elif status is not None:
+            obj["phase"] = status.phase
+            if status.service_endpoint is not None:
+                obj["serviceEndpoint"] = status.service_endpoint
+            if status.active_routes is not None:
+                obj["activeRoutes"] = status.active_routes
+        if counts is not None:
+            obj.update(replicas=counts.desired, readyReplicas=counts.ready, restarts=counts.restarts)
+        conditions = []
+        for c in status.conditions if status is not None else ():
+            since_key = (key.kind, key.namespace, key.name, c.type)
+            old = self._since.get(since_key)
+            since = old[1] if old is not None and old[0] == c.status and old[1] else now
+            self._since[since_key] = (c.status, since)
+            conditions.append({"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
+                               "lastTransitionTime": since})
+        obj["conditions"] = conditions
+        return obj
+
+
+def _route(view: RouteView) -> dict[str, Any]:
+    groups = []
+    for g in view.groups:
+        shares = percentages([s.weight for s in g.splits])
+        groups.append({"match": g.match, "splits": [
+            {"destination": s.destination, "weight": s.weight, "percent": p, **({"role": s.role} if s.role else {})}
+            for s, p in zip(g.splits, shares)]})
+    out: dict[str, Any] = {"namespace": view.key.namespace, "name": view.key.name, "frontDoor": view.front_door,
+                           "groups": groups}
+    if view.canary is not None:
+        c = view.canary
+        out["canary"] = {"stableWeight": c.stable_weight, "canaryWeight": c.canary_weight, "phase": c.phase,
+                         "lastSuccessRate": c.last_success_rate}
+    return out
+
+
+def read_status(path: Path) -> StatusDocument:
+    """The status document at `path` (a status file or a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = status_path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise StatusUnavailable(f"no status at {path}: is `modelroute up` running for this directory?") from err
+    except (OSError, ValueError) as err:
+        raise StatusUnavailable(f"status file {path} cannot be read: {err}") from err
+    if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
+        raise StatusUnavailable(f"status file {path} has an unknown format (expected version {FORMAT_VERSION})")
+    return doc  # type: ignore[return-value]
+
+
+def render_status(doc: StatusDocument) -> str:
+    """Plain-text tables for `modelroute status`."""
+    lines = [f"updated {doc['updatedAt']}", "", f"{'KIND':<12} {'NAME':<32} {'PHASE':<9} DETAIL"]
+    for o in doc["objects"]:
+        detail = o.get("serviceEndpoint") or (f"{o['readyReplicas']}/{o['replicas']} ready" if "replicas" in o else "")
+        bad = [f"{c['type']}={c['status']} ({c['reason']}: {c['message']})" for c in o["conditions"]
+               if c["status"] == ("True" if c["type"] in _BAD_WHEN_TRUE else "False")]
+        lines.append(f"{o['kind']:<12} {o['namespace'] + '/' + o['name']:<32} {o.get('phase', '?'):<9} {detail}")
+        lines.extend(f"{'':<12} {'':<32} {'':<9} ! {b}" for b in bad)
+    if doc["routes"]:
+        lines += ["", f"{'ROUTE':<32} {'MATCH':<28} SPLIT"]
+        for r in doc["routes"]:
+            for g in r["groups"]:
+                split = ", ".join(f"{s['destination']} {s['percent']:g}%" + (f" ({s['role']})" if "role" in s else "")
+                                  for s in g["splits"])
+                lines.append(f"{r['namespace'] + '/' + r['name']:<32} {g['match']:<28} {split}")
+            if r.get("canary"):
+                c = r["canary"]
+                rate = "" if c["lastSuccessRate"] is None else f", success {c['lastSuccessRate']:g}%"
+                lines.append(f"{'':<32} canary {c['phase']}: {c['stableWeight']}/{c['canaryWeight']}{rate}")
+    for file, messages in doc["errors"].items():
+        lines += ["", f"errors in {file}:"] + [f"  {m}" for m in messages]
+    return "\n".join(lines) + "\n"
