@@ -8,6 +8,7 @@ the CRD lists properties and does not preserve unknown fields.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import jsonschema
@@ -16,6 +17,7 @@ import yaml
 from routing_engine.api.crd import CRD_DIR
 
 
+@functools.cache
 def load_crds() -> dict[str, dict[str, Any]]:
     """Kind → CRD, from crds/ as checked in."""
     crds = {}
@@ -43,6 +45,7 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
 def validator(kind: str) -> jsonschema.Draft4Validator:
     crd = load_crds()[kind]
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

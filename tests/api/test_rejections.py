@@ -1,0 +1,174 @@
+"""Hand-broken copies of the seed examples: each breaks one admission rule and must fail
+with the field path and the rule in the message, and, where a CRD schema can say the rule
+(types, ranges, patterns, required, unknown fields), the API server's schema must reject it
+too. Rules a schema cannot say (cross-field checks, whose CEL rules only an API server
+evaluates, and envelope checks the API server does itself) are marked crd=False.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+
+from routing_engine.api.loader import load_text
+from tests.api.crd_schema import validator
+from tests.support import REPO
+
+DELETE = object()
+
+
+def _seed(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((REPO / "examples" / "seeds" / name).read_text())
+    return doc
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    seed: str
+    at: str  # dotted path to change; "[n]" for list items
+    value: Any  # the new value, or DELETE
+    path: str  # expected error path
+    rule: str  # a fragment the rule must contain
+    crd: bool = True  # the CRD schema rejects it as well
+
+
+MS = "model-server-basic.yaml"
+LB = "model-server-loadbalancer-rate-limit.yaml"
+AUTH = "model-server-authenticated.yaml"
+MR = "model-route-ab-canary.yaml"
+MI = "model-infer.yaml"
+MODEL = "model.yaml"
+HPA = "autoscaling-policy.yaml"
+
+CASES = [
+    # DNS-1123 names
+    Case("name-uppercase", MS, "metadata.name", "Llama_Server", "metadata.name", "DNS-1123", crd=False),
+    Case("namespace-uppercase", MS, "metadata.namespace", "Prod", "metadata.namespace", "DNS-1123 label", crd=False),
+    Case("ref-name-space", MS, "spec.modelInferRef.name", "bad name", "spec.modelInferRef.name", "DNS-1123"),
+    Case("ref-name-too-long", MS, "spec.modelInferRef.name", "a" * 254, "spec.modelInferRef.name", "253"),
+    Case("tls-secret-name", LB, "spec.tls.secretName", "Bad_Secret", "spec.tls.secretName", "DNS-1123"),
+    # ports 1-65535
+    Case("port-zero", MS, "spec.service.port", 0, "spec.service.port", "at least 1"),
+    Case("port-too-big", MS, "spec.service.port", 65536, "spec.service.port", "at most 65535"),
+    Case("port-huge", MS, "spec.service.port", 10**30, "spec.service.port", "a huge number must be at most 65535"),
+    Case("port-string", MS, "spec.service.port", "8080", "spec.service.port", '"8080" must be an integer'),
+    Case("port-float", MS, "spec.service.port", 8080.5, "spec.service.port", "must be an integer"),
+    Case("target-port", MS, "spec.service.targetPort", 70000, "spec.service.targetPort", "at most 65535"),
+    Case("service-type", MS, "spec.service.type", "Internal", "spec.service.type", "one of ClusterIP, NodePort or LoadBalancer"),
+    # durations
+    Case("timeout-bare-number", MS, "spec.routing.timeout", "30", "spec.routing.timeout", '"30" is not a duration (use 30s)'),
+    Case("timeout-words", MS, "spec.routing.timeout", "abc", "spec.routing.timeout", "is not a duration"),
+    Case("timeout-zero", MS, "spec.routing.timeout", "0s", "spec.routing.timeout", "positive duration"),
+    Case("timeout-int", MS, "spec.routing.timeout", 30, "spec.routing.timeout", "must be a string"),
+    Case("interval-bare", MR, "spec.canary.analysis.interval", "5", "spec.canary.analysis.interval", "use 5s"),
+    Case("route-timeout", MR, "spec.routes[0].timeout", "1 m", "spec.routes[0].timeout", "is not a duration"),
+    # retries and rate limits
+    Case("retries-negative", MS, "spec.routing.retries", -1, "spec.routing.retries", "at least 0"),
+    Case("rps-zero", LB, "spec.rateLimit.requestsPerSecond", 0, "spec.rateLimit.requestsPerSecond", "at least 1"),
+    Case("burst-negative", LB, "spec.rateLimit.burstSize", -5, "spec.rateLimit.burstSize", "at least 1"),
+    Case("rps-missing", LB, "spec.rateLimit.requestsPerSecond", DELETE, "spec.rateLimit.requestsPerSecond", "required when rateLimit is enabled", crd=False),
+    # paths
+    Case("path-relative", MS, "spec.routing.path", "v1/models", "spec.routing.path", 'must start with "/"'),
+    Case("path-wildcard", MS, "spec.routing.path", "/v1/models/*", "spec.routing.path", "plain path prefix"),
+    Case("path-query", MS, "spec.routing.path", "/v1?x=1", "spec.routing.path", '"?"'),
+    Case("path-empty-segment", MS, "spec.routing.path", "/v1//models", "spec.routing.path", '"//"'),
+    Case("match-path-double-star", MR, "spec.routes[1].match.path", "/v1/**", "spec.routes[1].match.path", '"**"'),
+    Case("front-door-glob", MR, "spec.path", "/v1/*/x", "spec.path", "plain path prefix"),
+    # required fields and unknown fields
+    Case("routing-missing", MS, "spec.routing", DELETE, "spec.routing", "is required"),
+    Case("unknown-field", MS, "spec.routing.timout", "30s", "spec.routing.timout", "did you mean timeout?"),
+    Case("snake-case-field", MS, "spec.model_infer_ref", {"name": "x"}, "spec.model_infer_ref", "unknown field"),
+    Case("top-level-unknown", MS, "specs", {}, "specs", "unknown field"),
+    Case("spec-is-list", MS, "spec", [1], "spec", "a list must be a mapping"),
+    Case("routes-empty", MR, "spec.routes", [], "spec.routes", "at least 1 item"),
+    Case("destination-ref-missing-name", MR, "spec.routes[0].destination.modelServerRef.name", DELETE, "spec.routes[0].destination.modelServerRef.name", "is required"),
+    Case("model-id-missing", MODEL, "spec.modelSpec.modelId", DELETE, "spec.modelSpec.modelId", "is required"),
+    Case("model-id-empty", MODEL, "spec.modelSpec.modelId", "", "spec.modelSpec.modelId", "must not be empty"),
+    # weights and traffic split
+    Case("weight-over-100", MR, "spec.routes[3].weight", 101, "spec.routes[3].weight", "at most 100"),
+    Case("weight-negative", MR, "spec.routes[3].weight", -1, "spec.routes[3].weight", "at least 0"),
+    Case("weight-string", MR, "spec.routes[3].weight", "90%", "spec.routes[3].weight", "must be an integer"),
+    Case("split-sum", MR, "spec.canary.trafficSplit.canary", 20, "spec.canary.trafficSplit", "must be 100 (got 90 + 20)", crd=False),
+    Case("threshold-over-100", MR, "spec.canary.analysis.threshold", 101, "spec.canary.analysis.threshold", "at most 100"),
+    Case("step-weight-zero", MR, "spec.canary.analysis.stepWeight", 0, "spec.canary.analysis.stepWeight", "at least 1"),
+    # header / query match forms
+    Case("header-int", MR, "spec.routes[0].match.headers.x-user-tier", 5, "spec.routes[0].match.headers.x-user-tier", 'quote it: "5"', crd=False),
+    Case("header-two-forms", MR, "spec.routes[0].match.headers.x-experiment", {"exact": "a", "prefix": "b"}, "spec.routes[0].match.headers.x-experiment", "exactly one of", crd=False),
+    Case("header-no-form", MR, "spec.routes[0].match.headers.x-experiment", {}, "spec.routes[0].match.headers.x-experiment", "exactly one of", crd=False),
+    Case("header-unknown-form", MR, "spec.routes[0].match.headers.x-experiment", {"suffix": "a"}, "spec.routes[0].match.headers.x-experiment.suffix", "unknown field", crd=False),
+    Case("header-bad-regex", MR, "spec.routes[0].match.headers.x-experiment", {"regex": "(["}, "spec.routes[0].match.headers.x-experiment.regex", "not a valid regular expression", crd=False),
+    Case("header-lookahead", MR, "spec.routes[0].match.headers.x-experiment", {"regex": "(?=a)b"}, "spec.routes[0].match.headers.x-experiment.regex", "RE2", crd=False),
+    Case("header-name", MR, "spec.routes[0].match.headers", {"bad header": "a"}, 'spec.routes[0].match.headers["bad header"]', "key", crd=False),
+    Case("query-present-false", MR, "spec.routes[1].match.queryParams.debug", {"present": False}, "spec.routes[1].match.queryParams.debug", "present: false", crd=False),
+    Case("query-list", MR, "spec.routes[1].match.queryParams.debug", ["a"], "spec.routes[1].match.queryParams.debug", "must be a string", crd=False),
+    # jwt and tls
+    Case("jwt-no-issuer", AUTH, "spec.authentication.config.issuer", DELETE, "spec.authentication.config.issuer", "required for type jwt", crd=False),
+    Case("jwt-no-keys", AUTH, "spec.authentication.config.jwksUri", DELETE, "spec.authentication.config", "jwksUri or jwksSecretName", crd=False),
+    Case("jwt-bad-uri", AUTH, "spec.authentication.config.jwksUri", "ftp://x", "spec.authentication.config.jwksUri", "http(s) URL", crd=False),
+    Case("jwt-unknown-config", AUTH, "spec.authentication.config.issuerr", "x", "spec.authentication.config.issuerr", "unknown field for type jwt", crd=False),
+    Case("auth-type", AUTH, "spec.authentication.type", "oauth", "spec.authentication.type", "one of jwt or apiKey"),
+    Case("tls-no-secret", LB, "spec.tls.secretName", DELETE, "spec.tls.secretName", "required when tls is enabled", crd=False),
+    # workload and registry
+    Case("quantity-float", MI, "spec.resources.requests.cpu", 0.5, "spec.resources.requests.cpu", 'quote it: "0.5"'),
+    Case("quantity-unit", MI, "spec.resources.limits.memory", "4GB", "spec.resources.limits.memory", "not a quantity"),
+    Case("replicas-negative", MI, "spec.replicas", -1, "spec.replicas", "at least 0"),
+    Case("replicas-bool", MI, "spec.replicas", True, "spec.replicas", "true must be an integer"),
+    Case("autoscaling-bounds", MI, "spec.autoscaling.minReplicas", 5, "spec.autoscaling.minReplicas", "must not exceed maxReplicas (4)", crd=False),
+    Case("toleration-operator", MI, "spec.tolerations[0].operator", "Maybe", "spec.tolerations[0].operator", "one of Exists or Equal"),
+    Case("hpa-max-zero", HPA, "spec.maxReplicas", 0, "spec.maxReplicas", "at least 1"),
+    Case("hpa-target-missing", HPA, "spec.targetRef", DELETE, "spec.targetRef", "is required"),
+    # the envelope
+    Case("kind-unknown", MS, "kind", "ModelServers", "kind", "not supported (supported: ModelServer", crd=False),
+    Case("kind-missing", MS, "kind", DELETE, "kind", "is required", crd=False),
+    Case("api-version-wrong", MS, "apiVersion", "networking.matrixinfer.ai/v1", "apiVersion", "use networking.matrixinfer.ai/v1alpha1", crd=False),
+    Case("api-version-missing", MS, "apiVersion", DELETE, "apiVersion", "is required", crd=False),
+    Case("metadata-missing", MS, "metadata", DELETE, "metadata", "is required", crd=False),
+    Case("metadata-name-missing", MS, "metadata.name", DELETE, "metadata.name", "is required", crd=False),
+]
+
+
+def _mutate(doc: dict[str, Any], at: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    parts: list[str | int] = []
+    for piece in at.split("."):
+        name, _, rest = piece.partition("[")
+        parts.append(name)
+        if rest:
+            parts.append(int(rest.rstrip("]")))
+    node: Any = out
+    for part in parts[:-1]:
+        node = node[part]
+    if value is DELETE:
+        del node[parts[-1]]
+    else:
+        node[parts[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_broken_copy_is_rejected_with_its_field_path(case: Case) -> None:
+    doc = _mutate(_seed(case.seed), case.at, case.value)
+    objects, errors = load_text(yaml.safe_dump(doc), f"broken/{case.seed}")
+    assert objects == []
+    matching = [e for e in errors if e.path == case.path and case.rule in e.rule]
+    assert matching, f"no error at {case.path} containing {case.rule!r}; got {[str(e) for e in errors]}"
+    line = str(matching[0])
+    assert line.startswith(f"broken/{case.seed}#1: ")
+    assert f"{case.path}: " in line and "\n" not in line
+    assert "pydantic" not in line and "https://" not in line.replace(str(case.value), "")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.crd], ids=[c.id for c in CASES if c.crd])
+def test_crd_schema_rejects_it_too(case: Case) -> None:
+    doc = _mutate(_seed(case.seed), case.at, case.value)
+    assert list(validator(doc["kind"]).iter_errors(doc)), f"the CRD schema accepts {case.id}"
+
+
+def test_there_are_enough_cases() -> None:
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
