@@ -1,0 +1,442 @@
+"""An HTTP fake of the Kubernetes API server, faithful where controllers get it wrong.
+
+Why not `kmock`: kmock 0.8's emulator serves CRUD and discovery, but its lists carry
+`resourceVersion: "..."`, watches replay every object instead of resuming from a
+resourceVersion, there is no 410 Gone, no 409 on a stale resourceVersion (only on a
+duplicate create) and no status subresource (an update merges everything). Those are
+exactly the behaviours the informer, reconciler and status writer must survive, so this
+small fake implements them:
+
+- CRUD on namespaced resources by group/version/plural, one global resourceVersion
+  counter, uid/creationTimestamp/generation as the API server sets them;
+- list (`metadata.resourceVersion`) and watch streams (`?watch=1&resourceVersion=N`,
+  ADDED/MODIFIED/DELETED/BOOKMARK lines, `timeoutSeconds`, label selectors);
+- 410 Gone (an ERROR event, as the real server sends it) for resourceVersions older than
+  the last `compact()`;
+- 409 Conflict for a write carrying a stale resourceVersion, and AlreadyExists;
+- the status subresource: main-resource writes keep `status`, `/status` writes change
+  only `status`; generation counts spec changes only;
+- owner references stored as given, and background garbage collection of dependents;
+- discovery (/api, /apis, /apis/<g>/<v>, /version) so the real `kubectl` can apply.
+
+It runs in the test's event loop on 127.0.0.1 and an ephemeral port. Tests reach its
+state directly (`seed`, `read`, `before` hooks) to set up races deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from controller.kubernetes.resources import ALL, ResourceType
+
+Obj = dict[str, Any]
+_FOREVER = 3600.0
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (kubectl's strategic merge patch is treated the same:
+    close enough for the maps this project writes)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _status(code: int, reason: str, message: str) -> Obj:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+class _Failure(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.body = _status(code, reason, message)
+        self.code = code
+
+
+def _matches_labels(obj: Obj, selector: str | None) -> bool:
+    if not selector:
+        return True
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for term in selector.split(","):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        elif "=" in term:
+            k, v = term.split("=", 1)
+            if labels.get(k.rstrip("=")) != v:
+                return False
+        elif labels.get(term) is None:
+            return False
+    return True
+
+
+@dataclass(eq=False)
+class _Watch:
+    rtype: ResourceType
+    namespace: str | None
+    selector: str | None
+    bookmarks: bool
+    queue: asyncio.Queue[Obj | None] = field(default_factory=asyncio.Queue)
+
+    def wants(self, rtype: ResourceType, obj: Obj) -> bool:
+        return (rtype == self.rtype
+                and (self.namespace is None or obj["metadata"].get("namespace") == self.namespace)
+                and _matches_labels(obj, self.selector))
+
+
+@dataclass
+class _Hook:
+    method: str
+    rtype: ResourceType
+    subresource: str | None
+    call: Callable[[], None]
+
+
+class FakeKubeApi:
+    def __init__(self, resources: Iterable[ResourceType] = ALL) -> None:
+        self.types = {(r.group, r.version, r.plural): r for r in resources}
+        self._store: dict[ResourceType, dict[tuple[str, str], Obj]] = {r: {} for r in self.types.values()}
+        # Like a real cluster, history starts well above 0 ("0" means "any version").
+        self._rv = itertools.count(101)
+        self._last_rv = 100
+        self._log: list[tuple[int, ResourceType, Obj]] = []  # (rv, type, event)
+        self._compacted = 0
+        self._watches: set[_Watch] = set()
+        self._hooks: list[_Hook] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        self.close_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- direct access for tests --------------------------------------------------------
+
+    def seed(self, obj: Obj) -> Obj:
+        """Create `obj` as if POSTed (status kept: tests seed observed state too)."""
+        rtype = self.type_of(obj)
+        ns = obj.get("metadata", {}).get("namespace", "default")
+        return self._create(rtype, ns, copy.deepcopy(obj), keep_status=True)
+
+    def read(self, rtype: ResourceType, namespace: str, name: str) -> Obj | None:
+        obj = self._store[rtype].get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def items(self, rtype: ResourceType) -> list[Obj]:
+        return [copy.deepcopy(o) for _, o in sorted(self._store[rtype].items())]
+
+    def write(self, rtype: ResourceType, namespace: str, name: str, mutate: Callable[[Obj], None]) -> Obj:
+        """Change a stored object in place (status included), as another writer would."""
+        obj = copy.deepcopy(self._store[rtype][(namespace, name)])
+        mutate(obj)
+        return self._commit(rtype, obj, "MODIFIED")
+
+    def remove(self, rtype: ResourceType, namespace: str, name: str) -> None:
+        self._delete(rtype, namespace, name)
+
+    def compact(self) -> None:
+        """Forget the event history: watches from any older resourceVersion get 410 Gone."""
+        self._compacted = self._last_rv
+        self._log.clear()
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK at the current resourceVersion to every watch that allows them."""
+        for w in self._watches:
+            if w.bookmarks:
+                w.queue.put_nowait({"type": "BOOKMARK", "object": {
+                    "kind": w.rtype.kind, "apiVersion": w.rtype.api_version,
+                    "metadata": {"resourceVersion": str(self._last_rv)}}})
+
+    def close_watches(self) -> None:
+        """End every open watch stream, as the API server does at its timeout."""
+        for w in self._watches:
+            w.queue.put_nowait(None)
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._watches)
+
+    def before(self, method: str, rtype: ResourceType, call: Callable[[], None], *,
+               subresource: str | None = None) -> None:
+        """Run `call` once, just before the next `method` request on `rtype` is handled."""
+        self._hooks.append(_Hook(method.upper(), rtype, subresource, call))
+
+    def type_of(self, obj: Obj) -> ResourceType:
+        for r in self.types.values():
+            if r.api_version == obj.get("apiVersion") and r.kind == obj.get("kind"):
+                return r
+        raise KeyError(f"{obj.get('apiVersion')}/{obj.get('kind')} is not served")
+
+    # --- storage ----------------------------------------------------------------------
+
+    def _commit(self, rtype: ResourceType, obj: Obj, event_type: str) -> Obj:
+        rv = next(self._rv)
+        self._last_rv = rv
+        obj["metadata"]["resourceVersion"] = str(rv)
+        obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
+        key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        if event_type == "DELETED":
+            self._store[rtype].pop(key, None)
+        else:
+            self._store[rtype][key] = obj
+        event = {"type": event_type, "object": copy.deepcopy(obj)}
+        self._log.append((rv, rtype, event))
+        for w in self._watches:
+            if w.wants(rtype, obj):
+                w.queue.put_nowait(event)
+        return copy.deepcopy(obj)
+
+    def _create(self, rtype: ResourceType, namespace: str, body: Obj, *, keep_status: bool = False) -> Obj:
+        meta = body.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        name = meta.get("name")
+        if not name:
+            raise _Failure(422, "Invalid", "metadata.name: Required value")
+        if rtype.namespaced:
+            meta["namespace"] = namespace
+        if (meta.get("namespace", ""), name) in self._store[rtype]:
+            raise _Failure(409, "AlreadyExists", f'{rtype.plural} "{name}" already exists')
+        meta.pop("resourceVersion", None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = "2026-01-01T00:00:00Z"
+        meta["generation"] = 1
+        if rtype.status_subresource and not keep_status:
+            body.pop("status", None)
+        return self._commit(rtype, body, "ADDED")
+
+    def _current(self, rtype: ResourceType, namespace: str, name: str) -> Obj:
+        obj = self._store[rtype].get((namespace if rtype.namespaced else "", name))
+        if obj is None:
+            raise _Failure(404, "NotFound", f'{rtype.plural}.{rtype.group} "{name}" not found')
+        return obj
+
+    def _update(self, rtype: ResourceType, namespace: str, name: str, body: Obj, subresource: str | None) -> Obj:
+        current = self._current(rtype, namespace, name)
+        sent_rv = (body.get("metadata") or {}).get("resourceVersion")
+        if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
+            raise _Failure(409, "Conflict", f'Operation cannot be fulfilled on {rtype.plural}.{rtype.group} '
+                                            f'"{name}": the object has been modified; please apply your '
+                                            "changes to the latest version and try again")
+        new = copy.deepcopy(current)
+        if subresource == "status":
+            new["status"] = copy.deepcopy(body.get("status"))
+        else:
+            meta = body.get("metadata") or {}
+            for k in ("labels", "annotations", "ownerReferences", "finalizers"):
+                if k in meta:
+                    new["metadata"][k] = copy.deepcopy(meta[k])
+                else:
+                    new["metadata"].pop(k, None)
+            for k in set(new) - {"metadata", "apiVersion", "kind", "status"}:
+                new.pop(k)
+            for k, v in body.items():
+                if k not in ("metadata", "apiVersion", "kind", "status"):
+                    new[k] = copy.deepcopy(v)
+            if not rtype.status_subresource:
+                if "status" in body:
+                    new["status"] = copy.deepcopy(body["status"])
+            spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
+            if spec_of(new) != spec_of(current):
+                new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+        if new == current:
+            return copy.deepcopy(current)  # a no-op write does not bump resourceVersion
+        return self._commit(rtype, new, "MODIFIED")
+
+    def _delete(self, rtype: ResourceType, namespace: str, name: str) -> Obj:
+        current = copy.deepcopy(self._current(rtype, namespace, name))
+        gone = self._commit(rtype, current, "DELETED")
+        uid = current["metadata"].get("uid")
+        for other in self.types.values():  # background garbage collection of dependents
+            for (ns, n), obj in list(self._store[other].items()):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") == uid for r in refs) and (ns, n) in self._store[other]:
+                    self._delete(other, ns, n)
+        return gone
+
+    # --- HTTP -------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        try:
+            parts = [p for p in request.path.split("/") if p]
+            discovery = self._discovery(parts)
+            if discovery is not None:
+                return web.json_response(discovery)
+            rtype, namespace, name, sub = self._parse(parts)
+            for hook in list(self._hooks):
+                if hook.method == request.method and hook.rtype == rtype and hook.subresource == sub:
+                    self._hooks.remove(hook)
+                    hook.call()
+            return await self._serve(request, rtype, namespace, name, sub)
+        except _Failure as failure:
+            return web.json_response(failure.body, status=failure.code)
+
+    def _parse(self, parts: list[str]) -> tuple[ResourceType, str | None, str | None, str | None]:
+        if parts[:1] == ["api"] and len(parts) >= 3:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 4:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise _Failure(404, "NotFound", "the server could not find the requested resource")
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        rtype = self.types.get((group, version, rest[0]))
+        if rtype is None:
+            raise _Failure(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub not in (None, "status"):
+            raise _Failure(404, "NotFound", f"subresource {sub} is not served")
+        if sub == "status" and not rtype.status_subresource:
+            raise _Failure(404, "NotFound", f"{rtype.plural} has no status subresource")
+        return rtype, namespace, name, sub
+
+    async def _serve(self, request: web.Request, rtype: ResourceType, namespace: str | None,
+                     name: str | None, sub: str | None) -> web.StreamResponse:
+        method, q = request.method, request.query
+        if name is None:
+            if method == "GET" and q.get("watch") in ("1", "true"):
+                return await self._watch(request, rtype, namespace)
+            if method == "GET":
+                items = [copy.deepcopy(o) for (ns, _), o in sorted(self._store[rtype].items())
+                         if (namespace is None or ns == namespace) and _matches_labels(o, q.get("labelSelector"))]
+                return web.json_response({"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
+                                          "metadata": {"resourceVersion": str(self._last_rv)}, "items": items})
+            if method == "POST":
+                body = await request.json()
+                return web.json_response(self._create(rtype, namespace or "default", body), status=201)
+            raise _Failure(405, "MethodNotAllowed", f"{method} is not supported on a collection")
+        ns = namespace or ""
+        if method == "GET":
+            return web.json_response(copy.deepcopy(self._current(rtype, ns, name)))
+        if method == "PUT":
+            return web.json_response(self._update(rtype, ns, name, await request.json(), sub))
+        if method == "PATCH":
+            ctype = request.content_type
+            if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                raise _Failure(415, "UnsupportedMediaType", f"patch type {ctype} is not supported")
+            patch = await request.json()
+            current = self._current(rtype, ns, name)
+            merged = merge_patch(copy.deepcopy(current), patch)
+            sent_rv = (patch.get("metadata") or {}).get("resourceVersion")
+            merged.setdefault("metadata", {})["resourceVersion"] = sent_rv or current["metadata"]["resourceVersion"]
+            return web.json_response(self._update(rtype, ns, name, merged, sub))
+        if method == "DELETE":
+            return web.json_response(self._delete(rtype, ns, name))
+        raise _Failure(405, "MethodNotAllowed", f"{method} is not supported")
+
+    async def _watch(self, request: web.Request, rtype: ResourceType, namespace: str | None) -> web.StreamResponse:
+        q = request.query
+        w = _Watch(rtype, namespace, q.get("labelSelector"), q.get("allowWatchBookmarks") in ("1", "true"))
+        since = q.get("resourceVersion", "")
+        if since in ("", "0"):  # no resourceVersion: synthetic ADDED for what exists now
+            for obj in self._store[rtype].values():
+                if w.wants(rtype, obj):
+                    w.queue.put_nowait({"type": "ADDED", "object": copy.deepcopy(obj)})
+        elif int(since) < self._compacted:
+            w.queue.put_nowait({"type": "ERROR", "object": _status(
+                410, "Expired", f"too old resource version: {since} ({self._compacted})")})
+            w.queue.put_nowait(None)
+        else:
+            for rv, t, event in self._log:
+                if rv > int(since) and w.wants(t, event["object"]):
+                    w.queue.put_nowait(event)
+        self._watches.add(w)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        timeout = float(q.get("timeoutSeconds", _FOREVER))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await response.prepare(request)
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(w.queue.get(), remaining)
+                except TimeoutError:
+                    break
+                if event is None:
+                    break
+                await response.write(json.dumps(event).encode() + b"\n")
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._watches.discard(w)
+        return response
+
+    # --- discovery --------------------------------------------------------------------
+
+    def _discovery(self, parts: list[str]) -> Obj | None:
+        if parts == ["version"]:
+            return {"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake", "platform": "linux/amd64"}
+        if parts == ["api"]:
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+        if parts == ["apis"]:
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g) for g in self._groups()]}
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in self._groups():
+            return {"kind": "APIGroup", "apiVersion": "v1", **self._group(parts[1])}
+        if parts == ["api", "v1"]:
+            return self._resource_list("", "v1")
+        if len(parts) == 3 and parts[0] == "apis" and any(
+                (parts[1], parts[2]) == (r.group, r.version) for r in self.types.values()):
+            return self._resource_list(parts[1], parts[2])
+        return None
+
+    def _groups(self) -> list[str]:
+        return sorted({r.group for r in self.types.values() if r.group})
+
+    def _group(self, group: str) -> Obj:
+        versions = sorted({r.version for r in self.types.values() if r.group == group})
+        gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
+
+    def _resource_list(self, group: str, version: str) -> Obj:
+        resources: list[Obj] = []
+        for r in self.types.values():
+            if (r.group, r.version) != (group, version):
+                continue
+            resources.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                              "kind": r.kind, "shortNames": list(r.short_names),
+                              "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+            if r.status_subresource:
+                resources.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
+                                  "kind": r.kind, "verbs": ["get", "patch", "update"]})
+        return {"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
