@@ -50,11 +50,11 @@ class LoadError(Protocol):
     def object_key(self) -> ObjectKey | None: ...
 
 
-Loader = Callable[[Sequence[Path]], tuple[Sequence[Resource], Sequence[Any]]]
+Loader = Callable[[Sequence[Path]], tuple[Sequence[Resource], Sequence[LoadError]]]
 Publish = Callable[[tuple[Resource, ...]], Awaitable[None]]
 
 
-def _default_loader(paths: Sequence[Path]) -> tuple[Sequence[Resource], Sequence[Any]]:
+def _default_loader(paths: Sequence[Path]) -> tuple[Sequence[Resource], Sequence[LoadError]]:
     # Imported at call time: the loader is another layer's module and may change freely.
     from routing_engine.api.loader import load_manifests
 
@@ -79,7 +79,7 @@ class FileProvider:
         self._load = loader
         self._debounce_ms, self._step_ms = debounce_ms, step_ms
         self._serving: dict[Path, tuple[Resource, ...]] = {}  # file → its last good objects
-        self._errors: dict[Path, tuple[Any, ...]] = {}
+        self._errors: dict[Path, tuple[LoadError, ...]] = {}
         self._duplicates: dict[Path, tuple[str, ...]] = {}
         self._published: tuple[Resource, ...] | None = None
         self._stop = asyncio.Event()
@@ -97,7 +97,7 @@ class FileProvider:
         return MappingProxyType({str(f): tuple(map(str, self._errors.get(f, ()))) + self._duplicates.get(f, ())
                                  for f in files})
 
-    def load_errors(self) -> tuple[Any, ...]:
+    def load_errors(self) -> tuple[LoadError, ...]:
         """The loader's error objects (with `object_key`), for ValidationFailed conditions."""
         return tuple(e for f in sorted(self._errors) for e in self._errors[f])
 
@@ -160,7 +160,7 @@ class FileProvider:
             self._apply(f, tuple(objects), tuple(errors))
         await self._republish(present)
 
-    def _apply(self, file: Path, objects: tuple[Resource, ...], errors: tuple[Any, ...]) -> None:
+    def _apply(self, file: Path, objects: tuple[Resource, ...], errors: tuple[LoadError, ...]) -> None:
         previous = self._serving.get(file, ())
         if not errors:
             self._serving[file] = objects

@@ -133,8 +133,12 @@ class MockEngine:
             return self.reply(request, {"error": "request body is not JSON"}, status=400)
         if not isinstance(body, dict):
             return self.reply(request, {"error": "request body must be a JSON object"}, status=400)
-        delay_ms = float(request.headers.get("x-mock-delay-ms", self.behaviour.delay_ms))
-        forced = request.headers.get("x-mock-status")
+        try:
+            delay_ms = float(request.headers.get("x-mock-delay-ms", self.behaviour.delay_ms))
+            forced = int(request.headers["x-mock-status"]) if "x-mock-status" in request.headers else None
+        except ValueError:
+            return self.reply(request, {"error": "x-mock-delay-ms must be a number, x-mock-status an integer"},
+                              status=400)
         self.waiting += 1
         try:
             await self._slots.acquire()
@@ -144,7 +148,7 @@ class MockEngine:
         try:
             if delay_ms > 0:
                 await asyncio.sleep(delay_ms / 1000)
-            status = int(forced) if forced else (
+            status = forced if forced is not None else (
                 self.behaviour.fail_status if self._rng.random() < self.behaviour.fail_rate else 200)
             if status >= 400:
                 self.counts["failed"] += 1

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ObjectStatus
@@ -79,11 +79,17 @@ class RouteView:
     canary: CanaryView | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaCounts:
-    desired: int
-    ready: int
-    restarts: int = 0
+class ReplicaCounts(Protocol):
+    """What the view needs of a ModelInfer's replicas (`controller.replicas.ReplicaStatus`)."""
+
+    @property
+    def desired(self) -> int: ...
+
+    @property
+    def ready(self) -> int: ...
+
+    @property
+    def restarts(self) -> int: ...
 
 
 def status_path(run_dir: Path) -> Path:

@@ -78,6 +78,7 @@ async def test_per_request_status_and_delay_headers(engine_client) -> None:
     start = loop.time()
     slow = await client.post("/infer", json={}, headers={"x-mock-delay-ms": "150"})
     assert slow.status == 200 and loop.time() - start >= 0.15
+    assert (await client.post("/infer", json={}, headers={"x-mock-status": "abc"})).status == 400
 
 
 async def test_runtime_behaviour_change_and_validation(engine_client) -> None:

@@ -12,8 +12,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from controller.replicas import Backoff, Endpoints, ReplicaRuntime, http_ok
 from routing_engine.api.resources import ModelInfer, ObjectKey
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.status_view import (CanaryView, GroupView, ReplicaCounts, RouteView, SplitView, StatusUnavailable,
+from controller.replicas import ReplicaStatus
+from controller.status_view import (CanaryView, GroupView, RouteView, SplitView, StatusUnavailable,
                                     StatusWriter, percentages, read_status, render_status, status_path)
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ConditionView, ObjectStatus
@@ -43,7 +44,7 @@ def route_view(canary_weight: int = 20) -> RouteView:
 def test_writes_objects_routes_replicas_and_errors(tmp_path: Path) -> None:
     writer = StatusWriter(status_path(tmp_path), now=Clock())
     assert writer.write(statuses={SERVER: server_status()}, routes=[route_view()],
-                        replicas={INFER: ReplicaCounts(desired=2, ready=1, restarts=3)},
+                        replicas={INFER: ReplicaStatus(desired=2, ready=1, restarts=3)},
                         errors={"bad.yaml": ["bad.yaml#1: ModelRoute default/x: spec.routes: is required"]})
     doc = read_status(tmp_path)  # a run directory works as well as the file
     server, infer = doc["objects"][1], doc["objects"][0]
@@ -104,7 +105,7 @@ def test_reader_errors_are_clear(tmp_path: Path) -> None:
 def test_render_shows_endpoints_splits_problems_and_errors(tmp_path: Path) -> None:
     writer = StatusWriter(status_path(tmp_path), now=Clock())
     writer.write(statuses={SERVER: server_status("False", "ModelInfer default/gone not found")},
-                 routes=[route_view()], replicas={INFER: ReplicaCounts(2, 2)}, errors={"x.yaml": ["x.yaml: bad"]})
+                 routes=[route_view()], replicas={INFER: ReplicaStatus(2, 2, 0)}, errors={"x.yaml": ["x.yaml: bad"]})
     text = render_status(read_status(tmp_path))
     assert "http://127.0.0.1:8080/v1/models/llama" in text
     assert "2/2 ready" in text
