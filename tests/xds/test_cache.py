@@ -1,0 +1,133 @@
+"""Snapshots, consistency checks, node groups and the debounce of set_snapshot bursts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from tests.xds.client import Res, res
+from xds_server.cache import DuplicateResourceError, Snapshot, SnapshotCache, check_consistency
+from xds_server.debounce import Debouncer
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+
+def eds_cluster(name: str, service: str = "") -> Res:
+    cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
+    cluster.eds_cluster_config.eds_config.ads.SetInParent()
+    cluster.eds_cluster_config.service_name = service
+    return Res(CLUSTER, name, cluster.SerializeToString())
+
+
+def rds_listener(name: str, route: str) -> Res:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=name)
+    hcm.rds.route_config_name = route
+    hcm.rds.config_source.ads.SetInParent()
+    listener = listener_pb2.Listener(name=name)
+    network_filter = listener.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager")
+    network_filter.typed_config.Pack(hcm)
+    return Res(LISTENER, name, listener.SerializeToString())
+
+
+def test_snapshot_versions_come_from_content_not_order_or_time() -> None:
+    a = Snapshot.build([res(CLUSTER, "c1"), res(CLUSTER, "c2")])
+    b = Snapshot.build([res(CLUSTER, "c2"), res(CLUSTER, "c1")])
+    c = Snapshot.build([res(CLUSTER, "c1"), res(CLUSTER, "c2", "v2")])
+    assert a.version(CLUSTER) == b.version(CLUSTER) != c.version(CLUSTER)
+    assert a == b
+
+
+def test_snapshot_is_immutable_and_rejects_duplicates() -> None:
+    snapshot = Snapshot.build([res(ROUTE, "r1")])
+    with pytest.raises(TypeError):
+        snapshot.of_type(ROUTE)["r2"] = res(ROUTE, "r2")  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        snapshot.resources = {}  # type: ignore[misc]
+    with pytest.raises(DuplicateResourceError, match="'r1'"):
+        Snapshot.build([res(ROUTE, "r1"), res(ROUTE, "r1", "v2")])
+
+
+def test_consistency_names_the_missing_references() -> None:
+    broken = Snapshot.build([eds_cluster("c1"), eds_cluster("c2", service="svc2"), rds_listener("l1", "r1")])
+    assert check_consistency(broken) == [
+        "Cluster 'c1': EDS ClusterLoadAssignment 'c1' is not in the snapshot",
+        "Cluster 'c2': EDS ClusterLoadAssignment 'svc2' is not in the snapshot",
+        "Listener 'l1': RDS RouteConfiguration 'r1' is not in the snapshot",
+    ]
+    whole = Snapshot.build([eds_cluster("c1"), eds_cluster("c2", service="svc2"), rds_listener("l1", "r1"),
+                            res(ENDPOINT, "c1"), res(ENDPOINT, "svc2"), res(ROUTE, "r1")])
+    assert check_consistency(whole) == []
+
+
+async def test_node_group_is_node_cluster_by_default_and_overridable() -> None:
+    node = base_pb2.Node(id="sidecar-7", cluster="sidecar/ns-a")
+    assert SnapshotCache().node_group(node) == "sidecar/ns-a"
+    by_id = SnapshotCache(lambda n: n.id.split("-")[0])
+    assert by_id.node_group(node) == "sidecar"
+
+
+async def test_watch_is_called_with_newer_snapshots_until_cancelled() -> None:
+    cache = SnapshotCache(debounce=0)
+    seen: list[Snapshot] = []
+    watch = cache.watch("g", seen.append)
+    first = Snapshot.build([res(CLUSTER, "c1")])
+    cache.set_snapshot("g", first)
+    cache.set_snapshot("other", Snapshot.build([]))
+    watch.cancel()
+    cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "c2")]))
+    assert seen == [first]
+    assert cache.get_snapshot("g") is not first
+
+
+async def test_debounce_pushes_an_isolated_change_at_once_and_coalesces_a_burst() -> None:
+    published: list[tuple[str, float]] = []
+    debouncer: Debouncer[str] = Debouncer(lambda v: published.append((v, time.monotonic())),
+                                          window=0.2, max_delay=1.0)
+    start = time.monotonic()
+    debouncer.submit("a")
+    assert [v for v, _ in published] == ["a"]  # leading edge: no delay
+    debouncer.submit("b")
+    debouncer.submit("c")
+    assert [v for v, _ in published] == ["a"]
+    await asyncio.sleep(0.35)
+    assert [v for v, _ in published] == ["a", "c"]  # b coalesced away
+    assert 0.15 <= published[1][1] - start <= 0.3
+    await asyncio.sleep(0.25)  # quiet again
+    debouncer.submit("d")
+    assert published[-1][0] == "d"
+
+
+async def test_debounce_caps_how_long_a_steady_burst_can_postpone_a_push() -> None:
+    published: list[tuple[int, float]] = []
+    debouncer: Debouncer[int] = Debouncer(lambda v: published.append((v, time.monotonic())),
+                                          window=0.15, max_delay=0.4)
+    debouncer.submit(0)
+    start = time.monotonic()
+    for i in range(1, 12):  # a change every 0.1 s never leaves a quiet 0.15 s window
+        await asyncio.sleep(0.1)
+        debouncer.submit(i)
+    assert len(published) >= 3
+    # The first coalesced change came at ~0.1 s; the cap publishes it by ~0.5 s.
+    assert 0.4 <= published[1][1] - start <= 0.5 + 0.08
+    assert published[1][0] in (4, 5)
+    debouncer.cancel()
+
+
+async def test_cache_debounces_per_group() -> None:
+    cache = SnapshotCache(debounce=0.2, max_delay=1.0)
+    seen: list[str] = []
+    cache.watch("g", lambda s: seen.append("g"))
+    cache.watch("h", lambda s: seen.append("h"))
+    cache.set_snapshot("g", Snapshot.build([]))
+    cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "c")]))
+    cache.set_snapshot("h", Snapshot.build([]))  # another group is not held back by g's burst
+    assert seen == ["g", "h"]
+    await asyncio.sleep(0.3)
+    assert seen == ["g", "h", "g"]
+    assert CLUSTER in cache.get_snapshot("g").resources  # type: ignore[union-attr]
+    cache.close()
