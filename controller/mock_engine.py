@@ -9,7 +9,8 @@ the protocol is picked by path *suffix* (`/v1/models/llama/v1/chat/completions` 
 Every response names the ModelInfer and replica that served it (JSON `served_by`, headers
 `x-modelinfer` / `x-replica`) and echoes the request path, which is what the routing
 tests assert on. Slowness and failures can be injected by flags, at run time with
-`POST /_mock/behaviour {"delay_ms", "fail_rate", "fail_status", "completion_tokens"}`,
+`POST /_mock/behaviour {"delay_ms", "fail_rate", "fail_status", "completion_tokens",
+"healthy"}`,
 or per request with the `x-mock-delay-ms` / `x-mock-status` headers.
 
 Run: `python -m controller.mock_engine --port P --model NAME --infer NAME --replica N`.
@@ -39,6 +40,7 @@ class Behaviour:
     fail_rate: float = 0.0
     fail_status: int = 500
     completion_tokens: int = 16
+    healthy: bool = True  # False: GET /health answers 503, so readiness drops (failover demos)
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -54,6 +56,8 @@ class Behaviour:
             raise ValueError("fail_status must be an HTTP status code")
         if not isinstance(new.completion_tokens, int) or new.completion_tokens < 0:
             raise ValueError("completion_tokens must be an integer >= 0")
+        if not isinstance(new.healthy, bool):
+            raise ValueError("healthy must be true or false")
         for f in fields(self):
             setattr(self, f.name, getattr(new, f.name))
 
@@ -115,6 +119,8 @@ class MockEngine:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/")
         if request.method == "GET" and path.endswith("/health"):
+            if not self.behaviour.healthy:
+                return self.reply(request, {"status": "unhealthy (mock behaviour)"}, status=503)
             return self.reply(request, {"status": "ok"})
         if request.method == "GET" and path.endswith("/metrics"):
             return web.Response(text=self.metrics_text(), content_type="text/plain", headers=self.identity.headers)

@@ -108,12 +108,21 @@ class _Replica:
         while True:
             self.port = _free_port()
             argv = self.runtime.command(self.infer, self.index, self.port)
-            with self.runtime.log_file(self.infer, self.index) as out:
-                self.proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                    env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
-                    start_new_session=True)
             started = loop.time()
+            try:
+                with self.runtime.log_file(self.infer, self.index) as out:
+                    self.proc = await asyncio.create_subprocess_exec(
+                        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                        env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                        start_new_session=True)
+            except OSError as err:  # e.g. a missing binary: retried like a crash, never a dead supervisor
+                self.port = None
+                self.restarts += 1
+                delay = backoff.next_delay(0.0)
+                log.error("replica could not start: modelinfer=%s error=%s restart_in=%.2fs", self.name, err, delay,
+                          extra={"modelinfer": self.name})
+                await asyncio.sleep(delay)
+                continue
             log.info("replica started: modelinfer=%s pid=%s port=%s", self.name, self.proc.pid, self.port,
                      extra={"modelinfer": self.name, "pid": self.proc.pid})
             self.runtime.changed()

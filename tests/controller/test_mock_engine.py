@@ -90,6 +90,9 @@ async def test_runtime_behaviour_change_and_validation(engine_client) -> None:
     assert bad.status == 400 and "fail_rate" in (await bad.json())["error"]
     assert engine.behaviour.fail_rate == 1.0  # a rejected update changes nothing
     assert (await client.post("/_mock/behaviour", json={"bogus": 1})).status == 400
+    assert (await client.post("/_mock/behaviour", json={"healthy": "no"})).status == 400
+    assert (await client.post("/_mock/behaviour", json={"healthy": False})).status == 200
+    assert (await client.get("/health")).status == 503
 
 
 async def test_fail_rate_is_a_fraction(engine_client) -> None:

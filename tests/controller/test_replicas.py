@@ -186,3 +186,42 @@ async def test_probe_helper_rejects_non_200_and_closed_ports() -> None:
         finally:
             server.close()
             await server.wait_closed()
+
+
+async def test_unhealthy_replica_is_withdrawn_without_a_restart() -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec, probe_interval=0.1)
+    try:
+        await rt.reconcile([infer(A, 1)])
+        eps = await rec.until(lambda e: healthy(e, A, 1), "ready replica")
+        port, pid = eps[A][0].port, rt.pid_of(A, 0)
+
+        def behave(**changes: object) -> None:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/_mock/behaviour", method="POST",
+                                         data=json.dumps(changes).encode())
+            opener.open(req, timeout=5).close()
+
+        behave(healthy=False)
+        await rec.until(lambda e: len(e[A]) == 1 and not e[A][0].healthy, "replica marked unhealthy", timeout=3)
+        behave(healthy=True)
+        await rec.until(lambda e: healthy(e, A, 1), "replica healthy again", timeout=3)
+        assert rt.pid_of(A, 0) == pid and rt.status()[A].restarts == 0
+    finally:
+        await rt.close()
+
+
+async def test_missing_binary_is_retried_not_fatal(caplog) -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec, command=lambda mi, i, p: ["/nonexistent/engine"],
+                        backoff_factory=lambda: Backoff(initial=0.02, maximum=0.05))
+    try:
+        await rt.reconcile([infer(A, 1)])
+        deadline = time.monotonic() + 5
+        while rt.status()[A].restarts < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert rt.status()[A].restarts >= 3
+        assert "replica could not start: modelinfer=default/llama#0" in caplog.text
+        assert "background task crashed" not in caplog.text
+    finally:
+        await rt.close()
