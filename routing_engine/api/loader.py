@@ -26,12 +26,30 @@ from pydantic import ValidationError
 from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line, show
 from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ObjectKey, Resource
 
-try:
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml if built
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loading that, like kubectl, rejects a key written twice in one mapping instead
+    of silently keeping the last (a second `routing:` block would hide the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'duplicate key "{key_node.value[:60]}"', key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+# YAML aliases can make a tiny file expand to billions of values or refer to itself; both
+# are cut off before validation walks them.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
 _SUPPORTED = ", ".join(f"{cls.KIND} ({cls.API_VERSION})" for cls in KIND_BY_NAME.values())
 
 
@@ -90,6 +108,9 @@ def _parse(doc: object, source: str, index: int, prefix: tuple[str | int, ...]) 
     if not isinstance(doc, dict):
         where = format_path(prefix)
         return None, [ManifestError(source, index, None, None, None, where, f"{show(doc)} is not an object (a mapping with apiVersion, kind, metadata)")]
+    too_big = _shape_problem(doc)
+    if too_big is not None:
+        return None, [_error(source, index, doc, format_path(prefix), too_big)]
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     problem = _check_type(api_version, kind)
     if problem is not None:
@@ -104,11 +125,27 @@ def _parse(doc: object, source: str, index: int, prefix: tuple[str | int, ...]) 
             path, rule = from_pydantic(cls, detail, prefix=prefix)
             errors.append(_error(source, index, doc, path, rule))
         return None, errors
-    except RecursionError:
-        return None, [_error(source, index, doc, format_path(prefix), "is nested too deeply")]
     except Exception as err:  # noqa: BLE001 - last guard: bad input must never crash a provider
         rule = f"could not be validated ({type(err).__name__}: {one_line(str(err))[:200]}); please report this"
         return None, [_error(source, index, doc, format_path(prefix), rule)]
+
+
+def _shape_problem(doc: object) -> str | None:
+    """Why `doc` is too large or too deep to validate, walking it without recursion."""
+    stack: list[tuple[object, int]] = [(doc, 0)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return f"holds more than {MAX_VALUES} values (after expanding YAML aliases) or refers to itself"
+        if depth > MAX_DEPTH:
+            return f"is nested more than {MAX_DEPTH} levels deep"
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return None
 
 
 def _check_type(api_version: Any, kind: Any) -> tuple[str, str] | None:
