@@ -185,6 +185,10 @@ class FakeKubeApi:
             w.queue.put_nowait(None)
 
     @property
+    def resource_version(self) -> str:
+        return str(self._last_rv)
+
+    @property
     def watch_count(self) -> int:
         return len(self._watches)
 

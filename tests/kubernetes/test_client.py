@@ -12,12 +12,7 @@ from controller.kubernetes.client import KubeClient
 from controller.kubernetes.interface import WatchEvent
 from controller.kubernetes.resources import DEPLOYMENT, MODEL_ROUTE, SECRET
 from tests.kubernetes.fakeapi import FakeKubeApi
-
-
-def route(name: str, path: str = "/v1/a") -> dict:
-    return {"apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelRoute",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"path": path, "routes": [{"destination": {"modelServerRef": {"name": "s"}}}]}}
+from tests.kubernetes.helpers import route
 
 
 async def test_create_get_list_delete(api: KubeClient) -> None:

@@ -1,0 +1,168 @@
+"""List+watch of one resource type into a local cache, as client-go's informers do.
+
+Why: a controller must see every change exactly once in order, survive the API server
+ending watch streams (timeouts, restarts) and compacting its history, and not hammer it
+when it is down. So:
+
+- start with a list, remember its resourceVersion, then watch from it;
+- every event (and BOOKMARK, which carries only a resourceVersion) advances it, so a
+  watch that ends is resumed where it stopped, without a list;
+- 410 Gone (history compacted) means events were missed: list again and hand the
+  handler the difference between the old cache and the new list as ordinary events;
+- any other failure backs off exponentially (the sleep is injectable for tests) and
+  resumes from the last resourceVersion;
+- every `resync_period` the whole cache is handed to the handler again (RESYNC), so
+  reconcilers re-converge state someone else changed behind their back.
+
+The handler is awaited in order; if it raises, the error is logged and the informer goes
+on: one bad object must not stop the stream for all the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from controller.kubernetes.errors import ApiError, Gone
+from controller.kubernetes.interface import KubeApi, Obj
+from controller.kubernetes.resources import ResourceType
+
+log = logging.getLogger(__name__)
+
+CacheKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+ChangeType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    type: ChangeType
+    object: Obj
+
+
+Handler = Callable[[Change], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential delay after consecutive failures: initial, ×factor, capped."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.maximum, self.initial * self.factor ** max(0, failures - 1)))
+
+
+def cache_key(obj: Obj) -> CacheKey:
+    meta = obj.get("metadata", {})
+    return (str(meta.get("namespace") or ""), str(meta["name"]))
+
+
+class Informer:
+    def __init__(self, api: KubeApi, rtype: ResourceType, handler: Handler | None = None, *,
+                 namespace: str | None = None, label_selector: str | None = None,
+                 resync_period: float | None = 600.0, watch_timeout: int = 300,
+                 backoff: Backoff = Backoff(), sleep: Sleep = asyncio.sleep) -> None:
+        self.rtype = rtype
+        self._api = api
+        self._handler = handler
+        self._namespace = namespace
+        self._selector = label_selector
+        self._resync_period = resync_period
+        self._watch_timeout = watch_timeout
+        self._backoff = backoff
+        self._sleep = sleep
+        self._cache: dict[CacheKey, Obj] = {}
+        self.resource_version = ""
+        self.synced = asyncio.Event()  # set after the first successful list
+        self.lists = 0  # how many lists were done (1 + re-lists after Gone)
+        self.failures = 0  # consecutive failures, reset by any successful call
+
+    @property
+    def cache(self) -> Mapping[CacheKey, Obj]:
+        return MappingProxyType(self._cache)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self._cache.get((namespace if self.rtype.namespaced else "", name))
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._list_and_watch())
+            if self._resync_period:
+                group.create_task(self._resync_loop(self._resync_period))
+
+    async def _list_and_watch(self) -> None:
+        must_list = True
+        while True:
+            try:
+                if must_list:
+                    await self._list()
+                    must_list = False
+                async for event in self._api.watch(self.rtype, resource_version=self.resource_version,
+                                                   namespace=self._namespace, label_selector=self._selector,
+                                                   timeout_seconds=self._watch_timeout):
+                    self.failures = 0
+                    if event.type == "BOOKMARK":
+                        self.resource_version = event.resource_version or self.resource_version
+                        continue
+                    key = cache_key(event.object)
+                    if event.type == "DELETED":
+                        self._cache.pop(key, None)
+                    else:
+                        self._cache[key] = event.object
+                    self.resource_version = event.resource_version or self.resource_version
+                    await self._notify(Change(event.type, event.object))
+            except Gone:
+                log.info("watch expired, re-listing", extra={"resource": str(self.rtype)})
+                must_list = True
+            except (ApiError, ValueError, TimeoutError) as err:  # ValueError: a garbled stream line
+                self.failures += 1
+                delay = self._backoff.delay(self.failures)
+                log.warning("list/watch failed; retrying", extra={
+                    "resource": str(self.rtype), "error": str(err), "delay": delay})
+                await self._sleep(delay)
+
+    async def _list(self) -> None:
+        listed = await self._api.list(self.rtype, namespace=self._namespace, label_selector=self._selector)
+        self.failures = 0
+        self.lists += 1
+        old, new = self._cache, {cache_key(o): o for o in listed.items}
+        self._cache = new
+        self.resource_version = listed.resource_version
+        for key, obj in old.items():
+            if key not in new:
+                await self._notify(Change("DELETED", obj))
+        for key, obj in new.items():
+            before = old.get(key)
+            if before is None:
+                await self._notify(Change("ADDED", obj))
+            elif _version(before) != _version(obj):
+                await self._notify(Change("MODIFIED", obj))
+        self.synced.set()
+
+    async def _resync_loop(self, period: float) -> None:
+        await self.synced.wait()
+        while True:
+            await self._sleep(period)
+            for obj in list(self._cache.values()):
+                await self._notify(Change("RESYNC", obj))
+
+    async def _notify(self, change: Change) -> None:
+        if self._handler is None:
+            return
+        try:
+            await self._handler(change)
+        except Exception:  # noqa: BLE001 - a handler bug must not stop the informer
+            log.exception("informer handler failed", extra={
+                "resource": str(self.rtype), "object": "/".join(cache_key(change.object))})
+
+
+def _version(obj: Obj) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))
