@@ -57,9 +57,11 @@ def parse(resource: EnvoyResource) -> Message:
 
 
 def _plain(value: Any) -> Any:
-    """json_format returns OrderedDicts for `Any` fields: plain dicts dump everywhere."""
+    """Plain dicts with sorted keys: json_format returns OrderedDicts for `Any` fields, and
+    iterates proto maps in an order that changes between processes (upb's hash seed), so
+    without sorting the same bytes would print differently from run to run."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(value[k]) for k in sorted(value)}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
