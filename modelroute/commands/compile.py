@@ -1,0 +1,81 @@
+"""`modelroute compile -f PATH... [-o yaml|json] [--validate]`: manifests in, Envoy config
+out, nothing started.
+
+Prints one bootstrap-shaped document (`engine.static_bootstrap`: the listeners, routes,
+clusters, endpoints and secrets the xDS server would serve, inlined so that
+`envoy -c FILE` runs them with no control plane) to stdout. Problems go to stderr, one per
+line: manifest errors, then every object the engine did not accept or could not resolve.
+Compilation is best effort, so the document is printed even then, without the broken
+objects. `--validate` also asks the real Envoy (`envoy --mode validate`).
+Exit 1 on any error or when Envoy rejects the document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from routing_engine import engine
+from routing_engine.api.loader import load_manifests
+from routing_engine.translate import Translator, plugin
+from routing_engine.world import Compiled, Target, World
+
+# Condition types whose status False means the object (or part of it) is not served.
+_ERROR_CONDITIONS = ("Accepted", "ResolvedRefs")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "compile",
+        help="compile manifests to Envoy resources, offline",
+        description="Compile manifests to an Envoy bootstrap document (static resources) on stdout.",
+    )
+    parser.add_argument("-f", "--filename", dest="paths", action="extend", nargs="+", required=True, metavar="PATH",
+                        help="manifest file or directory (repeatable)")
+    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="document format (default yaml)")
+    parser.add_argument("--validate", action="store_true", help="also run `envoy --mode validate` on the document")
+    parser.add_argument("--role", choices=("gateway", "sidecar"), default="gateway", help="which Envoy the output is for")
+    parser.add_argument("--port-offset", type=int, default=0, metavar="N",
+                        help="add N to manifest ports below 1024 (unprivileged Envoy)")
+    parser.set_defaults(func=run)
+
+
+def problems(compiled: Compiled) -> list[str]:
+    """One line per failed Accepted/ResolvedRefs condition, in object order."""
+    lines = []
+    for key, status in compiled.statuses.items():
+        for condition in status.conditions:
+            if condition.type in _ERROR_CONDITIONS and condition.status == "False":
+                text = condition.message if condition.message.startswith(str(key)) else f"{key}: {condition.message}"
+                lines.append(f"{text} [{condition.type}=False, {condition.reason}]")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    objects, errors = load_manifests(args.paths)
+    for error in errors:
+        print(error, file=sys.stderr)
+    translator = Translator(plugin.with_builtin(plugin.discover()))
+    target = Target(role=args.role, privileged_port_offset=args.port_offset)
+    compiled = engine.compile(World(objects=tuple(objects)), target, translator=translator)
+    failed = problems(compiled)
+    for line in failed:
+        print(line, file=sys.stderr)
+    document = engine.static_bootstrap(compiled.resources)
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        print(yaml.safe_dump(document, sort_keys=False, width=120), end="")
+    exit_code = 1 if errors or failed or not objects else 0
+    if not objects:
+        print(f"modelroute compile: no objects found in {' '.join(args.paths)}", file=sys.stderr)
+    if args.validate:
+        from modelroute.envoy_check import validate
+
+        verdict = validate(document)
+        print(f"envoy --mode validate: {verdict.message}", file=sys.stderr)
+        exit_code = exit_code or (0 if verdict.ok else 1)
+    return exit_code
