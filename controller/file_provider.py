@@ -61,12 +61,16 @@ def _default_loader(paths: Sequence[Path]) -> tuple[Sequence[Resource], Sequence
     return load_manifests(paths)
 
 
-def is_manifest(root: Path, path: Path) -> bool:
+def _visible(root: Path, path: Path) -> bool:
     try:
         rel = path.relative_to(root)
     except ValueError:
         return False
-    return path.name.endswith(MANIFEST_SUFFIXES) and not any(p.startswith(".") for p in rel.parts)
+    return not any(p.startswith(".") for p in rel.parts)
+
+
+def is_manifest(root: Path, path: Path) -> bool:
+    return path.name.endswith(MANIFEST_SUFFIXES) and _visible(root, path)
 
 
 class FileProvider:
@@ -105,7 +109,9 @@ class FileProvider:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"manifest directory {self.directory} does not exist")
         changes = watchfiles.awatch(self.directory, debounce=self._debounce_ms, step=self._step_ms,
-                                    stop_event=self._stop, watch_filter=lambda _c, p: is_manifest(self.directory, Path(p)))
+                                    stop_event=self._stop,
+                                    # Directories too: a directory moved in or removed may be the only event.
+                                    watch_filter=lambda _c, p: _visible(self.directory, Path(p)))
         # The watcher exists once the generator has run to its first await; starting it
         # before the initial scan means an edit made during the scan is never missed.
         first = asyncio.ensure_future(changes.__anext__())
@@ -116,19 +122,19 @@ class FileProvider:
             self._stop.set()
             await asyncio.gather(first, return_exceptions=True)
             raise
-        self._task = spawn(self._watch(changes, first), name=f"file-provider {self.directory}")
+        self._task = spawn(self._watch(changes, first), name=f"file-provider {self.directory}", endless=False)
 
     async def _watch(self, changes: Any, first: "asyncio.Future[set[tuple[watchfiles.Change, str]]]") -> None:
-        try:
-            batch = await first
-        except StopAsyncIteration:
-            return
+        next_batch: Any = first
         while True:
-            await self._refresh({Path(p) for _, p in batch})
             try:
-                batch = await changes.__anext__()
+                batch = await next_batch
             except StopAsyncIteration:
-                return
+                if self._stop.is_set():
+                    return
+                raise RuntimeError(f"watching {self.directory} stopped unexpectedly") from None
+            await self._refresh({Path(p) for _, p in batch})
+            next_batch = changes.__anext__()
 
     async def close(self) -> None:
         self._stop.set()

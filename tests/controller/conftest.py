@@ -1,4 +1,5 @@
-"""Every controller test must leave no child process and no asyncio task behind."""
+"""Every controller test must leave no child process and no asyncio task behind, and no
+background task may crash or end unnoticed (unless the test says it expects that)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,23 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import logging
+
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "task_errors_expected: the test makes a guarded background task fail on purpose")
+
+
+@pytest.fixture(autouse=True)
+def no_background_task_errors(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    yield
+    if request.node.get_closest_marker("task_errors_expected"):
+        return
+    bad = [r.getMessage() for r in caplog.get_records("call") + caplog.get_records("teardown")
+           if r.name == "controller.background" and r.levelno >= logging.ERROR]
+    assert not bad, f"background task failures: {bad}"
 
 
 def _children() -> set[int]:

@@ -10,6 +10,7 @@ from controller.background import cancel_and_wait, spawn
 from tests.controller.fakes import settle
 
 
+@pytest.mark.task_errors_expected
 async def test_crash_is_logged_with_task_name(caplog: pytest.LogCaptureFixture) -> None:
     async def boom() -> None:
         raise ValueError("bad thing")
@@ -20,6 +21,7 @@ async def test_crash_is_logged_with_task_name(caplog: pytest.LogCaptureFixture) 
     assert "bad thing" in caplog.text
 
 
+@pytest.mark.task_errors_expected
 async def test_endless_task_returning_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     async def done() -> None:
         return None

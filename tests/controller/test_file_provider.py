@@ -167,3 +167,16 @@ async def test_failing_publish_is_logged_and_watching_goes_on(tmp_path: Path, ca
         assert "publish failed" in caplog.text
     finally:
         await provider.close()
+
+
+async def test_removing_and_moving_in_whole_directories(watched, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import shutil
+
+    d, published, _ = watched
+    shutil.rmtree(d / "nested")
+    await published.until(lambda: published.keys == {mi("alpha")}, "objects of a removed directory gone")
+    outside = tmp_path_factory.mktemp("staging")
+    (outside / "more").mkdir()
+    (outside / "more" / "m.yaml").write_text(infer_yaml("moved"))
+    (outside / "more").rename(d / "more")
+    await published.until(lambda: mi("moved") in published.keys, "directory moved in")
