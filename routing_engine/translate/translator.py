@@ -67,18 +67,20 @@ class _Output:
 
     def __init__(self) -> None:
         self.resources: dict[str, dict[str, EnvoyResource]] = {t: {} for t in TYPE_ORDER}
-        self.owners: dict[tuple[str, str], set[ObjectKey]] = {}
+        self.owners: dict[tuple[str, str], tuple[ObjectKey, ...]] = {}
 
-    def add(self, resource: EnvoyResource, owners: Iterable[ObjectKey]) -> None:
+    def add(self, resource: EnvoyResource, owners: tuple[ObjectKey, ...]) -> None:
+        """`owners` sorted and unique; a resource added twice gets the union."""
         self.resources[resource.type_url][resource.name] = resource
-        self.owners.setdefault((resource.type_url, resource.name), set()).update(owners)
+        key = (resource.type_url, resource.name)
+        previous = self.owners.get(key)
+        self.owners[key] = owners if previous is None else tuple(sorted({*previous, *owners}))
 
     def freeze(self, errors: Sequence[TranslateError]) -> TranslateResult:
         resources = MappingProxyType(
             {t: MappingProxyType(dict(sorted(self.resources[t].items()))) for t in TYPE_ORDER}
         )
-        owners = MappingProxyType({key: tuple(sorted(self.owners[key])) for key in sorted(self.owners)})
-        return TranslateResult(resources=resources, owners=owners, errors=tuple(errors))
+        return TranslateResult(resources=resources, owners=MappingProxyType(dict(sorted(self.owners.items()))), errors=tuple(errors))
 
 
 class Translator:
@@ -103,7 +105,7 @@ class Translator:
                 body = self._route(r, known, routes, stats, errors)
                 if body is not None:
                     bodies.append(body)
-            owners = sorted({r.owner for r in lst.routes})
+            owners = tuple(sorted({r.owner for r in lst.routes}))
             out.add(make_resource(ROUTE, names.route_config(lst), route.route_config_bytes(names.route_config(lst), bodies)), owners)
             out.add(self._listener(lst, stats), owners)
         self._routes = routes
@@ -122,13 +124,13 @@ class Translator:
                 stats.hits["backend"] += 1
             backends[backend] = pair
             for resource in pair:
-                out.add(resource, [backend.owner])
+                out.add(resource, (backend.owner,))
         self._backends = backends
 
         self._add_failovers(gateway, known, out, stats)
         for plugin in self.plugins:
             for extra in plugin.extra_resources(gateway):
-                out.add(make_resource(extra.type_url, extra.name, serialize(extra.message)), extra.owners)
+                out.add(make_resource(extra.type_url, extra.name, serialize(extra.message)), tuple(sorted(set(extra.owners))))
         self.last_stats = stats
         return out.freeze(errors)
 
@@ -140,12 +142,14 @@ class Translator:
         stats: CacheStats,
         errors: list[TranslateError],
     ) -> bytes | None:
-        missing = sorted({n for wb in r.backends for n in (wb.backend, wb.failover_to) if n and n not in known})
-        if missing or not r.backends:
+        if not r.backends or not all(
+            wb.backend in known and (wb.failover_to is None or wb.failover_to in known) for wb in r.backends
+        ):
+            missing = sorted({n for wb in r.backends for n in (wb.backend, wb.failover_to) if n and n not in known})
             why = f"backend(s) {', '.join(missing)} not in the gateway" if missing else "no backend"
             errors.append(TranslateError(r.owner, f"route {r.name}: {why}; route left out"))
             return None
-        body = used.get(r) or self._routes.get(r)
+        body = self._routes.get(r)
         if body is not None:
             stats.hits["route"] += 1
         else:
@@ -191,7 +195,7 @@ class Translator:
             else:
                 stats.hits["failover"] += 1
             cache[pair] = resource
-            out.add(resource, owners[pair])
+            out.add(resource, tuple(sorted(owners[pair])))
         self._failovers = cache
 
 
