@@ -38,7 +38,8 @@ def compile(world: World, target: Target, *, translator: Translator | None = Non
     resolution = resolve(world, target)
     result = (translator or Translator()).translate(resolution.gateway)
     statuses = with_translate_errors(resolution.statuses, result.errors)
-    return Compiled(resources=result.resources, statuses=statuses, owners=result.owners)
+    return Compiled(resources=result.resources, statuses=statuses, owners=result.owners,
+                    gateway=resolution.gateway)
 
 
 def with_translate_errors(
