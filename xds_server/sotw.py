@@ -13,8 +13,12 @@ Rules implemented (Envoy xDS protocol document):
   reconnecting with `version_info` equal to what we would send gets nothing.
 - Listener/Cluster: wildcard until the client names anything (legacy rule); "*" keeps or
   restores it; responses are the full set, so dropping a resource removes it.
-  Other types: only named resources, and only when one of them is new or changed; they
-  are removed by their parents dropping references.
+  Other types (RDS, EDS, SDS): only named resources, and a response holds only those that
+  are new or changed for this client ("Grouping Resources into Responses": these types
+  are not state-of-the-world, Envoy hands each watch just its resources), so a one-route
+  edit re-sends one RouteConfiguration, not all of them. They are removed by their
+  parents dropping references. The response version is still the content hash of the
+  whole subscribed set, which is what the client holds after applying it.
 - At most one unacknowledged response per type. On ADS, types are pushed in
   make-before-break order CDS → EDS → LDS → RDS → SDS, and a type is not pushed while
   an earlier one has a response in flight: Envoy ACKs CDS after adding the clusters and
@@ -41,6 +45,7 @@ class Inflight:
     resources: dict[str, str]  # name → resource version
     sent_at: float
     removed: tuple[str, ...] = ()
+    full: bool = True  # False: a partial (RDS/EDS) response, merged into what the client holds
 
 
 @dataclass(slots=True)
@@ -92,7 +97,8 @@ class SotwSession:
                                     request.error_detail.message)
             else:
                 state.client_version = inflight.version
-                state.client_resources = dict(inflight.resources)
+                held = state.client_resources if not inflight.full and state.client_resources is not None else {}
+                state.client_resources = {**held, **inflight.resources}
                 state.last_error = ""
                 self._hooks.on_ack(self.stream, type_url, inflight.version, sorted(inflight.resources),
                                    self._clock() - inflight.sent_at)
@@ -139,24 +145,23 @@ class SotwSession:
         version = content_version((n, r.version) for n, r in selected.items())
         if version == state.nacked_version:
             return None
-        if type_url in WILDCARD_TYPES:
+        full = type_url in WILDCARD_TYPES
+        held = state.client_resources
+        if full or held is None:
             if version == state.client_version:
                 return None
+            send = selected
         else:
-            if not selected:
-                return None
-            held = state.client_resources
-            if held is None:
-                if version == state.client_version:
-                    return None
-            elif all(held.get(n) == r.version for n, r in selected.items()):
-                return None
+            send = {n: r for n, r in selected.items() if held.get(n) != r.version}
+        if not send and not full:
+            return None
         nonce = self._nonces()
         response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
-        response.resources.extend(snapshot.as_any(r) for r in selected.values())
+        response.resources.extend(snapshot.as_any(r) for r in send.values())
         state.last_nonce = nonce
-        state.inflight = Inflight(nonce, version, {n: r.version for n, r in selected.items()}, self._clock())
-        self._hooks.on_push(self.stream, type_url, version, sorted(selected), (), response.ByteSize())
+        state.inflight = Inflight(nonce, version, {n: r.version for n, r in send.items()}, self._clock(),
+                                  full=full or held is None)
+        self._hooks.on_push(self.stream, type_url, version, sorted(send), (), response.ByteSize())
         return response
 
 
