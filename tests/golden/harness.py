@@ -92,12 +92,17 @@ def _statuses(compiled: Compiled, manifest_errors: list[str]) -> dict[str, Any]:
 
 def render(case: Case) -> tuple[dict[str, str], dict[str, Any]]:
     """Expected file name → text, and the static bootstrap for envoy validate."""
+    texts, bootstrap, _ = render_all(case)
+    return texts, bootstrap
+
+
+def render_all(case: Case) -> tuple[dict[str, str], dict[str, Any], Compiled]:
     world, target, errors = load_world(case)
     compiled = engine.compile(world, target)
     docs: dict[str, Any] = dict(serialize.sections(compiled.resources))
     docs["statuses"] = _statuses(compiled, errors)
     texts = {f"{name}.yaml": yaml.safe_dump(docs[name], sort_keys=False, width=120) for name in OUTPUTS}
-    return texts, engine.static_bootstrap(compiled.resources)
+    return texts, engine.static_bootstrap(compiled.resources), compiled
 
 
 def write(case: Case, texts: dict[str, str]) -> None:

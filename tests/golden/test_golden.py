@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from modelroute.envoy_check import validate_many
+from routing_engine.translate.consistency import dangling_references
 from tests.golden import harness
 
 CASES = harness.cases()
@@ -46,6 +47,12 @@ def test_envoy_accepts_every_golden_output() -> None:
     verdicts = validate_many(bootstraps)
     failed = {case.name: v.message[-500:] for case, v in zip(CASES, verdicts, strict=True) if not v.ok}
     assert not failed
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_reference_resolves(case: harness.Case) -> None:
+    compiled = harness.render_all(case)[2]
+    assert dangling_references(compiled.resources) == []
 
 
 def test_there_are_enough_cases() -> None:

@@ -96,3 +96,17 @@ def test_cache_forgets_objects_that_left_the_world() -> None:
 def test_backends_without_routes_still_get_clusters() -> None:
     result = translate(gateway(listener(route("r", "a")), backends=(backend("a"), backend("idle"))))
     assert "idle" in result.resources[CLUSTER] and "idle" in result.resources[ENDPOINT]
+
+
+def test_every_reference_resolves_and_a_dangling_one_is_found() -> None:
+    from routing_engine.translate.consistency import dangling_references
+
+    result = translate(world())
+    assert dangling_references(result.resources) == []
+    broken = {t: dict(by_name) for t, by_name in result.resources.items()}
+    del broken[ENDPOINT]["s1"], broken[SECRET]["default/cert"], broken[CLUSTER]["s0"]
+    problems = dangling_references(broken)
+    assert "clusters s1 → endpoints s1" in problems
+    assert "listeners https-8443 → secrets default/cert" in problems
+    assert "clusters failover/s1/s0 → clusters s0" in problems
+    assert "listeners http-8080 → clusters s0" in problems  # the /ready health check
