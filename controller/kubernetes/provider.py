@@ -1,0 +1,146 @@
+"""The Kubernetes provider: what is in the cluster, as the engine's input.
+
+One informer per kind (ModelServer, ModelRoute, ModelInfer, Model, AutoscalingPolicy,
+Secret) plus EndpointSlices of the ModelInfer Services. Whenever something changed,
+the caches are turned into a `Snapshot` (validated objects, endpoints per ModelInfer,
+and the validation errors of objects that were left out) and handed to `publish`.
+
+- Nothing is published before every informer has listed once: a half-listed cluster
+  would look like deleted routes and drop live traffic.
+- Changes that arrive while `publish` runs are coalesced into the next snapshot (the
+  first change after a quiet period goes out at once); an unchanged snapshot (resync,
+  bookmarks, a status-only write) is not published again.
+- An invalid object is reported in `Snapshot.errors` and left out; every other object
+  is still published (SPEC 3.5).
+- EndpointSlices are matched to ModelInfers by the `kubernetes.io/service-name` label
+  (the Service is named after the ModelInfer, see `workloads`); they are watched with a
+  selector on `workload.matrixinfer.ai/modelinfer`, which the EndpointSlice controller
+  copies from the Service, so the controller never caches every slice of the cluster.
+  An endpoint's port is the slice's `http` port (where the pod really listens); an
+  endpoint without `ready` counts as ready, as the EndpointSlice API defines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from controller.kubernetes.informer import Change, Informer
+from controller.kubernetes.interface import KubeApi, Obj
+from controller.kubernetes.resources import ENDPOINT_SLICE, ENGINE_KINDS, MODEL_INFER
+from controller.kubernetes.workloads import INFER_LABEL
+from routing_engine.api.errors import ManifestError
+from routing_engine.api.loader import parse_document
+from routing_engine.api.resources import ObjectKey, Resource
+from routing_engine.world import BackendEndpoint, World
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SOURCE = "kubernetes"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    objects: tuple[Resource, ...]
+    endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = field(default_factory=dict)
+    errors: tuple[ManifestError, ...] = ()
+
+    def world(self, live_weights: Mapping[ObjectKey, tuple[int, int]] | None = None) -> World:
+        return World(self.objects, MappingProxyType(dict(self.endpoints)),
+                     MappingProxyType(dict(live_weights or {})))
+
+
+Publish = Callable[[Snapshot], Awaitable[None]]
+
+
+def engine_view(doc: Obj) -> Obj:
+    """The object without what the API server and the status writer change on their own
+    (resourceVersion, managedFields, status): the engine compiles specs, and leaving
+    these out makes a status write compare equal, so it publishes nothing."""
+    meta = {k: v for k, v in (doc.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+    return {**{k: v for k, v in doc.items() if k != "status"}, "metadata": meta}
+
+
+def parse_objects(raw: Iterable[Obj]) -> tuple[list[Resource], list[ManifestError]]:
+    """Validated models, ordered by key (deterministic engine input), and the errors."""
+    objects: list[Resource] = []
+    errors: list[ManifestError] = []
+    for doc in raw:
+        obj, problems = parse_document(engine_view(doc), source=SOURCE, index=1)
+        if obj is not None:
+            objects.append(obj)
+        errors.extend(problems)
+    objects.sort(key=lambda o: o.key)
+    return objects, errors
+
+
+def endpoints_from_slices(slices: Iterable[Obj], infers: Iterable[ObjectKey]
+                          ) -> dict[ObjectKey, tuple[BackendEndpoint, ...]]:
+    """ModelInfer key → its endpoints (sorted, de-duplicated across slices)."""
+    known = {(k.namespace, k.name) for k in infers}
+    found: dict[ObjectKey, set[BackendEndpoint]] = {}
+    for s in slices:
+        meta = s.get("metadata", {})
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        namespace = meta.get("namespace") or "default"
+        if service is None or (namespace, service) not in known:
+            continue
+        ports = s.get("ports") or []
+        port = next((p.get("port") for p in ports if p.get("name") == "http"),
+                    ports[0].get("port") if ports else None)
+        key = ObjectKey(MODEL_INFER.kind, namespace, service)
+        bucket = found.setdefault(key, set())
+        for endpoint in s.get("endpoints") or ():
+            ready = (endpoint.get("conditions") or {}).get("ready")
+            for address in endpoint.get("addresses") or ():
+                bucket.add(BackendEndpoint(str(address), int(port) if port else None, ready is not False))
+    return {k: tuple(sorted(v, key=lambda e: (e.address, e.port or 0))) for k, v in sorted(found.items())}
+
+
+def build_snapshot(engine_objects: Iterable[Obj], slices: Iterable[Obj]) -> Snapshot:
+    objects, errors = parse_objects(engine_objects)
+    infers = [o.key for o in objects if o.KIND == MODEL_INFER.kind]
+    return Snapshot(tuple(objects), MappingProxyType(endpoints_from_slices(slices, infers)), tuple(errors))
+
+
+class KubernetesProvider:
+    def __init__(self, api: KubeApi, publish: Publish, *, namespace: str | None = None,
+                 resync_period: float | None = 600.0, watch_timeout: int = 300) -> None:
+        self._publish = publish
+        self._dirty = asyncio.Event()
+        options = dict(namespace=namespace, resync_period=resync_period, watch_timeout=watch_timeout)
+        self.informers: dict[str, Informer] = {
+            kind: Informer(api, rtype, self._changed, **options)  # type: ignore[arg-type]
+            for kind, rtype in ENGINE_KINDS.items()}
+        self.slices = Informer(api, ENDPOINT_SLICE, self._changed, label_selector=INFER_LABEL,
+                               **options)  # type: ignore[arg-type]
+        self.last: Snapshot | None = None
+
+    async def _changed(self, change: Change) -> None:
+        if change.type != "RESYNC":
+            self._dirty.set()
+
+    def snapshot(self) -> Snapshot:
+        engine_objects = [o for inf in self.informers.values() for o in inf.cache.values()]
+        return build_snapshot(engine_objects, self.slices.cache.values())
+
+    async def run(self) -> None:
+        """Watch and publish until cancelled."""
+        everything = [*self.informers.values(), self.slices]
+        async with asyncio.TaskGroup() as group:
+            for informer in everything:
+                group.create_task(informer.run(), name=f"informer {informer.rtype}")
+            await asyncio.gather(*(i.synced.wait() for i in everything))
+            while True:
+                self._dirty.clear()
+                snapshot = self.snapshot()
+                if snapshot != self.last:
+                    for error in snapshot.errors:
+                        log.warning("invalid object left out", extra={"error": str(error)})
+                    await self._publish(snapshot)
+                    self.last = snapshot
+                await self._dirty.wait()

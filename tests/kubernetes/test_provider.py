@@ -1,0 +1,143 @@
+"""The provider against the fake API: first snapshot only after every informer listed,
+route changes and EndpointSlice changes republished, invalid objects reported and left
+out, status-only writes not republished."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from controller.kubernetes.client import KubeClient
+from controller.kubernetes.provider import KubernetesProvider, Snapshot, build_snapshot, endpoints_from_slices
+from controller.kubernetes.resources import ENDPOINT_SLICE, MODEL_ROUTE
+from routing_engine.api.resources import ObjectKey
+from routing_engine.world import BackendEndpoint
+from tests.kubernetes.fakeapi import FakeKubeApi
+from tests.kubernetes.helpers import endpoint_slice, eventually, model, model_infer, route, running, server
+
+INFER = ObjectKey("ModelInfer", "default", "llama-infer")
+
+
+def labelled(slice_: dict) -> dict:
+    slice_["metadata"]["labels"]["workload.matrixinfer.ai/modelinfer"] = "llama-infer"
+    return slice_
+
+
+class Published:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Snapshot] = asyncio.Queue()
+
+    async def __call__(self, snapshot: Snapshot) -> None:
+        self.queue.put_nowait(snapshot)
+
+    async def next(self, timeout: float = 5.0) -> Snapshot:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+@pytest.fixture
+async def provider(api: KubeClient, fake_api: FakeKubeApi) -> AsyncIterator[tuple[KubernetesProvider, Published]]:
+    for doc in (model(), model_infer(), server("llama-server", infer="llama-infer"), route("r1", server="llama-server")):
+        fake_api.seed(doc)
+    published = Published()
+    p = KubernetesProvider(api, published)
+    async with running(p.run()):
+        yield p, published
+
+
+def names(snapshot: Snapshot, kind: str) -> list[str]:
+    return [o.metadata.name for o in snapshot.objects if o.KIND == kind]
+
+
+def test_endpoints_from_slices_merge_and_keep_readiness() -> None:
+    slices = [endpoint_slice("a", service="llama-infer", ready={"10.0.0.2": True, "10.0.0.1": False}),
+              endpoint_slice("b", service="llama-infer", ready={"10.0.0.3": True}, port=9000),
+              endpoint_slice("c", service="not-a-model-infer", ready={"10.9.9.9": True})]
+    del slices[1]["endpoints"][0]["conditions"]  # no `ready`: ready, per the EndpointSlice API
+    assert endpoints_from_slices(slices, [INFER]) == {INFER: (
+        BackendEndpoint("10.0.0.1", 8080, False), BackendEndpoint("10.0.0.2", 8080, True),
+        BackendEndpoint("10.0.0.3", 9000, True))}
+
+
+def test_invalid_object_reported_and_left_out() -> None:
+    bad = route("bad")
+    bad["spec"]["routes"][0]["timeout"] = "30"
+    snapshot = build_snapshot([route("good"), bad], [])
+    assert names(snapshot, "ModelRoute") == ["good"]
+    assert len(snapshot.errors) == 1
+    assert "ModelRoute default/bad" in str(snapshot.errors[0])
+    assert "spec.routes[0].timeout" in str(snapshot.errors[0])
+
+
+async def test_first_snapshot_has_everything(provider: tuple[KubernetesProvider, Published]) -> None:
+    _, published = provider
+    first = await published.next()
+    assert [o.key for o in first.objects] == sorted(
+        [ObjectKey("Model", "default", "llama-7b"), ObjectKey("ModelInfer", "default", "llama-infer"),
+         ObjectKey("ModelRoute", "default", "r1"), ObjectKey("ModelServer", "default", "llama-server")])
+    assert first.world().objects == first.objects
+
+
+async def test_route_change_publishes_new_objects(provider: tuple[KubernetesProvider, Published],
+                                                  api: KubeClient) -> None:
+    _, published = provider
+    await published.next()
+    await api.patch(MODEL_ROUTE, "default", "r1", {"spec": {"path": "/v1/changed"}})
+    changed = await published.next()
+    (r1,) = [o for o in changed.objects if o.KIND == "ModelRoute"]
+    assert r1.spec.path == "/v1/changed"  # type: ignore[attr-defined]
+    await api.create(MODEL_ROUTE, route("r2", server="llama-server"))
+    assert names(await published.next(), "ModelRoute") == ["r1", "r2"]
+    await api.delete(MODEL_ROUTE, "default", "r1")
+    assert names(await published.next(), "ModelRoute") == ["r2"]
+
+
+async def test_endpoint_slice_changes_publish_new_endpoints(provider: tuple[KubernetesProvider, Published],
+                                                            api: KubeClient, fake_api: FakeKubeApi) -> None:
+    _, published = provider
+    assert (await published.next()).endpoints == {}
+    await api.create(ENDPOINT_SLICE, labelled(endpoint_slice("llama-abc", service="llama-infer",
+                                                             ready={"10.0.0.1": False})))
+    assert (await published.next()).endpoints == {INFER: (BackendEndpoint("10.0.0.1", 8080, False),)}
+    fake_api.write(ENDPOINT_SLICE, "default", "llama-abc",
+                   lambda s: s["endpoints"][0]["conditions"].update(ready=True))
+    assert (await published.next()).endpoints == {INFER: (BackendEndpoint("10.0.0.1", 8080, True),)}
+    await api.delete(ENDPOINT_SLICE, "default", "llama-abc")
+    assert (await published.next()).endpoints == {}
+
+
+async def test_unlabelled_slices_are_not_watched(provider: tuple[KubernetesProvider, Published],
+                                                 api: KubeClient) -> None:
+    p, published = provider
+    await published.next()
+    await api.create(ENDPOINT_SLICE, endpoint_slice("kube-dns-x", service="kube-dns", ready={"10.1.1.1": True}))
+    await api.patch(MODEL_ROUTE, "default", "r1", {"spec": {"path": "/v1/after"}})
+    await published.next()
+    assert p.slices.cache == {}
+
+
+async def test_invalid_route_is_reported_while_others_stay(provider: tuple[KubernetesProvider, Published],
+                                                           api: KubeClient) -> None:
+    _, published = provider
+    await published.next()
+    bad = route("bad", server="llama-server")
+    bad["spec"]["routes"][0]["weight"] = 150
+    await api.create(MODEL_ROUTE, bad)
+    snapshot = await published.next()
+    assert names(snapshot, "ModelRoute") == ["r1"]
+    assert [e.object_key for e in snapshot.errors] == [ObjectKey("ModelRoute", "default", "bad")]
+
+
+async def test_status_write_does_not_republish(provider: tuple[KubernetesProvider, Published],
+                                               api: KubeClient) -> None:
+    p, published = provider
+    await published.next()
+    written = await api.patch_status(MODEL_ROUTE, "default", "r1", {"status": {"phase": "Active"}})
+    await eventually(lambda: p.informers["ModelRoute"].resource_version == written["metadata"]["resourceVersion"],
+                     what="the status write to reach the informer")
+    await asyncio.sleep(0.1)  # let the provider build its snapshot
+    assert published.queue.empty()
+    await api.patch(MODEL_ROUTE, "default", "r1", {"spec": {"path": "/v1/marker"}})
+    (r1,) = [o for o in (await published.next()).objects if o.KIND == "ModelRoute"]
+    assert r1.spec.path == "/v1/marker"  # type: ignore[attr-defined]
