@@ -22,8 +22,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 @dataclass(frozen=True, slots=True)
 class ObjectIndex:
-    """The objects resolution reads, by key. If a provider hands over two objects with
-    one key, the last one in world order wins, as a later `kubectl apply` would."""
+    """The objects resolution reads, by key.
+
+    A world should hold one object per key (the loader reports duplicates). If two get
+    through anyway, the choice must not depend on their order, or a reordering would
+    change the output: the higher `metadata.generation` wins, then the greater
+    canonical JSON."""
 
     servers: Mapping[ObjectKey, ModelServer]
     routes: Mapping[ObjectKey, ModelRoute]
@@ -32,28 +36,25 @@ class ObjectIndex:
 
     @staticmethod
     def of(objects: tuple[Resource, ...]) -> "ObjectIndex":
-        servers: dict[ObjectKey, ModelServer] = {}
-        routes: dict[ObjectKey, ModelRoute] = {}
-        infers: dict[ObjectKey, ModelInfer] = {}
-        secrets: dict[ObjectKey, Secret] = {}
+        chosen: dict[ObjectKey, Resource] = {}
         for obj in objects:
-            if isinstance(obj, ModelServer):
-                servers[obj.key] = obj
-            elif isinstance(obj, ModelRoute):
-                routes[obj.key] = obj
-            elif isinstance(obj, ModelInfer):
-                infers[obj.key] = obj
-            elif isinstance(obj, Secret):
-                secrets[obj.key] = obj
+            other = chosen.setdefault(obj.key, obj)
+            if other is not obj and _precedence(obj) > _precedence(other):
+                chosen[obj.key] = obj
+        ordered = [chosen[key] for key in sorted(chosen)]
         return ObjectIndex(
-            servers=dict(sorted(servers.items())),
-            routes=dict(sorted(routes.items())),
-            infers=dict(sorted(infers.items())),
-            secrets=dict(sorted(secrets.items())),
+            servers={o.key: o for o in ordered if isinstance(o, ModelServer)},
+            routes={o.key: o for o in ordered if isinstance(o, ModelRoute)},
+            infers={o.key: o for o in ordered if isinstance(o, ModelInfer)},
+            secrets={o.key: o for o in ordered if isinstance(o, Secret)},
         )
 
     def secret(self, namespace: str, name: str) -> Secret | None:
         return self.secrets.get(ObjectKey(Secret.KIND, namespace, name))
+
+
+def _precedence(obj: Resource) -> tuple[int, str]:
+    return (obj.metadata.generation or 0, obj.model_dump_json())
 
 
 def age_key(obj: Resource) -> AgeKey:

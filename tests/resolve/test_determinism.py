@@ -59,3 +59,11 @@ def test_statuses_are_sorted_by_key() -> None:
 @given(st.permutations(busy_world()), st.sampled_from([Target(), Target(role="sidecar", namespaces=frozenset({"default"}))]))
 def test_any_permutation_resolves_the_same(objs: list[Resource], target: Target) -> None:
     assert run(objs, target) == run(busy_world(), target)
+
+
+def test_duplicate_keys_resolve_the_same_in_either_order() -> None:
+    first = server("a", "/v1/one")
+    second = server("a", "/v1/two")
+    one, two = run([first, second]), run([second, first])
+    assert one == two
+    assert len(one.gateway.backends) == 1
