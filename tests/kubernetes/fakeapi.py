@@ -300,10 +300,11 @@ class FakeKubeApi:
             if discovery is not None:
                 return web.json_response(discovery)
             rtype, namespace, name, sub = self._parse(parts)
-            for hook in list(self._hooks):
+            for hook in self._hooks:  # one hook per request: several hooks = several requests
                 if hook.method == request.method and hook.rtype == rtype and hook.subresource == sub:
                     self._hooks.remove(hook)
                     hook.call()
+                    break
             return await self._serve(request, rtype, namespace, name, sub)
         except _Failure as failure:
             return web.json_response(failure.body, status=failure.code)
