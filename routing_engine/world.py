@@ -102,3 +102,5 @@ class Compiled:
     statuses: Mapping[ObjectKey, ObjectStatus]
     # (type_url, name) → the objects whose spec produced it, for NACK → Programmed=False
     owners: Mapping[tuple[str, str], tuple[ObjectKey, ...]] = field(default_factory=lambda: _EMPTY)
+    # What the resources were translated from: the wiring reads live splits from it.
+    gateway: ir.Gateway | None = None
