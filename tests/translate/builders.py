@@ -74,3 +74,23 @@ def routes_of(route_config):  # type: ignore[no-untyped-def]
 
 # A real RSA public key (no private half anywhere): Envoy refuses inline JWKS without one.
 JWKS = '{"keys":[{"kty":"RSA","alg":"RS256","kid":"test","use":"sig","e":"AQAB","n":"0h3f52LlJDzaUdHFwmm3rduwsC45ep2aGAOQae-_QJhemLItiUGQTeL00AzOfJhFYXLDoFXB8nWpd03vltolckvYExnV8nHLKJmtv40wqIj_6NLB3_pUfAmnVKbK9EKj_fAxIVznwI9hv-FNddwi0e6RPg0n2NTJmEQpXbbkVZGmHUAiDCpve46Pdw1hZj0zNhtwKubLbNS2vmQbZ83iUsYbqWmlJuoXdN8jv9y94ncKq-byDCIg_0sevdTl0DRWW3ss5exdi17nB38X0A3vp3-iFXLULpSu3Q9XnO4Wq_FUzMbN-4GneV6OIPOR75CgXSQ8CVql30bc5gceM6Y-Iw"}]}'
+
+# A self-signed EC certificate for models.example (test material only).
+TLS_CERT = b"""-----BEGIN CERTIFICATE-----
+MIIBiTCCAS+gAwIBAgIUHbqgooUKWkcNtI0/DiAZO1PYo08wCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwObW9kZWxzLmV4YW1wbGUwIBcNMjYxMTI1MTIxMDAzWhgPMjEy
+NjExMDExMjEwMDNaMBkxFzAVBgNVBAMMDm1vZGVscy5leGFtcGxlMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEdZ6V39uwgUik+IZaLNV704lpr9bvhwS9u6A0HR8D
+hKlHZ2RvSpWcPicytlKz33R9DXazcjsl8ViMXpLofl3pdKNTMFEwHQYDVR0OBBYE
+FCn095QNFM3mFqsRwSks+E1RhtV2MB8GA1UdIwQYMBaAFCn095QNFM3mFqsRwSks
++E1RhtV2MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgYPcKNoDF
+384JOZEmog6PBktDePJasYeDMz7Udcqun+QCIQDqt9qX4+vdTdYAs9IfYDpfnJto
+Ha/rH7weBioRWOMagQ==
+-----END CERTIFICATE-----
+"""
+TLS_KEY = b"""-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgIa1HrmR9/Iu6CQPX
+27clc6s6ihls8Dfz+mLSDTenYdGhRANCAAR1npXf27CBSKT4hlos1XvTiWmv1u+H
+BL27oDQdHwOEqUdnZG9KlZw+JzK2UrPfdH0NdrNyOyXxWIxekuh+Xel0
+-----END PRIVATE KEY-----
+"""
