@@ -44,7 +44,8 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 class LoadError(Protocol):
     """What the loader reports (routing_engine.api.errors.ManifestError)."""
 
-    file: str
+    @property
+    def file(self) -> str: ...
 
     @property
     def object_key(self) -> ObjectKey | None: ...

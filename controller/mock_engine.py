@@ -179,7 +179,8 @@ class MockEngine:
                 "total_tokens": prompt_tokens + completion}, text
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        raw = body.get("messages")
+        messages: list[Any] = raw if isinstance(raw, list) else []
         prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
         usage, text = self._usage(prompt, body.get("max_tokens"))
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
@@ -196,7 +197,8 @@ class MockEngine:
                 "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage}
 
     def infer(self, body: dict[str, Any]) -> dict[str, Any]:
-        inputs = body.get("inputs") if isinstance(body.get("inputs"), list) else []
+        raw = body.get("inputs")
+        inputs: list[Any] = raw if isinstance(raw, list) else []
         outputs = [{"name": f"output-{i}", "datatype": "BYTES", "shape": [1], "data": [f"mock result for {inp.get('name', i)}"]}
                    for i, inp in enumerate(x for x in inputs if isinstance(x, dict))] or [
                    {"name": "output-0", "datatype": "BYTES", "shape": [1], "data": ["mock result"]}]

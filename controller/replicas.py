@@ -43,6 +43,13 @@ def mock_engine_command(infer: ModelInfer, replica: int, port: int) -> list[str]
             infer.metadata.namespace, "--replica", str(replica)]
 
 
+def _child_env() -> dict[str, str]:
+    """The parent's environment, with this checkout importable (`-m controller.mock_engine`
+    must work whatever the working directory)."""
+    paths = [_PACKAGE_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -113,7 +120,7 @@ class _Replica:
                 with self.runtime.log_file(self.infer, self.index) as out:
                     self.proc = await asyncio.create_subprocess_exec(
                         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                        env={**os.environ, "PYTHONPATH": _PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                        env=_child_env(),
                         start_new_session=True)
             except OSError as err:  # e.g. a missing binary: retried like a crash, never a dead supervisor
                 self.port = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from controller.replicas import Backoff, Endpoints, ReplicaRuntime, http_ok
 from routing_engine.api.resources import ModelInfer, ObjectKey
@@ -60,7 +63,8 @@ def alive(pid: int) -> bool:
     return True
 
 
-def served_by(port: int) -> dict[str, object]:
+def served_by(port: int | None) -> dict[str, object]:
+    assert port is not None
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/x/infer", data=b"{}", method="POST")
     with opener.open(req, timeout=5) as resp:
@@ -179,7 +183,7 @@ async def test_probe_helper_rejects_non_200_and_closed_ports() -> None:
         writer.close()
 
     for status, expected in ((b"503 Service Unavailable", False), (b"200 OK", True)):
-        server = await asyncio.start_server(lambda r, w, s=status: answer(s, r, w), "127.0.0.1", 0)
+        server = await asyncio.start_server(functools.partial(answer, status), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
             assert await http_ok(port, timeout=2) is expected
@@ -211,10 +215,12 @@ async def test_unhealthy_replica_is_withdrawn_without_a_restart() -> None:
         await rt.close()
 
 
-async def test_missing_binary_is_retried_not_fatal(caplog) -> None:
+async def test_missing_binary_is_retried_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder()
-    rt = ReplicaRuntime(on_endpoints=rec, command=lambda mi, i, p: ["/nonexistent/engine"],
-                        backoff_factory=lambda: Backoff(initial=0.02, maximum=0.05))
+    def missing(mi: ModelInfer, index: int, port: int) -> list[str]:
+        return ["/nonexistent/engine"]
+
+    rt = ReplicaRuntime(on_endpoints=rec, command=missing, backoff_factory=lambda: Backoff(initial=0.02, maximum=0.05))
     try:
         await rt.reconcile([infer(A, 1)])
         deadline = time.monotonic() + 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -26,7 +27,7 @@ class Clock:
         return f"2026-01-01T00:00:{self.t:02d}Z"
 
 
-def server_status(ready: str = "True", message: str = "") -> ObjectStatus:
+def server_status(ready: Literal["True", "False"] = "True", message: str = "") -> ObjectStatus:
     return ObjectStatus(phase="Ready" if ready == "True" else "Failed",
                         conditions=(ConditionView("Accepted", "True", "Accepted"),
                                     ConditionView("Ready", ready, "Ready" if ready == "True" else "ModelNotFound", message)),
