@@ -103,3 +103,13 @@ def test_rate_limits_of_servers_reachable_through_each_listener() -> None:
         ("modelserver/default/b", ir.RateLimit(10, 30, shared=True)),
     )
     assert cond(res, mr("r"), "Accepted").status == "True"
+
+
+def test_api_key_value_that_is_not_base64_fails_closed() -> None:
+    from routing_engine.api.resources import KIND_BY_NAME
+
+    bad = KIND_BY_NAME["Secret"].model_validate(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "data": {"k": "!!!not-base64"}})
+    res = run([server("a", "/a", **api_key()), bad])
+    assert res.gateway.backends == ()
+    assert "key k is not a usable API key" in cond(res, ms("a"), "ResolvedRefs").message

@@ -161,3 +161,18 @@ def test_route_phase_active_with_healthy_backend_else_pending() -> None:
     spec = {"routes": [to("a")]}
     assert run(servers() + [route("r", spec), infer("a")], endpoints=up("a")).statuses[mr("r")].phase == "Active"
     assert run(servers() + [route("r", spec)]).statuses[mr("r")].phase == "Pending"
+
+
+def test_pending_destination_without_model_infer_still_routes() -> None:
+    res = run([server("a", "/v1/a", infer="not-yet"), route("r", {"routes": [to("a")]})])
+    assert ir_route(res, "modelroute/default/r/0").backends == (ir.WeightedBackend(A, 1),)
+    assert res.statuses[ms("a")].phase == "Pending"
+    assert res.statuses[mr("r")].phase == "Pending"
+    assert cond(res, mr("r"), "ResolvedRefs").status == "True"
+
+
+def test_route_and_validation_problems_are_all_reported_refs_first() -> None:
+    res = run(servers() + [route("r", {"routes": [to("a", weight=0), to("a", weight=0), to("x", match={"model": "m"})]})])
+    accepted = cond(res, mr("r"), "Accepted")
+    assert accepted.reason == "ModelNotFound"
+    assert accepted.message.index("spec.routes[2].destination") < accepted.message.index("spec.routes[0].weight")
