@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from xds_server.cache import NodeGroup, SnapshotCache, default_node_group
 from xds_server.debug import DebugState
 from xds_server.grpc_app import start_grpc
-from xds_server.hooks import AckCallback, Hooks, HookSet, NackCallback, StatusHooks
+from xds_server.hooks import AckCallback, Hooks, HookSet, LogHooks, NackCallback, StatusHooks
 from xds_server.http import admin_app, start_admin
 from xds_server.metrics import XdsMetrics
 from xds_server.server import XdsServer
@@ -53,7 +53,7 @@ async def start_control_plane(*, xds_address: str = "127.0.0.1:18000", admin_hos
     """`admin_host=None` skips the admin HTTP server. Ports 0 pick free ports."""
     metrics = XdsMetrics(registry)
     debug = DebugState()
-    all_hooks = HookSet([metrics, debug, StatusHooks(on_ack, on_nack), *hooks])
+    all_hooks = HookSet([metrics, debug, LogHooks(), StatusHooks(on_ack, on_nack), *hooks])
     cache = SnapshotCache(node_group, debounce=debounce, max_delay=max_delay, hooks=all_hooks)
     server = XdsServer(cache, [all_hooks])
     grpc_server, port = await start_grpc(server, xds_address, credentials)

@@ -8,12 +8,14 @@ protocol layer from the snapshot it is handed.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
 
 from xds_server.consistency import check_consistency
 from xds_server.debounce import Debouncer
@@ -21,7 +23,7 @@ from xds_server.hooks import Hooks
 from xds_server.snapshot import DuplicateResourceError, Snapshot, content_version
 
 __all__ = ["SnapshotCache", "Snapshot", "Watch", "check_consistency", "content_version",
-           "DuplicateResourceError", "default_node_group"]
+           "DuplicateResourceError", "default_node_group", "metadata_node_group"]
 
 log = logging.getLogger("modelroute.xds")
 
@@ -34,6 +36,16 @@ def default_node_group(node: base_pb2.Node) -> str:
     return node.cluster
 
 
+def metadata_node_group(node: base_pb2.Node) -> str:
+    """Group by the `role` and `scope` node metadata the bootstrap templates set (SPEC 3.6):
+    `gateway`, or `sidecar` plus its scope in canonical JSON, so every sidecar of one
+    scope shares one snapshot whatever its `node.cluster` says."""
+    fields = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    role = str(fields.get("role") or "gateway")
+    scope = fields.get("scope")
+    return role if scope in (None, {}, []) else f"{role}:{json.dumps(scope, sort_keys=True, separators=(',', ':'))}"
+
+
 @dataclass(eq=False, slots=True)
 class Watch:
     """A registration for newer snapshots of one group; `cancel()` when the stream ends."""
@@ -44,7 +56,7 @@ class Watch:
 
     def cancel(self) -> None:
         if self._cache is not None:
-            self._cache._watches.get(self.group, set()).discard(self)
+            self._cache.unwatch(self)
             self._cache = None
 
 
@@ -92,6 +104,9 @@ class SnapshotCache:
         watch = Watch(group, callback, self)
         self._watches.setdefault(group, set()).add(watch)
         return watch
+
+    def unwatch(self, watch: Watch) -> None:
+        self._watches.get(watch.group, set()).discard(watch)
 
     def close(self) -> None:
         for debouncer in self._debouncers.values():

@@ -93,6 +93,27 @@ class HookSet(Hooks):
         self._each("on_snapshot", node_group, snapshot)
 
 
+class LogHooks(Hooks):
+    """Structured logs for the events an operator needs: NACKs (with Envoy's message) and
+    stream churn. Pushes and ACKs are metrics, not log lines."""
+
+    def on_stream_open(self, stream: StreamInfo) -> None:
+        log.info("xds stream open", extra=_fields(stream))
+
+    def on_stream_close(self, stream: StreamInfo) -> None:
+        log.info("xds stream closed", extra=_fields(stream))
+
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+                error_message: str) -> None:
+        log.warning("xds NACK: %s", error_message, extra={**_fields(stream), "type_url": type_url,
+                                                         "version": version, "resources": list(names)})
+
+
+def _fields(stream: StreamInfo) -> dict[str, Any]:
+    return {"stream": stream.stream_id, "node": stream.node_id, "node_group": stream.node_group,
+            "kind": stream.kind}
+
+
 AckCallback = Callable[[str, str, Sequence[str], str], None]
 NackCallback = Callable[[str, str, Sequence[str], str, str], None]
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -23,7 +22,6 @@ from xds_server.hooks import Hooks, HookSet, StreamInfo
 from xds_server.snapshot import Snapshot
 from xds_server.sotw import SotwSession
 
-log = logging.getLogger("modelroute.xds")
 
 Req = TypeVar("Req", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
 
@@ -43,7 +41,6 @@ class XdsServer:
         self.hooks = HookSet(hooks)
         self._clock = clock
         self._stream_ids = itertools.count(1)
-        self.sessions: dict[int, SotwSession | DeltaSession] = {}
 
     def stream_sotw(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], *, kind: str = "ads",
                     type_url: str | None = None) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
@@ -55,7 +52,8 @@ class XdsServer:
                      ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
         return self._run(requests, kind, type_url, delta=True)
 
-    async def _run(self, requests: AsyncIterator, kind: str, type_url: str | None, *, delta: bool):  # type: ignore[no-untyped-def]
+    async def _run(self, requests: AsyncIterator[Req], kind: str, type_url: str | None, *,
+                   delta: bool) -> AsyncIterator[Any]:
         iterator = requests.__aiter__()
         try:
             first = await iterator.__anext__()
@@ -64,16 +62,13 @@ class XdsServer:
         node_group = self.cache.node_group(first.node)
         stream = StreamInfo(next(self._stream_ids), kind, first.node.id, node_group)
         nonce_counter = itertools.count(1)
-        session_cls = DeltaSession if delta else SotwSession
+        session_cls: type[SotwSession] | type[DeltaSession] = DeltaSession if delta else SotwSession
         session = session_cls(stream, ads=type_url is None, hooks=self.hooks, clock=self._clock,
                               nonces=lambda: str(next(nonce_counter)))
         queue: asyncio.Queue[object] = asyncio.Queue()
         watch = self.cache.watch(node_group, queue.put_nowait)
         reader = asyncio.create_task(_read(iterator, queue), name=f"xds-reader-{stream.stream_id}")
-        self.sessions[stream.stream_id] = session
         self.hooks.on_stream_open(stream)
-        log.info("xds stream open", extra={"stream": stream.stream_id, "node": stream.node_id,
-                                          "node_group": node_group, "kind": kind})
         try:
             session.snapshot = self.cache.get_snapshot(node_group)
             event: object = first
@@ -93,9 +88,7 @@ class XdsServer:
         finally:
             watch.cancel()
             reader.cancel()
-            self.sessions.pop(stream.stream_id, None)
             self.hooks.on_stream_close(stream)
-            log.info("xds stream closed", extra={"stream": stream.stream_id, "node": stream.node_id})
 
 
 def _check_type(request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,

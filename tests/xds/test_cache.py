@@ -131,3 +131,23 @@ async def test_cache_debounces_per_group() -> None:
     assert seen == ["g", "h", "g"]
     assert CLUSTER in cache.get_snapshot("g").resources  # type: ignore[union-attr]
     cache.close()
+
+
+def test_metadata_node_group_keys_by_role_and_scope() -> None:
+    from google.protobuf import struct_pb2
+
+    from xds_server.cache import metadata_node_group
+
+    def node(metadata: dict) -> base_pb2.Node:  # type: ignore[type-arg]
+        n = base_pb2.Node(id="x", cluster="ignored")
+        n.metadata.CopyFrom(struct_pb2.Struct())
+        n.metadata.update(metadata)
+        return n
+
+    assert metadata_node_group(base_pb2.Node(id="x")) == "gateway"
+    assert metadata_node_group(node({"role": "gateway"})) == "gateway"
+    a = metadata_node_group(node({"role": "sidecar", "scope": {"namespaces": ["a", "b"], "servers": []}}))
+    b = metadata_node_group(node({"role": "sidecar", "scope": {"servers": [], "namespaces": ["a", "b"]}}))
+    c = metadata_node_group(node({"role": "sidecar", "scope": {"namespaces": ["c"]}}))
+    assert a == b == 'sidecar:{"namespaces":["a","b"],"servers":[]}'
+    assert c != a
