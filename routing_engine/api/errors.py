@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import types
 import typing
@@ -25,6 +26,7 @@ from routing_engine.api.types import FieldError
 
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _MAX_SHOWN = 60
+_MAX_RULE = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ def show(value: Any) -> str:
     if isinstance(value, int):
         return str(value) if abs(value) < 10**18 else "a huge number"
     if isinstance(value, float):
+        if not math.isfinite(value):
+            return repr(value)
         return repr(value) if abs(value) < 1e18 else "a huge number"
     if isinstance(value, str):
         text = value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "..."
@@ -148,12 +152,12 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def _rule(err: ErrorDetails) -> str:
-    """Pydantic's error types → our wording, showing the offending input."""
+def _rule(err: ErrorDetails, *, redact: bool) -> str:
+    """Pydantic's error types → our wording, showing the offending input unless `redact`."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
-    shown = show(value)
+    shown = "the value" if redact else show(value)
     if kind in ("value_error", "assertion_error"):
         cause = ctx.get("error")
         if isinstance(cause, FieldError):
@@ -189,11 +193,14 @@ def _rule(err: ErrorDetails) -> str:
 
 
 def from_pydantic(
-    root: type[BaseModel], err: ErrorDetails, *, prefix: tuple[str | int, ...] = ()
+    root: type[BaseModel], err: ErrorDetails, *, prefix: tuple[str | int, ...] = (), redact: bool = False
 ) -> tuple[str, str]:
-    """(field path, rule) for one pydantic error of a document validated as `root`."""
+    """(field path, rule) for one pydantic error of a document validated as `root`.
+    `redact` keeps input values out of the rule (Secrets: errors end up in logs)."""
     loc = tuple(err["loc"])
-    rule = _rule(err)
+    rule = _rule(err, redact=redact)
+    if len(rule) > _MAX_RULE:  # validators quote the input; a 1 MB value must not become a 1 MB line
+        rule = rule[:_MAX_RULE] + "..."
     if loc and loc[-1] == "[key]":
         loc = loc[:-1]
         rule = f"key {rule}"

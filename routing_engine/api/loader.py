@@ -24,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line, show
-from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ObjectKey, Resource
+from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ObjectKey, Resource, Secret
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml if built
 
@@ -122,7 +122,7 @@ def _parse(doc: object, source: str, index: int, prefix: tuple[str | int, ...]) 
     except ValidationError as err:
         errors = []
         for detail in err.errors(include_url=False):
-            path, rule = from_pydantic(cls, detail, prefix=prefix)
+            path, rule = from_pydantic(cls, detail, prefix=prefix, redact=cls is Secret)
             errors.append(_error(source, index, doc, path, rule))
         return None, errors
     except Exception as err:  # noqa: BLE001 - last guard: bad input must never crash a provider

@@ -221,3 +221,20 @@ def test_every_error_of_a_document_is_reported() -> None:
     text = SERVER.format(name="m").replace("8080", "0").replace("/v1/models/m", "v1")
     _, errors = load_text(text, "f.yaml")
     assert sorted(e.path for e in errors) == ["spec.routing.path", "spec.service.port"]
+
+
+def test_secret_errors_never_show_the_values() -> None:
+    text = 'apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {tls.crt: "hunter2!!"}\n'
+    _, errors = load_text(text, "s.yaml")
+    assert [str(e) for e in errors] == [
+        's.yaml#1: Secret default/s: data["tls.crt"]: is not valid base64 (use stringData for plain text)'
+    ]
+    _, errors = load_text("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {p: 123456789}\n", "s.yaml")
+    assert [e.rule for e in errors] == ["the value must be a string"]
+    assert "123456789" not in str(errors[0])
+
+
+def test_long_values_do_not_make_long_lines() -> None:
+    text = SERVER.format(name="x").replace("name: infer", "name: " + "X" * 100_000)
+    _, errors = load_text(text, "long.yaml")
+    assert len(errors) == 1 and len(str(errors[0])) < 600
