@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command name → module under modelroute.commands, in help order
@@ -31,8 +32,11 @@ _HELP = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # We fork child processes (Envoy, replicas) while gRPC threads run; gRPC's fork
+    # handlers are not needed for that and only print warnings.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="modelroute", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="modelroute", description="MatrixInfer routing engine: Envoy xDS control plane for AI models")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, module in COMMANDS.items():

@@ -1,0 +1,138 @@
+"""Embedded mode (`modelroute up DIR`): the whole product on one machine, no cluster.
+
+    DIR ──► FileProvider ──► ControlLoop ──► xDS server ──► Envoy (gateway) ──► replicas
+                 │                ▲                                               │
+                 └─ ModelInfers ─►ReplicaRuntime ── endpoints (EDS) ──────────────┘
+
+The file provider publishes the manifests; the replica runtime runs each ModelInfer's
+replicas as local processes (the mock engine) and reports their endpoints; the control
+loop compiles and pushes; one Envoy is started from the gateway bootstrap template.
+Status goes to `DIR/.modelroute/status.json` (what `modelroute status` reads). The same
+object serves the end-to-end tests, which drive it in-process.
+
+Ports below 1024 in a manifest are moved up by `privileged_port_offset` when not running
+as root (default 10000: 443 → 10443), and the printed URLs say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.background import cancel_and_wait, spawn
+from controller.envoy_process import EnvoyProcess
+from controller.file_provider import FileProvider
+from controller.replicas import ReplicaRuntime
+from controller.status_view import StatusWriter, status_path
+from modelroute.control_loop import ControlLoop
+from modelroute.route_views import route_views
+from modelroute.targets import Placement, node_group
+from routing_engine.api.resources import ModelInfer, ObjectKey, Resource
+from routing_engine.world import Compiled, ObjectStatus
+from xds_server import ControlPlane, start_control_plane
+from xds_server.bootstrap import render_dict
+
+log = logging.getLogger("modelroute.embedded")
+
+UNPRIVILEGED_OFFSET = 10_000
+
+
+def default_port_offset() -> int:
+    return 0 if os.geteuid() == 0 else UNPRIVILEGED_OFFSET
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedOptions:
+    directory: Path
+    xds_port: int = 18000  # 0: pick a free one
+    listen_address: str = "127.0.0.1"  # where the gateway's listeners bind
+    privileged_port_offset: int | None = None  # None: 0 as root, else 10000
+    delta: bool = False  # Envoy uses delta ADS instead of state-of-the-world
+    envoy_log_level: str = "warning"
+    start_envoy: bool = True
+
+    @property
+    def run_dir(self) -> Path:
+        return self.directory / ".modelroute"
+
+
+class Embedded:
+    """`await start()` … `await stop()`, or `async with Embedded(options) as app`."""
+
+    def __init__(self, options: EmbeddedOptions) -> None:
+        self.options = options
+        offset = options.privileged_port_offset
+        self.placement = Placement(listen_address=options.listen_address,
+                                   privileged_port_offset=default_port_offset() if offset is None else offset)
+        self.status_writer = StatusWriter(status_path(options.run_dir))
+        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status)
+        self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas")
+        self.provider = FileProvider(options.directory, self._on_objects)
+        self.plane: ControlPlane | None = None
+        self.envoy: EnvoyProcess | None = None
+        self._debounce_task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Embedded:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, *, timeout: float = 30.0) -> None:
+        self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        self.plane = await start_control_plane(xds_address=f"127.0.0.1:{self.options.xds_port}",
+                                               node_group=node_group, hooks=[self.loop.hooks])
+        self.loop.attach(self.plane.cache)
+        self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
+        before = self.loop.generation
+        await self.provider.start()
+        await self.loop.wait_pushed(before, timeout=timeout)
+        if self.options.start_envoy:
+            admin_port = _free_port()
+            bootstrap = render_dict("gateway", node_id="modelroute-gateway", cluster="gateway",
+                                    xds_port=self.plane.xds_port, admin_port=admin_port, delta=self.options.delta)
+            self.envoy = EnvoyProcess(bootstrap, self.options.run_dir, name="gateway",
+                                      log_level=self.options.envoy_log_level)
+            await self.envoy.start(timeout=timeout)
+        log.info("embedded mode up: dir=%s xds_port=%s", self.options.directory, self.plane.xds_port)
+
+    async def stop(self) -> None:
+        """Stop every child we started (Envoy, replicas), then the control plane."""
+        if self.envoy is not None:
+            await self.envoy.stop()
+        await self.provider.close()
+        await self.replicas.close()
+        await cancel_and_wait(self._debounce_task)
+        if self.plane is not None:
+            await self.plane.stop()
+
+    async def wait_ready(self, *, timeout: float) -> None:
+        """Wait until every replica is ready, their endpoints are compiled, and the gateway
+        Envoy has ACKed everything of that compile. Raises asyncio.TimeoutError."""
+        async def _wait() -> None:
+            while any(c.ready < c.desired for c in self.replicas.status().values()):
+                await asyncio.sleep(0.05)
+            await self.loop.wait_synced(timeout=timeout)
+            while any(c.status != "True" for c in self.loop.tracker.conditions().values()):
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(_wait(), timeout)
+
+    async def _on_objects(self, objects: Sequence[Resource]) -> None:
+        self.loop.set_objects(objects)
+        await self.replicas.reconcile(o for o in objects if isinstance(o, ModelInfer))
+
+    def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
+        self.status_writer.write(statuses=statuses, routes=route_views(compiled, self.loop.objects),
+                                 replicas=self.replicas.status(), errors=self.provider.errors)
