@@ -31,10 +31,11 @@ from controller.replicas import ReplicaRuntime
 from controller.status_view import StatusWriter, status_path
 from modelroute.control_loop import ControlLoop
 from modelroute.route_views import route_views
-from modelroute.targets import Placement, node_group
+from modelroute.targets import Placement
 from routing_engine.api.resources import ModelInfer, ObjectKey, Resource
 from routing_engine.world import Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
+from xds_server.cache import metadata_node_group
 from xds_server.bootstrap import render_dict
 
 log = logging.getLogger("modelroute.embedded")
@@ -93,7 +94,7 @@ class Embedded:
     async def start(self, *, timeout: float = 30.0) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         self.plane = await start_control_plane(xds_address=f"127.0.0.1:{self.options.xds_port}",
-                                               node_group=node_group, hooks=[self.loop.hooks])
+                                               node_group=metadata_node_group, hooks=[self.loop.hooks])
         self.loop.attach(self.plane.cache)
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
         before = self.loop.generation

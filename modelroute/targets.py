@@ -1,21 +1,16 @@
-"""Which snapshot an Envoy gets: node metadata → node group → engine `Target` (SPEC 3.6).
+"""Which snapshot an Envoy gets: node group → engine `Target` (SPEC 3.6).
 
 Each Envoy states its role in its bootstrap node metadata (`role: gateway|sidecar`) and a
-sidecar may narrow its scope (`namespaces: "a,b"`, `servers: "ns/name,..."`). Envoys with
-the same role and scope share one node group, hence one compile and one snapshot, however
-many of them connect. The group name is canonical (sorted scope) so that equal scopes
-written differently still share.
-
-The xDS server only sees the group string (`node_group`); the wiring turns it back into a
-`Target` (`target_for_group`) to compile for it.
+sidecar may narrow its scope (`scope: {"namespaces": [...], "servers": ["ns/name"]}`).
+`xds_server.cache.metadata_node_group` turns that into a canonical group name, so every
+Envoy of one role and scope shares one compile and one snapshot; this module turns the
+group name back into the `Target` the engine compiles for.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-
-from envoy.config.core.v3 import base_pb2
-from google.protobuf import struct_pb2
 
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import Target
@@ -31,50 +26,31 @@ class Placement:
     privileged_port_offset: int = 0
 
 
-def _field(metadata: struct_pb2.Struct, key: str) -> str:
-    value = metadata.fields.get(key)
+def _names(scope: dict, key: str) -> frozenset[str] | None:
+    value = scope.get(key)
     if value is None:
-        return ""
-    if value.HasField("string_value"):
-        return value.string_value
-    if value.HasField("list_value"):
-        return ",".join(v.string_value for v in value.list_value.values if v.HasField("string_value"))
-    return ""
-
-
-def _items(text: str) -> list[str]:
-    return sorted({item.strip() for item in text.split(",") if item.strip()})
-
-
-def node_group(node: base_pb2.Node) -> str:
-    """`gateway`, `sidecar`, or `sidecar;namespaces=a,b;servers=ns/x` (canonical)."""
-    role = _field(node.metadata, "role") or GATEWAY
-    if role != "sidecar":
-        return GATEWAY
-    parts = ["sidecar"]
-    for key in ("namespaces", "servers"):
-        items = _items(_field(node.metadata, key))
-        if items:
-            parts.append(f"{key}={','.join(items)}")
-    return ";".join(parts)
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    return frozenset(str(item).strip() for item in items if str(item).strip())
 
 
 def target_for_group(group: str, placement: Placement) -> Target:
-    role, *scopes = group.split(";")
+    """`gateway` → a gateway Target; `sidecar` or `sidecar:{scope JSON}` → a sidecar one.
+    A scope that cannot be read gives a sidecar with an empty scope (nothing is served)
+    rather than everything: a typo must not widen what a sidecar sees."""
+    role, _, scope_text = group.partition(":")
     if role != "sidecar":
         return Target(role="gateway", listen_address=placement.listen_address,
                       privileged_port_offset=placement.privileged_port_offset)
-    namespaces: frozenset[str] | None = None
-    servers: frozenset[ObjectKey] | None = None
-    for scope in scopes:
-        key, _, value = scope.partition("=")
-        if key == "namespaces":
-            namespaces = frozenset(_items(value))
-        elif key == "servers":
-            refs = []
-            for item in _items(value):
-                namespace, _, name = item.rpartition("/")
-                refs.append(ObjectKey("ModelServer", namespace or "default", name))
-            servers = frozenset(refs)
+    try:
+        scope = json.loads(scope_text) if scope_text else {}
+    except ValueError:
+        scope = None
+    if not isinstance(scope, dict):
+        return Target(role="sidecar", privileged_port_offset=placement.privileged_port_offset,
+                      namespaces=frozenset(), servers=frozenset())
+    servers = _names(scope, "servers")
+    server_keys = None if servers is None else frozenset(
+        ObjectKey("ModelServer", *(s.split("/", 1) if "/" in s else ("default", s))) for s in servers)
     return Target(role="sidecar", privileged_port_offset=placement.privileged_port_offset,
-                  namespaces=namespaces, servers=servers)
+                  namespaces=_names(scope, "namespaces"), servers=server_keys)
