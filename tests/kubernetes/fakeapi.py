@@ -61,7 +61,9 @@ def _status(code: int, reason: str, message: str) -> Obj:
             "message": message, "reason": reason, "code": code}
 
 
-class _Failure(Exception):
+class ApiFailure(Exception):
+    """Raised by the fake (or a test hook) to answer with a Kubernetes Status error."""
+
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.body = _status(code, reason, message)
@@ -228,11 +230,11 @@ class FakeKubeApi:
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         name = meta.get("name")
         if not name:
-            raise _Failure(422, "Invalid", "metadata.name: Required value")
+            raise ApiFailure(422, "Invalid", "metadata.name: Required value")
         if rtype.namespaced:
             meta["namespace"] = namespace
         if (meta.get("namespace", ""), name) in self._store[rtype]:
-            raise _Failure(409, "AlreadyExists", f'{rtype.plural} "{name}" already exists')
+            raise ApiFailure(409, "AlreadyExists", f'{rtype.plural} "{name}" already exists')
         meta.pop("resourceVersion", None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = "2026-01-01T00:00:00Z"
@@ -244,14 +246,14 @@ class FakeKubeApi:
     def _current(self, rtype: ResourceType, namespace: str, name: str) -> Obj:
         obj = self._store[rtype].get((namespace if rtype.namespaced else "", name))
         if obj is None:
-            raise _Failure(404, "NotFound", f'{rtype.plural}.{rtype.group} "{name}" not found')
+            raise ApiFailure(404, "NotFound", f'{rtype.plural}.{rtype.group} "{name}" not found')
         return obj
 
     def _update(self, rtype: ResourceType, namespace: str, name: str, body: Obj, subresource: str | None) -> Obj:
         current = self._current(rtype, namespace, name)
         sent_rv = (body.get("metadata") or {}).get("resourceVersion")
         if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
-            raise _Failure(409, "Conflict", f'Operation cannot be fulfilled on {rtype.plural}.{rtype.group} '
+            raise ApiFailure(409, "Conflict", f'Operation cannot be fulfilled on {rtype.plural}.{rtype.group} '
                                             f'"{name}": the object has been modified; please apply your '
                                             "changes to the latest version and try again")
         new = copy.deepcopy(current)
@@ -306,7 +308,7 @@ class FakeKubeApi:
                     hook.call()
                     break
             return await self._serve(request, rtype, namespace, name, sub)
-        except _Failure as failure:
+        except ApiFailure as failure:
             return web.json_response(failure.body, status=failure.code)
 
     def _parse(self, parts: list[str]) -> tuple[ResourceType, str | None, str | None, str | None]:
@@ -315,19 +317,19 @@ class FakeKubeApi:
         elif parts[:1] == ["apis"] and len(parts) >= 4:
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
-            raise _Failure(404, "NotFound", "the server could not find the requested resource")
+            raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
         rtype = self.types.get((group, version, rest[0]))
         if rtype is None:
-            raise _Failure(404, "NotFound", "the server could not find the requested resource")
+            raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
         if sub not in (None, "status"):
-            raise _Failure(404, "NotFound", f"subresource {sub} is not served")
+            raise ApiFailure(404, "NotFound", f"subresource {sub} is not served")
         if sub == "status" and not rtype.status_subresource:
-            raise _Failure(404, "NotFound", f"{rtype.plural} has no status subresource")
+            raise ApiFailure(404, "NotFound", f"{rtype.plural} has no status subresource")
         return rtype, namespace, name, sub
 
     async def _serve(self, request: web.Request, rtype: ResourceType, namespace: str | None,
@@ -344,7 +346,7 @@ class FakeKubeApi:
             if method == "POST":
                 body = await request.json()
                 return web.json_response(self._create(rtype, namespace or "default", body), status=201)
-            raise _Failure(405, "MethodNotAllowed", f"{method} is not supported on a collection")
+            raise ApiFailure(405, "MethodNotAllowed", f"{method} is not supported on a collection")
         ns = namespace or ""
         if method == "GET":
             return web.json_response(copy.deepcopy(self._current(rtype, ns, name)))
@@ -353,7 +355,7 @@ class FakeKubeApi:
         if method == "PATCH":
             ctype = request.content_type
             if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                raise _Failure(415, "UnsupportedMediaType", f"patch type {ctype} is not supported")
+                raise ApiFailure(415, "UnsupportedMediaType", f"patch type {ctype} is not supported")
             patch = await request.json()
             current = self._current(rtype, ns, name)
             merged = merge_patch(copy.deepcopy(current), patch)
@@ -362,7 +364,7 @@ class FakeKubeApi:
             return web.json_response(self._update(rtype, ns, name, merged, sub))
         if method == "DELETE":
             return web.json_response(self._delete(rtype, ns, name))
-        raise _Failure(405, "MethodNotAllowed", f"{method} is not supported")
+        raise ApiFailure(405, "MethodNotAllowed", f"{method} is not supported")
 
     async def _watch(self, request: web.Request, rtype: ResourceType, namespace: str | None) -> web.StreamResponse:
         q = request.query

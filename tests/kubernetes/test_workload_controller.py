@@ -1,0 +1,64 @@
+"""The workload controller's loop against the fake API: a ModelInfer applied becomes a
+Deployment; Deployment progress reaches the ModelInfer status; a Model change rolls the
+Deployment; an AutoscalingPolicy creates the HPA; API failures are retried."""
+
+from __future__ import annotations
+
+import asyncio
+
+from controller.kubernetes.client import KubeClient
+from controller.kubernetes.informer import Backoff
+from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER
+from controller.kubernetes.workload_controller import WorkloadController
+from tests.kubernetes.fakeapi import ApiFailure, FakeKubeApi
+from tests.kubernetes.helpers import eventually, model, model_infer, running
+
+
+def image(fake_api: FakeKubeApi) -> str | None:
+    deploy = fake_api.read(DEPLOYMENT, "default", "llama-infer")
+    return deploy["spec"]["template"]["spec"]["containers"][0]["image"] if deploy else None
+
+
+def phase(fake_api: FakeKubeApi) -> str | None:
+    obj = fake_api.read(MODEL_INFER, "default", "llama-infer")
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+async def test_model_infer_to_running(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    async with running(WorkloadController(api).run()):
+        await api.create(MODEL, model())
+        await api.create(MODEL_INFER, model_infer(resources={"limits": {"nvidia.com/gpu": 1}}))
+        await eventually(lambda: image(fake_api) == "vllm/vllm-openai:v0.6.0", what="the Deployment")
+        await eventually(lambda: phase(fake_api) == "Pending", what="Pending")
+        # The Deployment controller reports the pods ready.
+        fake_api.write(DEPLOYMENT, "default", "llama-infer", lambda d: d.update(status={
+            "replicas": 1, "readyReplicas": 1}))
+        await eventually(lambda: phase(fake_api) == "Running", what="Running")
+        # A new model image rolls the Deployment.
+        await api.patch(MODEL, "default", "llama-7b", {"spec": {"runtime": {"image": "vllm/vllm-openai:v0.7.0"}}})
+        await eventually(lambda: image(fake_api) == "vllm/vllm-openai:v0.7.0", what="the new image")
+        await api.create(AUTOSCALING_POLICY, {
+            "apiVersion": "registry.matrixinfer.ai/v1alpha1", "kind": "AutoscalingPolicy",
+            "metadata": {"name": "llama-scaling", "namespace": "default"},
+            "spec": {"targetRef": {"apiVersion": "workload.matrixinfer.ai/v1alpha1", "kind": "ModelInfer",
+                                   "name": "llama-infer"}, "minReplicas": 1, "maxReplicas": 5}})
+        await eventually(lambda: fake_api.read(HPA, "default", "llama-infer") is not None, what="the HPA")
+
+
+async def test_failed_reconcile_is_retried_after_backoff(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    fake_api.seed(model())
+    delays: list[float] = []
+
+    async def quick_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    def refuse() -> None:  # the first Deployment create fails as if the API server hiccuped
+        raise ApiFailure(500, "InternalError", "etcd leader changed")
+
+    fake_api.before("POST", DEPLOYMENT, refuse)
+    controller = WorkloadController(api, backoff=Backoff(initial=0.25), sleep=quick_sleep, resync_period=None)
+    async with running(controller.run()):
+        await api.create(MODEL_INFER, model_infer())
+        await eventually(lambda: image(fake_api) is not None, what="the Deployment after a retry")
+    assert delays == [0.25]
