@@ -64,18 +64,20 @@ def load_manifests(paths: Iterable[str | Path]) -> tuple[list[Resource], list[Ma
             text = _read(file, errors)
             if text is None:
                 continue
-            found, errs = load_text(text, str(file), _seen=seen)
+            found, errs = _load_text(text, str(file), seen)
             objects.extend(found)
             errors.extend(errs)
     return objects, errors
 
 
-def load_text(
-    text: str, source: str, *, _seen: dict[ObjectKey, str] | None = None
-) -> tuple[list[Resource], list[ManifestError]]:
+def load_text(text: str, source: str) -> tuple[list[Resource], list[ManifestError]]:
     """Objects and errors from one file's text; `source` names it in errors and decides
     JSON (`*.json`) or YAML parsing."""
-    seen: dict[ObjectKey, str] = {} if _seen is None else _seen
+    return _load_text(text, source, {})
+
+
+def _load_text(text: str, source: str, seen: dict[ObjectKey, str]) -> tuple[list[Resource], list[ManifestError]]:
+    """`load_text`, with `seen` (object → where it was defined) shared across files."""
     docs, syntax_error = _parse_text(text, source)
     if syntax_error is not None:
         return [], [syntax_error]
@@ -85,7 +87,7 @@ def load_text(
         if doc is None:  # an empty document, e.g. a trailing `---`
             continue
         for item, prefix in _expand_lists(doc, source, index, errors):
-            key = _error(source, index, item, "", "").object_key
+            key = _identity(item)
             if key is not None and key in seen:
                 rule = f"duplicate: {key} is already defined at {seen[key]}"
                 errors.append(_error(source, index, item, format_path(prefix), rule))
@@ -175,8 +177,8 @@ def _expand_lists(doc: object, source: str, index: int, errors: list[ManifestErr
         yield item, ("items", i)
 
 
-def _error(source: str, index: int, doc: object, path: str, rule: str) -> ManifestError:
-    """An error about `doc`, naming its kind/namespace/name as far as they can be read."""
+def _names(doc: object) -> tuple[str | None, str | None, str | None]:
+    """(kind, namespace, name) of a raw document, as far as they can be read."""
     kind = name = namespace = None
     if isinstance(doc, dict):
         kind = doc.get("kind") if isinstance(doc.get("kind"), str) else None
@@ -185,6 +187,18 @@ def _error(source: str, index: int, doc: object, path: str, rule: str) -> Manife
             name = meta.get("name") if isinstance(meta.get("name"), str) else None
             ns = meta.get("namespace")
             namespace = ns if isinstance(ns, str) else DEFAULT_NAMESPACE
+    return kind, namespace, name
+
+
+def _identity(doc: object) -> ObjectKey | None:
+    """The key a raw document claims, valid or not: duplicates are judged on this."""
+    kind, namespace, name = _names(doc)
+    return ObjectKey(kind, namespace or DEFAULT_NAMESPACE, name) if kind and name else None
+
+
+def _error(source: str, index: int, doc: object, path: str, rule: str) -> ManifestError:
+    """An error about `doc`, naming its kind/namespace/name as far as they can be read."""
+    kind, namespace, name = _names(doc)
     return ManifestError(source, index, kind, namespace, name and name[:80], path, rule)
 
 

@@ -144,3 +144,30 @@ def test_cel_rules_cover_the_cross_field_checks() -> None:
     assert "self.stable + self.canary == 100" in text
     text = (crd.CRD_DIR / "modelservers.networking.matrixinfer.ai.yaml").read_text()
     assert "has(self.secretName)" in text and "has(self.requestsPerSecond)" in text
+
+
+def test_free_form_and_union_fields_use_the_kubernetes_extensions() -> None:
+    crds = load_crds()
+
+    def spec_of(kind: str) -> dict[str, Any]:
+        return crds[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+
+    match = spec_of("ModelRoute")["routes"]["items"]["properties"]["match"]["properties"]
+    # string-or-object: untyped and preserved (int-or-string would reject the object form)
+    assert match["headers"]["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    assert match["queryParams"]["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    quantity = spec_of("ModelInfer")["resources"]["properties"]["requests"]["additionalProperties"]
+    assert quantity["x-kubernetes-int-or-string"] is True and "pattern" in quantity
+    assert spec_of("ModelInfer")["affinity"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    auth = spec_of("ModelServer")["authentication"]["properties"]["config"]
+    assert auth == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    hpa = spec_of("AutoscalingPolicy")
+    assert hpa["behavior"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert hpa["metrics"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+@pytest.mark.parametrize("value", ["premium", {"exact": "a"}, {"prefix": "a"}, {"regex": "^a"}, {"present": True}])
+def test_crd_accepts_every_header_match_form(value: object) -> None:
+    doc = yaml.safe_load((REPO / "examples" / "seeds" / "model-route-ab-canary.yaml").read_text())
+    doc["spec"]["routes"][0]["match"]["headers"]["x-user-tier"] = value
+    assert list(validator("ModelRoute").iter_errors(doc)) == []
