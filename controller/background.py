@@ -1,16 +1,23 @@
-"""Guarded background tasks: a task that crashes, or a never-ending one that returns, is
-logged with its name, never lost.
+"""Guarded background work: a task that crashes, or a never-ending one that returns, is
+logged with its name, never lost; a child process never outlives us.
 
 asyncio only reports an exception of a forgotten task when the task is garbage-collected
 (if ever), so a dead watcher or supervisor would otherwise go unnoticed while the system
 silently stops reacting. Every long-lived task in `controller/` is started through
 `spawn`, which keeps a strong reference and logs the outcome.
+
+Child processes (Envoy, replicas) are stopped by PID on a clean shutdown; for the unclean
+one (the control plane SIGKILLed or crashing hard) `die_with_parent` asks Linux to SIGTERM
+them when their parent dies, so no orphan keeps a port bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
@@ -49,3 +56,13 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
         t.cancel()
     if live:
         await asyncio.gather(*live, return_exceptions=True)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for child processes: SIGTERM the child when its parent dies (Linux;
+    elsewhere a no-op, and the clean shutdown path still stops every child)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

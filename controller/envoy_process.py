@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from controller.background import die_with_parent
+
 log = logging.getLogger(__name__)
 
 # Admin is on loopback: an http_proxy from the environment must never be used for it.
@@ -103,7 +105,7 @@ class EnvoyProcess:
                "--admin-address-path", str(self._admin_path), "--log-path", str(self.log_path), *self._args]
         with open(self.run_dir / f"{self.name}.stdout", "ab") as out:
             self._proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                                                              stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                                                              stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         log.info("envoy started: envoy=%s pid=%s config=%s", self.name, self._proc.pid, self.config_path,
                  extra={"envoy": self.name, "pid": self._proc.pid})
         try:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
-from controller.background import cancel_and_wait, spawn
+from controller.background import cancel_and_wait, die_with_parent, spawn
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
 
@@ -121,7 +121,7 @@ class _Replica:
                     self.proc = await asyncio.create_subprocess_exec(
                         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                         env=_child_env(),
-                        start_new_session=True)
+                        start_new_session=True, preexec_fn=die_with_parent)
             except OSError as err:  # e.g. a missing binary: retried like a crash, never a dead supervisor
                 self.port = None
                 self.restarts += 1

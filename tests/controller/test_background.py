@@ -41,3 +41,47 @@ async def test_finite_task_and_cancellation_are_quiet(caplog: pytest.LogCaptureF
     await cancel_and_wait(forever)
     assert forever.cancelled()
     assert "background task" not in caplog.text
+
+
+def test_children_die_with_their_parent() -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.support import REPO, stop_process
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "from controller.background import die_with_parent\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], )\n"
+         "print(child.pid, flush=True)\n"
+         "time.sleep(60)\n"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child: int | None = None
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        state = "?"
+        while time.monotonic() < deadline:
+            try:
+                state = open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                state = "gone"
+            if state in ("gone", "Z"):
+                break
+            time.sleep(0.05)
+        assert state in ("gone", "Z"), f"orphaned child {child} still running (state {state})"
+    finally:
+        stop_process(parent)
+        if parent.stdout:
+            parent.stdout.close()
+        if child is not None:
+            try:
+                os.kill(child, 9)  # only if the assertion failed: never leave the orphan running
+            except ProcessLookupError:
+                pass
