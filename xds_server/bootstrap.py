@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any, Literal
@@ -19,9 +20,34 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "envoy"
 Role = Literal["gateway", "sidecar"]
 
 
+@dataclass(frozen=True, slots=True)
+class XdsTls:
+    """PEM files Envoy uses for mTLS to the control plane: its client certificate and
+    key, and the CA that signed the server's certificate."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    server_name: str = ""
+
+    def transport_socket(self) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": str(self.cert)},
+                                      "private_key": {"filename": str(self.key)}}],
+                "validation_context": {"trusted_ca": {"filename": str(self.ca)}},
+                "alpn_protocols": ["h2"],  # gRPC servers insist on ALPN h2
+            },
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        }
+        if self.server_name:
+            context["sni"] = self.server_name
+        return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
 def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port: int,
            xds_host: str = "127.0.0.1", delta: bool = False,
-           metadata: Mapping[str, Any] | None = None) -> str:
+           metadata: Mapping[str, Any] | None = None, tls: XdsTls | None = None) -> str:
     """Bootstrap YAML for one Envoy. `delta` selects DELTA_GRPC (incremental) ADS.
 
     Node metadata always carries `role`; `metadata` adds to it (e.g. `scope` for a
@@ -34,7 +60,8 @@ def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port:
     return template.substitute(
         node_id=json.dumps(node_id), node_cluster=json.dumps(cluster),
         metadata=json.dumps(node_metadata, sort_keys=True), admin_port=int(admin_port),
-        api_type="DELTA_GRPC" if delta else "GRPC", xds_host=json.dumps(xds_host), xds_port=int(xds_port))
+        api_type="DELTA_GRPC" if delta else "GRPC", xds_host=json.dumps(xds_host), xds_port=int(xds_port),
+        xds_transport_socket=f"transport_socket: {json.dumps(tls.transport_socket())}" if tls else "")
 
 
 def render_dict(role: Role, **kwargs: Any) -> dict[str, Any]:

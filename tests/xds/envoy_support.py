@@ -22,7 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf.message import Message
 
 from tests.support import envoy_binary, free_port, stop_process, wait_until
-from xds_server.bootstrap import render
+from xds_server.bootstrap import XdsTls, render
 from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
@@ -131,15 +131,30 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return 0, ""
 
 
+def make_certs(workdir: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=workdir, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=modelroute-test-ca")
+    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:modelroute-xds\n")
+    for name in ("server", "client"):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=modelroute-{name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext")
+    return {n: workdir / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
 class EnvoyProcess:
     """Envoy bootstrapped against our server; stopped by PID in `stop()`."""
 
     def __init__(self, workdir: Path, *, xds_port: int, delta: bool, node_id: str = "envoy-test",
-                 cluster: str = "gateway") -> None:
+                 cluster: str = "gateway", tls: XdsTls | None = None) -> None:
         self.admin_port = free_port()
         bootstrap = workdir / f"{node_id}.yaml"
         bootstrap.write_text(render("gateway", node_id=node_id, cluster=cluster, xds_port=xds_port,
-                                    admin_port=self.admin_port, delta=delta))
+                                    admin_port=self.admin_port, delta=delta, tls=tls))
         self.log_path = workdir / f"{node_id}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
