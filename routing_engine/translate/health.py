@@ -4,8 +4,10 @@
 - `GET /ready`: 200 only while the listener's `ready_backends` have healthy endpoints —
   the `health_check` filter (not pass-through) with `cluster_min_healthy_percentages`.
   That filter only counts hosts the control plane marks UNHEALTHY in EDS (SPEC 5), which
-  is why `endpoint.py` always sends `health_status`. The minimum is a tiny positive
-  percentage: one healthy replica is enough, none (or an empty cluster) is not.
+  is why `endpoint.py` always sends `health_status`. The minimum is 1%: Envoy truncates
+  the percentage to an integer (a tiny value like 1e-6 becomes 0 and never fails — found
+  by the live test), so 1% means one healthy replica suffices for up to 100 replicas and
+  none (or an empty cluster) fails.
   A listener without ready backends answers 200 as long as Envoy is up.
 - `GET /metrics`: Envoy's Prometheus stats, routed to the bootstrap's admin cluster
   (`modelroute_admin`) with the path rewritten to `/stats/prometheus`.
@@ -28,8 +30,8 @@ READY_PATH = "/ready"
 METRICS_PATH = "/metrics"
 PROMETHEUS_PATH = "/stats/prometheus"
 HEALTH_CHECK_FILTER = "envoy.filters.http.health_check"
-# Percent of healthy hosts below which /ready fails: any healthy host passes.
-MIN_HEALTHY_PERCENT = 1e-6
+# Percent of healthy hosts below which /ready fails; the smallest value Envoy honours.
+MIN_HEALTHY_PERCENT = 1.0
 
 
 class HealthPlugin(Plugin):
