@@ -55,7 +55,7 @@ def test_children_die_with_their_parent() -> None:
         [sys.executable, "-c",
          "import subprocess, sys, time\n"
          "from controller.background import die_with_parent\n"
-         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], )\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=die_with_parent)\n"
          "print(child.pid, flush=True)\n"
          "time.sleep(60)\n"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
