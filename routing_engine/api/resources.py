@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
 from routing_engine.api.types import (
     PREFIX_PATH_SCHEMA,
@@ -136,10 +136,10 @@ class RoutingSpec(Spec):
 
 
 class RateLimitSpec(Spec):
-    enabled: bool = False
+    enabled: StrictBool = False
     requests_per_second: PositiveInt32 | None = None
     burst_size: PositiveInt32 | None = None
-    global_: bool = Field(default=False, alias="global")  # (ext) shared across Envoys
+    global_: StrictBool = Field(default=False, alias="global")  # (ext) shared across Envoys
 
     @model_validator(mode="after")
     def _needs_rate(self) -> "RateLimitSpec":
@@ -149,7 +149,7 @@ class RateLimitSpec(Spec):
 
 
 class AuthenticationSpec(Spec):
-    enabled: bool = False
+    enabled: StrictBool = False
     type: Literal["jwt", "apiKey"] = "jwt"
     config: dict[str, Any] = Field(default_factory=dict)
 
@@ -186,7 +186,7 @@ class AuthenticationSpec(Spec):
 
 
 class TLSSpec(Spec):
-    enabled: bool = False
+    enabled: StrictBool = False
     secret_name: ResourceName | None = None
 
     @model_validator(mode="after")
@@ -258,7 +258,7 @@ class CanaryAnalysis(Spec):
 
 
 class CanarySpec(Spec):
-    enabled: bool = False
+    enabled: StrictBool = False
     traffic_split: TrafficSplit | None = None
     analysis: CanaryAnalysis | None = None
 
@@ -299,7 +299,7 @@ class ResourceRequirements(Spec):
 
 
 class AutoscalingSpec(Spec):
-    enabled: bool = False
+    enabled: StrictBool = False
     min_replicas: PositiveInt32 | None = None
     max_replicas: PositiveInt32 | None = None
     # the spec's (and HPA v1's) spelling, which to_camel would write targetCpu...
@@ -324,7 +324,7 @@ class Toleration(Spec):
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: Annotated[int, Field(strict=True)] | None = None
 
 
 class ModelInferSpec(Spec):

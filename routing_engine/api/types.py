@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -151,7 +152,7 @@ class StringMatch(Spec):
     exact: str | None = None
     prefix: str | None = None
     regex: Annotated[str, AfterValidator(_check_regex)] | None = None
-    present: bool | None = None
+    present: StrictBool | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "StringMatch":

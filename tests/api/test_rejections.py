@@ -71,6 +71,7 @@ CASES = [
     Case("retries-negative", MS, "spec.routing.retries", -1, "spec.routing.retries", "at least 0"),
     Case("rps-zero", LB, "spec.rateLimit.requestsPerSecond", 0, "spec.rateLimit.requestsPerSecond", "at least 1"),
     Case("burst-negative", LB, "spec.rateLimit.burstSize", -5, "spec.rateLimit.burstSize", "at least 1"),
+    Case("flag-string", LB, "spec.rateLimit.enabled", "yes", "spec.rateLimit.enabled", '"yes" must be true or false'),
     Case("rps-missing", LB, "spec.rateLimit.requestsPerSecond", DELETE, "spec.rateLimit.requestsPerSecond", "required when rateLimit is enabled", crd=False),
     # paths
     Case("path-relative", MS, "spec.routing.path", "v1/models", "spec.routing.path", 'must start with "/"'),
@@ -119,6 +120,7 @@ CASES = [
     Case("replicas-negative", MI, "spec.replicas", -1, "spec.replicas", "at least 0"),
     Case("replicas-bool", MI, "spec.replicas", True, "spec.replicas", "true must be an integer"),
     Case("autoscaling-bounds", MI, "spec.autoscaling.minReplicas", 5, "spec.autoscaling.minReplicas", "must not exceed maxReplicas (4)", crd=False),
+    Case("toleration-seconds-string", MI, "spec.tolerations[0].tolerationSeconds", "30", "spec.tolerations[0].tolerationSeconds", "must be an integer"),
     Case("toleration-operator", MI, "spec.tolerations[0].operator", "Maybe", "spec.tolerations[0].operator", "one of Exists or Equal"),
     Case("hpa-max-zero", HPA, "spec.maxReplicas", 0, "spec.maxReplicas", "at least 1"),
     Case("hpa-target-missing", HPA, "spec.targetRef", DELETE, "spec.targetRef", "is required"),
