@@ -85,8 +85,10 @@ class SotwSession:
         type_url = request.type_url
         state = self.types.setdefault(type_url, SotwTypeState())
         nonce = request.response_nonce
-        if nonce and nonce != state.last_nonce:
+        if nonce and state.last_nonce is not None and nonce != state.last_nonce:
             return []  # stale: superseded by a newer response the client hasn't seen yet
+        # (A nonce before we sent anything of this type can only come from an earlier
+        # stream — nonces don't survive reconnects — so that request counts as initial.)
         inflight = state.inflight
         if inflight is not None and nonce == inflight.nonce:
             state.inflight = None

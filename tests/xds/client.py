@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -109,6 +109,16 @@ class AdsClient:
     def close(self) -> None:
         self.call.cancel()
         self._reader.cancel()
+
+
+async def until(predicate: Callable[[], bool], *, timeout: float = 3.0, what: str = "condition") -> None:
+    """Wait for server-side effects (hooks run after the request is read) without sleeping blindly."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def names_of(response) -> list[str]:  # type: ignore[no-untyped-def]

@@ -94,9 +94,9 @@ async def test_debounce_pushes_an_isolated_change_at_once_and_coalesces_a_burst(
     debouncer.submit("b")
     debouncer.submit("c")
     assert [v for v, _ in published] == ["a"]
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(0.5)
     assert [v for v, _ in published] == ["a", "c"]  # b coalesced away
-    assert 0.15 <= published[1][1] - start <= 0.3
+    assert 0.15 <= published[1][1] - start <= 0.45  # the window, far below max_delay
     await asyncio.sleep(0.25)  # quiet again
     debouncer.submit("d")
     assert published[-1][0] == "d"
@@ -113,7 +113,7 @@ async def test_debounce_caps_how_long_a_steady_burst_can_postpone_a_push() -> No
         debouncer.submit(i)
     assert len(published) >= 3
     # The first coalesced change came at ~0.1 s; the cap publishes it by ~0.5 s.
-    assert 0.4 <= published[1][1] - start <= 0.5 + 0.08
+    assert 0.4 <= published[1][1] - start <= 0.75  # uncapped it would wait for the burst to end (~1.25 s)
     assert published[1][0] in (4, 5)
     debouncer.cancel()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.xds.client import contents_of, names_of, res
+from tests.xds.client import contents_of, names_of, res, until
 from tests.xds.conftest import Env
 from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -118,6 +118,7 @@ async def test_delta_nack_keeps_the_version_out_until_it_changes(env: Env) -> No
     bad = await client.recv()
     await client.delta_request(ROUTE, nonce=bad.nonce, error="route r1: invalid regex")
     await client.expect_silence()
+    await until(lambda: len(env.recorder.nacks) == 1, what="NACK seen")
     assert env.recorder.nacks == [("gateway", ROUTE, ["r1"], "route r1: invalid regex", bad.system_version_info)]
     env.set(res(ROUTE, "r1", "bad"), res(ROUTE, "r2", "v2"))
     only_r2 = await client.recv()
@@ -127,7 +128,7 @@ async def test_delta_nack_keeps_the_version_out_until_it_changes(env: Env) -> No
     fixed = await client.recv()
     assert contents_of(fixed) == {"r1": "good"}
     await client.delta_request(ROUTE, nonce=fixed.nonce)
-    await client.expect_silence()
+    await until(lambda: len(env.recorder.acks) == 3, what="third ACK")
     assert [a[2] for a in env.recorder.acks] == [["r1", "r2"], ["r2"], ["r1"]]
 
 

@@ -13,7 +13,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.listener.v3 import lds_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from tests.xds.client import AdsClient, names_of, res
+from tests.xds.client import AdsClient, names_of, res, until
 from xds_server import Snapshot, start_control_plane
 from xds_server.types import CLUSTER, LISTENER, ROUTE
 
@@ -50,7 +50,7 @@ async def test_metrics_debug_nodes_and_status_hooks() -> None:
         await client.request(ROUTE, ["r1"])
         rds = await client.recv()
         await client.nack(rds, ["r1"], error="route r1: bad regex")
-        await client.expect_silence(0.2)
+        await until(lambda: len(nacks) == 1, what="NACK seen")
 
         assert acks == [("gateway", CLUSTER, ["c1"], cds.version_info)]
         assert nacks == [("gateway", ROUTE, ["r1"], "route r1: bad regex", rds.version_info)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.xds.client import contents_of, names_of, res
+from tests.xds.client import contents_of, names_of, res, until
 from tests.xds.conftest import Env
 from xds_server.snapshot import content_version
 from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -35,6 +35,7 @@ async def test_ack_and_nack_are_told_apart_by_error_detail(env: Env) -> None:
     # only error_detail says it was rejected.
     await client.nack(bad, version=bad.version_info, error="cluster c1: bad lb policy")
     await client.expect_silence()
+    await until(lambda: len(env.recorder.nacks) == 1, what="NACK seen")
     assert env.recorder.acks == [("gateway", CLUSTER, ["c1"], good.version_info)]
     assert env.recorder.nacks == [("gateway", CLUSTER, ["c1"], "cluster c1: bad lb policy", bad.version_info)]
 
