@@ -45,13 +45,15 @@ def destination(route: ModelRoute, entry: int) -> ObjectKey:
 
 def build_groups(
     route: ModelRoute,
+    dests: Sequence[ObjectKey],
     front_door: str,
     servers: Mapping[ObjectKey, ServerOutcome],
     live: tuple[int, int] | None,
 ) -> tuple[tuple[Group, ...], tuple[Problem, ...]]:
     """The route's groups, or the validation problems that keep it from compiling.
-    Destinations need not resolve here (backend names come from keys); the caller
-    decides whether unresolved references fail the route."""
+    `dests[i]` is entry i's ModelServer. Destinations need not resolve here (backend
+    names come from keys); the caller decides whether unresolved references fail the
+    route."""
     by_match: dict[ir.RouteMatch, list[int]] = {}
     for i, entry in enumerate(route.spec.routes):
         by_match.setdefault(route_match(entry.match, front_door), []).append(i)
@@ -77,7 +79,7 @@ def build_groups(
             rule = f"the weights of one group ({fields}) are all 0; at least one must be positive"
             problems.append(problem(VALIDATION_FAILED, route.key, f"spec.routes[{entries[0]}].weight", rule))
             continue
-        groups.append(_group(route, match, entries, weights[match], servers))
+        groups.append(_group(route, dests, match, entries, weights[match], servers))
     return tuple(groups), tuple(problems)
 
 
@@ -95,6 +97,7 @@ def _shares(route: ModelRoute, entries: Sequence[int]) -> list[int]:
 
 def _group(
     route: ModelRoute,
+    dests: Sequence[ObjectKey],
     match: ir.RouteMatch,
     entries: Sequence[int],
     weights: Sequence[int],
@@ -102,10 +105,10 @@ def _group(
 ) -> Group:
     merged: dict[str, int] = {}
     for i, weight in zip(entries, weights):
-        name = names.backend(destination(route, i))
+        name = names.backend(dests[i])
         merged[name] = merged.get(name, 0) + weight
     rules = [route.spec.routes[i] for i in entries]
-    targets = [servers[key] for key in (destination(route, i) for i in entries) if key in servers]
+    targets = [servers[dests[i]] for i in entries if dests[i] in servers]
     entry_timeouts = [parse_duration_ms(r.timeout) for r in rules if r.timeout is not None]
     server_timeouts = [t for t in (s.timeout_ms for s in targets) if t is not None]
     entry_retries = [r.retries for r in rules if r.retries is not None]

@@ -91,13 +91,14 @@ def resolve_route(
 ) -> RouteOutcome:
     servers = served.servers
     spec = route.spec
-    refs = [(destination(route, i), f"spec.routes[{i}].destination.modelServerRef") for i in range(len(spec.routes))]
+    dests = [destination(route, i) for i in range(len(spec.routes))]
+    refs = [(key, f"spec.routes[{i}].destination.modelServerRef") for i, key in enumerate(dests)]
     fallback = spec.fallback.model_server_ref.resolve(ModelServer.KIND, route.metadata.namespace) if spec.fallback else None
     if fallback is not None:
         refs.append((fallback, "spec.fallback.modelServerRef"))
     ref_problems = tuple(p for key, field in refs if (p := _check_ref(route, key, field, index, servers)) is not None)
-    front_door = _front_door(route, fallback, index)
-    groups, invalid = build_groups(route, front_door or "/", servers, live)
+    front_door = _front_door(route, fallback if fallback is not None else dests[0], index)
+    groups, invalid = build_groups(route, dests, front_door or "/", servers, live)
     problems = ref_problems + invalid
     referenced = sorted({key for key, _ in refs})
     if problems or front_door is None:
@@ -127,10 +128,11 @@ def _check_ref(
     return None
 
 
-def _front_door(route: ModelRoute, fallback: ObjectKey | None, index: ObjectIndex) -> str | None:
+def _front_door(route: ModelRoute, first: ObjectKey, index: ObjectIndex) -> str | None:
+    """`spec.path`, else the `routing.path` of `first` (the fallback, else the first
+    destination); None when that server does not exist (the route fails anyway)."""
     if route.spec.path is not None:
         return prefix_path(route.spec.path)
-    first = fallback if fallback is not None else destination(route, 0)
     server = index.servers.get(first)
     return prefix_path(server.spec.routing.path) if server is not None else None
 

@@ -55,6 +55,8 @@ class ServerOutcome:
     tls: ir.TlsCertificate | None
     auth: ir.AuthPolicy | None
     rate_limit: ir.RateLimit | None
+    timeout_ms: int | None  # the explicit routing.timeout, if any
+    retries: int | None  # the explicit routing.retries, if any
 
     @property
     def compiled(self) -> bool:
@@ -63,16 +65,6 @@ class ServerOutcome:
     @property
     def healthy(self) -> bool:
         return self.backend is not None and any(e.healthy for e in self.backend.endpoints)
-
-    @property
-    def timeout_ms(self) -> int | None:
-        """The explicit `routing.timeout`, if any."""
-        timeout = self.server.spec.routing.timeout
-        return parse_duration_ms(timeout) if timeout is not None else None
-
-    @property
-    def retries(self) -> int | None:
-        return self.server.spec.routing.retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,16 +172,17 @@ def _outcome(server: ModelServer, own: _Own, conflict: Problem | None, target: T
     spec = server.spec
     path = prefix_path(spec.routing.path)
     compiled = not problems
-    backend = ir.Backend(names.backend(server.key), server.key, own.endpoints) if compiled else None
+    key = server.key
+    backend = ir.Backend(names.backend(key), key, own.endpoints) if compiled else None
+    timeout = parse_duration_ms(spec.routing.timeout) if spec.routing.timeout is not None else None
     route = None
     if backend is not None:
-        timeout = spec.routing.timeout
         route = ir.Route(
-            name=names.server_route(server.key),
-            owner=server.key,
+            name=names.server_route(key),
+            owner=key,
             match=ir.RouteMatch(ir.PathMatch("segment_prefix", path)),
             backends=(ir.WeightedBackend(backend.name, 1),),
-            timeout_ms=parse_duration_ms(timeout) if timeout is not None else DEFAULT_TIMEOUT_MS,
+            timeout_ms=timeout if timeout is not None else DEFAULT_TIMEOUT_MS,
             retries=spec.routing.retries if spec.routing.retries is not None else DEFAULT_RETRIES,
             auth=(own.auth.value,) if own.auth.value is not None else (),
         )
@@ -198,7 +191,7 @@ def _outcome(server: ModelServer, own: _Own, conflict: Problem | None, target: T
     if compiled and limit is not None and limit.enabled and limit.requests_per_second is not None:
         rate_limit = ir.RateLimit(limit.requests_per_second, limit.burst_size or limit.requests_per_second, limit.global_)
     return ServerOutcome(
-        key=server.key,
+        key=key,
         server=server,
         port=target.port(spec.service.port),
         path=path,
@@ -210,4 +203,6 @@ def _outcome(server: ModelServer, own: _Own, conflict: Problem | None, target: T
         tls=own.tls.value if compiled else None,
         auth=own.auth.value if compiled else None,
         rate_limit=rate_limit,
+        timeout_ms=timeout,
+        retries=spec.routing.retries,
     )
