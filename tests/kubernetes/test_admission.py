@@ -1,0 +1,76 @@
+"""AdmissionReview v1: the validating webhook denies with the loader's field-path
+messages, the mutating webhook adds only absent defaults, both over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import aiohttp
+
+from controller.kubernetes import admission, webhook_server
+from tests.kubernetes.helpers import model_infer, route, server
+from tests.support import free_port
+
+
+def review(obj: dict[str, Any] | None, operation: str = "CREATE") -> dict[str, Any]:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "operation": operation,
+                        "namespace": "default", "name": (obj or {}).get("metadata", {}).get("name"),
+                        "object": obj}}
+
+
+def test_valid_object_is_allowed() -> None:
+    response = admission.validate(review(route("r1")))["response"]
+    assert response == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
+
+
+def test_invalid_object_is_denied_with_every_rule() -> None:
+    bad = server("s", infer="i")
+    bad["spec"]["routing"]["timeout"] = "30"
+    bad["spec"]["service"]["port"] = 70000
+    response = admission.validate(review(bad))["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 422
+    lines = response["status"]["message"].splitlines()
+    assert len(lines) == 2
+    assert any("ModelServer default/s: spec.routing.timeout" in ln and "30s" in ln for ln in lines)
+    assert any("spec.service.port" in ln for ln in lines)
+
+
+def test_delete_is_always_allowed() -> None:
+    assert admission.validate(review(None, "DELETE"))["response"]["allowed"] is True
+
+
+def decoded_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    assert response["patchType"] == "JSONPatch"
+    return json.loads(base64.b64decode(response["patch"]))
+
+
+def test_mutate_adds_only_absent_defaults() -> None:
+    ms = server("s", infer="i")
+    ms["spec"]["routing"]["timeout"] = "30s"  # the user's value stays
+    ops = decoded_patch(admission.mutate(review(ms))["response"])
+    assert ops == [{"op": "add", "path": "/spec/service/targetPort", "value": 8080}]
+    ops = decoded_patch(admission.mutate(review(model_infer()))["response"])
+    assert ops == [{"op": "add", "path": "/spec/replicas", "value": 1}]
+    assert "patch" not in admission.mutate(review(model_infer(replicas=3)))["response"]
+
+
+async def test_webhook_over_http() -> None:
+    port = free_port()
+    runner = await webhook_server.serve(host="127.0.0.1", port=port, cert_file=None, key_file=None)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            bad = route("r1")
+            bad["spec"]["routes"][0]["weight"] = 101
+            async with http.post(f"http://127.0.0.1:{port}/validate", json=review(bad)) as resp:
+                body = await resp.json()
+            assert body["kind"] == "AdmissionReview" and body["response"]["allowed"] is False
+            assert "spec.routes[0].weight" in body["response"]["status"]["message"]
+            async with http.post(f"http://127.0.0.1:{port}/mutate", data=b"{nope") as resp:
+                assert resp.status == 400
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
