@@ -433,21 +433,6 @@ class Secret(Resource):
     data: dict[str, str] = Field(default_factory=dict, repr=False)
     string_data: dict[str, str] = Field(default_factory=dict, repr=False)
 
-    @field_validator("data")
-    @classmethod
-    def _base64(cls, data: dict[str, str]) -> dict[str, str]:
-        """The API server rejects undecodable `data`; so do we, rather than serving an
-        empty certificate later. The message never shows the value."""
-        import base64
-        import binascii
-
-        for key, value in data.items():
-            try:
-                base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise FieldError((key,), "is not valid base64 (use stringData for plain text)") from None
-        return data
-
     def value(self, key: str) -> bytes | None:
         """The decoded value of `key` (stringData wins, as in Kubernetes), or None."""
         import base64

@@ -45,11 +45,11 @@ class FieldError(ValueError):
     an authentication block). The loader appends `path` to the error's location, so the
     user sees the exact field; pydantic still reports it as an ordinary value error."""
 
-    def __init__(self, path: str | tuple[str, ...], rule: str) -> None:
-        """`path` is dotted ("config.issuer") or, for keys that hold dots, a tuple."""
-        self.path: tuple[str, ...] = tuple(path.split(".")) if isinstance(path, str) else path
+    def __init__(self, path: str, rule: str) -> None:
+        """`path` is dotted, relative to the validated object: "config.issuer"."""
+        super().__init__(f"{path}: {rule}")
+        self.path: tuple[str, ...] = tuple(path.split("."))
         self.rule = rule
-        super().__init__(f"{'.'.join(self.path)}: {rule}")
 
 
 class Spec(BaseModel):
