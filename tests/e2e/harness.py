@@ -1,0 +1,192 @@
+"""What the end-to-end tests share: manifests with free ports written into a temp dir,
+one running `Embedded` (real Envoy, real replicas) per module, a small HTTP client that
+says which ModelInfer served each request, and bounded waits.
+
+Every Embedded is stopped in a `finally`, and the harness then checks that no child
+process of the test run is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from modelroute.embedded import Embedded, EmbeddedOptions
+from routing_engine.api.resources import ObjectKey
+
+NETWORKING = "networking.matrixinfer.ai/v1alpha1"
+WORKLOAD = "workload.matrixinfer.ai/v1alpha1"
+
+
+# --- manifests ----------------------------------------------------------------------
+
+
+def infer(name: str, replicas: int = 1) -> dict[str, Any]:
+    return {"apiVersion": WORKLOAD, "kind": "ModelInfer", "metadata": {"name": name},
+            "spec": {"modelRef": {"name": "llama"}, "replicas": replicas}}
+
+
+def server(name: str, *, port: int, path: str, infer_name: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A ModelServer; extra keyword arguments are spec fields (`routing` is merged)."""
+    routing = {"path": path, **spec.pop("routing", {})}
+    return {"apiVersion": NETWORKING, "kind": "ModelServer", "metadata": {"name": name},
+            "spec": {"modelInferRef": {"name": infer_name or name}, "service": {"port": port},
+                     "routing": routing, **spec}}
+
+
+def route(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": NETWORKING, "kind": "ModelRoute", "metadata": {"name": name}, "spec": spec}
+
+
+def dest(server_name: str, weight: int | None = None, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"destination": {"modelServerRef": {"name": server_name}}, **extra}
+    if weight is not None:
+        entry["weight"] = weight
+    return entry
+
+
+def secret(name: str, **string_data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": string_data}
+
+
+def infer_key(name: str) -> ObjectKey:
+    return ObjectKey("ModelInfer", "default", name)
+
+
+def write_file(path: Path, text: str) -> float:
+    """Atomic write (hidden temp file + rename, which the provider ignores until the
+    rename); returns `time.monotonic()` once the rename is done."""
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return time.monotonic()
+
+
+def write_manifests(path: Path, docs: list[dict[str, Any]]) -> float:
+    return write_file(path, yaml.safe_dump_all(docs, sort_keys=False))
+
+
+# --- processes ----------------------------------------------------------------------
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) direct children of this test process."""
+    me = str(os.getpid())
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+@asynccontextmanager
+async def running(directory: Path, *, ready_timeout: float = 45.0) -> AsyncIterator[Embedded]:
+    """The whole product serving `directory`, ready (replicas up, config ACKed)."""
+    before = child_pids()
+    app = Embedded(EmbeddedOptions(directory=directory, xds_port=0, privileged_port_offset=0))
+    try:
+        await app.start(timeout=30)
+        await app.wait_ready(timeout=ready_timeout)
+        yield app
+    finally:
+        await app.stop()
+    leaked = child_pids() - before
+    assert not leaked, f"Embedded.stop() left child processes: {sorted(leaked)}"
+
+
+# --- HTTP ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: Any  # parsed JSON, else text
+    elapsed: float
+
+    @property
+    def served_by(self) -> str | None:
+        """The ModelInfer that answered (from the mock engine's JSON), or None."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("served_by"), dict):
+            return str(self.body["served_by"]["modelinfer"])
+        return None
+
+
+class Client:
+    """aiohttp against one Envoy port; `trust_env=False` so no proxy is ever used."""
+
+    def __init__(self, port: int, *, scheme: str = "http", ssl_context: ssl.SSLContext | None = None,
+                 limit: int = 50) -> None:
+        self.base = f"{scheme}://127.0.0.1:{port}"
+        self._ssl = ssl_context
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, ssl=ssl_context or True),
+                                              trust_env=False)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
+                      timeout: float = 10.0) -> Reply:
+        started = time.monotonic()
+        async with self._session.request(method, self.base + path, json=json, headers=dict(headers or {}),
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            text = await resp.text()
+            try:
+                body: Any = await resp.json(content_type=None) if text else None
+            except ValueError:
+                body = text
+            return Reply(resp.status, dict(resp.headers), body, time.monotonic() - started)
+
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> Reply:
+        return await self.request("POST", path, json={} if json is None else json, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("GET", path, **kwargs)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float, what: str,
+                   interval: float = 0.05) -> float:
+    """Poll `check` until it is true; return the seconds it took; fail naming `what`."""
+    started = time.monotonic()
+    while True:
+        try:
+            if await check():
+                return time.monotonic() - started
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def served_by(client: Client, path: str, *, n: int, concurrency: int = 20, **kwargs: Any) -> list[Reply]:
+    """`n` POSTs to `path`, at most `concurrency` in flight."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> Reply:
+        async with gate:
+            return await client.post(path, **kwargs)
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
