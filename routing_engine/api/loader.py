@@ -26,6 +26,8 @@ from pydantic import ValidationError
 from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line, show
 from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ObjectKey, Resource, Secret
 
+__all__ = ["MANIFEST_SUFFIXES", "ManifestError", "load_manifests", "load_text", "parse_document"]
+
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml if built
 
 
