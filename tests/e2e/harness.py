@@ -157,7 +157,8 @@ class Client:
                 body: Any = await resp.json(content_type=None) if text else None
             except ValueError:
                 body = text
-            return Reply(resp.status, dict(resp.headers), body, time.monotonic() - started)
+            headers = {k.lower(): v for k, v in resp.headers.items()}  # names lower-cased
+            return Reply(resp.status, headers, body, time.monotonic() - started)
 
     async def post(self, path: str, json: Any = None, **kwargs: Any) -> Reply:
         return await self.request("POST", path, json={} if json is None else json, **kwargs)
