@@ -72,6 +72,11 @@ class SnapshotCache:
         self._hooks = hooks or Hooks()
         self._clock = clock
         self._published: dict[str, Snapshot] = {}
+        # Verdicts from clients, by identity: the snapshot last rejected, the last accepted
+        # one (and the one before, in case the last turns out to be partly rejected).
+        self._rejected: dict[str, Snapshot] = {}
+        self._good: dict[str, Snapshot] = {}
+        self._previous_good: dict[str, Snapshot] = {}
         self._debouncers: dict[str, Debouncer[Snapshot]] = {}
         self._watches: dict[str, set[Watch]] = {}
 
@@ -87,15 +92,40 @@ class SnapshotCache:
         debouncer.submit(snapshot)
 
     def get_snapshot(self, group: str) -> Snapshot | None:
-        """The snapshot streams of this group are being served (published, i.e. debounced)."""
-        return self._published.get(group)
+        """What a new stream of this group starts from: the published (debounced) snapshot,
+        or, once a client NACKed it, the last snapshot a client accepted — so an Envoy that
+        joins after a bad push still gets a working config."""
+        current = self._published.get(group)
+        if current is not None and current is self._rejected.get(group):
+            return self._good.get(group) or current
+        return current
+
+    def report(self, group: str, snapshot: Snapshot, accepted: bool) -> None:
+        """A client of `group` ACKed (accepted) or NACKed content computed from `snapshot`.
+
+        Streams already connected are not reverted: the protocol layer just never resends
+        the rejected versions, and a newer `set_snapshot` supersedes the rejected one.
+        """
+        good = self._good.get(group)
+        if not accepted:
+            self._rejected[group] = snapshot
+            if good is snapshot:  # part of it was ACKed before another part was NACKed
+                self._good.pop(group)
+                previous = self._previous_good.pop(group, None)
+                if previous is not None:
+                    self._good[group] = previous
+        elif snapshot is not self._rejected.get(group) and snapshot is not good:
+            if good is not None:
+                self._previous_good[group] = good
+            self._good[group] = snapshot
 
     def groups(self) -> list[str]:
         return sorted(self._published)
 
     def clear_snapshot(self, group: str) -> None:
         """Forget a group (its Envoys keep their config; new streams wait for a snapshot)."""
-        self._published.pop(group, None)
+        for table in (self._published, self._rejected, self._good, self._previous_good):
+            table.pop(group, None)
         debouncer = self._debouncers.pop(group, None)
         if debouncer is not None:
             debouncer.cancel()

@@ -23,7 +23,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
-from xds_server.sotw import Inflight
+from xds_server.sotw import Inflight, Verdict, _no_verdict
 from xds_server.types import WILDCARD, WILDCARD_TYPES, push_rank
 
 
@@ -45,8 +45,9 @@ class DeltaTypeState:
 
 class DeltaSession:
     def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
-                 clock: Callable[[], float], nonces: Callable[[], str]) -> None:
+                 clock: Callable[[], float], nonces: Callable[[], str], verdict: Verdict = _no_verdict) -> None:
         self.stream = stream
+        self._verdict = verdict
         self.ads = ads
         self.types: dict[str, DeltaTypeState] = {}
         self.snapshot: Snapshot | None = None
@@ -70,11 +71,15 @@ class DeltaSession:
                 state.nacked.update(inflight.resources)
                 state.last_error = request.error_detail.message
                 self._hooks.on_nack(self.stream, type_url, inflight.version, names, request.error_detail.message)
+                if inflight.snapshot is not None:
+                    self._verdict(inflight.snapshot, False)
             else:
                 state.held.update(inflight.resources)
                 state.last_error = ""
                 state.acked_system_version = inflight.version
                 self._hooks.on_ack(self.stream, type_url, inflight.version, names, self._clock() - inflight.sent_at)
+                if inflight.snapshot is not None:
+                    self._verdict(inflight.snapshot, True)
             for name in inflight.removed:
                 state.held.pop(name, None)
         if first:
@@ -152,6 +157,6 @@ class DeltaSession:
             response.resources.add(name=name, version=resource.version, resource=snapshot.as_any(resource))
         state.reported_missing |= removed & state.names
         state.inflight = Inflight(nonce, version, {n: r.version for n, r in send.items()}, self._clock(),
-                                  tuple(sorted(removed)))
+                                  tuple(sorted(removed)), snapshot=snapshot)
         self._hooks.on_push(self.stream, type_url, version, sorted(send), sorted(removed), response.ByteSize())
         return response

@@ -64,7 +64,8 @@ class XdsServer:
         nonce_counter = itertools.count(1)
         session_cls: type[SotwSession] | type[DeltaSession] = DeltaSession if delta else SotwSession
         session = session_cls(stream, ads=type_url is None, hooks=self.hooks, clock=self._clock,
-                              nonces=lambda: str(next(nonce_counter)))
+                              nonces=lambda: str(next(nonce_counter)),
+                              verdict=lambda snapshot, accepted: self.cache.report(node_group, snapshot, accepted))
         queue: asyncio.Queue[object] = asyncio.Queue()
         watch = self.cache.watch(node_group, queue.put_nowait)
         reader = asyncio.create_task(_read(iterator, queue), name=f"xds-reader-{stream.stream_id}")

@@ -46,6 +46,15 @@ class Inflight:
     sent_at: float
     removed: tuple[str, ...] = ()
     full: bool = True  # False: a partial (RDS/EDS) response, merged into what the client holds
+    snapshot: Snapshot | None = None  # the snapshot it was computed from (ACK/NACK verdicts)
+
+
+Verdict = Callable[[Snapshot, bool], None]
+"""Tells the cache a client accepted (True) or rejected (False) content from a snapshot."""
+
+
+def _no_verdict(snapshot: Snapshot, accepted: bool) -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -68,8 +77,9 @@ class SotwTypeState:
 
 class SotwSession:
     def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
-                 clock: Callable[[], float], nonces: Callable[[], str]) -> None:
+                 clock: Callable[[], float], nonces: Callable[[], str], verdict: Verdict = _no_verdict) -> None:
         self.stream = stream
+        self._verdict = verdict
         self.ads = ads
         self.types: dict[str, SotwTypeState] = {}
         self.snapshot: Snapshot | None = None
@@ -97,6 +107,8 @@ class SotwSession:
                 state.last_error = request.error_detail.message
                 self._hooks.on_nack(self.stream, type_url, inflight.version, sorted(inflight.resources),
                                     request.error_detail.message)
+                if inflight.snapshot is not None:
+                    self._verdict(inflight.snapshot, False)
             else:
                 state.client_version = inflight.version
                 held = state.client_resources if not inflight.full and state.client_resources is not None else {}
@@ -104,6 +116,8 @@ class SotwSession:
                 state.last_error = ""
                 self._hooks.on_ack(self.stream, type_url, inflight.version, sorted(inflight.resources),
                                    self._clock() - inflight.sent_at)
+                if inflight.snapshot is not None:
+                    self._verdict(inflight.snapshot, True)
         elif not state.requested:
             # First request for this type on this stream: a reconnecting client tells us
             # the version it already holds.
@@ -162,7 +176,7 @@ class SotwSession:
         response.resources.extend(snapshot.as_any(r) for r in send.values())
         state.last_nonce = nonce
         state.inflight = Inflight(nonce, version, {n: r.version for n, r in send.items()}, self._clock(),
-                                  full=full or held is None)
+                                  full=full or held is None, snapshot=snapshot)
         self._hooks.on_push(self.stream, type_url, version, sorted(send), (), response.ByteSize())
         return response
 

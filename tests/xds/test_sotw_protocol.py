@@ -250,3 +250,39 @@ async def test_routes_and_endpoints_send_only_what_changed_with_a_whole_set_vers
     again = env.client(node_id="envoy-1b")
     await again.request(ROUTE, ["r1", "r2", "r3"], version=second.version_info)
     await again.expect_silence()
+
+
+async def test_after_a_nack_a_new_envoy_of_the_group_gets_the_last_good_snapshot(env: Env) -> None:
+    env.set(res(CLUSTER, "c1"), res(LISTENER, "l1"))
+    first = env.client(node_id="envoy-a")
+    await first.request(CLUSTER)
+    cds = await first.recv()
+    await first.ack(cds)
+    await first.request(LISTENER)
+    lds = await first.recv()
+    await first.ack(lds)
+    env.set(res(CLUSTER, "c1"), res(CLUSTER, "c2"), res(LISTENER, "l1", "bad"))
+    cds2 = await first.recv()  # make-before-break: clusters first, and they are fine
+    await first.ack(cds2)
+    bad = await first.recv()
+    await first.nack(bad, version=lds.version_info, error="listener l1: bad filter")
+    await until(lambda: len(env.recorder.nacks) == 1, what="NACK seen")
+
+    joiner = env.client(node_id="envoy-b")
+    await joiner.request(CLUSTER)
+    await joiner.request(LISTENER)
+    got = {}
+    for _ in range(2):
+        response = await joiner.recv()
+        got[response.type_url] = contents_of(response)
+        await joiner.ack(response)
+    # The last snapshot any client accepted entirely was the first one.
+    assert got == {CLUSTER: {"c1": "v1"}, LISTENER: {"l1": "v1"}}
+
+    env.set(res(CLUSTER, "c1"), res(CLUSTER, "c2"), res(LISTENER, "l1", "fixed"))
+    fixed = {}
+    for _ in range(2):
+        response = await joiner.recv()
+        fixed[response.type_url] = contents_of(response)
+        await joiner.ack(response)
+    assert fixed == {CLUSTER: {"c1": "v1", "c2": "v1"}, LISTENER: {"l1": "fixed"}}
