@@ -10,7 +10,9 @@
   earlier one in its group adds its weight to it (one cluster once per route).
 - `canary.enabled` needs exactly one group with exactly two entries: the first is
   stable, the second canary; their weights are the live weights the canary controller
-  set (`World.live_weights`), else `trafficSplit`, else the entries' own.
+  set (`World.live_weights`, ignored unless both are percentages, so a controller bug
+  never yields a weight Envoy rejects), else `trafficSplit`, else the entries' own.
+  Live weights of (0, 0) make the group all-zero, which fails like any other.
 - Timeout and retries of a group: the largest explicit value among its entries, else
   the largest `routing` value among its destinations, else 60 s and 2 retries. The
   largest, because a group is one Envoy route and must not cut off its slowest model.
@@ -68,7 +70,7 @@ def build_groups(
                 f"destinations, stable then canary; found {len(pairs)}"
             )
             problems.append(problem(VALIDATION_FAILED, route.key, "spec.canary", rule))
-        elif live is not None:
+        elif live is not None and all(0 <= w <= 100 for w in live):
             weights[pairs[0]] = list(live)
         elif canary.traffic_split is not None:
             weights[pairs[0]] = [canary.traffic_split.stable, canary.traffic_split.canary]

@@ -61,3 +61,8 @@ def test_two_eligible_groups_are_ambiguous() -> None:
         to("stable"), to("canary"), to("stable", match={"model": "x"}), to("other", match={"model": "x"}),
     ], "canary": {"enabled": True}})])
     assert "found 2" in cond(res, mr("r"), "Accepted").message
+
+
+def test_out_of_range_live_weights_are_ignored() -> None:
+    res = run(servers() + [canary_route(trafficSplit={"stable": 90, "canary": 10})], live_weights={mr("r"): (-5, 105)})
+    assert weights(res, 1) == [("stable", 90), ("canary", 10)]
