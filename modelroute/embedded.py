@@ -57,6 +57,7 @@ def _free_port() -> int:
 class EmbeddedOptions:
     directory: Path
     xds_port: int = 18000  # 0: pick a free one
+    xds_host: str = "127.0.0.1"  # `serve` binds 0.0.0.0 so remote Envoys can connect
     listen_address: str = "127.0.0.1"  # where the gateway's listeners bind
     privileged_port_offset: int | None = None  # None: 0 as root, else 10000
     delta: bool = False  # Envoy uses delta ADS instead of state-of-the-world
@@ -93,7 +94,7 @@ class Embedded:
 
     async def start(self, *, timeout: float = 30.0) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
-        self.plane = await start_control_plane(xds_address=f"127.0.0.1:{self.options.xds_port}",
+        self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                node_group=metadata_node_group, hooks=[self.loop.hooks])
         self.loop.attach(self.plane.cache)
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
