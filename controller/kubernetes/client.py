@@ -53,9 +53,10 @@ class KubeClient:
 
         cfg = Configuration()
         try:
-            kube_config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=path, context=context, client_configuration=cfg)
         except kube_config.ConfigException:
-            kube_config.load_incluster_config(client_configuration=cfg)
+            kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         ctx: ssl.SSLContext | None = None
         if cfg.host.startswith("https"):
             ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else ssl._create_unverified_context()

@@ -136,7 +136,8 @@ class LeaderElector:
                     log.warning("lost leadership", extra={"lease": f"{self.namespace}/{self.name}",
                                                           "identity": self.identity})
                     self.is_leader = False
-                    task = await _cancel(task)
+                    await _cancel(task)
+                    task = None
                 if task is not None and task.done():  # the led work ended on its own: surface it
                     task.result()
                     task = None
@@ -153,4 +154,3 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    return None

@@ -122,6 +122,7 @@ class FakeKubeApi:
         self._watches: set[_Watch] = set()
         self._hooks: list[_Hook] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.authorizations: set[str] = set()  # Authorization headers seen
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -296,6 +297,8 @@ class FakeKubeApi:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if "Authorization" in request.headers:
+            self.authorizations.add(request.headers["Authorization"])
         try:
             parts = [p for p in request.path.split("/") if p]
             discovery = self._discovery(parts)

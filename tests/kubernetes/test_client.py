@@ -100,3 +100,17 @@ async def test_connection_refused_is_an_api_error() -> None:
         with pytest.raises(errors.ApiError) as info:
             await client.list(SECRET)
     assert info.value.code == 0
+
+
+async def test_from_kubeconfig_uses_server_and_token(fake_api: FakeKubeApi, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake_api.url}}],
+        "users": [{"name": "me", "user": {"token": "s3cr3t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}]}))
+    async with KubeClient.from_kubeconfig(str(kubeconfig)) as client:
+        await client.list(SECRET)
+    assert fake_api.authorizations == {"Bearer s3cr3t"}
