@@ -117,7 +117,7 @@ class Translator:
             if pair is None:
                 stats.misses["backend"] += 1
                 pair = (
-                    make_resource(CLUSTER, names.cluster(backend.name), serialize(cluster.backend_cluster(backend))),
+                    make_resource(CLUSTER, names.cluster(backend.name), cluster.backend_cluster_bytes(backend)),
                     make_resource(ENDPOINT, names.cluster(backend.name), serialize(endpoint.load_assignment(backend))),
                 )
             else:

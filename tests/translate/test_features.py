@@ -189,3 +189,10 @@ def test_unusable_inline_jwks_fails_its_route_alone() -> None:
     assert set(routes_of(parsed(result, ROUTE, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
     config = unpack(filters(result)["envoy.filters.http.jwt_authn"].typed_config, jwt_pb2.JwtAuthentication())
     assert list(config.providers) == ["default/gemma"]
+
+
+def test_cluster_bytes_from_template_equal_a_full_build() -> None:
+    from routing_engine.translate import cluster
+
+    for b in (backend("a"), ir.Backend("modelserver/ns/ünï", backend("a").owner, (), 1234)):
+        assert cluster.backend_cluster_bytes(b) == cluster.backend_cluster(b).SerializeToString(deterministic=True)
