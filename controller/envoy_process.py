@@ -163,12 +163,14 @@ class EnvoyProcess:
         return await asyncio.to_thread(call)
 
     async def stats(self, *, prefix: str | None = None) -> dict[str, int]:
-        """Counters and gauges as numbers (histograms are left out)."""
+        """Counters and gauges as numbers (histograms and text readouts, such as
+        `*.version_text`, are left out)."""
         query = "/stats?format=json" + (f"&filter=^{prefix}" if prefix else "")
         status, body = await self.admin_get(query)
         if status != 200:
             raise EnvoyError(f"envoy {self.name} /stats: HTTP {status}")
-        return {s["name"]: int(s["value"]) for s in json.loads(body).get("stats", []) if "value" in s}
+        return {s["name"]: int(s["value"]) for s in json.loads(body).get("stats", [])
+                if isinstance(s.get("value"), (int, float))}
 
     async def config_dump(self, *, resource: str | None = None) -> dict[str, Any]:
         status, body = await self.admin_get("/config_dump" + (f"?resource={resource}" if resource else ""))
