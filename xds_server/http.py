@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -39,11 +40,12 @@ def admin_app(*, ready: Callable[[], bool], debug: DebugState,
 
 
 async def start_admin(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Start the admin server; returns the runner (`await runner.cleanup()` to stop) and port."""
+    """Start the admin server; returns the runner (`await runner.cleanup()` to stop) and
+    the bound port. The socket is bound here so that port 0 reports the real port."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server  # aiohttp exposes the bound socket only here
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
-    return runner, int(bound)
+    await web.SockSite(runner, sock).start()
+    return runner, int(sock.getsockname()[1])

@@ -158,7 +158,10 @@ class SotwSession:
         if not state.requested or not (state.wildcard or state.names):
             return None  # never asked, or unsubscribed from everything of this type
         selected = select(snapshot.of_type(type_url), state.names, state.wildcard)
-        version = content_version((n, r.version) for n, r in selected.items())
+        # The whole type's version is computed once per snapshot; only named subsets
+        # need hashing per stream.
+        version = (snapshot.version(type_url) if state.wildcard
+                   else content_version((n, r.version) for n, r in selected.items()))
         if version == state.nacked_version:
             return None
         full = type_url in WILDCARD_TYPES
