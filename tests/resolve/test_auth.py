@@ -3,6 +3,8 @@ rate limits per listener."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 
 from routing_engine import ir
@@ -11,11 +13,11 @@ from tests.resolve.build import cond, ir_route, listener, mr, ms, route, route_n
 JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
 
 
-def jwt(**config: object) -> dict[str, object]:
+def jwt(**config: Any) -> dict[str, Any]:
     return {"authentication": {"enabled": True, "type": "jwt", "config": {"issuer": "https://auth.example", **config}}}
 
 
-def api_key(**config: object) -> dict[str, object]:
+def api_key(**config: Any) -> dict[str, Any]:
     return {"authentication": {"enabled": True, "type": "apiKey", "config": {"secretName": "keys", **config}}}
 
 
@@ -88,7 +90,7 @@ def test_route_carries_the_union_of_its_servers_auth_sorted() -> None:
 
 
 def test_rate_limits_of_servers_reachable_through_each_listener() -> None:
-    limited = {"rateLimit": {"enabled": True, "requestsPerSecond": 5}}
+    limited: dict[str, Any] = {"rateLimit": {"enabled": True, "requestsPerSecond": 5}}
     res = run([
         server("a", "/a", 8080, **limited),
         server("b", "/b", 9090, rateLimit={"enabled": True, "requestsPerSecond": 10, "burstSize": 30, "global": True}),

@@ -3,12 +3,14 @@ trafficSplit or the entries."""
 
 from __future__ import annotations
 
+from routing_engine.api.resources import Resource
+
 from typing import Any
 
 from tests.resolve.build import cond, ir_route, mr, route, run, server, to
 
 
-def servers() -> list:
+def servers() -> list[Resource]:
     return [server("stable", "/v1/m"), server("canary", "/v1/m2"), server("other", "/v1/o")]
 
 

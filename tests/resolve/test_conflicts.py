@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+from routing_engine.api.resources import Resource
+
 from tests.resolve.build import cond, infer, listener, ms, route_names, run, secret, server
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
 
 
-def tls_secret(name: str, namespace: str = "default") -> object:
+def tls_secret(name: str, namespace: str = "default") -> Resource:
     return secret(name, {"tls.crt": CERT, "tls.key": KEY}, namespace=namespace)
 
 
-def tls(name: str) -> dict[str, object]:
+def tls(name: str) -> dict[str, Any]:
     return {"tls": {"enabled": True, "secretName": name}}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing_engine.api.resources import ModelRoute, ModelServer, Resource
+from routing_engine.api.resources import Resource
 from routing_engine.world import Target
 from tests.resolve.build import infer, route, run, secret, server, to, up
 
@@ -20,7 +20,7 @@ STAMPS = [None, "2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z"]
 
 
 @st.composite
-def servers(draw: st.DrawFn) -> ModelServer:
+def servers(draw: st.DrawFn) -> Resource:
     extra: dict[str, Any] = {}
     if draw(st.booleans()):
         extra["tls"] = {"enabled": True, "secretName": draw(st.sampled_from(["cert", "other-cert", "missing"]))}
@@ -42,7 +42,7 @@ MATCHES: list[dict[str, Any]] = [{}, {"model": "m"}, {"headers": {"x": "1"}}, {"
 
 
 @st.composite
-def routes(draw: st.DrawFn) -> ModelRoute:
+def routes(draw: st.DrawFn) -> Resource:
     entries = [
         to(draw(st.sampled_from(NAMES + ["missing"])), draw(st.sampled_from([None, "ns"])),
            match=draw(st.sampled_from(MATCHES)), **({"weight": w} if (w := draw(st.sampled_from([None, 0, 30, 100]))) is not None else {}))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from routing_engine.api.resources import Resource
+
 from routing_engine import ir
 from tests.resolve.build import cond, infer, ir_route, listener, mr, ms, route, route_names, run, server, to, up
 
 A, B, C = "modelserver/default/a", "modelserver/default/b", "modelserver/default/c"
 
 
-def servers() -> list:
+def servers() -> list[Resource]:
     return [server("a", "/v1/a"), server("b", "/v1/b"), server("c", "/v1/c", 9090)]
 
 

@@ -3,13 +3,15 @@ need is in scope, no statuses for the rest, claims decided world-wide."""
 
 from __future__ import annotations
 
+from routing_engine.api.resources import Resource
+
 from routing_engine.world import Target
 from tests.resolve.build import mr, ms, route, route_names, run, server, to
 
 SIDE = dict(role="sidecar")
 
 
-def world() -> list:
+def world() -> list[Resource]:
     return [
         server("a", "/v1/a", 8080, namespace="team"),
         server("b", "/v1/b", 9090, namespace="team"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routing_engine import ir
-from routing_engine.api.resources import ObjectKey
+from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.resolve.shadowing import covers, first_shadowers
 from tests.resolve.build import cond, mr, route, run, server, to
 
@@ -60,7 +60,7 @@ def test_first_shadowers_names_the_earliest_covering_route_only_for_checked() ->
     assert first_shadowers(routes, ["glob", "narrow", "other"]) == {"glob": "wide", "narrow": "wide"}
 
 
-def servers() -> list:
+def servers() -> list[Resource]:
     return [server("a", "/v1/a"), server("b", "/v1/b")]
 
 
