@@ -110,3 +110,22 @@ def test_every_reference_resolves_and_a_dangling_one_is_found() -> None:
     assert "listeners https-8443 → secrets default/cert" in problems
     assert "clusters failover/s1/s0 → clusters s0" in problems
     assert "listeners http-8080 → clusters s0" in problems  # the /ready health check
+
+
+def test_listener_is_reused_only_while_its_routes_are_equal() -> None:
+    translator = Translator()
+    translator.translate(world())
+    translator.translate(world())
+    assert translator.last_stats.hits["listener"] == 2 and not translator.last_stats.misses["listener"]
+    # Same provider name, new issuer: route bytes stay equal, but the listener's jwt_authn
+    # filter must change — the listener key follows route equality, not route bytes.
+    gw = world()
+    first = gw.listeners[0]
+    reissued = tuple(
+        replace(r, auth=(replace(r.auth[0], issuer="https://new-issuer"),)) if r.auth else r for r in first.routes
+    )
+    before = translator.translate(gw)
+    after = translator.translate(replace(gw, listeners=(replace(first, routes=reissued), gw.listeners[1])))
+    assert translator.last_stats.misses["listener"] == 1
+    assert after.resources[LISTENER]["http-8080"].version != before.resources[LISTENER]["http-8080"].version
+    assert b"https://new-issuer" in after.resources[LISTENER]["http-8080"].body
