@@ -46,10 +46,12 @@ def is_subset(desired: Any, actual: Any) -> bool:
 
 
 def updated_object(current: Obj, desired: Obj) -> Obj:
-    """`current` with the desired labels, owner references and spec."""
+    """`current` with the desired labels, annotations, owner references and spec."""
     new = copy.deepcopy(current)
     meta = new["metadata"]
-    meta["labels"] = {**(meta.get("labels") or {}), **(desired["metadata"].get("labels") or {})}
+    for field in ("labels", "annotations"):  # merged: others' keys (kubectl, tools) are kept
+        if desired["metadata"].get(field) or meta.get(field):
+            meta[field] = {**(meta.get(field) or {}), **(desired["metadata"].get(field) or {})}
     meta["ownerReferences"] = desired["metadata"].get("ownerReferences", [])
     spec = copy.deepcopy(desired["spec"])
     if desired["kind"] == "Service":
@@ -61,8 +63,9 @@ def updated_object(current: Obj, desired: Obj) -> Obj:
 
 
 def _unchanged(current: Obj, desired: Obj) -> bool:
-    return is_subset(desired["spec"], current.get("spec")) and is_subset(
-        desired["metadata"].get("labels") or {}, current["metadata"].get("labels") or {}) and (
+    meta, want = current["metadata"], desired["metadata"]
+    return is_subset(desired["spec"], current.get("spec")) and all(
+        is_subset(want.get(f) or {}, meta.get(f) or {}) for f in ("labels", "annotations")) and (
         desired["metadata"].get("ownerReferences", []) == current["metadata"].get("ownerReferences", []))
 
 
