@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
@@ -23,9 +24,12 @@ from xds_server.snapshot import Snapshot
 from xds_server.sotw import SotwSession
 
 
+log = logging.getLogger("modelroute.xds")
+
 Req = TypeVar("Req", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
 
 _END = object()
+_SNAPSHOT = object()
 
 
 class StreamError(Exception):
@@ -67,15 +71,25 @@ class XdsServer:
                               nonces=lambda: str(next(nonce_counter)),
                               verdict=lambda snapshot, accepted: self.cache.report(node_group, snapshot, accepted))
         queue: asyncio.Queue[object] = asyncio.Queue()
-        watch = self.cache.watch(node_group, queue.put_nowait)
+        # Snapshots are coalesced: a slow client gets only the newest, and the queue
+        # never holds more than one snapshot marker.
+        newest: list[Snapshot | None] = [None]
+
+        def on_snapshot(snapshot: Snapshot) -> None:
+            if newest[0] is None:
+                queue.put_nowait(_SNAPSHOT)
+            newest[0] = snapshot
+
+        watch = self.cache.watch(node_group, on_snapshot)
         reader = asyncio.create_task(_read(iterator, queue), name=f"xds-reader-{stream.stream_id}")
         self.hooks.on_stream_open(stream)
         try:
             session.snapshot = self.cache.get_snapshot(node_group)
             event: object = first
             while True:
-                if isinstance(event, Snapshot):
-                    responses = session.on_snapshot(event)
+                if event is _SNAPSHOT:
+                    snapshot, newest[0] = newest[0], None
+                    responses = session.on_snapshot(snapshot)
                 elif isinstance(event, BaseException):
                     raise event
                 elif event is _END:
@@ -86,6 +100,12 @@ class XdsServer:
                 for response in responses:
                     yield response
                 event = await queue.get()
+        except (StreamError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception:
+            log.exception("xds stream failed", extra={"stream": stream.stream_id, "node": stream.node_id,
+                                                      "node_group": node_group})
+            raise
         finally:
             watch.cancel()
             reader.cancel()
