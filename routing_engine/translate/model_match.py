@@ -39,4 +39,6 @@ class ModelMatchPlugin(Plugin):
         config = j2m.JsonToMetadata()
         config.request_rules.rules.append(rule)
         config.request_rules.allow_content_types.append("application/json")
+        # Bodies sent without a content type (some scripts) are read as JSON too.
+        config.request_rules.allow_empty_content_type = True
         return [HttpFilter(name=JSON_TO_METADATA_FILTER, typed_config=pack(config))]

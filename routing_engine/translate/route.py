@@ -12,7 +12,7 @@ dynamic metadata the `model_match` plugin fills in. Several backends become
 normalizes by the sum). Zero weights are kept so a canary at 0% still has its cluster
 referenced (and its stats) — Envoy accepts them as long as the sum is positive.
 Retries only cover failures that cannot have reached a model (SPEC 3.1), so no GPU work
-is done twice.
+is done twice, and each retry goes to another replica (`previous_hosts`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ import math
 from collections.abc import Iterable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from routing_engine import ir
 from routing_engine.translate import names
-from routing_engine.translate.xds import length_delimited, millis
+from routing_engine.translate.xds import length_delimited, millis, pack
 
 SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-status-codes"
 RETRIABLE_STATUS_CODES = (503,)
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+_PREVIOUS_HOSTS_CONFIG = pack(previous_hosts_pb2.PreviousHostsPredicate())
 VIRTUAL_HOST = "*"
 _RE2_SPECIAL = frozenset("\\.+?()[]{}|^$*")
 
@@ -124,6 +127,10 @@ def build_route(route: ir.Route) -> rc.Route:
         policy.retry_on = SAFE_RETRY_ON
         policy.num_retries.value = route.retries
         policy.retriable_status_codes.extend(RETRIABLE_STATUS_CODES)
+        # Retry on another replica: the one that refused is likely still refusing.
+        predicate = policy.retry_host_predicate.add(name=PREVIOUS_HOSTS)
+        predicate.typed_config.CopyFrom(_PREVIOUS_HOSTS_CONFIG)
+        policy.host_selection_retry_max_attempts = 3
     return proto
 
 

@@ -136,3 +136,9 @@ def test_route_to_missing_backend_is_left_out_alone() -> None:
     (error,) = result.errors
     assert error.owner == route_key("broken")
     assert "ghost" in error.message and "bad" in error.message
+
+
+def test_retries_go_to_another_replica() -> None:
+    policy = only_route(make_route("r", "a", retries=2)).route.retry_policy
+    assert [p.name for p in policy.retry_host_predicate] == ["envoy.retry_host_predicates.previous_hosts"]
+    assert policy.host_selection_retry_max_attempts == 3
