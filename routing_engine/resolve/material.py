@@ -26,6 +26,12 @@ from routing_engine.resolve.objects import ObjectIndex
 T = TypeVar("T")
 
 DEFAULT_API_KEY_HEADER = "x-api-key"
+# (field, required) of the string-valued config fields, checked again here (the API
+# models check them too) so that no config pydantic lets through can make this raise.
+_TEXT_FIELDS = {
+    "jwt": (("issuer", True), ("audience", False), ("jwksUri", False), ("jwksSecretName", False)),
+    "apiKey": (("secretName", True), ("header", False)),
+}
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 
 
@@ -62,6 +68,13 @@ def auth_policy(server: ModelServer, index: ObjectIndex) -> Material[ir.AuthPoli
     spec = server.spec.authentication
     if spec is None or not spec.enabled:
         return Material()
+    wrong = [
+        problem(VALIDATION_FAILED, server.key, f"spec.authentication.config.{field}", "must be a non-empty string")
+        for field, required in _TEXT_FIELDS[spec.type]
+        if (field in spec.config or required) and not (isinstance(spec.config.get(field), str) and spec.config[field])
+    ]
+    if wrong:
+        return Material(spec_problems=tuple(wrong))
     if spec.type == "jwt":
         return _jwt(server, spec.config, index)
     return _api_key(server, spec.config, index)
@@ -69,7 +82,7 @@ def auth_policy(server: ModelServer, index: ObjectIndex) -> Material[ir.AuthPoli
 
 def _jwt(server: ModelServer, cfg: dict[str, Any], index: ObjectIndex) -> Material[ir.AuthPolicy]:
     spec_problems: list[Problem] = []
-    audiences: list[str] = [cfg["audience"]] if isinstance(cfg.get("audience"), str) else []
+    audiences: list[str] = [cfg["audience"]] if "audience" in cfg else []
     listed = cfg.get("audiences", [])
     if isinstance(listed, list) and all(isinstance(a, str) and a for a in listed):
         audiences.extend(a for a in listed if a not in audiences)
@@ -108,7 +121,7 @@ def _jwks(server: ModelServer, secret_name: str, index: ObjectIndex) -> tuple[st
     try:
         text = raw.decode() if raw is not None else ""
         document = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         document = None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         rule = f'Secret {_where(secret)} key jwks must hold a JWKS document (JSON with a "keys" list)'
@@ -120,8 +133,8 @@ def _api_key(server: ModelServer, cfg: dict[str, Any], index: ObjectIndex) -> Ma
     """(ext) Every value of Secret `config.secretName` is a valid key (surrounding white
     space stripped: `echo key | base64` adds a newline, and HTTP strips it from header
     values anyway). The header defaults to `x-api-key`, lower-cased like every header."""
-    header = cfg.get("header", DEFAULT_API_KEY_HEADER)
-    if not isinstance(header, str) or not _HEADER_NAME.match(header):
+    header: str = cfg.get("header", DEFAULT_API_KEY_HEADER)
+    if not _HEADER_NAME.match(header):
         rule = "must be an HTTP header name"
         return Material(spec_problems=(problem(VALIDATION_FAILED, server.key, "spec.authentication.config.header", rule),))
     field = "spec.authentication.config.secretName"

@@ -115,3 +115,19 @@ def test_api_key_value_that_is_not_utf8_fails_closed() -> None:
     res = run([server("a", "/a", **api_key()), bad])
     assert res.gateway.backends == ()
     assert "key k is not a usable API key" in cond(res, ms("a"), "ResolvedRefs").message
+
+
+def test_api_key_header_that_is_not_a_header_name_fails_alone() -> None:
+    res = run([server("a", "/a", **api_key(header=5)), server("b", "/b", **api_key(header="two words")),
+               server("c", "/c"), secret("keys", {"k": "v"})])
+    assert route_names(res, 8080) == ["modelserver/default/c"]
+    for name in ("a", "b"):
+        accepted = cond(res, ms(name), "Accepted")
+        assert accepted.reason == "ValidationFailed"
+        assert "spec.authentication.config.header" in accepted.message
+
+
+def test_jwks_secret_with_absurdly_nested_json_fails_closed() -> None:
+    res = run([server("a", "/a", **jwt(jwksSecretName="jwks")), secret("jwks", {"jwks": "[" * 100_000})])
+    assert res.gateway.backends == ()
+    assert cond(res, ms("a"), "ResolvedRefs").reason == "ValidationFailed"
