@@ -162,3 +162,16 @@ async def test_delta_make_before_break_order_and_one_push_in_flight(env: Env) ->
         await client.expect_silence(0.15)
         await client.delta_request(response.type_url, nonce=response.nonce)
     assert order == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+
+
+async def test_delta_at_most_one_unacknowledged_push_per_type(env: Env) -> None:
+    env.set(res(ENDPOINT, "e"))
+    client = env.client(delta=True)
+    await client.delta_request(ENDPOINT, ["e"])
+    first = await client.recv()
+    env.set(res(ENDPOINT, "e", "v2"))
+    env.set(res(ENDPOINT, "e", "v3"))
+    await client.expect_silence()
+    await client.delta_request(ENDPOINT, nonce=first.nonce)
+    latest = await client.recv()
+    assert contents_of(latest) == {"e": "v3"}

@@ -10,10 +10,11 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.cluster.v3 import cds_pb2_grpc
 from envoy.service.listener.v3 import lds_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from tests.xds.client import AdsClient, names_of, res, until
+from tests.xds.client import AdsClient, contents_of, names_of, res, until
 from xds_server import Snapshot, start_control_plane
 from xds_server.types import CLUSTER, LISTENER, ROUTE
 
@@ -106,6 +107,48 @@ async def test_per_type_service_for_non_ads_clients() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await asyncio.wait_for(wrong.read(), 3)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await channel.close()
+        await plane.stop(grace=None)
+
+
+async def test_a_burst_of_snapshots_reaches_a_stream_as_leading_push_plus_one_coalesced_push() -> None:
+    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, debounce=1.0,
+                                      registry=CollectorRegistry())
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{plane.xds_port}")
+    client = AdsClient(channel)
+    try:
+        plane.cache.set_snapshot("gateway", Snapshot.build([res(ROUTE, "r", "v0")]))
+        await client.request(ROUTE, ["r"])
+        initial = await client.recv()
+        await client.ack(initial, ["r"])
+        await asyncio.sleep(1.1)  # quiet: the next change is isolated
+        for i in range(1, 6):
+            plane.cache.set_snapshot("gateway", Snapshot.build([res(ROUTE, "r", f"v{i}")]))
+        leading = await client.recv(timeout=0.5)  # well within the 1 s window: not delayed
+        assert contents_of(leading) == {"r": "v1"}
+        await client.ack(leading, ["r"])
+        trailing = await client.recv(timeout=3)
+        assert contents_of(trailing) == {"r": "v5"}  # v2..v4 coalesced away
+        await client.ack(trailing, ["r"])
+        await client.expect_silence(0.5)
+    finally:
+        client.close()
+        await channel.close()
+        await plane.stop(grace=None)
+
+
+async def test_per_type_delta_service() -> None:
+    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, debounce=0,
+                                      registry=CollectorRegistry())
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{plane.xds_port}")
+    try:
+        plane.cache.set_snapshot("gateway", Snapshot.build([res(CLUSTER, "c1")]))
+        call = cds_pb2_grpc.ClusterDiscoveryServiceStub(channel).DeltaClusters()
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(node=base_pb2.Node(id="n", cluster="gateway")))
+        response = await asyncio.wait_for(call.read(), 3)
+        assert response.type_url == CLUSTER and [r.name for r in response.resources] == ["c1"]
+        call.cancel()
     finally:
         await channel.close()
         await plane.stop(grace=None)
