@@ -48,7 +48,23 @@ def provider_problem(provider: ir.JwtProvider) -> str | None:
         keys = json.loads(provider.jwks_inline).get("keys")
     except (ValueError, AttributeError):
         return "inline JWKS is not a JSON object"
-    return None if isinstance(keys, list) and keys else "inline JWKS has no keys"
+    if not isinstance(keys, list) or not keys:
+        return "inline JWKS has no keys"
+    if not any(_usable_key(key) for key in keys):
+        return "inline JWKS has no usable public key (each needs kty and its parameters, e.g. RSA n and e)"
+    return None
+
+
+# Parameters Envoy needs per key type before it will load a JWKS (it refuses a key set
+# without at least one usable key, and with it the whole listener).
+_KEY_PARAMETERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "oct": ("k",), "OKP": ("crv", "x")}
+
+
+def _usable_key(key: object) -> bool:
+    if not isinstance(key, dict):
+        return False
+    needed = _KEY_PARAMETERS.get(str(key.get("kty")))
+    return needed is not None and all(isinstance(key.get(p), str) and key.get(p) for p in needed)
 
 
 def provider_config(provider: ir.JwtProvider) -> jwt_pb2.JwtProvider:

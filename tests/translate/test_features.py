@@ -196,3 +196,35 @@ def test_cluster_bytes_from_template_equal_a_full_build() -> None:
 
     for b in (backend("a"), ir.Backend("modelserver/ns/ünï", backend("a").owner, (), 1234)):
         assert cluster.backend_cluster_bytes(b) == cluster.backend_cluster(b).SerializeToString(deterministic=True)
+
+
+def test_inline_jwks_problems_are_named() -> None:
+    from routing_engine.translate.jwt import provider_problem
+
+    def problem(jwks: str) -> str | None:
+        return provider_problem(ir.JwtProvider("p", "iss", jwks_inline=jwks))
+
+    assert problem(JWKS) is None
+    assert problem('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}') is None
+    assert "not a JSON object" in (problem("[1]") or "")
+    assert "no keys" in (problem("{}") or "")
+    assert "no usable public key" in (problem('{"keys": [{"kty": "RSA", "n": "abc"}]}') or "")
+    assert "no host" in (provider_problem(ir.JwtProvider("p", "iss", jwks_uri="https:///x")) or "")
+
+
+def test_envoy_refuses_what_provider_problem_refuses() -> None:
+    """The check mirrors Envoy: the same JWKS on a listener is rejected by Envoy itself."""
+    from modelroute.envoy_check import validate
+    from routing_engine import engine, serialize
+    from routing_engine.translate.jwt import provider_config
+    from routing_engine.translate.xds import pack
+
+    bad = ir.JwtProvider("p", "iss", jwks_inline='{"keys": [{"kty": "RSA", "n": "abc"}]}')
+    result = Translator().translate(gateway(listener(route("r", "a"))))
+    doc = engine.static_bootstrap(result.resources)
+    config = jwt_pb2.JwtAuthentication()
+    config.providers["p"].CopyFrom(provider_config(bad))
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"].insert(0, {"name": "envoy.filters.http.jwt_authn", "typed_config": serialize.to_dict(pack(config))})
+    verdict = validate(doc)
+    assert not verdict.ok and "jwks" in verdict.message.lower()
