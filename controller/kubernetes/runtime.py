@@ -1,0 +1,124 @@
+"""The Kubernetes mode assembled: what `modelroute serve --provider kubernetes` runs.
+
+    provider ──► sink.set_objects / set_endpoints (every replica: all serve xDS)
+    leader only: WorkloadController (ModelInfer → Deployment/Service/HPA + status)
+                 gateway Services of the ModelServers (+ sweep of stale ones)
+                 status writes: engine statuses (`write_statuses`, given the sink's
+                 status callback) and ValidationFailed for objects left out as invalid
+
+The engine's status of a ModelInfer is not written: the workload controller owns it
+(from the Deployment). A ModelServer's `serviceEndpoint` is the gateway Service's
+address (LoadBalancer ingress once assigned), not the engine's guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from controller.kubernetes import gateway
+from controller.kubernetes.errors import ApiError
+from controller.kubernetes.interface import KubeApi
+from controller.kubernetes.leader import LeaderElector
+from controller.kubernetes.provider import KubernetesProvider, Snapshot
+from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, SECRET
+from controller.kubernetes.status_writer import StatusWriter
+from controller.kubernetes.workload_controller import WorkloadController
+from routing_engine.api.resources import ModelServer, ObjectKey, Resource
+from routing_engine.world import BackendEndpoint, ConditionView, ObjectStatus, Target
+
+log = logging.getLogger(__name__)
+
+
+class WorldSink(Protocol):
+    """Where snapshots go (modelroute.control_loop.ControlLoop has this shape)."""
+
+    def set_objects(self, objects: Sequence[Resource]) -> None: ...
+
+    def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None: ...
+
+
+def invalid_statuses(snapshot: Snapshot) -> dict[ObjectKey, ObjectStatus]:
+    """Failed/ValidationFailed for every object the provider left out, all rules in one message."""
+    messages: dict[ObjectKey, list[str]] = {}
+    for error in snapshot.errors:
+        key = error.object_key
+        if key is not None and key.kind in ENGINE_KINDS and key.kind != SECRET.kind:
+            messages.setdefault(key, []).append(f"{error.path}: {error.rule}" if error.path else error.rule)
+    return {key: ObjectStatus("Failed", (ConditionView("Accepted", "False", "ValidationFailed", "; ".join(m)),))
+            for key, m in messages.items()}
+
+
+class KubernetesControlPlane:
+    def __init__(self, api: KubeApi, sink: WorldSink, *, identity: str, system_namespace: str,
+                 watch_namespace: str | None = None, target: Target = Target(),
+                 elector: LeaderElector | None = None, status: StatusWriter | None = None) -> None:
+        self._api = api
+        self._sink = sink
+        self._system_namespace = system_namespace
+        self._target = target
+        self.provider = KubernetesProvider(api, self._publish, namespace=watch_namespace)
+        self.elector = elector or LeaderElector(api, namespace=system_namespace, name="modelroute",
+                                                identity=identity)
+        self.status = status or StatusWriter(api)
+        self.workloads = WorkloadController(api, status=self.status, namespace=watch_namespace)
+        self._latest: Snapshot | None = None
+        self._changed = asyncio.Event()
+        self.endpoints: dict[ObjectKey, str] = {}  # ModelServer → serviceEndpoint from its Service
+
+    async def _publish(self, snapshot: Snapshot) -> None:
+        self._sink.set_objects(snapshot.objects)
+        self._sink.set_endpoints(snapshot.endpoints)
+        self._latest = snapshot
+        self._changed.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.provider.run(), name="kubernetes provider")
+            group.create_task(self.elector.run(self._lead), name="leader election")
+
+    async def _lead(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.workloads.run(), name="workload controller")
+            group.create_task(self._gateway_loop(), name="gateway services")
+
+    async def _gateway_loop(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            snapshot = self._latest
+            if snapshot is None:
+                continue
+            servers = [o for o in snapshot.objects if isinstance(o, ModelServer)]
+            try:
+                for server in servers:
+                    endpoint, _ = await gateway.reconcile(self._api, server, namespace=self._system_namespace,
+                                                          target=self._target)
+                    if endpoint is not None:
+                        self.endpoints[server.key] = endpoint
+                await gateway.sweep(self._api, namespace=self._system_namespace, servers=servers)
+                for key, status in invalid_statuses(snapshot).items():
+                    await self.status.write(ENGINE_KINDS[key.kind], key.namespace, key.name, status)
+            except ApiError as err:
+                log.warning("gateway services not converged; retrying on the next change",
+                            extra={"error": str(err)})
+
+    async def write_statuses(self, statuses: Mapping[ObjectKey, ObjectStatus]) -> int:
+        """Write engine statuses (leader only); returns how many were written."""
+        if not self.elector.is_leader:
+            return 0
+        written = 0
+        for key, status in sorted(statuses.items()):
+            rtype = ENGINE_KINDS.get(key.kind)
+            if rtype is None or rtype in (MODEL_INFER, SECRET):
+                continue
+            if key in self.endpoints:
+                status = replace(status, service_endpoint=self.endpoints[key])
+            try:
+                written += await self.status.write(rtype, key.namespace, key.name, status)
+            except ApiError as err:
+                log.warning("status not written", extra={"resource": str(key), "error": str(err)})
+        return written

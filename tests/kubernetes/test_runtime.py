@@ -1,0 +1,75 @@
+"""The assembled Kubernetes mode against the fake API: every replica publishes to its
+sink; only the leader creates workloads and gateway Services and writes status
+(engine statuses with the Service's endpoint, ValidationFailed for invalid objects)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from controller.kubernetes.client import KubeClient
+from controller.kubernetes.leader import LeaderElector
+from controller.kubernetes.resources import DEPLOYMENT, MODEL_INFER, MODEL_ROUTE, MODEL_SERVER, SERVICE
+from controller.kubernetes.runtime import KubernetesControlPlane
+from routing_engine.api.resources import ObjectKey, Resource
+from routing_engine.world import BackendEndpoint, ConditionView, ObjectStatus
+from tests.kubernetes.fakeapi import FakeKubeApi
+from tests.kubernetes.helpers import eventually, model, model_infer, route, running, server
+
+NS = "matrixinfer-system"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.objects: tuple[Resource, ...] = ()
+        self.endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = {}
+
+    def set_objects(self, objects: Sequence[Resource]) -> None:
+        self.objects = tuple(objects)
+
+    def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None:
+        self.endpoints = endpoints
+
+
+def plane(api: KubeClient, sink: Sink, identity: str) -> KubernetesControlPlane:
+    elector = LeaderElector(api, namespace=NS, name="modelroute", identity=identity,
+                            lease_duration=30, renew_deadline=20, retry_period=0.05)
+    return KubernetesControlPlane(api, sink, identity=identity, system_namespace=NS, elector=elector)
+
+
+async def test_leader_runs_workloads_gateway_and_status(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    bad = route("bad", server="llama-server")
+    bad["spec"]["routes"][0]["timeout"] = "30"
+    for doc in (model(), model_infer(), server("llama-server", infer="llama-infer"),
+                route("r1", server="llama-server"), bad):
+        fake_api.seed(doc)
+    leader_sink, follower_sink = Sink(), Sink()
+    leader = plane(api, leader_sink, "a")
+    async with running(leader.run()):
+        await eventually(lambda: leader.elector.is_leader, what="leadership")
+        follower = plane(api, follower_sink, "b")
+        async with running(follower.run()):
+            await eventually(lambda: len(follower_sink.objects) == 4, what="the follower's snapshot")
+            await eventually(lambda: len(leader_sink.objects) == 4, what="the leader's snapshot")
+            await eventually(lambda: fake_api.read(DEPLOYMENT, "default", "llama-infer") is not None,
+                             what="the Deployment")
+            await eventually(lambda: fake_api.read(SERVICE, NS, "ms-default-llama-server") is not None,
+                             what="the gateway Service")
+            await eventually(lambda: (fake_api.read(MODEL_ROUTE, "default", "bad").get("status") or {})
+                             .get("phase") == "Failed", what="ValidationFailed on the invalid route")
+            assert not follower.elector.is_leader
+            engine = {ObjectKey("ModelServer", "default", "llama-server"): ObjectStatus(
+                          "Ready", (ConditionView("Accepted", "True", "Accepted"),),
+                          service_endpoint="http://engine-guess:8080/v1/models/a"),
+                      ObjectKey("ModelInfer", "default", "llama-infer"): ObjectStatus("Running", ())}
+            assert await follower.write_statuses(engine) == 0
+            await eventually(lambda: ObjectKey("ModelServer", "default", "llama-server") in leader.endpoints,
+                             what="the gateway endpoint")
+            assert await leader.write_statuses(engine) == 1
+    bad_status = fake_api.read(MODEL_ROUTE, "default", "bad")["status"]
+    assert bad_status["conditions"][0]["reason"] == "ValidationFailed"
+    assert "spec.routes[0].timeout" in bad_status["conditions"][0]["message"]
+    server_status = fake_api.read(MODEL_SERVER, "default", "llama-server")["status"]
+    assert server_status["serviceEndpoint"] == \
+        "http://ms-default-llama-server.matrixinfer-system.svc.cluster.local:8080/v1/models/a"
+    # The ModelInfer's status is the workload controller's (from its Deployment), not the engine's.
+    assert fake_api.read(MODEL_INFER, "default", "llama-infer")["status"]["phase"] == "Pending"
