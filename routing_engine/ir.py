@@ -71,8 +71,8 @@ class JwtProvider:
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyAuth:
-    """(ext) Requests must carry one of `keys` in `header` (default: Authorization: Bearer
-    or x-api-key). Keys are secret material: never repr'd."""
+    """(ext) Requests must carry one of `keys` in `header` (default `x-api-key`). Keys are
+    secret material: never repr'd."""
 
     name: str
     header: str

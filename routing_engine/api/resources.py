@@ -125,7 +125,7 @@ class ServiceSpec(Spec):
 class RoutingSpec(Spec):
     path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)]
     timeout: Duration | None = None  # engine default: 60s (SPEC 3.1)
-    retries: NonNegativeInt32 | None = None  # engine default: 0 (no retries)
+    retries: NonNegativeInt32 | None = None  # engine default: 2, safe failures only (SPEC 3.1)
 
     @field_validator("path")
     @classmethod

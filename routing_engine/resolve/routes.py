@@ -16,8 +16,15 @@
 - With a fallback: every destination other than the fallback fails over to it, and a
   catch-all route on the front door (segment prefix) follows the groups.
 - Auth: a route carries the auth policy of every ModelServer it can send to
-  (destinations and failover target), deduplicated and sorted by name; all must pass,
-  so a split never lets a request reach a model its own server would have refused.
+  (destinations and failover target) and of every ModelServer that owns the path it
+  matches (the front door's owner, or the owner of an entry's own `match.path`),
+  deduplicated and sorted by name; all must pass. So a split never lets a request reach
+  a model its own server would have refused, and a ModelRoute cannot strip the auth off
+  a path it takes over.
+- Path ownership across namespaces: taking over a path owned by a ModelServer in another
+  namespace (front door or `match.path`) needs that server's permission, exactly like a
+  reference (annotation `networking.matrixinfer.ai/allow-from`); otherwise
+  `NetworkPolicyViolation` and the ModelRoute is not installed.
 """
 
 from __future__ import annotations
@@ -74,6 +81,9 @@ class Served:
         policies = {p.name: p for b in backends if (p := self._auth.get(b)) is not None}
         return tuple(policies[name] for name in sorted(policies))
 
+    def owner_backends(self, path: str) -> set[str]:
+        return {o.backend.name for o in self.owners(path) if o.backend is not None}
+
     def owners(self, front_door: str) -> list[ServerOutcome]:
         parts = segments(front_door)
         for n in range(len(parts), -1, -1):
@@ -104,6 +114,9 @@ def resolve_route(
     if problems or front_door is None:
         return RouteOutcome(route.key, route, problems, ref_problems, front_door, (), (), (), tuple(referenced))
     found = served.owners(front_door)
+    takeover = _path_problems(route, front_door, groups, served, index)
+    if takeover:
+        return RouteOutcome(route.key, route, takeover, takeover, front_door, (), (), (), tuple(referenced))
     ports = sorted({o.port for o in found} if found else {servers[key].port for key in referenced})
     routes = _routes(route.key, front_door, groups, fallback, served)
     scope = tuple(sorted(set(referenced) | {o.key for o in found}))
@@ -126,6 +139,32 @@ def _check_ref(
     if not servers[key].compiled:
         return problem(MODEL_NOT_FOUND, route.key, field, f"{where} is Failed and not served")
     return None
+
+
+def _literal_prefix(path: ir.PathMatch) -> str:
+    """The part of a matched path that names whose path it is: a glob up to the segment
+    holding its first `*`."""
+    if path.kind != "glob":
+        return path.value
+    return path.value[: path.value.index("*")].rsplit("/", 1)[0] or "/"
+
+
+def _path_problems(route: ModelRoute, front_door: str, groups: Sequence[Group], served: Served,
+                   index: ObjectIndex) -> tuple[Problem, ...]:
+    """Paths this route matches that belong to a server of another namespace which has not
+    allowed this one (SPEC 3.7 applied to path ownership)."""
+    claims = [("spec.path" if route.spec.path else "spec.fallback.modelServerRef", front_door)]
+    claims += [(f"spec.routes[{g.entries[0]}].match.path", _literal_prefix(g.match.path)) for g in groups
+               if route.spec.routes[g.entries[0]].match.path is not None]
+    found: list[Problem] = []
+    for field, path in claims:
+        for owner in served.owners(path):
+            if not allows_from(index.servers[owner.key], route.metadata.namespace):
+                found.append(problem(
+                    NETWORK_POLICY_VIOLATION, route.key, field,
+                    f"{path} belongs to ModelServer {owner.key.namespace}/{owner.key.name}, which does not allow "
+                    f"routes from namespace {route.metadata.namespace} (annotation networking.matrixinfer.ai/allow-from)"))
+    return tuple(found)
 
 
 def _front_door(route: ModelRoute, first: ObjectKey, index: ObjectIndex) -> str | None:
@@ -151,6 +190,7 @@ def _routes(
             ir.WeightedBackend(b.backend, b.weight, spare if spare != b.backend else None) for b in group.backends
         )
         reachable = {b.backend for b in backends} | {b.failover_to for b in backends if b.failover_to}
+        reachable |= served.owner_backends(_literal_prefix(group.match.path))
         routes.append(
             ir.Route(
                 name=names.group_route(key, n),
@@ -172,7 +212,7 @@ def _routes(
                 backends=(ir.WeightedBackend(spare, 1),),
                 timeout_ms=target.timeout_ms if target.timeout_ms is not None else DEFAULT_TIMEOUT_MS,
                 retries=target.retries if target.retries is not None else DEFAULT_RETRIES,
-                auth=served.auth({spare}),
+                auth=served.auth({spare} | served.owner_backends(front_door)),
             )
         )
     return tuple(routes)
