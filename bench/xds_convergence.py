@@ -77,8 +77,12 @@ def wait_served(port: int, expected: bytes, timeout: float = 30.0) -> float:
 async def scenario(name: str, total_routes: int, split: int, delta: bool, edits: int) -> dict[str, object]:
     ports = [free_port() for _ in range(split)]
     xds_port = free_port()
-    plane = await start_control_plane(xds_address=f"127.0.0.1:{xds_port}", admin_host=None,
-                                      registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    plane = await start_control_plane(xds_address=f"127.0.0.1:{xds_port}", admin_host=None, registry=registry)
+
+    def rds_wire_bytes() -> float:
+        return registry.get_sample_value("modelroute_xds_push_bytes_total", {"type": "RDS"}) or 0.0
+
     built: dict[int, list[ProtoResource]] = {}
     envoy = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +91,7 @@ async def scenario(name: str, total_routes: int, split: int, delta: bool, edits:
             envoy = await asyncio.to_thread(EnvoyProcess, Path(tmp), xds_port=xds_port, delta=delta)
             await asyncio.to_thread(wait_served, ports[0], b"edit-0", 60)
             samples = []
+            wire_before = rds_wire_bytes()
             for i in range(1, edits + 1):
                 snapshot = Snapshot.build(tables(total_routes, split, ports, i, built))
                 await asyncio.sleep(0.3)  # isolated edits: the debounce's leading edge
@@ -104,8 +109,9 @@ async def scenario(name: str, total_routes: int, split: int, delta: bool, edits:
                    "ads": "delta" if delta else "sotw", "edits": edits,
                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
                    "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
-                   "rds_bytes_per_edit": len(snapshot.of_type(
-                       "type.googleapis.com/envoy.config.route.v3.RouteConfiguration")["r0"].body)}
+                   "changed_table_bytes": len(snapshot.of_type(
+                       "type.googleapis.com/envoy.config.route.v3.RouteConfiguration")["r0"].body),
+                   "rds_wire_bytes_per_edit": round((rds_wire_bytes() - wire_before) / edits)}
             return row
         finally:
             if envoy is not None:
@@ -126,10 +132,11 @@ async def main(edits: int) -> None:
     for name, routes, split, delta in SCENARIOS:
         rows.append(await scenario(name, routes, split, delta, edits))
         print(rows[-1], file=sys.stderr)
-    print(f"{'scenario':<36} {'ADS':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RDS bytes/edit':>15}")
+    print(f"{'scenario':<36} {'ADS':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'RDS wire bytes/edit':>20}")
     for r in rows:
         print(f"{r['scenario']:<36} {r['ads']:>5} {r['p50_ms']:>7} {r['p95_ms']:>7} {r['p99_ms']:>7} "
-              f"{r['max_ms']:>7} {r['rds_bytes_per_edit']:>15}")
+              f"{r['max_ms']:>7} {r['rds_wire_bytes_per_edit']:>20}")
     out = REPO / "bench" / "results" / "xds_convergence.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "xds_convergence", "cpus": os.cpu_count(), "results": rows},
