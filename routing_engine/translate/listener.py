@@ -36,6 +36,8 @@ def http_connection_manager(listener: ir.Listener, plugins: Sequence[Plugin]) ->
     for plugin in plugins:
         hcm.http_filters.extend(plugin.http_filters(listener))
     hcm.http_filters.add(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
+    for plugin in plugins:
+        plugin.patch_hcm(listener, hcm)
     return hcm
 
 

@@ -5,6 +5,7 @@ api key, rate limit, tls) is one module with one object implementing a few hooks
 given only IR objects and the proto it edits:
 
 - `http_filters(listener)`   the HTTP filters the feature adds to the listener's HCM;
+- `patch_hcm(listener, hcm)`  other HttpConnectionManager settings (after all filters);
 - `patch_listener(listener, proto)`  listener-level changes (e.g. a TLS transport socket);
 - `extra_routes(listener)`   routes placed before every user route (e.g. `/health`);
 - `patch_route(route, proto)`  per-route config (`typed_per_filter_config`); it sees one
@@ -75,6 +76,9 @@ class Plugin:
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return ()
+
+    def patch_hcm(self, listener: ir.Listener, hcm: hcm_pb2.HttpConnectionManager) -> None:
+        return None
 
     def patch_listener(self, listener: ir.Listener, proto: listener_pb2.Listener) -> None:
         return None

@@ -8,6 +8,7 @@ from importlib import metadata
 import pytest
 
 from envoy.extensions.filters.http.set_metadata.v3 import set_metadata_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from routing_engine import ir
 from routing_engine.translate import Translator, plugin
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin, PluginError
@@ -23,6 +24,9 @@ class Tagger(Plugin):
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return [HttpFilter(name="envoy.filters.http.set_metadata", typed_config=pack(set_metadata_pb2.Config()))]
+
+    def patch_hcm(self, listener: ir.Listener, hcm: hcm_pb2.HttpConnectionManager) -> None:
+        hcm.server_name = f"modelroute-{listener.port}"
 
 
 class Unranked(Plugin):
@@ -57,7 +61,9 @@ def test_ties_break_by_name() -> None:
 def test_third_party_filter_lands_at_its_rank() -> None:
     translator = Translator(plugins=plugin.with_builtin([Tagger()]))
     result = translator.translate(gateway(listener(route("r", "a", auth=(ir.ApiKeyAuth("k", "x-api-key", ("s",)),)), rate_limits=(("a", ir.RateLimit(1, 1)),))))
-    names = [f.name for f in hcm_of(parsed(result, LISTENER, "http-8080")).http_filters]
+    hcm = hcm_of(parsed(result, LISTENER, "http-8080"))
+    assert hcm.server_name == "modelroute-8080"
+    names = [f.name for f in hcm.http_filters]
     assert names.index("envoy.filters.http.api_key_auth") < names.index("envoy.filters.http.set_metadata")
     assert names.index("envoy.filters.http.set_metadata") < names.index("envoy.filters.http.local_ratelimit")
 
