@@ -1,0 +1,57 @@
+"""Synthetic worlds for the benchmarks: N ModelServers and N ModelRoutes, the shapes users
+write (an A/B split with a header pin and a fallback), spread over a few ports."""
+
+from __future__ import annotations
+
+from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource
+from routing_engine.world import BackendEndpoint, World
+
+PORTS = (8080, 8081, 8082, 8083)
+
+
+def server(i: int) -> ModelServer:
+    return ModelServer.model_validate({
+        "apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelServer",
+        "metadata": {"name": f"server-{i}", "namespace": "bench"},
+        "spec": {"modelInferRef": {"name": f"infer-{i}"}, "service": {"port": PORTS[i % len(PORTS)]},
+                 "routing": {"path": f"/v1/models/m{i}", "timeout": "30s"}}})
+
+
+def infer(i: int) -> ModelInfer:
+    return ModelInfer.model_validate({
+        "apiVersion": "workload.matrixinfer.ai/v1alpha1", "kind": "ModelInfer",
+        "metadata": {"name": f"infer-{i}", "namespace": "bench"},
+        "spec": {"modelRef": {"name": "m"}, "replicas": 2}})
+
+
+def route(i: int, n: int, *, weight: int = 80) -> ModelRoute:
+    """Route i fronts server i: a header pin to server i+1, then weight/100-weight over i and
+    its neighbour (same port, so the route lives on one listener), fallback to i."""
+    other = (i + len(PORTS)) % n
+    return ModelRoute.model_validate({
+        "apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelRoute",
+        "metadata": {"name": f"route-{i}", "namespace": "bench"},
+        "spec": {"routes": [
+            {"match": {"headers": {"x-variant": "b"}}, "destination": {"modelServerRef": {"name": f"server-{other}"}}},
+            {"destination": {"modelServerRef": {"name": f"server-{i}"}}, "weight": weight},
+            {"destination": {"modelServerRef": {"name": f"server-{other}"}}, "weight": 100 - weight},
+        ], "fallback": {"modelServerRef": {"name": f"server-{i}"}}}})
+
+
+def objects(n: int) -> list[Resource]:
+    return [*(server(i) for i in range(n)), *(infer(i) for i in range(n)), *(route(i, n) for i in range(n))]
+
+
+def world(n: int, objs: list[Resource] | None = None) -> World:
+    objs = objects(n) if objs is None else objs
+    endpoints = {ObjectKey("ModelInfer", "bench", f"infer-{i}"):
+                 (BackendEndpoint(f"10.0.{i // 250}.{i % 250}", 8000), BackendEndpoint(f"10.1.{i // 250}.{i % 250}", 8000))
+                 for i in range(n)}
+    return World(tuple(objs), endpoints)
+
+
+def edited(n: int, objs: list[Resource], which: int, weight: int) -> World:
+    """The same world with route `which` re-weighted (objects list is copied, not mutated)."""
+    objs = list(objs)
+    objs[2 * n + which] = route(which, n, weight=weight)
+    return world(n, objs)
