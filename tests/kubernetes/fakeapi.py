@@ -128,12 +128,12 @@ class FakeKubeApi:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
@@ -286,6 +286,11 @@ class FakeKubeApi:
         current = copy.deepcopy(self._current(rtype, namespace, name))
         gone = self._commit(rtype, current, "DELETED")
         uid = current["metadata"].get("uid")
+        if rtype.kind == "Namespace":  # namespace deletion takes its contents along
+            for other in self.types.values():
+                for (ns, n) in [k for k in self._store[other] if k[0] == name and other.namespaced]:
+                    if (ns, n) in self._store[other]:
+                        self._delete(other, ns, n)
         for other in self.types.values():  # background garbage collection of dependents
             for (ns, n), obj in list(self._store[other].items()):
                 refs = obj["metadata"].get("ownerReferences") or []
@@ -450,3 +455,24 @@ class FakeKubeApi:
                                   "kind": r.kind, "verbs": ["get", "patch", "update"]})
         return {"kind": "APIResourceList", "apiVersion": "v1",
                 "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+
+
+def main() -> None:
+    """`python -m tests.kubernetes.fakeapi [PORT]`: serve the fake until interrupted, for
+    trying kubectl or the real-cluster suite against it (see deploy/README.md)."""
+    import sys
+
+    async def serve() -> None:
+        server = FakeKubeApi()
+        url = await server.start(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+        print(f"fake Kubernetes API on {url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

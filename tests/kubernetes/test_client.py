@@ -114,3 +114,14 @@ async def test_from_kubeconfig_uses_server_and_token(fake_api: FakeKubeApi, tmp_
     async with KubeClient.from_kubeconfig(str(kubeconfig)) as client:
         await client.list(SECRET)
     assert fake_api.authorizations == {"Bearer s3cr3t"}
+
+
+async def test_cluster_scoped_namespace_deletion_takes_contents(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    from controller.kubernetes.resources import NAMESPACE
+
+    await api.create(NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    await api.create(MODEL_ROUTE, route("r1", namespace="team-a"))
+    await api.create(MODEL_ROUTE, route("r2"))
+    assert (await api.get(NAMESPACE, "", "team-a"))["metadata"]["name"] == "team-a"
+    await api.delete(NAMESPACE, "", "team-a")
+    assert [o["metadata"]["name"] for o in (await api.list(MODEL_ROUTE)).items] == ["r2"]
