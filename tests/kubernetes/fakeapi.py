@@ -111,7 +111,9 @@ class _Hook:
 
 
 class FakeKubeApi:
-    def __init__(self, resources: Iterable[ResourceType] = ALL) -> None:
+    def __init__(self, resources: Iterable[ResourceType] = ALL, *, history: int | None = None) -> None:
+        """`history`: keep only the last N events, like etcd compaction (None: keep all,
+        compact only on `compact()`)."""
         self.types = {(r.group, r.version, r.plural): r for r in resources}
         self._store: dict[ResourceType, dict[tuple[str, str], Obj]] = {r: {} for r in self.types.values()}
         # Like a real cluster, history starts well above 0 ("0" means "any version").
@@ -119,6 +121,7 @@ class FakeKubeApi:
         self._last_rv = 100
         self._log: list[tuple[int, ResourceType, Obj]] = []  # (rv, type, event)
         self._compacted = 0
+        self._history = history
         self._watches: set[_Watch] = set()
         self._hooks: list[_Hook] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
@@ -220,6 +223,9 @@ class FakeKubeApi:
             self._store[rtype][key] = obj
         event = {"type": event_type, "object": copy.deepcopy(obj)}
         self._log.append((rv, rtype, event))
+        if self._history is not None and len(self._log) > self._history:
+            dropped = self._log.pop(0)
+            self._compacted = dropped[0]
         for w in self._watches:
             if w.wants(rtype, obj):
                 w.queue.put_nowait(event)

@@ -135,3 +135,25 @@ async def test_handler_errors_do_not_stop_the_informer(api: KubeClient, fake_api
         await api.create(MODEL_ROUTE, route("bad"))
         await api.create(MODEL_ROUTE, route("good"))
         await eventually(lambda: seen.changes == [("ADDED", "good", "/v1/a")], what="the next event")
+
+
+async def test_bounded_history_expires_a_lagging_watch() -> None:
+    """With etcd-like compaction (only the last 2 events kept), an informer whose watch
+    ended while 3 changes happened re-lists instead of missing one."""
+    server = FakeKubeApi(history=2)
+    await server.start()
+    try:
+        async with KubeClient(server.url, request_timeout=5) as client:
+            seen = Recorder()
+            informer = Informer(client, MODEL_ROUTE, seen)
+            async with running(informer.run()):
+                await asyncio.wait_for(informer.synced.wait(), 5)
+                await eventually(lambda: server.watch_count == 1, what="the watch")
+                server.close_watches()
+                for name in ("a", "b", "c"):
+                    server.seed(route(name))
+                await eventually(lambda: len(seen.changes) == 3, what="all three changes")
+            assert informer.lists == 2
+            assert sorted(seen.changes) == [("ADDED", n, "/v1/a") for n in ("a", "b", "c")]
+    finally:
+        await server.stop()
