@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,21 @@ class Embedded:
             while any(c.status != "True" for c in self.loop.tracker.conditions().values()):
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(_wait(), timeout)
+
+    async def serve_until_signalled(self, on_started: Callable[[], Awaitable[None] | None]) -> None:
+        """Start, call `on_started`, serve until SIGINT/SIGTERM, then stop every child."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            started = on_started()
+            if started is not None:
+                await started
+            await stop.wait()
+        finally:
+            await self.stop()
 
     async def _on_objects(self, objects: Sequence[Resource]) -> None:
         self.loop.set_objects(objects)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from pathlib import Path
 
 from modelroute.embedded import Embedded, EmbeddedOptions
@@ -41,17 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(options: EmbeddedOptions) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     app = Embedded(options)
-    try:
-        await app.start()
+
+    def started() -> None:
         assert app.plane is not None
         print(f"xDS on {options.xds_host}:{app.plane.xds_port}, admin on 127.0.0.1:{app.plane.admin_port} "
               f"(/healthz /readyz /metrics /debug/nodes); Ctrl-C to stop", flush=True)
-        await stop.wait()
-    finally:
-        await app.stop()
+
+    await app.serve_until_signalled(started)
     return 0

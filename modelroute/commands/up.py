@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from pathlib import Path
 
 from controller.status_view import read_status, render_status
@@ -39,13 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(options: EmbeddedOptions) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     app = Embedded(options)
-    try:
-        await app.start()
+
+    async def started() -> None:
         try:
             await app.wait_ready(timeout=30)
         except asyncio.TimeoutError:
@@ -53,7 +48,6 @@ async def _serve(options: EmbeddedOptions) -> int:
         print(render_status(read_status(options.run_dir)), flush=True)
         print(f"serving {options.directory}; edit its files to change traffic, "
               f"`modelroute status --dir {options.directory}` for status, Ctrl-C to stop", flush=True)
-        await stop.wait()
-    finally:
-        await app.stop()
+
+    await app.serve_until_signalled(started)
     return 0
