@@ -10,7 +10,8 @@ when it is down. So:
 - 410 Gone (history compacted) means events were missed: list again and hand the
   handler the difference between the old cache and the new list as ordinary events;
 - any other failure backs off exponentially (the sleep is injectable for tests) and
-  resumes from the last resourceVersion;
+  resumes from the last resourceVersion; so does a watch that ends without a single
+  event (real servers send bookmarks, so only a misbehaving one does that);
 - every `resync_period` the whole cache is handed to the handler again (RESYNC), so
   reconcilers re-converge state someone else changed behind their back.
 
@@ -105,10 +106,12 @@ class Informer:
                 if must_list:
                     await self._list()
                     must_list = False
+                events = 0
                 async for event in self._api.watch(self.rtype, resource_version=self.resource_version,
                                                    namespace=self._namespace, label_selector=self._selector,
                                                    timeout_seconds=self._watch_timeout):
                     self.failures = 0
+                    events += 1
                     if event.type == "BOOKMARK":
                         self.resource_version = event.resource_version or self.resource_version
                         continue
@@ -119,6 +122,9 @@ class Informer:
                         self._cache[key] = event.object
                     self.resource_version = event.resource_version or self.resource_version
                     await self._notify(Change(event.type, event.object))
+                if events == 0:  # a stream that ends at once, again and again, must not spin
+                    self.failures += 1
+                    await self._sleep(self._backoff.delay(self.failures))
             except Gone:
                 log.info("watch expired, re-listing", extra={"resource": str(self.rtype)})
                 must_list = True

@@ -157,3 +157,18 @@ async def test_bounded_history_expires_a_lagging_watch() -> None:
             assert sorted(seen.changes) == [("ADDED", n, "/v1/a") for n in ("a", "b", "c")]
     finally:
         await server.stop()
+
+
+async def test_watches_ending_at_once_back_off_instead_of_spinning(api: KubeClient) -> None:
+    delays: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    # timeoutSeconds=0: the fake ends every watch stream at once, without an event.
+    informer = Informer(api, MODEL_ROUTE, watch_timeout=0, sleep=fake_sleep, resync_period=None,
+                        backoff=Backoff(initial=0.5, factor=2, maximum=4))
+    async with running(informer.run()):
+        await eventually(lambda: len(delays) >= 4, what="four empty watches")
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0] and informer.lists == 1
