@@ -1,0 +1,94 @@
+"""The control loop: objects → compile → snapshot; ACK/NACK → Programmed on the owners."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from controller.background import cancel_and_wait, spawn
+from modelroute.control_loop import ControlLoop
+from modelroute.targets import Placement
+from routing_engine.api.loader import load_manifests
+from routing_engine.api.resources import ModelRoute, ObjectKey
+from xds_server import SnapshotCache, StreamInfo
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+GATEWAY_STREAM = StreamInfo(stream_id=1, kind="ads", node_id="envoy-1", node_group="gateway")
+LLAMA = ObjectKey("ModelRoute", "default", "llama")
+
+
+async def _running_loop(statuses: list) -> tuple[ControlLoop, SnapshotCache, asyncio.Task]:
+    loop = ControlLoop(placement=Placement(listen_address="127.0.0.1"),
+                       on_status=lambda compiled, st: statuses.append(dict(st)))
+    cache = SnapshotCache(debounce=0.0)
+    loop.attach(cache)
+    return loop, cache, spawn(loop.debouncer.run(), name="test-loop")
+
+
+def _versions(cache: SnapshotCache) -> dict[tuple[str, str], str]:
+    snapshot = cache.get_snapshot("gateway")
+    assert snapshot is not None
+    return {(t, n): r.version for t, named in snapshot.resources.items() for n, r in named.items()}
+
+
+async def test_objects_become_a_snapshot_and_one_edit_changes_one_resource() -> None:
+    statuses: list = []
+    loop, cache, task = await _running_loop(statuses)
+    try:
+        objects, errors = load_manifests([QUICKSTART])
+        assert errors == []
+        loop.set_objects(objects)
+        await loop.wait_synced(timeout=10)
+        before = _versions(cache)
+        assert any(t == ROUTE for t, _ in before)
+        assert statuses[-1][LLAMA].phase in ("Active", "Pending")
+
+        route = next(o for o in objects if isinstance(o, ModelRoute))
+        doc = route.model_dump(by_alias=True, exclude_none=True)
+        doc["spec"]["routes"][1]["weight"], doc["spec"]["routes"][2]["weight"] = 50, 50
+        edited = [ModelRoute.model_validate(doc) if o is route else o for o in objects]
+        loop.set_objects(edited)
+        await loop.wait_synced(timeout=10)
+        after = _versions(cache)
+        changed = sorted(k for k in after if before.get(k) != after[k])
+        assert changed == [(ROUTE, "listener/8080")]
+    finally:
+        await cancel_and_wait(task)
+        cache.close()
+
+
+async def test_nack_marks_the_owners_not_programmed_and_ack_recovers() -> None:
+    statuses: list = []
+    loop, cache, task = await _running_loop(statuses)
+    try:
+        objects, _ = load_manifests([QUICKSTART])
+        loop.set_objects(objects)
+        await loop.wait_synced(timeout=10)
+        loop.hooks.on_nack(GATEWAY_STREAM, ROUTE, "v1", ["listener/8080"], "route listener/8080: bad regex")
+        rejected = statuses[-1][LLAMA]
+        programmed = next(c for c in rejected.conditions if c.type == "Programmed")
+        assert (rejected.phase, programmed.status, programmed.reason) == ("Failed", "False", "ValidationFailed")
+        assert "bad regex" in programmed.message
+        loop.hooks.on_ack(GATEWAY_STREAM, ROUTE, "v2", ["listener/8080"], 0.01)
+        programmed = next(c for c in statuses[-1][LLAMA].conditions if c.type == "Programmed")
+        assert programmed.status != "False"
+    finally:
+        await cancel_and_wait(task)
+        cache.close()
+
+
+async def test_a_new_node_group_is_compiled_when_its_first_envoy_connects() -> None:
+    loop, cache, task = await _running_loop([])
+    try:
+        objects, _ = load_manifests([QUICKSTART])
+        loop.set_objects(objects)
+        await loop.wait_synced(timeout=10)
+        assert sorted(loop.compiled) == ["gateway"]
+        loop.hooks.on_stream_open(StreamInfo(2, "ads", "app-1", "sidecar"))
+        await loop.wait_synced(timeout=10)
+        assert sorted(loop.compiled) == ["gateway", "sidecar"]
+        assert cache.get_snapshot("sidecar") is not None
+    finally:
+        await cancel_and_wait(task)
+        cache.close()
