@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from controller.kubernetes.errors import ApiError, error_for
 from controller.kubernetes.interface import Obj, ObjectList, WatchEvent, name_of, namespace_of
 from controller.kubernetes.resources import ResourceType
 
+TokenSource = Callable[[], str | None]
 _MERGE_PATCH = "application/merge-patch+json"
 _WATCH_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK")
 
@@ -34,20 +36,22 @@ _WATCH_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK")
 class KubeClient:
     """An asyncio client for one API server. Use as `async with KubeClient(url) as api`."""
 
-    def __init__(self, server: str, *, token: str | None = None, ssl_context: ssl.SSLContext | None = None,
-                 request_timeout: float = 30.0) -> None:
+    def __init__(self, server: str, *, token: str | None = None, token_source: TokenSource | None = None,
+                 ssl_context: ssl.SSLContext | None = None, request_timeout: float = 30.0) -> None:
+        """`token_source` (called before each request) is for credentials that rotate:
+        exec plugins, OIDC, bound service-account tokens; `token` is a fixed one."""
         self._server = server.rstrip("/")
-        self._headers = {"Accept": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
+        self._token_source: TokenSource = token_source or (lambda: token)
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None) -> KubeClient:
+    def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None,
+                        refresh_every: float = 60.0) -> KubeClient:
         """Credentials from `path` (default: $KUBECONFIG, ~/.kube/config) or, inside a pod,
-        from the service account."""
+        from the service account. Rotating credentials are refreshed through the
+        `kubernetes` package's hook at most every `refresh_every` seconds."""
         from kubernetes import config as kube_config
         from kubernetes.client import Configuration
 
@@ -62,9 +66,17 @@ class KubeClient:
             ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else ssl._create_unverified_context()
             if cfg.cert_file:
                 ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken") or ""
-        token = auth.removeprefix("Bearer ").strip() or None
-        return cls(cfg.host, token=token, ssl_context=ctx)
+        refreshed = [time.monotonic()]
+
+        def token() -> str | None:
+            hook = cfg.refresh_api_key_hook
+            if hook is not None and time.monotonic() - refreshed[0] >= refresh_every:
+                refreshed[0] = time.monotonic()
+                hook(cfg)
+            auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken") or ""
+            return str(auth).removeprefix("Bearer ").strip() or None
+
+        return cls(cfg.host, token_source=token, ssl_context=ctx)
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -79,15 +91,19 @@ class KubeClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            self._session = aiohttp.ClientSession(headers={"Accept": "application/json"})
         return self._session
+
+    def _auth(self) -> dict[str, str]:
+        token = self._token_source()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _request(self, method: str, path: str, *, body: Obj | None = None,
                        params: dict[str, str] | None = None, content_type: str = "application/json") -> Obj:
         data = json.dumps(body).encode() if body is not None else None
         try:
             async with self._http().request(method, self._server + path, data=data, params=params,
-                                            headers={"Content-Type": content_type}, ssl=self._ssl,
+                                            headers={"Content-Type": content_type, **self._auth()}, ssl=self._ssl,
                                             timeout=self._timeout) as resp:
                 payload = await resp.read()
                 if resp.status >= 300:
@@ -120,7 +136,7 @@ class KubeClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=read_timeout)
         try:
             async with self._http().get(self._server + rtype.path(namespace), params=params, ssl=self._ssl,
-                                        timeout=timeout) as resp:
+                                        headers=self._auth(), timeout=timeout) as resp:
                 if resp.status >= 300:
                     raise _status_error(resp.status, await resp.read())
                 async for line in resp.content:

@@ -125,3 +125,12 @@ async def test_cluster_scoped_namespace_deletion_takes_contents(api: KubeClient,
     assert (await api.get(NAMESPACE, "", "team-a"))["metadata"]["name"] == "team-a"
     await api.delete(NAMESPACE, "", "team-a")
     assert [o["metadata"]["name"] for o in (await api.list(MODEL_ROUTE)).items] == ["r2"]
+
+
+async def test_rotating_token_is_read_for_every_request(fake_api: FakeKubeApi) -> None:
+    tokens = iter(["first", "second"])
+    async with KubeClient(fake_api.url, token_source=lambda: next(tokens)) as client:
+        await client.list(SECRET)
+        async for _ in client.watch(SECRET, resource_version="0", timeout_seconds=0):
+            pass
+    assert fake_api.authorizations == {"Bearer first", "Bearer second"}
