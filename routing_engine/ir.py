@@ -54,6 +54,10 @@ class RateLimit:
     requests_per_second: int
     burst: int
     shared: bool = False  # rateLimit.global (ext): the Redis-backed rate limit service
+    # (ext) token budgets per `token_unit`, enforced by the shared service only
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    token_unit: Literal["second", "minute", "hour", "day"] = "minute"
 
 
 @dataclass(frozen=True, slots=True)

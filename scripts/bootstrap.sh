@@ -3,6 +3,12 @@
 # nothing changed: the install is redone only when pyproject.toml is newer than the stamp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# redis-server (Debian) backs the shared rate limit (rateLimit.global) and its tests.
+# Installed only when missing and only as root (CI starts from a bare machine).
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then

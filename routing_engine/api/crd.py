@@ -55,7 +55,11 @@ _CEL: dict[str, list[dict[str, str]]] = {
         {
             "rule": "!(has(self.enabled) && self.enabled) || has(self.requestsPerSecond)",
             "message": "requestsPerSecond is required when rateLimit is enabled",
-        }
+        },
+        {
+            "rule": "!(has(self.inputTokensPerUnit) || has(self.outputTokensPerUnit)) || (has(self.global) && self.global)",
+            "message": "token limits require global: true",
+        },
     ],
 }
 

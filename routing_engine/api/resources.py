@@ -140,11 +140,19 @@ class RateLimitSpec(Spec):
     requests_per_second: PositiveInt32 | None = None
     burst_size: PositiveInt32 | None = None
     global_: StrictBool = Field(default=False, alias="global")  # (ext) shared across Envoys
+    # (ext) OpenAI token budgets per `unit`, counted from responses' `usage`; shared only.
+    input_tokens_per_unit: PositiveInt32 | None = None
+    output_tokens_per_unit: PositiveInt32 | None = None
+    unit: Literal["second", "minute", "hour", "day"] = "minute"
 
     @model_validator(mode="after")
     def _needs_rate(self) -> "RateLimitSpec":
         if self.enabled and self.requests_per_second is None:
             raise FieldError("requestsPerSecond", "is required when rateLimit is enabled")
+        for field, value in (("inputTokensPerUnit", self.input_tokens_per_unit),
+                             ("outputTokensPerUnit", self.output_tokens_per_unit)):
+            if value is not None and not self.global_:
+                raise FieldError(field, "requires global: true (tokens are counted by the shared rate-limit service)")
         return self
 
 

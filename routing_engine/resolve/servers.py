@@ -189,7 +189,8 @@ def _outcome(server: ModelServer, own: _Own, conflict: Problem | None, target: T
     limit = spec.rate_limit
     rate_limit = None
     if compiled and limit is not None and limit.enabled and limit.requests_per_second is not None:
-        rate_limit = ir.RateLimit(limit.requests_per_second, limit.burst_size or limit.requests_per_second, limit.global_)
+        rate_limit = ir.RateLimit(limit.requests_per_second, limit.burst_size or limit.requests_per_second, limit.global_,
+                                  limit.input_tokens_per_unit, limit.output_tokens_per_unit, limit.unit)
     return ServerOutcome(
         key=key,
         server=server,
