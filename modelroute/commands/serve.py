@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
+import socket
 from pathlib import Path
 
 from modelroute.embedded import Embedded, EmbeddedOptions
@@ -21,16 +24,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dir", type=Path, default=Path("examples/quickstart"), help="manifests (file provider)")
     p.add_argument("--xds-address", default="0.0.0.0:18000", help="HOST:PORT the xDS server binds")
     p.add_argument("--listen-address", default="0.0.0.0", help="address gateway listeners bind")
+    p.add_argument("--kubeconfig", default=None, help="kubernetes provider: default $KUBECONFIG or in-cluster")
+    p.add_argument("--namespace", default=None, help="kubernetes provider: watch one namespace (default: all)")
+    p.add_argument("--system-namespace", default=os.environ.get("POD_NAMESPACE", "matrixinfer-system"),
+                   help="kubernetes provider: where the leader Lease and gateway Services live")
+    p.add_argument("--identity", default=os.environ.get("POD_NAME", socket.gethostname()),
+                   help="kubernetes provider: this replica's leader-election identity")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    if args.provider == "kubernetes":
-        print("modelroute serve: the kubernetes provider is not wired yet (issue #6)")
-        return 2
     host, _, port = args.xds_address.rpartition(":")
+    if args.provider == "kubernetes":
+        if not port.isdigit():
+            print(f"modelroute serve: --xds-address must be HOST:PORT (got {args.xds_address})")
+            return 2
+        return asyncio.run(_serve_kubernetes(args, host or "0.0.0.0", int(port)))
     if not args.dir.is_dir() or not port.isdigit():
         print(f"modelroute serve: need an existing --dir and --xds-address HOST:PORT (got {args.dir}, {args.xds_address})")
         return 2
@@ -48,4 +59,25 @@ async def _serve(options: EmbeddedOptions) -> int:
               f"(/healthz /readyz /metrics /debug/nodes); Ctrl-C to stop", flush=True)
 
     await app.serve_until_signalled(started)
+    return 0
+
+
+async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> int:
+    from controller.kubernetes.client import KubeClient
+    from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with KubeClient.from_kubeconfig(args.kubeconfig) as api:
+        mode = KubernetesMode(api, KubernetesOptions(identity=args.identity, system_namespace=args.system_namespace,
+                                                     xds_host=host, xds_port=port, watch_namespace=args.namespace))
+        try:
+            await mode.start()
+            assert mode.plane is not None
+            print(f"xDS on {host}:{mode.plane.xds_port} (kubernetes provider, identity {args.identity}); "
+                  "Ctrl-C to stop", flush=True)
+            await stop.wait()
+        finally:
+            await mode.stop()
     return 0
