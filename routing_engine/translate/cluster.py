@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from google.protobuf import duration_pb2
 
-from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from routing_engine import ir
 from routing_engine.translate import names
@@ -25,6 +25,7 @@ from routing_engine.translate.xds import ads, length_delimited, millis, pack
 
 AGGREGATE_CLUSTER_TYPE = "envoy.clusters.aggregate"
 _CLUSTER_NAME_FIELD = 1
+MAX_RETRIES_IN_FLIGHT = 1024  # Envoy's default for connections, pending and active requests
 
 
 def outlier_detection() -> outlier_detection_pb2.OutlierDetection:
@@ -40,6 +41,16 @@ def outlier_detection() -> outlier_detection_pb2.OutlierDetection:
     return detection
 
 
+def circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
+    """Envoy's default allows 3 retries in flight per cluster: with a few concurrent
+    clients, one refusing replica then turned safe retries into client-visible 503s
+    (`upstream_rq_retry_overflow`). Retries are bounded per request by `retries` and only
+    retry failures that never reached a model, so allow as many as requests (1024)."""
+    breakers = circuit_breaker_pb2.CircuitBreakers()
+    breakers.thresholds.add().max_retries.value = MAX_RETRIES_IN_FLIGHT
+    return breakers
+
+
 def backend_cluster(backend: ir.Backend) -> cluster_pb2.Cluster:
     """EDS service name left empty: Envoy then asks EDS for the cluster's own name."""
     cluster = _backend_template(backend.connect_timeout_ms)
@@ -53,6 +64,7 @@ def _backend_template(connect_timeout_ms: int) -> cluster_pb2.Cluster:
         connect_timeout=millis(connect_timeout_ms),
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
         outlier_detection=outlier_detection(),
+        circuit_breakers=circuit_breakers(),
     )
     cluster.eds_cluster_config.eds_config.CopyFrom(ads())
     return cluster
@@ -78,6 +90,7 @@ def failover_cluster(primary: str, fallback: str) -> cluster_pb2.Cluster:
         name=names.failover_cluster(primary, fallback),
         lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
         connect_timeout=duration_pb2.Duration(seconds=5),
+        circuit_breakers=circuit_breakers(),  # the router counts retries on this cluster
     )
     cluster.cluster_type.name = AGGREGATE_CLUSTER_TYPE
     cluster.cluster_type.typed_config.CopyFrom(
