@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from controller.kubernetes.errors import ApiError, error_for
+from controller.kubernetes.errors import ApiError, ConfigError, error_for
 from controller.kubernetes.interface import Obj, ObjectList, WatchEvent, name_of, namespace_of
 from controller.kubernetes.resources import ResourceType
 
@@ -59,8 +59,13 @@ class KubeClient:
         try:
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=path, context=context, client_configuration=cfg)
-        except kube_config.ConfigException:
-            kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except kube_config.ConfigException as outside:
+            try:
+                kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            except kube_config.ConfigException as inside:
+                where = path or "$KUBECONFIG or ~/.kube/config"
+                raise ConfigError(f"no Kubernetes credentials: kubeconfig {where}: {outside}; "
+                                  f"in-cluster: {inside}") from None
         ctx: ssl.SSLContext | None = None
         if cfg.host.startswith("https"):
             ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else ssl._create_unverified_context()

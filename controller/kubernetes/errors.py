@@ -17,6 +17,10 @@ class ApiError(Exception):
         super().__init__(f"{code} {reason}: {self.message}")
 
 
+class ConfigError(Exception):
+    """No usable credentials: neither the kubeconfig nor an in-cluster service account."""
+
+
 class NotFound(ApiError):
     """404: the object (or the resource type) does not exist."""
 

@@ -64,12 +64,18 @@ async def _serve(options: EmbeddedOptions) -> int:
 
 async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> int:
     from controller.kubernetes.client import KubeClient
+    from controller.kubernetes.errors import ConfigError
     from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    async with KubeClient.from_kubeconfig(args.kubeconfig) as api:
+    try:
+        client = KubeClient.from_kubeconfig(args.kubeconfig)
+    except ConfigError as err:
+        print(f"modelroute serve: {err}")
+        return 2
+    async with client as api:
         mode = KubernetesMode(api, KubernetesOptions(identity=args.identity, system_namespace=args.system_namespace,
                                                      xds_host=host, xds_port=port, watch_namespace=args.namespace))
         try:
