@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from controller.background import cancel_and_wait, spawn
 from controller.envoy_process import EnvoyProcess
 from controller.file_provider import FileProvider
@@ -83,6 +85,9 @@ class Embedded:
         self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas")
         self.provider = FileProvider(options.directory, self._on_objects)
         self.plane: ControlPlane | None = None
+        # One registry per instance: its /metrics shows this control plane only, and tests may
+        # run several in one process.
+        self.registry = CollectorRegistry()
         self.envoy: EnvoyProcess | None = None
         self._debounce_task: asyncio.Task | None = None
 
@@ -96,7 +101,8 @@ class Embedded:
     async def start(self, *, timeout: float = 30.0) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               node_group=metadata_node_group, hooks=[self.loop.hooks])
+                                               node_group=metadata_node_group, hooks=[self.loop.hooks],
+                                               registry=self.registry)
         self.loop.attach(self.plane.cache)
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
         before = self.loop.generation

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from controller.background import cancel_and_wait, spawn
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.runtime import KubernetesControlPlane
@@ -50,13 +52,17 @@ class KubernetesMode:
                                               system_namespace=options.system_namespace,
                                               watch_namespace=options.watch_namespace)
         self.plane: ControlPlane | None = None
+        # One registry per instance: its /metrics shows this control plane only, and tests may
+        # run several in one process.
+        self.registry = CollectorRegistry()
         self._statuses: Mapping[ObjectKey, ObjectStatus] | None = None
         self._statuses_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               node_group=metadata_node_group, hooks=[self.loop.hooks])
+                                               node_group=metadata_node_group, hooks=[self.loop.hooks],
+                                               registry=self.registry)
         self.loop.attach(self.plane.cache)
         self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),
                        spawn(self.cluster.run(), name="kubernetes"),
