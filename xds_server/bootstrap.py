@@ -45,13 +45,34 @@ class XdsTls:
         return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
+@dataclass(frozen=True, slots=True)
+class StatsSink:
+    """Envoy pushes its stats to a statsd listener of the control plane (UDP): counters as
+    deltas every `flush_interval_ms`, histogram samples (latencies) as they are recorded.
+    Push rather than scrape: every Envoy rendered with it reports, wherever it runs, and
+    nobody needs to know its admin address."""
+
+    port: int
+    host: str = "127.0.0.1"
+    flush_interval_ms: int = 1000
+
+    def block(self) -> str:
+        sink = {"name": "envoy.stat_sinks.statsd", "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink",
+            "address": {"socket_address": {"protocol": "UDP", "address": self.host, "port_value": int(self.port)}}}}
+        interval = f"{self.flush_interval_ms / 1000:.3f}s"
+        return f"stats_sinks: {json.dumps([sink])}\nstats_flush_interval: {interval}"
+
+
 def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port: int,
            xds_host: str = "127.0.0.1", delta: bool = False,
-           metadata: Mapping[str, Any] | None = None, tls: XdsTls | None = None) -> str:
+           metadata: Mapping[str, Any] | None = None, tls: XdsTls | None = None,
+           stats_sink: StatsSink | None = None) -> str:
     """Bootstrap YAML for one Envoy. `delta` selects DELTA_GRPC (incremental) ADS.
 
     Node metadata always carries `role`; `metadata` adds to it (e.g. `scope` for a
-    sidecar limited to some namespaces).
+    sidecar limited to some namespaces). `stats_sink` adds the push of stats to the
+    control plane (canary analysis).
     """
     if role not in ("gateway", "sidecar"):
         raise ValueError(f"bootstrap role must be gateway or sidecar, not {role!r}")
@@ -61,7 +82,8 @@ def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port:
         node_id=json.dumps(node_id), node_cluster=json.dumps(cluster),
         metadata=json.dumps(node_metadata, sort_keys=True), admin_port=int(admin_port),
         api_type="DELTA_GRPC" if delta else "GRPC", xds_host=json.dumps(xds_host), xds_port=int(xds_port),
-        xds_transport_socket=f"transport_socket: {json.dumps(tls.transport_socket())}" if tls else "")
+        xds_transport_socket=f"transport_socket: {json.dumps(tls.transport_socket())}" if tls else "",
+        stats_sinks=stats_sink.block() if stats_sink else "")
 
 
 def render_dict(role: Role, **kwargs: Any) -> dict[str, Any]:

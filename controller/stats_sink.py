@@ -1,0 +1,191 @@
+"""Per-variant traffic from every Envoy: a statsd listener the Envoys push to.
+
+Each Envoy bootstrap rendered with `xds_server.bootstrap.StatsSink` sends its stats over
+UDP to this listener: counters as deltas every flush interval
+(`envoy.cluster.<cluster>.upstream_rq_5xx:3|c`) and every latency sample as it is
+recorded (`envoy.cluster.<cluster>.upstream_rq_time:12|ms`). Deltas make aggregation
+across Envoys a plain sum (no per-Envoy baselines, no reset after an Envoy restart), and
+per-request latencies give exact percentiles. Why push and not scrape `/stats`: every
+Envoy that was rendered with the sink reports, wherever it runs, without the control plane
+knowing its admin address (and xds-protos has no metrics-service stubs for the gRPC push).
+
+What is kept: per destination cluster (`modelserver/<ns>/<name>`) and per second of
+arrival, the responses by class (2xx/3xx/4xx/5xx) and the latency samples. `window()`
+sums any time range still retained (the canary analysis asks for its interval; the A/B
+report for the rollout so far). Attribution is by arrival time, so a window is accurate
+to one flush interval.
+
+Before: Envoys (UDP). After: the canary runner and the A/B report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "envoy.cluster."
+_CLASSES = {"upstream_rq_2xx": "2xx", "upstream_rq_3xx": "3xx", "upstream_rq_4xx": "4xx",
+            "upstream_rq_5xx": "5xx"}
+_LATENCY = "upstream_rq_time"
+# Sub-scopes Envoy also emits per cluster (`<cluster>.external.upstream_rq_2xx`): the
+# same requests again, so they are skipped.
+_SUBSCOPES = (".external", ".internal", ".canary")
+
+
+@dataclass(frozen=True, slots=True)
+class VariantWindow:
+    """One destination cluster's responses over a time window."""
+
+    cluster: str
+    responses: tuple[tuple[str, int], ...] = ()  # (class, count), classes 2xx..5xx
+    latencies_ms: tuple[float, ...] = ()
+
+    def count(self, klass: str) -> int:
+        return dict(self.responses).get(klass, 0)
+
+    @property
+    def requests(self) -> int:
+        return sum(n for _, n in self.responses)
+
+    @property
+    def errors(self) -> int:
+        """Server errors (5xx): what the success rate of SPEC 3.4 counts as failures."""
+        return self.count("5xx")
+
+    @property
+    def success_rate(self) -> float | None:
+        """Non-5xx share in percent, None without requests."""
+        return None if self.requests == 0 else 100.0 * (self.requests - self.errors) / self.requests
+
+
+@dataclass(slots=True)
+class _Bucket:
+    responses: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+def parse_line(line: str) -> tuple[str, str, float] | None:
+    """`envoy.cluster.<cluster>.<stat>:<value>|<type>` → (cluster, stat, value) for the
+    stats kept here; None for every other line."""
+    name, sep, rest = line.partition(":")
+    if not sep or not name.startswith(_PREFIX):
+        return None
+    scoped = name[len(_PREFIX):]
+    cluster, _, stat = scoped.rpartition(".")
+    if not cluster or (stat not in _CLASSES and stat != _LATENCY) or cluster.endswith(_SUBSCOPES):
+        return None
+    value, _, kind = rest.partition("|")
+    if (stat == _LATENCY) != (kind.split("|")[0] == "ms"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    return cluster, stat, number
+
+
+class StatsCollector:
+    """Receives statsd datagrams and answers windowed per-cluster questions."""
+
+    def __init__(self, *, retention_s: float = 3600.0, clock: Callable[[], float] = time.time,
+                 max_samples_per_second: int = 20_000) -> None:
+        self.retention_s = retention_s
+        self._clock = clock
+        self._max_samples = max_samples_per_second
+        # second of arrival → cluster → bucket
+        self._buckets: dict[int, dict[str, _Bucket]] = {}
+        self._sources: dict[tuple[str, int], float] = {}  # Envoy socket → last datagram time
+        self.datagrams = 0
+
+    def feed(self, data: bytes, source: tuple[str, int] = ("", 0)) -> None:
+        now = self._clock()
+        self.datagrams += 1
+        self._sources[source] = now
+        second = int(now)
+        clusters = self._buckets.setdefault(second, {})
+        for raw in data.decode("utf-8", errors="replace").splitlines():
+            parsed = parse_line(raw.strip())
+            if parsed is None:
+                continue
+            cluster, stat, value = parsed
+            bucket = clusters.setdefault(cluster, _Bucket())
+            if stat == _LATENCY:
+                if len(bucket.latencies) < self._max_samples:
+                    bucket.latencies.append(value)
+            elif value:
+                klass = _CLASSES[stat]
+                bucket.responses[klass] = bucket.responses.get(klass, 0) + int(value)
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        oldest = int(now - self.retention_s)
+        for second in [s for s in self._buckets if s < oldest]:
+            del self._buckets[second]
+
+    def window(self, clusters: Iterable[str], *, since: float, until: float | None = None) -> dict[str, VariantWindow]:
+        """Each cluster's responses that arrived in [since, until), to the second: the
+        responses of second `s` count in the window with `since <= s < until`, so
+        back-to-back windows never count one twice."""
+        end = self._clock() if until is None else until
+        wanted = list(clusters)
+        totals: dict[str, _Bucket] = {c: _Bucket() for c in wanted}
+        for second, by_cluster in self._buckets.items():
+            if not since <= second < end:
+                continue
+            for cluster in wanted:
+                bucket = by_cluster.get(cluster)
+                if bucket is None:
+                    continue
+                total = totals[cluster]
+                for klass, n in bucket.responses.items():
+                    total.responses[klass] = total.responses.get(klass, 0) + n
+                total.latencies.extend(bucket.latencies)
+        return {c: VariantWindow(c, tuple(sorted(t.responses.items())), tuple(t.latencies)) for c, t in totals.items()}
+
+    def reporting(self, *, within_s: float = 10.0) -> int:
+        """How many Envoys sent stats in the last `within_s` seconds."""
+        now = self._clock()
+        return sum(1 for t in self._sources.values() if now - t <= within_s)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, collector: StatsCollector) -> None:
+        self._collector = collector
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._collector.feed(data, addr)
+        except Exception:  # a malformed datagram must never stop the listener
+            log.exception("statsd datagram dropped: source=%s", addr)
+
+
+@dataclass
+class StatsListener:
+    """The UDP socket Envoys push to; `port` is known once started (0 picks a free one)."""
+
+    collector: StatsCollector
+    host: str = "127.0.0.1"
+    port: int = 0
+    _transport: asyncio.DatagramTransport | None = field(default=None, init=False)
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self.collector),
+                                                           local_addr=(self.host, self.port))
+        self._transport = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+        log.info("stats listener up: address=%s:%s", self.host, self.port)
+        return self.port
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None

@@ -1,0 +1,89 @@
+"""The statsd listener: what it parses, how it windows, and that Envoy's bootstrap with
+the sink is accepted by Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controller.stats_sink import StatsCollector, StatsListener, parse_line
+from tests.support import envoy_binary
+from xds_server.bootstrap import StatsSink, render, render_dict
+
+
+def test_parse_keeps_response_classes_and_latency_per_cluster() -> None:
+    assert parse_line("envoy.cluster.modelserver/default/a.b.upstream_rq_5xx:3|c") == \
+        ("modelserver/default/a.b", "upstream_rq_5xx", 3.0)
+    assert parse_line("envoy.cluster.modelserver/ns/x.upstream_rq_time:12|ms") == \
+        ("modelserver/ns/x", "upstream_rq_time", 12.0)
+    # Sub-scopes repeat the same requests; other stats and malformed lines are ignored.
+    assert parse_line("envoy.cluster.modelserver/ns/x.external.upstream_rq_2xx:3|c") is None
+    assert parse_line("envoy.cluster.modelserver/ns/x.upstream_rq_200:3|c") is None
+    assert parse_line("envoy.cluster.modelserver/ns/x.upstream_rq_time:12|c") is None
+    assert parse_line("envoy.cluster.modelserver/ns/x.upstream_rq_2xx:nan|c") is None
+    assert parse_line("envoy.http.x.downstream_rq_2xx:1|c") is None
+    assert parse_line("garbage") is None
+
+
+def test_windows_sum_deltas_from_several_envoys_and_never_count_twice() -> None:
+    now = [100.2]
+    stats = StatsCollector(clock=lambda: now[0])
+    a = "envoy.cluster.modelserver/default/a"
+    stats.feed(f"{a}.upstream_rq_2xx:8|c\n{a}.upstream_rq_5xx:2|c\n{a}.upstream_rq_time:10|ms".encode(), ("e1", 1))
+    stats.feed(f"{a}.upstream_rq_2xx:10|c\n{a}.upstream_rq_time:30|ms".encode(), ("e2", 2))
+    now[0] = 101.5
+    stats.feed(f"{a}.upstream_rq_5xx:5|c\n{a}.upstream_rq_2xx:0|c".encode(), ("e1", 1))
+    first = stats.window(["modelserver/default/a", "modelserver/default/b"], since=99.0, until=101.0)
+    second = stats.window(["modelserver/default/a"], since=101.0, until=102.0)
+    w = first["modelserver/default/a"]
+    assert (w.requests, w.errors, sorted(w.latencies_ms)) == (20, 2, [10.0, 30.0])
+    assert w.success_rate == 90.0
+    assert first["modelserver/default/b"].requests == 0 and first["modelserver/default/b"].success_rate is None
+    assert (second["modelserver/default/a"].requests, second["modelserver/default/a"].errors) == (5, 5)
+    assert stats.reporting(within_s=5) == 2
+
+
+def test_old_seconds_expire() -> None:
+    now = [1000.0]
+    stats = StatsCollector(clock=lambda: now[0], retention_s=60)
+    stats.feed(b"envoy.cluster.modelserver/d/a.upstream_rq_2xx:4|c")
+    now[0] = 1100.0
+    stats.feed(b"envoy.cluster.modelserver/d/a.upstream_rq_2xx:1|c")
+    assert stats.window(["modelserver/d/a"], since=0, until=2000)["modelserver/d/a"].requests == 1
+
+
+async def test_listener_receives_udp_datagrams() -> None:
+    stats = StatsCollector()
+    listener = StatsListener(stats)
+    port = await listener.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"envoy.cluster.modelserver/d/a.upstream_rq_2xx:7|c", ("127.0.0.1", port))
+        for _ in range(100):
+            if stats.datagrams:
+                break
+            await asyncio.sleep(0.01)
+        assert stats.window(["modelserver/d/a"], since=0)["modelserver/d/a"].requests == 7
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("role", ["gateway", "sidecar"])
+def test_bootstrap_with_stats_sink_is_accepted_by_envoy(role: str, tmp_path: Path) -> None:
+    kwargs = dict(node_id="n", cluster="c", xds_port=18000, admin_port=19901,
+                  stats_sink=StatsSink(port=9125, flush_interval_ms=500))
+    config = render_dict(role, **kwargs)  # type: ignore[arg-type]
+    (sink,) = config["stats_sinks"]
+    assert sink["typed_config"]["address"]["socket_address"] == {"protocol": "UDP", "address": "127.0.0.1",
+                                                                  "port_value": 9125}
+    assert config["stats_flush_interval"] == "0.500s"
+    assert "stats_sinks" not in render_dict(role, node_id="n", cluster="c", xds_port=1, admin_port=2)
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(render(role, **kwargs))  # type: ignore[arg-type]
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
