@@ -1,0 +1,111 @@
+"""`kubectl apply` changes live traffic: the real kubectl against the fake API server, the
+Kubernetes mode of the control plane, a real Envoy gateway, and two mock model replicas
+whose EndpointSlices point at them. Also: the leader writes the route's status back."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from controller.envoy_process import EnvoyProcess
+from controller.kubernetes.client import KubeClient
+from controller.kubernetes.resources import MODEL_ROUTE
+from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
+from tests.kubernetes.fakeapi import FakeKubeApi
+from tests.kubernetes.helpers import endpoint_slice, model, model_infer, server
+from tests.kubernetes.test_kubectl import kubectl
+from tests.support import free_port
+from xds_server.bootstrap import render_dict
+
+pytestmark = pytest.mark.slow
+
+
+async def _mock_replica(infer: str, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model", "llama", "--infer", infer,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return proc
+
+
+async def _served_by(url: str) -> str | None:
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            async with session.post(url, json={}) as response:
+                return response.headers.get("x-modelinfer") if response.status == 200 else None
+    except aiohttp.ClientError:
+        return None
+
+
+async def _eventually_served_by(url: str, infer: str, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen = None
+    while asyncio.get_running_loop().time() < deadline:
+        seen = await _served_by(url)
+        if seen == infer:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} not served by {infer} within {timeout}s (last: {seen})")
+
+
+def _route(weight_v1: int) -> dict:
+    return {"apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelRoute",
+            "metadata": {"name": "llama"},
+            "spec": {"path": "/v1/models/llama", "routes": [
+                {"destination": {"modelServerRef": {"name": "llama-v1"}}, "weight": weight_v1},
+                {"destination": {"modelServerRef": {"name": "llama-v2"}}, "weight": 100 - weight_v1}]}}
+
+
+async def test_kubectl_apply_moves_live_traffic(api: KubeClient, fake_api: FakeKubeApi, tmp_path: Path) -> None:
+    gateway_port, replica_ports = free_port(), {"llama-v1": free_port(), "llama-v2": free_port()}
+    fake_api.seed(model("llama"))
+    for infer, port in replica_ports.items():
+        fake_api.seed(model_infer(infer, model_name="llama"))
+        fake_api.seed(server(infer, infer=infer, port=gateway_port, path=f"/v1/models/{infer}"))
+        slice_ = endpoint_slice(f"{infer}-x", service=infer, ready={"127.0.0.1": True}, port=port)
+        slice_["metadata"]["labels"]["workload.matrixinfer.ai/modelinfer"] = infer
+        fake_api.seed(slice_)
+    replicas = [await _mock_replica(infer, port) for infer, port in replica_ports.items()]
+    mode = KubernetesMode(api, KubernetesOptions(identity="cp-0", system_namespace="matrixinfer-system",
+                                                 xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1"))
+    envoy: EnvoyProcess | None = None
+    try:
+        await mode.start()
+        assert mode.plane is not None
+        envoy = EnvoyProcess(render_dict("gateway", node_id="gw-0", cluster="gateway", xds_port=mode.plane.xds_port,
+                                         admin_port=free_port()), tmp_path, name="gateway", log_level="warning")
+        await envoy.start()
+        url = f"http://127.0.0.1:{gateway_port}/v1/models/llama/infer"
+
+        manifest = tmp_path / "route.yaml"
+        manifest.write_text(yaml.safe_dump(_route(100)))
+        await kubectl(fake_api.url, tmp_path, "apply", "--validate=false", "-f", str(manifest))
+        await _eventually_served_by(url, "default/llama-v1")
+
+        manifest.write_text(yaml.safe_dump(_route(0)))
+        await kubectl(fake_api.url, tmp_path, "apply", "--validate=false", "-f", str(manifest))
+        await _eventually_served_by(url, "default/llama-v2")
+        assert {await _served_by(url) for _ in range(20)} == {"default/llama-v2"}
+
+        async def route_status() -> dict:
+            for _ in range(100):
+                obj = fake_api.read(MODEL_ROUTE, "default", "llama") or {}
+                conditions = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
+                if obj.get("status", {}).get("phase") == "Active" and conditions.get("Programmed") == "True":
+                    return obj["status"]
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"route status never became Active+Programmed: {obj.get('status')}")
+
+        status = await route_status()
+        assert status["observedGeneration"] == (fake_api.read(MODEL_ROUTE, "default", "llama") or {})["metadata"]["generation"]
+    finally:
+        if envoy is not None:
+            await envoy.stop()
+        await mode.stop()
+        for proc in replicas:
+            proc.terminate()
+            await proc.wait()
