@@ -23,7 +23,9 @@ from google.protobuf import duration_pb2
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
 from routing_engine.translate import names
@@ -33,6 +35,9 @@ from routing_engine.translate.xds import CLUSTER, pack
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 JWKS_FETCH_TIMEOUT = duration_pb2.Duration(seconds=5)
 JWKS_CACHE_DURATION = duration_pb2.Duration(seconds=300)
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
+# jwt_authn answers a token for another audience with 403 (every other rejection is 401)
+AUDIENCE_DENIED = "response.code == 403 && response.code_details.startsWith('jwt_authn_access_denied')"
 
 
 def jwt_providers(route: ir.Route) -> list[ir.JwtProvider]:
@@ -133,6 +138,17 @@ class JwtPlugin(Plugin):
         if not config.providers:
             return ()
         return [HttpFilter(name=JWT_FILTER, typed_config=pack(config))]
+
+    def patch_hcm(self, listener: ir.Listener, hcm: hcm_pb2.HttpConnectionManager) -> None:
+        """SPEC 3.1: any invalid token gets 401 (RFC 6750 `invalid_token`, which is what
+        Envoy's own WWW-Authenticate header says); Envoy sends 403 for a wrong audience,
+        so that one local reply is rewritten to 401."""
+        if not any(jwt_providers(route) for route in listener.routes):
+            return
+        mapper = hcm.local_reply_config.mappers.add()
+        mapper.filter.extension_filter.name = CEL_FILTER
+        mapper.filter.extension_filter.typed_config.CopyFrom(pack(cel_pb2.ExpressionFilter(expression=AUDIENCE_DENIED)))
+        mapper.status_code.value = 401
 
     def patch_route(self, route: ir.Route, proto: rc.Route) -> None:
         for provider in jwt_providers(route):
