@@ -69,6 +69,9 @@ class CanaryView:
     canary_weight: int
     phase: str  # Progressing | Promoted | RolledBack | Paused
     last_success_rate: float | None = None
+    failed_intervals: int = 0
+    message: str = ""  # the last decision or command, with its numbers
+    report: Mapping[str, Any] | None = None  # A/B report (`controller.ab_report.ABReport.to_json`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,10 @@ def _route(view: RouteView) -> dict[str, Any]:
         c = view.canary
         out["canary"] = {"stableWeight": c.stable_weight, "canaryWeight": c.canary_weight, "phase": c.phase,
                          "lastSuccessRate": c.last_success_rate}
+        if c.failed_intervals or c.message:
+            out["canary"].update(failedIntervals=c.failed_intervals, message=c.message)
+        if c.report is not None:
+            out["canary"]["report"] = dict(c.report)
     return out
 
 
@@ -231,6 +238,11 @@ def render_status(doc: StatusDocument) -> str:
                 c = r["canary"]
                 rate = "" if c["lastSuccessRate"] is None else f", success {c['lastSuccessRate']:g}%"
                 lines.append(f"{'':<32} canary {c['phase']}: {c['stableWeight']}/{c['canaryWeight']}{rate}")
+                if c.get("message"):
+                    lines.append(f"{'':<32} {c['message']}")
+                if c.get("report"):
+                    from controller.ab_report import render as render_report  # numpy only when there is one
+                    lines.extend(f"{'':<32} {line}" for line in render_report(c["report"]))
     for file, messages in doc["errors"].items():
         lines += ["", f"errors in {file}:"] + [f"  {m}" for m in messages]
     return "\n".join(lines) + "\n"

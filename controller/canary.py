@@ -1,0 +1,156 @@
+"""Canary decisions (SPEC 3.4), as pure functions of the state, the analysis settings, one
+interval's sample and the time — no I/O, no clock of its own, so every rule is tested
+with plain values.
+
+Every `analysis.interval` the runner (`controller.canary_runner`) hands `decide` the
+canary's responses over that interval:
+- fewer than `minRequests`: hold (no verdict, not a failure);
+- success rate (non-5xx share) at or above `threshold`: the canary gains `stepWeight`,
+  and at 100 the rollout is Promoted;
+- below it: a failed interval; the `maxFailures`-th failed interval of the rollout sets
+  the canary to 0 (RolledBack). Failures are counted over the whole rollout, not only
+  consecutive ones (as Flagger does): a canary that fails every other interval is not
+  promoted by luck.
+Paused, Promoted and RolledBack rollouts do not move. Commands from `modelroute rollout`
+(`promote`, `abort`, `pause`, `resume`) are `command`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from routing_engine.api.resources import CanaryAnalysis
+from routing_engine.api.types import parse_duration_ms
+
+Phase = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
+Action = Literal["step", "promote", "hold", "fail", "rollback", "none"]
+Command = Literal["promote", "abort", "pause", "resume"]
+COMMANDS: tuple[Command, ...] = ("promote", "abort", "pause", "resume")
+
+
+class CommandRefused(ValueError):
+    """A rollout command that does not apply in the current phase (message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """`spec.canary.analysis` in numbers."""
+
+    threshold: float  # percent
+    interval_s: float
+    step_weight: int = 10
+    max_failures: int = 2
+    min_requests: int = 20
+
+    @classmethod
+    def from_spec(cls, analysis: CanaryAnalysis) -> Settings:
+        return cls(threshold=float(analysis.threshold), interval_s=parse_duration_ms(analysis.interval) / 1000,
+                   step_weight=analysis.step_weight, max_failures=analysis.max_failures,
+                   min_requests=analysis.min_requests)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The canary's responses over one interval."""
+
+    requests: int
+    errors: int  # 5xx
+
+    @property
+    def success_rate(self) -> float | None:
+        return None if self.requests == 0 else 100.0 * (self.requests - self.errors) / self.requests
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryState:
+    """One ModelRoute's rollout: what is persisted (embedded: canary.json) and published
+    as `status.canary`. `stable`/`canary` name the two destinations ("ns/name"): a
+    rollout is of one pair, and a spec naming another pair starts a new rollout."""
+
+    stable: str
+    canary: str
+    stable_weight: int
+    canary_weight: int
+    phase: Phase = "Progressing"
+    failures: int = 0
+    last_success_rate: float | None = None
+    last_requests: int = 0
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    message: str = ""
+
+    @property
+    def weights(self) -> tuple[int, int]:
+        return self.stable_weight, self.canary_weight
+
+
+def start(stable: str, canary: str, weights: tuple[int, int], *, now: float) -> CanaryState:
+    return CanaryState(stable, canary, weights[0], weights[1], started_at=now, updated_at=now,
+                       message=f"rollout started at {weights[0]}/{weights[1]}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    state: CanaryState
+    reason: str
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.1f}%"
+
+
+def decide(state: CanaryState, settings: Settings, sample: Sample, *, now: float) -> Decision:
+    """The verdict on one interval (see the module docstring for the rules)."""
+    if state.phase != "Progressing":
+        return Decision("none", state, f"phase {state.phase}: weights do not move")
+    rate = sample.success_rate
+    numbers = (f"success {_pct(rate)} of {sample.requests} requests ({sample.errors} 5xx), "
+               f"threshold {settings.threshold:g}%, minRequests {settings.min_requests}")
+    observed = replace(state, last_success_rate=rate if rate is not None else state.last_success_rate,
+                       last_requests=sample.requests, updated_at=now)
+    if sample.requests < settings.min_requests or rate is None:
+        reason = f"hold at {state.canary_weight}%: too few requests ({numbers})"
+        return Decision("hold", replace(observed, message=reason), reason)
+    if rate >= settings.threshold:
+        weight = min(100, state.canary_weight + settings.step_weight)
+        if weight >= 100:
+            reason = f"promoted: canary at 100% ({numbers})"
+            return Decision("promote", replace(observed, stable_weight=0, canary_weight=100, phase="Promoted",
+                                               message=reason), reason)
+        reason = f"step {state.canary_weight}% → {weight}% ({numbers})"
+        return Decision("step", replace(observed, stable_weight=100 - weight, canary_weight=weight, message=reason),
+                        reason)
+    failures = state.failures + 1
+    if failures >= settings.max_failures:
+        reason = f"rolled back: failed interval {failures}/{settings.max_failures} ({numbers})"
+        return Decision("rollback", replace(observed, failures=failures, stable_weight=100, canary_weight=0,
+                                            phase="RolledBack", message=reason), reason)
+    reason = f"failed interval {failures}/{settings.max_failures}, hold at {state.canary_weight}% ({numbers})"
+    return Decision("fail", replace(observed, failures=failures, message=reason), reason)
+
+
+def command(state: CanaryState, what: Command, *, now: float) -> CanaryState:
+    """A user's command; raises CommandRefused when it does not apply."""
+    if what == "promote":
+        if state.phase == "Promoted":
+            raise CommandRefused("the canary is already Promoted")
+        return replace(state, stable_weight=0, canary_weight=100, phase="Promoted", updated_at=now,
+                       message="promoted by the user")
+    if what == "abort":
+        if state.phase == "RolledBack":
+            raise CommandRefused("the canary is already RolledBack")
+        return replace(state, stable_weight=100, canary_weight=0, phase="RolledBack", updated_at=now,
+                       message="aborted by the user")
+    if what == "pause":
+        if state.phase != "Progressing":
+            raise CommandRefused(f"only a Progressing rollout can be paused (phase is {state.phase})")
+        return replace(state, phase="Paused", updated_at=now,
+                       message=f"paused by the user at {state.canary_weight}%")
+    if what == "resume":
+        if state.phase != "Paused":
+            raise CommandRefused(f"only a Paused rollout can be resumed (phase is {state.phase})")
+        return replace(state, phase="Progressing", updated_at=now,
+                       message=f"resumed by the user at {state.canary_weight}%")
+    raise CommandRefused(f"unknown command {what!r} (use one of {', '.join(COMMANDS)})")

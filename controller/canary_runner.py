@@ -1,0 +1,317 @@
+"""The canary runner: every `analysis.interval`, per ModelRoute with `canary.enabled`,
+read the canary's responses of the interval from the stats Envoys pushed, decide
+(`controller.canary.decide`), apply the weights live, log the decision with its numbers,
+and publish the state.
+
+- Targets come from the specs (`set_routes`): the group with exactly two destinations is
+  stable then canary (SPEC 3.4). A rollout is of one (stable, canary) pair; a spec that
+  names another pair starts a new rollout at `trafficSplit` (default 90/10); a spec
+  without `canary.enabled` ends it and the spec's own weights apply again.
+- Weights go out through `apply_weights` (the control loop's `set_live_weights`: the
+  engine replaces the group's split, the spec is never rewritten).
+- The state is persisted (`CanaryStore`, JSON, atomic) after every change and loaded at
+  start, so a restarted control plane resumes the rollout where it was — with the live
+  weights applied before its first push — instead of starting over. After a restart the
+  first verdict waits one full interval (the stats of the old process are gone).
+- `modelroute rollout` commands arrive through `controller.canary_commands`.
+- Without `analysis`, the split is a plain A/B experiment: nothing moves by itself, the
+  report is still kept, and promote/abort still work.
+
+The clock is injectable and `tick()`/`poll_commands()` are plain methods, so tests drive
+the runner with a fake clock and fake stats; `run()` just calls them periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller import canary_commands
+from controller.ab_report import build_report
+from controller.canary import COMMANDS, CanaryState, CommandRefused, Sample, Settings, command, decide, start
+from controller.stats_sink import VariantWindow
+from routing_engine import names
+from routing_engine.api.resources import ModelRoute, ObjectKey, Resource
+from routing_engine.resolve.groups import destination
+from routing_engine.resolve.matching import route_match
+from routing_engine.world import ConditionView
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+DEFAULT_START = (90, 10)
+REPORT_EVERY_S = 5.0  # report refresh for A/B splits without analysis
+
+
+class StatsSource(Protocol):
+    def window(self, clusters: Iterable[str], *, since: float, until: float | None = None) -> dict[str, VariantWindow]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the spec says about one route's canary."""
+
+    stable: ObjectKey
+    canary: ObjectKey
+    start: tuple[int, int]
+    settings: Settings | None  # None: no analysis (A/B experiment)
+
+
+def _name(key: ObjectKey) -> str:
+    return f"{key.namespace}/{key.name}"
+
+
+def target_of(route: ModelRoute) -> Target | None:
+    """The canary pair of a route with `canary.enabled`, or None (disabled, or no group of
+    exactly two destinations: the engine reports that as ValidationFailed)."""
+    spec = route.spec.canary
+    if spec is None or not spec.enabled:
+        return None
+    groups: dict[Any, list[int]] = {}
+    for i, entry in enumerate(route.spec.routes):
+        groups.setdefault(route_match(entry.match, "/"), []).append(i)
+    pairs = [entries for entries in groups.values() if len(entries) == 2]
+    if len(pairs) != 1:
+        return None
+    stable, canary = (destination(route, i) for i in pairs[0])
+    settings = Settings.from_spec(spec.analysis) if spec.analysis is not None else None
+    if spec.traffic_split is not None:
+        begin = (spec.traffic_split.stable, spec.traffic_split.canary)
+    elif settings is not None:
+        begin = (100 - settings.step_weight, settings.step_weight)
+    else:
+        begin = DEFAULT_START
+    return Target(stable, canary, begin, settings)
+
+
+def parse_route_key(text: str) -> ObjectKey:
+    namespace, _, name = text.rpartition("/")
+    return ObjectKey(ModelRoute.KIND, namespace or "default", name)
+
+
+class CanaryStore:
+    """`canary.json`: every route's rollout state (what `status.canary` shows, plus the
+    failure count and the destinations it is about)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> dict[ObjectKey, CanaryState]:
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            log.error("canary state unreadable, rollouts start over: path=%s error=%s", self.path, err)
+            return {}
+        if not isinstance(doc, dict) or doc.get("version") != STORE_VERSION:
+            log.error("canary state has an unknown format, rollouts start over: path=%s", self.path)
+            return {}
+        states: dict[ObjectKey, CanaryState] = {}
+        for entry in doc.get("routes", []):
+            try:
+                key = ObjectKey(ModelRoute.KIND, entry["namespace"], entry["name"])
+                states[key] = CanaryState(**entry["state"])
+            except (KeyError, TypeError) as err:
+                log.error("canary state entry skipped: entry=%r error=%s", entry, err)
+        return states
+
+    def save(self, states: Mapping[ObjectKey, CanaryState]) -> None:
+        doc = {"version": STORE_VERSION, "routes": [
+            {"namespace": k.namespace, "name": k.name, "state": asdict(s)} for k, s in sorted(states.items())]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".canary-", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(doc, out, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def state_json(state: CanaryState) -> dict[str, Any]:
+    return {"stableWeight": state.stable_weight, "canaryWeight": state.canary_weight, "phase": state.phase,
+            "lastSuccessRate": state.last_success_rate, "failedIntervals": state.failures,
+            "message": state.message}
+
+
+class CanaryRunner:
+    def __init__(self, *, store: CanaryStore, stats: StatsSource,
+                 apply_weights: Callable[[Mapping[ObjectKey, tuple[int, int]]], None],
+                 on_change: Callable[[], None] = lambda: None, commands_dir: Path | None = None,
+                 clock: Callable[[], float] = time.time, poll_s: float = 0.1) -> None:
+        self._store = store
+        self._stats = stats
+        self._apply = apply_weights
+        self._on_change = on_change
+        self._commands_dir = commands_dir
+        self._clock = clock
+        self.poll_s = poll_s
+        self.states: dict[ObjectKey, CanaryState] = store.load()
+        self._targets: dict[ObjectKey, Target] = {}
+        now = clock()
+        # Whatever was persisted resumes: its next verdict is one interval from now.
+        self._window_start: dict[ObjectKey, float] = {k: now for k in self.states}
+        self._reported_at: dict[ObjectKey, float] = {}
+        self.reports: dict[ObjectKey, dict[str, Any]] = {}
+        self._applied: dict[ObjectKey, tuple[int, int]] | None = None
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def live_weights(self) -> dict[ObjectKey, tuple[int, int]]:
+        return {k: s.weights for k, s in self.states.items()}
+
+    def set_routes(self, objects: Iterable[Resource]) -> None:
+        """Reconcile rollouts with the specs: start, keep, restart or end each one."""
+        now = self._clock()
+        targets = {o.key: t for o in objects if isinstance(o, ModelRoute) and (t := target_of(o)) is not None}
+        self._targets = targets
+        changed = False
+        for key in [k for k in self.states if k not in targets]:
+            log.info("canary rollout ended (canary disabled or route gone): route=%s", key,
+                     extra={"route": str(key)})
+            del self.states[key]
+            self.reports.pop(key, None)
+            changed = True
+        for key, target in targets.items():
+            state = self.states.get(key)
+            pair = (_name(target.stable), _name(target.canary))
+            if state is not None and (state.stable, state.canary) == pair:
+                continue
+            self.states[key] = start(*pair, target.start, now=now)
+            self._window_start[key] = now
+            log.info("canary rollout started: route=%s stable=%s canary=%s weights=%d/%d", key, pair[0], pair[1],
+                     *target.start, extra={"route": str(key)})
+            changed = True
+        if changed:
+            self._commit()
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.poll_commands()
+                self.tick()
+            except Exception:
+                log.exception("canary runner step failed")
+            await asyncio.sleep(self.poll_s)
+
+    def tick(self) -> None:
+        """Decide every rollout whose interval has elapsed."""
+        now = self._clock()
+        changed = False
+        for key, target in self._targets.items():
+            state = self.states.get(key)
+            if state is None:
+                continue
+            since = self._window_start.setdefault(key, now)
+            if target.settings is None:
+                if now - self._reported_at.get(key, 0.0) >= REPORT_EVERY_S:
+                    self._refresh_report(key, target, state, now)
+                    changed = True
+                continue
+            if now - since < target.settings.interval_s:
+                continue
+            self._window_start[key] = now
+            if state.phase != "Progressing":
+                self._refresh_report(key, target, state, now)
+                changed = True
+                continue
+            windows = self._stats.window([names.backend(target.canary)], since=since, until=now)
+            seen = windows[names.backend(target.canary)]
+            sample = Sample(requests=seen.requests, errors=seen.errors)
+            decision = decide(state, target.settings, sample, now=now)
+            new = decision.state
+            log.info("canary decision: route=%s action=%s weights=%d/%d→%d/%d success=%s requests=%d errors=%d "
+                     "failures=%d/%d interval=%gs reason=%s", key, decision.action, *state.weights, *new.weights,
+                     "n/a" if sample.success_rate is None else f"{sample.success_rate:.2f}%", sample.requests,
+                     sample.errors, new.failures, target.settings.max_failures, target.settings.interval_s,
+                     decision.reason,
+                     extra={"route": str(key), "action": decision.action, "canary_weight": new.canary_weight,
+                            "success_rate": sample.success_rate, "requests": sample.requests})
+            self.states[key] = new
+            self._refresh_report(key, target, new, now)
+            changed = True
+        if changed:
+            self._commit()
+
+    def _refresh_report(self, key: ObjectKey, target: Target, state: CanaryState, now: float) -> None:
+        stable, canary = names.backend(target.stable), names.backend(target.canary)
+        windows = self._stats.window([stable, canary], since=state.started_at, until=now + 1)
+        report = build_report(windows[stable], windows[canary], names=(state.stable, state.canary))
+        self.reports[key] = report.to_json()
+        self._reported_at[key] = now
+
+    def poll_commands(self) -> None:
+        if self._commands_dir is None:
+            return
+        for cmd in canary_commands.claim_all(self._commands_dir):
+            if isinstance(cmd, str):
+                canary_commands.answer(self._commands_dir, cmd, ok=False, message="malformed command file")
+                continue
+            ok, message = self.handle(parse_route_key(cmd.route), cmd.command)
+            state = self.states.get(parse_route_key(cmd.route))
+            canary_commands.answer(self._commands_dir, cmd.id, ok=ok, message=message,
+                                   canary=state_json(state) if state is not None else None)
+
+    def handle(self, key: ObjectKey, what: str) -> tuple[bool, str]:
+        """Apply a user's command; (applied, message)."""
+        state = self.states.get(key)
+        if state is None:
+            return False, f"ModelRoute {key.namespace}/{key.name} has no canary rollout (canary.enabled with two destinations)"
+        if what not in COMMANDS:
+            return False, f"unknown command {what!r} (use one of {', '.join(COMMANDS)})"
+        now = self._clock()
+        try:
+            new = command(state, what, now=now)  # type: ignore[arg-type]
+        except CommandRefused as err:
+            return False, f"ModelRoute {key.namespace}/{key.name}: {err}"
+        self.states[key] = new
+        self._window_start[key] = now  # a resumed rollout judges a fresh interval
+        log.info("canary command: route=%s command=%s weights=%d/%d→%d/%d phase=%s", key, what, *state.weights,
+                 *new.weights, new.phase, extra={"route": str(key), "command": what})
+        self._commit()
+        return True, f"ModelRoute {key.namespace}/{key.name}: {new.message} ({new.stable_weight}/{new.canary_weight}, {new.phase})"
+
+    def _commit(self) -> None:
+        """Persist, push weights if they changed, tell the status writer."""
+        self._store.save(self.states)
+        weights = self.live_weights()
+        if weights != self._applied:
+            self._applied = weights
+            self._apply(weights)
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("canary status callback failed")
+
+    # --- outputs --------------------------------------------------------------------
+
+    def conditions(self) -> dict[ObjectKey, tuple[ConditionView, ...]]:
+        """Progressing (and Degraded after a rollback) for each route with a rollout."""
+        out: dict[ObjectKey, tuple[ConditionView, ...]] = {}
+        for key, s in self.states.items():
+            split = f"stable {s.stable_weight}% / canary {s.canary_weight}%: {s.message}"
+            if s.phase == "Progressing":
+                out[key] = (ConditionView("Progressing", "True", "CanaryProgressing", split),)
+            elif s.phase == "Paused":
+                out[key] = (ConditionView("Progressing", "Unknown", "CanaryPaused", split),)
+            elif s.phase == "Promoted":
+                out[key] = (ConditionView("Progressing", "False", "CanaryPromoted", split),)
+            else:
+                out[key] = (ConditionView("Progressing", "False", "CanaryRolledBack", split),
+                            ConditionView("Degraded", "True", "CanaryRolledBack", split))
+        return out
+
+    def state_of(self, key: ObjectKey) -> CanaryState | None:
+        return self.states.get(key)

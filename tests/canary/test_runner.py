@@ -1,0 +1,150 @@
+"""The canary runner with a fake clock and fake stats: targets from specs, verdicts per
+interval, persistence and resume, commands through the file queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller import canary_commands
+from controller.canary_runner import CanaryRunner, CanaryStore, target_of
+from controller.stats_sink import VariantWindow
+from routing_engine.api.loader import load_text
+from routing_engine.api.resources import ModelRoute, ObjectKey
+
+KEY = ObjectKey("ModelRoute", "default", "chat")
+STABLE, CANARY = "modelserver/default/v1", "modelserver/default/v2"
+
+
+def route(**canary: Any) -> ModelRoute:
+    doc = {"apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "chat"},
+           "spec": {"routes": [{"destination": {"modelServerRef": {"name": "v1"}}},
+                               {"destination": {"modelServerRef": {"name": canary.pop("second", "v2")}}}],
+                    "canary": {"enabled": True, **canary}}}
+    (obj,), errors = load_text(yaml.safe_dump(doc), "test")
+    assert not errors and isinstance(obj, ModelRoute)
+    return obj
+
+
+ANALYSIS = {"trafficSplit": {"stable": 90, "canary": 10},
+            "analysis": {"threshold": 95, "interval": "2s", "stepWeight": 30, "maxFailures": 2, "minRequests": 10}}
+
+
+class FakeStats:
+    def __init__(self) -> None:
+        self.canary_errors = 0
+        self.asked: list[tuple[float, float | None]] = []  # analysis windows (canary only)
+
+    def window(self, clusters: Iterable[str], *, since: float, until: float | None = None) -> dict[str, VariantWindow]:
+        clusters = list(clusters)
+        if clusters == [CANARY]:
+            self.asked.append((since, until))
+        return {c: VariantWindow(c, (("2xx", 100 - self.canary_errors), ("5xx", self.canary_errors))
+                                 if c == CANARY else (("2xx", 100),), (1.0, 2.0)) for c in clusters}
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.now = 1000.0
+        self.stats = FakeStats()
+        self.applied: list[dict[ObjectKey, tuple[int, int]]] = []
+        self.tmp = tmp
+        self.runner = self.make()
+
+    def make(self) -> CanaryRunner:
+        return CanaryRunner(store=CanaryStore(self.tmp / "canary.json"), stats=self.stats,
+                            apply_weights=lambda w: self.applied.append(dict(w)),
+                            commands_dir=self.tmp / "rollout", clock=lambda: self.now)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.runner.tick()
+
+
+def test_target_is_the_two_destination_group() -> None:
+    target = target_of(route(**ANALYSIS))
+    assert target is not None and (target.stable.name, target.canary.name, target.start) == ("v1", "v2", (90, 10))
+    assert target.settings is not None and target.settings.interval_s == 2.0
+    assert target_of(route(enabled=False)) is None
+
+
+def test_steps_on_each_interval_and_promotes(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.runner.set_routes([route(**ANALYSIS)])
+    assert h.applied[-1] == {KEY: (90, 10)}
+    h.advance(1.0)
+    assert h.applied[-1] == {KEY: (90, 10)}  # not an interval yet
+    for expected in [(60, 40), (30, 70), (0, 100)]:
+        h.advance(2.0)
+        assert h.applied[-1] == {KEY: expected}
+    assert h.runner.states[KEY].phase == "Promoted"
+    assert h.runner.conditions()[KEY][0].reason == "CanaryPromoted"
+    assert h.runner.reports[KEY]["variants"][1]["requests"] == 100
+    # Back-to-back analysis windows: each starts where the last one ended.
+    assert h.stats.asked == [(1000.0, 1003.0), (1003.0, 1005.0), (1005.0, 1007.0)]
+
+
+def test_failing_canary_rolls_back_and_reports_degraded(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.stats.canary_errors = 30
+    h.runner.set_routes([route(**ANALYSIS)])
+    h.advance(2.0)
+    assert h.runner.states[KEY].failures == 1 and h.applied[-1] == {KEY: (90, 10)}
+    h.advance(2.0)
+    assert h.applied[-1] == {KEY: (100, 0)} and h.runner.states[KEY].phase == "RolledBack"
+    assert {c.type: c.status for c in h.runner.conditions()[KEY]} == {"Progressing": "False", "Degraded": "True"}
+
+
+def test_restart_resumes_from_the_persisted_state(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.runner.set_routes([route(**ANALYSIS)])
+    h.advance(2.0)
+    assert h.runner.states[KEY].weights == (60, 40)
+    restarted = h.make()
+    assert restarted.live_weights() == {KEY: (60, 40)}  # before any spec arrives
+    h.runner = restarted
+    restarted.set_routes([route(**ANALYSIS)])
+    assert restarted.states[KEY].weights == (60, 40)
+    h.advance(2.0)
+    assert restarted.states[KEY].weights == (30, 70)
+
+
+def test_new_canary_destination_starts_a_new_rollout_and_disabling_ends_it(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.runner.set_routes([route(**ANALYSIS)])
+    h.advance(2.0)
+    h.runner.set_routes([route(second="v3", **ANALYSIS)])
+    assert h.runner.states[KEY].weights == (90, 10) and h.runner.states[KEY].canary == "default/v3"
+    h.runner.set_routes([route(enabled=False)])
+    assert h.runner.states == {} and h.applied[-1] == {}
+
+
+def test_commands_through_the_queue(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.runner.set_routes([route(**ANALYSIS)])
+    queue = tmp_path / "rollout"
+    pause = canary_commands.submit(queue, "default/chat", "pause")
+    h.runner.poll_commands()
+    reply = canary_commands.reply_of(queue, pause)
+    assert reply is not None and reply["ok"] and reply["canary"]["phase"] == "Paused"
+    h.advance(5.0)
+    assert h.runner.states[KEY].weights == (90, 10)  # paused: no step
+    bad = canary_commands.submit(queue, "chat", "pause")
+    h.runner.poll_commands()
+    reply = canary_commands.reply_of(queue, bad)
+    assert reply is not None and not reply["ok"] and "only a Progressing rollout" in reply["message"]
+    missing = canary_commands.submit(queue, "default/nope", "promote")
+    h.runner.poll_commands()
+    reply = canary_commands.reply_of(queue, missing)
+    assert reply is not None and not reply["ok"] and "has no canary rollout" in reply["message"]
+    for what in ("resume", "promote"):
+        canary_commands.submit(queue, "chat", what)
+    h.runner.poll_commands()
+    assert h.applied[-1] == {KEY: (0, 100)} and h.runner.states[KEY].phase == "Promoted"
+    unclaimed = canary_commands.submit(queue, "chat", "abort")
+    assert canary_commands.withdraw(queue, unclaimed)
+    h.runner.poll_commands()
+    assert h.runner.states[KEY].phase == "Promoted"
