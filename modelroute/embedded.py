@@ -28,10 +28,13 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from controller.background import cancel_and_wait, spawn
+from controller.ratelimit_limits import cluster_limits
+from controller.ratelimit_service import RunningService, ServiceOptions, start_ratelimit_service
 from controller.envoy_process import EnvoyProcess
 from controller.file_provider import FileProvider
 from controller.replicas import ReplicaRuntime
 from controller.status_view import StatusWriter, status_path
+from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.route_views import route_views
 from modelroute.targets import Placement
@@ -66,6 +69,9 @@ class EmbeddedOptions:
     delta: bool = False  # Envoy uses delta ADS instead of state-of-the-world
     envoy_log_level: str = "warning"
     start_envoy: bool = True
+    # rateLimit.global: the rate-limit service (gRPC, 0: a free port) and its Redis.
+    ratelimit_port: int = 0
+    ratelimit: ServiceOptions = ServiceOptions()
 
     @property
     def run_dir(self) -> Path:
@@ -82,6 +88,7 @@ class Embedded:
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
         self.status_writer = StatusWriter(status_path(options.run_dir))
         self.loop = ControlLoop(placement=self.placement, on_status=self._write_status)
+        self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
         self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas")
         self.provider = FileProvider(options.directory, self._on_objects)
         self.plane: ControlPlane | None = None
@@ -89,6 +96,7 @@ class Embedded:
         # run several in one process.
         self.registry = CollectorRegistry()
         self.envoy: EnvoyProcess | None = None
+        self.ratelimit: RunningService | None = None
         self._debounce_task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Embedded:
@@ -100,10 +108,13 @@ class Embedded:
 
     async def start(self, *, timeout: float = 30.0) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{self.options.ratelimit_port}",
+                                                       self.options.ratelimit)
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                node_group=metadata_node_group, hooks=[self.loop.hooks],
                                                registry=self.registry)
         self.loop.attach(self.plane.cache)
+        await self.canary.start()
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
         before = self.loop.generation
         await self.provider.start()
@@ -111,7 +122,9 @@ class Embedded:
         if self.options.start_envoy:
             admin_port = _free_port()
             bootstrap = render_dict("gateway", node_id="modelroute-gateway", cluster="gateway",
-                                    xds_port=self.plane.xds_port, admin_port=admin_port, delta=self.options.delta)
+                                    xds_port=self.plane.xds_port, admin_port=admin_port, delta=self.options.delta,
+                                    ratelimit_port=self.ratelimit.port)
+            bootstrap.update(self.canary.stats_sink())
             self.envoy = EnvoyProcess(bootstrap, self.options.run_dir, name="gateway",
                                       log_level=self.options.envoy_log_level)
             await self.envoy.start(timeout=timeout)
@@ -124,8 +137,11 @@ class Embedded:
         await self.provider.close()
         await self.replicas.close()
         await cancel_and_wait(self._debounce_task)
+        await self.canary.stop()
         if self.plane is not None:
             await self.plane.stop()
+        if self.ratelimit is not None:
+            await self.ratelimit.stop()
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Wait until every replica is ready, their endpoints are compiled, and the gateway
@@ -154,9 +170,13 @@ class Embedded:
             await self.stop()
 
     async def _on_objects(self, objects: Sequence[Resource]) -> None:
+        self.canary.set_routes(objects)
         self.loop.set_objects(objects)
         await self.replicas.reconcile(o for o in objects if isinstance(o, ModelInfer))
 
     def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
-        self.status_writer.write(statuses=statuses, routes=route_views(compiled, self.loop.objects),
+        if self.ratelimit is not None and compiled.gateway is not None:  # the unscoped compile
+            self.ratelimit.service.set_limits(cluster_limits([compiled.gateway]))
+        statuses, routes = self.canary.status(statuses, route_views(compiled, self.loop.objects))
+        self.status_writer.write(statuses=statuses, routes=routes,
                                  replicas=self.replicas.status(), errors=self.provider.errors)

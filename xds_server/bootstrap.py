@@ -67,12 +67,15 @@ class StatsSink:
 def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port: int,
            xds_host: str = "127.0.0.1", delta: bool = False,
            metadata: Mapping[str, Any] | None = None, tls: XdsTls | None = None,
-           stats_sink: StatsSink | None = None) -> str:
+           stats_sink: StatsSink | None = None, ratelimit_host: str | None = None,
+           ratelimit_port: int | None = None) -> str:
     """Bootstrap YAML for one Envoy. `delta` selects DELTA_GRPC (incremental) ADS.
 
     Node metadata always carries `role`; `metadata` adds to it (e.g. `scope` for a
     sidecar limited to some namespaces). `stats_sink` adds the push of stats to the
-    control plane (canary analysis).
+    control plane (canary analysis). The `modelroute_ratelimit` cluster points to the
+    rate-limit service at `ratelimit_host` (default: the control plane's host) and
+    `ratelimit_port` (default: the xDS port + 1).
     """
     if role not in ("gateway", "sidecar"):
         raise ValueError(f"bootstrap role must be gateway or sidecar, not {role!r}")
@@ -83,7 +86,9 @@ def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port:
         metadata=json.dumps(node_metadata, sort_keys=True), admin_port=int(admin_port),
         api_type="DELTA_GRPC" if delta else "GRPC", xds_host=json.dumps(xds_host), xds_port=int(xds_port),
         xds_transport_socket=f"transport_socket: {json.dumps(tls.transport_socket())}" if tls else "",
-        stats_sinks=stats_sink.block() if stats_sink else "")
+        stats_sinks=stats_sink.block() if stats_sink else "",
+        ratelimit_host=json.dumps(ratelimit_host or xds_host),
+        ratelimit_port=int(ratelimit_port if ratelimit_port is not None else int(xds_port) + 1))
 
 
 def render_dict(role: Role, **kwargs: Any) -> dict[str, Any]:

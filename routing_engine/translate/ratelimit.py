@@ -14,8 +14,28 @@ and through a failover pair can thus pass up to twice its rate; the bucket canno
 shared because the filter runs before the aggregate picks a host. Requests that fail
 over to the fallback still count against the primary's bucket.
 
-Over limit: 429 with `x-ratelimit-*` headers (draft 03). `shared` limits (the Redis-backed
-global service, `global_ratelimit` rank) are a later issue: they get no local bucket here.
+Over limit: 429 with `x-ratelimit-*` headers (draft 03).
+
+Shared limits (`rateLimit.global`, ext) get no local bucket: the listener gets the
+`envoy.filters.http.ratelimit` filter instead, asking the rate-limit service (cluster
+`modelroute_ratelimit`, a static cluster of the bootstrap templates, like
+`modelroute_admin`) in domain `modelroute`. Descriptors, all keyed by the destination
+cluster (the service maps a cluster to its ModelServer, so a failover aggregate draws
+from its primary's counter):
+
+- `[(destination_cluster, C)]`: one request;
+- token budgets only: `[(modelroute_tokens, precheck), (destination_cluster, C)]` with
+  hits_addend = the request's Content-Length: the service refuses it when the window's
+  tokens are spent (or the request's estimated tokens do not fit) and never charges it;
+- token budgets only, `apply_on_stream_done`: `[(modelroute_tokens, input|output),
+  (destination_cluster, C)]` with hits_addend = `usage.prompt_tokens` /
+  `usage.completion_tokens` of the response, read by a `json_to_metadata` response
+  rule into dynamic metadata `modelroute.usage` — tokens are charged after the response.
+
+The filter runs on every request of the listener (unlimited clusters are answered OK by
+the service). `failure_mode_deny` is off: if the service itself cannot be reached within
+`timeout`, requests pass (the service applies the configured fail-open/closed mode when
+Redis is down, which it can answer quickly).
 """
 
 from __future__ import annotations
@@ -24,9 +44,12 @@ from collections.abc import Sequence
 
 from google.protobuf import duration_pb2
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
+from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as rl_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from routing_engine import ir
 from routing_engine.translate import names
@@ -37,6 +60,16 @@ LOCAL_RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 DESCRIPTOR_KEY = "destination_cluster"  # the key Envoy gives the destination_cluster action
 STAT_PREFIX = "modelroute_local_ratelimit"
 
+GLOBAL_RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
+USAGE_FILTER = "modelroute.usage_to_metadata"  # a json_to_metadata filter on responses
+RATELIMIT_CLUSTER = "modelroute_ratelimit"  # static cluster of the bootstrap templates
+DOMAIN = "modelroute"
+GLOBAL_STAT_PREFIX = "modelroute_ratelimit"
+SERVICE_TIMEOUT_MS = 250  # above the service's own Redis timeout, so it decides failures
+TOKENS_KEY = "modelroute_tokens"  # descriptor entry: precheck | input | output
+USAGE_NAMESPACE = "modelroute.usage"
+USAGE_KEYS = {"input": "prompt_tokens", "output": "completion_tokens"}  # OpenAI `usage`
+
 
 def token_bucket(limit: ir.RateLimit) -> token_bucket_pb2.TokenBucket:
     bucket = token_bucket_pb2.TokenBucket(
@@ -46,14 +79,21 @@ def token_bucket(limit: ir.RateLimit) -> token_bucket_pb2.TokenBucket:
     return bucket
 
 
-def limited_clusters(listener: ir.Listener) -> dict[str, ir.RateLimit]:
-    """Cluster name → the bucket size of requests sent to it, on this listener."""
-    local = {backend: limit for backend, limit in listener.rate_limits if not limit.shared}
-    clusters = {names.cluster(backend): limit for backend, limit in local.items()}
+def limited_clusters(listener: ir.Listener, *, shared: bool = False) -> dict[str, ir.RateLimit]:
+    """Cluster name → the limit of requests sent to it, on this listener (local limits,
+    or with `shared` the global ones)."""
+    return {cluster: limit for cluster, (_, limit) in limited_destinations(listener, shared=shared).items()}
+
+
+def limited_destinations(listener: ir.Listener, *, shared: bool = False) -> dict[str, tuple[str, ir.RateLimit]]:
+    """Cluster name → (backend that owns the limit, limit): a failover aggregate maps to
+    its primary. The rate-limit service is handed this for the shared limits."""
+    own = {backend: limit for backend, limit in listener.rate_limits if limit.shared == shared}
+    clusters = {names.cluster(backend): (backend, limit) for backend, limit in own.items()}
     for route in listener.routes:
         for wb in route.backends:
-            if wb.backend in local:
-                clusters.setdefault(names.destination(wb), local[wb.backend])
+            if wb.backend in own:
+                clusters.setdefault(names.destination(wb), (wb.backend, own[wb.backend]))
     return clusters
 
 
@@ -69,6 +109,9 @@ class RateLimitPlugin(Plugin):
     rank = RANKS["ratelimit"]
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
+        return [*self._local(listener), *global_filters(listener)]
+
+    def _local(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         clusters = limited_clusters(listener)
         if not clusters:
             return ()
@@ -84,3 +127,55 @@ class RateLimitPlugin(Plugin):
             descriptor = config.descriptors.add(token_bucket=token_bucket(clusters[cluster]))
             descriptor.entries.add(key=DESCRIPTOR_KEY, value=cluster)
         return [HttpFilter(name=LOCAL_RATELIMIT_FILTER, typed_config=pack(config))]
+
+
+def _tokens_action(limit_config: rl_pb2.RateLimit, value: str) -> route_pb2.RateLimit:
+    rate_limit = limit_config.rate_limits.add()
+    generic = rate_limit.actions.add().generic_key
+    generic.descriptor_key = TOKENS_KEY
+    generic.descriptor_value = value
+    rate_limit.actions.add().destination_cluster.SetInParent()
+    return rate_limit
+
+
+def _usage_filter() -> HttpFilter:
+    """Response `usage.prompt_tokens` / `usage.completion_tokens` → dynamic metadata,
+    as strings (the hits_addend format needs an integer's text)."""
+    config = j2m.JsonToMetadata()
+    for key in USAGE_KEYS.values():
+        rule = j2m.JsonToMetadata.Rule(selectors=[j2m.JsonToMetadata.Selector(key="usage"),
+                                                  j2m.JsonToMetadata.Selector(key=key)])
+        rule.on_present.metadata_namespace = USAGE_NAMESPACE
+        rule.on_present.key = key
+        rule.on_present.type = j2m.JsonToMetadata.STRING
+        config.response_rules.rules.append(rule)
+    # Exact content types would miss `application/json; charset=utf-8` (vLLM, aiohttp).
+    config.response_rules.allow_content_types_regex.google_re2.SetInParent()
+    config.response_rules.allow_content_types_regex.regex = r"application/json(\s*;.*)?"
+    return HttpFilter(name=USAGE_FILTER, typed_config=pack(config))
+
+
+def global_filters(listener: ir.Listener) -> Sequence[HttpFilter]:
+    """The shared (Redis-backed) limits of a listener: the ratelimit filter, plus the
+    usage reader when some server has a token budget."""
+    clusters = limited_clusters(listener, shared=True)
+    if not clusters:
+        return ()
+    config = rl_pb2.RateLimit(
+        domain=DOMAIN,
+        stat_prefix=GLOBAL_STAT_PREFIX,
+        failure_mode_deny=False,
+        enable_x_ratelimit_headers=rl_pb2.RateLimit.DRAFT_VERSION_03,
+        timeout=duration_pb2.Duration(nanos=SERVICE_TIMEOUT_MS * 1_000_000),
+    )
+    config.rate_limit_service.transport_api_version = config_source_pb2.V3
+    config.rate_limit_service.grpc_service.envoy_grpc.cluster_name = RATELIMIT_CLUSTER
+    config.rate_limits.add().actions.add().destination_cluster.SetInParent()
+    if not any(l.input_tokens or l.output_tokens for l in clusters.values()):
+        return [HttpFilter(name=GLOBAL_RATELIMIT_FILTER, typed_config=pack(config))]
+    _tokens_action(config, "precheck").hits_addend.format = "%REQ(content-length)%"
+    for kind, key in USAGE_KEYS.items():
+        charge = _tokens_action(config, kind)
+        charge.apply_on_stream_done = True
+        charge.hits_addend.format = f"%DYNAMIC_METADATA({USAGE_NAMESPACE}:{key})%"
+    return [HttpFilter(name=GLOBAL_RATELIMIT_FILTER, typed_config=pack(config)), _usage_filter()]

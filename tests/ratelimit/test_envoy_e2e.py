@@ -1,0 +1,208 @@
+"""Shared limits end to end: real Envoys, the rate-limit service, a real Redis (SPEC 3.1
+`rateLimit.global`, issue 8).
+
+The embedded gateway binds 127.0.0.2; a second Envoy (an unscoped sidecar) binds
+127.0.0.1; both ask the same service, so they share one counter per ModelServer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from controller.envoy_process import EnvoyProcess
+from controller.ratelimit_service import DECISIONS, REDIS_ERRORS, ServiceOptions
+from modelroute.embedded import Embedded, EmbeddedOptions
+from tests.ratelimit.conftest import RedisProcess
+from tests.support import free_port
+from xds_server.bootstrap import render_dict
+
+pytestmark = pytest.mark.slow
+
+GATEWAY, SIDECAR = "127.0.0.2", "127.0.0.1"
+PATH = "/v1/models/m/v1/chat/completions"
+
+
+def _manifests(port: int, rate_limit: str) -> str:
+    return textwrap.dedent(f"""
+        apiVersion: workload.matrixinfer.ai/v1alpha1
+        kind: ModelInfer
+        metadata: {{name: m}}
+        spec: {{modelRef: {{name: m}}, replicas: 1}}
+        ---
+        apiVersion: networking.matrixinfer.ai/v1alpha1
+        kind: ModelServer
+        metadata: {{name: m}}
+        spec:
+          modelInferRef: {{name: m}}
+          service: {{port: {port}}}
+          routing: {{path: /v1/models/m}}
+          rateLimit: {rate_limit}
+        """)
+
+
+@asynccontextmanager
+async def _deployment(tmp_path: Path, redis: RedisProcess, rate_limit: str, *, fail_open: bool = True,
+                      second_envoy: bool = False) -> AsyncIterator[int]:
+    port = free_port()
+    (tmp_path / "m.yaml").write_text(_manifests(port, rate_limit))
+    app = Embedded(EmbeddedOptions(directory=tmp_path, xds_port=0, listen_address=GATEWAY, privileged_port_offset=0,
+                                   ratelimit=ServiceOptions(redis_url=redis.url, fail_open=fail_open)))
+    sidecar: EnvoyProcess | None = None
+    try:
+        await app.start()
+        await app.wait_ready(timeout=30)
+        assert app.plane is not None and app.ratelimit is not None
+        if second_envoy:
+            bootstrap = render_dict("sidecar", node_id="second", cluster="sidecars", xds_port=app.plane.xds_port,
+                                    admin_port=free_port(), ratelimit_port=app.ratelimit.port)
+            sidecar = EnvoyProcess(bootstrap, tmp_path / ".modelroute", name="sidecar", log_level="warning")
+            await sidecar.start()
+        for host in (GATEWAY, SIDECAR) if second_envoy else (GATEWAY,):
+            await _eventually_status(f"http://{host}:{port}{PATH}", {200, 429})
+        yield port
+    finally:
+        if sidecar is not None:
+            await sidecar.stop()
+        await app.stop()
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict | None = None) -> aiohttp.ClientResponse:
+    payload = body if body is not None else {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with session.post(url, json=payload) as response:
+        await response.read()
+        return response
+
+
+async def _eventually_status(url: str, wanted: set[int], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+        while time.monotonic() < deadline:
+            try:
+                last = (await _post(session, url)).status
+                if last in wanted:
+                    return
+            except aiohttp.ClientError as err:
+                last = err
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url}: expected one of {wanted}, last saw {last}")
+
+
+async def _load(url: str, seconds: float, concurrency: int) -> list[tuple[float, int]]:
+    """(wall-clock time of the answer, status) of every request, `concurrency` at a time."""
+    results: list[tuple[float, int]] = []
+    stop = time.monotonic() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < stop:
+            status = (await _post(session, url)).status
+            results.append((time.time(), status))
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return results
+
+
+async def test_two_envoys_share_one_limit_of_n_per_second(tmp_path: Path, redis_server: RedisProcess) -> None:
+    n = 40
+    async with _deployment(tmp_path, redis_server, f"{{enabled: true, requestsPerSecond: {n}, global: true}}",
+                           second_envoy=True) as port:
+        await asyncio.sleep(1.2)  # the warm-up requests' window is gone
+        start = time.time()
+        first, second = await asyncio.gather(_load(f"http://{GATEWAY}:{port}{PATH}", 4.5, 6),
+                                             _load(f"http://{SIDECAR}:{port}{PATH}", 4.5, 6))
+    whole = range(int(start) + 1, int(start) + 5)  # the whole seconds inside the load
+    per_second = {s: sum(1 for t, status in first + second if status == 200 and int(t) == s) for s in whole}
+    by_envoy = [sum(1 for t, status in r if status == 200 and int(t) in whole) for r in (first, second)]
+    statuses = {status for _, status in first + second}
+    assert statuses == {200, 429}, statuses
+    assert min(by_envoy) > 0.2 * n * len(whole), by_envoy  # both Envoys drew from the one limit
+    for second_, admitted in per_second.items():
+        assert 0.9 * n <= admitted <= 1.1 * n, per_second
+    total = sum(per_second.values())
+    assert 0.95 * n * len(whole) <= total <= 1.05 * n * len(whole), per_second
+    offered = sum(1 for t, _ in first + second if int(t) in whole)
+    assert offered > 2 * total, (offered, total)  # the load was well over the limit
+
+
+async def test_token_budget_spent_then_429_until_the_window_passes(tmp_path: Path,
+                                                                  redis_server: RedisProcess) -> None:
+    limit = "{enabled: true, requestsPerSecond: 1000, global: true, outputTokensPerUnit: 40, inputTokensPerUnit: 200, unit: second}"
+    async with _deployment(tmp_path, redis_server, limit) as port:
+        url = f"http://{GATEWAY}:{port}{PATH}"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+            await _window_start(offset=0.05)
+            window = int(time.time())
+            spent = []
+            for _ in range(3):  # the mock answers 16 completion tokens: 3 x 16 > 40
+                response = await _post(session, url, body)
+                spent.append(response.status)
+                await asyncio.sleep(0.05)  # the charge is sent when the stream is done
+            assert spent == [200, 200, 200]
+            refused = []
+            while time.time() < window + 0.85:
+                response = await _post(session, url, body)
+                refused.append(response.status)
+                if response.status == 429:
+                    assert response.headers.get("x-ratelimit-limit", "").startswith("40"), dict(response.headers)
+                    assert response.headers.get("x-ratelimit-remaining") == "0"
+                await asyncio.sleep(0.05)
+            assert refused and set(refused) == {429}, refused
+            # The next window: the spent tokens weigh less as it advances; admitted again.
+            deadline = time.time() + 3
+            while (response := await _post(session, url, body)).status != 200:
+                assert time.time() < deadline, "still refused 3s after the budget's window"
+                await asyncio.sleep(0.05)
+            assert time.time() >= window + 1
+            # The request's size is checked before it is sent: ~1000 bytes ≈ 250 tokens > 200.
+            await asyncio.sleep(1.5)
+            big = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "word " * 200}]}
+            assert (await _post(session, url, big)).status == 429
+            assert (await _post(session, url, body)).status == 200
+
+
+async def _window_start(offset: float) -> None:
+    now = time.time()
+    await asyncio.sleep(int(now) + 1 - now + offset)
+
+
+@pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
+async def test_redis_killed_then_back(tmp_path: Path, redis_server: RedisProcess, fail_open: bool) -> None:
+    n = 5
+    async with _deployment(tmp_path, redis_server, f"{{enabled: true, requestsPerSecond: {n}, global: true}}",
+                           fail_open=fail_open) as port:
+        url = f"http://{GATEWAY}:{port}{PATH}"
+        before = _count_failures(fail_open)
+        errors_before = REDIS_ERRORS._value.get()
+        limited = [status for _, status in await _load(url, 1.0, 4)]
+        assert limited.count(200) <= 2 * n + 1 and 429 in limited
+
+        redis_server.kill()
+        started = time.monotonic()
+        down = await _load(url, 1.5, 4)
+        statuses = {status for _, status in down}
+        assert statuses == ({200} if fail_open else {429}), statuses
+        assert len(down) > 4 * 1.5 / 0.5  # no request waited long: answered by the mode
+        assert time.monotonic() - started < 5
+        assert _count_failures(fail_open) > before
+        assert REDIS_ERRORS._value.get() > errors_before
+
+        redis_server.start()  # same port: the service reconnects and reloads its script
+        await asyncio.sleep(1.0)
+        back = [status for _, status in await _load(url, 1.5, 4)]
+        assert 200 in back and 429 in back, back
+        assert back.count(200) <= 2 * n + 2
+
+
+def _count_failures(fail_open: bool) -> float:
+    return DECISIONS.labels("failure_allowed" if fail_open else "failure_denied")._value.get()
