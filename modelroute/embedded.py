@@ -34,6 +34,7 @@ from controller.envoy_process import EnvoyProcess
 from controller.file_provider import FileProvider
 from controller.replicas import ReplicaRuntime
 from controller.status_view import StatusWriter, status_path
+from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.route_views import route_views
 from modelroute.targets import Placement
@@ -87,6 +88,7 @@ class Embedded:
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
         self.status_writer = StatusWriter(status_path(options.run_dir))
         self.loop = ControlLoop(placement=self.placement, on_status=self._write_status)
+        self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
         self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas")
         self.provider = FileProvider(options.directory, self._on_objects)
         self.plane: ControlPlane | None = None
@@ -112,6 +114,7 @@ class Embedded:
                                                node_group=metadata_node_group, hooks=[self.loop.hooks],
                                                registry=self.registry)
         self.loop.attach(self.plane.cache)
+        await self.canary.start()
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
         before = self.loop.generation
         await self.provider.start()
@@ -121,6 +124,7 @@ class Embedded:
             bootstrap = render_dict("gateway", node_id="modelroute-gateway", cluster="gateway",
                                     xds_port=self.plane.xds_port, admin_port=admin_port, delta=self.options.delta,
                                     ratelimit_port=self.ratelimit.port)
+            bootstrap.update(self.canary.stats_sink())
             self.envoy = EnvoyProcess(bootstrap, self.options.run_dir, name="gateway",
                                       log_level=self.options.envoy_log_level)
             await self.envoy.start(timeout=timeout)
@@ -133,6 +137,7 @@ class Embedded:
         await self.provider.close()
         await self.replicas.close()
         await cancel_and_wait(self._debounce_task)
+        await self.canary.stop()
         if self.plane is not None:
             await self.plane.stop()
         if self.ratelimit is not None:
@@ -165,11 +170,13 @@ class Embedded:
             await self.stop()
 
     async def _on_objects(self, objects: Sequence[Resource]) -> None:
+        self.canary.set_routes(objects)
         self.loop.set_objects(objects)
         await self.replicas.reconcile(o for o in objects if isinstance(o, ModelInfer))
 
     def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
         if self.ratelimit is not None and compiled.gateway is not None:  # the unscoped compile
             self.ratelimit.service.set_limits(cluster_limits([compiled.gateway]))
-        self.status_writer.write(statuses=statuses, routes=route_views(compiled, self.loop.objects),
+        statuses, routes = self.canary.status(statuses, route_views(compiled, self.loop.objects))
+        self.status_writer.write(statuses=statuses, routes=routes,
                                  replicas=self.replicas.status(), errors=self.provider.errors)

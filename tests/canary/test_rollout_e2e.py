@@ -1,0 +1,89 @@
+"""Canary rollouts end to end through the real Envoy (SPEC 3.4): stats pushed by Envoy,
+verdicts every interval, weights applied live through xDS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.status_view import read_status
+from tests.canary.rollout_support import (ROUTE, canary_manifests, new_port, set_fail_rate, steady_load, wait_phase,
+                                          watch_splits)
+from tests.e2e.harness import running
+
+pytestmark = pytest.mark.slow
+
+
+def _route_status(directory: Path) -> dict:
+    doc = read_status(directory / ".modelroute")
+    return next(r for r in doc["routes"] if r["name"] == "chat")
+
+
+def _conditions(directory: Path) -> dict[str, tuple[str, str]]:
+    doc = read_status(directory / ".modelroute")
+    obj = next(o for o in doc["objects"] if o["kind"] == "ModelRoute" and o["name"] == "chat")
+    return {c["type"]: (c["status"], c["reason"]) for c in obj["conditions"]}
+
+
+async def test_healthy_canary_is_stepped_to_100_and_promoted(tmp_path: Path) -> None:
+    port = new_port()
+    canary_manifests(tmp_path, port=port, interval="1s", step=30)
+    async with running(tmp_path) as app:
+        async with watch_splits(app) as splits, steady_load(port) as load:
+            await wait_phase(app, "Promoted", timeout=30)
+            promoted_at = time.monotonic()
+            while time.monotonic() - promoted_at < 1.0:  # let Envoy apply 0/100
+                await asyncio.sleep(0.1)
+        assert splits.seen == [(90, 10), (60, 40), (30, 70), (0, 100)]
+        assert not load.errors and all(status == 200 for _, status, _ in load.replies)
+        served = {who for _, _, who in load.replies}
+        assert served == {"v1", "v2"}
+        late = [who for t, _, who in load.replies if t > promoted_at + 0.5]
+        assert late and set(late) == {"v2"}  # Envoy serves the promoted split
+        route = _route_status(tmp_path)
+        assert route["canary"]["phase"] == "Promoted" and route["canary"]["canaryWeight"] == 100
+        assert route["canary"]["lastSuccessRate"] == 100.0
+        assert route["canary"]["report"]["variants"][1]["requests"] > 0
+        assert {s["role"]: s["weight"] for s in route["groups"][0]["splits"]} == {"stable": 0, "canary": 100}
+        assert _conditions(tmp_path)["Progressing"] == ("False", "CanaryPromoted")
+        persisted = json.loads((tmp_path / ".modelroute" / "canary.json").read_text())
+        assert persisted["routes"][0]["state"]["phase"] == "Promoted"
+
+
+async def test_failing_canary_is_rolled_back_while_stable_keeps_serving(tmp_path: Path) -> None:
+    port = new_port()
+    canary_manifests(tmp_path, port=port, interval="2s", step=30, max_failures=2, split=(70, 30))
+    async with running(tmp_path) as app:
+        await set_fail_rate(app, "v2", 0.3)
+        async with watch_splits(app) as splits, steady_load(port) as load:
+            started = time.monotonic()
+            took = await wait_phase(app, "RolledBack", timeout=20)
+            rolled_back_at = time.monotonic()
+            while time.monotonic() - rolled_back_at < 1.5:
+                await asyncio.sleep(0.1)
+        # maxFailures = 2 intervals of 2 s (plus the time the first interval waits to start).
+        assert took <= 2 * 2.0 + 2.0, took
+        assert splits.seen == [(70, 30), (100, 0)]
+        state = app.canary.runner.state_of(ROUTE)
+        assert state is not None and state.failures == 2 and state.last_success_rate is not None
+        assert 50 < state.last_success_rate < 90
+        # The stable variant never stopped serving: every request it got succeeded, before,
+        # during and after the rollback, and it answered throughout.
+        assert not load.errors
+        stable = [(t, status) for t, status, who in load.replies if who == "v1"]
+        assert stable and all(status == 200 for _, status in stable)
+        gaps = [b - a for (a, _), (b, _) in zip(stable, stable[1:])]
+        assert max(gaps) < 0.5, max(gaps)
+        assert any(status >= 500 for t, status, _ in load.replies if t > started)  # the canary did fail
+        late = [(status, who) for t, status, who in load.replies if t > rolled_back_at + 0.5]
+        assert late and all(who == "v1" and status == 200 for status, who in late)
+        route = _route_status(tmp_path)
+        assert (route["canary"]["phase"], route["canary"]["stableWeight"]) == ("RolledBack", 100)
+        assert route["canary"]["failedIntervals"] == 2 and "rolled back" in route["canary"]["message"]
+        report = route["canary"]["report"]
+        assert report["variants"][1]["successRate"] < report["variants"][0]["successRate"] == 100.0
+        assert _conditions(tmp_path)["Degraded"] == ("True", "CanaryRolledBack")
