@@ -87,3 +87,34 @@ async def test_failing_canary_is_rolled_back_while_stable_keeps_serving(tmp_path
         report = route["canary"]["report"]
         assert report["variants"][1]["successRate"] < report["variants"][0]["successRate"] == 100.0
         assert _conditions(tmp_path)["Degraded"] == ("True", "CanaryRolledBack")
+
+
+async def _envoy_split(app) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    """The canary group's weighted clusters as the gateway Envoy has them."""
+    dump = await app.envoy.config_dump(resource="dynamic_route_configs")
+    for config in dump["configs"]:
+        for vhost in config["route_config"].get("virtual_hosts", []):
+            for r in vhost["routes"]:
+                clusters = r.get("route", {}).get("weighted_clusters", {}).get("clusters")
+                if r.get("name", "").startswith("modelroute/default/chat/") and clusters:
+                    return [(c["name"], c.get("weight", 0)) for c in clusters]
+    raise AssertionError("no weighted route for ModelRoute default/chat in Envoy")
+
+
+async def test_restart_mid_rollout_resumes_from_status(tmp_path: Path) -> None:
+    port = new_port()
+    canary_manifests(tmp_path, port=port, interval="2s", step=30)
+    async with running(tmp_path) as app:
+        async with steady_load(port):
+            while app.canary.runner.state_of(ROUTE).weights == (90, 10):  # type: ignore[union-attr]
+                await asyncio.sleep(0.05)
+        assert app.canary.runner.state_of(ROUTE).weights == (60, 40)  # type: ignore[union-attr]
+    # A new control plane (and Envoy) on the same directory: the rollout goes on at 60/40.
+    async with running(tmp_path) as app:
+        state = app.canary.runner.state_of(ROUTE)
+        assert state is not None and state.weights == (60, 40) and state.phase == "Progressing"
+        assert await _envoy_split(app) == [("modelserver/default/v1", 3), ("modelserver/default/v2", 2)]
+        assert _route_status(tmp_path)["canary"]["canaryWeight"] == 40
+        async with watch_splits(app) as splits, steady_load(port):
+            await wait_phase(app, "Promoted", timeout=20)
+        assert splits.seen == [(60, 40), (30, 70), (0, 100)]
