@@ -165,12 +165,17 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         except (aioredis.RedisError, OSError, asyncio.TimeoutError) as err:
             REDIS_ERRORS.inc()
             REDIS_UP.set(0)
-            if time.monotonic() >= self._down_until:
-                log.warning("redis unavailable (%s): answering %s for %.1fs", type(err).__name__,
+            if not self._down_until:
+                log.warning("redis unavailable (%s: %s): answering %s, retrying every %.1fs", type(err).__name__, err,
                             "OK (fail-open)" if self.options.fail_open else "OVER_LIMIT (fail-closed)",
                             self.options.retry_interval)
             self._down_until = time.monotonic() + self.options.retry_interval
+            # Pooled connections to a dead Redis are dead too: the next try starts afresh.
+            await self.client.connection_pool.disconnect()
             return None
+        if self._down_until:
+            log.info("redis reachable again: counting resumes")
+            self._down_until = 0.0
         REDIS_UP.set(1)
         return outcomes
 

@@ -141,6 +141,7 @@ async def test_token_budget_spent_then_429_until_the_window_passes(tmp_path: Pat
         url = f"http://{GATEWAY}:{port}{PATH}"
         body = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+            await asyncio.sleep(1.0)  # the warm-up request's tokens are two windows old
             await _window_start(offset=0.05)
             window = int(time.time())
             spent = []
@@ -201,7 +202,7 @@ async def test_redis_killed_then_back(tmp_path: Path, redis_server: RedisProcess
         await asyncio.sleep(1.0)
         back = [status for _, status in await _load(url, 1.5, 4)]
         assert 200 in back and 429 in back, back
-        assert back.count(200) <= 2 * n + 2
+        assert back.count(200) <= 3 * n  # the 1.5 s touch at most 3 windows of n
 
 
 def _count_failures(fail_open: bool) -> float:
