@@ -269,6 +269,9 @@ class CanarySpec(Spec):
     enabled: StrictBool = False
     traffic_split: TrafficSplit | None = None
     analysis: CanaryAnalysis | None = None
+    # (ext) A request header (e.g. a user id) whose hash picks the variant, so one user
+    # stays in one variant across requests and Envoys; requests without it split at random.
+    sticky_header: HeaderName | None = None
 
 
 class ModelRouteSpec(Spec):

@@ -13,6 +13,8 @@
   set (`World.live_weights`, ignored unless both are percentages, so a controller bug
   never yields a weight Envoy rejects), else `trafficSplit`, else the entries' own.
   Live weights of (0, 0) make the group all-zero, which fails like any other.
+  With `canary.stickyHeader` (ext) the canary group carries that header as its
+  `hash_header`: Envoy hashes it to pick the variant, so a user keeps one variant.
 - Timeout and retries of a group: the largest explicit value among its entries, else
   the largest `routing` value among its destinations, else 60 s and 2 retries. The
   largest, because a group is one Envoy route and must not cut off its slowest model.
@@ -21,7 +23,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from routing_engine import ir, names
 from routing_engine.api.resources import ModelRoute, ModelServer, ObjectKey
@@ -38,6 +40,7 @@ class Group:
     backends: tuple[ir.WeightedBackend, ...]
     timeout_ms: int
     retries: int
+    hash_header: str | None = None  # canary.stickyHeader (ext), lower-cased
 
 
 def destination(route: ModelRoute, entry: int) -> ObjectKey:
@@ -62,6 +65,7 @@ def build_groups(
     weights = {match: _shares(route, entries) for match, entries in by_match.items()}
     problems: list[Problem] = []
     canary = route.spec.canary
+    sticky: ir.RouteMatch | None = None
     if canary is not None and canary.enabled:
         pairs = [match for match, entries in by_match.items() if len(entries) == 2]
         if len(pairs) != 1:
@@ -74,6 +78,8 @@ def build_groups(
             weights[pairs[0]] = list(live)
         elif canary.traffic_split is not None:
             weights[pairs[0]] = [canary.traffic_split.stable, canary.traffic_split.canary]
+        if len(pairs) == 1 and canary.sticky_header:
+            sticky = pairs[0]
     groups: list[Group] = []
     for match, entries in by_match.items():
         if not any(weights[match]):
@@ -81,7 +87,10 @@ def build_groups(
             rule = f"the weights of one group ({fields}) are all 0; at least one must be positive"
             problems.append(problem(VALIDATION_FAILED, route.key, f"spec.routes[{entries[0]}].weight", rule))
             continue
-        groups.append(_group(route, dests, match, entries, weights[match], servers))
+        group = _group(route, dests, match, entries, weights[match], servers)
+        if sticky is not None and match == sticky and canary is not None and canary.sticky_header:
+            group = replace(group, hash_header=canary.sticky_header.lower())
+        groups.append(group)
     return tuple(groups), tuple(problems)
 
 

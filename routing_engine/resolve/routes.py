@@ -200,6 +200,7 @@ def _routes(
                 timeout_ms=group.timeout_ms,
                 retries=group.retries,
                 auth=served.auth(reachable),
+                hash_header=group.hash_header,
             )
         )
     if fallback is not None and spare is not None:

@@ -11,6 +11,11 @@ dynamic metadata the `model_match` plugin fills in. Several backends become
 `weighted_clusters` with weights reduced by their gcd (exact ratios, no rounding; Envoy
 normalizes by the sum). Zero weights are kept so a canary at 0% still has its cluster
 referenced (and its stats) — Envoy accepts them as long as the sum is positive.
+A route with a `hash_header` (sticky canary, ext) picks its weighted cluster from a hash
+of that header (`hash_policy` + `WeightedCluster.use_hash_policy`, Envoy >= 1.36): the
+same user lands in the same variant on every Envoy. Its weights are kept as given (not
+divided by their gcd) so `hash % total` keeps its meaning as a canary grows: users only
+ever move from stable to canary, never back.
 Retries only cover failures that cannot have reached a model (SPEC 3.1), so no GPU work
 is done twice, and each retry goes to another replica (`previous_hosts`).
 """
@@ -119,8 +124,13 @@ def build_route(route: ir.Route) -> rc.Route:
     if len(route.backends) == 1:
         action.cluster = names.destination(route.backends[0])
     else:
-        for backend, weight in zip(route.backends, normalized_weights(route.backends), strict=True):
+        sticky = route.hash_header is not None and any(b.weight > 0 for b in route.backends)
+        weights = [max(0, b.weight) for b in route.backends] if sticky else normalized_weights(route.backends)
+        for backend, weight in zip(route.backends, weights, strict=True):
             action.weighted_clusters.clusters.add(name=names.destination(backend)).weight.value = weight
+        if sticky and route.hash_header is not None:
+            action.hash_policy.add().header.header_name = route.hash_header
+            action.weighted_clusters.use_hash_policy.value = True
     action.timeout.CopyFrom(millis(route.timeout_ms))
     if route.retries > 0:
         policy = action.retry_policy
