@@ -264,29 +264,35 @@ SYSTEMS = ("modelroute", "envoy-files", "sovereign")
 
 
 async def run(sizes: list[int], edits: int, sovereign_edits: int, systems: list[str]) -> dict[str, Any]:
+    """Every system at every size; a system that fails is reported in `errors` (with the
+    reason) and the others still run."""
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
+
+    async def attempt(system: str, n: int, make: Any) -> None:
+        try:
+            got = await make()
+        except Exception as exc:  # noqa: BLE001 — any failure is reported, never a fake number
+            errors.append({"system": system, "routes": str(n), "error": f"{type(exc).__name__}: {exc}"[-2000:]})
+            print(f"FAILED {system} at {n} routes: {type(exc).__name__}: {str(exc)[-500:]}", flush=True)
+            return
+        new = got if isinstance(got, list) else [got]
+        rows.extend(new)
+        _progress(new)
+
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-conv-") as tmp:
             work = Path(tmp)
+            for sub in ("mr", "files", "sov"):
+                (work / sub).mkdir()
             if "modelroute" in systems:
-                (work / "mr").mkdir()
-                rows += await modelroute(n, edits, work / "mr")
-                _progress(rows[-2:])
+                await attempt("modelroute", n, lambda: modelroute(n, edits, work / "mr"))
             if {"envoy-files", "sovereign"} & set(systems):
                 with _stack.mock_engines("blue", "green") as engines:
                     if "envoy-files" in systems:
-                        (work / "files").mkdir()
-                        rows.append(await envoy_files(n, edits, work / "files", engines))
-                        _progress(rows[-1:])
+                        await attempt("envoy-files", n, lambda: envoy_files(n, edits, work / "files", engines))
                     if "sovereign" in systems and sovereign_edits > 0:
-                        (work / "sov").mkdir()
-                        try:
-                            rows.append(await sovereign(n, sovereign_edits, work / "sov", engines))
-                            _progress(rows[-1:])
-                        except (RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
-                            errors.append({"system": "sovereign", "routes": str(n), "error": str(exc)[-2000:]})
-                            print(f"sovereign at {n} routes failed: {exc}", flush=True)
+                        await attempt("sovereign", n, lambda: sovereign(n, sovereign_edits, work / "sov", engines))
     for row in rows:
         ours = next((r for r in rows if r["routes"] == row["routes"] and r["system"] == "modelroute (file edit)"), None)
         if ours is not None:

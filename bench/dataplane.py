@@ -1,0 +1,157 @@
+"""Data plane: what Envoy with the compiled config adds to a request, and how exact an
+80/20 split is (issue #9).
+
+World: N ModelRoutes (`/v1/models/r{i}`) over two mock-engine backends (blue, green),
+compiled by routing_engine and loaded into Envoy as a static bootstrap (the same
+listeners, routes and clusters xDS would push; no control plane in the loop). Envoy
+(`--concurrency 1`) and the backends are pinned to the first CPU, the load generator
+(bench/_loadgen.py: closed loop, one keep-alive connection, stdlib client) to the last.
+- latency: per round, WARMUP + COUNT sequential requests straight to the blue backend,
+  then the same through Envoy to a route in the middle of the table (blue); rounds
+  alternate, added latency = Envoy − direct per round; medians and spread over rounds.
+- split: route-0 is an 80/20 blue/green split; REQUESTS requests through Envoy, the
+  observed blue share and its deviation from 0.8 in binomial sigmas
+  (sqrt(0.8 × 0.2 / REQUESTS)).
+
+    .venv/bin/python -m bench.dataplane [--routes 10 1000] [--rounds 5] [--count 2000]
+        [--split-requests 10000] [--quick]
+Writes bench/results/dataplane.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import _stack
+from bench._common import BENCH, machine, write_result
+from controller.envoy_process import EnvoyProcess
+from routing_engine.api.resources import ObjectKey
+from routing_engine.engine import static_bootstrap
+from tests.support import free_port
+
+SPLIT = (80, 20)
+
+
+def pin(pid: int | None) -> None:
+    """Server side on the first CPU (the load generator takes the last)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if pid is not None and len(cpus) > 1:
+        try:
+            os.sched_setaffinity(pid, {cpus[0]})
+        except OSError:
+            pass
+
+
+async def load(url: str, count: int, warmup: int) -> dict[str, Any]:
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, str(BENCH / "_loadgen.py"), url, str(count), str(warmup), "x-modelinfer"],
+        capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    if set(result["statuses"]) != {"200"}:
+        raise RuntimeError(f"non-200 answers from {url}: {result['statuses']}")
+    return result
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
+
+
+async def measure(n: int, rounds: int, count: int, warmup: int, split_requests: int, workdir: Path) -> dict[str, Any]:
+    port = free_port()
+    docs = _stack.base_docs(n, port) + [_stack.route_doc(0, split=SPLIT)]
+    with _stack.mock_engines("blue", "green") as engines:
+        for engine in engines.values():
+            pin(engine.proc.pid)
+        endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
+        compiled = _stack.StaticCompiler().compile(_stack.to_objects(docs), endpoints)
+        bootstrap = static_bootstrap(compiled.resources, admin_port=free_port())
+        envoy = EnvoyProcess(bootstrap, workdir, name=f"dataplane-{n}", log_level="warning")
+        await envoy.start(timeout=120)
+        try:
+            pin(envoy.pid)
+            probe = max(2, n // 4 * 2)  # an even (blue) route mid-table; needs n >= 3
+            via = f"http://127.0.0.1:{port}/v1/models/r{probe}/infer"
+            direct = f"http://127.0.0.1:{engines['blue'].port}/v1/models/r{probe}/infer"
+            first = await load(via, 1, 0)
+            if first["header_values"] != {_stack.header_marker("blue"): 1}:
+                raise RuntimeError(f"route r{probe} not served by blue through Envoy: {first}")
+            per_round: list[dict[str, Any]] = []
+            for _ in range(rounds):
+                d = await load(direct, count, warmup)
+                e = await load(via, count, warmup)
+                per_round.append({"direct": d, "envoy": e,
+                                  "added_p50_us": e["p50_us"] - d["p50_us"], "added_p99_us": e["p99_us"] - d["p99_us"]})
+            split = await load(f"http://127.0.0.1:{port}/v1/models/r0/infer", split_requests, warmup)
+        finally:
+            await envoy.stop()
+    blue = split["header_values"].get(_stack.header_marker("blue"), 0)
+    green = split["header_values"].get(_stack.header_marker("green"), 0)
+    share = blue / split_requests
+    expected = SPLIT[0] / sum(SPLIT)
+    sigma = math.sqrt(expected * (1 - expected) / split_requests)
+    return {"routes": n, "probe_route": f"r{probe}", "rounds": rounds, "count": count, "warmup": warmup,
+            "direct_p50_us": _spread([r["direct"]["p50_us"] for r in per_round]),
+            "direct_p99_us": _spread([r["direct"]["p99_us"] for r in per_round]),
+            "envoy_p50_us": _spread([r["envoy"]["p50_us"] for r in per_round]),
+            "envoy_p99_us": _spread([r["envoy"]["p99_us"] for r in per_round]),
+            "added_p50_us": _spread([r["added_p50_us"] for r in per_round]),
+            "added_p99_us": _spread([r["added_p99_us"] for r in per_round]),
+            "split": {"requests": split_requests, "weights": list(SPLIT), "blue": blue, "green": green,
+                      "blue_share": round(share, 4), "sigma": round(sigma, 5),
+                      "deviation_sigmas": round((share - expected) / sigma, 2)},
+            "per_round": per_round}
+
+
+async def run(sizes: list[int], rounds: int, count: int, warmup: int, split_requests: int) -> list[dict[str, Any]]:
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-dp-") as tmp:
+            rows.append(await measure(n, rounds, count, warmup, split_requests, Path(tmp)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int, nargs="+", default=[10, 1000])
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--count", type=int, default=None, help="timed requests per round and mode")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--split-requests", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 300, 1,000 split requests")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 5)
+    count = args.count or (300 if args.quick else 2000)
+    split_requests = args.split_requests or (1000 if args.quick else 10_000)
+    rows = asyncio.run(run(args.routes, rounds, count, args.warmup, split_requests))
+    print(f"{'routes':>7} {'direct p50':>10} {'envoy p50':>10} {'added p50':>10} {'added p99':>10}   split 80/20")
+    for r in rows:
+        s = r["split"]
+        print(f"{r['routes']:>7,} {r['direct_p50_us']['median']:>7.0f} us {r['envoy_p50_us']['median']:>7.0f} us"
+              f" {r['added_p50_us']['median']:>7.0f} us {r['added_p99_us']['median']:>7.0f} us"
+              f"   {s['blue_share'] * 100:.2f}% of {s['requests']:,} ({s['deviation_sigmas']:+.2f} sigma)")
+    out = {"benchmark": "dataplane", "quick": args.quick, "machine": machine(),
+           "command": "python -m bench.dataplane" + (" --quick" if args.quick else ""),
+           "load_generator": "bench/_loadgen.py: stdlib http.client, closed loop, 1 keep-alive connection, own process "
+                             "pinned to the last CPU; Envoy and backends pinned to the first",
+           "rows": rows}
+    path = write_result("dataplane", out)
+    print(f"wrote {path.relative_to(BENCH.parent)}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
