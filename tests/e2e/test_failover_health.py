@@ -62,8 +62,10 @@ async def test_metrics_is_prometheus_text_of_envoys_stats(setup: Setup) -> None:
 
 
 async def test_ready_turns_503_when_the_ports_backends_are_gone(setup: Setup) -> None:
-    assert (await setup.solo.get("/ready")).status == 200
-    assert (await setup.shared.get("/ready")).status == 200
+    for client in (setup.solo, setup.shared):
+        async def ready(client: Client = client) -> bool:
+            return (await client.get("/ready")).status == 200
+        await wait_for(ready, timeout=10, what=f"{client.base}/ready → 200 while every backend is up")
     await setup.app.replicas.stop_infer(infer_key("solo"))
     try:
         async def not_ready() -> bool:
