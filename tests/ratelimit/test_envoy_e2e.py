@@ -117,10 +117,11 @@ async def test_two_envoys_share_one_limit_of_n_per_second(tmp_path: Path, redis_
     async with _deployment(tmp_path, redis_server, f"{{enabled: true, requestsPerSecond: {n}, global: true}}",
                            second_envoy=True) as port:
         await asyncio.sleep(1.2)  # the warm-up requests' window is gone
+        await _window_start(offset=0.5)
         start = time.time()
-        first, second = await asyncio.gather(_load(f"http://{GATEWAY}:{port}{PATH}", 4.5, 6),
-                                             _load(f"http://{SIDECAR}:{port}{PATH}", 4.5, 6))
-    whole = range(int(start) + 1, int(start) + 5)  # the whole seconds inside the load
+        first, second = await asyncio.gather(_load(f"http://{GATEWAY}:{port}{PATH}", 4.8, 6),
+                                             _load(f"http://{SIDECAR}:{port}{PATH}", 4.8, 6))
+    whole = range(int(start) + 1, int(start) + 5)  # the 4 whole seconds inside the load
     per_second = {s: sum(1 for t, status in first + second if status == 200 and int(t) == s) for s in whole}
     by_envoy = [sum(1 for t, status in r if status == 200 and int(t) in whole) for r in (first, second)]
     statuses = {status for _, status in first + second}
