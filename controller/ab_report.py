@@ -83,8 +83,8 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
 
 
 def two_proportion_test(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float] | None:
-    """Pooled two-proportion z-test: (z, two-sided p). None without data in both groups or
-    when the pooled rate is 0 or 1 (no variance: the rates are identical)."""
+    """Pooled two-proportion z-test: (z, two-sided p); None without data in both groups.
+    A pooled rate of 0 or 1 means both rates are equal: z = 0, p = 1."""
     if n1 <= 0 or n2 <= 0:
         return None
     counts = np.array([s1, s2], dtype=float)
@@ -92,7 +92,7 @@ def two_proportion_test(s1: int, n1: int, s2: int, n2: int) -> tuple[float, floa
     pooled = counts.sum() / sizes.sum()
     variance = pooled * (1 - pooled) * (1 / sizes).sum()
     if variance <= 0:
-        return None
+        return 0.0, 1.0
     rates = counts / sizes
     z = float((rates[1] - rates[0]) / math.sqrt(variance))
     return z, math.erfc(abs(z) / math.sqrt(2))
@@ -133,7 +133,7 @@ def render(report: dict[str, Any]) -> list[str]:
         p95 = "-" if v["p95Ms"] is None else f"{v['p95Ms']:g}ms"
         lines.append(f"{v['role']:<8} {v['name']:<28} {v['requests']:>8} {rate:>8} {ci:<17} {p50:>8} {p95:>8}")
     if report["pValue"] is None:
-        lines.append("difference: not testable yet (no requests in a variant, or identical rates)")
+        lines.append("difference: not testable yet (no requests in a variant)")
     else:
         verdict = "significant" if report["significant"] else "not significant"
         lines.append(f"difference {report['difference']:+.2f} pp, z={report['z']:.2f}, p={report['pValue']:.4f}: "

@@ -21,7 +21,7 @@ def test_two_proportion_test() -> None:
     assert z < -10 and p < 1e-9
     z, p = two_proportion_test(95, 100, 94, 100)  # type: ignore[misc]
     assert abs(z) < 1 and p > 0.5
-    assert two_proportion_test(10, 10, 5, 5) is None  # no variance
+    assert two_proportion_test(10, 10, 5, 5) == (0.0, 1.0)  # both perfect: no difference
     assert two_proportion_test(1, 1, 0, 0) is None
 
 

@@ -68,6 +68,7 @@ async def test_pause_resume_promote_abort_from_the_cli(tmp_path: Path) -> None:
 
         code, out = await cli("status", "--dir", d)
         assert code == 0 and "canary RolledBack: 100/0" in out and "aborted by the user" in out, out
+        assert "VARIANT" in out and "default/v2" in out and "p=" in out  # the A/B report
         code, out = await cli("rollout", "promote", "nope", "--dir", d)
         assert code == 1 and "has no canary rollout" in out, out
     # Nobody is serving the directory any more: the command is withdrawn, not left queued.

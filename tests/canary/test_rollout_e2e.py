@@ -47,7 +47,9 @@ async def test_healthy_canary_is_stepped_to_100_and_promoted(tmp_path: Path) -> 
         route = _route_status(tmp_path)
         assert route["canary"]["phase"] == "Promoted" and route["canary"]["canaryWeight"] == 100
         assert route["canary"]["lastSuccessRate"] == 100.0
-        assert route["canary"]["report"]["variants"][1]["requests"] > 0
+        report = route["canary"]["report"]
+        assert report["variants"][1]["requests"] > 0 and report["variants"][1]["p95Ms"] is not None
+        assert report["variants"][0]["p50Ms"] <= report["variants"][0]["p95Ms"]
         assert {s["role"]: s["weight"] for s in route["groups"][0]["splits"]} == {"stable": 0, "canary": 100}
         assert _conditions(tmp_path)["Progressing"] == ("False", "CanaryPromoted")
         persisted = json.loads((tmp_path / ".modelroute" / "canary.json").read_text())

@@ -3,10 +3,12 @@ interval, persistence and resume, commands through the file queue."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from controller import canary_commands
@@ -87,7 +89,8 @@ def test_steps_on_each_interval_and_promotes(tmp_path: Path) -> None:
     assert h.stats.asked == [(1000.0, 1003.0), (1003.0, 1005.0), (1005.0, 1007.0)]
 
 
-def test_failing_canary_rolls_back_and_reports_degraded(tmp_path: Path) -> None:
+def test_failing_canary_rolls_back_and_reports_degraded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="controller.canary_runner")
     h = Harness(tmp_path)
     h.stats.canary_errors = 30
     h.runner.set_routes([route(**ANALYSIS)])
@@ -96,6 +99,9 @@ def test_failing_canary_rolls_back_and_reports_degraded(tmp_path: Path) -> None:
     h.advance(2.0)
     assert h.applied[-1] == {KEY: (100, 0)} and h.runner.states[KEY].phase == "RolledBack"
     assert {c.type: c.status for c in h.runner.conditions()[KEY]} == {"Progressing": "False", "Degraded": "True"}
+    decisions = [r.getMessage() for r in caplog.records if r.getMessage().startswith("canary decision")]
+    assert len(decisions) == 2  # every verdict logged with its numbers
+    assert "action=rollback weights=90/10→100/0 success=70.00% requests=100 errors=30 failures=2/2" in decisions[1]
 
 
 def test_restart_resumes_from_the_persisted_state(tmp_path: Path) -> None:
