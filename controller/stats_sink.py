@@ -9,8 +9,8 @@ per-request latencies give exact percentiles. Why push and not scrape `/stats`: 
 Envoy that was rendered with the sink reports, wherever it runs, without the control plane
 knowing its admin address (and xds-protos has no metrics-service stubs for the gRPC push).
 
-What is kept: per destination cluster (`modelserver/<ns>/<name>`) and per second of
-arrival, the responses by class (2xx/3xx/4xx/5xx) and the latency samples. `window()`
+What is kept: per destination cluster (`modelserver/<ns>/<name>`) and per quarter second
+of arrival, the responses by class (2xx/3xx/4xx/5xx) and the latency samples. `window()`
 sums any time range still retained (the canary analysis asks for its interval; the A/B
 report for the rollout so far). Attribution is by arrival time, so a window is accurate
 to one flush interval.
@@ -33,6 +33,7 @@ _PREFIX = "envoy.cluster."
 _CLASSES = {"upstream_rq_2xx": "2xx", "upstream_rq_3xx": "3xx", "upstream_rq_4xx": "4xx",
             "upstream_rq_5xx": "5xx"}
 _LATENCY = "upstream_rq_time"
+RESOLUTION_S = 0.25  # arrival-time buckets: windows are exact to this (and the flush interval)
 # Sub-scopes Envoy also emits per cluster (`<cluster>.external.upstream_rq_2xx`): the
 # same requests again, so they are skipped.
 _SUBSCOPES = (".external", ".internal", ".canary")
@@ -96,11 +97,11 @@ class StatsCollector:
     """Receives statsd datagrams and answers windowed per-cluster questions."""
 
     def __init__(self, *, retention_s: float = 3600.0, clock: Callable[[], float] = time.time,
-                 max_samples_per_second: int = 20_000) -> None:
+                 max_samples_per_bucket: int = 10_000) -> None:
         self.retention_s = retention_s
         self._clock = clock
-        self._max_samples = max_samples_per_second
-        # second of arrival → cluster → bucket
+        self._max_samples = max_samples_per_bucket
+        # arrival bucket (time // RESOLUTION_S) → cluster → counts
         self._buckets: dict[int, dict[str, _Bucket]] = {}
         self._sources: dict[tuple[str, int], float] = {}  # Envoy socket → last datagram time
         self.datagrams = 0
@@ -109,8 +110,7 @@ class StatsCollector:
         now = self._clock()
         self.datagrams += 1
         self._sources[source] = now
-        second = int(now)
-        clusters = self._buckets.setdefault(second, {})
+        clusters = self._buckets.setdefault(math.floor(now / RESOLUTION_S), {})
         for raw in data.decode("utf-8", errors="replace").splitlines():
             parsed = parse_line(raw.strip())
             if parsed is None:
@@ -126,19 +126,19 @@ class StatsCollector:
         self._expire(now)
 
     def _expire(self, now: float) -> None:
-        oldest = int(now - self.retention_s)
-        for second in [s for s in self._buckets if s < oldest]:
-            del self._buckets[second]
+        oldest = math.floor((now - self.retention_s) / RESOLUTION_S)
+        for bucket in [b for b in self._buckets if b < oldest]:
+            del self._buckets[bucket]
 
     def window(self, clusters: Iterable[str], *, since: float, until: float | None = None) -> dict[str, VariantWindow]:
-        """Each cluster's responses that arrived in [since, until), to the second: the
-        responses of second `s` count in the window with `since <= s < until`, so
-        back-to-back windows never count one twice."""
+        """Each cluster's responses that arrived in [since, until), to RESOLUTION_S: a
+        bucket counts in the window holding its start, so back-to-back windows never
+        count a response twice."""
         end = self._clock() if until is None else until
         wanted = list(clusters)
         totals: dict[str, _Bucket] = {c: _Bucket() for c in wanted}
-        for second, by_cluster in self._buckets.items():
-            if not since <= second < end:
+        for bucket, by_cluster in self._buckets.items():
+            if not since <= bucket * RESOLUTION_S < end:
                 continue
             for cluster in wanted:
                 bucket = by_cluster.get(cluster)
