@@ -57,9 +57,12 @@ REDIS_ERRORS = Counter("modelroute_ratelimit_redis_errors_total", "Redis calls t
 REDIS_UP = Gauge("modelroute_ratelimit_redis_up", "1 while the last Redis call succeeded")
 
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # Debian's redis-server service
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str | None = None  # None: DEFAULT_REDIS_URL (embedded mode starts its own)
     fail_open: bool = True  # Redis down: allow (default) or refuse limited requests
     redis_timeout: float = 0.1  # seconds; below the Envoy filter's timeout (250 ms)
     retry_interval: float = 0.5  # after a Redis failure, answer by the mode this long
@@ -78,7 +81,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
     def __init__(self, options: ServiceOptions = ServiceOptions()) -> None:
         self.options = options
         self.client = aioredis.Redis.from_url(
-            options.redis_url, socket_timeout=options.redis_timeout,
+            options.redis_url or DEFAULT_REDIS_URL, socket_timeout=options.redis_timeout,
             socket_connect_timeout=options.redis_timeout, retry=Retry(NoBackoff(), 0))
         self.windows = SlidingWindows(self.client)
         self._limits: Mapping[str, ClusterLimit] = {}

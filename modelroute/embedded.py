@@ -10,6 +10,11 @@ loop compiles and pushes; one Envoy is started from the gateway bootstrap templa
 Status goes to `DIR/.modelroute/status.json` (what `modelroute status` reads). The same
 object serves the end-to-end tests, which drive it in-process.
 
+Shared rate limits (`rateLimit.global`): the rate-limit service runs here too, on its own
+gRPC port (the Envoy bootstrap's `modelroute_ratelimit` cluster), with a private
+`redis-server` unless `ratelimit.redis_url` names one; every gateway compile hands it
+the limits per destination cluster.
+
 Ports below 1024 in a manifest are moved up by `privileged_port_offset` when not running
 as root (default 10000: 443 → 10443), and the printed URLs say so.
 """
@@ -29,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.background import cancel_and_wait, spawn
 from controller.ratelimit_limits import cluster_limits
+from controller.ratelimit_redis import LocalRedis, redis_for
 from controller.ratelimit_service import RunningService, ServiceOptions, start_ratelimit_service
 from controller.envoy_process import EnvoyProcess
 from controller.file_provider import FileProvider
@@ -97,6 +103,7 @@ class Embedded:
         self.registry = CollectorRegistry()
         self.envoy: EnvoyProcess | None = None
         self.ratelimit: RunningService | None = None
+        self.redis: LocalRedis | None = None
         self._debounce_task: asyncio.Task | None = None
 
     async def __aenter__(self) -> Embedded:
@@ -108,8 +115,9 @@ class Embedded:
 
     async def start(self, *, timeout: float = 30.0) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        ratelimit_options, self.redis = await redis_for(self.options.ratelimit, self.options.run_dir)
         self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{self.options.ratelimit_port}",
-                                                       self.options.ratelimit)
+                                                       ratelimit_options)
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                node_group=metadata_node_group, hooks=[self.loop.hooks],
                                                registry=self.registry)
@@ -142,6 +150,8 @@ class Embedded:
             await self.plane.stop()
         if self.ratelimit is not None:
             await self.ratelimit.stop()
+        if self.redis is not None:
+            await self.redis.stop()
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Wait until every replica is ready, their endpoints are compiled, and the gateway
