@@ -75,8 +75,9 @@ class EmbeddedOptions:
     delta: bool = False  # Envoy uses delta ADS instead of state-of-the-world
     envoy_log_level: str = "warning"
     start_envoy: bool = True
-    # rateLimit.global: the rate-limit service (gRPC, 0: a free port) and its Redis.
-    ratelimit_port: int = 0
+    # rateLimit.global: the rate-limit service's gRPC port (None: the xDS port + 1, what
+    # the bootstrap templates assume; a free one with xds_port 0) and its Redis.
+    ratelimit_port: int | None = None
     ratelimit: ServiceOptions = ServiceOptions()
 
     @property
@@ -116,8 +117,10 @@ class Embedded:
     async def start(self, *, timeout: float = 30.0) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         ratelimit_options, self.redis = await redis_for(self.options.ratelimit, self.options.run_dir)
-        self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{self.options.ratelimit_port}",
-                                                       ratelimit_options)
+        rls_port = self.options.ratelimit_port
+        if rls_port is None:
+            rls_port = self.options.xds_port + 1 if self.options.xds_port else 0
+        self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options)
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                node_group=metadata_node_group, hooks=[self.loop.hooks],
                                                registry=self.registry)
