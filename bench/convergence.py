@@ -24,7 +24,8 @@ Systems:
   Envoy polls RDS over REST every 5 s (`refresh_delay` of sovereign's example bootstrap
   and templates; Envoy itself has no default for REST). One gunicorn worker
   (SOVEREIGN_WORKERS=1; the default is 2×CPUs+1, each worker polling its sources alone).
-  An edit rewrites the source file atomically; the clock starts after the rename.
+  An edit rewrites the source file atomically, at a random phase of the 30 s source
+  refresh (a uniform 0–30 s pause first); the clock starts after the rename.
 
     .venv/bin/python -m bench.convergence [--routes 100 10000] [--edits 30] [--quick]
         [--systems modelroute envoy-files sovereign] [--sovereign-edits N]
@@ -38,6 +39,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no "skipping fork() handlers" notes per Popen
 import subprocess
@@ -58,6 +60,7 @@ from tests.support import free_port, stop_process
 
 SOVEREIGN_PACKAGES = ["sovereign"]
 SOVEREIGN_REFRESH_DELAY = "5s"  # sovereign's example bootstrap/templates (RDS, CDS); LDS uses 15s
+SOVEREIGN_SOURCE_REFRESH_S = 30  # sovereign's default source_config.refresh_rate (not set in our config)
 QUIET_S = 0.3  # pause before each edit: isolated edits (debounce leading edge)
 
 SOVEREIGN_TEMPLATE = '''"""Route tables straight from the source instances (bench: one instance = one table)."""
@@ -98,8 +101,8 @@ async def modelroute(n: int, edits: int, workdir: Path) -> list[dict[str, Any]]:
     app = Embedded(EmbeddedOptions(directory=directory, xds_port=0, privileged_port_offset=0))
     prober = None
     try:
-        await app.start(timeout=300)
-        await app.wait_ready(timeout=300)
+        await app.start(timeout=180)
+        await app.wait_ready(timeout=180)
         prober = _stack.Prober(f"http://127.0.0.1:{port}/v1/models/r0/infer")
         await prober.wait(_stack.header_marker("blue"), 120)
         file_ms: list[float] = []
@@ -235,11 +238,14 @@ async def sovereign(n: int, edits: int, workdir: Path, engines: dict[str, _stack
         prober = _stack.Prober(f"http://127.0.0.1:{port}/v1/models/r0/infer")
         await prober.wait(_stack.header_marker("blue"), 120)
         samples: list[float] = []
+        phase = random.Random(9)
         for i in range(1, edits + 1):
             new = _stack.route_tables(compiler.compile(base + _stack.to_objects([_stack.route_doc(0, to=_color(i))]),
                                                        endpoints))
             text = json.dumps(list(new.values()))
-            await asyncio.sleep(QUIET_S)
+            # A random phase against sovereign's 30 s source refresh: back-to-back edits
+            # would otherwise each land just after a refresh and all wait ~30 s.
+            await asyncio.sleep(QUIET_S + phase.uniform(0, SOVEREIGN_SOURCE_REFRESH_S))
             prober.send(_stack.header_marker(_color(i)), 120)
             started = _write_atomic(instances, text)
             samples.append((await prober.result() - started) / 1e6)
@@ -248,7 +254,9 @@ async def sovereign(n: int, edits: int, workdir: Path, engines: dict[str, _stack
         return _row("sovereign (REST polling)", n, samples, clock_start="mv of the new source file returned",
                     sovereign_version=next((ln.split()[1] for ln in version.splitlines() if ln.startswith("Version:")),
                                            None),
-                    settings={"source_refresh_rate_s": 30, "envoy_refresh_delay": SOVEREIGN_REFRESH_DELAY,
+                    settings={"source_refresh_rate_s": SOVEREIGN_SOURCE_REFRESH_S,
+                              "edit_phase": "uniform random 0-30 s wait before each edit",
+                              "envoy_refresh_delay": SOVEREIGN_REFRESH_DELAY,
                               "workers": 1})
     finally:
         if prober is not None:
@@ -332,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "command": "python -m bench.convergence" + (" --quick" if args.quick else ""),
            "edits": edits, "sovereign_edits": sovereign_edits, **result}
     path = write_result("convergence", out)
-    print(f"wrote {path.relative_to(BENCH.parent)}")
+    print(f"wrote {path}")
     return out
 
 

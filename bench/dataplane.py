@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "pinned to the last CPU; Envoy and backends pinned to the first",
            "rows": rows}
     path = write_result("dataplane", out)
-    print(f"wrote {path.relative_to(BENCH.parent)}")
+    print(f"wrote {path}")
     return out
 
 

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "command": "python -m bench.serialization" + (" --quick" if args.quick else ""),
            "alternative": not args.no_alternative, **result}
     path = write_result("serialization", out)
-    print(f"wrote {path.relative_to(BENCH.parent)}")
+    print(f"wrote {path}")
     return out
 
 
