@@ -5,9 +5,11 @@ one limit per ModelServer.
 Descriptors (built by `routing_engine.translate.ratelimit`), domain `modelroute`:
 
 - `[(destination_cluster, C)]` → `take` one request from the server's requests/s window;
-- `[(modelroute_tokens, precheck), (destination_cluster, C)]`, hits = Content-Length →
-  `peek` the token budgets: the input budget must fit the request's estimated tokens
-  (bytes / `BYTES_PER_TOKEN`, at least 1), the output budget at least one more token;
+- `[(modelroute_tokens, budget), (destination_cluster, C)]` → `peek` every token budget:
+  each must have room for one more token (refused while a window's budget is spent);
+- `[(modelroute_tokens, size), (destination_cluster, C)]`, hits = Content-Length →
+  `peek` the input budget for the request's estimated tokens (bytes /
+  `BYTES_PER_TOKEN`, at least 1). Neither pre-check is ever counted;
 - `[(modelroute_tokens, input|output), (destination_cluster, C)]`, sent by Envoy when
   the stream is done with hits = the response's `usage` tokens → `charge` them.
 
@@ -116,10 +118,10 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         window = limit.token_window_ms
         budgets = {"input": limit.input_tokens, "output": limit.output_tokens}
         plan = _Plan(unit=limit.token_unit)
-        if kind == "precheck":
-            need = {"input": max(1, math.ceil(hits / BYTES_PER_TOKEN)), "output": 1}
+        if kind in ("budget", "size"):
+            need = {"input": 1, "output": 1} if kind == "budget" else {"input": max(1, math.ceil(hits / BYTES_PER_TOKEN))}
             for name, budget in budgets.items():
-                if budget:
+                if budget and name in need:
                     plan.charges.append(Charge(counter_key(limit.server, f"{name}_tokens"), window, budget,
                                                need[name], "peek"))
                     plan.limit = budget if not plan.limit else min(plan.limit, budget)

@@ -24,9 +24,12 @@ cluster (the service maps a cluster to its ModelServer, so a failover aggregate 
 from its primary's counter):
 
 - `[(destination_cluster, C)]`: one request;
-- token budgets only: `[(modelroute_tokens, precheck), (destination_cluster, C)]` with
-  hits_addend = the request's Content-Length: the service refuses it when the window's
-  tokens are spent (or the request's estimated tokens do not fit) and never charges it;
+- token budgets only, the pre-check (never charged): `[(modelroute_tokens, budget),
+  (destination_cluster, C)]` — refused while a budget of the window is spent — and
+  `[(modelroute_tokens, size), (destination_cluster, C)]` with hits_addend = the request's
+  Content-Length — refused when its estimated tokens do not fit the input budget. Envoy
+  drops a descriptor whose hits_addend format is empty, so a chunked request (no
+  Content-Length) gets only the `budget` check;
 - token budgets only, `apply_on_stream_done`: `[(modelroute_tokens, input|output),
   (destination_cluster, C)]` with hits_addend = `usage.prompt_tokens` /
   `usage.completion_tokens` of the response, read by a `json_to_metadata` response
@@ -66,7 +69,7 @@ RATELIMIT_CLUSTER = "modelroute_ratelimit"  # static cluster of the bootstrap te
 DOMAIN = "modelroute"
 GLOBAL_STAT_PREFIX = "modelroute_ratelimit"
 SERVICE_TIMEOUT_MS = 250  # above the service's own Redis timeout, so it decides failures
-TOKENS_KEY = "modelroute_tokens"  # descriptor entry: precheck | input | output
+TOKENS_KEY = "modelroute_tokens"  # descriptor entry: budget | size | input | output
 USAGE_NAMESPACE = "modelroute.usage"
 USAGE_KEYS = {"input": "prompt_tokens", "output": "completion_tokens"}  # OpenAI `usage`
 
@@ -173,7 +176,8 @@ def global_filters(listener: ir.Listener) -> Sequence[HttpFilter]:
     config.rate_limits.add().actions.add().destination_cluster.SetInParent()
     if not any(l.input_tokens or l.output_tokens for l in clusters.values()):
         return [HttpFilter(name=GLOBAL_RATELIMIT_FILTER, typed_config=pack(config))]
-    _tokens_action(config, "precheck").hits_addend.format = "%REQ(content-length)%"
+    _tokens_action(config, "budget")
+    _tokens_action(config, "size").hits_addend.format = "%REQ(content-length)%"
     for kind, key in USAGE_KEYS.items():
         charge = _tokens_action(config, kind)
         charge.apply_on_stream_done = True

@@ -82,6 +82,15 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict | None = No
         return response
 
 
+async def _post_chunked(session: aiohttp.ClientSession, url: str, body: dict) -> aiohttp.ClientResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield json.dumps(body).encode()
+
+    async with session.post(url, data=chunks(), headers={"content-type": "application/json"}) as response:
+        await response.read()
+        return response
+
+
 async def _eventually_status(url: str, wanted: set[int], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
@@ -152,8 +161,8 @@ async def test_token_budget_spent_then_429_until_the_window_passes(tmp_path: Pat
                 await asyncio.sleep(0.05)  # the charge is sent when the stream is done
             assert spent == [200, 200, 200]
             refused = []
-            while time.time() < window + 0.85:
-                response = await _post(session, url, body)
+            while time.time() < window + 0.85:  # chunked requests (no Content-Length) too
+                response = await (_post_chunked if len(refused) % 2 else _post)(session, url, body)
                 refused.append(response.status)
                 if response.status == 429:
                     assert response.headers.get("x-ratelimit-limit", "").startswith("40"), dict(response.headers)

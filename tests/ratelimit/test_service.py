@@ -66,17 +66,20 @@ async def test_unlimited_clusters_and_other_domains_pass_untouched(service: Rate
 
 
 async def test_tokens_are_charged_after_the_response_and_prechecked_by_size(service: RateLimitService) -> None:
-    small = _request(REQUEST, _tokens("precheck", 40))  # 40 bytes ≈ 10 tokens: fits 100
+    small = _request(REQUEST, _tokens("budget", 1), _tokens("size", 40))  # 40 bytes ≈ 10 tokens: fits 100
     assert (await service.ShouldRateLimit(small, None)).overall_code == OK
-    big = _request(_tokens("precheck", 404))  # ≈ 101 tokens: more than the input budget
-    assert (await service.ShouldRateLimit(big, None)).overall_code == OVER
+    big = _request(_tokens("budget", 1), _tokens("size", 404))  # ≈ 101 tokens: more than the input budget
+    answer = await service.ShouldRateLimit(big, None)
+    assert (answer.overall_code, answer.statuses[0].code, answer.statuses[1].code) == (OVER, OK, OVER)
     charged = await service.ShouldRateLimit(_request(_tokens("input", 30), _tokens("output", 60)), None)
     assert charged.overall_code == OK  # a charge is never refused, even past the budget
-    answer = await service.ShouldRateLimit(_request(REQUEST, _tokens("precheck", 4)), None)
-    assert answer.overall_code == OVER  # the output budget (50) is spent
+    # The output budget (50) is spent: refused whatever the size (a chunked request has none).
+    answer = await service.ShouldRateLimit(_request(REQUEST, _tokens("budget", 1)), None)
+    assert answer.overall_code == OVER
     assert answer.statuses[0].code == OK and answer.statuses[1].code == OVER
     assert answer.statuses[1].current_limit.unit == rls_pb2.RateLimitResponse.RateLimit.MINUTE
-    # The refused request did not spend a request slot: 2 more of 3 fit this second.
+    assert answer.statuses[1].limit_remaining == 0
+    # The refused requests did not spend request slots: 2 more of 3 fit this second.
     assert [(await service.ShouldRateLimit(_request(REQUEST), None)).overall_code for _ in range(2)] == [OK, OK]
 
 
