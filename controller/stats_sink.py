@@ -103,13 +103,11 @@ class StatsCollector:
         self._max_samples = max_samples_per_bucket
         # arrival bucket (time // RESOLUTION_S) → cluster → counts
         self._buckets: dict[int, dict[str, _Bucket]] = {}
-        self._sources: dict[tuple[str, int], float] = {}  # Envoy socket → last datagram time
         self.datagrams = 0
 
-    def feed(self, data: bytes, source: tuple[str, int] = ("", 0)) -> None:
+    def feed(self, data: bytes) -> None:
         now = self._clock()
         self.datagrams += 1
-        self._sources[source] = now
         clusters = self._buckets.setdefault(math.floor(now / RESOLUTION_S), {})
         for raw in data.decode("utf-8", errors="replace").splitlines():
             parsed = parse_line(raw.strip())
@@ -150,11 +148,6 @@ class StatsCollector:
                 total.latencies.extend(bucket.latencies)
         return {c: VariantWindow(c, tuple(sorted(t.responses.items())), tuple(t.latencies)) for c, t in totals.items()}
 
-    def reporting(self, *, within_s: float = 10.0) -> int:
-        """How many Envoys sent stats in the last `within_s` seconds."""
-        now = self._clock()
-        return sum(1 for t in self._sources.values() if now - t <= within_s)
-
 
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, collector: StatsCollector) -> None:
@@ -162,7 +155,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
-            self._collector.feed(data, addr)
+            self._collector.feed(data)
         except Exception:  # a malformed datagram must never stop the listener
             log.exception("statsd datagram dropped: source=%s", addr)
 

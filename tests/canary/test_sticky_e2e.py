@@ -1,9 +1,11 @@
 """Sticky variant assignment (ext `canary.stickyHeader`): two Envoys — the gateway and a
-sidecar, each with its own hash — put the same user in the same variant."""
+sidecar, each with its own hash — put the same user in the same variant. Both push their
+stats, and the control plane's per-variant counts are the sum over both."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -42,15 +44,19 @@ async def test_two_envoys_put_a_user_in_the_same_variant(tmp_path: Path) -> None
         await app.start()
         await app.wait_ready(timeout=45)
         assert app.plane is not None
-        sidecar = EnvoyProcess(render_dict("sidecar", node_id="app-1", cluster="sidecars", xds_port=app.plane.xds_port,
-                                           admin_port=free_port()), tmp_path / ".modelroute", name="sidecar",
-                               log_level="warning")
+        bootstrap = render_dict("sidecar", node_id="app-1", cluster="sidecars", xds_port=app.plane.xds_port,
+                                admin_port=free_port())
+        bootstrap.update(app.canary.stats_sink())
+        sidecar = EnvoyProcess(bootstrap, tmp_path / ".modelroute", name="sidecar", log_level="warning")
         await sidecar.start()
         gateway_url, sidecar_url = f"http://127.0.0.2:{port}{PATH}", f"http://127.0.0.1:{port}{PATH}"
+        counted_from = time.time()
+        sent = 0
         async with aiohttp.ClientSession(trust_env=False, timeout=aiohttp.ClientTimeout(total=5)) as session:
             for _ in range(100):  # the sidecar's listener comes up once it got its config
                 try:
                     await _served(session, sidecar_url, "warm-up")
+                    sent += 1
                     break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
@@ -60,10 +66,21 @@ async def test_two_envoys_put_a_user_in_the_same_variant(tmp_path: Path) -> None
                 seen = {await _served(session, url, user) for url in (gateway_url, sidecar_url) for _ in range(3)}
                 assert len(seen) == 1, f"{user} was served by {seen}"
                 assignment[user] = seen.pop()
+                sent += 6
             assert set(assignment.values()) == {"default/v1", "default/v2"}
             # Without the header the split is per request, not per user.
             anonymous = {await _served(session, gateway_url, None) for _ in range(40)}
             assert anonymous == {"default/v1", "default/v2"}
+            sent += 40
+        # Every request, through either Envoy, is counted once (after a flush or two).
+        clusters = ["modelserver/default/v1", "modelserver/default/v2"]
+        for _ in range(40):
+            windows = app.canary.stats.window(clusters, since=counted_from - 1)
+            if sum(w.requests for w in windows.values()) >= sent:
+                break
+            await asyncio.sleep(0.1)
+        assert sum(w.requests for w in windows.values()) == sent
+        assert all(w.count("2xx") == w.requests and w.latencies_ms for w in windows.values())
     finally:
         if sidecar is not None:
             await sidecar.stop()
