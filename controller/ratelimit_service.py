@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,15 @@ class ServiceOptions:
     fail_open: bool = True  # Redis down: allow (default) or refuse limited requests
     redis_timeout: float = 0.1  # seconds; below the Envoy filter's timeout (250 ms)
     retry_interval: float = 0.5  # after a Redis failure, answer by the mode this long
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> ServiceOptions:
+        """`MODELROUTE_REDIS_URL` (unset: embedded mode starts its own redis-server) and
+        `MODELROUTE_RATELIMIT_FAILURE_MODE` = `open` (default) | `closed`."""
+        mode = env.get("MODELROUTE_RATELIMIT_FAILURE_MODE", "open").strip().lower()
+        if mode not in ("open", "closed"):
+            raise ValueError(f"MODELROUTE_RATELIMIT_FAILURE_MODE must be open or closed, not {mode!r}")
+        return cls(redis_url=env.get("MODELROUTE_REDIS_URL") or None, fail_open=mode == "open")
 
 
 @dataclass(slots=True)

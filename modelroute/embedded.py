@@ -27,7 +27,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -78,7 +78,7 @@ class EmbeddedOptions:
     # rateLimit.global: the rate-limit service's gRPC port (None: the xDS port + 1, what
     # the bootstrap templates assume; a free one with xds_port 0) and its Redis.
     ratelimit_port: int | None = None
-    ratelimit: ServiceOptions = ServiceOptions()
+    ratelimit: ServiceOptions = field(default_factory=ServiceOptions.from_env)
 
     @property
     def run_dir(self) -> Path:

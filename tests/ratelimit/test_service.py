@@ -118,3 +118,12 @@ def test_limits_follow_the_compiled_gateway_failover_clusters_included() -> None
     assert set(limits) == {"modelserver/default/m", "failover/modelserver/default/m/modelserver/default/b"}
     assert {l.server for l in limits.values()} == {"default/m"}  # one counter for both
     assert limits["modelserver/default/m"].token_window_ms == 3_600_000
+
+
+def test_options_from_the_environment() -> None:
+    assert ServiceOptions.from_env({}) == ServiceOptions(redis_url=None, fail_open=True)
+    closed = ServiceOptions.from_env({"MODELROUTE_REDIS_URL": "redis://10.0.0.5:6379/1",
+                                      "MODELROUTE_RATELIMIT_FAILURE_MODE": "closed"})
+    assert (closed.redis_url, closed.fail_open) == ("redis://10.0.0.5:6379/1", False)
+    with pytest.raises(ValueError, match="open or closed"):
+        ServiceOptions.from_env({"MODELROUTE_RATELIMIT_FAILURE_MODE": "maybe"})
