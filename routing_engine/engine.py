@@ -1,8 +1,9 @@
 """The engine's entry point: `compile(world, target) -> Compiled` = resolve + translate.
 
-Pure: no I/O, no clocks. Pass the same `Translator` to successive compiles (the xDS
-server and `modelroute up` do) so unchanged routes, clusters and listeners are reused
-instead of re-serialized (see `translate/translator.py`).
+Pure: no I/O, no clocks. Successive compiles of one target should go through one
+`Compiler` (the control loop keeps one per node group): its `Resolver` reuses the
+outcome of every object whose inputs did not change (`resolve/pipeline.py`) and its
+`Translator` the serialized routes, clusters and listeners (`translate/translator.py`).
 
 `static_bootstrap` turns a compile's dynamic resources into one bootstrap document that
 Envoy loads with no control plane: listeners with their RouteConfiguration inline,
@@ -24,6 +25,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import serialize
 from routing_engine.api.resources import ObjectKey
+from routing_engine.resolve import Resolver
 from routing_engine.translate import names
 from routing_engine.translate.translator import TranslateError, Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, pack
@@ -32,14 +34,27 @@ from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectS
 ADMIN_PORT = 9901
 
 
-def compile(world: World, target: Target, *, translator: Translator | None = None) -> Compiled:  # noqa: A001
-    from routing_engine.resolve import resolve  # the resolver lands separately; import at use
-
-    resolution = resolve(world, target)
+def compile(world: World, target: Target, *, translator: Translator | None = None,  # noqa: A001
+            resolver: Resolver | None = None) -> Compiled:
+    resolution = (resolver or Resolver()).resolve(world, target)
     result = (translator or Translator()).translate(resolution.gateway)
     statuses = with_translate_errors(resolution.statuses, result.errors)
     return Compiled(resources=result.resources, statuses=statuses, owners=result.owners,
                     gateway=resolution.gateway)
+
+
+class Compiler:
+    """`compile` with memory: a `Resolver` and a `Translator` kept together, for
+    successive compiles of one target (the control loop keeps one per node group). A
+    one-route edit then re-resolves and re-serializes that route only; the output is
+    the same as a fresh `compile` (tests compare them after random edit sequences)."""
+
+    def __init__(self, translator: Translator | None = None) -> None:
+        self.resolver = Resolver()
+        self.translator = translator or Translator()
+
+    def compile(self, world: World, target: Target) -> Compiled:
+        return compile(world, target, translator=self.translator, resolver=self.resolver)
 
 
 def with_translate_errors(

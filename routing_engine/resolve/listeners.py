@@ -25,16 +25,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from routing_engine import ir, names
-from routing_engine.api.resources import ObjectKey
-from routing_engine.resolve.objects import age_key
+from routing_engine.api.resources import ModelRoute, ObjectKey
+from routing_engine.resolve.objects import AgeKey, age_key
 from routing_engine.resolve.routes import RouteOutcome
 from routing_engine.resolve.servers import ServerOutcome
 from routing_engine.resolve.shadowing import first_shadowers
 from routing_engine.world import Target
+
+# What shadowing reads of a ModelRoute: (name, match) of each of its routes, and how
+# many of them are groups (the rest is the fallback catch-all).
+Shape = tuple[tuple[tuple[str, ir.RouteMatch], ...], int]
+SortKey = tuple[int, AgeKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,15 @@ class Assembly:
     gateway: ir.Gateway
     # ModelRoute → group index → name of the route that shadows it
     shadowed: Mapping[ObjectKey, Mapping[int, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerSide:
+    """What the listeners take from the servers, recomputed only when a server changed."""
+
+    servers_on: dict[int, list[ServerOutcome]]  # listener port → its servers, in route order
+    limits: dict[str, ir.RateLimit]
+    backends: tuple[ir.Backend, ...]
 
 
 def in_scope(server: ObjectKey, target: Target) -> bool:
@@ -54,41 +68,131 @@ def route_in_scope(outcome: RouteOutcome, target: Target) -> bool:
     return all(in_scope(key, target) for key in outcome.servers)
 
 
-def assemble(
-    servers: Mapping[ObjectKey, ServerOutcome], routes: Mapping[ObjectKey, RouteOutcome], target: Target
-) -> Assembly:
-    scoped = [s for s in servers.values() if s.compiled and in_scope(s.key, target)]
-    model_routes = [r for r in routes.values() if r.compiled and route_in_scope(r, target)]
-    model_routes.sort(key=lambda r: (-len(r.front_door or ""), age_key(r.route)))
-    scoped.sort(key=lambda s: (-len(s.path), s.key.namespace, s.key.name))
-    limits = {s.backend.name: s.rate_limit for s in scoped if s.backend is not None and s.rate_limit is not None}
-    group_of = {route.name: (r.key, n) for r in model_routes for n, route in enumerate(r.routes[: len(r.groups)])}
-    per_listener: dict[ObjectKey, list[dict[int, str]]] = {r.key: [] for r in model_routes}
-    listeners: list[ir.Listener] = []
-    servers_on: dict[int, list[ServerOutcome]] = {}
-    for s in scoped:
-        servers_on.setdefault(s.port, []).append(s)
-    routes_on: dict[int, list[RouteOutcome]] = {}
-    for r in model_routes:
-        for port in r.ports:
-            routes_on.setdefault(port, []).append(r)
-    for port, on_port in sorted(servers_on.items()):
-        installed = routes_on.get(port, [])
-        ordered = [route for r in installed for route in r.routes]
-        found = first_shadowers(ordered, (name for r in installed for name in _group_names(r)))
-        for r in installed:
-            per_listener[r.key].append({})
-        for name, shadower in found.items():
-            key, n = group_of[name]
-            per_listener[key][-1][n] = shadower
-        ordered += [s.route for s in on_port if s.route is not None]
-        listeners.append(_listener(port, on_port, tuple(ordered), limits, target))
-    backends = tuple(sorted((s.backend for s in scoped if s.backend is not None), key=lambda b: b.name))
-    return Assembly(ir.Gateway(tuple(listeners), backends), _everywhere(per_listener))
+class Assembler:
+    """Resolved servers and routes → listeners, backends and shadowing, for one target.
+
+    It remembers what it built last time, so a compile after a small change redoes only
+    what that change can affect: the route order is kept unless a route was added,
+    removed, or changed its front door or scope; shadowing of a listener is recomputed
+    only when the (name, match) sequence of its ModelRoute routes changed (a weight edit
+    leaves it alone); the server side only when a server outcome changed. The result is
+    the same as assembling from scratch (tests compare the two)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._side: _ServerSide | None = None
+        self._sort_keys: dict[ObjectKey, SortKey] = {}
+        self._order: list[ObjectKey] = []
+        self._ages: dict[ObjectKey, tuple[ModelRoute, AgeKey]] = {}
+        self._shapes: dict[ObjectKey, tuple[RouteOutcome, Shape]] = {}
+        self._shadows: dict[int, tuple[tuple[Shape, ...], dict[ObjectKey, dict[int, str]]]] = {}
+        # port → (server side, installed ModelRoutes, listener): the same IR object comes
+        # back while neither changed, which lets translate skip the whole listener.
+        self._listeners: dict[int, tuple[_ServerSide, tuple[RouteOutcome, ...], ir.Listener]] = {}
+
+    def assemble(
+        self,
+        servers: Mapping[ObjectKey, ServerOutcome],
+        servers_changed: bool,
+        routes: Mapping[ObjectKey, RouteOutcome],
+        routes_changed: set[ObjectKey] | None,
+    ) -> Assembly:
+        """`servers_changed`: some server outcome differs from the last call's;
+        `routes_changed`: the keys whose route outcome differs (None: unknown, all)."""
+        if servers_changed or self._side is None:
+            self._side = self._server_side(servers)
+        side = self._side
+        model_routes = self._ordered(routes, routes_changed)
+        shapes = self._shapes_of(model_routes)
+        routes_on: dict[int, list[RouteOutcome]] = {}
+        for r in model_routes:
+            for port in r.ports:
+                routes_on.setdefault(port, []).append(r)
+        listeners: list[ir.Listener] = []
+        found_on: dict[int, dict[ObjectKey, dict[int, str]]] = {}
+        shadows: dict[int, tuple[tuple[Shape, ...], dict[ObjectKey, dict[int, str]]]] = {}
+        built: dict[int, tuple[_ServerSide, tuple[RouteOutcome, ...], ir.Listener]] = {}
+        for port, on_port in sorted(side.servers_on.items()):
+            installed = tuple(routes_on.get(port, ()))
+            signature = tuple(shapes[r.key] for r in installed)
+            memo = self._shadows.get(port)
+            if memo is None or memo[0] != signature:
+                memo = (signature, _shadows_on(installed))
+            shadows[port] = memo
+            found_on[port] = memo[1]
+            known = self._listeners.get(port)
+            if known is None or known[0] is not side or known[1] != installed:
+                ordered = [route for r in installed for route in r.routes]
+                ordered += [s.route for s in on_port if s.route is not None]
+                known = (side, installed, _listener(port, on_port, tuple(ordered), side.limits, self.target))
+            built[port] = known
+            listeners.append(known[2])
+        self._shadows, self._listeners = shadows, built
+        shadowed = _everywhere(found_on, routes)
+        return Assembly(ir.Gateway(tuple(listeners), side.backends), shadowed)
+
+    def _server_side(self, servers: Mapping[ObjectKey, ServerOutcome]) -> _ServerSide:
+        scoped = [s for s in servers.values() if s.compiled and in_scope(s.key, self.target)]
+        scoped.sort(key=lambda s: (-len(s.path), s.key.namespace, s.key.name))
+        limits = {s.backend.name: s.rate_limit for s in scoped if s.backend is not None and s.rate_limit is not None}
+        servers_on: dict[int, list[ServerOutcome]] = {}
+        for s in scoped:
+            servers_on.setdefault(s.port, []).append(s)
+        backends = tuple(sorted((s.backend for s in scoped if s.backend is not None), key=lambda b: b.name))
+        return _ServerSide(servers_on, limits, backends)
+
+    def _ordered(self, routes: Mapping[ObjectKey, RouteOutcome], changed: set[ObjectKey] | None) -> list[RouteOutcome]:
+        """Compiled in-scope ModelRoutes in match order: longer front door first, then
+        older. Re-sorted only when a change can move one."""
+        resort = changed is None or any(self._moves(key, routes.get(key)) for key in changed)
+        if resort:
+            self._sort_keys = {key: self._sort_key(r) for key, r in routes.items() if self._installed(r)}
+            self._order = sorted(self._sort_keys, key=self._sort_keys.__getitem__)
+            self._ages = {key: self._ages[key] for key in self._sort_keys}
+        return [routes[key] for key in self._order]
+
+    def _installed(self, outcome: RouteOutcome) -> bool:
+        return outcome.compiled and route_in_scope(outcome, self.target)
+
+    def _moves(self, key: ObjectKey, outcome: RouteOutcome | None) -> bool:
+        now = outcome is not None and self._installed(outcome)
+        before = self._sort_keys.get(key)
+        if outcome is None or not now:
+            return before is not None
+        return before is None or self._sort_key(outcome) != before
+
+    def _sort_key(self, outcome: RouteOutcome) -> SortKey:
+        known = self._ages.get(outcome.key)
+        if known is None or known[0] is not outcome.route:
+            known = (outcome.route, age_key(outcome.route))
+            self._ages[outcome.key] = known
+        return (-len(outcome.front_door or ""), known[1])
+
+    def _shapes_of(self, model_routes: Sequence[RouteOutcome]) -> dict[ObjectKey, Shape]:
+        """Each route's shape; an unchanged shape keeps its identity, so comparing a
+        listener's shapes with last time's is cheap."""
+        shapes: dict[ObjectKey, Shape] = {}
+        memo: dict[ObjectKey, tuple[RouteOutcome, Shape]] = {}
+        for r in model_routes:
+            known = self._shapes.get(r.key)
+            if known is None or known[0] is not r:
+                shape: Shape = (tuple((route.name, route.match) for route in r.routes), len(r.groups))
+                known = (r, known[1] if known is not None and known[1] == shape else shape)
+            memo[r.key] = known
+            shapes[r.key] = known[1]
+        self._shapes = memo
+        return shapes
 
 
-def _group_names(outcome: RouteOutcome) -> list[str]:
-    return [route.name for route in outcome.routes[: len(outcome.groups)]]
+def _shadows_on(installed: Sequence[RouteOutcome]) -> dict[ObjectKey, dict[int, str]]:
+    """ModelRoute → group index → shadowing route, on one listener."""
+    ordered = [route for r in installed for route in r.routes]
+    group_of = {route.name: (r.key, n) for r in installed for n, route in enumerate(r.routes[: len(r.groups)])}
+    found: dict[ObjectKey, dict[int, str]] = {}
+    for name, shadower in first_shadowers(ordered, group_of).items():
+        key, n = group_of[name]
+        found.setdefault(key, {})[n] = shadower
+    return found
 
 
 def _listener(
@@ -98,9 +202,12 @@ def _listener(
     limits: Mapping[str, ir.RateLimit],
     target: Target,
 ) -> ir.Listener:
-    reachable = {b.backend for r in routes for b in r.backends} | {
-        b.failover_to for r in routes for b in r.backends if b.failover_to is not None
-    }
+    rate_limits: tuple[tuple[str, ir.RateLimit], ...] = ()
+    if limits:
+        reachable = {b.backend for r in routes for b in r.backends} | {
+            b.failover_to for r in routes for b in r.backends if b.failover_to is not None
+        }
+        rate_limits = tuple(sorted((b, limits[b]) for b in reachable if b in limits))
     return ir.Listener(
         name=names.listener(port),
         address=target.address,
@@ -108,17 +215,25 @@ def _listener(
         routes=routes,
         tls=next((s.tls for s in on_port if s.tls is not None), None),
         ready_backends=tuple(sorted(s.backend.name for s in on_port if s.backend is not None)),
-        rate_limits=tuple(sorted((b, limits[b]) for b in reachable if b in limits)),
+        rate_limits=rate_limits,
     )
 
 
-def _everywhere(per_listener: Mapping[ObjectKey, list[dict[int, str]]]) -> dict[ObjectKey, dict[int, str]]:
-    """Groups shadowed on every listener of their route, with the first listener's
-    shadower as the one to name."""
+def _everywhere(
+    found_on: Mapping[int, Mapping[ObjectKey, Mapping[int, str]]], routes: Mapping[ObjectKey, RouteOutcome]
+) -> dict[ObjectKey, dict[int, str]]:
+    """Groups shadowed on every listener of their route, with the first (lowest port)
+    listener's shadower as the one to name."""
+    per_route: dict[ObjectKey, list[Mapping[int, str]]] = {}
+    for port in sorted(found_on):
+        for key, groups in found_on[port].items():
+            per_route.setdefault(key, []).append(groups)
     result: dict[ObjectKey, dict[int, str]] = {}
-    for key, found in per_listener.items():
-        if found:
-            common = set(found[0]).intersection(*found[1:])
-            if common:
-                result[key] = {n: found[0][n] for n in sorted(common)}
+    for key in sorted(per_route):
+        found = per_route[key]
+        if len(found) != sum(1 for port in routes[key].ports if port in found_on):
+            continue  # not shadowed on some listener of the route
+        common = set(found[0]).intersection(*found[1:])
+        if common:
+            result[key] = {n: found[0][n] for n in sorted(common)}
     return result

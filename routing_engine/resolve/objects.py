@@ -8,15 +8,17 @@ on that order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource, Secret
 
 ALLOW_FROM_ANNOTATION = "networking.matrixinfer.ai/allow-from"
 
 AgeKey = tuple[bool, datetime, str, str]
+_INDEXED = (ModelServer.KIND, ModelRoute.KIND, ModelInfer.KIND, Secret.KIND)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -36,21 +38,38 @@ class ObjectIndex:
 
     @staticmethod
     def of(objects: tuple[Resource, ...]) -> "ObjectIndex":
-        chosen: dict[ObjectKey, Resource] = {}
-        for obj in objects:
-            other = chosen.setdefault(obj.key, obj)
-            if other is not obj and _precedence(obj) > _precedence(other):
-                chosen[obj.key] = obj
-        ordered = [chosen[key] for key in sorted(chosen)]
+        chosen = choose(objects, lambda obj: obj.key)
+        return ObjectIndex.build(chosen, sorted(chosen))
+
+    @staticmethod
+    def build(chosen: Mapping[ObjectKey, Resource], ordered: Iterable[ObjectKey]) -> "ObjectIndex":
+        """`chosen` (from `choose`) indexed by kind, each index in the order of `ordered`
+        (the sorted keys of `chosen`, which a caller may have kept from last time)."""
+        by_kind: dict[str, dict[ObjectKey, Any]] = {kind: {} for kind in _INDEXED}
+        for key in ordered:
+            bucket = by_kind.get(key.kind)
+            if bucket is not None:
+                bucket[key] = chosen[key]
         return ObjectIndex(
-            servers={o.key: o for o in ordered if isinstance(o, ModelServer)},
-            routes={o.key: o for o in ordered if isinstance(o, ModelRoute)},
-            infers={o.key: o for o in ordered if isinstance(o, ModelInfer)},
-            secrets={o.key: o for o in ordered if isinstance(o, Secret)},
+            servers=by_kind[ModelServer.KIND],
+            routes=by_kind[ModelRoute.KIND],
+            infers=by_kind[ModelInfer.KIND],
+            secrets=by_kind[Secret.KIND],
         )
 
     def secret(self, namespace: str, name: str) -> Secret | None:
         return self.secrets.get(ObjectKey(Secret.KIND, namespace, name))
+
+
+def choose(objects: Iterable[Resource], key_of: Callable[[Resource], ObjectKey]) -> dict[ObjectKey, Resource]:
+    """One object per key, whatever the input order (see `ObjectIndex`)."""
+    chosen: dict[ObjectKey, Resource] = {}
+    for obj in objects:
+        key = key_of(obj)
+        other = chosen.setdefault(key, obj)
+        if other is not obj and _precedence(obj) > _precedence(other):
+            chosen[key] = obj
+    return chosen
 
 
 def _precedence(obj: Resource) -> tuple[int, str]:

@@ -8,6 +8,19 @@ Phases, each a pure function of the previous ones' results:
 5. `status`: one `ObjectStatus` per in-scope ModelServer and ModelRoute.
 `translate` turns the resulting `ir.Gateway` into Envoy protos.
 
+`Resolver` runs the same phases with memory across calls (one per target, kept next
+to the `Translator`): an object whose inputs did not change keeps its previous outcome
+object, so a one-route edit re-resolves that route and what depends on it, and
+downstream memos (assembly, translate) recognise unchanged outcomes by identity. What
+each memoized outcome depends on:
+- a ModelServer: itself, its ModelInfer, that ModelInfer's endpoints, the Secrets of
+  its namespace; claims: every contender's object and TLS/auth material;
+- a ModelRoute: itself, its live weights, the outcomes of the servers it references
+  (and of its owners), and the paths whose owner it looked up (a server appearing,
+  changing or going away at one of them re-resolves it).
+An object handed back as a new but equal pydantic object (a provider re-parsed it)
+counts as unchanged. `resolve(world, target)` is a Resolver used once.
+
 Statuses are what this target sees. Objects out of a sidecar's scope get none here, and
 shadowing depends on which routes share a listener in the target, so the status writer
 publishes the statuses of the unscoped gateway compile.
@@ -18,15 +31,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from routing_engine import ir
-from routing_engine.api.resources import ObjectKey
-from routing_engine.resolve.listeners import assemble, in_scope, route_in_scope
-from routing_engine.resolve.objects import ObjectIndex
-from routing_engine.resolve.routes import Served, resolve_route
-from routing_engine.resolve.servers import resolve_servers
+from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource, Secret
+from routing_engine.resolve.conditions import Problem
+from routing_engine.resolve.listeners import Assembler, in_scope, route_in_scope
+from routing_engine.resolve.objects import AgeKey, ObjectIndex, age_key, choose
+from routing_engine.resolve.routes import RouteOutcome, Served, resolve_route
+from routing_engine.resolve.servers import Own, ServerOutcome, claims, outcome, own_checks
 from routing_engine.resolve.status import route_status, server_status
-from routing_engine.world import ObjectStatus, Target, World
+from routing_engine.world import BackendEndpoint, ObjectStatus, Target, World
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +53,204 @@ class Resolution:
 def resolve(world: World, target: Target) -> Resolution:
     """Never raises for objects pydantic accepted: every broken rule becomes a condition
     on the object that broke it, and everything else compiles."""
-    index = ObjectIndex.of(world.objects)
-    servers = resolve_servers(index, world.endpoints, target)
-    served = Served(servers)
-    routes = {key: resolve_route(r, index, served, world.live_weights.get(key)) for key, r in index.routes.items()}
-    assembly = assemble(servers, routes, target)
-    statuses: dict[ObjectKey, ObjectStatus] = {
-        key: server_status(s, target) for key, s in servers.items() if in_scope(key, target)
-    }
-    by_backend = {s.backend.name: s for s in servers.values() if s.backend is not None}
-    for key, r in routes.items():
-        if route_in_scope(r, target):
-            statuses[key] = route_status(r, assembly.shadowed.get(key, {}), by_backend)
-    return Resolution(assembly.gateway, MappingProxyType(dict(sorted(statuses.items()))))
+    return Resolver().resolve(world, target)
+
+
+@dataclass(slots=True)
+class _ServerMemo:
+    server: ModelServer
+    infer_key: ObjectKey
+    infer: ModelInfer | None
+    endpoints: tuple[BackendEndpoint, ...]
+    secrets: tuple[Secret, ...]
+    own: Own
+    age: AgeKey
+    conflict: Problem | None = None
+    outcome: ServerOutcome | None = None
+
+
+@dataclass(slots=True)
+class _RouteMemo:
+    route: ModelRoute
+    live: tuple[int, int] | None
+    paths: frozenset[str]  # every path whose owner resolve_route looked up
+    outcome: RouteOutcome
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same object, or an equal one (a provider may re-parse an unchanged manifest)."""
+    return a is b or (a is not None and b is not None and a == b)
+
+
+class Resolver:
+    """`resolve` with memory across calls; see the module docstring for what each
+    memoized outcome depends on. Not thread-safe: one per target, used by one compile at
+    a time. A call with another target than the last starts from scratch."""
+
+    def __init__(self) -> None:
+        self._reset(None)
+
+    def _reset(self, target: Target | None) -> None:
+        self._target = target
+        self._keys: dict[int, tuple[Resource, ObjectKey]] = {}  # id(object) → (object, key)
+        self._sorted: list[ObjectKey] = []
+        self._servers: dict[ObjectKey, _ServerMemo] = {}
+        self._lost: dict[ObjectKey, Problem] = {}
+        self._outcomes: dict[ObjectKey, ServerOutcome] = {}
+        self._served: Served | None = None
+        self._routes: dict[ObjectKey, _RouteMemo] = {}
+        self._assembler = Assembler(target) if target is not None else None
+        self._server_statuses: dict[ObjectKey, tuple[ServerOutcome, ObjectStatus]] = {}
+        self._route_statuses: dict[ObjectKey, tuple[RouteOutcome, Mapping[int, str], ObjectStatus]] = {}
+
+    def resolve(self, world: World, target: Target) -> Resolution:
+        if target != self._target or self._assembler is None:
+            self._reset(target)
+        assert self._assembler is not None
+        index = self._index(world.objects)
+        before = self._outcomes
+        servers, servers_changed = self._resolve_servers(index, world.endpoints, target)
+        served = self._served if not servers_changed and self._served is not None else Served(servers)
+        self._served = served
+        moved_paths = {o.path for key in servers_changed for o in (before.get(key), servers.get(key))
+                       if o is not None and o.compiled}
+        routes, routes_changed = self._resolve_routes(index, served, servers_changed, moved_paths, world.live_weights)
+        assembly = self._assembler.assemble(servers, bool(servers_changed), routes, routes_changed)
+        return Resolution(assembly.gateway, self._statuses(servers, routes, assembly.shadowed, target))
+
+    # --- phases ------------------------------------------------------------------------
+
+    def _index(self, objects: tuple[Resource, ...]) -> ObjectIndex:
+        keys = self._keys
+        seen: dict[int, tuple[Resource, ObjectKey]] = {}
+
+        def key_of(obj: Resource) -> ObjectKey:
+            known = keys.get(id(obj))
+            if known is None or known[0] is not obj:
+                known = (obj, obj.key)
+            seen[id(obj)] = known
+            return known[1]
+
+        chosen = choose(objects, key_of)
+        self._keys = seen  # holds the objects, so their ids stay theirs
+        if len(chosen) != len(self._sorted) or chosen.keys() != set(self._sorted):
+            self._sorted = sorted(chosen)
+        return ObjectIndex.build(chosen, self._sorted)
+
+    def _resolve_servers(
+        self, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]], target: Target
+    ) -> tuple[dict[ObjectKey, ServerOutcome], set[ObjectKey]]:
+        """Every server's outcome, and the keys whose outcome is not last call's object."""
+        by_namespace: dict[str, list[Secret]] = {}
+        for key, secret in index.secrets.items():
+            by_namespace.setdefault(key.namespace, []).append(secret)
+        secrets = {namespace: tuple(found) for namespace, found in by_namespace.items()}
+        previous = self._servers
+        memos: dict[ObjectKey, _ServerMemo] = {}
+        claims_changed = previous.keys() != index.servers.keys()
+        for key, server in index.servers.items():
+            memo = previous.get(key)
+            if memo is not None and not _same(memo.server, server):
+                memo = None
+            infer_key = memo.infer_key if memo is not None else server.spec.model_infer_ref.resolve(
+                ModelInfer.KIND, server.metadata.namespace)
+            infer = index.infers.get(infer_key)
+            found = endpoints.get(infer_key, ())
+            namespace_secrets = secrets.get(key.namespace, ())
+            if (memo is not None and _same(memo.infer, infer) and memo.endpoints == found
+                    and memo.secrets == namespace_secrets):
+                memo.server = server
+                memos[key] = memo
+                continue
+            own = own_checks(server, index, endpoints)
+            if memo is None or memo.own.tls != own.tls or memo.own.auth.ok != own.auth.ok:
+                claims_changed = True
+            age = memo.age if memo is not None else age_key(server)
+            memos[key] = _ServerMemo(server, infer_key, infer, found, namespace_secrets, own, age)
+        if claims_changed:
+            contenders = [m for m in memos.values() if m.own.tls.ok and m.own.auth.ok]
+            contenders.sort(key=lambda m: m.age)
+            self._lost = claims([m.server for m in contenders], {k: m.own for k, m in memos.items()}, target)
+        outcomes: dict[ObjectKey, ServerOutcome] = {}
+        for key, memo in memos.items():
+            conflict = self._lost.get(key)
+            if memo.outcome is None or memo.conflict != conflict:
+                memo.conflict, memo.outcome = conflict, outcome(memo.server, memo.own, conflict, target)
+            outcomes[key] = memo.outcome
+        before = self._outcomes
+        changed = {key for key, o in outcomes.items() if before.get(key) is not o}
+        changed.update(key for key in before if key not in outcomes)
+        self._servers, self._outcomes = memos, outcomes
+        return outcomes, changed
+
+    def _resolve_routes(
+        self,
+        index: ObjectIndex,
+        served: Served,
+        servers_changed: set[ObjectKey],
+        moved_paths: set[str],
+        live_weights: Mapping[ObjectKey, tuple[int, int]],
+    ) -> tuple[dict[ObjectKey, RouteOutcome], set[ObjectKey] | None]:
+        """Every route's outcome, and the keys whose outcome is not last call's object
+        (None on the first call). A route is re-resolved when it, its live weights, a
+        server it references or owns it, or a server at a path it looked up changed."""
+        previous = self._routes
+        memos: dict[ObjectKey, _RouteMemo] = {}
+        outcomes: dict[ObjectKey, RouteOutcome] = {}
+        changed: set[ObjectKey] | None = None if not previous else set(previous.keys() - index.routes.keys())
+        for key, route in index.routes.items():
+            live = live_weights.get(key)
+            memo = previous.get(key)
+            if (memo is None or memo.live != live or not _same(memo.route, route)
+                    or (servers_changed and not servers_changed.isdisjoint(memo.outcome.servers))
+                    or (moved_paths and not moved_paths.isdisjoint(memo.paths))):
+                served.probed = set()
+                try:
+                    result = resolve_route(route, index, served, live)
+                    memo = _RouteMemo(route, live, frozenset(served.probed), result)
+                finally:
+                    served.probed = None
+                if changed is not None:
+                    changed.add(key)
+            else:
+                memo.route = route
+            memos[key] = memo
+            outcomes[key] = memo.outcome
+        self._routes = memos
+        return outcomes, changed
+
+    def _statuses(
+        self,
+        servers: Mapping[ObjectKey, ServerOutcome],
+        routes: Mapping[ObjectKey, RouteOutcome],
+        shadowed: Mapping[ObjectKey, Mapping[int, str]],
+        target: Target,
+    ) -> Mapping[ObjectKey, ObjectStatus]:
+        """In key order without sorting: every ModelRoute key sorts before every
+        ModelServer key, and both indexes are in key order. A status is rebuilt only
+        when its outcome (or, for a route, its shadowing) changed; a route's health
+        comes from the servers it references, whose change re-resolves it."""
+        assert ModelRoute.KIND < ModelServer.KIND
+        by_backend = {s.backend.name: s for s in servers.values() if s.backend is not None} if routes else {}
+        statuses: dict[ObjectKey, ObjectStatus] = {}
+        route_memo: dict[ObjectKey, tuple[RouteOutcome, Mapping[int, str], ObjectStatus]] = {}
+        for key, r in routes.items():
+            if not route_in_scope(r, target):
+                continue
+            groups = shadowed.get(key, {})
+            known = self._route_statuses.get(key)
+            if known is None or known[0] is not r or known[1] != groups:
+                known = (r, groups, route_status(r, groups, by_backend))
+            route_memo[key] = known
+            statuses[key] = known[2]
+        server_memo: dict[ObjectKey, tuple[ServerOutcome, ObjectStatus]] = {}
+        for key, s in servers.items():
+            if not in_scope(key, target):
+                continue
+            seen = self._server_statuses.get(key)
+            if seen is None or seen[0] is not s:
+                seen = (s, server_status(s, target))
+            server_memo[key] = seen
+            statuses[key] = seen[1]
+        self._route_statuses, self._server_statuses = route_memo, server_memo
+        return MappingProxyType(statuses)

@@ -68,6 +68,9 @@ class Served:
 
     def __init__(self, servers: Mapping[ObjectKey, ServerOutcome]) -> None:
         self.servers = servers
+        # When set, every path `owners` looks at is added: what a memoized route outcome
+        # depends on (a server appearing at any of them can change the owner).
+        self.probed: set[str] | None = None
         self._by_path: dict[str, list[ServerOutcome]] = {}
         self._auth: dict[str, ir.AuthPolicy] = {}
         for outcome in servers.values():
@@ -87,7 +90,10 @@ class Served:
     def owners(self, front_door: str) -> list[ServerOutcome]:
         parts = segments(front_door)
         for n in range(len(parts), -1, -1):
-            found = self._by_path.get("/" + "/".join(parts[:n]))
+            path = "/" + "/".join(parts[:n])
+            if self.probed is not None:
+                self.probed.add(path)
+            found = self._by_path.get(path)
             if found:
                 return found
         return []

@@ -68,7 +68,7 @@ class ServerOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class _Own:
+class Own:
     """Results of the checks that need no other ModelServer."""
 
     infer_problems: tuple[Problem, ...]
@@ -86,15 +86,15 @@ def resolve_servers(
     Claims are made on listener ports (`target.port(service.port)`), not on the ports
     as written: with a privileged-port offset, 80 and 10080 can become one listener,
     and one listener can only have one TLS mode."""
-    own = {key: _own_checks(server, index, endpoints) for key, server in index.servers.items()}
+    own = {key: own_checks(server, index, endpoints) for key, server in index.servers.items()}
     contenders = [s for s in index.servers.values() if own[s.key].tls.ok and own[s.key].auth.ok]
-    lost = _claims(sorted(contenders, key=age_key), own, target)
-    return {key: _outcome(server, own[key], lost.get(key), target) for key, server in index.servers.items()}
+    lost = claims(sorted(contenders, key=age_key), own, target)
+    return {key: outcome(server, own[key], lost.get(key), target) for key, server in index.servers.items()}
 
 
-def _own_checks(
+def own_checks(
     server: ModelServer, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]
-) -> _Own:
+) -> Own:
     spec = server.spec
     infer_key = spec.model_infer_ref.resolve(ModelInfer.KIND, server.metadata.namespace)
     infer = index.infers.get(infer_key)
@@ -113,7 +113,7 @@ def _own_checks(
         default_port = spec.service.target_port or spec.service.port
         unique = {ir.Endpoint(e.address, e.port or default_port, e.healthy) for e in endpoints.get(infer_key, ())}
         found = tuple(sorted(unique, key=lambda e: (e.address, e.port, not e.healthy)))
-    return _Own(problems, forbidden, found, tls_certificate(server, index), auth_policy(server, index))
+    return Own(problems, forbidden, found, tls_certificate(server, index), auth_policy(server, index))
 
 
 def _forbidden_rule(target: ObjectKey, namespace: str) -> str:
@@ -123,7 +123,7 @@ def _forbidden_rule(target: ObjectKey, namespace: str) -> str:
     )
 
 
-def _mode(own: _Own) -> str | None:
+def _mode(own: Own) -> str | None:
     """A port's TLS mode: None for plain HTTP, else the certificate's (Secret's) name."""
     return own.tls.value.name if own.tls.value is not None else None
 
@@ -137,7 +137,7 @@ def _port_label(server: ModelServer, listener_port: int) -> str:
     return f"port {written}" if written == listener_port else f"port {written} (listener port {listener_port})"
 
 
-def _claims(contenders: list[ModelServer], own: Mapping[ObjectKey, _Own], target: Target) -> dict[ObjectKey, Problem]:
+def claims(contenders: list[ModelServer], own: Mapping[ObjectKey, Own], target: Target) -> dict[ObjectKey, Problem]:
     """Port and path conflicts; `contenders` are oldest first. Returns the losers."""
     decider: dict[int, ModelServer] = {}
     holder: dict[tuple[int, str], ModelServer] = {}
@@ -164,7 +164,7 @@ def _claims(contenders: list[ModelServer], own: Mapping[ObjectKey, _Own], target
     return lost
 
 
-def _outcome(server: ModelServer, own: _Own, conflict: Problem | None, target: Target) -> ServerOutcome:
+def outcome(server: ModelServer, own: Own, conflict: Problem | None, target: Target) -> ServerOutcome:
     ref_problems = own.infer_problems + own.tls.ref_problems + own.auth.ref_problems
     problems = own.tls.ref_problems + own.tls.spec_problems + own.auth.ref_problems + own.auth.spec_problems
     if conflict is not None:
