@@ -14,7 +14,11 @@ Descriptors (built by `routing_engine.translate.ratelimit`), domain `modelroute`
   the stream is done with hits = the response's `usage` tokens → `charge` them.
 
 Clusters without a shared limit (other servers on the same listener) are answered OK.
-Limits come from the wiring (`set_limits`, from each gateway compile).
+Limits come from the wiring (`set_limits`, from each gateway compile, handed over when
+its status is published — just after the snapshot, so a brand-new limit can miss the
+first milliseconds). Requests are counted in a 1 s sliding window of requestsPerSecond:
+`burstSize` shapes only local buckets. Tokens are known only from a JSON response's
+`usage`: streamed (SSE) answers and aborted streams are not charged.
 
 Redis failures: every call has `redis_timeout`; after a failure the service answers
 from its `fail_open` setting without touching Redis for `retry_interval` (so a dead
