@@ -16,6 +16,9 @@ and publish the state.
 - `modelroute rollout` commands arrive through `controller.canary_commands`.
 - Without `analysis`, the split is a plain A/B experiment: nothing moves by itself, the
   report is still kept, and promote/abort still work.
+- What is measured is the canary ModelServer's cluster on every Envoy that pushes stats:
+  requests reaching that server by another route count too, and each retry attempt is
+  counted (a 503 retried to success is one 5xx and one 2xx) — conservative for a canary.
 
 The clock is injectable and `tick()`/`poll_commands()` are plain methods, so tests drive
 the runner with a fake clock and fake stats; `run()` just calls them periodically.
