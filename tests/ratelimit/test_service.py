@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 
 from controller.ratelimit_limits import ClusterLimit, cluster_limits
 from controller.ratelimit_service import RateLimitService, ServiceOptions
@@ -95,6 +96,10 @@ async def test_redis_down_answers_by_the_mode_quickly(redis_server: RedisProcess
             answer = await svc.ShouldRateLimit(_request(REQUEST), None)
             assert answer.overall_code == (OK if fail_open else OVER)
         assert time.monotonic() - started < 2.0  # one timeout at most, then the mode answers
+        exposed = generate_latest(REGISTRY).decode()  # what the control plane's /metrics serves
+        assert "modelroute_ratelimit_redis_up 0.0" in exposed
+        result = "failure_allowed" if fail_open else "failure_denied"
+        assert f'modelroute_ratelimit_decisions_total{{result="{result}"}}' in exposed
         free = _request(([("destination_cluster", "modelserver/default/free")], None))
         assert (await svc.ShouldRateLimit(free, None)).overall_code == OK  # unlimited servers never refused
         redis_server.start()
