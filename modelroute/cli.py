@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 # command name → module under modelroute.commands, in help order
@@ -32,9 +31,6 @@ _HELP = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    # We fork child processes (Envoy, replicas) while gRPC threads run; gRPC's fork
-    # handlers are not needed for that and only print warnings.
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="modelroute", description="MatrixInfer routing engine: Envoy xDS control plane for AI models")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

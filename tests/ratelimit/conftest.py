@@ -1,16 +1,9 @@
 """A real Redis for the rate-limit tests: `redis-server` (installed by scripts/bootstrap.sh)
-on a free loopback port, no persistence, killed by PID.
-
-gRPC's fork handlers are off (as in tests/e2e): replicas are forked from this process
-while the xDS and rate-limit gRPC servers run."""
+on a free loopback port, no persistence, killed by PID."""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-import shutil  # noqa: E402
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
