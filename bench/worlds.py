@@ -42,16 +42,21 @@ def objects(n: int) -> list[Resource]:
     return [*(server(i) for i in range(n)), *(infer(i) for i in range(n)), *(route(i, n) for i in range(n))]
 
 
+def endpoints(n: int) -> dict[ObjectKey, tuple[BackendEndpoint, ...]]:
+    return {ObjectKey("ModelInfer", "bench", f"infer-{i}"):
+            (BackendEndpoint(f"10.0.{i // 250}.{i % 250}", 8000), BackendEndpoint(f"10.1.{i // 250}.{i % 250}", 8000))
+            for i in range(n)}
+
+
 def world(n: int, objs: list[Resource] | None = None) -> World:
     objs = objects(n) if objs is None else objs
-    endpoints = {ObjectKey("ModelInfer", "bench", f"infer-{i}"):
-                 (BackendEndpoint(f"10.0.{i // 250}.{i % 250}", 8000), BackendEndpoint(f"10.1.{i // 250}.{i % 250}", 8000))
-                 for i in range(n)}
-    return World(tuple(objs), endpoints)
+    return World(tuple(objs), endpoints(n))
 
 
-def edited(n: int, objs: list[Resource], which: int, weight: int) -> World:
-    """The same world with route `which` re-weighted (objects list is copied, not mutated)."""
+def edited(n: int, objs: list[Resource], which: int, weight: int, base: World | None = None) -> World:
+    """The same world with route `which` re-weighted (objects list is copied, not mutated).
+    With `base`, its endpoints mapping is kept, as the control loop keeps it when only
+    objects change."""
     objs = list(objs)
     objs[2 * n + which] = route(which, n, weight=weight)
-    return world(n, objs)
+    return World(tuple(objs), base.endpoints if base is not None else endpoints(n))

@@ -65,6 +65,8 @@ def in_scope(server: ObjectKey, target: Target) -> bool:
 
 
 def route_in_scope(outcome: RouteOutcome, target: Target) -> bool:
+    if target.namespaces is None and target.servers is None:
+        return True
     return all(in_scope(key, target) for key in outcome.servers)
 
 

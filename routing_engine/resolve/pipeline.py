@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import compress, count
+from operator import is_not
 from types import MappingProxyType
 from typing import Any
 
@@ -94,7 +96,10 @@ class Resolver:
         self._target = target
         self._keys: dict[int, tuple[Resource, ObjectKey]] = {}  # id(object) → (object, key)
         self._sorted: list[ObjectKey] = []
+        # last call's objects, the key at each position, and its index (None: a key repeated)
+        self._last: tuple[tuple[Resource, ...], list[ObjectKey], ObjectIndex] | None = None
         self._servers: dict[ObjectKey, _ServerMemo] = {}
+        self._server_inputs: tuple[Mapping[ObjectKey, Any], ...] | None = None
         self._lost: dict[ObjectKey, Problem] = {}
         self._outcomes: dict[ObjectKey, ServerOutcome] = {}
         self._served: Served | None = None
@@ -102,6 +107,10 @@ class Resolver:
         self._assembler = Assembler(target) if target is not None else None
         self._server_statuses: dict[ObjectKey, tuple[ServerOutcome, ObjectStatus]] = {}
         self._route_statuses: dict[ObjectKey, tuple[RouteOutcome, Mapping[int, str], ObjectStatus]] = {}
+        self._backends_of: tuple[Mapping[ObjectKey, ServerOutcome] | None, Mapping[str, ServerOutcome]] = (None, {})
+        # last call's statuses (not handed out: the result wraps a copy) and shadowing
+        self._last_statuses: tuple[dict[ObjectKey, ObjectStatus] | None, Mapping[ObjectKey, Mapping[int, str]]] = (
+            None, {})
 
     def resolve(self, world: World, target: Target) -> Resolution:
         if target != self._target or self._assembler is None:
@@ -116,11 +125,16 @@ class Resolver:
                        if o is not None and o.compiled}
         routes, routes_changed = self._resolve_routes(index, served, servers_changed, moved_paths, world.live_weights)
         assembly = self._assembler.assemble(servers, bool(servers_changed), routes, routes_changed)
-        return Resolution(assembly.gateway, self._statuses(servers, routes, assembly.shadowed, target))
+        statuses = self._statuses(servers, servers_changed, routes, routes_changed, assembly.shadowed, target)
+        return Resolution(assembly.gateway, statuses)
 
     # --- phases ------------------------------------------------------------------------
 
     def _index(self, objects: tuple[Resource, ...]) -> ObjectIndex:
+        if self._last is not None:
+            patched = self._patched(objects, *self._last)
+            if patched is not None:
+                return patched
         keys = self._keys
         seen: dict[int, tuple[Resource, ObjectKey]] = {}
 
@@ -135,12 +149,56 @@ class Resolver:
         self._keys = seen  # holds the objects, so their ids stay theirs
         if len(chosen) != len(self._sorted) or chosen.keys() != set(self._sorted):
             self._sorted = sorted(chosen)
-        return ObjectIndex.build(chosen, self._sorted)
+        index = ObjectIndex.build(chosen, self._sorted)
+        unique = len(chosen) == len(objects)
+        self._last = (objects, [seen[id(obj)][1] for obj in objects], index) if unique else None
+        return index
+
+    def _patched(self, objects: tuple[Resource, ...], before: tuple[Resource, ...], positions: list[ObjectKey],
+                 index: ObjectIndex) -> ObjectIndex | None:
+        """Last call's index with the objects replaced in place swapped in: for a world
+        that is last call's list with a few objects replaced by objects of the same keys
+        (what providers hand over for an edit), with no key twice. None otherwise."""
+        if objects is before:
+            return index
+        if len(objects) != len(before):
+            return None
+        changed = list(compress(count(), map(is_not, objects, before)))
+        if len(changed) > len(objects) // 8:
+            return None
+        replaced: dict[str, dict[ObjectKey, Resource]] = {}
+        for position in changed:
+            obj = objects[position]
+            key = obj.key
+            if key != positions[position]:
+                return None
+            replaced.setdefault(key.kind, {})[key] = obj
+        for position in changed:
+            self._keys.pop(id(before[position]), None)
+            self._keys[id(objects[position])] = (objects[position], positions[position])
+
+        def patch(current: Mapping[ObjectKey, Any], kind: str) -> Mapping[ObjectKey, Any]:
+            return {**current, **replaced[kind]} if kind in replaced else current
+
+        patched = ObjectIndex(
+            servers=patch(index.servers, ModelServer.KIND),
+            routes=patch(index.routes, ModelRoute.KIND),
+            infers=patch(index.infers, ModelInfer.KIND),
+            secrets=patch(index.secrets, Secret.KIND),
+        )
+        self._last = (objects, positions, patched)
+        return patched
 
     def _resolve_servers(
         self, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]], target: Target
     ) -> tuple[dict[ObjectKey, ServerOutcome], set[ObjectKey]]:
         """Every server's outcome, and the keys whose outcome is not last call's object."""
+        inputs = (index.servers, index.infers, index.secrets, endpoints)
+        last = self._server_inputs
+        if (last is not None and all(a is b for a, b in zip(inputs[:3], last[:3]))
+                and (endpoints is last[3] or endpoints == last[3])):
+            return self._outcomes, set()  # the same objects (the index keeps unchanged kinds' mappings)
+        self._server_inputs = inputs
         by_namespace: dict[str, list[Secret]] = {}
         for key, secret in index.secrets.items():
             by_namespace.setdefault(key.namespace, []).append(secret)
@@ -222,27 +280,69 @@ class Resolver:
     def _statuses(
         self,
         servers: Mapping[ObjectKey, ServerOutcome],
+        servers_changed: set[ObjectKey],
         routes: Mapping[ObjectKey, RouteOutcome],
+        routes_changed: set[ObjectKey] | None,
         shadowed: Mapping[ObjectKey, Mapping[int, str]],
         target: Target,
     ) -> Mapping[ObjectKey, ObjectStatus]:
         """In key order without sorting: every ModelRoute key sorts before every
         ModelServer key, and both indexes are in key order. A status is rebuilt only
         when its outcome (or, for a route, its shadowing) changed; a route's health
-        comes from the servers it references, whose change re-resolves it."""
+        comes from the servers it references, whose change re-resolves it. When only a
+        few routes changed, last call's statuses are copied and those few replaced."""
         assert ModelRoute.KIND < ModelServer.KIND
-        by_backend = {s.backend.name: s for s in servers.values() if s.backend is not None} if routes else {}
+        previous, last_shadowed = self._last_statuses
+        if previous is not None and not servers_changed and routes_changed is not None:
+            touched = set(routes_changed)
+            if shadowed != last_shadowed:
+                touched.update(key for key in shadowed.keys() | last_shadowed.keys()
+                               if shadowed.get(key) != last_shadowed.get(key))
+            statuses = dict(previous)
+            by_backend = self._by_backend(servers)
+            for key in touched:
+                r = routes.get(key)
+                if r is None or not route_in_scope(r, target):
+                    statuses.pop(key, None)
+                    self._route_statuses.pop(key, None)
+                elif key not in statuses:
+                    break  # a new key: it must take its place in key order
+                else:
+                    statuses[key] = self._route_status(key, r, shadowed.get(key, {}), by_backend)
+            else:
+                self._last_statuses = (statuses, shadowed)
+                return MappingProxyType(statuses)
+        return self._all_statuses(servers, routes, shadowed, target)
+
+    def _by_backend(self, servers: Mapping[ObjectKey, ServerOutcome]) -> Mapping[str, ServerOutcome]:
+        if self._backends_of[0] is not servers:
+            self._backends_of = (servers, {s.backend.name: s for s in servers.values() if s.backend is not None})
+        return self._backends_of[1]
+
+    def _route_status(self, key: ObjectKey, r: RouteOutcome, groups: Mapping[int, str],
+                      by_backend: Mapping[str, ServerOutcome]) -> ObjectStatus:
+        known = self._route_statuses.get(key)
+        if known is None or known[0] is not r or known[1] != groups:
+            known = self._route_statuses[key] = (r, groups, route_status(r, groups, by_backend))
+        return known[2]
+
+    def _all_statuses(
+        self,
+        servers: Mapping[ObjectKey, ServerOutcome],
+        routes: Mapping[ObjectKey, RouteOutcome],
+        shadowed: Mapping[ObjectKey, Mapping[int, str]],
+        target: Target,
+    ) -> Mapping[ObjectKey, ObjectStatus]:
+        by_backend = self._by_backend(servers) if routes else {}
         statuses: dict[ObjectKey, ObjectStatus] = {}
-        route_memo: dict[ObjectKey, tuple[RouteOutcome, Mapping[int, str], ObjectStatus]] = {}
+        kept = self._route_statuses
+        self._route_statuses = {}
         for key, r in routes.items():
-            if not route_in_scope(r, target):
-                continue
-            groups = shadowed.get(key, {})
-            known = self._route_statuses.get(key)
-            if known is None or known[0] is not r or known[1] != groups:
-                known = (r, groups, route_status(r, groups, by_backend))
-            route_memo[key] = known
-            statuses[key] = known[2]
+            if route_in_scope(r, target):
+                known = kept.get(key)
+                if known is not None:
+                    self._route_statuses[key] = known
+                statuses[key] = self._route_status(key, r, shadowed.get(key, {}), by_backend)
         server_memo: dict[ObjectKey, tuple[ServerOutcome, ObjectStatus]] = {}
         for key, s in servers.items():
             if not in_scope(key, target):
@@ -252,5 +352,6 @@ class Resolver:
                 seen = (s, server_status(s, target))
             server_memo[key] = seen
             statuses[key] = seen[1]
-        self._route_statuses, self._server_statuses = route_memo, server_memo
+        self._server_statuses = server_memo
+        self._last_statuses = (statuses, shadowed)
         return MappingProxyType(statuses)
