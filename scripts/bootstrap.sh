@@ -16,7 +16,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.modelroute-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet -e ".[test]"
+  # pip's output (and its warnings about this machine's package mirrors) goes to a log,
+  # shown only when the install fails.
+  log="$VENV/install.log"
+  echo "installing modelroute and its dependencies into $VENV (log: $log)"
+  if ! { "$VENV/bin/pip" install --upgrade pip && "$VENV/bin/pip" install -e ".[test]"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "install failed; full log: $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
