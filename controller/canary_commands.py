@@ -9,6 +9,9 @@ The CLI writes `<id>.json` atomically (temp file + rename) and waits for `<id>.r
 The runner claims a command by renaming it (so the CLI can withdraw an unclaimed one when
 nobody answers: `withdraw` fails once it is claimed), applies it, and writes the reply
 atomically. Replies say whether it applied and the rollout's state afterwards.
+
+`FileCommands` is this queue as the runner sees it (`claim_all`, `answer`); in a cluster
+the same two methods are served by `controller.kubernetes.canary.AnnotationCommands`.
 """
 
 from __future__ import annotations
@@ -100,3 +103,16 @@ def claim_all(directory: Path) -> Iterator[RolloutCommand | str]:
 
 def answer(directory: Path, cmd_id: str, *, ok: bool, message: str, canary: dict[str, Any] | None = None) -> None:
     _write_atomic(Path(directory) / f"{cmd_id}{_REPLY}", {"ok": ok, "message": message, "canary": canary})
+
+
+class FileCommands:
+    """The runner's side of the queue in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def claim_all(self) -> Iterator[RolloutCommand | str]:
+        return claim_all(self.directory)
+
+    def answer(self, cmd_id: str, *, ok: bool, message: str, canary: dict[str, Any] | None = None) -> None:
+        answer(self.directory, cmd_id, ok=ok, message=message, canary=canary)

@@ -9,11 +9,12 @@ and publish the state.
   without `canary.enabled` ends it and the spec's own weights apply again.
 - Weights go out through `apply_weights` (the control loop's `set_live_weights`: the
   engine replaces the group's split, the spec is never rewritten).
-- The state is persisted (`CanaryStore`, JSON, atomic) after every change and loaded at
-  start, so a restarted control plane resumes the rollout where it was — with the live
+- The state is persisted (`StateStore`: embedded `CanaryStore`, JSON, atomic; in a
+  cluster the ModelRoute's status) after every change and loaded at start, so a restarted control plane resumes the rollout where it was — with the live
   weights applied before its first push — instead of starting over. After a restart the
   first verdict waits one full interval (the stats of the old process are gone).
-- `modelroute rollout` commands arrive through `controller.canary_commands`.
+- `modelroute rollout` commands arrive through a `CommandQueue` (embedded: the file queue
+  of `controller.canary_commands`; in a cluster: an annotation on the ModelRoute).
 - Without `analysis`, the split is a plain A/B experiment: nothing moves by itself, the
   report is still kept, and promote/abort still work.
 - What is measured is the canary ModelServer's cluster on every Envoy that pushes stats:
@@ -52,6 +53,18 @@ log = logging.getLogger(__name__)
 STORE_VERSION = 1
 DEFAULT_START = (90, 10)
 REPORT_EVERY_S = 5.0  # report refresh for A/B splits without analysis
+
+
+class StateStore(Protocol):
+    def load(self) -> dict[ObjectKey, CanaryState]: ...
+
+    def save(self, states: Mapping[ObjectKey, CanaryState]) -> None: ...
+
+
+class CommandQueue(Protocol):
+    def claim_all(self) -> Iterable[canary_commands.RolloutCommand | str]: ...
+
+    def answer(self, cmd_id: str, *, ok: bool, message: str, canary: dict[str, Any] | None = None) -> None: ...
 
 
 class StatsSource(Protocol):
@@ -148,15 +161,18 @@ def state_json(state: CanaryState) -> dict[str, Any]:
 
 
 class CanaryRunner:
-    def __init__(self, *, store: CanaryStore, stats: StatsSource,
+    def __init__(self, *, store: StateStore, stats: StatsSource,
                  apply_weights: Callable[[Mapping[ObjectKey, tuple[int, int]]], None],
                  on_change: Callable[[], None] = lambda: None, commands_dir: Path | None = None,
+                 commands: CommandQueue | None = None,
                  clock: Callable[[], float] = time.time, poll_s: float = 0.1) -> None:
+        """Commands come from `commands`, or the file queue in `commands_dir`."""
         self._store = store
         self._stats = stats
         self._apply = apply_weights
         self._on_change = on_change
-        self._commands_dir = commands_dir
+        self._commands: CommandQueue | None = commands if commands is not None else (
+            canary_commands.FileCommands(commands_dir) if commands_dir is not None else None)
         self._clock = clock
         self.poll_s = poll_s
         self.states: dict[ObjectKey, CanaryState] = store.load()
@@ -256,16 +272,16 @@ class CanaryRunner:
         self._reported_at[key] = now
 
     def poll_commands(self) -> None:
-        if self._commands_dir is None:
+        if self._commands is None:
             return
-        for cmd in canary_commands.claim_all(self._commands_dir):
+        for cmd in self._commands.claim_all():
             if isinstance(cmd, str):
-                canary_commands.answer(self._commands_dir, cmd, ok=False, message="malformed command file")
+                self._commands.answer(cmd, ok=False, message="malformed command")
                 continue
             ok, message = self.handle(parse_route_key(cmd.route), cmd.command)
             state = self.states.get(parse_route_key(cmd.route))
-            canary_commands.answer(self._commands_dir, cmd.id, ok=ok, message=message,
-                                   canary=state_json(state) if state is not None else None)
+            self._commands.answer(cmd.id, ok=ok, message=message,
+                                  canary=state_json(state) if state is not None else None)
 
     def handle(self, key: ObjectKey, what: str) -> tuple[bool, str]:
         """Apply a user's command; (applied, message)."""

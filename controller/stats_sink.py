@@ -15,7 +15,11 @@ sums any time range still retained (the canary analysis asks for its interval; t
 report for the rollout so far). Attribution is by arrival time, so a window is accurate
 to one flush interval.
 
-Before: Envoys (UDP). After: the canary runner and the A/B report.
+In a cluster the gateways reach the control plane by a Service name, and Envoy's UDP
+statsd sink takes only an IP address; there they use the TCP statsd sink (same lines,
+over a connection through a cluster that resolves the name): `StatsTcpListener`.
+
+Before: Envoys (UDP or TCP). After: the canary runner and the A/B report.
 """
 
 from __future__ import annotations
@@ -182,3 +186,53 @@ class StatsListener:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+@dataclass
+class StatsTcpListener:
+    """The same statsd lines over TCP (Envoy's `tcp_cluster_name` sink): one connection
+    per Envoy, newline-delimited; each complete batch of lines is fed as it arrives."""
+
+    collector: StatsCollector
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_line: int = 64 * 1024
+    _server: asyncio.Server | None = field(default=None, init=False)
+    _connections: set[asyncio.StreamWriter] = field(default_factory=set, init=False)
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=self.max_line)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("stats listener (tcp) up: address=%s:%s", self.host, self.port)
+        return self.port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        pending = b""
+        try:
+            while chunk := await reader.read(65536):
+                data, newline, pending = (pending + chunk).rpartition(b"\n")
+                if newline:
+                    self.collector.feed(data)
+                if len(pending) > self.max_line:  # no newline in sight: not statsd
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # a malformed stream must never stop the listener
+            log.exception("statsd stream dropped")
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    def drop_connections(self) -> None:
+        """Close every Envoy's connection: they reconnect, through a Service to whoever
+        it selects now (in a cluster: the new leader)."""
+        for writer in list(self._connections):
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self.drop_connections()
+            await self._server.wait_closed()
+            self._server = None

@@ -1,4 +1,5 @@
-"""Canary rollouts wired into embedded mode: stats in, weights out, state in the status.
+"""Canary rollouts wired into embedded mode (`CanaryWiring`) and Kubernetes mode
+(`ClusterCanaryWiring`): stats in, weights out, state in the status.
 
     Envoy ──statsd/UDP──► StatsListener ──► StatsCollector ──► CanaryRunner ──► ControlLoop
                                                    DIR/.modelroute/rollout/ ──┘   (live weights)
@@ -9,6 +10,15 @@ the bootstrap its stats-sink block, and joins the runner's state with the status
 canary group's splits get their roles (stable, canary), the route its `CanaryView`
 (phase, weights, last success rate, last decision, A/B report), and its conditions the
 runner's `Progressing`/`Degraded`.
+
+`ClusterCanaryWiring` does the same for `modelroute serve --provider kubernetes`: every
+replica listens for stats (UDP, and TCP: in a cluster Envoy reaches the control plane by
+a Service name, which only the TCP statsd sink resolves); the runner runs on the leader
+only (`lead`, a leader task), its state and command acknowledgements go to the
+ModelRoute's status and its commands come from an annotation
+(`controller.kubernetes.canary`). A replica that is not leading applies the live split
+the status shows (`follow`), so every replica serves the leader's weights, and a new
+leader resumes from that status.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ import yaml
 
 from controller.background import cancel_and_wait, spawn
 from controller.canary_commands import COMMANDS_DIR
-from controller.canary_runner import CanaryRunner, CanaryStore
-from controller.stats_sink import StatsCollector, StatsListener
+from controller.canary_runner import CanaryRunner, CanaryStore, state_json
+from controller.kubernetes.canary import AnnotationCommands, Routes, StatusStore, live_weights, route_status
+from controller.stats_sink import StatsCollector, StatsListener, StatsTcpListener
 from controller.status_view import CanaryView, RouteView
 from modelroute.control_loop import ControlLoop
 from routing_engine.api.resources import ObjectKey, Resource
@@ -68,6 +79,112 @@ class CanaryWiring:
     def status(self, statuses: Mapping[ObjectKey, ObjectStatus],
                views: Sequence[RouteView]) -> tuple[Mapping[ObjectKey, ObjectStatus], list[RouteView]]:
         return with_canary_conditions(statuses, self.runner), with_canary(views, self.runner)
+
+
+def tcp_stats_sink(host: str, port: int, *, flush_interval_ms: int = 1000) -> dict[str, Any]:
+    """Bootstrap fields for Envoy's TCP statsd sink to `host:port` (a DNS name is fine: it
+    goes through the STRICT_DNS cluster `modelroute_stats`). Merge with `merge_stats_sink`."""
+    cluster = {"name": "modelroute_stats", "type": "STRICT_DNS", "connect_timeout": "1s",
+               "load_assignment": {"cluster_name": "modelroute_stats", "endpoints": [{"lb_endpoints": [
+                   {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]}}
+    sink = {"name": "envoy.stat_sinks.statsd", "typed_config": {
+        "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink", "tcp_cluster_name": "modelroute_stats"}}
+    return {"stats_sinks": [sink], "stats_flush_interval": f"{flush_interval_ms / 1000:.3f}s", "cluster": cluster}
+
+
+def merge_stats_sink(bootstrap: dict[str, Any], sink: dict[str, Any]) -> dict[str, Any]:
+    """`bootstrap` (a rendered dict) with the sink of `tcp_stats_sink` added."""
+    out = dict(bootstrap)
+    static = dict(out.get("static_resources") or {})
+    static["clusters"] = [*static.get("clusters", []), sink["cluster"]]
+    out["static_resources"] = static
+    out["stats_sinks"] = sink["stats_sinks"]
+    out["stats_flush_interval"] = sink["stats_flush_interval"]
+    return out
+
+
+class ClusterCanaryWiring:
+    def __init__(self, loop: ControlLoop, routes: Routes, *, stats_host: str = "127.0.0.1", stats_port: int = 0,
+                 follow_s: float = 0.25, poll_s: float = 0.1) -> None:
+        self.stats = StatsCollector()
+        self.udp = StatsListener(self.stats, host=stats_host, port=stats_port)
+        self.tcp = StatsTcpListener(self.stats, host=stats_host, port=stats_port)
+        self._loop = loop
+        self._routes = routes
+        self._follow_s = follow_s
+        self._poll_s = poll_s
+        self._objects: tuple[Resource, ...] = ()
+        self._published = asyncio.Event()  # the provider's first snapshot arrived
+        self.runner: CanaryRunner | None = None
+        self.commands: AnnotationCommands | None = None
+        self._followed: dict[ObjectKey, tuple[int, int]] | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def start(self) -> None:
+        """Listen for stats on one port, UDP and TCP (port 0: TCP picks, UDP follows)."""
+        self.tcp.port = await self.tcp.start()
+        self.udp.port = self.tcp.port
+        await self.udp.start()
+        self._task = spawn(self.follow(), name="canary-follower")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self.udp.close()
+        await self.tcp.close()
+
+    @property
+    def port(self) -> int:
+        return self.tcp.port
+
+    def set_routes(self, objects: Sequence[Resource]) -> None:
+        self._objects = tuple(objects)
+        self._published.set()
+        if self.runner is not None:
+            self.runner.set_routes(self._objects)
+
+    async def lead(self) -> None:
+        """The runner, while this replica leads: resumes from the statuses once the provider
+        published (every informer listed: an empty world would end every rollout), and is
+        dropped (its state is in the status) when leadership ends."""
+        await self._published.wait()
+        self.commands = AnnotationCommands(self._routes, on_answer=self._loop.publish_status)
+        runner = CanaryRunner(store=StatusStore(self._routes), stats=self.stats,
+                              apply_weights=self._loop.set_live_weights, on_change=self._loop.publish_status,
+                              commands=self.commands, poll_s=self._poll_s)
+        self._loop.set_live_weights(runner.live_weights())
+        runner.set_routes(self._objects)
+        self.runner = runner
+        try:
+            await runner.run()
+        finally:
+            self.runner = None
+            self._followed = None
+            self.tcp.drop_connections()  # the gateways' stats go to the next leader
+
+    async def follow(self) -> None:
+        """While not leading: apply the live split the statuses show."""
+        while True:
+            if self.runner is None:
+                weights = live_weights(self._routes())
+                if weights != self._followed:
+                    self._followed = weights
+                    self._loop.set_live_weights(weights)
+            await asyncio.sleep(self._follow_s)
+
+    def status(self, statuses: Mapping[ObjectKey, ObjectStatus]
+               ) -> tuple[Mapping[ObjectKey, ObjectStatus], dict[ObjectKey, dict[str, Any]]]:
+        """Statuses with the rollout conditions, and the canary's status fields per ModelRoute
+        (none while not leading: only the leader's runner knows them)."""
+        runner, commands = self.runner, self.commands
+        if runner is None or commands is None:
+            return statuses, {}
+        extras: dict[ObjectKey, dict[str, Any]] = {}
+        for key in statuses:
+            if key.kind == "ModelRoute":
+                state = runner.state_of(key)
+                extras[key] = route_status(state, state_json(state) if state is not None else None,
+                                           commands.acks.get(key), runner.reports.get(key))
+        return with_canary_conditions(statuses, runner), extras
 
 
 def with_canary(views: Sequence[RouteView], runner: CanaryRunner) -> list[RouteView]:

@@ -5,6 +5,9 @@
                  gateway Services of the ModelServers (+ sweep of stale ones)
                  status writes: engine statuses (`write_statuses`, given the sink's
                  status callback) and ValidationFailed for objects left out as invalid
+                 whatever else the mode leads (`leader_tasks`: the canary runner)
+                 the label `LEADER_LABEL` on its own pod, which the stats Service
+                 selects: gateways push their stats to the leader (its canary runner)
 
 The engine's status of a ModelInfer is not written: the workload controller owns it
 (from the Deployment). A ModelServer's `serviceEndpoint` is the gateway Service's
@@ -15,22 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from controller.kubernetes import gateway
-from controller.kubernetes.errors import ApiError
+from controller.kubernetes.errors import ApiError, NotFound
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.provider import KubernetesProvider, Snapshot
-from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, SECRET
+from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, POD, SECRET
 from controller.kubernetes.status_writer import StatusWriter
 from controller.kubernetes.workload_controller import WorkloadController
 from routing_engine.api.resources import ModelServer, ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, ConditionView, ObjectStatus, Target
 
 log = logging.getLogger(__name__)
+
+LEADER_LABEL = "modelroute.matrixinfer.ai/leader"
 
 
 class WorldSink(Protocol):
@@ -55,8 +60,11 @@ def invalid_statuses(snapshot: Snapshot) -> dict[ObjectKey, ObjectStatus]:
 class KubernetesControlPlane:
     def __init__(self, api: KubeApi, sink: WorldSink, *, identity: str, system_namespace: str,
                  watch_namespace: str | None = None, target: Target = Target(),
-                 elector: LeaderElector | None = None, status: StatusWriter | None = None) -> None:
+                 elector: LeaderElector | None = None, status: StatusWriter | None = None,
+                 leader_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
         self._api = api
+        self._identity = identity
+        self._leader_tasks = dict(leader_tasks or {})
         self._sink = sink
         self._system_namespace = system_namespace
         self._target = target
@@ -84,6 +92,28 @@ class KubernetesControlPlane:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.workloads.run(), name="workload controller")
             group.create_task(self._gateway_loop(), name="gateway services")
+            group.create_task(self._leader_label(), name="leader label")
+            for name, task in self._leader_tasks.items():
+                group.create_task(task(), name=name)
+
+    async def _set_leader_label(self, leading: bool) -> None:
+        patch = {"metadata": {"labels": {LEADER_LABEL: "true" if leading else None}}}
+        try:
+            await self._api.patch(POD, self._system_namespace, self._identity, patch)
+        except NotFound:
+            log.info("no pod of this identity: leader label not set (running outside a cluster?)",
+                     extra={"resource": f"Pod {self._system_namespace}/{self._identity}"})
+        except ApiError as err:
+            log.warning("leader label not changed", extra={"resource": f"Pod {self._system_namespace}/"
+                                                                       f"{self._identity}", "error": str(err)})
+
+    async def _leader_label(self) -> None:
+        """Label this pod while leading (the stats Service selects it); unlabel when not."""
+        await self._set_leader_label(True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self._set_leader_label(False))
 
     async def _gateway_loop(self) -> None:
         while True:
@@ -106,8 +136,10 @@ class KubernetesControlPlane:
                 log.warning("gateway services not converged; retrying on the next change",
                             extra={"error": str(err)})
 
-    async def write_statuses(self, statuses: Mapping[ObjectKey, ObjectStatus]) -> int:
-        """Write engine statuses (leader only); returns how many were written."""
+    async def write_statuses(self, statuses: Mapping[ObjectKey, ObjectStatus],
+                             extras: Mapping[ObjectKey, Mapping[str, Any]] | None = None) -> int:
+        """Write engine statuses (leader only), with `extras` (more status fields per
+        object, e.g. `canary`); returns how many were written."""
         if not self.elector.is_leader:
             return 0
         written = 0
@@ -118,7 +150,8 @@ class KubernetesControlPlane:
             if key in self.endpoints:
                 status = replace(status, service_endpoint=self.endpoints[key])
             try:
-                written += await self.status.write(rtype, key.namespace, key.name, status)
+                written += await self.status.write(rtype, key.namespace, key.name, status,
+                                                   extra=(extras or {}).get(key))
             except ApiError as err:
                 log.warning("status not written", extra={"resource": str(key), "error": str(err)})
         return written

@@ -7,13 +7,23 @@ report). The other actions go through the command queue under `DIR/.modelroute/r
 it within a fraction of a second and replies; with no answer within `--wait` seconds the
 command is withdrawn and the exit code is 1, so nothing is applied later by surprise.
 ROUTE is `name` (namespace `default`) or `namespace/name`.
+
+With `--kubernetes` the same actions go to a cluster (`modelroute serve --provider
+kubernetes`): `status` reads the ModelRoute's `status.canary`; a command is the
+annotation `rollout.matrixinfer.ai/command: <action>@<nonce>` on the ModelRoute (a merge
+patch through the kubeconfig's credentials), which the leading control plane applies and
+acknowledges in `status.rollout.command`; the CLI waits for that acknowledgement for at
+most `--wait` seconds (then it withdraws the annotation if nobody took it, exit 1).
+`--namespace` is used when ROUTE has none.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the directory `modelroute up` serves")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for `modelroute up` to apply it")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("--kubernetes", action="store_true", help="control a rollout in a cluster (kubeconfig)")
+    p.add_argument("--namespace", default=None, help="--kubernetes: the route's namespace (default: default)")
+    p.add_argument("--kubeconfig", default=None, help="--kubernetes: default $KUBECONFIG or in-cluster")
     p.set_defaults(func=run)
 
 
@@ -41,7 +54,7 @@ def _route_name(text: str) -> str:
     return f"{namespace or 'default'}/{name}"
 
 
-def _describe(canary: dict[str, Any]) -> list[str]:
+def describe(canary: dict[str, Any]) -> list[str]:
     rate = canary.get("lastSuccessRate")
     lines = [f"phase {canary['phase']}: stable {canary['stableWeight']}% / canary {canary['canaryWeight']}%"
              + ("" if rate is None else f", last success rate {rate:g}%")
@@ -52,6 +65,8 @@ def _describe(canary: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kubernetes:
+        return asyncio.run(_run_kubernetes(args))
     route = _route_name(args.route)
     if args.action == "status":
         return _status(args, route)
@@ -94,7 +109,7 @@ def _status(args: argparse.Namespace, route: str) -> int:
     if args.output == "json":
         print(json.dumps({"route": route, "canary": canary, "groups": found["groups"]}, indent=1))
         return 0
-    lines = [f"ModelRoute {route}", *_describe(canary)]
+    lines = [f"ModelRoute {route}", *describe(canary)]
     for group in found["groups"]:
         split = ", ".join(f"{s['destination']} {s['percent']:g}%" + (f" ({s['role']})" if "role" in s else "")
                           for s in group["splits"])
@@ -103,3 +118,89 @@ def _status(args: argparse.Namespace, route: str) -> int:
         lines += ["", *render_report(canary["report"])]
     print("\n".join(lines))
     return 0
+
+
+# --- against a cluster ----------------------------------------------------------------
+
+
+async def _run_kubernetes(args: argparse.Namespace) -> int:
+    from controller.kubernetes.client import KubeClient
+    from controller.kubernetes.errors import ApiError, ConfigError
+
+    namespace, _, name = args.route.rpartition("/")
+    namespace = namespace or args.namespace or "default"
+    try:
+        client = KubeClient.from_kubeconfig(args.kubeconfig)
+    except ConfigError as err:
+        print(f"modelroute rollout: {err}")
+        return 1
+    try:
+        async with client as api:
+            if args.action == "status":
+                return await _kube_status(api, namespace, name, args.output)
+            return await _kube_command(api, namespace, name, args.action, wait=args.wait, output=args.output)
+    except ApiError as err:
+        print(f"modelroute rollout: ModelRoute {namespace}/{name}: {err}")
+        return 1
+
+
+async def _kube_status(api: Any, namespace: str, name: str, output: str) -> int:
+    from controller.kubernetes.resources import MODEL_ROUTE
+
+    obj = await api.get(MODEL_ROUTE, namespace, name)
+    status = obj.get("status") or {}
+    canary = status.get("canary")
+    if not canary:
+        print(f"modelroute rollout: ModelRoute {namespace}/{name} has no canary rollout in its status "
+              "(canary.enabled, and a leading `modelroute serve --provider kubernetes`)")
+        return 1
+    rollout = status.get("rollout") or {}
+    if output == "json":
+        print(json.dumps({"route": f"{namespace}/{name}", "canary": canary, "rollout": rollout}, indent=1))
+        return 0
+    lines = [f"ModelRoute {namespace}/{name}", *describe(canary)]
+    if rollout.get("report"):
+        lines += ["", *render_report(rollout["report"])]
+    print("\n".join(lines))
+    return 0
+
+
+async def _kube_command(api: Any, namespace: str, name: str, action: str, *, wait: float, output: str) -> int:
+    """Set the command annotation, wait (bounded) for the leader's acknowledgement."""
+    from controller.kubernetes.canary import COMMAND_ANNOTATION
+    from controller.kubernetes.errors import ApiError
+    from controller.kubernetes.resources import MODEL_ROUTE
+
+    nonce = f"{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
+    value = f"{action}@{nonce}"
+    await api.patch(MODEL_ROUTE, namespace, name, {"metadata": {"annotations": {COMMAND_ANNOTATION: value}}})
+    deadline = time.monotonic() + wait
+    withdrawn = False
+    while True:
+        obj = await api.get(MODEL_ROUTE, namespace, name)
+        ack = ((obj.get("status") or {}).get("rollout") or {}).get("command") or {}
+        if ack.get("id") == nonce:
+            break
+        if time.monotonic() > deadline:
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            if not withdrawn and annotations.get(COMMAND_ANNOTATION) == value:
+                # Withdraw only what is still ours (resourceVersion: fails if anything changed).
+                try:
+                    await api.patch(MODEL_ROUTE, namespace, name, {"metadata": {
+                        "resourceVersion": obj["metadata"]["resourceVersion"],
+                        "annotations": {COMMAND_ANNOTATION: None}}})
+                    print(f"modelroute rollout: no acknowledgement from the control plane within {wait:g}s; the "
+                          "command was withdrawn (is `modelroute serve --provider kubernetes` running and leading?)")
+                    return 1
+                except ApiError:  # changed meanwhile (Conflict): the answer may be coming
+                    withdrawn = True
+                    deadline = time.monotonic() + 5.0
+                    continue
+            print(f"modelroute rollout: no acknowledgement of {value} within the wait")
+            return 1
+        await asyncio.sleep(0.1)
+    if output == "json":
+        print(json.dumps(ack, indent=1))
+    else:
+        print(ack.get("message", ""))
+    return 0 if ack.get("ok") else 1

@@ -30,6 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="kubernetes provider: where the leader Lease and gateway Services live")
     p.add_argument("--identity", default=os.environ.get("POD_NAME", socket.gethostname()),
                    help="kubernetes provider: this replica's leader-election identity")
+    p.add_argument("--ratelimit-address", default=None,
+                   help="kubernetes provider: HOST:PORT of the shared rate-limit service (gRPC; default: the xDS "
+                        "host and port + 1, where the gateway bootstrap points)")
+    p.add_argument("--redis-url", default=os.environ.get("MODELROUTE_REDIS_URL") or None,
+                   help="kubernetes provider: Redis of the shared rate limits (default $MODELROUTE_REDIS_URL)")
+    p.add_argument("--ratelimit-failure-mode", choices=["open", "closed"],
+                   default=os.environ.get("MODELROUTE_RATELIMIT_FAILURE_MODE", "open").strip().lower() or "open",
+                   help="kubernetes provider: Redis unreachable: allow (open) or refuse limited requests (closed)")
+    p.add_argument("--stats-address", default="0.0.0.0:18002",
+                   help="kubernetes provider: HOST:PORT where gateway Envoys push their stats (statsd) for canary "
+                        "analysis")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run)
 
@@ -65,6 +76,7 @@ async def _serve(options: EmbeddedOptions) -> int:
 async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> int:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ConfigError
+    from controller.ratelimit_service import ServiceOptions
     from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 
     stop = asyncio.Event()
@@ -76,13 +88,17 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> i
         print(f"modelroute serve: {err}")
         return 2
     async with client as api:
+        ratelimit = ServiceOptions(redis_url=args.redis_url, fail_open=args.ratelimit_failure_mode == "open")
         mode = KubernetesMode(api, KubernetesOptions(identity=args.identity, system_namespace=args.system_namespace,
-                                                     xds_host=host, xds_port=port, watch_namespace=args.namespace))
+                                                     xds_host=host, xds_port=port, watch_namespace=args.namespace,
+                                                     ratelimit_address=args.ratelimit_address,
+                                                     ratelimit=ratelimit, stats_address=args.stats_address))
         try:
             await mode.start()
             assert mode.plane is not None
-            print(f"xDS on {host}:{mode.plane.xds_port} (kubernetes provider, identity {args.identity}); "
-                  "Ctrl-C to stop", flush=True)
+            assert mode.ratelimit is not None
+            print(f"xDS on {host}:{mode.plane.xds_port}, rate-limit service on port {mode.ratelimit.port}, "
+                  f"stats (statsd, UDP+TCP) on port {mode.canary.port} (kubernetes provider, identity {args.identity}); Ctrl-C to stop", flush=True)
             await stop.wait()
         finally:
             await mode.stop()

@@ -14,7 +14,9 @@ import yaml
 from controller.kubernetes import resources as r
 from controller.kubernetes.webhook_server import make_app
 from tests.support import REPO, envoy_binary
-from xds_server.bootstrap import render
+from controller.kubernetes.runtime import LEADER_LABEL
+from modelroute.canary_wiring import merge_stats_sink, tcp_stats_sink
+from xds_server.bootstrap import render_dict
 
 DEPLOY = REPO / "deploy"
 NS = "matrixinfer-system"
@@ -43,11 +45,33 @@ def test_every_object_is_well_formed_and_in_the_system_namespace() -> None:
 
 def test_gateway_bootstrap_matches_the_template() -> None:
     (config_map,) = by_kind("ConfigMap")
-    expected = render("gateway", node_id="gateway", cluster="modelroute-gateway", xds_port=18000, admin_port=19000,
-                      xds_host=f"modelroute-xds.{NS}.svc.cluster.local")
-    assert yaml.safe_load(config_map["data"]["envoy.yaml"]) == yaml.safe_load(expected)
+    expected = merge_stats_sink(
+        render_dict("gateway", node_id="gateway", cluster="modelroute-gateway", xds_port=18000, admin_port=19000,
+                    xds_host=f"modelroute-xds.{NS}.svc.cluster.local"),
+        tcp_stats_sink(f"modelroute-stats.{NS}.svc.cluster.local", 18002, flush_interval_ms=1000))
+    assert yaml.safe_load(config_map["data"]["envoy.yaml"]) == expected
     xds = next(s for s in by_kind("Service") if s["metadata"]["name"] == "modelroute-xds")
     assert xds["spec"]["ports"][0]["port"] == 18000
+
+
+def _control_plane_container() -> dict[str, Any]:
+    (deployment,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "modelroute"]
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_rate_limit_service_is_exposed_where_the_gateway_bootstrap_points() -> None:
+    (config_map,) = by_kind("ConfigMap")
+    bootstrap = yaml.safe_load(config_map["data"]["envoy.yaml"])
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "modelroute_ratelimit"]
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    service = next(s for s in by_kind("Service") if address["address"].startswith(s["metadata"]["name"] + "."))
+    port = next(p for p in service["spec"]["ports"] if p["port"] == address["port_value"])
+    container = _control_plane_container()
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}[port["targetPort"]] == 18001
+    assert container["args"][container["args"].index("--ratelimit-address") + 1] == "0.0.0.0:18001"
+    redis = next(e for e in container["env"] if e["name"] == "MODELROUTE_REDIS_URL")
+    assert redis["valueFrom"]["secretKeyRef"]["optional"] is True
 
 
 @pytest.mark.slow
@@ -87,6 +111,25 @@ def test_cluster_role_grants_every_call_the_controller_makes() -> None:
     (lease_role,) = by_kind("Role")
     for verb in ("get", "create", "update"):
         assert granted(lease_role["rules"], r.LEASE.group, r.LEASE.plural, verb)
+
+
+def test_stats_reach_the_leader_where_the_gateway_bootstrap_sends_them() -> None:
+    (config_map,) = by_kind("ConfigMap")
+    bootstrap = yaml.safe_load(config_map["data"]["envoy.yaml"])
+    (sink,) = bootstrap["stats_sinks"]
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"]
+                  if c["name"] == sink["typed_config"]["tcp_cluster_name"]]
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    service = next(s for s in by_kind("Service") if address["address"].startswith(s["metadata"]["name"] + "."))
+    assert service["spec"]["selector"][LEADER_LABEL] == "true"  # the canary runner's replica only
+    container = _control_plane_container()
+    by_name = {p["name"]: p for p in container["ports"]}
+    served = {(p["port"], p.get("protocol", "TCP")) for p in service["spec"]["ports"]
+              if by_name[p["targetPort"]]["containerPort"] == p["port"]}
+    assert served == {(address["port_value"], "TCP"), (address["port_value"], "UDP")}
+    assert container["args"][container["args"].index("--stats-address") + 1] == f"0.0.0.0:{address['port_value']}"
+    (lease_role,) = by_kind("Role")
+    assert granted(lease_role["rules"], "", "pods", "patch")  # the leader labels its own pod
 
 
 def test_seed_roles_are_published() -> None:
