@@ -75,7 +75,7 @@ class _ServerMemo:
 class _RouteMemo:
     route: ModelRoute
     live: tuple[int, int] | None
-    paths: frozenset[str]  # every path whose owner resolve_route looked up
+    paths: tuple[str, ...]  # every path whose owner resolve_route looked up
     outcome: RouteOutcome
 
 
@@ -98,6 +98,10 @@ class Resolver:
         self._sorted: list[ObjectKey] = []
         # last call's objects, the key at each position, and its index (None: a key repeated)
         self._last: tuple[tuple[Resource, ...], list[ObjectKey], ObjectIndex] | None = None
+        # the ModelRoutes whose object was replaced since last call (None: not known)
+        self._edited_routes: set[ObjectKey] | None = None
+        self._route_outcomes: dict[ObjectKey, RouteOutcome] = {}
+        self._live: Mapping[ObjectKey, tuple[int, int]] | None = None
         self._servers: dict[ObjectKey, _ServerMemo] = {}
         self._server_inputs: tuple[Mapping[ObjectKey, Any], ...] | None = None
         self._lost: dict[ObjectKey, Problem] = {}
@@ -131,6 +135,7 @@ class Resolver:
     # --- phases ------------------------------------------------------------------------
 
     def _index(self, objects: tuple[Resource, ...]) -> ObjectIndex:
+        self._edited_routes = None
         if self._last is not None:
             patched = self._patched(objects, *self._last)
             if patched is not None:
@@ -160,6 +165,7 @@ class Resolver:
         that is last call's list with a few objects replaced by objects of the same keys
         (what providers hand over for an edit), with no key twice. None otherwise."""
         if objects is before:
+            self._edited_routes = set()
             return index
         if len(objects) != len(before):
             return None
@@ -187,6 +193,7 @@ class Resolver:
             secrets=patch(index.secrets, Secret.KIND),
         )
         self._last = (objects, positions, patched)
+        self._edited_routes = set(replaced.get(ModelRoute.KIND, ()))
         return patched
 
     def _resolve_servers(
@@ -253,6 +260,11 @@ class Resolver:
         (None on the first call). A route is re-resolved when it, its live weights, a
         server it references or owns it, or a server at a path it looked up changed."""
         previous = self._routes
+        edited = self._edited_routes
+        if (edited is not None and previous and not servers_changed
+                and (live_weights is self._live or live_weights == self._live)):
+            return self._reresolve(edited, index, served)
+        self._live = live_weights
         memos: dict[ObjectKey, _RouteMemo] = {}
         outcomes: dict[ObjectKey, RouteOutcome] = {}
         changed: set[ObjectKey] | None = None if not previous else set(previous.keys() - index.routes.keys())
@@ -262,20 +274,42 @@ class Resolver:
             if (memo is None or memo.live != live or not _same(memo.route, route)
                     or (servers_changed and not servers_changed.isdisjoint(memo.outcome.servers))
                     or (moved_paths and not moved_paths.isdisjoint(memo.paths))):
-                served.probed = set()
-                try:
-                    result = resolve_route(route, index, served, live)
-                    memo = _RouteMemo(route, live, frozenset(served.probed), result)
-                finally:
-                    served.probed = None
+                memo = self._resolve_route(route, index, served, live)
                 if changed is not None:
                     changed.add(key)
             else:
                 memo.route = route
             memos[key] = memo
             outcomes[key] = memo.outcome
-        self._routes = memos
+        self._routes, self._route_outcomes = memos, outcomes
         return outcomes, changed
+
+    def _reresolve(self, edited: set[ObjectKey], index: ObjectIndex, served: Served
+                   ) -> tuple[dict[ObjectKey, RouteOutcome], set[ObjectKey]]:
+        """Only routes whose object was replaced can have changed (no server, live weight
+        or route key did): last call's outcomes with those re-resolved."""
+        outcomes = dict(self._route_outcomes)
+        changed: set[ObjectKey] = set()
+        for key in edited:
+            route, memo = index.routes[key], self._routes[key]
+            if _same(memo.route, route):
+                memo.route = route
+                continue
+            self._routes[key] = memo = self._resolve_route(route, index, served, memo.live)
+            outcomes[key] = memo.outcome
+            changed.add(key)
+        self._route_outcomes = outcomes
+        return outcomes, changed
+
+    @staticmethod
+    def _resolve_route(route: ModelRoute, index: ObjectIndex, served: Served, live: tuple[int, int] | None
+                       ) -> _RouteMemo:
+        served.probed = set()
+        try:
+            result = resolve_route(route, index, served, live)
+            return _RouteMemo(route, live, tuple(served.probed), result)
+        finally:
+            served.probed = None
 
     def _statuses(
         self,

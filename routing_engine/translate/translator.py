@@ -1,21 +1,27 @@
-"""IR gateway → serialized xDS resources, memoized per IR object.
+"""IR gateway → serialized xDS resources, memoized across runs.
 
 `Translator` is the stateful (but still pure: no I/O, no clocks) front of the translate
-package. IR objects are frozen and hashable, so the translator keeps what it built last
-time keyed by the IR object it came from:
+package. It keeps what it built last time and recognises unchanged input by identity
+first (the `Resolver` hands back the very same IR objects for what did not change), by
+equality second:
 
-- each route's serialized `Route` (plugins' per-route config included), by `ir.Route`;
-- each backend's Cluster and ClusterLoadAssignment, by `ir.Backend`;
-- each listener's Listener, by its own fields plus the serial numbers of its routes'
-  cache entries (equal serials mean equal routes, so this key identifies the listener
-  without hashing 10,000 routes a second time); each failover cluster by its pair.
+- per listener: the IR listener, its routes' entries (serialized `Route`, already framed
+  as a `VirtualHost.routes` field, with a serial number unique to the entry), its
+  RouteConfiguration and Listener. The same IR listener object → everything reused
+  without looking at a route. Otherwise routes are matched position by position (then
+  by identity, then by name and equality), and only new ones are serialized; the
+  RouteConfiguration is the concatenation of the framed bytes (`route_config_bytes`);
+  the Listener is keyed by its own fields plus its routes' serials (equal serials mean
+  equal routes, so no second hash of 10,000 routes);
+- each backend's Cluster and ClusterLoadAssignment by name, reused while the backend is
+  equal; the whole stage when the gateway's backends tuple is the same object;
+- failover clusters by (primary, spare) pair, rebuilt only when a listener changed;
+- the sorted output mappings, handed out again when nothing in them changed.
 
-Recompiling a world where one ModelRoute changed therefore serializes only that route,
-then concatenates the cached bytes of the others into the listener's RouteConfiguration
-(`route.route_config_bytes`); unchanged clusters and endpoints are reused as they are.
-After each run the caches keep only the entries that run used, so memory follows the
-current world, not its history. `last_stats` counts hits and misses per cache for the
-last run (tests assert on them; benchmarks print them).
+Recompiling a world where one ModelRoute changed therefore serializes only that route
+and rebuilds one RouteConfiguration. After each run the caches keep only what that run
+used, so memory follows the current world, not its history. `last_stats` counts hits
+and misses per cache for the last run (tests assert on them; benchmarks print them).
 
 Translation is best effort: a route that cannot be built (a backend missing from the
 gateway, an invalid policy) is left out and reported in `errors` with its owner; every
@@ -29,7 +35,8 @@ import itertools
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress, count
+from operator import attrgetter, is_not
 from types import MappingProxyType
 from typing import Any
 
@@ -138,7 +145,7 @@ class _RouteEntry:
     route: ir.Route
     framed: bytes
     serial: int  # unique to this entry: equal serials mean the same route
-    backends: frozenset[str]  # every backend it needs (failover targets included)
+    backends: tuple[str, ...]  # every backend it needs (failover targets included)
     failovers: tuple[tuple[str, str], ...]  # (primary, spare) aggregate clusters it sends to
 
 
@@ -174,7 +181,7 @@ class Translator:
         self._backend_batch: tuple[tuple[ir.Backend, ...], _Batch] = ((), _Batch())
         # listener entries' failover maps (by identity) → the failover clusters with owners
         self._failover_inputs: tuple[Mapping[tuple[str, str], frozenset[ObjectKey]], ...] = ()
-        self._failover_out: list[tuple[EnvoyResource, tuple[ObjectKey, ...]]] = []
+        self._failover_out = _Batch()
 
     def translate(self, gateway: ir.Gateway) -> TranslateResult:
         stats = CacheStats()
@@ -244,8 +251,66 @@ class Translator:
             stats.hits["listener"] += 1
             protos[previous.key] = previous.resource
             return previous
+        matched = self._in_place(lst, previous, known, stats) if previous is not None else None
+        entries, serials, errors = matched if matched is not None else self._match(lst, previous, known, stats)
+        bodies = [framed_route(serialize(extra)) for plugin in self.plugins for extra in plugin.extra_routes(lst)]
+        bodies += [e.framed for e in entries]
+        name = names.route_config(lst)
+        owner_set = frozenset(map(_OWNER, lst.routes))
+        owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
+        route_config = make_resource(ROUTE, name, route_config_bytes(name, bodies))
+        key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials))
+        resource = self._listener_protos.get(key)
+        if resource is None:
+            stats.misses["listener"] += 1
+            resource = make_resource(LISTENER, lst.name, serialize(listener.build_listener(lst, self.plugins)))
+        else:
+            stats.hits["listener"] += 1
+        protos[key] = resource
+        failovers: dict[tuple[str, str], set[ObjectKey]] = {}
+        for e in entries:
+            for pair in e.failovers:
+                failovers.setdefault(pair, set()).add(e.route.owner)
+        before = previous.failovers if previous is not None else {}
+        kept: dict[tuple[str, str], frozenset[ObjectKey]] = {}
+        for pair, found in failovers.items():
+            same = before.get(pair)
+            kept[pair] = same if same is not None and same == found else frozenset(found)  # identity means unchanged
+        return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
+                              resource, kept)
+
+    def _in_place(self, lst: ir.Listener, previous: _ListenerEntry, known: frozenset[str], stats: CacheStats
+                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError]] | None:
+        """The common edit: the same routes in the same places but a few (found by
+        identity, in C), none left out. None when that is not the case."""
+        before, routes = previous.routes, lst.routes
+        if previous.known is not known or len(before) != len(previous.listener.routes) or len(routes) != len(before):
+            return None
+        changed = list(compress(count(), map(is_not, routes, previous.listener.routes)))
+        if len(changed) > len(routes) // 8:
+            return None
+        entries = list(before)
+        errors: list[TranslateError] = []
+        misses = 0
+        for position in changed:
+            r, old = routes[position], before[position]
+            if old.route.name != r.name:
+                return None  # moved: matched by name in `_match`
+            if old.route != r:
+                entry = self._new_route(r, known, errors)
+                if entry is None:
+                    return None
+                entries[position] = entry
+                misses += 1
+        stats.hits["route"] += len(routes) - misses
+        stats.misses["route"] += misses
+        return entries, [e.serial for e in entries], errors
+
+    def _match(self, lst: ir.Listener, previous: _ListenerEntry | None, known: frozenset[str], stats: CacheStats
+               ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError]]:
+        """Each route's entry: last run's at its position, by identity or by name when
+        equal, else newly serialized; routes that cannot be built are left out."""
         before: tuple[_RouteEntry, ...] = previous.routes if previous is not None else ()
-        # Usually the routes are last run's, in the same places: compare position by position.
         aligned = previous is not None and len(before) == len(previous.listener.routes) == len(lst.routes)
         by_id: dict[int, _RouteEntry] | None = None
         by_name: dict[str, _RouteEntry] = {}
@@ -281,34 +346,10 @@ class Translator:
             entries.append(entry)
             serials.append(entry.serial)
         stats.hits["route"] += hits
-        bodies = [framed_route(serialize(extra)) for plugin in self.plugins for extra in plugin.extra_routes(lst)]
-        bodies += [e.framed for e in entries]
-        name = names.route_config(lst)
-        owner_set = frozenset(map(_OWNER, lst.routes))
-        owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
-        route_config = make_resource(ROUTE, name, route_config_bytes(name, bodies))
-        key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials))
-        resource = self._listener_protos.get(key)
-        if resource is None:
-            stats.misses["listener"] += 1
-            resource = make_resource(LISTENER, lst.name, serialize(listener.build_listener(lst, self.plugins)))
-        else:
-            stats.hits["listener"] += 1
-        protos[key] = resource
-        failovers: dict[tuple[str, str], set[ObjectKey]] = {}
-        for e in entries:
-            for pair in e.failovers:
-                failovers.setdefault(pair, set()).add(e.route.owner)
-        before = previous.failovers if previous is not None else {}
-        kept: dict[tuple[str, str], frozenset[ObjectKey]] = {}
-        for pair, found in failovers.items():
-            same = before.get(pair)
-            kept[pair] = same if same is not None and same == found else frozenset(found)  # identity means unchanged
-        return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
-                              resource, kept)
+        return entries, serials, errors
 
     def _new_route(self, r: ir.Route, known: frozenset[str], errors: list[TranslateError]) -> _RouteEntry | None:
-        needed = frozenset(n for wb in r.backends for n in (wb.backend, wb.failover_to) if n)
+        needed = tuple({n: None for wb in r.backends for n in (wb.backend, wb.failover_to) if n})
         if not r.backends or not known.issuperset(needed):
             errors.append(_unknown_backends(r, known))
             return None
@@ -318,7 +359,7 @@ class Translator:
             errors.append(TranslateError(r.owner, f"route {r.name}: {err}; route left out"))
             return None
         failovers = tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
-                                  if wb.failover_to and wb.failover_to != wb.backend}))
+                                  if wb.failover_to and wb.failover_to != wb.backend})) or _NONE
         return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers)
 
     def route_message(self, r: ir.Route) -> Message:
@@ -334,14 +375,13 @@ class Translator:
         changed (the owner of a backend is fixed by its name)."""
         inputs = tuple(entry.failovers for entry in listeners)
         if len(inputs) != len(self._failover_inputs) or any(a is not b for a, b in zip(inputs, self._failover_inputs)):
-            self._failover_out = self._failover_clusters(gateway, inputs, stats)
-            self._failover_inputs = inputs
+            batch = _Batch()
+            for resource, owners in self._failover_clusters(gateway, inputs, stats):
+                batch.add(resource, owners)
+            self._failover_out, self._failover_inputs = batch, inputs
         else:
-            stats.hits["failover"] += len(self._failover_out)
-        batch = _Batch()
-        for resource, owners in self._failover_out:
-            batch.add(resource, owners)
-        out.add_batch(batch)
+            stats.hits["failover"] += len(self._failover_out.owners)
+        out.add_batch(self._failover_out)
 
     def _failover_clusters(
         self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]], stats: CacheStats
@@ -378,9 +418,10 @@ class Translator:
 
 
 _OWNER = attrgetter("owner")
+_NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,
-                     frozenset(), ())
+                     (), ())
 
 
 def framed_route(body: bytes) -> bytes:

@@ -129,3 +129,16 @@ def test_listener_is_reused_only_while_its_routes_are_equal() -> None:
     assert translator.last_stats.misses["listener"] == 1
     assert after.resources[LISTENER]["http-8080"].version != before.resources[LISTENER]["http-8080"].version
     assert b"https://new-issuer" in after.resources[LISTENER]["http-8080"].body
+
+
+def test_framed_route_config_equals_route_modules_assembly() -> None:
+    """The translator frames each route once and assembles RouteConfigurations itself;
+    the bytes must stay those of `route.route_config_bytes` (and so of the message)."""
+    from routing_engine.translate import route as route_module
+    from routing_engine.translate.translator import framed_route, route_config_bytes
+
+    translator = Translator()
+    bodies = [translator.route_message(r).SerializeToString(deterministic=True) for r in world(130).listeners[0].routes]
+    for chosen in ([], bodies[:1], bodies):
+        assert route_config_bytes("http-8080", [framed_route(b) for b in chosen]) == route_module.route_config_bytes(
+            "http-8080", chosen)
