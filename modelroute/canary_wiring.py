@@ -84,7 +84,10 @@ class CanaryWiring:
 def tcp_stats_sink(host: str, port: int, *, flush_interval_ms: int = 1000) -> dict[str, Any]:
     """Bootstrap fields for Envoy's TCP statsd sink to `host:port` (a DNS name is fine: it
     goes through the STRICT_DNS cluster `modelroute_stats`). Merge with `merge_stats_sink`."""
+    # V4_PREFERRED: the control plane listens on IPv4 (0.0.0.0); a name with an IPv6 address
+    # too (e.g. localhost) must not pick that one.
     cluster = {"name": "modelroute_stats", "type": "STRICT_DNS", "connect_timeout": "1s",
+               "dns_lookup_family": "V4_PREFERRED",
                "load_assignment": {"cluster_name": "modelroute_stats", "endpoints": [{"lb_endpoints": [
                    {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]}}
     sink = {"name": "envoy.stat_sinks.statsd", "typed_config": {

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
+
+import aiohttp
 
 
 @contextlib.asynccontextmanager
@@ -67,3 +70,19 @@ def endpoint_slice(name: str, *, service: str, ready: dict[str, bool], port: int
             "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": service}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
             "endpoints": [{"addresses": [ip], "conditions": {"ready": ok}} for ip, ok in ready.items()]}
+
+
+async def mock_replica(infer: str, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model", "llama", "--infer", infer,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return proc
+
+
+async def served_by(url: str) -> str | None:
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            async with session.post(url, json={}) as response:
+                return response.headers.get("x-modelinfer") if response.status == 200 else None
+    except aiohttp.ClientError:
+        return None

@@ -5,10 +5,8 @@ whose EndpointSlices point at them. Also: the leader writes the route's status b
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 
@@ -17,7 +15,7 @@ from controller.kubernetes.client import KubeClient
 from controller.kubernetes.resources import MODEL_ROUTE
 from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 from tests.kubernetes.fakeapi import FakeKubeApi
-from tests.kubernetes.helpers import endpoint_slice, model, model_infer, server
+from tests.kubernetes.helpers import endpoint_slice, mock_replica, model, model_infer, served_by, server
 from tests.kubernetes.test_kubectl import kubectl
 from tests.support import free_port
 from xds_server.bootstrap import render_dict
@@ -25,27 +23,11 @@ from xds_server.bootstrap import render_dict
 pytestmark = pytest.mark.slow
 
 
-async def _mock_replica(infer: str, port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model", "llama", "--infer", infer,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    return proc
-
-
-async def _served_by(url: str) -> str | None:
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            async with session.post(url, json={}) as response:
-                return response.headers.get("x-modelinfer") if response.status == 200 else None
-    except aiohttp.ClientError:
-        return None
-
-
 async def _eventually_served_by(url: str, infer: str, timeout: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     seen = None
     while asyncio.get_running_loop().time() < deadline:
-        seen = await _served_by(url)
+        seen = await served_by(url)
         if seen == infer:
             return
         await asyncio.sleep(0.1)
@@ -69,7 +51,7 @@ async def test_kubectl_apply_moves_live_traffic(api: KubeClient, fake_api: FakeK
         slice_ = endpoint_slice(f"{infer}-x", service=infer, ready={"127.0.0.1": True}, port=port)
         slice_["metadata"]["labels"]["workload.matrixinfer.ai/modelinfer"] = infer
         fake_api.seed(slice_)
-    replicas = [await _mock_replica(infer, port) for infer, port in replica_ports.items()]
+    replicas = [await mock_replica(infer, port) for infer, port in replica_ports.items()]
     mode = KubernetesMode(api, KubernetesOptions(identity="cp-0", system_namespace="matrixinfer-system",
                                                  xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1"))
     envoy: EnvoyProcess | None = None
@@ -89,7 +71,7 @@ async def test_kubectl_apply_moves_live_traffic(api: KubeClient, fake_api: FakeK
         manifest.write_text(yaml.safe_dump(_route(0)))
         await kubectl(fake_api.url, tmp_path, "apply", "--validate=false", "-f", str(manifest))
         await _eventually_served_by(url, "default/llama-v2")
-        assert {await _served_by(url) for _ in range(20)} == {"default/llama-v2"}
+        assert {await served_by(url) for _ in range(20)} == {"default/llama-v2"}
 
         async def route_status() -> dict:
             for _ in range(100):
