@@ -252,12 +252,18 @@ class Translator:
             protos[previous.key] = previous.resource
             return previous
         matched = self._in_place(lst, previous, known, stats) if previous is not None else None
-        entries, serials, errors = matched if matched is not None else self._match(lst, previous, known, stats)
+        if matched is not None:
+            entries, serials, errors, same_users = matched
+        else:
+            (entries, serials, errors), same_users = self._match(lst, previous, known, stats), False
         bodies = [framed_route(serialize(extra)) for plugin in self.plugins for extra in plugin.extra_routes(lst)]
         bodies += [e.framed for e in entries]
         name = names.route_config(lst)
-        owner_set = frozenset(map(_OWNER, lst.routes))
-        owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
+        if same_users and previous is not None:  # the same owners and failover pairs, position by position
+            owner_set, owners = previous.owner_set, previous.owners
+        else:
+            owner_set = frozenset(map(_OWNER, lst.routes))
+            owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
         route_config = make_resource(ROUTE, name, route_config_bytes(name, bodies))
         key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials))
         resource = self._listener_protos.get(key)
@@ -267,6 +273,9 @@ class Translator:
         else:
             stats.hits["listener"] += 1
         protos[key] = resource
+        if same_users and previous is not None:
+            return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
+                                  resource, previous.failovers)
         failovers: dict[tuple[str, str], set[ObjectKey]] = {}
         for e in entries:
             for pair in e.failovers:
@@ -280,9 +289,11 @@ class Translator:
                               resource, kept)
 
     def _in_place(self, lst: ir.Listener, previous: _ListenerEntry, known: frozenset[str], stats: CacheStats
-                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError]] | None:
+                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError], bool] | None:
         """The common edit: the same routes in the same places but a few (found by
-        identity, in C), none left out. None when that is not the case."""
+        identity, in C), none left out. None when that is not the case; else the entries,
+        serials, errors, and whether every replaced route has its predecessor's owner and
+        failover pairs (then the listener's owners and failovers are last run's)."""
         before, routes = previous.routes, lst.routes
         if previous.known is not known or len(before) != len(previous.listener.routes) or len(routes) != len(before):
             return None
@@ -292,6 +303,7 @@ class Translator:
         entries = list(before)
         errors: list[TranslateError] = []
         misses = 0
+        same_users = True
         for position in changed:
             r, old = routes[position], before[position]
             if old.route.name != r.name:
@@ -302,9 +314,10 @@ class Translator:
                     return None
                 entries[position] = entry
                 misses += 1
+                same_users = same_users and entry.failovers == old.failovers and r.owner == old.route.owner
         stats.hits["route"] += len(routes) - misses
         stats.misses["route"] += misses
-        return entries, [e.serial for e in entries], errors
+        return entries, [e.serial for e in entries], errors, same_users
 
     def _match(self, lst: ir.Listener, previous: _ListenerEntry | None, known: frozenset[str], stats: CacheStats
                ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError]]:
@@ -374,14 +387,50 @@ class Translator:
         backends' servers and every route using it. Rebuilt only when a listener's routes
         changed (the owner of a backend is fixed by its name)."""
         inputs = tuple(entry.failovers for entry in listeners)
-        if len(inputs) != len(self._failover_inputs) or any(a is not b for a, b in zip(inputs, self._failover_inputs)):
+        before = self._failover_inputs
+        if len(inputs) != len(before) or not self._failover_out.owners:
             batch = _Batch()
             for resource, owners in self._failover_clusters(gateway, inputs, stats):
                 batch.add(resource, owners)
-            self._failover_out, self._failover_inputs = batch, inputs
+            self._failover_out = batch
         else:
+            changed = [n for n, (now, then) in enumerate(zip(inputs, before)) if now is not then]
+            if changed:
+                self._failover_out = self._failovers_patched(gateway, inputs, changed, stats)
             stats.hits["failover"] += len(self._failover_out.owners)
+        self._failover_inputs = inputs
         out.add_batch(self._failover_out)
+
+    def _failovers_patched(self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]],
+                           changed: Sequence[int], stats: CacheStats) -> _Batch:
+        """Last run's failover clusters with the pairs of the changed listeners redone
+        (the output is sorted later, so the batch's order does not matter)."""
+        touched: set[tuple[str, str]] = set()
+        for n in changed:
+            touched.update(inputs[n].keys(), self._failover_inputs[n].keys())
+        batch = _Batch()
+        clusters = batch.resources[CLUSTER] = dict(self._failover_out.resources[CLUSTER])
+        owners = batch.owners = dict(self._failover_out.owners)
+        by_name = {b.name: b for b in gateway.backends}
+        for pair in touched:
+            found = [failovers[pair] for failovers in inputs if pair in failovers]
+            entry = self._failovers.get(pair)
+            if not found:
+                if entry is not None:
+                    del self._failovers[pair], clusters[entry[1].name], owners[(CLUSTER, entry[1].name)]
+                continue
+            users = found[0] if len(found) == 1 else frozenset().union(*found)
+            if entry is None or not (entry[0] is users or entry[0] == users):
+                if entry is not None:
+                    resource = entry[1]
+                else:
+                    stats.misses["failover"] += 1
+                    resource = make_resource(CLUSTER, names.failover_cluster(*pair), serialize(cluster.failover_cluster(*pair)))
+                entry = self._failovers[pair] = (
+                    users, resource, tuple(sorted({by_name[pair[0]].owner, by_name[pair[1]].owner, *users})))
+            clusters[entry[1].name] = entry[1]
+            owners[(CLUSTER, entry[1].name)] = entry[2]
+        return batch
 
     def _failover_clusters(
         self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]], stats: CacheStats
