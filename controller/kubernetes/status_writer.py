@@ -10,6 +10,7 @@ Why it is careful:
 - `lastTransitionTime` moves only when a condition's status changes (Kubernetes
   convention); a new message alone keeps the old time. `observedGeneration` is the
   generation the status was computed for, on the status and on each condition.
+A kind without a phase (AutoscalingPolicy) passes an empty one: none is written.
 The clock is injectable so tests pin timestamps.
 """
 
@@ -51,7 +52,7 @@ def desired_status(status: ObjectStatus, *, current: Mapping[str, Any] | None, g
         if generation is not None:
             entry["observedGeneration"] = generation
         conditions.append(entry)
-    body: Obj = {"phase": status.phase, "conditions": conditions}
+    body: Obj = {"phase": status.phase, "conditions": conditions} if status.phase else {"conditions": conditions}
     if generation is not None:
         body["observedGeneration"] = generation
     if status.service_endpoint is not None:

@@ -4,7 +4,10 @@ concerns (a Model change: every ModelInfer that references it; a policy change: 
 target; a Deployment change: its owner, so status follows the rollout).
 
 One worker drains the queue; a key queued twice before it is handled is reconciled
-once. A failed reconcile (API down, persistent conflict) is retried after a backoff
+once. The statuses of Models and AutoscalingPolicies (`registry_status`; a policy's
+replica counts come from its HPA, which is watched for that) are recomputed from the
+caches after any change to those kinds, ModelInfers or HPAs, and written when they
+differ. A failed reconcile (API down, persistent conflict) is retried after a backoff
 delay (injectable sleep), without blocking the other keys.
 """
 
@@ -19,9 +22,10 @@ from controller.kubernetes.informer import Backoff, Change, Informer, Sleep
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.provider import engine_view
 from controller.kubernetes.reconciler import ModelInferReconciler, ReconcileResult
-from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, MODEL, MODEL_INFER
+from controller.kubernetes.registry_status import model_status, policy_status
+from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER
 from controller.kubernetes.status_writer import StatusWriter
-from controller.kubernetes.workloads import INFER_LABEL
+from controller.kubernetes.workloads import INFER_LABEL, policy_for
 from routing_engine.api.loader import parse_document
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer, Resource
 
@@ -35,7 +39,8 @@ class WorkloadController:
     def __init__(self, api: KubeApi, *, status: StatusWriter | None = None, namespace: str | None = None,
                  backoff: Backoff = Backoff(), sleep: Sleep = asyncio.sleep,
                  resync_period: float | None = 600.0) -> None:
-        self._reconciler = ModelInferReconciler(api, status or StatusWriter(api))
+        self._status = status or StatusWriter(api)
+        self._reconciler = ModelInferReconciler(api, self._status)
         self._backoff = backoff
         self._sleep = sleep
         opts = dict(namespace=namespace, resync_period=resync_period, sleep=sleep)
@@ -44,6 +49,8 @@ class WorkloadController:
         self.policies = Informer(api, AUTOSCALING_POLICY, self._on_policy, **opts)  # type: ignore[arg-type]
         self.deployments = Informer(api, DEPLOYMENT, self._on_deployment, label_selector=INFER_LABEL,
                                     **opts)  # type: ignore[arg-type]
+        self.hpas = Informer(api, HPA, self._on_hpa, label_selector=INFER_LABEL, **opts)  # type: ignore[arg-type]
+        self._registry_dirty = asyncio.Event()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._failures: dict[Key, int] = {}
@@ -54,12 +61,17 @@ class WorkloadController:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
+    async def _on_hpa(self, change: Change) -> None:
+        self._registry_dirty.set()
+
     async def _on_infer(self, change: Change) -> None:
+        self._registry_dirty.set()
         if change.type != "DELETED":  # children are garbage-collected through owner references
             meta = change.object["metadata"]
             self.enqueue((meta.get("namespace", "default"), meta["name"]))
 
     async def _on_model(self, change: Change) -> None:
+        self._registry_dirty.set()
         meta = change.object["metadata"]
         for (ns, name), doc in self.infers.cache.items():
             ref = doc.get("spec", {}).get("modelRef") or {}
@@ -67,6 +79,7 @@ class WorkloadController:
                 self.enqueue((ns, name))
 
     async def _on_policy(self, change: Change) -> None:
+        self._registry_dirty.set()
         target = change.object.get("spec", {}).get("targetRef") or {}
         if target.get("kind") == MODEL_INFER.kind and target.get("name"):
             self.enqueue((change.object["metadata"].get("namespace", "default"), target["name"]))
@@ -79,10 +92,12 @@ class WorkloadController:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for informer in (self.infers, self.models, self.policies, self.deployments):
+            informers = (self.infers, self.models, self.policies, self.deployments, self.hpas)
+            for informer in informers:
                 group.create_task(informer.run(), name=f"informer {informer.rtype}")
-            for informer in (self.infers, self.models, self.policies, self.deployments):
+            for informer in informers:
                 await informer.synced.wait()
+            group.create_task(self._registry_loop(), name="model and policy status")
             while True:
                 key = await self._queue.get()
                 self._queued.discard(key)
@@ -113,6 +128,38 @@ class WorkloadController:
         result = await self._reconciler.reconcile(infer, model, policies)
         self.results[key] = result
         return result
+
+
+    async def _registry_loop(self) -> None:
+        while True:
+            await self._registry_dirty.wait()
+            self._registry_dirty.clear()
+            try:
+                await self.write_registry_statuses()
+            except ApiError as err:
+                log.warning("model/policy status not written; retrying", extra={"error": str(err)})
+                await self._sleep(self._backoff.delay(1))
+                self._registry_dirty.set()
+
+    async def write_registry_statuses(self) -> int:
+        """Write the Model and AutoscalingPolicy statuses that changed; how many were."""
+        infers = [i for doc in self.infers.cache.values() if (i := _valid(doc, ModelInfer)) is not None]
+        policies = [p for _, doc in sorted(self.policies.cache.items()) if (p := _valid(doc, AutoscalingPolicy)) is not None]
+        written = 0
+        for doc in list(self.models.cache.values()):
+            model = _valid(doc, Model)
+            if model is not None:  # an invalid one gets ValidationFailed from the provider's errors
+                written += await self._status.write(MODEL, model.metadata.namespace, model.metadata.name,
+                                                    model_status(model, infers), current=doc)
+        by_key = {(i.metadata.namespace, i.metadata.name): i for i in infers}
+        for policy in policies:
+            ref, ns = policy.spec.target_ref, policy.metadata.namespace
+            infer = by_key.get((ns, ref.name)) if ref.kind == MODEL_INFER.kind else None
+            winner = policy_for(infer, policies) if infer is not None else None
+            status, extra = policy_status(policy, infer, winner, self.hpas.get(ns, ref.name))
+            written += await self._status.write(AUTOSCALING_POLICY, ns, policy.metadata.name, status, extra=extra,
+                                                current=self.policies.get(ns, policy.metadata.name))
+        return written
 
 
 def _valid(doc: Obj | None, cls: type[T]) -> T | None:

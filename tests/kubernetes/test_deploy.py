@@ -94,7 +94,7 @@ NEEDED = {
     **{t: ("get", "list", "watch") for t in r.ENGINE_KINDS.values()},
     r.DEPLOYMENT: ("get", "list", "watch", "create", "update", "delete"),
     r.SERVICE: ("get", "list", "create", "update", "delete"),
-    r.HPA: ("get", "create", "update", "delete"),
+    r.HPA: ("get", "list", "watch", "create", "update", "delete"),
     r.ENDPOINT_SLICE: ("list", "watch"),
 }
 

@@ -1,0 +1,62 @@
+"""Status of the registry kinds (SPEC 2): Model and AutoscalingPolicy, as pure functions
+of what the workload controller caches; `WorkloadController` writes them (leader only).
+
+- Model: `Ready` once valid (an invalid one is left out by the provider and gets
+  Failed/ValidationFailed from `runtime.invalid_statuses`), with the ModelInfers that use
+  it in the message (a ModelInfer whose Model is missing reports ModelNotFound itself).
+- AutoscalingPolicy: `currentReplicas`/`desiredReplicas` from the HorizontalPodAutoscaler
+  it compiles to (named after its target ModelInfer), the HPA's own conditions
+  (AbleToScale, ScalingActive, ScalingLimited) and `Ready`: False with ModelNotFound when
+  the target does not exist, ValidationFailed when another policy already scales it (the
+  first by name wins, `workloads.policy_for`), Progressing until the HPA exists. The kind
+  has no `phase` (SPEC 2), so none is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from controller.kubernetes.interface import Obj
+from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer
+from routing_engine.world import ConditionView, ObjectStatus
+
+_HPA_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
+
+
+def model_status(model: Model, infers: Iterable[ModelInfer]) -> ObjectStatus:
+    ns, name = model.metadata.namespace, model.metadata.name
+    users = sorted(f"{i.metadata.namespace}/{i.metadata.name}" for i in infers
+                   if i.spec.model_ref.name == name and (i.spec.model_ref.namespace or i.metadata.namespace) == ns)
+    used = f"used by ModelInfer {', '.join(users)}" if users else "no ModelInfer references it yet"
+    return ObjectStatus("Ready", (ConditionView("Accepted", "True", "Accepted", "passed validation"),
+                                  ConditionView("Ready", "True", "Ready", used)))
+
+
+def policy_status(policy: AutoscalingPolicy, infer: ModelInfer | None, winner: AutoscalingPolicy | None,
+                  hpa: Obj | None) -> tuple[ObjectStatus, dict[str, Any]]:
+    """(conditions, {currentReplicas, desiredReplicas}) of one policy."""
+    ref = policy.spec.target_ref
+    target = f"{ref.kind} {policy.metadata.namespace}/{ref.name}"
+    zero = {"currentReplicas": 0, "desiredReplicas": 0}
+    if infer is None:
+        return ObjectStatus("", (ConditionView("Ready", "False", "ModelNotFound",
+                                               f"spec.targetRef: {target} not found"),)), zero
+    if winner is not None and winner.metadata.name != policy.metadata.name:
+        return ObjectStatus("", (ConditionView(
+            "Ready", "False", "ValidationFailed",
+            f"spec.targetRef: {target} is already scaled by AutoscalingPolicy {winner.metadata.name} "
+            "(one policy per target; the first by name wins)"),)), zero
+    if hpa is None:
+        return ObjectStatus("", (ConditionView("Ready", "False", "Progressing",
+                                               f"creating the HorizontalPodAutoscaler for {target}"),)), zero
+    status = hpa.get("status") or {}
+    current, desired = int(status.get("currentReplicas") or 0), int(status.get("desiredReplicas") or 0)
+    conditions = [ConditionView("Ready", "True", "HPAReady",
+                                f"HorizontalPodAutoscaler {policy.metadata.namespace}/{ref.name}: "
+                                f"{current} replicas, {desired} desired")]
+    for cond in status.get("conditions") or ():
+        if cond.get("type") in _HPA_CONDITIONS:
+            conditions.append(ConditionView(str(cond["type"]), str(cond.get("status", "Unknown")),
+                                            str(cond.get("reason", "")), str(cond.get("message", ""))))
+    return ObjectStatus("", tuple(conditions)), {"currentReplicas": current, "desiredReplicas": desired}
