@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.background import cancel_and_wait, spawn
 from controller.kubernetes.interface import KubeApi
+from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.runtime import KubernetesControlPlane
 from controller.ratelimit_limits import cluster_limits
 from controller.kubernetes.resources import MODEL_ROUTE
@@ -64,6 +65,7 @@ class KubernetesOptions:
     ratelimit_address: str | None = None
     ratelimit: ServiceOptions = field(default_factory=ServiceOptions.from_env)
     stats_address: str = "127.0.0.1:0"  # where gateway Envoys push stats (`serve`: 0.0.0.0:18002)
+    lease_retry_s: float = 2.0  # how often a replica campaigns for / renews the leader Lease
 
     def ratelimit_bind(self) -> str:
         if self.ratelimit_address is not None:
@@ -80,6 +82,9 @@ class KubernetesMode:
         self.cluster = KubernetesControlPlane(api, self, identity=options.identity,
                                               system_namespace=options.system_namespace,
                                               watch_namespace=options.watch_namespace,
+                                              elector=LeaderElector(api, namespace=options.system_namespace,
+                                                                    name="modelroute", identity=options.identity,
+                                                                    retry_period=options.lease_retry_s),
                                               leader_tasks={"canary runner": lambda: self.canary.lead()})
         routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")

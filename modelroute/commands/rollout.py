@@ -13,7 +13,8 @@ kubernetes`): `status` reads the ModelRoute's `status.canary`; a command is the
 annotation `rollout.matrixinfer.ai/command: <action>@<nonce>` on the ModelRoute (a merge
 patch through the kubeconfig's credentials), which the leading control plane applies and
 acknowledges in `status.rollout.command`; the CLI waits for that acknowledgement for at
-most `--wait` seconds (then it withdraws the annotation if nobody took it, exit 1).
+most `--wait` seconds (then it withdraws the annotation if nobody took it, exit 1; a
+leader applying it at that very moment can still win the race: `rollout status` tells).
 `--namespace` is used when ROUTE has none.
 """
 

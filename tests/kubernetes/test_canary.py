@@ -46,8 +46,8 @@ def seed(fake_api: FakeKubeApi, *, interval: str = "1s") -> None:
 
 def mode_for(api: KubeClient, identity: str) -> KubernetesMode:
     mode = KubernetesMode(api, KubernetesOptions(identity=identity, system_namespace="matrixinfer-system",
-                                                 xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1"))
-    mode.cluster.elector._retry = 0.05  # campaign quickly in tests
+                                                 xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1",
+                                                 lease_retry_s=0.05))
     return mode
 
 

@@ -38,8 +38,8 @@ async def test_healthy_canary_is_promoted_through_a_real_gateway(api: KubeClient
     fake_api.seed(canary_route(interval="1s", step=50))
     replicas = [await mock_replica(infer, port) for infer, port in replica_ports.items()]
     mode = KubernetesMode(api, KubernetesOptions(identity="cp-0", system_namespace="matrixinfer-system",
-                                                 xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1"))
-    mode.cluster.elector._retry = 0.05
+                                                 xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1",
+                                                 lease_retry_s=0.05))
     envoy: EnvoyProcess | None = None
     stop = asyncio.Event()
     served: list[str | None] = []
