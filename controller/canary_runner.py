@@ -10,8 +10,9 @@ and publish the state.
 - Weights go out through `apply_weights` (the control loop's `set_live_weights`: the
   engine replaces the group's split, the spec is never rewritten).
 - The state is persisted (`StateStore`: embedded `CanaryStore`, JSON, atomic; in a
-  cluster the ModelRoute's status) after every change and loaded at start, so a restarted control plane resumes the rollout where it was — with the live
-  weights applied before its first push — instead of starting over. After a restart the
+  cluster the ModelRoute's status) after every change and loaded at start, so a
+  restarted control plane resumes the rollout where it was — with the live weights
+  applied before its first push — instead of starting over. After a restart the
   first verdict waits one full interval (the stats of the old process are gone).
 - `modelroute rollout` commands arrive through a `CommandQueue` (embedded: the file queue
   of `controller.canary_commands`; in a cluster: an annotation on the ModelRoute).

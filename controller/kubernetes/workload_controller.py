@@ -144,7 +144,8 @@ class WorkloadController:
     async def write_registry_statuses(self) -> int:
         """Write the Model and AutoscalingPolicy statuses that changed; how many were."""
         infers = [i for doc in self.infers.cache.values() if (i := _valid(doc, ModelInfer)) is not None]
-        policies = [p for _, doc in sorted(self.policies.cache.items()) if (p := _valid(doc, AutoscalingPolicy)) is not None]
+        policies = [p for _, doc in sorted(self.policies.cache.items())
+                    if (p := _valid(doc, AutoscalingPolicy)) is not None]
         written = 0
         for doc in list(self.models.cache.values()):
             model = _valid(doc, Model)

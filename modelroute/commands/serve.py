@@ -98,7 +98,8 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> i
             assert mode.plane is not None
             assert mode.ratelimit is not None
             print(f"xDS on {host}:{mode.plane.xds_port}, rate-limit service on port {mode.ratelimit.port}, "
-                  f"stats (statsd, UDP+TCP) on port {mode.canary.port} (kubernetes provider, identity {args.identity}); Ctrl-C to stop", flush=True)
+                  f"stats (statsd, UDP+TCP) on port {mode.canary.port} (kubernetes provider, identity "
+                  f"{args.identity}); Ctrl-C to stop", flush=True)
             await stop.wait()
         finally:
             await mode.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.stats_sink import StatsCollector, StatsListener, parse_line
+from controller.stats_sink import StatsCollector, StatsListener, StatsTcpListener, parse_line
 from tests.support import envoy_binary
 from xds_server.bootstrap import StatsSink, render, render_dict
 
@@ -69,6 +69,28 @@ async def test_listener_receives_udp_datagrams() -> None:
         assert stats.window(["modelserver/d/a"], since=0)["modelserver/d/a"].requests == 7
     finally:
         listener.close()
+
+
+async def test_tcp_listener_joins_lines_split_across_reads() -> None:
+    stats = StatsCollector()
+    listener = StatsTcpListener(stats)
+    port = await listener.start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"envoy.cluster.modelserver/d/a.upstream_rq_2xx:7|c\nenvoy.cluster.modelserver/d/a.upstr")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"eam_rq_5xx:2|c\n")
+        await writer.drain()
+        for _ in range(100):
+            if stats.window(["modelserver/d/a"], since=0)["modelserver/d/a"].requests == 9:
+                break
+            await asyncio.sleep(0.01)
+        window = stats.window(["modelserver/d/a"], since=0)["modelserver/d/a"]
+        assert (window.requests, window.errors) == (9, 2)
+        writer.close()
+    finally:
+        await listener.close()
 
 
 @pytest.mark.parametrize("role", ["gateway", "sidecar"])
