@@ -59,14 +59,16 @@ def canary_status(fake_api: FakeKubeApi) -> dict[str, Any]:
     return route_status(fake_api).get("canary") or {}
 
 
-async def push_healthy_stats(port: int, stop: asyncio.Event) -> None:
-    """A gateway's TCP statsd stream: 20 requests per 0.2 s to each variant, all 2xx."""
+async def push_healthy_stats(port: int, stop: asyncio.Event, *, canary_5xx: int = 0) -> None:
+    """A gateway's TCP statsd stream: 20 requests per 0.2 s to each variant, all 2xx but
+    `canary_5xx` of the canary's."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while not stop.is_set():
             writer.write(b"envoy.cluster.modelserver/default/v1.upstream_rq_2xx:20|c\n"
-                         b"envoy.cluster.modelserver/default/v2.upstream_rq_2xx:20|c\n"
-                         b"envoy.cluster.modelserver/default/v2.upstream_rq_time:12|ms\n")
+                         + f"envoy.cluster.modelserver/default/v2.upstream_rq_2xx:{20 - canary_5xx}|c\n".encode()
+                         + f"envoy.cluster.modelserver/default/v2.upstream_rq_5xx:{canary_5xx}|c\n".encode()
+                         + b"envoy.cluster.modelserver/default/v2.upstream_rq_time:12|ms\n")
             await writer.drain()
             await asyncio.sleep(0.2)
     finally:
@@ -129,6 +131,30 @@ async def test_healthy_canary_is_promoted_and_written_to_status(api: KubeClient,
             await pusher
         await mode.stop()
     assert leader_label(fake_api, "cp-0") is None
+
+
+async def test_failing_canary_is_rolled_back_and_degraded_in_status(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    seed(fake_api)
+    mode = mode_for(api, "cp-0")
+    stop = asyncio.Event()
+    pusher: asyncio.Task[None] | None = None
+    try:
+        await mode.start()
+        await eventually(lambda: canary_status(fake_api).get("phase") == "Progressing", timeout=10,
+                         what="status.canary Progressing")
+        pusher = asyncio.create_task(push_healthy_stats(mode.canary.port, stop, canary_5xx=6))  # 30% fail
+        await eventually(lambda: canary_status(fake_api).get("phase") == "RolledBack", timeout=15,
+                         what="status.canary RolledBack")
+        status = route_status(fake_api)
+        assert (status["canary"]["stableWeight"], status["canary"]["canaryWeight"]) == (100, 0)
+        assert status["canary"]["failedIntervals"] == 2 and 60 < status["canary"]["lastSuccessRate"] < 80
+        conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+        assert conditions["Degraded"] == ("True", "CanaryRolledBack")
+    finally:
+        stop.set()
+        if pusher is not None:
+            await pusher
+        await mode.stop()
 
 
 @pytest.mark.slow
