@@ -107,14 +107,17 @@ async def _eventually_status(url: str, wanted: set[int], timeout: float = 15.0) 
 
 
 async def _load(url: str, seconds: float, concurrency: int) -> list[tuple[float, int]]:
-    """(wall-clock time of the answer, status) of every request, `concurrency` at a time."""
+    """(wall-clock time the request was sent, status) of every request, `concurrency` at a
+    time. The send time, not the answer's: the limit is decided as the request arrives, and
+    a slow answer (a busy machine) must not move an admission into the next second."""
     results: list[tuple[float, int]] = []
     stop = time.monotonic() + seconds
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < stop:
+            sent = time.time()
             status = (await _post(session, url)).status
-            results.append((time.time(), status))
+            results.append((sent, status))
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
