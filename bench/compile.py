@@ -9,8 +9,8 @@ Writes bench/results/compile.json. Each number is measured two ways:
 - `gc_on`: the plain call with the collector running as it likes.
 Full compile starts from a fresh `Compiler` (nothing cached); incremental reuses the
 `Compiler` of the previous compile, as the control loop does per node group, after
-editing one route's weights (objects tuple copied with one object replaced, endpoints
-mapping kept: what the providers and the loop hand over). Wall and CPU (process) time
+editing one more route's weights (objects tuple copied with one object replaced,
+endpoints mapping kept: what the providers and the loop hand over). Wall and CPU (process) time
 are both reported: the machine is shared, and wall time carries others' load.
 """
 
@@ -52,7 +52,12 @@ def measure(n: int, repeat: int) -> dict[str, Any]:
     objs = worlds.objects(n)
     base = worlds.world(n, objs)
     target = Target()
-    edits = [worlds.edited(n, objs, which=(n // 2 + 7 * k) % n, weight=50 + k, base=base) for k in range(EDITS)]
+    edits = []
+    current = list(objs)
+    for k in range(EDITS):  # each compile sees exactly one more route edited than the last
+        edited = worlds.edited(n, current, which=(n // 2 + 7 * k) % n, weight=50 + k, base=base)
+        current = list(edited.objects)
+        edits.append(edited)
     samples: dict[str, list[tuple[float, float]]] = {}
 
     def add(name: str, sample: tuple[float, float]) -> None:
