@@ -23,6 +23,7 @@ and the validation errors of objects that were left out) and handed to `publish`
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,15 +66,34 @@ def engine_view(doc: Obj) -> Obj:
     return {**{k: v for k, v in doc.items() if k != "status"}, "metadata": meta}
 
 
-def parse_objects(raw: Iterable[Obj]) -> tuple[list[Resource], list[ManifestError]]:
-    """Validated models, ordered by key (deterministic engine input), and the errors."""
+Parsed = tuple[Resource | None, list[ManifestError]]
+
+
+def parse_objects(raw: Iterable[Obj], cache: dict[str, Parsed] | None = None
+                  ) -> tuple[list[Resource], list[ManifestError]]:
+    """Validated models, ordered by key (deterministic engine input), and the errors.
+
+    With `cache` (engine view as canonical JSON → parse result), an object whose spec,
+    labels and annotations did not change comes back as the very same model object: the
+    engine's caches recognise it by identity, and the snapshot comparison is cheap. The
+    cache keeps only the objects of this call."""
     objects: list[Resource] = []
     errors: list[ManifestError] = []
+    seen: dict[str, Parsed] = {}
     for doc in raw:
-        obj, problems = parse_document(engine_view(doc), source=SOURCE, index=1)
+        view = engine_view(doc)
+        text = json.dumps(view, sort_keys=True, separators=(",", ":")) if cache is not None else ""
+        parsed = cache.get(text) if cache is not None else None
+        if parsed is None:
+            parsed = parse_document(view, source=SOURCE, index=1)
+        seen[text] = parsed
+        obj, problems = parsed
         if obj is not None:
             objects.append(obj)
         errors.extend(problems)
+    if cache is not None:
+        cache.clear()
+        cache.update(seen)
     objects.sort(key=lambda o: o.key)
     return objects, errors
 
@@ -101,8 +121,9 @@ def endpoints_from_slices(slices: Iterable[Obj], infers: Iterable[ObjectKey]
     return {k: tuple(sorted(v, key=lambda e: (e.address, e.port or 0))) for k, v in sorted(found.items())}
 
 
-def build_snapshot(engine_objects: Iterable[Obj], slices: Iterable[Obj]) -> Snapshot:
-    objects, errors = parse_objects(engine_objects)
+def build_snapshot(engine_objects: Iterable[Obj], slices: Iterable[Obj],
+                   cache: dict[str, Parsed] | None = None) -> Snapshot:
+    objects, errors = parse_objects(engine_objects, cache)
     infers = [o.key for o in objects if o.KIND == MODEL_INFER.kind]
     return Snapshot(tuple(objects), MappingProxyType(endpoints_from_slices(slices, infers)), tuple(errors))
 
@@ -119,6 +140,7 @@ class KubernetesProvider:
         self.slices = Informer(api, ENDPOINT_SLICE, self._changed, label_selector=INFER_LABEL,
                                **options)  # type: ignore[arg-type]
         self.last: Snapshot | None = None
+        self._parsed: dict[str, Parsed] = {}
 
     async def _changed(self, change: Change) -> None:
         if change.type != "RESYNC":
@@ -126,7 +148,7 @@ class KubernetesProvider:
 
     def snapshot(self) -> Snapshot:
         engine_objects = [o for inf in self.informers.values() for o in inf.cache.values()]
-        return build_snapshot(engine_objects, self.slices.cache.values())
+        return build_snapshot(engine_objects, self.slices.cache.values(), self._parsed)
 
     async def run(self) -> None:
         """Watch and publish until cancelled."""

@@ -141,3 +141,21 @@ async def test_status_write_does_not_republish(provider: tuple[KubernetesProvide
     await api.patch(MODEL_ROUTE, "default", "r1", {"spec": {"path": "/v1/marker"}})
     (r1,) = [o for o in (await published.next()).objects if o.KIND == "ModelRoute"]
     assert r1.spec.path == "/v1/marker"  # type: ignore[attr-defined]
+
+
+def test_unchanged_objects_keep_their_identity_across_snapshots() -> None:
+    """The engine's caches work by identity: a re-list or a status write must hand back
+    the same model object; a spec or annotation change a new one."""
+    from controller.kubernetes.provider import parse_objects
+
+    cache: dict = {}
+    first = route("a", path="/v1/a")
+    (a1,), _ = parse_objects([first], cache)
+    relisted = {**first, "metadata": {**first["metadata"], "resourceVersion": "999"},
+                "status": {"phase": "Active"}}
+    (a2,), _ = parse_objects([relisted], cache)
+    assert a2 is a1
+    annotated = {**first, "metadata": {**first["metadata"], "annotations": {"x": "y"}}}
+    (a3,), _ = parse_objects([annotated], cache)
+    assert a3 is not a1 and a3.metadata.annotations == {"x": "y"}
+    assert len(cache) == 1  # only the current objects are kept
