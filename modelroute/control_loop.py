@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
 
+from controller.background import cancel_and_wait, spawn
 from controller.debounce import Debouncer
 from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.targets import GATEWAY, Placement, target_for_group
@@ -34,7 +36,8 @@ from xds_server import Hooks, Snapshot, SnapshotCache, StreamInfo, check_consist
 
 log = logging.getLogger("modelroute.control")
 
-StatusCallback = Callable[[Compiled, Mapping[ObjectKey, ObjectStatus]], None]
+# May be a coroutine function: it runs in the status publisher task, never on the push path.
+StatusCallback = Callable[[Compiled, Mapping[ObjectKey, ObjectStatus]], Awaitable[None] | None]
 
 
 @contextmanager
@@ -88,6 +91,11 @@ class ControlLoop:
         self.generation = 0  # completed pushes, for tests and waits
         self._pushed = asyncio.Event()
         self._changes = 0  # inputs received
+        self._status_task: asyncio.Task | None = None
+        self._status_wanted = asyncio.Event()
+        self._status_published = asyncio.Event()
+        self._status_requested = 0
+        self._status_done = 0
         self._synced = 0  # inputs the last completed push had seen
 
     def attach(self, cache: SnapshotCache) -> None:
@@ -141,14 +149,45 @@ class ControlLoop:
         await asyncio.wait_for(_wait(), timeout)
 
     def publish_status(self) -> None:
-        compiled = self.compiled.get(GATEWAY)
-        if compiled is None or self._on_status is None:
+        """Ask for the statuses to be published. Coalesced, and done by a task of its own:
+        a status view of 20,000 objects takes about a second to build and write, and it
+        must never hold up a push or an ACK."""
+        if self._on_status is None:
             return
-        statuses = with_programmed(compiled.statuses, self.tracker.conditions())
-        try:
-            self._on_status(compiled, statuses)
-        except Exception:
-            log.exception("status callback failed")
+        self._status_requested += 1
+        self._status_wanted.set()
+        if self._status_task is None:
+            self._status_task = spawn(self._publish_statuses(), name="status-publisher")
+
+    async def status_settled(self, *, timeout: float) -> None:
+        """Wait until every status publication asked for so far has been made."""
+        async def _wait() -> None:
+            while self._status_done < self._status_requested:
+                self._status_published.clear()
+                await self._status_published.wait()
+        await asyncio.wait_for(_wait(), timeout)
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._status_task)
+        self._status_task = None
+
+    async def _publish_statuses(self) -> None:
+        assert self._on_status is not None
+        while True:
+            await self._status_wanted.wait()
+            self._status_wanted.clear()
+            requested = self._status_requested
+            compiled = self.compiled.get(GATEWAY)
+            if compiled is not None:
+                statuses = with_programmed(compiled.statuses, self.tracker.conditions())
+                try:
+                    result = self._on_status(compiled, statuses)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("status callback failed")
+            self._status_done = requested
+            self._status_published.set()
 
     async def _push(self) -> None:
         seen = self._changes

@@ -148,6 +148,7 @@ class Embedded:
         await self.provider.close()
         await self.replicas.close()
         await cancel_and_wait(self._debounce_task)
+        await self.loop.close()
         await self.canary.stop()
         if self.plane is not None:
             await self.plane.stop()
@@ -158,13 +159,15 @@ class Embedded:
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Wait until every replica is ready, their endpoints are compiled, and the gateway
-        Envoy has ACKed everything of that compile. Raises asyncio.TimeoutError."""
+        Envoy has ACKed everything of that compile, and the status view says so. Raises
+        asyncio.TimeoutError."""
         async def _wait() -> None:
             while any(c.ready < c.desired for c in self.replicas.status().values()):
                 await asyncio.sleep(0.05)
             await self.loop.wait_synced(timeout=timeout)
             while any(c.status != "True" for c in self.loop.tracker.conditions().values()):
                 await asyncio.sleep(0.02)
+            await self.loop.status_settled(timeout=timeout)
         await asyncio.wait_for(_wait(), timeout)
 
     async def serve_until_signalled(self, on_started: Callable[[], Awaitable[None] | None]) -> None:
@@ -187,9 +190,13 @@ class Embedded:
         self.loop.set_objects(objects)
         await self.replicas.reconcile(o for o in objects if isinstance(o, ModelInfer))
 
-    def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
+    async def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
+        """The pure, heavy parts (route views, the JSON document) run in a thread so that the
+        event loop keeps serving xDS; what reads live state (canary runner, replicas, file
+        errors) stays on the loop."""
         if self.ratelimit is not None and compiled.gateway is not None:  # the unscoped compile
             self.ratelimit.service.set_limits(cluster_limits([compiled.gateway]))
-        statuses, routes = self.canary.status(statuses, route_views(compiled, self.loop.objects))
-        self.status_writer.write(statuses=statuses, routes=routes,
-                                 replicas=self.replicas.status(), errors=self.provider.errors)
+        views = await asyncio.to_thread(route_views, compiled, self.loop.objects)
+        statuses, routes = self.canary.status(statuses, views)
+        await asyncio.to_thread(self.status_writer.write, statuses=statuses, routes=routes,
+                                replicas=self.replicas.status(), errors=self.provider.errors)

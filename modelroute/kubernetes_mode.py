@@ -122,6 +122,7 @@ class KubernetesMode:
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
+        await self.loop.close()
         await self.canary.stop()
         if self.plane is not None:
             await self.plane.stop()

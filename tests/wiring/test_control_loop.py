@@ -40,6 +40,7 @@ async def test_objects_become_a_snapshot_and_one_edit_changes_one_resource() -> 
         assert errors == []
         loop.set_objects(objects)
         await loop.wait_synced(timeout=10)
+        await loop.status_settled(timeout=5)
         before = _versions(cache)
         assert any(t == ROUTE for t, _ in before)
         assert statuses[-1][LLAMA].phase in ("Active", "Pending")
@@ -55,6 +56,7 @@ async def test_objects_become_a_snapshot_and_one_edit_changes_one_resource() -> 
         assert changed == [(ROUTE, "listener/8080")]
     finally:
         await cancel_and_wait(task)
+        await loop.close()
         cache.close()
 
 
@@ -66,15 +68,18 @@ async def test_nack_marks_the_owners_not_programmed_and_ack_recovers() -> None:
         loop.set_objects(objects)
         await loop.wait_synced(timeout=10)
         loop.hooks.on_nack(GATEWAY_STREAM, ROUTE, "v1", ["listener/8080"], "route listener/8080: bad regex")
+        await loop.status_settled(timeout=5)
         rejected = statuses[-1][LLAMA]
         programmed = next(c for c in rejected.conditions if c.type == "Programmed")
         assert (rejected.phase, programmed.status, programmed.reason) == ("Failed", "False", "ValidationFailed")
         assert "bad regex" in programmed.message
         loop.hooks.on_ack(GATEWAY_STREAM, ROUTE, "v2", ["listener/8080"], 0.01)
+        await loop.status_settled(timeout=5)
         programmed = next(c for c in statuses[-1][LLAMA].conditions if c.type == "Programmed")
         assert programmed.status != "False"
     finally:
         await cancel_and_wait(task)
+        await loop.close()
         cache.close()
 
 
@@ -91,4 +96,5 @@ async def test_a_new_node_group_is_compiled_when_its_first_envoy_connects() -> N
         assert cache.get_snapshot("sidecar") is not None
     finally:
         await cancel_and_wait(task)
+        await loop.close()
         cache.close()
