@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from controller.files import write_json_atomically
 
 COMMANDS_DIR = "rollout"
 _REPLY = ".reply.json"
@@ -38,22 +39,11 @@ class RolloutCommand:
     command: str
 
 
-def _write_atomic(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(doc, out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def submit(directory: Path, route: str, command: str) -> RolloutCommand:
     """Queue a command (the CLI side)."""
     cmd = RolloutCommand(id=f"{time.time_ns()}-{uuid.uuid4().hex[:8]}", route=route, command=command)
-    _write_atomic(Path(directory) / f"{cmd.id}.json", {"id": cmd.id, "route": route, "command": command})
+    write_json_atomically(Path(directory) / f"{cmd.id}.json", {"id": cmd.id, "route": route, "command": command},
+                          indent=None)
     return cmd
 
 
@@ -102,7 +92,8 @@ def claim_all(directory: Path) -> Iterator[RolloutCommand | str]:
 
 
 def answer(directory: Path, cmd_id: str, *, ok: bool, message: str, canary: dict[str, Any] | None = None) -> None:
-    _write_atomic(Path(directory) / f"{cmd_id}{_REPLY}", {"ok": ok, "message": message, "canary": canary})
+    write_json_atomically(Path(directory) / f"{cmd_id}{_REPLY}", {"ok": ok, "message": message, "canary": canary},
+                          indent=None)
 
 
 class FileCommands:

@@ -31,8 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -42,6 +40,7 @@ from typing import Any, Protocol
 from controller import canary_commands
 from controller.ab_report import build_report
 from controller.canary import COMMANDS, CanaryState, CommandRefused, Sample, Settings, command, decide, start
+from controller.files import write_json_atomically
 from controller.stats_sink import VariantWindow
 from routing_engine import names
 from routing_engine.api.resources import ModelRoute, ObjectKey, Resource
@@ -144,15 +143,7 @@ class CanaryStore:
     def save(self, states: Mapping[ObjectKey, CanaryState]) -> None:
         doc = {"version": STORE_VERSION, "routes": [
             {"namespace": k.namespace, "name": k.name, "state": asdict(s)} for k, s in sorted(states.items())]}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".canary-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(doc, out, indent=1)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomically(self.path, doc)
 
 
 def state_json(state: CanaryState) -> dict[str, Any]:

@@ -18,8 +18,6 @@ interpretation of the spec.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, TypedDict
 
+from controller.files import write_json_atomically
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ObjectStatus
 
@@ -145,15 +144,7 @@ class StatusWriter:
             return False
         self._last = body
         doc = {"version": FORMAT_VERSION, "updatedAt": now, **{k: v for k, v in body.items() if k != "version"}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(doc, out, indent=1)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomically(self.path, doc)
         return True
 
     def _object(self, key: ObjectKey, status: ObjectStatus | None, counts: ReplicaCounts | None,
