@@ -45,8 +45,7 @@ RANKS: dict[str, int] = {
     "model_match": 200,
     "jwt": 300,
     "apikey": 350,
-    "ratelimit": 500,
-    "global_ratelimit": 600,
+    "ratelimit": 500,  # the per-Envoy bucket, then the shared (Redis) limit, in that order
     "tls": 900,  # adds no HTTP filter; ranked so every plugin has one
 }
 ROUTER_RANK = 10_000
