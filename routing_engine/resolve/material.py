@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from routing_engine import ir, names
+from routing_engine.jwks import provider_problem
 from routing_engine.api.resources import ModelServer, Secret
 from routing_engine.resolve.conditions import MODEL_NOT_FOUND, VALIDATION_FAILED, Problem, problem
 from routing_engine.resolve.objects import ObjectIndex
@@ -107,6 +108,10 @@ def _jwt(server: ModelServer, cfg: dict[str, Any], index: ObjectIndex) -> Materi
         jwks_inline=inline,
         forward_header=forward is True,
     )
+    refused = provider_problem(provider)
+    if refused is not None:  # Envoy would refuse it: fail closed here, before any path is claimed
+        field = "spec.authentication.config." + ("jwksSecretName" if inline is not None else "jwksUri")
+        return Material(spec_problems=(problem(VALIDATION_FAILED, server.key, field, refused),))
     return Material(provider)
 
 

@@ -40,7 +40,7 @@ from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, Ob
 from routing_engine.resolve.conditions import Problem
 from routing_engine.resolve.listeners import Assembler, in_scope, route_in_scope
 from routing_engine.resolve.objects import AgeKey, ObjectIndex, age_key, choose
-from routing_engine.resolve.routes import RouteOutcome, Served, resolve_route
+from routing_engine.resolve.routes import UNDER, RouteOutcome, Served, resolve_route
 from routing_engine.resolve.servers import Own, ServerOutcome, claims, outcome, own_checks
 from routing_engine.resolve.status import route_status, server_status
 from routing_engine.world import BackendEndpoint, ObjectStatus, Target, World
@@ -273,7 +273,7 @@ class Resolver:
             memo = previous.get(key)
             if (memo is None or memo.live != live or not _same(memo.route, route)
                     or (servers_changed and not servers_changed.isdisjoint(memo.outcome.servers))
-                    or (moved_paths and not moved_paths.isdisjoint(memo.paths))):
+                    or (moved_paths and _touches(moved_paths, memo.paths))):
                 memo = self._resolve_route(route, index, served, live)
                 if changed is not None:
                     changed.add(key)
@@ -389,3 +389,12 @@ class Resolver:
         self._server_statuses = server_memo
         self._last_statuses = (statuses, shadowed)
         return MappingProxyType(statuses)
+
+
+def _touches(moved_paths: set[str], probed: tuple[str, ...]) -> bool:
+    """Did a server appear, change or leave at a path this route looked up, or below a
+    path it claims (`Served.under`)?"""
+    if not moved_paths.isdisjoint(probed):
+        return True
+    claims = [p[len(UNDER):].rstrip("/") + "/" for p in probed if p.startswith(UNDER)]
+    return any(moved.startswith(claim) for moved in moved_paths for claim in claims)

@@ -29,12 +29,19 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from routing_engine import ir, names
 from routing_engine.api.resources import ModelRoute, ModelServer, ObjectKey
-from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, Problem, problem
+from routing_engine.resolve.conditions import (
+    MODEL_NOT_FOUND,
+    NETWORK_POLICY_VIOLATION,
+    VALIDATION_FAILED,
+    Problem,
+    problem,
+)
 from routing_engine.resolve.groups import Group, build_groups, destination
 from routing_engine.resolve.matching import front_door_match, prefix_path, segments
 from routing_engine.resolve.objects import ObjectIndex, allows_from
@@ -61,6 +68,10 @@ class RouteOutcome:
         return not self.problems
 
 
+# `Served.probed` entries for "servers below this path" lookups (exact paths otherwise).
+UNDER = "under:"
+
+
 class Served:
     """Compiled servers indexed once per compile: by `routing.path`, to find a front
     door's owner by walking up its segments, and by backend name, for auth. Scanning
@@ -73,11 +84,15 @@ class Served:
         self.probed: set[str] | None = None
         self._by_path: dict[str, list[ServerOutcome]] = {}
         self._auth: dict[str, ir.AuthPolicy] = {}
+        self.tls_ports: set[int] = set()  # listener ports that serve TLS (one mode per port)
         for outcome in servers.values():
             if outcome.backend is not None:
                 self._by_path.setdefault(outcome.path, []).append(outcome)
                 if outcome.auth is not None:
                     self._auth[outcome.backend.name] = outcome.auth
+                if outcome.tls is not None:
+                    self.tls_ports.add(outcome.port)
+        self._paths = sorted(self._by_path)
 
     def auth(self, backends: set[str]) -> tuple[ir.AuthPolicy, ...]:
         """The auth policies of these backends' servers, deduplicated, sorted by name."""
@@ -85,7 +100,21 @@ class Served:
         return tuple(policies[name] for name in sorted(policies))
 
     def owner_backends(self, path: str) -> set[str]:
-        return {o.backend.name for o in self.owners(path) if o.backend is not None}
+        """Backends of the servers a claim on `path` covers: its owner and every server
+        whose path lies below it (requests to those arrive through the claim too)."""
+        return {o.backend.name for o in (*self.owners(path), *self.under(path)) if o.backend is not None}
+
+    def under(self, path: str) -> list[ServerOutcome]:
+        """Compiled servers whose `routing.path` lies strictly below `path`, by segments."""
+        if self.probed is not None:
+            self.probed.add(UNDER + path)
+        prefix = path.rstrip("/") + "/"
+        found: list[ServerOutcome] = []
+        for i in range(bisect_left(self._paths, prefix), len(self._paths)):
+            if not self._paths[i].startswith(prefix):
+                break
+            found.extend(self._by_path[self._paths[i]])
+        return found
 
     def owners(self, front_door: str) -> list[ServerOutcome]:
         parts = segments(front_door)
@@ -125,8 +154,40 @@ def resolve_route(
         return RouteOutcome(route.key, route, takeover, takeover, front_door, (), (), (), tuple(referenced))
     ports = sorted({o.port for o in found} if found else {servers[key].port for key in referenced})
     routes = _routes(route.key, front_door, groups, fallback, served)
-    scope = tuple(sorted(set(referenced) | {o.key for o in found}))
+    unsafe = _tls_problems(route, referenced, ports, served) + _api_key_problems(route, routes)
+    if unsafe:
+        return RouteOutcome(route.key, route, unsafe, (), front_door, (), (), (), tuple(referenced))
+    covered = {o.key for o in served.under(front_door)}
+    covered |= {o.key for g in groups for o in (*served.owners(_literal_prefix(g.match.path)),
+                                                    *served.under(_literal_prefix(g.match.path)))}
+    scope = tuple(sorted(set(referenced) | {o.key for o in found} | covered))
     return RouteOutcome(route.key, route, (), (), front_door, tuple(ports), groups, routes, scope)
+
+
+def _tls_problems(route: ModelRoute, referenced: Sequence[ObjectKey], ports: Sequence[int],
+                  served: Served) -> tuple[Problem, ...]:
+    """A server that requires TLS must not be reached through a plain-HTTP port: its
+    requests (and their credentials) would cross in clear text."""
+    plain = [p for p in ports if p not in served.tls_ports]
+    secure = [k for k in referenced if served.servers[k].tls is not None]
+    if not plain or not secure:
+        return ()
+    rule = (f"ModelServer {secure[0].namespace}/{secure[0].name} requires TLS, but this route would be "
+            f"served on plain HTTP port {plain[0]}")
+    return (problem(NETWORK_POLICY_VIOLATION, route.key, "spec.routes", rule),)
+
+
+def _api_key_problems(route: ModelRoute, routes: Sequence[ir.Route]) -> tuple[Problem, ...]:
+    """One request presents one key: a route that could reach two API-key servers (a
+    split, a failover, a takeover) cannot check both, so it is refused rather than
+    letting one server's key unlock the other."""
+    for r in routes:
+        keyed = [p.name for p in r.auth if isinstance(p, ir.ApiKeyAuth)]
+        if len(keyed) > 1:
+            rule = (f"one route would need the API keys of {' and '.join(keyed)}; a request carries one key: "
+                    "send to them from separate routes")
+            return (problem(VALIDATION_FAILED, route.key, "spec.routes", rule),)
+    return ()
 
 
 def _check_ref(
@@ -164,7 +225,7 @@ def _path_problems(route: ModelRoute, front_door: str, groups: Sequence[Group], 
                if route.spec.routes[g.entries[0]].match.path is not None]
     found: list[Problem] = []
     for field, path in claims:
-        for owner in served.owners(path):
+        for owner in (*served.owners(path), *served.under(path)):
             if not allows_from(index.servers[owner.key], route.metadata.namespace):
                 found.append(problem(
                     NETWORK_POLICY_VIOLATION, route.key, field,

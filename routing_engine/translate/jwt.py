@@ -16,7 +16,6 @@ refused makes its routes fail translation alone (reported against their owner) i
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-import json
 from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
@@ -28,6 +27,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
+from routing_engine.jwks import provider_problem
 from routing_engine.translate import names
 from routing_engine.translate.plugin import RANKS, ExtraResource, HttpFilter, Plugin
 from routing_engine.translate.xds import CLUSTER, pack
@@ -42,34 +42,6 @@ AUDIENCE_DENIED = "response.code == 403 && response.code_details.startsWith('jwt
 
 def jwt_providers(route: ir.Route) -> list[ir.JwtProvider]:
     return [p for p in route.auth if isinstance(p, ir.JwtProvider)]
-
-
-def provider_problem(provider: ir.JwtProvider) -> str | None:
-    """Why Envoy would refuse this provider (and with it the whole listener), if it would:
-    inline JWKS must be a JSON object with a non-empty `keys` list."""
-    if provider.jwks_inline is None:
-        return None if provider.jwks_uri and urlsplit(provider.jwks_uri).hostname else "jwks_uri has no host"
-    try:
-        keys = json.loads(provider.jwks_inline).get("keys")
-    except (ValueError, AttributeError):
-        return "inline JWKS is not a JSON object"
-    if not isinstance(keys, list) or not keys:
-        return "inline JWKS has no keys"
-    if not any(_usable_key(key) for key in keys):
-        return "inline JWKS has no usable public key (each needs kty and its parameters, e.g. RSA n and e)"
-    return None
-
-
-# Parameters Envoy needs per key type before it will load a JWKS (it refuses a key set
-# without at least one usable key, and with it the whole listener).
-_KEY_PARAMETERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "oct": ("k",), "OKP": ("crv", "x")}
-
-
-def _usable_key(key: object) -> bool:
-    if not isinstance(key, dict):
-        return False
-    needed = _KEY_PARAMETERS.get(str(key.get("kty")))
-    return needed is not None and all(isinstance(key.get(p), str) and key.get(p) for p in needed)
 
 
 def provider_config(provider: ir.JwtProvider) -> jwt_pb2.JwtProvider:

@@ -199,7 +199,7 @@ def test_cluster_bytes_from_template_equal_a_full_build() -> None:
 
 
 def test_inline_jwks_problems_are_named() -> None:
-    from routing_engine.translate.jwt import provider_problem
+    from routing_engine.jwks import provider_problem
 
     def problem(jwks: str) -> str | None:
         return provider_problem(ir.JwtProvider("p", "iss", jwks_inline=jwks))
