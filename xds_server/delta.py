@@ -16,14 +16,12 @@ Differences from SotW that matter (Envoy xDS protocol document, "Incremental xDS
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds_server.hooks import Hooks, StreamInfo
+from xds_server.session import Inflight, Session
 from xds_server.snapshot import Snapshot
-from xds_server.sotw import Inflight, Verdict, _no_verdict
 from xds_server.types import WILDCARD, WILDCARD_TYPES, push_rank
 
 
@@ -43,22 +41,7 @@ class DeltaTypeState:
     acked_system_version: str = ""
 
 
-class DeltaSession:
-    def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
-                 clock: Callable[[], float], nonces: Callable[[], str], verdict: Verdict = _no_verdict) -> None:
-        self.stream = stream
-        self._verdict = verdict
-        self.ads = ads
-        self.types: dict[str, DeltaTypeState] = {}
-        self.snapshot: Snapshot | None = None
-        self._hooks = hooks
-        self._clock = clock
-        self._nonces = nonces
-
-    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        self.snapshot = snapshot
-        return self._evaluate()
-
+class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse]):
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         type_url = request.type_url
         first = type_url not in self.types

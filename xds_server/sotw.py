@@ -28,33 +28,14 @@ Rules implemented (Envoy xDS protocol document):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds_server.hooks import Hooks, StreamInfo
+from xds_server.session import Inflight, Session
 from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource, push_rank
-
-
-@dataclass(slots=True)
-class Inflight:
-    nonce: str
-    version: str
-    resources: dict[str, str]  # name → resource version
-    sent_at: float
-    removed: tuple[str, ...] = ()
-    full: bool = True  # False: a partial (RDS/EDS) response, merged into what the client holds
-    snapshot: Snapshot | None = None  # the snapshot it was computed from (ACK/NACK verdicts)
-
-
-Verdict = Callable[[Snapshot, bool], None]
-"""Tells the cache a client accepted (True) or rejected (False) content from a snapshot."""
-
-
-def _no_verdict(snapshot: Snapshot, accepted: bool) -> None:
-    return None
 
 
 @dataclass(slots=True)
@@ -75,22 +56,7 @@ class SotwTypeState:
     last_error: str = ""
 
 
-class SotwSession:
-    def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
-                 clock: Callable[[], float], nonces: Callable[[], str], verdict: Verdict = _no_verdict) -> None:
-        self.stream = stream
-        self._verdict = verdict
-        self.ads = ads
-        self.types: dict[str, SotwTypeState] = {}
-        self.snapshot: Snapshot | None = None
-        self._hooks = hooks
-        self._clock = clock
-        self._nonces = nonces
-
-    def on_snapshot(self, snapshot: Snapshot | None) -> list[discovery_pb2.DiscoveryResponse]:
-        self.snapshot = snapshot
-        return self._evaluate()
-
+class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse]):
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
         type_url = request.type_url
         state = self.types.setdefault(type_url, SotwTypeState())
