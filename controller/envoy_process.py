@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from typing import Any
 import yaml
 
 from controller.background import die_with_parent
+from controller.processes import terminate
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +190,7 @@ class EnvoyProcess:
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return proc.returncode if proc else None
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except asyncio.TimeoutError:
-                log.warning("envoy did not stop, killing: envoy=%s pid=%s", self.name, proc.pid)
-                os.kill(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        except ProcessLookupError:
-            await proc.wait()
+        await terminate(proc, grace=grace, label=f"envoy {self.name}")
         log.info("envoy stopped: envoy=%s pid=%s code=%s", self.name, proc.pid, proc.returncode,
                  extra={"envoy": self.name, "pid": proc.pid})
         return proc.returncode

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from controller.background import cancel_and_wait, die_with_parent, spawn
+from controller.processes import terminate
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
 
@@ -166,17 +166,8 @@ class _Replica:
     async def stop(self, grace: float = 3.0) -> None:
         await cancel_and_wait(self.task)
         proc = self.proc
-        if proc is not None and proc.returncode is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), grace)
-                except asyncio.TimeoutError:
-                    log.warning("replica ignored SIGTERM, killing: modelinfer=%s pid=%s", self.name, proc.pid)
-                    os.kill(proc.pid, signal.SIGKILL)
-                    await proc.wait()
-            except ProcessLookupError:
-                await proc.wait()
+        if proc is not None:
+            await terminate(proc, grace=grace, label=f"replica {self.name}")
         self.ready, self.port = False, None
 
     def endpoint(self) -> BackendEndpoint | None:
