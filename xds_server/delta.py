@@ -12,6 +12,8 @@ Differences from SotW that matter (Envoy xDS protocol document, "Incremental xDS
 - Unsubscribing a name while also subscribed to "*" must be answered with the resource
   (if the wildcard covers it) or its removal, so the client knows whether to keep it.
 - A NACKed resource version is not sent again; a new version of it is.
+- On ADS, which type may go out when is decided by `session.Session`; removals of
+  clusters (and their endpoints) wait there until listeners and routes caught up.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.session import Inflight, Session
 from xds_server.snapshot import Snapshot
-from xds_server.types import WILDCARD, WILDCARD_TYPES, push_rank
+from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
 
 @dataclass(slots=True)
@@ -41,7 +43,13 @@ class DeltaTypeState:
     acked_system_version: str = ""
 
 
-class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse]):
+@dataclass(frozen=True, slots=True)
+class DeltaPlan:
+    send: dict[str, XdsResource]
+    removed: tuple[str, ...]
+
+
+class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse, DeltaPlan]):
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         type_url = request.type_url
         first = type_url not in self.types
@@ -96,25 +104,8 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse]
             # Resources held only through the wildcard are dropped by the client itself.
             state.held = {n: v for n, v in state.held.items() if n in state.names}
 
-    def _evaluate(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        if self.snapshot is None:
-            return []
-        responses = []
-        for type_url in sorted(self.types, key=push_rank):
-            state = self.types[type_url]
-            if state.inflight is not None:
-                if self.ads:
-                    break  # make-before-break: later types wait for this ACK
-                continue
-            response = self._respond(type_url, state, self.snapshot)
-            if response is not None:
-                responses.append(response)
-                if self.ads:
-                    break
-        return responses
-
-    def _respond(self, type_url: str, state: DeltaTypeState,
-                 snapshot: Snapshot) -> discovery_pb2.DeltaDiscoveryResponse | None:
+    def _plan(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot, *, hold_removals: bool,
+              resend_rejected: bool = False) -> DeltaPlan | None:
         of_type = snapshot.of_type(type_url)
         wanted = set(of_type) if state.wildcard else set()
         wanted |= state.names & of_type.keys()
@@ -122,24 +113,29 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse]
         for name in sorted(wanted):
             resource = of_type[name]
             forced = name in state.force_send
-            if state.nacked.get(name) == resource.version and not forced:
+            if state.nacked.get(name) == resource.version and not forced and not resend_rejected:
                 continue
             if forced or state.held.get(name) != resource.version:
                 send[name] = resource
-        removed = {n for n in state.held if n not in of_type}
-        removed |= {n for n in state.names if n not in of_type and n not in state.reported_missing}
-        removed |= {n for n in state.force_send if n not in wanted}
-        state.force_send.clear()
+        removed = {n for n in state.force_send if n not in wanted}  # answers to (un)subscriptions
+        if not hold_removals:
+            removed |= {n for n in state.held if n not in of_type}
+            removed |= {n for n in state.names if n not in of_type and n not in state.reported_missing}
         if not send and not removed:
             return None
+        return DeltaPlan(send, tuple(sorted(removed)))
+
+    def _emit(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
+              plan: DeltaPlan) -> discovery_pb2.DeltaDiscoveryResponse:
         nonce = self._nonces()
         version = snapshot.version(type_url)
         response = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url,
-                                                        nonce=nonce, removed_resources=sorted(removed))
-        for name, resource in send.items():
+                                                        nonce=nonce, removed_resources=plan.removed)
+        for name, resource in plan.send.items():
             response.resources.add(name=name, version=resource.version, resource=snapshot.as_any(resource))
-        state.reported_missing |= removed & state.names
-        state.inflight = Inflight(nonce, version, {n: r.version for n, r in send.items()}, self._clock(),
-                                  tuple(sorted(removed)), snapshot=snapshot)
-        self._hooks.on_push(self.stream, type_url, version, sorted(send), sorted(removed), response.ByteSize())
+        state.force_send.clear()
+        state.reported_missing |= set(plan.removed) & state.names
+        state.inflight = Inflight(nonce, version, {n: r.version for n, r in plan.send.items()}, self._clock(),
+                                  plan.removed, snapshot=snapshot)
+        self._hooks.on_push(self.stream, type_url, version, sorted(plan.send), plan.removed, response.ByteSize())
         return response

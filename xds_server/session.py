@@ -1,18 +1,38 @@
 """What the SotW and delta sessions of one xDS stream share: who is on the other end, the
-per-type state, the snapshot being served, and the response in flight per type.
+per-type state, the snapshot being served, the response in flight per type, and the
+order in which an ADS stream may send types (SPEC 3.8).
 
-Each protocol variant (`sotw.SotwSession`, `delta.DeltaSession`) decides what to send
-from `snapshot` and `types` in its own `_evaluate`; both re-evaluate on a new snapshot.
+Each protocol variant (`sotw.SotwSession`, `delta.DeltaSession`) says what it would send
+for one type (`_plan`, no side effects) and sends it (`_emit`); this base decides when.
+
+ADS ordering: make-before-break without waiting on an ACK that needs a held response.
+- Envoy ACKs a CDS update only once its new clusters have warmed, and warming needs the
+  clusters' ClusterLoadAssignments (and any SDS secret they use). So EDS and SDS are
+  never held back: a request for them is answered at once, even while a CDS update is
+  unacknowledged. (Envoy only asks for EDS names of clusters it has.)
+- Listeners and routes point at clusters: LDS and RDS wait until the client holds this
+  snapshot's clusters (no CDS response in flight, none to send).
+- RDS does not wait for LDS: a warming listener asks for its RouteConfiguration and must
+  get it before Envoy finishes the listener. A route table is safe to send before its
+  listener is accepted because the engine names each RouteConfiguration after the exact
+  listener it was built for, so Envoy only ever asks for it from that listener.
+- Clusters that left the snapshot are kept on the client (SotW: sent again at the
+  version it holds; delta: their removal withheld, with their endpoints') until its
+  listeners and routes hold this snapshot's versions, so no route ever points at a
+  removed cluster. A NACKed listener or route table counts as not caught up: Envoy keeps
+  the old one, which may still point at the old clusters.
+Per-type services (not ADS) are independent streams: each type is sent on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, XdsResource, push_rank
 
 
 @dataclass(slots=True)
@@ -24,6 +44,15 @@ class Inflight:
     removed: tuple[str, ...] = ()
     full: bool = True  # False: a partial (RDS/EDS) response, merged into what the client holds
     snapshot: Snapshot | None = None  # the snapshot it was computed from (ACK/NACK verdicts)
+    # Resources sent again although they left `snapshot` (make-before-break), by name.
+    kept: Mapping[str, XdsResource] = field(default_factory=dict)
+
+
+# Types whose responses wait until the client holds the snapshot's version of these.
+WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER,), ROUTE: (CLUSTER,)}
+# Removals of these types are withheld while any of `REFERRERS` lags behind the snapshot.
+REMOVAL_HELD: frozenset[str] = frozenset({CLUSTER, ENDPOINT})
+REFERRERS: tuple[str, ...] = (LISTENER, ROUTE)
 
 
 Verdict = Callable[[Snapshot, bool], None]
@@ -34,11 +63,16 @@ def _no_verdict(snapshot: Snapshot, accepted: bool) -> None:
     return None
 
 
-State = TypeVar("State")
+class TypeState(Protocol):
+    inflight: Inflight | None
+
+
+State = TypeVar("State", bound=TypeState)
 Response = TypeVar("Response")
+Plan = TypeVar("Plan")
 
 
-class Session(Generic[State, Response]):
+class Session(Generic[State, Response, Plan]):
     def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
                  clock: Callable[[], float], nonces: Callable[[], str], verdict: Verdict = _no_verdict) -> None:
         self.stream = stream
@@ -55,4 +89,38 @@ class Session(Generic[State, Response]):
         return self._evaluate()
 
     def _evaluate(self) -> list[Response]:
+        snapshot = self.snapshot
+        if snapshot is None:
+            return []
+        responses: list[Response] = []
+        hold_removals = self.ads and any(self._behind(t, snapshot) for t in REFERRERS if t in self.types)
+        busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
+        for type_url in sorted(self.types, key=push_rank):
+            state = self.types[type_url]
+            if state.inflight is not None:
+                busy.add(type_url)
+                continue
+            if self.ads and busy.intersection(WAITS_FOR.get(type_url, ())):
+                continue
+            plan = self._plan(type_url, state, snapshot, hold_removals=hold_removals and type_url in REMOVAL_HELD)
+            if plan is not None:
+                responses.append(self._emit(type_url, state, snapshot, plan))
+                busy.add(type_url)
+        return responses
+
+    def _behind(self, type_url: str, snapshot: Snapshot) -> bool:
+        """The client does not (yet) hold this snapshot's resources of `type_url`: a
+        response is in flight, or one would be sent, or was rejected."""
+        state = self.types[type_url]
+        return state.inflight is not None or self._plan(type_url, state, snapshot, hold_removals=False,
+                                                        resend_rejected=True) is not None
+
+    def _plan(self, type_url: str, state: State, snapshot: Snapshot, *, hold_removals: bool,
+              resend_rejected: bool = False) -> Plan | None:
+        """What would be sent for `type_url` now (None: nothing). No side effects.
+        `resend_rejected`: plan a rejected version too (to tell whether the client lags)."""
+        raise NotImplementedError
+
+    def _emit(self, type_url: str, state: State, snapshot: Snapshot, plan: Plan) -> Response:
+        """Send `plan`: the response, with the per-type state updated (nonce, in flight)."""
         raise NotImplementedError

@@ -42,8 +42,9 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, XdsResource]]
     versions: Mapping[str, str]
     build_seconds: float = field(default=0.0, compare=False)
-    # Serialized `Any` wrappers, made once per resource and shared by every stream.
-    _any: dict[tuple[str, str], any_pb2.Any] = field(default_factory=dict, compare=False, repr=False)
+    # Serialized `Any` wrappers, made once per resource and shared by every stream (keyed
+    # by version too: a resource kept from an older snapshot may share a name).
+    _any: dict[tuple[str, str, str], any_pb2.Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: Iterable[XdsResource]) -> Snapshot:
@@ -68,7 +69,7 @@ class Snapshot:
         return self.versions.get(type_url) or content_version(())
 
     def as_any(self, resource: XdsResource) -> any_pb2.Any:
-        key = (resource.type_url, resource.name)
+        key = (resource.type_url, resource.name, resource.version)
         wrapped = self._any.get(key)
         if wrapped is None:
             wrapped = any_pb2.Any(type_url=resource.type_url, value=resource.body)

@@ -19,11 +19,9 @@ Rules implemented (Envoy xDS protocol document):
   edit re-sends one RouteConfiguration, not all of them. They are removed by their
   parents dropping references. The response version is still the content hash of the
   whole subscribed set, which is what the client holds after applying it.
-- At most one unacknowledged response per type. On ADS, types are pushed in
-  make-before-break order CDS → EDS → LDS → RDS → SDS, and a type is not pushed while
-  an earlier one has a response in flight: Envoy ACKs CDS after adding the clusters and
-  then subscribes to their EDS names, so waiting for the ACK is what lets the new
-  endpoints, listeners and routes arrive after what they depend on.
+- At most one unacknowledged response per type. On ADS, which type may go out when is
+  decided by `session.Session` (EDS and SDS at once, LDS and RDS once the clients holds
+  the snapshot's clusters, removed clusters kept until listeners and routes caught up).
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.session import Inflight, Session
 from xds_server.snapshot import Snapshot, content_version
-from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource, push_rank
+from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
 
 @dataclass(slots=True)
@@ -52,11 +50,24 @@ class SotwTypeState:
     # resources at which versions (None after a reconnect: only the version is known).
     client_version: str = ""
     client_resources: dict[str, str] | None = None
+    # Full-state types: where the resources of the last ACKed response came from (its
+    # snapshot, plus resources kept from earlier ones), so that ones that left the
+    # snapshot can be sent again while they must be kept (make-before-break).
+    client_snapshot: Snapshot | None = None
+    client_kept: Mapping[str, XdsResource] = field(default_factory=dict)
     nacked_version: str | None = None
     last_error: str = ""
 
 
-class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse]):
+@dataclass(frozen=True, slots=True)
+class SotwPlan:
+    version: str
+    send: dict[str, XdsResource]
+    full: bool
+    kept: Mapping[str, XdsResource]  # resources no longer in the snapshot, sent again
+
+
+class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPlan]):
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
         type_url = request.type_url
         state = self.types.setdefault(type_url, SotwTypeState())
@@ -79,6 +90,8 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse]):
                 state.client_version = inflight.version
                 held = state.client_resources if not inflight.full and state.client_resources is not None else {}
                 state.client_resources = {**held, **inflight.resources}
+                if inflight.full:
+                    state.client_snapshot, state.client_kept = inflight.snapshot, inflight.kept
                 state.last_error = ""
                 self._hooks.on_ack(self.stream, type_url, inflight.version, sorted(inflight.resources),
                                    self._clock() - inflight.sent_at)
@@ -102,35 +115,22 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             # must be sent again even though unchanged.
             state.client_resources = {n: v for n, v in state.client_resources.items() if n in state.names}
 
-    def _evaluate(self) -> list[discovery_pb2.DiscoveryResponse]:
-        if self.snapshot is None:
-            return []
-        responses = []
-        for type_url in sorted(self.types, key=push_rank):
-            state = self.types[type_url]
-            if state.inflight is not None:
-                if self.ads:
-                    break  # later types wait for this one's ACK (make-before-break)
-                continue
-            response = self._respond(type_url, state, self.snapshot)
-            if response is not None:
-                responses.append(response)
-                if self.ads:
-                    break
-        return responses
-
-    def _respond(self, type_url: str, state: SotwTypeState,
-                 snapshot: Snapshot) -> discovery_pb2.DiscoveryResponse | None:
+    def _plan(self, type_url: str, state: SotwTypeState, snapshot: Snapshot, *, hold_removals: bool,
+              resend_rejected: bool = False) -> SotwPlan | None:
         if not state.requested or not (state.wildcard or state.names):
             return None  # never asked, or unsubscribed from everything of this type
         selected = select(snapshot.of_type(type_url), state.names, state.wildcard)
-        # The whole type's version is computed once per snapshot; only named subsets
-        # need hashing per stream.
-        version = (snapshot.version(type_url) if state.wildcard
-                   else content_version((n, r.version) for n, r in selected.items()))
-        if version == state.nacked_version:
-            return None
         full = type_url in WILDCARD_TYPES
+        kept = _kept(type_url, state, selected) if full and hold_removals else {}
+        if kept:
+            both = {**selected, **kept}
+            selected = {n: both[n] for n in sorted(both)}
+        # The whole type's version is computed once per snapshot; only named subsets
+        # (and full sets with kept resources) need hashing per stream.
+        version = (snapshot.version(type_url) if state.wildcard and len(selected) == len(snapshot.of_type(type_url))
+                   else content_version((n, r.version) for n, r in selected.items()))
+        if version == state.nacked_version and not resend_rejected:
+            return None
         held = state.client_resources
         if full or held is None:
             if version == state.client_version:
@@ -140,14 +140,34 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse]):
             send = {n: r for n, r in selected.items() if held.get(n) != r.version}
         if not send and not full:
             return None
+        return SotwPlan(version, send, full or held is None, kept)
+
+    def _emit(self, type_url: str, state: SotwTypeState, snapshot: Snapshot,
+              plan: SotwPlan) -> discovery_pb2.DiscoveryResponse:
         nonce = self._nonces()
-        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
-        response.resources.extend(snapshot.as_any(r) for r in send.values())
+        response = discovery_pb2.DiscoveryResponse(version_info=plan.version, type_url=type_url, nonce=nonce)
+        response.resources.extend(snapshot.as_any(r) for r in plan.send.values())
         state.last_nonce = nonce
-        state.inflight = Inflight(nonce, version, {n: r.version for n, r in send.items()}, self._clock(),
-                                  full=full or held is None, snapshot=snapshot)
-        self._hooks.on_push(self.stream, type_url, version, sorted(send), (), response.ByteSize())
+        state.inflight = Inflight(nonce, plan.version, {n: r.version for n, r in plan.send.items()}, self._clock(),
+                                  full=plan.full, snapshot=snapshot, kept=plan.kept)
+        self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), response.ByteSize())
         return response
+
+
+def _kept(type_url: str, state: SotwTypeState, selected: Mapping[str, XdsResource]) -> dict[str, XdsResource]:
+    """Resources the client holds that left the snapshot, at the version it holds (found
+    where its last ACKed response came from; unknown after a reconnect: none)."""
+    if state.client_resources is None or state.client_snapshot is None:
+        return {}
+    kept: dict[str, XdsResource] = {}
+    source = state.client_snapshot.of_type(type_url)
+    for name, version in state.client_resources.items():
+        if name in selected:
+            continue
+        resource = state.client_kept.get(name) or source.get(name)
+        if resource is not None and resource.version == version:
+            kept[name] = resource
+    return kept
 
 
 def select(of_type: Mapping[str, XdsResource], names: set[str], wildcard: bool) -> dict[str, XdsResource]:

@@ -147,7 +147,7 @@ async def test_subscription_changes_count_even_with_a_stale_nonce(env: Env) -> N
     assert names_of(b) == ["b"]
 
 
-async def test_delta_make_before_break_order_and_one_push_in_flight(env: Env) -> None:
+async def test_delta_answers_endpoints_while_clusters_warm_and_holds_listeners_and_routes(env: Env) -> None:
     client = env.client(delta=True)
     await client.delta_request(LISTENER)
     await client.delta_request(ROUTE, ["r"])
@@ -155,13 +155,34 @@ async def test_delta_make_before_break_order_and_one_push_in_flight(env: Env) ->
     await client.delta_request(CLUSTER)
     await client.expect_silence(0.15)
     env.set(*[res(t, n) for t, n in ((LISTENER, "l"), (ROUTE, "r"), (CLUSTER, "c"), (ENDPOINT, "c"))])
-    order = []
-    for _ in range(4):
-        response = await client.recv()
-        order.append(response.type_url)
-        await client.expect_silence(0.15)
-        await client.delta_request(response.type_url, nonce=response.nonce)
-    assert order == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+    first = [await client.recv() for _ in range(2)]
+    assert [r.type_url for r in first] == [CLUSTER, ENDPOINT]
+    await client.delta_request(ENDPOINT, nonce=first[1].nonce)
+    await client.expect_silence(0.15)  # listeners and routes wait for the clusters' ACK
+    await client.delta_request(CLUSTER, nonce=first[0].nonce)
+    then = [await client.recv() for _ in range(2)]
+    assert [r.type_url for r in then] == [LISTENER, ROUTE]
+
+
+async def test_delta_withholds_a_cluster_removal_until_routes_caught_up(env: Env) -> None:
+    env.set(res(ROUTE, "r", "to-a-and-b"), res(CLUSTER, "a"), res(CLUSTER, "b"), res(ENDPOINT, "b"))
+    client = env.client(delta=True)
+    await client.delta_request(CLUSTER)
+    cds = await client.recv()
+    await client.delta_request(CLUSTER, nonce=cds.nonce)
+    await client.delta_request(ENDPOINT, ["b"])
+    eds = await client.recv()
+    await client.delta_request(ENDPOINT, nonce=eds.nonce)
+    await client.delta_request(ROUTE, ["r"])
+    rds = await client.recv()
+    await client.delta_request(ROUTE, nonce=rds.nonce)
+    env.set(res(ROUTE, "r", "to-a"), res(CLUSTER, "a"))
+    routes = await client.recv()
+    assert routes.type_url == ROUTE and contents_of(routes) == {"r": "to-a"}
+    await client.expect_silence(0.15)  # neither "b" nor its endpoints removed yet
+    await client.delta_request(ROUTE, nonce=routes.nonce)
+    removals = {r.type_url: list(r.removed_resources) for r in [await client.recv(), await client.recv()]}
+    assert removals == {CLUSTER: ["b"], ENDPOINT: ["b"]}
 
 
 async def test_delta_at_most_one_unacknowledged_push_per_type(env: Env) -> None:

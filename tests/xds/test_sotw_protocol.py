@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.xds.client import contents_of, names_of, res, until
 from tests.xds.conftest import Env
 from xds_server.snapshot import content_version
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 
 async def test_every_response_has_a_fresh_nonce_and_a_content_version(env: Env) -> None:
@@ -172,27 +172,93 @@ async def test_at_most_one_unacknowledged_push_per_type(env: Env) -> None:
     assert contents_of(latest) == {"r1": "v3"}  # both changes coalesced into one push
 
 
-async def test_make_before_break_order_on_ads(env: Env) -> None:
+async def test_ads_answers_endpoints_and_secrets_while_a_cluster_update_is_unacknowledged(env: Env) -> None:
+    """Envoy ACKs CDS only after its new clusters warmed, which needs their EDS (SPEC 3.8):
+    EDS and SDS go out at once; listeners and routes wait for the clusters' ACK; routes
+    do not wait for listeners (a warming listener needs its route table)."""
     def world(content: str):  # type: ignore[no-untyped-def]
-        return [res(t, n, content) for t, n in ((LISTENER, "l"), (ROUTE, "r"), (CLUSTER, "c"), (ENDPOINT, "c"))]
+        return [res(t, n, content) for t, n in ((LISTENER, "l"), (ROUTE, "r"), (CLUSTER, "c"), (ENDPOINT, "c"),
+                                                (SECRET, "s"))]
 
     client = env.client()
-    await client.request(LISTENER)
-    await client.request(ROUTE, ["r"])
-    await client.request(ENDPOINT, ["c"])
-    await client.request(CLUSTER)
+    for type_url, names in ((LISTENER, []), (ROUTE, ["r"]), (ENDPOINT, ["c"]), (CLUSTER, []), (SECRET, ["s"])):
+        await client.request(type_url, names)
     await client.expect_silence(0.15)  # no snapshot yet
+    subscribed = {LISTENER: [], ROUTE: ["r"], ENDPOINT: ["c"], CLUSTER: [], SECRET: ["s"]}
     env.set(*world("v1"))
-    subscribed = {LISTENER: [], ROUTE: ["r"], ENDPOINT: ["c"], CLUSTER: []}
     for content in ("v1", "v2"):
-        order = []
-        for _ in range(4):
-            response = await client.recv()
-            order.append(response.type_url)
-            await client.expect_silence(0.15)  # nothing else until this one is ACKed
+        first = [await client.recv() for _ in range(3)]
+        assert [r.type_url for r in first] == [CLUSTER, ENDPOINT, SECRET], content
+        await client.expect_silence(0.15)  # listeners and routes wait for the clusters
+        for response in first[1:]:
             await client.ack(response, subscribed[response.type_url])
-        assert order == [CLUSTER, ENDPOINT, LISTENER, ROUTE], content
+        await client.expect_silence(0.15)
+        await client.ack(first[0])
+        then = [await client.recv() for _ in range(2)]
+        assert [r.type_url for r in then] == [LISTENER, ROUTE], content  # RDS does not wait for LDS's ACK
+        for response in then:
+            await client.ack(response, subscribed[response.type_url])
         env.set(*world("v2"))
+
+
+async def test_a_warming_clusters_endpoints_are_answered_before_its_cluster_update_is_acked(env: Env) -> None:
+    env.set(res(CLUSTER, "a"), res(ENDPOINT, "a"))
+    client = env.client()
+    await client.request(CLUSTER)
+    cds = await client.recv()
+    await client.ack(cds)
+    await client.request(ENDPOINT, ["a"])
+    eds_a = await client.recv()
+    await client.ack(eds_a, ["a"])
+    env.set(res(CLUSTER, "a"), res(ENDPOINT, "a"), res(CLUSTER, "b"), res(ENDPOINT, "b"))
+    added = await client.recv()
+    assert added.type_url == CLUSTER and names_of(added) == ["a", "b"]
+    # Envoy warms "b": it asks for its endpoints and holds the CDS ACK until they arrive.
+    await client.request(ENDPOINT, ["a", "b"], version=eds_a.version_info, nonce=eds_a.nonce)
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT and names_of(eds) == ["b"]
+
+
+async def test_removed_clusters_are_kept_until_routes_no_longer_need_them(env: Env) -> None:
+    def world(route: str, *clusters: str):  # type: ignore[no-untyped-def]
+        return [res(ROUTE, "r", route), *(res(CLUSTER, c) for c in clusters)]
+
+    env.set(*world("to-a-and-b", "a", "b"))
+    client = env.client()
+    await client.request(CLUSTER)
+    cds = await client.recv()
+    await client.ack(cds)
+    await client.request(ROUTE, ["r"])
+    await client.ack(await client.recv(), ["r"])
+    # The route stops sending to "b" and "b" is deleted in the same change: the route
+    # goes first ("b" is kept: CDS would be unchanged), then "b" is removed.
+    env.set(*world("to-a", "a"))
+    routes = await client.recv()
+    assert routes.type_url == ROUTE and contents_of(routes) == {"r": "to-a"}
+    await client.expect_silence(0.15)
+    await client.ack(routes, ["r"])
+    removal = await client.recv()
+    assert removal.type_url == CLUSTER and names_of(removal) == ["a"]
+
+
+async def test_a_rejected_route_table_keeps_the_clusters_it_may_still_use(env: Env) -> None:
+    env.set(res(ROUTE, "r", "to-b"), res(CLUSTER, "a"), res(CLUSTER, "b"))
+    client = env.client()
+    await client.request(CLUSTER)
+    await client.ack(await client.recv())
+    await client.request(ROUTE, ["r"])
+    await client.ack(await client.recv(), ["r"])
+    env.set(res(ROUTE, "r", "to-a-bad"), res(CLUSTER, "a"))
+    rejected = await client.recv()
+    assert rejected.type_url == ROUTE
+    await client.nack(rejected, ["r"])
+    await client.expect_silence()  # Envoy still routes to "b": it must stay
+    env.set(res(ROUTE, "r", "to-a"), res(CLUSTER, "a"))
+    fixed = await client.recv()
+    assert fixed.type_url == ROUTE
+    await client.ack(fixed, ["r"])
+    removal = await client.recv()
+    assert removal.type_url == CLUSTER and names_of(removal) == ["a"]
 
 
 async def test_reconnect_with_the_current_version_gets_nothing(env: Env) -> None:
