@@ -6,6 +6,13 @@ only, and an LDS update (which drains connections) happens only when the listene
 shape changes — its port, TLS certificate name, or the set of HTTP filters. HTTP filters
 come from the plugins in rank order, then the router. Paths are normalized and slashes
 merged before matching so `/v1//models/../a` cannot sneak past a path match.
+
+Fail closed by construction (SPEC 3.8): the RouteConfiguration is named after the
+listener's own content (`names.route_config`), so a route table only ever reaches the
+listener it was compiled for. Routes that need a filter (auth, rate limit) can then never
+be served by a listener without it: not when Envoy rejects the new listener (it keeps the
+old one, which keeps asking for the old table), and not on connections the old listener
+still drains. A listener change renames its table; a route edit does not.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from routing_engine import ir
 from routing_engine.translate import names
 from routing_engine.translate.plugin import Plugin
-from routing_engine.translate.xds import ads, pack
+from routing_engine.translate.xds import ads, pack, serialize
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"
@@ -31,8 +38,7 @@ def http_connection_manager(listener: ir.Listener, plugins: Sequence[Plugin]) ->
     )
     hcm.normalize_path.value = True
     hcm.merge_slashes = True
-    hcm.rds.route_config_name = names.route_config(listener)
-    hcm.rds.config_source.CopyFrom(ads())
+    hcm.rds.config_source.CopyFrom(ads())  # route_config_name: set by build_listener
     for plugin in plugins:
         hcm.http_filters.extend(plugin.http_filters(listener))
     hcm.http_filters.add(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router()))
@@ -42,12 +48,27 @@ def http_connection_manager(listener: ir.Listener, plugins: Sequence[Plugin]) ->
 
 
 def build_listener(listener: ir.Listener, plugins: Sequence[Plugin]) -> listener_pb2.Listener:
+    """The Listener; its HCM's `rds.route_config_name` is derived from everything else in
+    it (plugins edit the HCM in `patch_hcm`, never in `patch_listener`)."""
     proto = listener_pb2.Listener(name=listener.name)
     socket = proto.address.socket_address
     socket.address = listener.address
     socket.port_value = listener.port
     chain = proto.filter_chains.add()
-    chain.filters.add(name=HCM_FILTER, typed_config=pack(http_connection_manager(listener, plugins)))
+    hcm = http_connection_manager(listener, plugins)
+    network_filter = chain.filters.add(name=HCM_FILTER, typed_config=pack(hcm))
     for plugin in plugins:
         plugin.patch_listener(listener, proto)
+    hcm.rds.route_config_name = names.route_config(listener, serialize(proto))
+    network_filter.typed_config.CopyFrom(pack(hcm))
     return proto
+
+
+def route_config_name(proto: listener_pb2.Listener) -> str:
+    """The RouteConfiguration a built Listener asks for."""
+    hcm = hcm_pb2.HttpConnectionManager()
+    for chain in proto.filter_chains:
+        for network_filter in chain.filters:
+            if network_filter.name == HCM_FILTER and network_filter.typed_config.Unpack(hcm):
+                return hcm.rds.route_config_name
+    raise ValueError(f"listener {proto.name!r} has no HttpConnectionManager")

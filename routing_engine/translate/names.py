@@ -2,10 +2,13 @@
 
 Names are stable across compiles (they are xDS resource keys: renaming one makes Envoy
 drop and re-add it). Backend names become cluster and ClusterLoadAssignment names as
-they are; listener names name the Listener and its RouteConfiguration.
+they are; listener names name the Listener, and with a hash of the Listener's content,
+its RouteConfiguration.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from routing_engine import ir
 
@@ -35,8 +38,11 @@ def destination(backend: ir.WeightedBackend) -> str:
     return cluster(backend.backend)
 
 
-def route_config(listener: ir.Listener) -> str:
-    return listener.name
+def route_config(listener: ir.Listener, shape: bytes) -> str:
+    """A listener's RouteConfiguration, named after `shape` (the serialized Listener
+    without this name) so that it is only ever asked for by the listener it was built for
+    (see translate/listener.py: fail closed by construction)."""
+    return f"{listener.name}/{hashlib.sha256(shape).hexdigest()[:12]}"
 
 
 def jwks_cluster(provider: ir.JwtProvider) -> str:

@@ -171,7 +171,8 @@ class Translator:
         self.last_stats = CacheStats()
         self._serials = itertools.count()
         self._listeners: dict[str, _ListenerEntry] = {}  # by listener name
-        self._listener_protos: dict[Hashable, EnvoyResource] = {}
+        # listener key → (its Listener, the RouteConfiguration name it asks for)
+        self._listener_protos: dict[Hashable, tuple[EnvoyResource, str]] = {}
         self._backends: dict[str, tuple[ir.Backend, EnvoyResource, EnvoyResource]] = {}  # by backend name
         # (primary, spare) → (route owners using it, its cluster, all its owners)
         self._failovers: dict[tuple[str, str], tuple[frozenset[ObjectKey], EnvoyResource, tuple[ObjectKey, ...]]] = {}
@@ -194,7 +195,7 @@ class Translator:
         known = self._known
 
         listeners: dict[str, _ListenerEntry] = {}
-        protos: dict[Hashable, EnvoyResource] = {}
+        protos: dict[Hashable, tuple[EnvoyResource, str]] = {}
         for lst in gateway.listeners:
             entry = self._listener_entry(lst, known, protos, stats)
             listeners[lst.name] = entry
@@ -239,7 +240,8 @@ class Translator:
         return batch
 
     def _listener_entry(
-        self, lst: ir.Listener, known: frozenset[str], protos: dict[Hashable, EnvoyResource], stats: CacheStats
+        self, lst: ir.Listener, known: frozenset[str], protos: dict[Hashable, tuple[EnvoyResource, str]],
+        stats: CacheStats
     ) -> _ListenerEntry:
         """The listener's RouteConfiguration and Listener, from last run's entry when the
         IR listener is the same object (resolve keeps it when nothing on it changed),
@@ -249,7 +251,7 @@ class Translator:
         if previous is not None and previous.listener is lst and previous.known is known:
             stats.hits["route"] += len(previous.routes)
             stats.hits["listener"] += 1
-            protos[previous.key] = previous.resource
+            protos[previous.key] = (previous.resource, previous.route_config.name)
             return previous
         matched = self._in_place(lst, previous, known, stats) if previous is not None else None
         if matched is not None:
@@ -258,21 +260,22 @@ class Translator:
             (entries, serials, errors), same_users = self._match(lst, previous, known, stats), False
         bodies = [framed_route(serialize(extra)) for plugin in self.plugins for extra in plugin.extra_routes(lst)]
         bodies += [e.framed for e in entries]
-        name = names.route_config(lst)
         if same_users and previous is not None:  # the same owners and failover pairs, position by position
             owner_set, owners = previous.owner_set, previous.owners
         else:
             owner_set = frozenset(map(_OWNER, lst.routes))
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
-        route_config = make_resource(ROUTE, name, route_config_bytes(name, bodies))
         key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials))
-        resource = self._listener_protos.get(key)
-        if resource is None:
+        built = self._listener_protos.get(key)
+        if built is None:
             stats.misses["listener"] += 1
-            resource = make_resource(LISTENER, lst.name, serialize(listener.build_listener(lst, self.plugins)))
+            proto = listener.build_listener(lst, self.plugins)
+            built = (make_resource(LISTENER, lst.name, serialize(proto)), listener.route_config_name(proto))
         else:
             stats.hits["listener"] += 1
-        protos[key] = resource
+        protos[key] = built
+        resource, name = built
+        route_config = make_resource(ROUTE, name, route_config_bytes(name, bodies))
         if same_users and previous is not None:
             return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
                                   resource, previous.failovers)

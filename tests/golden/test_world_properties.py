@@ -23,6 +23,7 @@ from routing_engine.translate.consistency import dangling_references
 from routing_engine.translate.xds import ROUTE
 from routing_engine.world import BackendEndpoint, Target, World
 from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY
+from tests.translate.builders import table_name
 
 NETWORKING = "networking.matrixinfer.ai/v1alpha1"
 SERVERS = [f"s{i}" for i in range(5)]
@@ -107,7 +108,7 @@ def worlds(draw: st.DrawFn) -> World:
 def check_splits(compiled) -> None:  # type: ignore[no-untyped-def]
     assert compiled.gateway is not None
     for lst in compiled.gateway.listeners:
-        (vhost,) = serialize.parse(compiled.resources[ROUTE][lst.name]).virtual_hosts
+        (vhost,) = serialize.parse(compiled.resources[ROUTE][table_name(compiled.resources, lst.name)]).virtual_hosts
         by_name = {r.name: r for r in vhost.routes}
         for r in lst.routes:
             if len(r.backends) > 1:

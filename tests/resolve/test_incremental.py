@@ -17,6 +17,7 @@ from routing_engine import engine
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, Compiled, Target, World
 from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY
+from tests.translate.builders import table_name
 
 NET = "networking.matrixinfer.ai/v1alpha1"
 SERVERS = ["s0", "s1", "s2", "s3", "s4"]
@@ -205,5 +206,6 @@ def test_a_one_route_edit_reuses_everything_else() -> None:
     assert after.statuses == before.statuses  # and a weight edit changes no condition
     edited = {(t, n) for t, by_name in after.resources.items() for n, r in by_name.items()
               if before.resources[t][n].version != r.version}
-    assert edited == {("type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "listener/8083")}
+    assert edited == {("type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                       table_name(after.resources, "listener/8083"))}
     assert after.resources == engine.compile(worlds.edited(40, objects, which=7, weight=55), Target()).resources

@@ -58,6 +58,22 @@ def parsed(result, type_url: str, name: str):  # type: ignore[no-untyped-def]
     return serialize.parse(result.resources[type_url][name])
 
 
+def table_name(resources, listener_name: str) -> str:  # type: ignore[no-untyped-def]
+    """The RouteConfiguration a listener asks for (named after the listener's content)."""
+    from routing_engine import serialize
+    from routing_engine.translate.listener import route_config_name
+    from routing_engine.translate.xds import LISTENER
+
+    return route_config_name(serialize.parse(resources[LISTENER][listener_name]))
+
+
+def table_of(result, listener_name: str):  # type: ignore[no-untyped-def]
+    """The parsed RouteConfiguration of a listener of a TranslateResult."""
+    from routing_engine.translate.xds import ROUTE
+
+    return parsed(result, ROUTE, table_name(result.resources, listener_name))
+
+
 def hcm_of(listener_proto):  # type: ignore[no-untyped-def]
     from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 

@@ -9,6 +9,7 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import TranslateError, Translator
 from routing_engine.translate.xds import ROUTE
 from routing_engine.world import ConditionView, ObjectStatus, Target, World
+from tests.translate.builders import table_name
 
 SERVERS = "\n---\n".join(
     f"""apiVersion: networking.matrixinfer.ai/v1alpha1
@@ -54,8 +55,9 @@ def test_editing_one_model_route_rebuilds_only_its_routes() -> None:
     changed = {
         (t, n) for t, by_name in after.resources.items() for n, r in by_name.items() if before.resources[t][n].version != r.version
     }
-    assert changed == {(ROUTE, "listener/8080")}  # s0's port; the 8081 listener is untouched
-    assert ObjectKey("ModelRoute", "default", "r1") in after.owners[(ROUTE, "listener/8080")]
+    table = table_name(after.resources, "listener/8080")
+    assert changed == {(ROUTE, table)}  # s0's port; the 8081 listener is untouched
+    assert ObjectKey("ModelRoute", "default", "r1") in after.owners[(ROUTE, table)]
 
 
 def test_translate_errors_mark_their_owner_not_accepted() -> None:

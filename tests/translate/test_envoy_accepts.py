@@ -6,7 +6,7 @@ from __future__ import annotations
 from routing_engine import engine, ir
 from routing_engine.translate import translate
 from modelroute.envoy_check import validate, validate_many
-from tests.translate.builders import JWKS, backend, gateway, listener, route
+from tests.translate.builders import JWKS, backend, gateway, listener, route, table_name
 
 CERT_PEM = b"""-----BEGIN CERTIFICATE-----
 MIIBhTCCASugAwIBAgIUB5Y9Xw0sYv2Kq3m2P9mP2bK3b1cwCgYIKoZIzj0EAwIw
@@ -65,7 +65,7 @@ def test_static_bootstrap_inlines_routes_and_endpoints() -> None:
     result = translate(gateway(listener(route("r", "a"))))
     static = engine.static_bootstrap(result.resources)["static_resources"]
     hcm = static["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    assert "rds" not in hcm and hcm["route_config"]["name"] == "http-8080"
+    assert "rds" not in hcm and hcm["route_config"]["name"] == table_name(result.resources, "http-8080")
     clusters = {c["name"]: c for c in static["clusters"]}
     assert clusters["a"]["type"] == "STATIC" and "eds_cluster_config" not in clusters["a"]
     assert clusters["a"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] == 9000

@@ -16,7 +16,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
 from routing_engine.translate import Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-from tests.translate.builders import JWKS, backend, gateway, hcm_of, listener, parsed, route, routes_of
+from tests.translate.builders import JWKS, backend, gateway, hcm_of, listener, parsed, route, routes_of, table_of
 
 CERT = ir.TlsCertificate("default/tls-cert", b"-----BEGIN CERTIFICATE-----\n", b"-----BEGIN PRIVATE KEY-----\n")
 JWT_REMOTE = ir.JwtProvider("default/llama", "https://issuer.example", ("api",), jwks_uri="https://keys.example/jwks.json")
@@ -55,14 +55,16 @@ def test_listener_uses_rds_over_ads_on_its_port() -> None:
     proto = parsed(result, LISTENER, "https-9443")
     assert proto.address.socket_address.port_value == 9443
     hcm = hcm_of(proto)
-    assert hcm.rds.route_config_name == "https-9443"
+    # Named after the listener's content: the table can only reach the listener it was built for.
+    assert hcm.rds.route_config_name.startswith("https-9443/")
+    assert set(result.resources[ROUTE]) == {hcm.rds.route_config_name}
     assert hcm.rds.config_source.HasField("ads")
     assert hcm.stat_prefix == "https-9443"
 
 
 def test_health_ready_and_metrics() -> None:
     result = Translator().translate(gateway(listener(route("r", "a"), ready_backends=("a",))))
-    routes = routes_of(parsed(result, ROUTE, "http-8080"))
+    routes = routes_of(table_of(result, "http-8080"))
     assert routes["modelroute/health"].direct_response.status == 200
     metrics = routes["modelroute/metrics"]
     assert (metrics.route.cluster, metrics.route.prefix_rewrite) == ("modelroute_admin", "/stats/prometheus")
@@ -97,7 +99,7 @@ def test_jwt_providers_requirements_and_per_route_config() -> None:
     assert config.requirement_map["default/llama"].provider_name == "default/llama"
     all_of = config.requirement_map["default/gemma+default/llama"].requires_all.requirements
     assert [r.provider_name for r in all_of] == ["default/gemma", "default/llama"]
-    routes = routes_of(parsed(result, ROUTE, "http-8080"))
+    routes = routes_of(table_of(result, "http-8080"))
     per_route = unpack(routes["both"].typed_per_filter_config["envoy.filters.http.jwt_authn"], jwt_pb2.PerRouteConfig())
     assert per_route.requirement_name == "default/gemma+default/llama"
     assert "envoy.filters.http.jwt_authn" not in routes["open"].typed_per_filter_config
@@ -115,7 +117,7 @@ def test_api_key_filter_disabled_by_default_enabled_per_route() -> None:
     result = Translator().translate(gateway(listener(keyed, route("open", "a", path="/b"))))
     listener_filter = filters(result)["envoy.filters.http.api_key_auth"]
     assert listener_filter.disabled
-    routes = routes_of(parsed(result, ROUTE, "http-8080"))
+    routes = routes_of(table_of(result, "http-8080"))
     enabled = unpack(routes["keyed"].typed_per_filter_config["envoy.filters.http.api_key_auth"], rc.FilterConfig())
     assert not enabled.disabled
     config = unpack(enabled.config, akpb.ApiKeyAuthPerRoute())
@@ -137,7 +139,7 @@ def test_rate_limit_bucket_per_backend_including_failover_clusters() -> None:
     assert set(buckets) == {"a", "failover/a/fb"}  # shared (global) limits get no local bucket
     assert (buckets["a"].max_tokens, buckets["a"].tokens_per_fill.value, buckets["a"].fill_interval.seconds) == (30, 10, 1)
     assert all(d.entries[0].key == "destination_cluster" for d in config.descriptors)
-    assert not routes_of(parsed(result, ROUTE, "http-8080"))["r1"].typed_per_filter_config
+    assert not routes_of(table_of(result, "http-8080"))["r1"].typed_per_filter_config
 
 
 def test_tls_listener_references_sds_secret() -> None:
@@ -186,7 +188,7 @@ def test_unusable_inline_jwks_fails_its_route_alone() -> None:
     result = Translator().translate(gateway(listener(route("bad", "a", auth=(bad,), path="/b"), route("good", "a", auth=(JWT_INLINE,), path="/g"))))
     (error,) = result.errors
     assert "default/bad" in error.message and "no keys" in error.message
-    assert set(routes_of(parsed(result, ROUTE, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
+    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
     config = unpack(filters(result)["envoy.filters.http.jwt_authn"].typed_config, jwt_pb2.JwtAuthentication())
     assert list(config.providers) == ["default/gemma"]
 

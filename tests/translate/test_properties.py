@@ -19,7 +19,7 @@ from routing_engine.translate import Translator, translate
 from routing_engine.translate.consistency import dangling_references
 from routing_engine.translate.xds import ROUTE
 from routing_engine import serialize
-from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY, route_key, server_key
+from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY, route_key, server_key, table_name
 
 SEGMENTS = st.sampled_from(["v1", "models", "llama", "chat", "a.b", "x-y", "infer", "(z)"])
 BACKENDS = [f"modelserver/default/s{i}" for i in range(6)]
@@ -93,7 +93,7 @@ def gateways(draw: st.DrawFn) -> ir.Gateway:
 
 def check_weights(gateway: ir.Gateway, result) -> None:  # type: ignore[no-untyped-def]
     for lst in gateway.listeners:
-        (vhost,) = serialize.parse(result.resources[ROUTE][lst.name]).virtual_hosts
+        (vhost,) = serialize.parse(result.resources[ROUTE][table_name(result.resources, lst.name)]).virtual_hosts
         by_name = {r.name: r for r in vhost.routes}
         for r in lst.routes:
             proto = by_name[r.name].route

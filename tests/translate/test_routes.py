@@ -9,14 +9,14 @@ import pytest
 from routing_engine import ir
 from routing_engine.translate import Translator, route
 from routing_engine.translate.xds import ROUTE
-from tests.translate.builders import backend, gateway, listener, parsed, route_key, routes_of
+from tests.translate.builders import backend, gateway, listener, route_key, routes_of, table_name, table_of
 from tests.translate.builders import route as make_route
 
 
 def only_route(r: ir.Route):  # type: ignore[no-untyped-def]
     result = Translator().translate(gateway(listener(r)))
     assert not result.errors
-    return routes_of(parsed(result, ROUTE, "http-8080"))[r.name]
+    return routes_of(table_of(result, "http-8080"))[r.name]
 
 
 def test_segment_prefix_uses_path_separated_prefix_without_trailing_slash() -> None:
@@ -111,7 +111,7 @@ def test_no_retries_means_no_retry_policy() -> None:
 def test_route_order_is_kept_after_the_health_routes() -> None:
     routes = (make_route("z", "a", path="/z"), make_route("a", "a", path="/a"), make_route("m", "a", path="/m"))
     result = Translator().translate(gateway(listener(*routes)))
-    (vhost,) = parsed(result, ROUTE, "http-8080").virtual_hosts
+    (vhost,) = table_of(result, "http-8080").virtual_hosts
     assert [r.name for r in vhost.routes] == ["modelroute/health", "modelroute/metrics", "z", "a", "m"]
     assert list(vhost.domains) == ["*"]
 
@@ -124,15 +124,16 @@ def test_assembled_route_config_equals_deterministic_serialization() -> None:
     )
     result = translator.translate(gateway(listener(*routes)))
     extra = [m for p in translator.plugins for m in p.extra_routes(listener(*routes))]
-    expected = route.route_config("http-8080", [*extra, *(translator.route_message(r) for r in routes)])
-    assert result.resources[ROUTE]["http-8080"].body == expected.SerializeToString(deterministic=True)
+    name = table_name(result.resources, "http-8080")
+    expected = route.route_config(name, [*extra, *(translator.route_message(r) for r in routes)])
+    assert result.resources[ROUTE][name].body == expected.SerializeToString(deterministic=True)
 
 
 def test_route_to_missing_backend_is_left_out_alone() -> None:
     good = make_route("good", "a", path="/good")
     bad = make_route("bad", "ghost", path="/bad", owner=route_key("broken"))
     result = Translator().translate(gateway(listener(good, bad), backends=(backend("a"),)))
-    assert set(routes_of(parsed(result, ROUTE, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
+    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
     (error,) = result.errors
     assert error.owner == route_key("broken")
     assert "ghost" in error.message and "bad" in error.message

@@ -8,7 +8,7 @@ from dataclasses import replace
 from routing_engine import ir
 from routing_engine.translate import Translator, translate
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-from tests.translate.builders import JWKS, backend, gateway, listener, route, server_key
+from tests.translate.builders import JWKS, backend, gateway, listener, route, server_key, table_name
 
 CERT = ir.TlsCertificate("default/cert", b"chain", b"key")
 
@@ -39,7 +39,7 @@ def test_every_type_present_and_sorted_by_name() -> None:
     assert set(result.resources) == {LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET}
     for by_name in result.resources.values():
         assert list(by_name) == sorted(by_name)
-    assert set(result.resources[ROUTE]) == {"http-8080", "https-8443"}
+    assert set(result.resources[ROUTE]) == {table_name(result.resources, n) for n in ("http-8080", "https-8443")}
     assert set(result.resources[ENDPOINT]) == {f"s{i}" for i in range(5)}
     assert {"failover/s1/s0", "failover/s2/s0"} <= set(result.resources[CLUSTER])
 
@@ -48,7 +48,7 @@ def test_owners_name_the_objects_behind_each_resource() -> None:
     result = translate(world(4))
     assert result.owners[(CLUSTER, "s2")] == (server_key("s2"),)
     assert result.owners[(ENDPOINT, "s2")] == (server_key("s2"),)
-    assert len(result.owners[(ROUTE, "http-8080")]) == 4
+    assert len(result.owners[(ROUTE, table_name(result.resources, "http-8080"))]) == 4
     assert result.owners[(SECRET, "default/cert")] == result.owners[(LISTENER, "https-8443")]
     for type_url, by_name in result.resources.items():
         for name in by_name:
@@ -67,7 +67,7 @@ def test_one_changed_route_rebuilds_only_that_route() -> None:
     changed = {
         (t, n) for t, by_name in after.resources.items() for n, r in by_name.items() if before.resources[t][n].version != r.version
     }
-    assert changed == {(ROUTE, "http-8080")}
+    assert changed == {(ROUTE, table_name(after.resources, "http-8080"))}
     assert after.resources == translate(world(timeout_of_r3=5_000)).resources
 
 

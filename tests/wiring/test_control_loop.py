@@ -8,6 +8,7 @@ from pathlib import Path
 from controller.background import cancel_and_wait, spawn
 from modelroute.control_loop import ControlLoop
 from modelroute.targets import Placement
+from tests.translate.builders import table_name
 from routing_engine.api.loader import load_manifests
 from routing_engine.api.resources import ModelRoute, ObjectKey
 from xds_server import SnapshotCache, StreamInfo
@@ -53,7 +54,7 @@ async def test_objects_become_a_snapshot_and_one_edit_changes_one_resource() -> 
         await loop.wait_synced(timeout=10)
         after = _versions(cache)
         changed = sorted(k for k in after if before.get(k) != after[k])
-        assert changed == [(ROUTE, "listener/8080")]
+        assert changed == [(ROUTE, table_name(loop.compiled["gateway"].resources, "listener/8080"))]
     finally:
         await cancel_and_wait(task)
         await loop.close()
@@ -67,13 +68,14 @@ async def test_nack_marks_the_owners_not_programmed_and_ack_recovers() -> None:
         objects, _ = load_manifests([QUICKSTART])
         loop.set_objects(objects)
         await loop.wait_synced(timeout=10)
-        loop.hooks.on_nack(GATEWAY_STREAM, ROUTE, "v1", ["listener/8080"], "route listener/8080: bad regex")
+        table = table_name(loop.compiled["gateway"].resources, "listener/8080")
+        loop.hooks.on_nack(GATEWAY_STREAM, ROUTE, "v1", [table], f"route {table}: bad regex")
         await loop.status_settled(timeout=5)
         rejected = statuses[-1][LLAMA]
         programmed = next(c for c in rejected.conditions if c.type == "Programmed")
         assert (rejected.phase, programmed.status, programmed.reason) == ("Failed", "False", "ValidationFailed")
         assert "bad regex" in programmed.message
-        loop.hooks.on_ack(GATEWAY_STREAM, ROUTE, "v2", ["listener/8080"], 0.01)
+        loop.hooks.on_ack(GATEWAY_STREAM, ROUTE, "v2", [table], 0.01)
         await loop.status_settled(timeout=5)
         programmed = next(c for c in statuses[-1][LLAMA].conditions if c.type == "Programmed")
         assert programmed.status != "False"
