@@ -20,7 +20,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ class AckCounter(Hooks):
         self.done = asyncio.Event()
         self.target = 0
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
         if type_url == ROUTE and version == self.version:
             self.acked += 1

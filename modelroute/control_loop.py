@@ -12,6 +12,11 @@ route. Compiles run with the cyclic GC paused (`gc_paused`), and the heap alive 
 first one is frozen out of later collections (`freeze_heap`).
 A group is compiled from the moment its first Envoy connects; the gateway group is always
 compiled, because statuses come from the unscoped gateway compile.
+
+Envoy's verdicts on the gateway compile drive `Quarantine` (modelroute/quarantine.py):
+if Envoy rejects a config anyway, the objects responsible are found by bisecting what
+changed and held back alone, so every other object keeps being served and edited.
+A compile that raises (an engine bug) is logged and the group keeps its last snapshot.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from types import MappingProxyType
 from controller.background import cancel_and_wait, spawn
 from controller.debounce import Debouncer
 from modelroute.programmed import ProgrammedTracker, with_programmed
+from modelroute.quarantine import Quarantine
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
+from routing_engine.translate import Translator, plugin
+from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus, Target, World
 from xds_server import Hooks, Snapshot, SnapshotCache, StreamInfo, check_consistency
 
@@ -74,8 +82,10 @@ def freeze_heap() -> None:
 
 class ControlLoop:
     def __init__(self, *, placement: Placement, on_status: StatusCallback | None = None,
-                 window: float = 0.05, max_delay: float = 0.5) -> None:
+                 window: float = 0.05, max_delay: float = 0.5, plugins: Sequence[Plugin] | None = None) -> None:
         self.placement = placement
+        # None: the built-in features plus the `modelroute.plugins` entry points.
+        self._plugins = plugin.with_builtin(plugin.discover()) if plugins is None else tuple(plugins)
         self._on_status = on_status
         self._cache: SnapshotCache | None = None
         self._objects: tuple[Resource, ...] = ()
@@ -86,6 +96,8 @@ class ControlLoop:
         self._heap_frozen = False
         self.compiled: dict[str, Compiled] = {}
         self.tracker = ProgrammedTracker()
+        self.quarantine = Quarantine()
+        self._judged = True  # the latest gateway compile has had its verdict (or there is none)
         self.debouncer = Debouncer(self._push, window=window, max_delay=max_delay, name="world")
         self.hooks: Hooks = _LoopHooks(self)
         self.generation = 0  # completed pushes, for tests and waits
@@ -124,6 +136,25 @@ class ControlLoop:
     def _changed(self) -> None:
         self._changes += 1
         self.debouncer.notify()
+
+    def judge(self) -> None:
+        """Act once on the gateway Envoys' verdict on the latest compile: a rejection
+        quarantines or holds back suspects, an acceptance makes it all good (and releases
+        held objects); either may need another compile."""
+        if self._judged:
+            return
+        rejected = self.tracker.rejected()
+        if rejected is not None:
+            self._judged = True
+            log.warning("envoy rejected the gateway config: owners=%s error=%s",
+                        ",".join(str(o) for o in sorted(rejected.owners)), rejected.message,
+                        extra={"resources": [n for _, n in rejected.resources]})
+            if self.quarantine.rejected_by_envoy(rejected.owners, rejected.message):
+                self._changed()
+        elif self.tracker.all_accepted():
+            self._judged = True
+            if self.quarantine.accepted():
+                self._changed()
 
     @property
     def objects(self) -> tuple[Resource, ...]:
@@ -179,7 +210,7 @@ class ControlLoop:
             requested = self._status_requested
             compiled = self.compiled.get(GATEWAY)
             if compiled is not None:
-                statuses = with_programmed(compiled.statuses, self.tracker.conditions())
+                statuses = self.quarantine.statuses(with_programmed(compiled.statuses, self.tracker.conditions()))
                 try:
                     result = self._on_status(compiled, statuses)
                     if inspect.isawaitable(result):
@@ -191,13 +222,21 @@ class ControlLoop:
 
     async def _push(self) -> None:
         seen = self._changes
-        world = World(self._objects, self._endpoints, self._live_weights)
+        effective = self.quarantine.effective(self._objects)
+        world = World(effective, self._endpoints, self._live_weights)
         for group in sorted(self._groups):
             started = time.perf_counter()
-            compiler = self._compilers.setdefault(group, Compiler())
+            compiler = self._compilers.get(group)
+            if compiler is None:
+                compiler = self._compilers[group] = Compiler(Translator(self._plugins))
             target = target_for_group(group, self.placement)
             # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
-            compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
+            try:
+                compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
+            except Exception:  # an engine bug: Envoy keeps this group's last snapshot
+                log.exception("compile failed: group=%s", group, extra={"node_group": group})
+                self._compilers.pop(group, None)  # its caches may be half-updated
+                continue
             snapshot = Snapshot.build(r for named in compiled.resources.values() for r in named.values())
             problems = check_consistency(snapshot)
             if problems:  # an engine bug; Envoy keeps the last good snapshot
@@ -211,7 +250,10 @@ class ControlLoop:
                      sum(len(v) for v in compiled.resources.values()), time.perf_counter() - started,
                      extra={"node_group": group})
             if group == GATEWAY:
-                self.tracker.use(compiled.owners)
+                self.tracker.use(compiled.owners, compiled.resources)
+                self.quarantine.compiled(effective)
+                self._judged = False
+                self.judge()
         if not self._heap_frozen:
             self._heap_frozen = True
             freeze_heap()
@@ -230,16 +272,18 @@ class _LoopHooks(Hooks):
     def on_stream_open(self, stream: StreamInfo) -> None:
         self._loop.add_group(stream.node_group)
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
         if stream.node_group == GATEWAY:
-            self._loop.tracker.ack(type_url, names)
+            self._loop.tracker.ack(type_url, resources)
+            self._loop.judge()
             self._loop.publish_status()
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         log.warning("envoy rejected config: node=%s type=%s error=%s", stream.node_id, type_url, error_message,
                     extra={"node": stream.node_id, "type_url": type_url})
         if stream.node_group == GATEWAY:
-            self._loop.tracker.nack(type_url, names, error_message)
+            self._loop.tracker.nack(type_url, resources, error_message)
+            self._loop.judge()
             self._loop.publish_status()

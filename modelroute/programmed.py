@@ -1,43 +1,93 @@
-"""`Programmed` conditions from Envoy's ACKs and NACKs (SPEC 3.5).
+"""`Programmed` conditions from Envoy's ACKs and NACKs (SPEC 3.5), per resource version.
 
-The xDS server reports, per response, which resources Envoy accepted or rejected; the
-engine's `Compiled.owners` maps each resource back to the ModelServers and ModelRoutes it
-came from. A NACK names every resource of the rejected response (SotW cannot say which one
-was bad), so when Envoy's message names some of them we blame only those: one bad route
+The xDS server reports, per response, which resources at which versions Envoy accepted
+or rejected; the engine's `Compiled.owners` maps each resource back to the ModelServers
+and ModelRoutes it came from. An object is Programmed when every one of its resources
+is accepted *at the version of the current compile*: a version rejected once stays
+rejected, and one accepted once stays accepted, so a fix that brings back a version
+Envoy already holds (and so is never sent again) clears `Programmed=False` at once.
+
+A NACK names every resource of the rejected response (SotW cannot say which one was
+bad), so when Envoy's message names some of them only those are blamed: one bad route
 must not mark every other route unprogrammed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from routing_engine.api.resources import ObjectKey
-from routing_engine.world import ConditionView, ObjectStatus
+from routing_engine.world import ConditionView, EnvoyResource, ObjectStatus
 
 ResourceId = tuple[str, str]  # (type_url, name)
+
+# Verdicts remembered per resource: the current version and a few before it (a revert
+# brings an old version back).
+_VERSIONS_KEPT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The current compile has resources Envoy rejected: which, whose, and why."""
+
+    resources: tuple[ResourceId, ...]
+    owners: frozenset[ObjectKey]
+    message: str
 
 
 @dataclass(slots=True)
 class ProgrammedTracker:
     owners: Mapping[ResourceId, tuple[ObjectKey, ...]] = field(default_factory=dict)
-    # resource → None (ACKed) or Envoy's error message (NACKed)
-    _state: dict[ResourceId, str | None] = field(default_factory=dict)
+    versions: Mapping[ResourceId, str] = field(default_factory=dict)  # of the current compile
+    # resource → {version: None (accepted) | Envoy's message (rejected)}, oldest first
+    _verdicts: dict[ResourceId, dict[str, str | None]] = field(default_factory=dict)
 
-    def use(self, owners: Mapping[ResourceId, tuple[ObjectKey, ...]]) -> None:
-        """A new compile: forget resources that are gone, keep what is known of the rest."""
+    def use(self, owners: Mapping[ResourceId, tuple[ObjectKey, ...]],
+            resources: Mapping[str, Mapping[str, EnvoyResource]]) -> None:
+        """A new compile: judge its resources from now on; forget resources that are gone."""
         self.owners = owners
-        self._state = {rid: s for rid, s in self._state.items() if rid in owners}
+        self.versions = {(t, n): r.version for t, by_name in resources.items() for n, r in by_name.items()}
+        self._verdicts = {rid: known for rid, known in self._verdicts.items() if rid in owners}
 
-    def ack(self, type_url: str, names: Sequence[str]) -> None:
-        for name in names:
-            self._state[(type_url, name)] = None
+    def ack(self, type_url: str, resources: Mapping[str, str]) -> None:
+        for name, version in resources.items():
+            self._record((type_url, name), version, None)
 
-    def nack(self, type_url: str, names: Sequence[str], message: str) -> None:
-        blamed = [n for n in names if n in message] or list(names)
+    def nack(self, type_url: str, resources: Mapping[str, str], message: str) -> None:
+        blamed = [n for n in resources if n in message] or list(resources)
         for name in blamed:
-            self._state[(type_url, name)] = message
+            self._record((type_url, name), resources[name], message)
+
+    def _record(self, rid: ResourceId, version: str, verdict: str | None) -> None:
+        if rid not in self.owners:
+            return  # not a resource of the current compile (an old one, or kept for make-before-break)
+        known = self._verdicts.setdefault(rid, {})
+        known.pop(version, None)
+        known[version] = verdict
+        while len(known) > _VERSIONS_KEPT:
+            del known[next(iter(known))]
+
+    def _state(self, rid: ResourceId) -> tuple[bool, str | None]:
+        """(known, error) of the current version of `rid`."""
+        known = self._verdicts.get(rid)
+        version = self.versions.get(rid)
+        if known is None or version not in known:
+            return False, None
+        return True, known[version]
+
+    def rejected(self) -> Rejected | None:
+        """The current compile's rejected resources, if any."""
+        found = [(rid, error) for rid in sorted(self.owners) for known, error in [self._state(rid)]
+                 if known and error is not None]
+        if not found:
+            return None
+        owners = frozenset(o for rid, _ in found for o in self.owners[rid])
+        return Rejected(tuple(rid for rid, _ in found), owners, found[0][1] or "")
+
+    def all_accepted(self) -> bool:
+        return bool(self.owners) and all(self._state(rid) == (True, None) for rid in self.owners)
 
     def conditions(self) -> dict[ObjectKey, ConditionView]:
         """Programmed per owner: False if any of its resources was rejected, True once
@@ -45,8 +95,7 @@ class ProgrammedTracker:
         pending: dict[ObjectKey, int] = {}
         failed: dict[ObjectKey, str] = {}
         for rid, owner_keys in self.owners.items():
-            known = rid in self._state
-            error = self._state.get(rid)
+            known, error = self._state(rid)
             for owner in owner_keys:
                 pending.setdefault(owner, 0)
                 if not known:

@@ -7,7 +7,7 @@ shows its last state (the question is usually "why did this Envoy stop updating?
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,12 +62,12 @@ class DebugState(Hooks):
         record = self._type(stream, type_url)
         record.sent_version, record.sent_resources, record.sent_at = version, len(names), self._clock()
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
         record = self._type(stream, type_url)
         record.acked_version, record.acked_at = version, self._clock()
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         record = self._type(stream, type_url)
         record.nacked_version, record.nack_error, record.nacked_at = version, error_message, self._clock()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds_server.session import Inflight, Session
+from xds_server.session import Inflight, Session, by_name
 from xds_server.snapshot import Snapshot
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
@@ -57,7 +57,7 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse,
         inflight = state.inflight
         if inflight is not None and request.response_nonce == inflight.nonce:
             state.inflight = None
-            names = sorted(inflight.resources)
+            names = by_name(inflight.resources)
             if request.HasField("error_detail"):
                 state.nacked.update(inflight.resources)
                 state.last_error = request.error_detail.message

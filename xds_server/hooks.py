@@ -9,7 +9,7 @@ break an xDS stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,10 @@ class StreamInfo:
 
 
 class Hooks:
-    """No-op base: override the events you care about. Called on the event loop thread."""
+    """No-op base: override the events you care about. Called on the event loop thread.
+
+    `on_ack`/`on_nack` get the response's resources as name → resource version (in name
+    order): what the client accepted or rejected, at exactly which versions."""
 
     def on_stream_open(self, stream: StreamInfo) -> None:
         return None
@@ -46,11 +49,11 @@ class Hooks:
                 removed: Sequence[str], nbytes: int) -> None:
         return None
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
         return None
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         return None
 
@@ -81,13 +84,13 @@ class HookSet(Hooks):
                 removed: Sequence[str], nbytes: int) -> None:
         self._each("on_push", stream, type_url, version, names, removed, nbytes)
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
-        self._each("on_ack", stream, type_url, version, names, latency_s)
+        self._each("on_ack", stream, type_url, version, resources, latency_s)
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
-        self._each("on_nack", stream, type_url, version, names, error_message)
+        self._each("on_nack", stream, type_url, version, resources, error_message)
 
     def on_snapshot(self, node_group: str, snapshot: Snapshot) -> None:
         self._each("on_snapshot", node_group, snapshot)
@@ -103,10 +106,10 @@ class LogHooks(Hooks):
     def on_stream_close(self, stream: StreamInfo) -> None:
         log.info("xds stream closed", extra=_fields(stream))
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         log.warning("xds NACK: %s", error_message, extra={**_fields(stream), "type_url": type_url,
-                                                         "version": version, "resources": list(names)})
+                                                         "version": version, "resources": list(resources)})
 
 
 def _fields(stream: StreamInfo) -> dict[str, Any]:
@@ -131,12 +134,12 @@ class StatusHooks(Hooks):
         self._on_ack = on_ack
         self._on_nack = on_nack
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
         if self._on_ack is not None:
-            self._on_ack(stream.node_group, type_url, names, version)
+            self._on_ack(stream.node_group, type_url, list(resources), version)
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         if self._on_nack is not None:
-            self._on_nack(stream.node_group, type_url, names, error_message, version)
+            self._on_nack(stream.node_group, type_url, list(resources), error_message, version)

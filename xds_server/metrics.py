@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -43,12 +43,12 @@ class XdsMetrics(Hooks):
         self.pushes.labels(short_name(type_url)).inc()
         self.push_bytes.labels(short_name(type_url)).inc(nbytes)
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
         self.acks.labels(short_name(type_url)).inc()
         self.ack_latency.labels(short_name(type_url)).observe(latency_s)
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         self.nacks.labels(short_name(type_url)).inc()
 

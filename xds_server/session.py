@@ -55,6 +55,11 @@ REMOVAL_HELD: frozenset[str] = frozenset({CLUSTER, ENDPOINT})
 REFERRERS: tuple[str, ...] = (LISTENER, ROUTE)
 
 
+def by_name(resources: Mapping[str, str]) -> dict[str, str]:
+    """A response's resources (name → version) in name order, as ACK/NACK hooks get them."""
+    return {name: resources[name] for name in sorted(resources)}
+
+
 Verdict = Callable[[Snapshot, bool], None]
 """Tells the cache a client accepted (True) or rejected (False) content from a snapshot."""
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds_server.session import Inflight, Session
+from xds_server.session import Inflight, Session, by_name
 from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
@@ -82,7 +82,7 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
             if request.HasField("error_detail"):
                 state.nacked_version = inflight.version
                 state.last_error = request.error_detail.message
-                self._hooks.on_nack(self.stream, type_url, inflight.version, sorted(inflight.resources),
+                self._hooks.on_nack(self.stream, type_url, inflight.version, by_name(inflight.resources),
                                     request.error_detail.message)
                 if inflight.snapshot is not None:
                     self._verdict(inflight.snapshot, False)
@@ -93,7 +93,7 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
                 if inflight.full:
                     state.client_snapshot, state.client_kept = inflight.snapshot, inflight.kept
                 state.last_error = ""
-                self._hooks.on_ack(self.stream, type_url, inflight.version, sorted(inflight.resources),
+                self._hooks.on_ack(self.stream, type_url, inflight.version, by_name(inflight.resources),
                                    self._clock() - inflight.sent_at)
                 if inflight.snapshot is not None:
                     self._verdict(inflight.snapshot, True)

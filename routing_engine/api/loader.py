@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line, show
 from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ObjectKey, Resource, Secret
+from routing_engine.envoy_rules import certificate_problem, jwks_problem
 
 __all__ = ["MANIFEST_SUFFIXES", "ManifestError", "load_manifests", "load_text", "parse_document"]
 
@@ -97,10 +98,38 @@ def _load_text(text: str, source: str, seen: dict[ObjectKey, str]) -> tuple[list
             if key is not None:  # even an invalid first definition claims the name
                 seen[key] = f"{source}#{index}"
             obj, errs = _parse(item, source, index, prefix)
+            if isinstance(obj, Secret):
+                errs = [_error(source, index, item, format_path((*prefix, *where)), rule)
+                        for where, rule in secret_problems(obj)]
+                obj = None if errs else obj
             errors.extend(errs)
             if obj is not None:
                 objects.append(obj)
     return objects, errors
+
+
+def secret_problems(secret: Secret) -> list[tuple[tuple[str, ...], str]]:
+    """(field path, rule) for material in a Secret that Envoy would refuse: TLS
+    (`tls.crt`/`tls.key`) and JWKS (`jwks`), the keys ModelServers read. Files are checked
+    with it (so a broken rotation keeps the last good version of the file serving); in a
+    cluster a ModelServer using such a Secret fails closed with the same reason."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    def field(key: str) -> tuple[str, ...]:
+        return ("stringData" if key in secret.string_data else "data", key)
+    if "tls.crt" in secret.data or "tls.crt" in secret.string_data or secret.type == "kubernetes.io/tls":
+        refused = certificate_problem(secret.value("tls.crt"), secret.value("tls.key"))
+        if refused is not None:
+            where = "tls.key" if refused.startswith("tls.key") else "tls.crt"
+            problems.append((field(where), f"Envoy would refuse it: {refused}"))
+    if "jwks" in secret.data or "jwks" in secret.string_data:
+        raw = secret.value("jwks")
+        try:
+            refused = jwks_problem(raw.decode()) if raw is not None else "is not valid base64"
+        except UnicodeDecodeError:
+            refused = "is not UTF-8 text"
+        if refused is not None:
+            problems.append((field("jwks"), f"Envoy would refuse this JWKS: it {refused}"))
+    return problems
 
 
 def parse_document(doc: object, *, source: str, index: int) -> tuple[Resource | None, list[ManifestError]]:

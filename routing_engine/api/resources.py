@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
+from routing_engine.envoy_rules.uri import parse_jwks_uri
 from routing_engine.api.types import (
     PREFIX_PATH_SCHEMA,
     Duration,
@@ -178,8 +179,10 @@ class AuthenticationSpec(Spec):
             if cfg.get("jwksUri") and cfg.get("jwksSecretName"):
                 raise FieldError("config", "jwksUri and jwksSecretName are mutually exclusive")
             uri = cfg.get("jwksUri")
-            if uri is not None and (not isinstance(uri, str) or not uri.startswith(("http://", "https://"))):
-                raise FieldError("config.jwksUri", "must be an http(s) URL")
+            if uri is not None:
+                parsed = parse_jwks_uri(uri) if isinstance(uri, str) else "must be an http(s) URL"
+                if isinstance(parsed, str):
+                    raise FieldError("config.jwksUri", parsed)
             for field in ("audience", "jwksSecretName"):
                 if field in cfg and not isinstance(cfg[field], str):
                     raise FieldError(f"config.{field}", "must be a string")

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from routing_engine.envoy_rules.regex import glob_regex, regex_problem
+
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -132,17 +134,22 @@ NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$", max_length=256)]
 
 
-_NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]|\(\?P=")
+def _shown(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_regex(text: str) -> str:
-    """Envoy matches with RE2: lookarounds and back references would be NACKed later."""
-    try:
-        re.compile(text)
-    except re.error as err:
-        raise ValueError(f'"{text}" is not a valid regular expression: {err}') from None
-    if _NOT_RE2.search(text):
-        raise ValueError(f'"{text}" uses lookaround or back references, which RE2 (Envoy) does not support')
+    """Envoy matches with RE2 and refuses big programs: checked with Envoy's own rules
+    (routing_engine.envoy_rules), so a manifest never compiles into a config Envoy NACKs."""
+    problem = regex_problem(text)
+    if problem is not None:
+        raise ValueError(f'"{_shown(text)}" {problem}')
+    return text
+
+
+def _non_empty_prefix(text: str) -> str:
+    if not text:
+        raise ValueError("a prefix match must not be empty (use present: true to match any value)")
     return text
 
 
@@ -150,7 +157,7 @@ class StringMatch(Spec):
     """One of exact | prefix | regex | present; a bare string in a manifest means exact."""
 
     exact: str | None = None
-    prefix: str | None = None
+    prefix: Annotated[str, AfterValidator(_non_empty_prefix)] | None = None
     regex: Annotated[str, AfterValidator(_check_regex)] | None = None
     present: StrictBool | None = None
 
@@ -206,7 +213,17 @@ def _check_path(text: str) -> str:
         raise ValueError(f'"{text}" must not contain an empty segment "//"')
     if "**" in text:
         raise ValueError(f'"{text}" must not contain "**" (a "*" matches within one segment)')
+    if is_glob(text):
+        problem = regex_problem(glob_regex(text))
+        if problem is not None:
+            raise ValueError(f'"{_shown(text)}" is a glob whose regex {problem}')
     return text
+
+
+def is_glob(path: str) -> bool:
+    """A route path with `*` anywhere but as a whole trailing segment (`/a/*`)."""
+    head = path[:-2] if path.endswith("/*") else path
+    return "*" in head
 
 
 RoutePath = Annotated[

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from routing_engine import ir, names
+from routing_engine.envoy_rules import certificate_problem
 from routing_engine.jwks import provider_problem
 from routing_engine.api.resources import ModelServer, Secret
 from routing_engine.resolve.conditions import MODEL_NOT_FOUND, VALIDATION_FAILED, Problem, problem
@@ -48,8 +49,8 @@ class Material(Generic[T]):
 
 
 def tls_certificate(server: ModelServer, index: ObjectIndex) -> Material[ir.TlsCertificate]:
-    """The certificate for `spec.tls`. Only the PEM markers are checked (the engine has
-    no X.509 parser); they catch the common mistakes — an empty key or a swapped file."""
+    """The certificate for `spec.tls`, checked as Envoy (BoringSSL) would load it: a
+    certificate Envoy refuses would take the whole listener down with it."""
     spec = server.spec.tls
     if spec is None or not spec.enabled or spec.secret_name is None:
         return Material()
@@ -58,8 +59,9 @@ def tls_certificate(server: ModelServer, index: ObjectIndex) -> Material[ir.TlsC
     if secret is None:
         return Material(ref_problems=missing)
     cert, key = secret.value("tls.crt"), secret.value("tls.key")
-    if not cert or b"-----BEGIN CERTIFICATE-----" not in cert or not key or b"PRIVATE KEY-----" not in key:
-        rule = f"Secret {_where(secret)} needs a PEM certificate in tls.crt and a PEM private key in tls.key"
+    refused = certificate_problem(cert, key)
+    if refused is not None:
+        rule = f"Secret {_where(secret)}: {refused}"
         return Material(ref_problems=(problem(VALIDATION_FAILED, server.key, field, rule),))
     name = names.tls_certificate(secret.metadata.namespace, secret.metadata.name)
     return Material(ir.TlsCertificate(name=name, cert_chain=cert, private_key=key))

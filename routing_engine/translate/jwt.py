@@ -16,8 +16,6 @@ refused makes its routes fail translation alone (reported against their owner) i
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from urllib.parse import urlsplit
-
 from google.protobuf import duration_pb2
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -27,6 +25,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
+from routing_engine.envoy_rules import parse_jwks_uri
 from routing_engine.jwks import provider_problem
 from routing_engine.translate import names
 from routing_engine.translate.plugin import RANKS, ExtraResource, HttpFilter, Plugin
@@ -67,13 +66,12 @@ def requirement(providers: Sequence[ir.JwtProvider]) -> jwt_pb2.JwtRequirement:
     return every
 
 
-def jwks_cluster(provider: ir.JwtProvider) -> cluster_pb2.Cluster:
-    """A DNS cluster for the JWKS host; https gets TLS with SNI set to the host."""
-    url = urlsplit(provider.jwks_uri or "")
-    if not url.hostname:
-        raise ValueError(f"JWT provider {provider.name!r}: jwks_uri {provider.jwks_uri!r} has no host")
-    secure = url.scheme == "https"
-    port = url.port or (443 if secure else 80)
+def jwks_cluster(provider: ir.JwtProvider) -> cluster_pb2.Cluster | None:
+    """A DNS cluster for the JWKS host; https gets TLS with SNI set to the host. None for
+    a URI Envoy could not fetch (resolve has already failed its server)."""
+    url = parse_jwks_uri(provider.jwks_uri or "")
+    if isinstance(url, str):
+        return None
     name = names.jwks_cluster(provider)
     cluster = cluster_pb2.Cluster(
         name=name,
@@ -83,11 +81,11 @@ def jwks_cluster(provider: ir.JwtProvider) -> cluster_pb2.Cluster:
     )
     cluster.load_assignment.cluster_name = name
     address = cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.socket_address
-    address.address = url.hostname
-    address.port_value = port
-    if secure:
+    address.address = url.host
+    address.port_value = url.port
+    if url.secure:
         cluster.transport_socket.name = "envoy.transport_sockets.tls"
-        cluster.transport_socket.typed_config.CopyFrom(pack(tls_pb2.UpstreamTlsContext(sni=url.hostname)))
+        cluster.transport_socket.typed_config.CopyFrom(pack(tls_pb2.UpstreamTlsContext(sni=url.host)))
     return cluster
 
 
@@ -142,4 +140,5 @@ class JwtPlugin(Plugin):
                         owners.setdefault(provider.name, set()).add(route.owner)
         for name in sorted(remote):
             cluster = jwks_cluster(remote[name])
-            yield ExtraResource(CLUSTER, cluster.name, cluster, tuple(sorted(owners[name])))
+            if cluster is not None:
+                yield ExtraResource(CLUSTER, cluster.name, cluster, tuple(sorted(owners[name])))

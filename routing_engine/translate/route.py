@@ -30,6 +30,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from routing_engine import ir
+from routing_engine.envoy_rules.regex import glob_regex
 from routing_engine.translate import names
 from routing_engine.translate.xds import length_delimited, millis, pack
 
@@ -38,24 +39,10 @@ RETRIABLE_STATUS_CODES = (503,)
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 _PREVIOUS_HOSTS_CONFIG = pack(previous_hosts_pb2.PreviousHostsPredicate())
 VIRTUAL_HOST = "*"
-_RE2_SPECIAL = frozenset("\\.+?()[]{}|^$*")
 
 # Field numbers used when assembling a RouteConfiguration from cached route bytes.
 _ROUTE_CONFIG_VIRTUAL_HOSTS = 2
 _VIRTUAL_HOST_ROUTES = 3
-
-
-def glob_regex(glob: str) -> str:
-    """`*` matches any run of characters inside one segment; everything else literally."""
-    out = []
-    for char in glob:
-        if char == "*":
-            out.append("[^/]*")
-        elif char in _RE2_SPECIAL:
-            out.append("\\" + char)
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 def string_matcher(match: ir.StringMatch) -> string_pb2.StringMatcher:

@@ -23,9 +23,11 @@ and rebuilds one RouteConfiguration. After each run the caches keep only what th
 used, so memory follows the current world, not its history. `last_stats` counts hits
 and misses per cache for the last run (tests assert on them; benchmarks print them).
 
-Translation is best effort: a route that cannot be built (a backend missing from the
-gateway, an invalid policy) is left out and reported in `errors` with its owner; every
-other route still compiles, so one bad object never takes down unrelated routes.
+Translation is best effort and never raises: a route that cannot be built (a backend
+missing from the gateway, an invalid policy, a plugin's route hook failing) is left out
+and reported in `errors` with its owner; a listener whose plugin hooks fail is left out
+(its port fails closed) with an error on each of its routes' owners; every other route
+still compiles, so one bad object never takes down unrelated routes.
 """
 
 from __future__ import annotations
@@ -197,7 +199,12 @@ class Translator:
         listeners: dict[str, _ListenerEntry] = {}
         protos: dict[Hashable, tuple[EnvoyResource, str]] = {}
         for lst in gateway.listeners:
-            entry = self._listener_entry(lst, known, protos, stats)
+            try:
+                entry = self._listener_entry(lst, known, protos, stats)
+            except Exception as err:  # a plugin's listener hook failed: this port fails closed, alone
+                errors.extend(TranslateError(owner, f"listener {lst.name}: {_failure(err)}; listener left out")
+                              for owner in sorted(set(map(_OWNER, lst.routes))))
+                continue
             listeners[lst.name] = entry
             errors.extend(entry.errors)
             out.add(entry.route_config, entry.owners)
@@ -213,7 +220,14 @@ class Translator:
 
         self._add_failovers(gateway, listeners.values(), out, stats)
         for plugin in self.plugins:
-            for extra in plugin.extra_resources(gateway):
+            try:
+                extras = list(plugin.extra_resources(gateway))
+            except Exception as err:  # its resources are missing: say so on every object they may serve
+                owners = sorted({r.owner for lst in gateway.listeners for r in lst.routes})
+                errors.extend(TranslateError(o, f"plugin {plugin.name}: {_failure(err)}; its resources left out")
+                              for o in owners)
+                continue
+            for extra in extras:
                 out.add(make_resource(extra.type_url, extra.name, serialize(extra.message)), tuple(sorted(set(extra.owners))))
         self.last_stats = stats
         return out.freeze(errors, self._orders, self._frozen)
@@ -374,6 +388,9 @@ class Translator:
         except ValueError as err:
             errors.append(TranslateError(r.owner, f"route {r.name}: {err}; route left out"))
             return None
+        except Exception as err:  # a plugin's route hook failed: this route fails alone
+            errors.append(TranslateError(r.owner, f"route {r.name}: {_failure(err)}; route left out"))
+            return None
         failovers = tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
                                   if wb.failover_to and wb.failover_to != wb.backend})) or _NONE
         return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers)
@@ -474,6 +491,12 @@ _NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,
                      (), ())
+
+
+def _failure(err: Exception) -> str:
+    """An unexpected failure inside translation (a plugin bug), as one line for a status."""
+    text = " ".join(str(err).split())[:200]
+    return f"translation failed ({type(err).__name__}: {text})"
 
 
 def framed_route(body: bytes) -> bytes:

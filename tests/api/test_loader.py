@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import yaml
+
 import os
 from pathlib import Path
 
@@ -200,12 +202,38 @@ def test_missing_unreadable_and_binary_files(tmp_path: Path) -> None:
 
 
 def test_secret_accepts_kubernetes_fields_and_hides_values() -> None:
-    text = "apiVersion: v1\nkind: Secret\nmetadata: {name: tls, namespace: prod, uid: abc}\ntype: kubernetes.io/tls\nimmutable: true\ndata: {tls.crt: aGVsbG8=}\n"
+    text = "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, namespace: prod, uid: abc}\ntype: Opaque\nimmutable: true\ndata: {key1: aGVsbG8=}\n"
     objects, errors = load_text(text, "s.yaml")
     assert errors == []
     (secret,) = objects
-    assert isinstance(secret, Secret) and secret.value("tls.crt") == b"hello"
+    assert isinstance(secret, Secret) and secret.value("key1") == b"hello"
     assert "aGVsbG8" not in repr(secret)
+
+
+def test_secret_material_envoy_would_refuse_is_an_error_in_files_only() -> None:
+    """Files: a TLS or JWKS Secret Envoy would refuse is an error naming the key (the last
+    good version of the file keeps serving). From the Kubernetes API it still loads: the
+    ModelServer using it fails closed with the same reason (resolve)."""
+    import base64
+
+    from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY
+
+    def tls_doc(cert: bytes, key: bytes) -> str:
+        data = {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()}
+        return f"apiVersion: v1\nkind: Secret\nmetadata: {{name: tls}}\ntype: kubernetes.io/tls\ndata: {data}\n"
+
+    assert load_text(tls_doc(TLS_CERT, TLS_KEY), "s.yaml")[1] == []
+    objects, errors = load_text(tls_doc(b"hello", TLS_KEY), "s.yaml")
+    assert objects == [] and [(e.path, "holds no PEM certificate" in e.rule) for e in errors] == [('data["tls.crt"]', True)]
+    other_key = TLS_KEY.replace(b"MIGHAgEAMBMG", b"MIGHAgEAMBMH")
+    _, errors = load_text(tls_doc(TLS_CERT, other_key), "s.yaml")
+    assert [e.path for e in errors] == ['data["tls.key"]']
+    jwks = "apiVersion: v1\nkind: Secret\nmetadata: {name: j}\nstringData:\n  jwks: '%s'\n"
+    assert load_text(jwks % JWKS, "j.yaml")[1] == []
+    _, errors = load_text(jwks % '{"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}', "j.yaml")
+    assert [e.path for e in errors] == ["stringData.jwks"] and "no key Envoy can use" in errors[0].rule
+    obj, errors = parse_document(yaml.safe_load(tls_doc(b"hello", TLS_KEY)), source="kubernetes", index=0)
+    assert errors == [] and isinstance(obj, Secret)
 
 
 def test_parse_document_for_the_kubernetes_provider() -> None:

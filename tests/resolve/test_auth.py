@@ -9,8 +9,9 @@ import json
 
 from routing_engine import ir
 from tests.resolve.build import cond, ir_route, listener, mr, ms, route, route_names, run, secret, server, to
+from tests.translate.builders import JWKS as BUILDERS_JWKS
 
-JWKS = json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]})
+JWKS = BUILDERS_JWKS
 
 
 def jwt(**config: Any) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from typing import Any
 from routing_engine.api.resources import Resource
 
 from tests.resolve.build import cond, infer, listener, ms, route_names, run, secret, server
+from tests.translate.builders import TLS_CERT, TLS_KEY
 
-CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+CERT, KEY = TLS_CERT.decode(), TLS_KEY.decode()
 
 
 def tls_secret(name: str, namespace: str = "default") -> Resource:

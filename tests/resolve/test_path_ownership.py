@@ -105,4 +105,4 @@ def test_jwks_that_envoy_would_refuse_fails_the_server_closed() -> None:
             server("public", "/v1")]
     res = run(objs)
     assert res.statuses[ms("secret")].phase == "Failed"
-    assert "usable public key" in cond(res, ms("secret"), "Accepted").message
+    assert "has no key Envoy can use" in cond(res, ms("secret"), "Accepted").message

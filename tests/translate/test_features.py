@@ -187,7 +187,7 @@ def test_unusable_inline_jwks_fails_its_route_alone() -> None:
     bad = ir.JwtProvider("default/bad", "iss", jwks_inline='{"keys": []}')
     result = Translator().translate(gateway(listener(route("bad", "a", auth=(bad,), path="/b"), route("good", "a", auth=(JWT_INLINE,), path="/g"))))
     (error,) = result.errors
-    assert "default/bad" in error.message and "no keys" in error.message
+    assert "default/bad" in error.message and "has no key Envoy can use" in error.message
     assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
     config = unpack(filters(result)["envoy.filters.http.jwt_authn"].typed_config, jwt_pb2.JwtAuthentication())
     assert list(config.providers) == ["default/gemma"]
@@ -209,8 +209,8 @@ def test_inline_jwks_problems_are_named() -> None:
     assert problem(JWKS) is None
     assert problem('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}') is None
     assert "not a JSON object" in (problem("[1]") or "")
-    assert "no keys" in (problem("{}") or "")
-    assert "no usable public key" in (problem('{"keys": [{"kty": "RSA", "n": "abc"}]}') or "")
+    assert "not a JSON object with a keys list" in (problem("{}") or "")
+    assert "an RSA key needs string n and e" in (problem('{"keys": [{"kty": "RSA", "n": "abc"}]}') or "")
     assert "no host" in (provider_problem(ir.JwtProvider("p", "iss", jwks_uri="https:///x")) or "")
 
 

@@ -13,7 +13,7 @@ from routing_engine import ir
 from routing_engine.translate import Translator, plugin
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin, PluginError
 from routing_engine.translate.xds import LISTENER, pack
-from tests.translate.builders import gateway, hcm_of, listener, parsed, route
+from tests.translate.builders import gateway, hcm_of, listener, parsed, route, table_of
 
 
 class Tagger(Plugin):
@@ -87,3 +87,36 @@ def test_discover_refuses_non_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(PluginError, match="bad"):
         plugin.discover()
+
+
+class Faulty(Plugin):
+    """A plugin with bugs: its listener hook fails on port 9000, its route hook on route
+    "boom", its extra resources always."""
+
+    name = "faulty"
+    rank = 450
+
+    def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
+        if listener.port == 9000:
+            raise KeyError("no such thing")
+        return ()
+
+    def patch_route(self, route: ir.Route, proto) -> None:  # type: ignore[no-untyped-def]
+        if route.name == "boom":
+            raise ZeroDivisionError("division by zero")
+
+    def extra_resources(self, gateway: ir.Gateway):  # type: ignore[no-untyped-def]
+        raise RuntimeError("cannot")
+
+
+def test_a_failing_plugin_hook_fails_only_what_it_touches_and_never_raises() -> None:
+    result = Translator(plugin.with_builtin([Faulty()])).translate(gateway(
+        listener(route("ok", "a", path="/ok"), route("boom", "a", path="/boom")),
+        listener(route("other", "a", path="/other"), name="http-9000", port=9000)))
+    assert set(result.resources[LISTENER]) == {"http-8080"}  # port 9000 fails closed, alone
+    routes = {r.name for r in table_of(result, "http-8080").virtual_hosts[0].routes}
+    assert "ok" in routes and "boom" not in routes
+    messages = sorted(e.message for e in result.errors)
+    assert any("route boom: translation failed (ZeroDivisionError" in m for m in messages)
+    assert any("listener http-9000: translation failed (KeyError" in m and "listener left out" in m for m in messages)
+    assert any("plugin faulty: translation failed (RuntimeError: cannot)" in m for m in messages)

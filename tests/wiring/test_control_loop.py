@@ -61,24 +61,50 @@ async def test_objects_become_a_snapshot_and_one_edit_changes_one_resource() -> 
         cache.close()
 
 
-async def test_nack_marks_the_owners_not_programmed_and_ack_recovers() -> None:
+def _ack_everything(loop: ControlLoop) -> None:
+    """What a gateway Envoy accepting the whole current compile reports."""
+    for type_url, by_name in loop.compiled["gateway"].resources.items():
+        loop.hooks.on_ack(GATEWAY_STREAM, type_url, "v", {n: r.version for n, r in by_name.items()}, 0.01)
+
+
+def _weights(route: ModelRoute, first: int, second: int) -> ModelRoute:
+    doc = route.model_dump(by_alias=True, exclude_none=True)
+    doc["spec"]["routes"][1]["weight"], doc["spec"]["routes"][2]["weight"] = first, second
+    return ModelRoute.model_validate(doc)
+
+
+async def test_a_rejected_edit_is_quarantined_the_old_version_serves_and_a_fix_clears_it() -> None:
     statuses: list = []
     loop, cache, task = await _running_loop(statuses)
     try:
         objects, _ = load_manifests([QUICKSTART])
+        route = next(o for o in objects if isinstance(o, ModelRoute))
         loop.set_objects(objects)
         await loop.wait_synced(timeout=10)
+        _ack_everything(loop)
+        accepted_table = _versions(cache)
+        edited = [_weights(route, 50, 50) if o is route else o for o in objects]
+        loop.set_objects(edited)
+        await loop.wait_synced(timeout=10)
         table = table_name(loop.compiled["gateway"].resources, "listener/8080")
-        loop.hooks.on_nack(GATEWAY_STREAM, ROUTE, "v1", [table], f"route {table}: bad regex")
+        version = loop.compiled["gateway"].resources[ROUTE][table].version
+        loop.hooks.on_nack(GATEWAY_STREAM, ROUTE, "v1", {table: version}, f"route {table}: bad regex")
+        await loop.wait_synced(timeout=10)  # the quarantine recompiled with the old version
+        assert _versions(cache) == accepted_table
         await loop.status_settled(timeout=5)
         rejected = statuses[-1][LLAMA]
         programmed = next(c for c in rejected.conditions if c.type == "Programmed")
         assert (rejected.phase, programmed.status, programmed.reason) == ("Failed", "False", "ValidationFailed")
-        assert "bad regex" in programmed.message
-        loop.hooks.on_ack(GATEWAY_STREAM, ROUTE, "v2", [table], 0.01)
+        assert "bad regex" in programmed.message and "last accepted version keeps serving" in programmed.message
+        others = [s for k, s in statuses[-1].items() if k != LLAMA and k.kind in ("ModelServer", "ModelRoute")]
+        assert others and all(next(c for c in s.conditions if c.type == "Programmed").status == "True" for s in others)
+
+        loop.set_objects([_weights(route, 60, 40) if o is route else o for o in objects])  # the fix
+        await loop.wait_synced(timeout=10)
+        _ack_everything(loop)
         await loop.status_settled(timeout=5)
         programmed = next(c for c in statuses[-1][LLAMA].conditions if c.type == "Programmed")
-        assert programmed.status != "False"
+        assert programmed.status == "True" and statuses[-1][LLAMA].phase in ("Active", "Pending")  # no replicas here
     finally:
         await cancel_and_wait(task)
         await loop.close()

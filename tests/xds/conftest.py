@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,11 +22,11 @@ class Recorder(Hooks):
         self.acks: list[tuple[str, str, list[str], str]] = []
         self.nacks: list[tuple[str, str, list[str], str, str]] = []
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str], latency_s: float) -> None:
-        self.acks.append((stream.node_group, type_url, list(names), version))
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str], latency_s: float) -> None:
+        self.acks.append((stream.node_group, type_url, list(resources), version))
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str], error: str) -> None:
-        self.nacks.append((stream.node_group, type_url, list(names), error, version))
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str], error: str) -> None:
+        self.nacks.append((stream.node_group, type_url, list(resources), error, version))
 
 
 @dataclass
