@@ -45,6 +45,7 @@ from modelroute.control_loop import ControlLoop
 from modelroute.route_views import route_views
 from modelroute.targets import Placement
 from routing_engine.api.resources import ModelInfer, ObjectKey, Resource
+from routing_engine.translate.plugin import Plugin
 from routing_engine.world import Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.cache import metadata_node_group
@@ -79,6 +80,8 @@ class EmbeddedOptions:
     # the bootstrap templates assume; a free one with xds_port 0) and its Redis.
     ratelimit_port: int | None = None
     ratelimit: ServiceOptions = field(default_factory=ServiceOptions.from_env)
+    # The translator's feature plugins (None: built-in plus the `modelroute.plugins` entry points).
+    plugins: tuple[Plugin, ...] | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -94,7 +97,7 @@ class Embedded:
         self.placement = Placement(listen_address=options.listen_address,
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
         self.status_writer = StatusWriter(status_path(options.run_dir))
-        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status)
+        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=options.plugins)
         self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
         self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas")
         self.provider = FileProvider(options.directory, self._on_objects)

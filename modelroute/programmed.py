@@ -24,8 +24,12 @@ from routing_engine.world import ConditionView, EnvoyResource, ObjectStatus
 ResourceId = tuple[str, str]  # (type_url, name)
 
 # Verdicts remembered per resource: the current version and a few before it (a revert
-# brings an old version back).
+# brings an old version back, which Envoy already holds and is never sent again).
 _VERSIONS_KEPT = 4
+# Resources that left the compile keep their verdicts too (a bisection step or a revert
+# brings them back under the same name), the most recently judged first, up to this many
+# beyond the current compile's.
+_GONE_KEPT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +50,13 @@ class ProgrammedTracker:
 
     def use(self, owners: Mapping[ResourceId, tuple[ObjectKey, ...]],
             resources: Mapping[str, Mapping[str, EnvoyResource]]) -> None:
-        """A new compile: judge its resources from now on; forget resources that are gone."""
+        """A new compile: judge its resources from now on. Verdicts of resources that are
+        gone are kept, a bounded number of them, most recent first."""
         self.owners = owners
         self.versions = {(t, n): r.version for t, by_name in resources.items() for n, r in by_name.items()}
-        self._verdicts = {rid: known for rid, known in self._verdicts.items() if rid in owners}
+        gone = [rid for rid in self._verdicts if rid not in owners]  # oldest first
+        for rid in gone[:max(0, len(gone) - max(_GONE_KEPT, len(owners)))]:
+            del self._verdicts[rid]
 
     def ack(self, type_url: str, resources: Mapping[str, str]) -> None:
         for name, version in resources.items():
@@ -61,9 +68,8 @@ class ProgrammedTracker:
             self._record((type_url, name), resources[name], message)
 
     def _record(self, rid: ResourceId, version: str, verdict: str | None) -> None:
-        if rid not in self.owners:
-            return  # not a resource of the current compile (an old one, or kept for make-before-break)
-        known = self._verdicts.setdefault(rid, {})
+        known = self._verdicts.pop(rid, {})
+        self._verdicts[rid] = known  # most recently judged last
         known.pop(version, None)
         known[version] = verdict
         while len(known) > _VERSIONS_KEPT:

@@ -6,6 +6,9 @@ Differences from SotW that matter (Envoy xDS protocol document, "Incremental xDS
 - Subscription changes are honoured even when the request's nonce is stale; the nonce
   only pairs ACK/NACK with a response.
 - Legacy wildcard (Listener/Cluster): a first request subscribing to nothing means "*".
+  The first wildcard request is answered even when there are no resources (an empty
+  response): Envoy's initialization waits for it (not on a reconnect that says what the
+  client holds: it is initialized already).
   Unlike SotW, subscribing to a name later does not end it; only unsubscribing "*" does.
 - On reconnect `initial_resource_versions` says what the client holds: nothing it holds
   at the current version is sent again.
@@ -41,6 +44,7 @@ class DeltaTypeState:
     inflight: Inflight | None = None
     last_error: str = ""
     acked_system_version: str = ""
+    answered: bool = False  # a response of this type went out on this stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse,
                 state.held.pop(name, None)
         if first:
             state.held.update(request.initial_resource_versions)
+            state.answered = bool(request.initial_resource_versions)  # a reconnect: Envoy is initialized
         self._subscribe(type_url, state, request, first)
         return self._evaluate()
 
@@ -121,8 +126,9 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse,
         if not hold_removals:
             removed |= {n for n in state.held if n not in of_type}
             removed |= {n for n in state.names if n not in of_type and n not in state.reported_missing}
-        if not send and not removed:
-            return None
+        if not send and not removed and (state.answered or not state.wildcard):
+            return None  # (a first wildcard request is answered even when there is nothing:
+            # Envoy's initialization waits for that answer, else for its initial_fetch_timeout)
         return DeltaPlan(send, tuple(sorted(removed)))
 
     def _emit(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
@@ -134,6 +140,7 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse,
         for name, resource in plan.send.items():
             response.resources.add(name=name, version=resource.version, resource=snapshot.as_any(resource))
         state.force_send.clear()
+        state.answered = True
         state.reported_missing |= set(plan.removed) & state.names
         state.inflight = Inflight(nonce, version, {n: r.version for n, r in plan.send.items()}, self._clock(),
                                   plan.removed, snapshot=snapshot)

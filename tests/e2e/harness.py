@@ -96,10 +96,11 @@ def child_pids() -> set[int]:
 
 
 @asynccontextmanager
-async def running(directory: Path, *, ready_timeout: float = 45.0) -> AsyncIterator[Embedded]:
-    """The whole product serving `directory`, ready (replicas up, config ACKed)."""
+async def running(directory: Path, *, ready_timeout: float = 45.0, **options: Any) -> AsyncIterator[Embedded]:
+    """The whole product serving `directory`, ready (replicas up, config ACKed).
+    `options` are further `EmbeddedOptions` (e.g. `delta=True`)."""
     before = child_pids()
-    app = Embedded(EmbeddedOptions(directory=directory, xds_port=0, privileged_port_offset=0))
+    app = Embedded(EmbeddedOptions(directory=directory, xds_port=0, privileged_port_offset=0, **options))
     try:
         await app.start(timeout=30)
         await app.wait_ready(timeout=ready_timeout)
@@ -165,6 +166,51 @@ class Client:
 
     async def get(self, path: str, **kwargs: Any) -> Reply:
         return await self.request("GET", path, **kwargs)
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection kept open across requests (what a client's connection pool
+    does), so a test can tell which listener generation answers: Envoy hands a connection
+    to the listener that accepted it until that listener has drained."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> KeepAlive:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    async def post(self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0) -> int:
+        """The status of one POST on this connection; raises ConnectionError if Envoy
+        closed it (so the answer could only have come from a new connection)."""
+        if self._reader is None or self._writer is None:
+            raise ConnectionError("Envoy closed this connection")
+        lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", "Content-Type: application/json",
+                 "Content-Length: 2", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        self._writer.write(("\r\n".join(lines) + "\r\n\r\n{}").encode())
+        await self._writer.drain()
+        try:
+            head = await asyncio.wait_for(self._reader.readuntil(b"\r\n\r\n"), timeout)
+        except asyncio.IncompleteReadError as err:
+            raise ConnectionError("Envoy closed this connection") from err
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
+        if fields.get("transfer-encoding") == "chunked":
+            while (size := int((await self._reader.readline()).strip() or b"0", 16)) > 0:
+                await self._reader.readexactly(size + 2)
+            await self._reader.readline()
+        else:
+            await self._reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("connection") == "close":
+            self._writer.close()
+            self._reader = None
+        return int(status_line.split()[1])
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float, what: str,

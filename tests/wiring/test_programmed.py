@@ -87,3 +87,14 @@ def test_rejected_objects_fail_and_others_keep_their_phase():
                                         B: ConditionView("Programmed", "True", "Programmed")})
     assert merged[A].phase == "Failed" and [c.type for c in merged[A].conditions] == ["Accepted", "Programmed"]
     assert merged[B].phase == "Ready"
+
+
+def test_a_resource_that_leaves_and_comes_back_keeps_its_verdict():
+    """A bisection step or a revert renames a route table (names follow content) and back:
+    Envoy already holds the old one and is never sent it again, so its verdict must stay."""
+    tracker = _tracker()
+    tracker.ack(R, {"listener/8080": "r1"})
+    tracker.ack(C, {"modelserver/default/b": "c1"})
+    tracker.use({(C, "modelserver/default/b"): (B,)}, {C: _resources()[C]})  # the table left
+    tracker.use(OWNERS, _resources())  # and came back
+    assert tracker.all_accepted()

@@ -196,3 +196,15 @@ async def test_delta_at_most_one_unacknowledged_push_per_type(env: Env) -> None:
     await client.delta_request(ENDPOINT, nonce=first.nonce)
     latest = await client.recv()
     assert contents_of(latest) == {"e": "v3"}
+
+
+async def test_a_first_wildcard_request_is_answered_even_with_nothing_to_send(env: Env) -> None:
+    """Envoy's initialization waits for the first CDS/LDS answer; without one it waits
+    for its 15 s initial_fetch_timeout (an empty world at start-up)."""
+    env.set(res(ENDPOINT, "unrelated"))
+    client = env.client(delta=True)
+    await client.delta_request(CLUSTER)
+    empty = await client.recv()
+    assert empty.type_url == CLUSTER and not empty.resources and not empty.removed_resources
+    await client.delta_request(CLUSTER, nonce=empty.nonce)
+    await client.expect_silence()  # answered once; nothing more until something changes
