@@ -124,9 +124,10 @@ class Embedded:
         if rls_port is None:
             rls_port = self.options.xds_port + 1 if self.options.xds_port else 0
         self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options)
+        # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                node_group=metadata_node_group, hooks=[self.loop.hooks],
-                                               registry=self.registry)
+                                               registry=self.registry, debounce=0.0)
         self.loop.attach(self.plane.cache)
         await self.canary.start()
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")

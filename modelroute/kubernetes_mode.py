@@ -109,9 +109,10 @@ class KubernetesMode:
                       "fail-open (every request allowed)" if options.fail_open
                       else "fail-closed (every request to a limited server refused)")
         self.ratelimit = await start_ratelimit_service(self.options.ratelimit_bind(), options)
+        # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                node_group=metadata_node_group, hooks=[self.loop.hooks],
-                                               registry=self.registry)
+                                               registry=self.registry, debounce=0.0)
         self.loop.attach(self.plane.cache)
         await self.canary.start()
         self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),

@@ -72,6 +72,7 @@ class SnapshotCache:
         self._hooks = hooks or Hooks()
         self._clock = clock
         self._published: dict[str, Snapshot] = {}
+        self._latest: dict[str, Snapshot] = {}  # the newest submitted (published or pending)
         # Verdicts from clients, by identity: the snapshot last rejected, the last accepted
         # one (and the one before, in case the last turns out to be partly rejected).
         self._rejected: dict[str, Snapshot] = {}
@@ -84,6 +85,13 @@ class SnapshotCache:
         return self._node_group(node)
 
     def set_snapshot(self, group: str, snapshot: Snapshot) -> None:
+        """Publish `snapshot` for `group` (debounced). A snapshot with the same content as
+        the latest one is ignored: recompiles that change nothing (e.g. after a status
+        write) must neither wake every stream nor push a pending change further back."""
+        latest = self._latest.get(group)
+        if latest is not None and latest.versions == snapshot.versions:
+            return
+        self._latest[group] = snapshot
         debouncer = self._debouncers.get(group)
         if debouncer is None:
             debouncer = Debouncer(lambda snap, g=group: self._publish(g, snap), window=self._debounce,
@@ -124,7 +132,7 @@ class SnapshotCache:
 
     def clear_snapshot(self, group: str) -> None:
         """Forget a group (its Envoys keep their config; new streams wait for a snapshot)."""
-        for table in (self._published, self._rejected, self._good, self._previous_good):
+        for table in (self._published, self._latest, self._rejected, self._good, self._previous_good):
             table.pop(group, None)
         debouncer = self._debouncers.pop(group, None)
         if debouncer is not None:

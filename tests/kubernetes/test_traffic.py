@@ -23,14 +23,31 @@ from xds_server.bootstrap import render_dict
 pytestmark = pytest.mark.slow
 
 
-async def _eventually_served_by(url: str, infer: str, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+PROMISE = 1.0  # seconds from the API accepting a change to the first request it answers (SPEC 3.8)
+
+
+async def _listening(port: int, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            assert loop.time() - started < timeout, f"mock replica on {port} did not start"
+            await asyncio.sleep(0.05)
+
+
+async def _served_by_within(url: str, infer: str, since: float, timeout: float = PROMISE) -> float:
+    """Seconds from `since` (loop time) until `url` is answered by `infer`."""
+    loop = asyncio.get_running_loop()
     seen = None
-    while asyncio.get_running_loop().time() < deadline:
+    while loop.time() - since < timeout:
         seen = await served_by(url)
         if seen == infer:
-            return
-        await asyncio.sleep(0.1)
+            return loop.time() - since
+        await asyncio.sleep(0.01)
     raise AssertionError(f"{url} not served by {infer} within {timeout}s (last: {seen})")
 
 
@@ -66,11 +83,11 @@ async def test_kubectl_apply_moves_live_traffic(api: KubeClient, fake_api: FakeK
         manifest = tmp_path / "route.yaml"
         manifest.write_text(yaml.safe_dump(_route(100)))
         await kubectl(fake_api.url, tmp_path, "apply", "--validate=false", "-f", str(manifest))
-        await _eventually_served_by(url, "default/llama-v1")
+        await _served_by_within(url, "default/llama-v1", asyncio.get_running_loop().time())
 
         manifest.write_text(yaml.safe_dump(_route(0)))
         await kubectl(fake_api.url, tmp_path, "apply", "--validate=false", "-f", str(manifest))
-        await _eventually_served_by(url, "default/llama-v2")
+        await _served_by_within(url, "default/llama-v2", asyncio.get_running_loop().time())
         assert {await served_by(url) for _ in range(20)} == {"default/llama-v2"}
 
         async def route_status() -> dict:
@@ -84,6 +101,54 @@ async def test_kubectl_apply_moves_live_traffic(api: KubeClient, fake_api: FakeK
 
         status = await route_status()
         assert status["observedGeneration"] == (fake_api.read(MODEL_ROUTE, "default", "llama") or {})["metadata"]["generation"]
+    finally:
+        if envoy is not None:
+            await envoy.stop()
+        await mode.stop()
+        for proc in replicas:
+            proc.terminate()
+            await proc.wait()
+
+
+@pytest.mark.parametrize("delta", [pytest.param(False, id="sotw"), pytest.param(True, id="delta")])
+async def test_an_envoy_connected_before_the_world_loads_serves_new_models_within_a_second(
+        api: KubeClient, fake_api: FakeKubeApi, tmp_path: Path, delta: bool) -> None:
+    """Envoy connects to a control plane with nothing to serve yet (what happens before
+    the informers have synced); then the world loads, then a model is added on the same
+    port and one on a new port. Each is served within a second of the API accepting it."""
+    ports = {"m1": free_port(), "m2": free_port(), "m3": free_port()}
+    gateway_port, new_port = free_port(), free_port()
+    replicas = [await mock_replica(infer, port) for infer, port in ports.items()]
+    for port in ports.values():  # up and answering before their objects exist
+        await _listening(port)
+    mode = KubernetesMode(api, KubernetesOptions(identity="cp-0", system_namespace="matrixinfer-system",
+                                                 xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1"))
+    envoy: EnvoyProcess | None = None
+    loop = asyncio.get_running_loop()
+
+    def add(infer: str, port: int, *, at: int) -> float:
+        fake_api.seed(model_infer(infer, model_name="llama"))
+        slice_ = endpoint_slice(f"{infer}-x", service=infer, ready={"127.0.0.1": True}, port=ports[infer])
+        slice_["metadata"]["labels"]["workload.matrixinfer.ai/modelinfer"] = infer
+        fake_api.seed(slice_)
+        fake_api.seed(server(infer, infer=infer, port=at, path=f"/v1/models/{infer}"))
+        return loop.time()
+
+    try:
+        await mode.start()
+        assert mode.plane is not None
+        envoy = EnvoyProcess(render_dict("gateway", node_id="gw-0", cluster="gateway", xds_port=mode.plane.xds_port,
+                                         admin_port=free_port(), delta=delta), tmp_path, name="gateway",
+                             log_level="warning")
+        await envoy.start()  # LIVE: it got (empty) clusters and listeners
+        fake_api.seed(model("llama"))
+        took = {"world": await _served_by_within(f"http://127.0.0.1:{gateway_port}/v1/models/m1/infer",
+                                                 "default/m1", add("m1", ports["m1"], at=gateway_port))}
+        took["same port"] = await _served_by_within(f"http://127.0.0.1:{gateway_port}/v1/models/m2/infer",
+                                                    "default/m2", add("m2", ports["m2"], at=gateway_port))
+        took["new port"] = await _served_by_within(f"http://127.0.0.1:{new_port}/v1/models/m3/infer",
+                                                   "default/m3", add("m3", ports["m3"], at=new_port))
+        print("served after: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in took.items()))
     finally:
         if envoy is not None:
             await envoy.stop()

@@ -151,3 +151,23 @@ def test_metadata_node_group_keys_by_role_and_scope() -> None:
     c = metadata_node_group(node({"role": "sidecar", "scope": {"namespaces": ["c"]}}))
     assert a == b == 'sidecar:{"namespaces":["a","b"],"servers":[]}'
     assert c != a
+
+
+async def test_a_snapshot_with_unchanged_content_is_ignored_and_does_not_postpone_a_pending_one() -> None:
+    """A recompile that changes nothing (e.g. after a status write) must not push a
+    coalesced change further back, nor wake every stream."""
+    published: list[tuple[Snapshot, float]] = []
+    cache = SnapshotCache(debounce=0.1, max_delay=1.0)
+    cache.watch("g", lambda snap: published.append((snap, time.monotonic())))
+    cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "a", "1")]))  # leading edge: at once
+    assert len(published) == 1
+    changed = Snapshot.build([res(CLUSTER, "a", "2")])
+    cache.set_snapshot("g", changed)  # coalesced: due 0.1 s from now
+    submitted = time.monotonic()
+    for _ in range(10):  # the same content every 0.03 s for 0.3 s: ignored
+        await asyncio.sleep(0.03)
+        cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "a", "2")]))
+    await asyncio.sleep(0.1)
+    assert [snap for snap, _ in published] == [published[0][0], changed]
+    assert published[1][1] - submitted < 0.2  # not postponed by the identical ones
+    cache.close()
