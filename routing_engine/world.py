@@ -54,6 +54,11 @@ class Target:
     # Sidecar scope: only servers in these namespaces / these servers (None: all).
     namespaces: frozenset[str] | None = None
     servers: frozenset[ObjectKey] | None = None
+    # In a cluster every Service of a port reaches every server on that port's listener,
+    # so servers sharing a port must ask for the same exposure (`service.type`, and for
+    # LoadBalancer its annotations); a younger server asking for another is refused.
+    # Off where Services do not exist (embedded mode, offline compile).
+    one_exposure_per_port: bool = False
 
     @property
     def address(self) -> str:
