@@ -11,7 +11,8 @@ its own `Compiler`, whose caches make a one-route edit re-resolve and re-seriali
 route. Compiles run with the cyclic GC paused (`gc_paused`), and the heap alive after the
 first one is frozen out of later collections (`freeze_heap`).
 A group is compiled from the moment its first Envoy connects; the gateway group is always
-compiled, because statuses come from the unscoped gateway compile.
+compiled, because statuses come from the unscoped gateway compile. Gateway snapshots also
+carry the readiness listener when the placement has one (`modelroute.readiness`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from types import MappingProxyType
 from controller.background import cancel_and_wait, spawn
 from controller.debounce import Debouncer
 from modelroute.programmed import ProgrammedTracker, with_programmed
+from modelroute.readiness import readiness_resources
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
-from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus, Target, World
+from routing_engine.world import BackendEndpoint, Compiled, EnvoyResource, ObjectStatus, Target, World
 from xds_server import Hooks, Snapshot, SnapshotCache, StreamInfo, check_consistency
 
 log = logging.getLogger("modelroute.control")
@@ -77,6 +79,9 @@ class ControlLoop:
                  window: float = 0.05, max_delay: float = 0.5) -> None:
         self.placement = placement
         self._on_status = on_status
+        self._readiness: tuple[EnvoyResource, ...] = ()
+        if placement.readiness_port is not None:
+            self._readiness = readiness_resources(placement.listen_address or "0.0.0.0", placement.readiness_port)
         self._cache: SnapshotCache | None = None
         self._objects: tuple[Resource, ...] = ()
         self._endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = MappingProxyType({})
@@ -198,7 +203,8 @@ class ControlLoop:
             target = target_for_group(group, self.placement)
             # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
             compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
-            snapshot = Snapshot.build(r for named in compiled.resources.values() for r in named.values())
+            own = self._readiness if target.role == "gateway" else ()
+            snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
             problems = check_consistency(snapshot)
             if problems:  # an engine bug; Envoy keeps the last good snapshot
                 log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,

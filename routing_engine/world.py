@@ -59,6 +59,9 @@ class Target:
     # LoadBalancer its annotations); a younger server asking for another is refused.
     # Off where Services do not exist (embedded mode, offline compile).
     one_exposure_per_port: bool = False
+    # Listener ports the Envoy uses for itself (admin, the readiness listener): a server
+    # asking for one is refused instead of making Envoy reject the whole listener update.
+    reserved_ports: frozenset[int] = frozenset()
 
     @property
     def address(self) -> str:

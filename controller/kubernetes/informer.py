@@ -68,13 +68,14 @@ def cache_key(obj: Obj) -> CacheKey:
 class Informer:
     def __init__(self, api: KubeApi, rtype: ResourceType, handler: Handler | None = None, *,
                  namespace: str | None = None, label_selector: str | None = None,
-                 resync_period: float | None = 600.0, watch_timeout: int = 300,
+                 field_selector: str | None = None, resync_period: float | None = 600.0, watch_timeout: int = 300,
                  backoff: Backoff = Backoff(), sleep: Sleep = asyncio.sleep) -> None:
         self.rtype = rtype
         self._api = api
         self._handler = handler
         self._namespace = namespace
         self._selector = label_selector
+        self._fields = field_selector
         self._resync_period = resync_period
         self._watch_timeout = watch_timeout
         self._backoff = backoff
@@ -109,6 +110,7 @@ class Informer:
                 events = 0
                 async for event in self._api.watch(self.rtype, resource_version=self.resource_version,
                                                    namespace=self._namespace, label_selector=self._selector,
+                                                   field_selector=self._fields,
                                                    timeout_seconds=self._watch_timeout):
                     self.failures = 0
                     events += 1
@@ -136,7 +138,8 @@ class Informer:
                 await self._sleep(delay)
 
     async def _list(self) -> None:
-        listed = await self._api.list(self.rtype, namespace=self._namespace, label_selector=self._selector)
+        listed = await self._api.list(self.rtype, namespace=self._namespace, label_selector=self._selector,
+                                      field_selector=self._fields)
         self.failures = 0
         self.lists += 1
         old, new = self._cache, {cache_key(o): o for o in listed.items}

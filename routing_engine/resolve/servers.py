@@ -5,6 +5,7 @@ then servers that passed compete for ports and paths:
 - the oldest server on a port (metadata.creationTimestamp, then namespace/name) decides
   the port's TLS mode — plain HTTP, or TLS with one particular Secret; a younger server
   asking for another mode is Failed (`NetworkPolicyViolation`, naming the winner);
+- a port the Envoy uses itself (`Target.reserved_ports`: admin, readiness) is refused;
 - with `Target.one_exposure_per_port` (in a cluster), the oldest server on a port also
   decides its exposure: `service.type`, and for LoadBalancer the Service annotations
   (they make a load balancer internal or internet-facing). Every Service of a port reaches
@@ -170,6 +171,10 @@ def claims(contenders: list[ModelServer], own: Mapping[ObjectKey, Own], target: 
     lost: dict[ObjectKey, Problem] = {}
     for server in contenders:
         port = target.port(server.spec.service.port)
+        if port in target.reserved_ports:
+            rule = f"{_port_label(server, port)} is used by the gateway Envoy itself (admin or readiness): use another port"
+            lost[server.key] = problem(NETWORK_POLICY_VIOLATION, server.key, "spec.service.port", rule)
+            continue
         first = decider.setdefault(port, server)
         mode, first_mode = _mode(own[server.key]), _mode(own[first.key])
         if mode != first_mode:

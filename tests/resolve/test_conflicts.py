@@ -170,3 +170,15 @@ def test_a_server_that_loses_exposure_holds_no_path() -> None:
     ], Target(**CLUSTER))
     assert route_names(res, 8080) == ["modelserver/default/later", "modelserver/default/public"]
     assert cond(res, ms("later"), "Accepted").status == "True"
+
+
+def test_a_port_the_gateway_uses_itself_is_refused() -> None:
+    from routing_engine.world import Target
+
+    res = run([server("a", "/a", 19002), server("b", "/b", 902)],
+              Target(privileged_port_offset=10000, reserved_ports=frozenset({19002, 10902})))
+    assert res.gateway.listeners == ()
+    accepted = cond(res, ms("a"), "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "NetworkPolicyViolation")
+    assert "spec.service.port: port 19002 is used by the gateway Envoy itself" in accepted.message
+    assert "port 902 (listener port 10902) is used by the gateway Envoy itself" in cond(res, ms("b"), "Accepted").message
