@@ -179,6 +179,7 @@ class FakeKubeApi:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.admission = Admission(self._of_type, self._service_exists, resolve)
+        self._forbidden: set[tuple[ResourceType, str | None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -222,6 +223,11 @@ class FakeKubeApi:
 
     def remove(self, rtype: ResourceType, namespace: str, name: str) -> None:
         self._delete(rtype, namespace, name)
+
+    def forbid(self, rtype: ResourceType, namespace: str | None = None) -> None:
+        """Answer 403 to every request on `rtype` in `namespace` (None: everywhere), as RBAC
+        does for a service account without that permission."""
+        self._forbidden.add((rtype, namespace))
 
     def compact(self) -> None:
         """Forget the event history: watches from any older resourceVersion get 410 Gone."""
@@ -375,6 +381,11 @@ class FakeKubeApi:
             if discovery is not None:
                 return web.json_response(discovery)
             rtype, namespace, name, sub = self._parse(parts)
+            if (rtype, None) in self._forbidden or (rtype, namespace) in self._forbidden:
+                where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+                raise ApiFailure(403, "Forbidden", f'{rtype.plural} is forbidden: User "system:serviceaccount:'
+                                                   f'matrixinfer-system:modelroute" cannot {request.method.lower()} '
+                                                   f'resource "{rtype.plural}"{where}')
             for hook in self._hooks:  # one hook per request: several hooks = several requests
                 if hook.method == request.method and hook.rtype == rtype and hook.subresource == sub:
                     self._hooks.remove(hook)
