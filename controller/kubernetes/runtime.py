@@ -4,7 +4,8 @@
     leader only: WorkloadController (ModelInfer → Deployment/Service/HPA + status)
                  gateway Services of the ModelServers (+ sweep of stale ones)
                  status writes: engine statuses (`write_statuses`, given the sink's
-                 status callback) and ValidationFailed for objects left out as invalid
+                 status callback) and ValidationFailed for objects left out as invalid,
+                 with Kubernetes Events for what changed (`events`)
                  whatever else the mode leads (`leader_tasks`: the canary runner)
                  the label `LEADER_LABEL` on its own pod, which the stats Service
                  selects: gateways push their stats to the leader (its canary runner)
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 from controller.kubernetes import gateway
 from controller.kubernetes.errors import ApiError, NotFound
+from controller.kubernetes.events import EventRecorder
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.provider import KubernetesProvider, Snapshot
@@ -71,7 +73,7 @@ class KubernetesControlPlane:
         self.provider = KubernetesProvider(api, self._publish, namespace=watch_namespace)
         self.elector = elector or LeaderElector(api, namespace=system_namespace, name="modelroute",
                                                 identity=identity)
-        self.status = status or StatusWriter(api)
+        self.status = status or StatusWriter(api, events=EventRecorder(api, instance=identity))
         self.workloads = WorkloadController(api, status=self.status, namespace=watch_namespace)
         self._latest: Snapshot | None = None
         self._changed = asyncio.Event()
