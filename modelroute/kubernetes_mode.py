@@ -145,7 +145,8 @@ class KubernetesMode:
                                               elector=LeaderElector(api, namespace=options.system_namespace,
                                                                     name="modelroute", identity=options.identity,
                                                                     retry_period=options.lease_retry_s),
-                                              leader_tasks=leader_tasks)
+                                              leader_tasks=leader_tasks,
+                                              on_endpoints=lambda: self._statuses_changed.set())
         routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),

@@ -391,7 +391,7 @@ class Cluster:
             await asyncio.sleep(0.2)
 
     async def stop(self, pod: Pod) -> int | None:
-        """preStop (if any), then SIGTERM, then SIGKILL after the grace period; by PID."""
+        """SIGTERM, then SIGKILL after the grace period; by PID (a preStop hook is run before)."""
         if pod.proc is None:
             return None
         code = await terminate(pod.proc, grace=20, label=pod.name)
