@@ -6,7 +6,10 @@ and their Services, and every pod within the `restricted` Pod Security Standard.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +287,21 @@ def test_pods_meet_the_restricted_pod_security_standard_and_spread(deployment: s
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0  # a rollout never lowers capacity
     namespace = named("Namespace", NS)["metadata"]["labels"]
     assert namespace["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_readmes_own_overlay_sets_the_image_of_both_deployments(tmp_path: Path) -> None:
+    """deploy/README.md, install step 2, as a platform team copies it."""
+    readme = (REPO / "deploy" / "README.md").read_text()
+    (body,) = re.findall(r"cat > my-install/kustomization\.yaml <<'EOF'\n(.*?)\n\s*EOF\n", readme, flags=re.DOTALL)
+    overlay = tmp_path / "my-install"
+    overlay.mkdir()
+    text = textwrap.dedent(body).replace("../deploy/base", os.path.relpath(REPO / "deploy" / "base", overlay))
+    (overlay / "kustomization.yaml").write_text(text)
+    done = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    mine = [d for d in yaml.safe_load_all(done.stdout) if d]
+    images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for d in mine if d["kind"] == "Deployment"}
+    assert images == {"modelroute": "registry.example.com/matrixinfer/modelroute:0.1.0",
+                      "modelroute-gateway": "registry.example.com/matrixinfer/modelroute:0.1.0"}
+    assert len(mine) == len(rendered())
