@@ -125,9 +125,9 @@ def engine(directory: Path, name: str, *, daemon: bool = True) -> None:
 def test_make_image_uses_the_first_engine_that_works(tmp_path: Path, engines: dict[str, bool], expected: str) -> None:
     for name, daemon in engines.items():
         engine(tmp_path, name, daemon=daemon)
-    env = {"PATH": only(tmp_path), "IMAGE": "registry.example/modelroute:test",
-           "PYTHON_IMAGE": "python:3.11.7-slim-bookworm@sha256:" + "0" * 64}
-    done = subprocess.run(["make", "-s", "image"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["make", "-s", "image", "IMAGE=registry.example/modelroute:test",  # as deploy/README.md
+                           "PYTHON_IMAGE=python:3.11.7-slim-bookworm@sha256:" + "0" * 64],
+                          cwd=REPO, env={"PATH": only(tmp_path)}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     called = (tmp_path / "called").read_text().split()
     assert " ".join(called[:2]) == expected
