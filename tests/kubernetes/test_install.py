@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
 import importlib.util
 import os
@@ -583,8 +582,7 @@ async def test_the_rendered_install_starts_answers_on_every_port_and_its_webhook
     try:
         out_bytes, _ = await asyncio.wait_for(pre_stop.communicate(), 60)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            pre_stop.kill()
+        await terminate(pre_stop, grace=1, label="preStop hook")
     assert pre_stop.returncode == 0 and b"drained in" in out_bytes, out_bytes
     for pod in [gw, *reversed(cps)]:
         assert await cluster.stop(pod) == 0, pod.log_tail()
