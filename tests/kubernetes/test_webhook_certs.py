@@ -15,7 +15,7 @@ from controller.kubernetes import webhook_pki as pki
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.resources import MUTATING_WEBHOOK, SECRET, VALIDATING_WEBHOOK
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget, state_of
-from controller.kubernetes.webhook_server import ServingTls, serve
+from controller.kubernetes.webhook_server import ServingTls, serve, watch_files
 from tests.kubernetes.fakeapi import ApiFailure, FakeKubeApi
 from tests.kubernetes.helpers import eventually, running
 
@@ -187,3 +187,26 @@ async def test_leading_reconciles_until_cancelled_and_survives_api_errors(api: K
     assert fake_api.read(SECRET, NS, TARGET.secret) is not None
     hook = fake_api.read(VALIDATING_WEBHOOK, "", "modelroute-validate")["webhooks"][0]
     assert hook["clientConfig"]["caBundle"]
+
+
+async def test_certificate_files_from_another_issuer_are_loaded_and_reloaded(tmp_path: Any) -> None:
+    """The cert-manager overlay: a mounted Secret, swapped by the kubelet when renewed."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca = pki.new_ca("cert-manager-ca", now=now)
+    first, second = (pki.new_serving(ca, TARGET.dns_names(), now=now) for _ in range(2))
+
+    def mount(pair: pki.KeyPair) -> None:
+        (tmp_path / "tls.crt").write_bytes(pair.cert_pem)
+        (tmp_path / "tls.key").write_bytes(pair.key_pem)
+
+    tls = ServingTls()
+    async with running(watch_files(tmp_path, tls, every=0.02)):
+        await asyncio.sleep(0.05)
+        assert not tls.ready  # nothing mounted yet: every handshake fails, /readyz says not ready
+        mount(first)
+        await eventually(lambda: tls.current == first, what="the mounted certificate")
+        (tmp_path / "tls.key").write_bytes(second.key_pem)  # half-way through a swap: not loaded
+        await asyncio.sleep(0.1)
+        assert tls.current == first
+        mount(second)
+        await eventually(lambda: tls.current == second, what="the renewed certificate")
