@@ -48,3 +48,10 @@ async def test_serve_kubernetes_binds_the_ports_it_is_given(fake_api: FakeKubeAp
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0
+
+
+def test_a_bad_address_is_named_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from modelroute.cli import main
+
+    assert main(["serve", "--provider", "kubernetes", "--webhook-address", "9443"]) == 2
+    assert capsys.readouterr().out.strip() == "modelroute serve: --webhook-address: '9443' is not HOST:PORT"
