@@ -1,5 +1,5 @@
 # The two commands a newcomer runs (see README.md). Both create .venv themselves.
-.PHONY: up test bench venv
+.PHONY: up test bench venv image
 venv:
 	@scripts/bootstrap.sh
 
@@ -11,3 +11,7 @@ test: venv
 
 bench: venv
 	.venv/bin/python -m bench
+
+# The container image of deploy/ (control plane and gateway): docker, podman or buildah.
+image:
+	@scripts/build-image.sh

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "validate": "validate",
     "status": "status",
     "rollout": "rollout",
+    "drain": "drain",
 }
 _HELP = {
     "up": "embedded mode: serve a directory of manifests through a local Envoy",
@@ -27,6 +28,7 @@ _HELP = {
     "validate": "check manifests against the admission rules",
     "status": "show routes, live splits and canary state",
     "rollout": "canary control: status, promote, abort, pause, resume",
+    "drain": "gateway preStop hook: drain the local Envoy, wait for in-flight requests",
 }
 
 

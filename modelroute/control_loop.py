@@ -11,7 +11,8 @@ its own `Compiler`, whose caches make a one-route edit re-resolve and re-seriali
 route. Compiles run with the cyclic GC paused (`gc_paused`), and the heap alive after the
 first one is frozen out of later collections (`freeze_heap`).
 A group is compiled from the moment its first Envoy connects; the gateway group is always
-compiled, because statuses come from the unscoped gateway compile.
+compiled, because statuses come from the unscoped gateway compile. Gateway snapshots also
+carry the readiness listener when the placement has one (`modelroute.readiness`).
 
 Envoy's verdicts on the gateway compile drive `Quarantine` (modelroute/quarantine.py):
 if Envoy rejects a config anyway, the objects responsible are found by bisecting what
@@ -34,12 +35,13 @@ from controller.background import cancel_and_wait, spawn
 from controller.debounce import Debouncer
 from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
+from modelroute.readiness import readiness_resources
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
 from routing_engine.translate import Translator, plugin
 from routing_engine.translate.plugin import Plugin
-from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus, Target, World
+from routing_engine.world import BackendEndpoint, Compiled, EnvoyResource, ObjectStatus, Target, World
 from xds_server import Hooks, Snapshot, SnapshotCache, StreamInfo, check_consistency
 
 log = logging.getLogger("modelroute.control")
@@ -87,6 +89,9 @@ class ControlLoop:
         # None: the built-in features plus the `modelroute.plugins` entry points.
         self._plugins = plugin.with_builtin(plugin.discover()) if plugins is None else tuple(plugins)
         self._on_status = on_status
+        self._readiness: tuple[EnvoyResource, ...] = ()
+        if placement.readiness_port is not None:
+            self._readiness = readiness_resources(placement.listen_address or "0.0.0.0", placement.readiness_port)
         self._cache: SnapshotCache | None = None
         self._objects: tuple[Resource, ...] = ()
         self._endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = MappingProxyType({})
@@ -237,7 +242,8 @@ class ControlLoop:
                 log.exception("compile failed: group=%s", group, extra={"node_group": group})
                 self._compilers.pop(group, None)  # its caches may be half-updated
                 continue
-            snapshot = Snapshot.build(r for named in compiled.resources.values() for r in named.values())
+            own = self._readiness if target.role == "gateway" else ()
+            snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
             problems = check_consistency(snapshot)
             if problems:  # an engine bug; Envoy keeps the last good snapshot
                 log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,

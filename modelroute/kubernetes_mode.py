@@ -22,6 +22,20 @@ Canary rollouts (`modelroute.canary_wiring.ClusterCanaryWiring`): every replica 
 for the gateways' stats on `stats_address` (UDP and TCP); the runner runs on the leader,
 its state goes to each ModelRoute's `status.canary`/`status.rollout` with the status
 writes, and every other replica applies the split that status shows.
+
+Every port the Deployment declares is bound here: xDS, rate-limit, stats, the admin
+server (`/healthz`, `/readyz`, `/metrics`, `/debug/nodes` on `admin_address`) and the
+admission webhook (HTTPS on `webhook.address`; its certificate from the control plane's
+own Secret, `controller.kubernetes.webhook_certs`, or from files another issuer writes).
+`/readyz` answers 200 once this replica has compiled the cluster as listed (so the xDS
+Service never sends an Envoy to a replica that would serve it an empty world) and, with
+a webhook, serves a certificate. The xDS cache is attached only at the provider's first
+snapshot for the same reason.
+
+Gateways run unprivileged: manifest ports below 1024 get `privileged_port_offset` (the
+gateway Service maps the port back), one exposure per port (`Target.one_exposure_per_port`),
+and every gateway snapshot carries the readiness listener on `gateway_readiness_port`
+(`modelroute.readiness`); that port and the gateway's admin port are reserved.
 """
 
 from __future__ import annotations
@@ -29,27 +43,55 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from aiohttp import web
+
 from controller.background import cancel_and_wait, spawn
+from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.runtime import KubernetesControlPlane
+from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget
+from controller.kubernetes.webhook_server import ServingTls
 from controller.ratelimit_limits import cluster_limits
 from controller.kubernetes.resources import MODEL_ROUTE
 from controller.ratelimit_service import DEFAULT_REDIS_URL, RunningService, ServiceOptions, start_ratelimit_service
 from modelroute.canary_wiring import ClusterCanaryWiring
 from modelroute.control_loop import ControlLoop
-from modelroute.targets import Placement
+from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.cache import metadata_node_group
+from xds_server.http import admin_app, start_admin
 
 log = logging.getLogger("modelroute.kubernetes")
+
+
+# The gateway bootstrap's Envoy admin port (deploy/: loopback only); no listener may take it.
+GATEWAY_ADMIN_PORT = 19000
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`HOST:PORT` → (host, port); ValueError naming the address otherwise."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOptions:
+    address: str  # HOST:PORT of the HTTPS admission webhook
+    target: WebhookTarget  # its Service, certificate Secret and webhook configurations
+    # Certificate files written by another issuer (a mounted cert-manager Secret), reloaded
+    # when they change; None: the control plane issues and rotates it (`webhook_certs`).
+    cert_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +108,10 @@ class KubernetesOptions:
     ratelimit: ServiceOptions = field(default_factory=ServiceOptions.from_env)
     stats_address: str = "127.0.0.1:0"  # where gateway Envoys push stats (`serve`: 0.0.0.0:18002)
     lease_retry_s: float = 2.0  # how often a replica campaigns for / renews the leader Lease
+    admin_address: str = "127.0.0.1:0"  # /healthz /readyz /metrics (`serve`: 0.0.0.0:19001, the probes' port)
+    webhook: WebhookOptions | None = None
+    privileged_port_offset: int = 0  # added to manifest ports < 1024 (unprivileged gateways: 10000)
+    gateway_readiness_port: int | None = None  # the readiness listener pushed to gateways (None: none)
 
     def ratelimit_bind(self) -> str:
         if self.ratelimit_address is not None:
@@ -73,19 +119,34 @@ class KubernetesOptions:
         return f"{self.xds_host}:{self.xds_port + 1 if self.xds_port else 0}"
 
 
+def placement_of(options: KubernetesOptions) -> Placement:
+    readiness = options.gateway_readiness_port
+    reserved = {GATEWAY_ADMIN_PORT} | ({readiness} if readiness is not None else set())
+    return Placement(listen_address=options.listen_address, privileged_port_offset=options.privileged_port_offset,
+                     one_exposure_per_port=True, readiness_port=readiness, reserved_ports=frozenset(reserved))
+
+
 class KubernetesMode:
     def __init__(self, api: KubeApi, options: KubernetesOptions) -> None:
         self.options = options
-        # Gateway pods are given NET_BIND_SERVICE (deploy/), so ports are used as written.
-        self.loop = ControlLoop(placement=Placement(listen_address=options.listen_address),
-                                on_status=self._on_status)
+        placement = placement_of(options)
+        self.loop = ControlLoop(placement=placement, on_status=self._on_status)
+        self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
+        self.certificates: WebhookCertificates | None = None
+        leader_tasks = {"canary runner": lambda: self.canary.lead()}
+        if options.webhook is not None and options.webhook.cert_dir is None:
+            certificates = WebhookCertificates(api, options.webhook.target)
+            self.certificates = certificates
+            leader_tasks["webhook certificates"] = certificates.lead
         self.cluster = KubernetesControlPlane(api, self, identity=options.identity,
                                               system_namespace=options.system_namespace,
                                               watch_namespace=options.watch_namespace,
+                                              target=target_for_group(GATEWAY, placement),
                                               elector=LeaderElector(api, namespace=options.system_namespace,
                                                                     name="modelroute", identity=options.identity,
                                                                     retry_period=options.lease_retry_s),
-                                              leader_tasks={"canary runner": lambda: self.canary.lead()})
+                                              leader_tasks=leader_tasks,
+                                              on_endpoints=lambda: self._statuses_changed.set())
         routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),
@@ -99,6 +160,11 @@ class KubernetesMode:
         self._extras: Mapping[ObjectKey, Mapping[str, Any]] = {}
         self._statuses_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self.admin: web.AppRunner | None = None
+        self.admin_port: int | None = None
+        self.webhook: web.AppRunner | None = None
+        self.webhook_port: int | None = None
+        self._listed = False  # the provider's first snapshot arrived (the xDS cache is attached)
 
     async def start(self) -> None:
         options = self.options.ratelimit
@@ -111,20 +177,42 @@ class KubernetesMode:
         self.ratelimit = await start_ratelimit_service(self.options.ratelimit_bind(), options)
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               node_group=metadata_node_group, hooks=[self.loop.hooks],
-                                               registry=self.registry, debounce=0.0)
-        self.loop.attach(self.plane.cache)
+                                               admin_host=None, node_group=metadata_node_group,
+                                               hooks=[self.loop.hooks], registry=self.registry, debounce=0.0)
+        host, port = split_address(self.options.admin_address)
+        self.admin, self.admin_port = await start_admin(
+            admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry), host, port)
         await self.canary.start()
         self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),
                        spawn(self.cluster.run(), name="kubernetes"),
                        spawn(self._write_statuses(), name="status-writer")]
-        log.info("kubernetes mode up: xds_port=%s ratelimit_port=%s stats_port=%s identity=%s",
-                 self.plane.xds_port, self.ratelimit.port, self.canary.port, self.options.identity)
+        webhook = self.options.webhook
+        if webhook is not None and self.webhook_tls is not None:
+            host, port = split_address(webhook.address)
+            self.webhook, self.webhook_port = await webhook_server.serve(host=host, port=port, tls=self.webhook_tls)
+            if webhook.cert_dir is not None:
+                self._tasks.append(spawn(webhook_server.watch_files(webhook.cert_dir, self.webhook_tls),
+                                         name="webhook certificate files"))
+            elif self.certificates is not None:
+                follower = self.certificates.follower(self.webhook_tls.load)
+                self._tasks.append(spawn(follower.run(), name="webhook certificate"))
+        log.info("kubernetes mode up: xds_port=%s ratelimit_port=%s stats_port=%s admin_port=%s webhook_port=%s "
+                 "identity=%s", self.plane.xds_port, self.ratelimit.port, self.canary.port, self.admin_port,
+                 self.webhook_port, self.options.identity)
+
+    def ready(self) -> bool:
+        """/readyz: the cluster as listed is compiled and served, and the webhook (if any)
+        has a certificate."""
+        serving = self.plane is not None and self._listed and self.plane.ready()
+        return serving and (self.webhook_tls is None or self.webhook_tls.ready)
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
         await self.loop.close()
         await self.canary.stop()
+        for runner in (self.webhook, self.admin):
+            if runner is not None:
+                await runner.cleanup()
         if self.plane is not None:
             await self.plane.stop()
         if self.ratelimit is not None:
@@ -133,6 +221,10 @@ class KubernetesMode:
     # The world sink of the cluster side: the canary sees the routes before the engine does,
     # so a rollout's weights are in place for the compile of its route.
     def set_objects(self, objects: Sequence[Resource]) -> None:
+        if not self._listed and self.plane is not None:
+            # Until now the loop compiled an empty world (nothing listed yet): never serve it.
+            self.loop.attach(self.plane.cache)
+            self._listed = True
         self.canary.set_routes(objects)
         self.loop.set_objects(objects)
 

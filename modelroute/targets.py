@@ -10,7 +10,7 @@ group name back into the `Target` the engine compiles for.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import Target
@@ -24,6 +24,13 @@ class Placement:
 
     listen_address: str | None = None  # gateways; sidecars always bind 127.0.0.1
     privileged_port_offset: int = 0
+    # In a cluster: one exposure (Service type) per port, see `Target.one_exposure_per_port`.
+    # For sidecars too, so a sidecar never serves a server the gateway reports as Failed.
+    one_exposure_per_port: bool = False
+    # Gateways: the port of the readiness listener the control plane pushes (see
+    # `modelroute.readiness`; None: none), and every port the gateway Envoy uses itself.
+    readiness_port: int | None = None
+    reserved_ports: frozenset[int] = frozenset()
 
 
 def _names(scope: dict, key: str) -> frozenset[str] | None:
@@ -39,18 +46,18 @@ def target_for_group(group: str, placement: Placement) -> Target:
     A scope that cannot be read gives a sidecar with an empty scope (nothing is served)
     rather than everything: a typo must not widen what a sidecar sees."""
     role, _, scope_text = group.partition(":")
+    # Claims (and so statuses) must come out the same for every group: the same rules for all.
+    base = Target(privileged_port_offset=placement.privileged_port_offset,
+                  one_exposure_per_port=placement.one_exposure_per_port, reserved_ports=placement.reserved_ports)
     if role != "sidecar":
-        return Target(role="gateway", listen_address=placement.listen_address,
-                      privileged_port_offset=placement.privileged_port_offset)
+        return replace(base, role="gateway", listen_address=placement.listen_address)
     try:
         scope = json.loads(scope_text) if scope_text else {}
     except ValueError:
         scope = None
     if not isinstance(scope, dict):
-        return Target(role="sidecar", privileged_port_offset=placement.privileged_port_offset,
-                      namespaces=frozenset(), servers=frozenset())
+        return replace(base, role="sidecar", namespaces=frozenset(), servers=frozenset())
     servers = _names(scope, "servers")
     server_keys = None if servers is None else frozenset(
         ObjectKey("ModelServer", *(s.split("/", 1) if "/" in s else ("default", s))) for s in servers)
-    return Target(role="sidecar", privileged_port_offset=placement.privileged_port_offset,
-                  namespaces=_names(scope, "namespaces"), servers=server_keys)
+    return replace(base, role="sidecar", namespaces=_names(scope, "namespaces"), servers=server_keys)

@@ -54,6 +54,14 @@ class Target:
     # Sidecar scope: only servers in these namespaces / these servers (None: all).
     namespaces: frozenset[str] | None = None
     servers: frozenset[ObjectKey] | None = None
+    # In a cluster every Service of a port reaches every server on that port's listener,
+    # so servers sharing a port must ask for the same exposure (`service.type`, and for
+    # LoadBalancer its annotations); a younger server asking for another is refused.
+    # Off where Services do not exist (embedded mode, offline compile).
+    one_exposure_per_port: bool = False
+    # Listener ports the Envoy uses for itself (admin, the readiness listener): a server
+    # asking for one is refused instead of making Envoy reject the whole listener update.
+    reserved_ports: frozenset[int] = frozenset()
 
     @property
     def address(self) -> str:

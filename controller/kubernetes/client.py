@@ -121,20 +121,19 @@ class KubeClient:
     # --- reads ------------------------------------------------------------------------
 
     async def list(self, rtype: ResourceType, *, namespace: str | None = None,
-                   label_selector: str | None = None) -> ObjectList:
-        params = {"labelSelector": label_selector} if label_selector else None
-        body = await self._request("GET", rtype.path(namespace), params=params)
+                   label_selector: str | None = None, field_selector: str | None = None) -> ObjectList:
+        params = _selectors(label_selector, field_selector)
+        body = await self._request("GET", rtype.path(namespace), params=params or None)
         items = tuple(_with_type(rtype, item) for item in body.get("items") or ())
         return ObjectList(items, str(body.get("metadata", {}).get("resourceVersion", "")))
 
     async def watch(self, rtype: ResourceType, *, resource_version: str, namespace: str | None = None,
-                    label_selector: str | None = None, timeout_seconds: int | None = None
-                    ) -> AsyncIterator[WatchEvent]:
+                    label_selector: str | None = None, field_selector: str | None = None,
+                    timeout_seconds: int | None = None) -> AsyncIterator[WatchEvent]:
         """Events after `resource_version` until the server ends the stream. Raises Gone
         when the server no longer has that version."""
-        params = {"watch": "1", "allowWatchBookmarks": "true", "resourceVersion": resource_version}
-        if label_selector:
-            params["labelSelector"] = label_selector
+        params = {"watch": "1", "allowWatchBookmarks": "true", "resourceVersion": resource_version,
+                  **_selectors(label_selector, field_selector)}
         if timeout_seconds is not None:
             params["timeoutSeconds"] = str(timeout_seconds)
         read_timeout = (timeout_seconds + 30.0) if timeout_seconds is not None else None
@@ -184,6 +183,15 @@ class KubeClient:
 
     async def delete(self, rtype: ResourceType, namespace: str, name: str) -> Obj:
         return await self._request("DELETE", rtype.path(namespace, name))
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    params = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    return params
 
 
 def _with_type(rtype: ResourceType, obj: Obj) -> Obj:

@@ -16,7 +16,9 @@ when it is down. So:
   reconcilers re-converge state someone else changed behind their back.
 
 The handler is awaited in order; if it raises, the error is logged and the informer goes
-on: one bad object must not stop the stream for all the others.
+on: one bad object must not stop the stream for all the others. With `keep`, objects it
+refuses are neither cached nor handed on (one leaving the kept set looks DELETED): the
+cache holds only what the caller may keep in memory, e.g. referenced Secrets.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def cache_key(obj: Obj) -> CacheKey:
 class Informer:
     def __init__(self, api: KubeApi, rtype: ResourceType, handler: Handler | None = None, *,
                  namespace: str | None = None, label_selector: str | None = None,
+                 field_selector: str | None = None, keep: Callable[[Obj], bool] | None = None,
                  resync_period: float | None = 600.0, watch_timeout: int = 300,
                  backoff: Backoff = Backoff(), sleep: Sleep = asyncio.sleep) -> None:
         self.rtype = rtype
@@ -75,6 +78,8 @@ class Informer:
         self._handler = handler
         self._namespace = namespace
         self._selector = label_selector
+        self._fields = field_selector
+        self._keep = keep
         self._resync_period = resync_period
         self._watch_timeout = watch_timeout
         self._backoff = backoff
@@ -82,6 +87,7 @@ class Informer:
         self._cache: dict[CacheKey, Obj] = {}
         self.resource_version = ""
         self.synced = asyncio.Event()  # set after the first successful list
+        self.attempted = asyncio.Event()  # set after the first list, whether it worked or failed
         self.lists = 0  # how many lists were done (1 + re-lists after Gone)
         self.failures = 0  # consecutive failures, reset by any successful call
 
@@ -109,6 +115,7 @@ class Informer:
                 events = 0
                 async for event in self._api.watch(self.rtype, resource_version=self.resource_version,
                                                    namespace=self._namespace, label_selector=self._selector,
+                                                   field_selector=self._fields,
                                                    timeout_seconds=self._watch_timeout):
                     self.failures = 0
                     events += 1
@@ -116,12 +123,17 @@ class Informer:
                         self.resource_version = event.resource_version or self.resource_version
                         continue
                     key = cache_key(event.object)
-                    if event.type == "DELETED":
+                    self.resource_version = event.resource_version or self.resource_version
+                    kind = event.type
+                    if self._keep is not None and (kind == "DELETED" or not self._keep(event.object)):
+                        if key not in self._cache:
+                            continue  # never kept: nothing to tell
+                        kind = "DELETED"
+                    if kind == "DELETED":
                         self._cache.pop(key, None)
                     else:
                         self._cache[key] = event.object
-                    self.resource_version = event.resource_version or self.resource_version
-                    await self._notify(Change(event.type, event.object))
+                    await self._notify(Change(kind, event.object))
                 if events == 0:  # a stream that ends at once, again and again, must not spin
                     self.failures += 1
                     await self._sleep(self._backoff.delay(self.failures))
@@ -129,6 +141,7 @@ class Informer:
                 log.info("watch expired, re-listing", extra={"resource": str(self.rtype)})
                 must_list = True
             except (ApiError, ValueError, TimeoutError) as err:  # ValueError: a garbled stream line
+                self.attempted.set()
                 self.failures += 1
                 delay = self._backoff.delay(self.failures)
                 log.warning("list/watch failed; retrying", extra={
@@ -136,10 +149,12 @@ class Informer:
                 await self._sleep(delay)
 
     async def _list(self) -> None:
-        listed = await self._api.list(self.rtype, namespace=self._namespace, label_selector=self._selector)
+        listed = await self._api.list(self.rtype, namespace=self._namespace, label_selector=self._selector,
+                                      field_selector=self._fields)
         self.failures = 0
         self.lists += 1
-        old, new = self._cache, {cache_key(o): o for o in listed.items}
+        old = self._cache
+        new = {cache_key(o): o for o in listed.items if self._keep is None or self._keep(o)}
         self._cache = new
         self.resource_version = listed.resource_version
         for key, obj in old.items():
@@ -152,6 +167,7 @@ class Informer:
             elif _version(before) != _version(obj):
                 await self._notify(Change("MODIFIED", obj))
         self.synced.set()
+        self.attempted.set()
 
     async def _resync_loop(self, period: float) -> None:
         await self.synced.wait()

@@ -1,12 +1,15 @@
 """The Kubernetes provider: what is in the cluster, as the engine's input.
 
-One informer per kind (ModelServer, ModelRoute, ModelInfer, Model, AutoscalingPolicy,
-Secret) plus EndpointSlices of the ModelInfer Services. Whenever something changed,
-the caches are turned into a `Snapshot` (validated objects, endpoints per ModelInfer,
-and the validation errors of objects that were left out) and handed to `publish`.
+One informer per kind (ModelServer, ModelRoute, ModelInfer, Model, AutoscalingPolicy)
+plus EndpointSlices of the ModelInfer Services, plus the Secrets ModelServers reference
+and no others (`secrets`). Whenever something changed, the caches are turned into a
+`Snapshot` (validated objects, endpoints per ModelInfer, and the validation errors of
+objects that were left out) and handed to `publish`.
 
 - Nothing is published before every informer has listed once: a half-listed cluster
-  would look like deleted routes and drop live traffic.
+  would look like deleted routes and drop live traffic. Before each publish, the Secrets
+  of the current references have been listed once (or failed to), so a TLS server is
+  never published as "Secret not found" only because its Secret was not read yet.
 - Changes that arrive while `publish` runs are coalesced into the next snapshot (the
   first change after a quiet period goes out at once); an unchanged snapshot (resync,
   bookmarks, a status-only write) is not published again.
@@ -31,7 +34,8 @@ from types import MappingProxyType
 
 from controller.kubernetes.informer import Change, Informer
 from controller.kubernetes.interface import KubeApi, Obj
-from controller.kubernetes.resources import ENDPOINT_SLICE, ENGINE_KINDS, MODEL_INFER
+from controller.kubernetes.resources import ENDPOINT_SLICE, ENGINE_KINDS, MODEL_INFER, MODEL_SERVER, SECRET
+from controller.kubernetes.secrets import ReferencedSecrets, secret_refs
 from controller.kubernetes.workloads import INFER_LABEL
 from routing_engine.api.errors import ManifestError
 from routing_engine.api.loader import parse_document
@@ -136,9 +140,10 @@ class KubernetesProvider:
         options = dict(namespace=namespace, resync_period=resync_period, watch_timeout=watch_timeout)
         self.informers: dict[str, Informer] = {
             kind: Informer(api, rtype, self._changed, **options)  # type: ignore[arg-type]
-            for kind, rtype in ENGINE_KINDS.items()}
+            for kind, rtype in ENGINE_KINDS.items() if rtype != SECRET}
         self.slices = Informer(api, ENDPOINT_SLICE, self._changed, label_selector=INFER_LABEL,
                                **options)  # type: ignore[arg-type]
+        self.secrets = ReferencedSecrets(api, self._changed, watch_timeout=watch_timeout)
         self.last: Snapshot | None = None
         self._parsed: dict[str, Parsed] = {}
 
@@ -148,21 +153,31 @@ class KubernetesProvider:
 
     def snapshot(self) -> Snapshot:
         engine_objects = [o for inf in self.informers.values() for o in inf.cache.values()]
+        engine_objects += self.secrets.objects()
         return build_snapshot(engine_objects, self.slices.cache.values(), self._parsed)
 
     async def run(self) -> None:
         """Watch and publish until cancelled."""
         everything = [*self.informers.values(), self.slices]
-        async with asyncio.TaskGroup() as group:
-            for informer in everything:
-                group.create_task(informer.run(), name=f"informer {informer.rtype}")
-            await asyncio.gather(*(i.synced.wait() for i in everything))
-            while True:
-                self._dirty.clear()
-                snapshot = self.snapshot()
-                if snapshot != self.last:
-                    for error in snapshot.errors:
-                        log.warning("invalid object left out", extra={"error": str(error)})
-                    await self._publish(snapshot)
-                    self.last = snapshot
-                await self._dirty.wait()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for informer in everything:
+                    group.create_task(informer.run(), name=f"informer {informer.rtype}")
+                await asyncio.gather(*(i.synced.wait() for i in everything))
+                await self._publish_changes()
+        finally:
+            await self.secrets.close()
+
+    async def _publish_changes(self) -> None:
+        servers = self.informers[MODEL_SERVER.kind]
+        while True:
+            self._dirty.clear()
+            await self.secrets.want(secret_refs(servers.cache.values()))
+            await self.secrets.settled()
+            snapshot = self.snapshot()
+            if snapshot != self.last:
+                for error in snapshot.errors:
+                    log.warning("invalid object left out", extra={"error": str(error)})
+                await self._publish(snapshot)
+                self.last = snapshot
+            await self._dirty.wait()

@@ -66,10 +66,15 @@ ENDPOINT_SLICE = ResourceType("discovery.k8s.io", "v1", "endpointslices", "Endpo
 LEASE = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
 POD = ResourceType("", "v1", "pods", "Pod", status_subresource=True, short_names=("po",))
 NAMESPACE = ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",))
+EVENT = ResourceType("", "v1", "events", "Event", short_names=("ev",))
+VALIDATING_WEBHOOK = ResourceType("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+                                  "ValidatingWebhookConfiguration", namespaced=False)
+MUTATING_WEBHOOK = ResourceType("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
+                                "MutatingWebhookConfiguration", namespaced=False)
 
 # The MatrixInfer kinds (and Secret) the provider feeds to the engine, by kind name.
 ENGINE_KINDS: dict[str, ResourceType] = {
     r.kind: r for r in (MODEL_SERVER, MODEL_ROUTE, MODEL_INFER, MODEL, AUTOSCALING_POLICY, SECRET)
 }
 ALL: tuple[ResourceType, ...] = (*ENGINE_KINDS.values(), SERVICE, DEPLOYMENT, HPA, ENDPOINT_SLICE, LEASE, POD,
-                                 NAMESPACE)
+                                 NAMESPACE, EVENT, VALIDATING_WEBHOOK, MUTATING_WEBHOOK)

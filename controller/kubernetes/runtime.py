@@ -4,7 +4,8 @@
     leader only: WorkloadController (ModelInfer → Deployment/Service/HPA + status)
                  gateway Services of the ModelServers (+ sweep of stale ones)
                  status writes: engine statuses (`write_statuses`, given the sink's
-                 status callback) and ValidationFailed for objects left out as invalid
+                 status callback) and ValidationFailed for objects left out as invalid,
+                 with Kubernetes Events for what changed (`events`)
                  whatever else the mode leads (`leader_tasks`: the canary runner)
                  the label `LEADER_LABEL` on its own pod, which the stats Service
                  selects: gateways push their stats to the leader (its canary runner)
@@ -12,6 +13,12 @@
 The engine's status of a ModelInfer is not written: the workload controller owns it
 (from the Deployment). A ModelServer's `serviceEndpoint` is the gateway Service's
 address (LoadBalancer ingress once assigned), not the engine's guess.
+
+Only a ModelServer the engine compiled (`Accepted=True` in the statuses handed to
+`write_statuses`) gets a gateway Service: one refused for its port's exposure, TLS mode
+or path must not have a Service reaching the listener of the servers that kept the port
+(a LoadBalancer in front of a ClusterIP server's port). A server refused later loses its
+Service; nothing is created before the first compile's statuses.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any, Protocol
 
 from controller.kubernetes import gateway
 from controller.kubernetes.errors import ApiError, NotFound
+from controller.kubernetes.events import EventRecorder
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.provider import KubernetesProvider, Snapshot
@@ -61,7 +69,10 @@ class KubernetesControlPlane:
     def __init__(self, api: KubeApi, sink: WorldSink, *, identity: str, system_namespace: str,
                  watch_namespace: str | None = None, target: Target = Target(),
                  elector: LeaderElector | None = None, status: StatusWriter | None = None,
-                 leader_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
+                 leader_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
+                 on_endpoints: Callable[[], None] = lambda: None) -> None:
+        """`on_endpoints` is called when a gateway Service's endpoint changed (the statuses
+        should be written again to carry it)."""
         self._api = api
         self._identity = identity
         self._leader_tasks = dict(leader_tasks or {})
@@ -71,11 +82,13 @@ class KubernetesControlPlane:
         self.provider = KubernetesProvider(api, self._publish, namespace=watch_namespace)
         self.elector = elector or LeaderElector(api, namespace=system_namespace, name="modelroute",
                                                 identity=identity)
-        self.status = status or StatusWriter(api)
+        self.status = status or StatusWriter(api, events=EventRecorder(api, instance=identity))
         self.workloads = WorkloadController(api, status=self.status, namespace=watch_namespace)
         self._latest: Snapshot | None = None
         self._changed = asyncio.Event()
         self.endpoints: dict[ObjectKey, str] = {}  # ModelServer → serviceEndpoint from its Service
+        self._served: frozenset[ObjectKey] | None = None  # ModelServers the engine compiled
+        self._on_endpoints = on_endpoints
 
     async def _publish(self, snapshot: Snapshot) -> None:
         self._sink.set_objects(snapshot.objects)
@@ -122,24 +135,42 @@ class KubernetesControlPlane:
             snapshot = self._latest
             if snapshot is None:
                 continue
-            servers = [o for o in snapshot.objects if isinstance(o, ModelServer)]
             try:
-                for server in servers:
-                    endpoint, _ = await gateway.reconcile(self._api, server, namespace=self._system_namespace,
-                                                          target=self._target)
-                    if endpoint is not None:
-                        self.endpoints[server.key] = endpoint
-                await gateway.sweep(self._api, namespace=self._system_namespace, servers=servers)
+                await self._gateway_services(snapshot)
                 for key, status in invalid_statuses(snapshot).items():
                     await self.status.write(ENGINE_KINDS[key.kind], key.namespace, key.name, status)
             except ApiError as err:
                 log.warning("gateway services not converged; retrying on the next change",
                             extra={"error": str(err)})
 
+    async def _gateway_services(self, snapshot: Snapshot) -> None:
+        """One Service per compiled ModelServer, none for the others (module docstring)."""
+        served = self._served
+        if served is None:
+            return  # the engine has not said yet which servers it compiled
+        servers = [o for o in snapshot.objects if isinstance(o, ModelServer) and o.key in served]
+        before = dict(self.endpoints)
+        for server in servers:
+            endpoint, _ = await gateway.reconcile(self._api, server, namespace=self._system_namespace,
+                                                  target=self._target)
+            if endpoint is not None:
+                self.endpoints[server.key] = endpoint
+        await gateway.sweep(self._api, namespace=self._system_namespace, servers=servers)
+        for key in set(self.endpoints) - {s.key for s in servers}:
+            del self.endpoints[key]
+        if self.endpoints != before:
+            self._on_endpoints()
+
     async def write_statuses(self, statuses: Mapping[ObjectKey, ObjectStatus],
                              extras: Mapping[ObjectKey, Mapping[str, Any]] | None = None) -> int:
         """Write engine statuses (leader only), with `extras` (more status fields per
-        object, e.g. `canary`); returns how many were written."""
+        object, e.g. `canary`); returns how many were written. Every replica learns from
+        them which ModelServers get a gateway Service (the module docstring)."""
+        served = frozenset(key for key, status in statuses.items() if key.kind == ModelServer.KIND and any(
+            c.type == "Accepted" and c.status == "True" for c in status.conditions))
+        if served != self._served:
+            self._served = served
+            self._changed.set()
         if not self.elector.is_leader:
             return 0
         written = 0

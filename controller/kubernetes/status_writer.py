@@ -11,7 +11,9 @@ Why it is careful:
   convention); a new message alone keeps the old time. `observedGeneration` is the
   generation the status was computed for, on the status and on each condition.
 A kind without a phase (AutoscalingPolicy) passes an empty one: none is written.
-The clock is injectable so tests pin timestamps.
+The clock is injectable so tests pin timestamps. With an `EventRecorder`, each write
+that changes what happened (phase, Programmed, a rollout step) also records the
+matching Kubernetes Events on the object (`events.status_events`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from controller.kubernetes.errors import Conflict, NotFound
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.resources import ResourceType
 from routing_engine.world import ObjectStatus
+
+if TYPE_CHECKING:
+    from controller.kubernetes.events import EventRecorder
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +77,12 @@ def is_current(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) ->
 
 
 class StatusWriter:
-    def __init__(self, api: KubeApi, *, clock: Clock = utc_now, attempts: int = 5) -> None:
+    def __init__(self, api: KubeApi, *, clock: Clock = utc_now, attempts: int = 5,
+                 events: EventRecorder | None = None) -> None:
         self._api = api
         self._clock = clock
         self._attempts = attempts
+        self.events = events
         self.writes = 0  # status patches sent (for metrics and tests)
 
     async def write(self, rtype: ResourceType, namespace: str, name: str, status: ObjectStatus, *,
@@ -100,6 +109,8 @@ class StatusWriter:
             except NotFound:
                 return False
             self.writes += 1
+            if self.events is not None:
+                await self.events.status_changed(obj, body)
             return True
         raise Conflict(409, "Conflict", f"{rtype.kind} {namespace}/{name}: status still conflicting after "
                                         f"{self._attempts} attempts")

@@ -1,21 +1,80 @@
 """HTTPS endpoint for the admission webhooks: `POST /validate`, `POST /mutate`,
-`GET /healthz`. The API server only calls webhooks over TLS; the certificate is mounted
-from a Secret (deploy/ uses cert-manager's CA injector; any CA works if its bundle is put
-in the webhook configuration's `caBundle`). The handlers are the pure functions in
-`admission`; this module only moves JSON."""
+`GET /healthz`. The handlers are the pure functions in `admission`; this module only
+moves JSON and holds the TLS certificate.
+
+The API server calls webhooks over TLS only, and checks the certificate against the
+webhook configuration's `caBundle`. The certificate changes while serving (renewal,
+rotation), so the server keeps one `ServingTls` whose context is reloaded in place: new
+handshakes get the new certificate, open connections keep theirs. It comes from the
+control plane's own Secret (`webhook_certs`, the default) or from files another issuer
+writes, such as a mounted cert-manager Secret (`watch_files`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import socket
 import ssl
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from controller.kubernetes import admission
+from controller.kubernetes.webhook_pki import KeyPair, PkiError, matches
+
+log = logging.getLogger(__name__)
 
 Review = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class ServingTls:
+    """A server TLS context whose certificate can be replaced while serving."""
+
+    def __init__(self) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.current: KeyPair | None = None
+
+    @property
+    def ready(self) -> bool:
+        """A certificate is loaded (before that, every handshake fails)."""
+        return self.current is not None
+
+    def load(self, pair: KeyPair) -> bool:
+        """Serve `pair` from the next handshake on; False when it is the one already served."""
+        if pair == self.current:
+            return False
+        # The ssl module loads key material from files only: a private directory, removed at once.
+        with tempfile.TemporaryDirectory(prefix="modelroute-webhook-") as directory:
+            cert, key = Path(directory, "tls.crt"), Path(directory, "tls.key")
+            cert.write_bytes(pair.cert_pem)
+            key.touch(mode=0o600)
+            key.write_bytes(pair.key_pem)
+            self.context.load_cert_chain(cert, key)
+        self.current = pair
+        log.info("webhook serving certificate loaded", extra={"certificate": repr(pair)})
+        return True
+
+
+async def watch_files(directory: Path, tls: ServingTls, *, every: float = 10.0) -> None:
+    """Load `tls.crt`/`tls.key` from `directory` now and whenever they change (a mounted
+    Secret is swapped atomically by the kubelet; a half-written pair is skipped)."""
+    while True:
+        try:
+            pair = KeyPair((directory / "tls.crt").read_bytes(), (directory / "tls.key").read_bytes())
+            if matches(pair):
+                tls.load(pair)
+            else:
+                log.warning("webhook certificate and key do not match; keeping the last pair",
+                            extra={"path": str(directory)})
+        except (OSError, PkiError, ssl.SSLError) as err:
+            log.warning("webhook certificate not loaded", extra={"path": str(directory), "error": str(err)})
+        await asyncio.sleep(every)
 
 
 def _handler(review: Review) -> Callable[[web.Request], Any]:
@@ -43,13 +102,13 @@ def make_app() -> web.Application:
     return app
 
 
-async def serve(*, host: str, port: int, cert_file: str | None, key_file: str | None) -> web.AppRunner:
-    """Start serving; the caller keeps the runner and calls `cleanup()` to stop."""
-    runner = web.AppRunner(make_app())
+async def serve(*, host: str, port: int, tls: ServingTls | None) -> tuple[web.AppRunner, int]:
+    """Start serving (plain HTTP without `tls`, for tests); returns the runner (the caller
+    calls `cleanup()` to stop) and the bound port (port 0 picks one)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    runner = web.AppRunner(make_app(), access_log=None)
     await runner.setup()
-    context = None
-    if cert_file and key_file:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_file, key_file)
-    await web.TCPSite(runner, host, port, ssl_context=context).start()
-    return runner
+    await web.SockSite(runner, sock, ssl_context=tls.context if tls is not None else None).start()
+    return runner, int(sock.getsockname()[1])

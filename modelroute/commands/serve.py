@@ -14,7 +14,7 @@ import signal
 import socket
 from pathlib import Path
 
-from modelroute.embedded import Embedded, EmbeddedOptions
+from modelroute.embedded import UNPRIVILEGED_OFFSET, Embedded, EmbeddedOptions
 from modelroute.logs import configure_logging
 
 
@@ -41,6 +41,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats-address", default="0.0.0.0:18002",
                    help="kubernetes provider: HOST:PORT where gateway Envoys push their stats (statsd) for canary "
                         "analysis")
+    p.add_argument("--admin-address", default="0.0.0.0:19001",
+                   help="kubernetes provider: HOST:PORT of /healthz, /readyz (the probes), /metrics, /debug/nodes")
+    p.add_argument("--webhook-address", default=None,
+                   help="kubernetes provider: HOST:PORT of the HTTPS admission webhook (default: none)")
+    p.add_argument("--webhook-cert-dir", type=Path, default=None,
+                   help="kubernetes provider: tls.crt/tls.key written by another issuer (e.g. a mounted cert-manager "
+                        "Secret), reloaded on change; default: the control plane issues and rotates the certificate")
+    p.add_argument("--webhook-service", default="modelroute-webhook",
+                   help="kubernetes provider: the webhook's Service (its DNS names go into the certificate)")
+    p.add_argument("--webhook-secret", default="modelroute-webhook-cert",
+                   help="kubernetes provider: the Secret the control plane keeps the webhook CA and certificate in")
+    p.add_argument("--webhook-configurations", default="modelroute-validate,modelroute-defaults",
+                   help="kubernetes provider: webhook configurations whose caBundle the control plane writes")
+    p.add_argument("--privileged-port-offset", type=int, default=UNPRIVILEGED_OFFSET,
+                   help="kubernetes provider: added to manifest ports below 1024, so unprivileged gateways bind "
+                        "them (the gateway Services map them back); 0 for gateways that may bind them")
+    p.add_argument("--gateway-readiness-port", type=int, default=None,
+                   help="kubernetes provider: port of the readiness listener pushed to every gateway (its "
+                        "readinessProbe's port; default: none)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run)
 
@@ -76,9 +95,18 @@ async def _serve(options: EmbeddedOptions) -> int:
 async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> int:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ConfigError
+    from controller.kubernetes.webhook_certs import WebhookTarget
     from controller.ratelimit_service import ServiceOptions
-    from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
+    from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions, WebhookOptions, split_address
 
+    for flag in ("admin_address", "stats_address", "ratelimit_address", "webhook_address"):
+        value = getattr(args, flag)
+        try:
+            if value is not None:
+                split_address(value)
+        except ValueError as err:
+            print(f"modelroute serve: --{flag.replace('_', '-')}: {err}")
+            return 2
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -87,19 +115,32 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> i
     except ConfigError as err:
         print(f"modelroute serve: {err}")
         return 2
+    webhook = None
+    if args.webhook_address is not None:
+        target = WebhookTarget(namespace=args.system_namespace, service=args.webhook_service,
+                               secret=args.webhook_secret,
+                               configurations=tuple(n.strip() for n in args.webhook_configurations.split(",")
+                                                    if n.strip()))
+        webhook = WebhookOptions(address=args.webhook_address, target=target, cert_dir=args.webhook_cert_dir)
     async with client as api:
         ratelimit = ServiceOptions(redis_url=args.redis_url, fail_open=args.ratelimit_failure_mode == "open")
         mode = KubernetesMode(api, KubernetesOptions(identity=args.identity, system_namespace=args.system_namespace,
                                                      xds_host=host, xds_port=port, watch_namespace=args.namespace,
+                                                     listen_address=args.listen_address,
                                                      ratelimit_address=args.ratelimit_address,
-                                                     ratelimit=ratelimit, stats_address=args.stats_address))
+                                                     ratelimit=ratelimit, stats_address=args.stats_address,
+                                                     admin_address=args.admin_address, webhook=webhook,
+                                                     privileged_port_offset=args.privileged_port_offset,
+                                                     gateway_readiness_port=args.gateway_readiness_port))
         try:
             await mode.start()
             assert mode.plane is not None
             assert mode.ratelimit is not None
+            webhook_note = f", webhook (HTTPS) on port {mode.webhook_port}" if mode.webhook_port is not None else ""
             print(f"xDS on {host}:{mode.plane.xds_port}, rate-limit service on port {mode.ratelimit.port}, "
-                  f"stats (statsd, UDP+TCP) on port {mode.canary.port} (kubernetes provider, identity "
-                  f"{args.identity}); Ctrl-C to stop", flush=True)
+                  f"stats (statsd, UDP+TCP) on port {mode.canary.port}, admin (/healthz /readyz /metrics) on port "
+                  f"{mode.admin_port}{webhook_note} (kubernetes provider, identity {args.identity}); Ctrl-C to stop",
+                  flush=True)
             await stop.wait()
         finally:
             await mode.stop()

@@ -5,6 +5,12 @@ then servers that passed compete for ports and paths:
 - the oldest server on a port (metadata.creationTimestamp, then namespace/name) decides
   the port's TLS mode — plain HTTP, or TLS with one particular Secret; a younger server
   asking for another mode is Failed (`NetworkPolicyViolation`, naming the winner);
+- a port the Envoy uses itself (`Target.reserved_ports`: admin, readiness) is refused;
+- with `Target.one_exposure_per_port` (in a cluster), the oldest server on a port also
+  decides its exposure: `service.type`, and for LoadBalancer the Service annotations
+  (they make a load balancer internal or internet-facing). Every Service of a port reaches
+  every server on its listener, so a ClusterIP server sharing a port with a LoadBalancer
+  one would be public; a younger server asking for another exposure is Failed the same way;
 - on each port the oldest server claiming a `routing.path` (normal form, so `/a/` and
   `/a` are one path) wins it; younger claimants are Failed the same way.
 A server that failed its own checks takes no part: it never holds a port or path it
@@ -137,6 +143,27 @@ def _port_label(server: ModelServer, listener_port: int) -> str:
     return f"port {written}" if written == listener_port else f"port {written} (listener port {listener_port})"
 
 
+Exposure = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _exposure(server: ModelServer) -> Exposure:
+    """How a server's Service exposes its port: the type, and for LoadBalancer the
+    annotations (internal or internet-facing, which network)."""
+    service = server.spec.service
+    annotations = tuple(sorted(service.annotations.items())) if service.type == "LoadBalancer" else ()
+    return service.type, annotations
+
+
+def _describe_exposure(exposure: Exposure) -> str:
+    kind, annotations = exposure
+    if kind == "ClusterIP":
+        return "ClusterIP (inside the cluster only)"
+    if kind == "NodePort":
+        return "NodePort (on every node's address)"
+    shown = ", ".join(f"{k}={v}" for k, v in annotations)
+    return f"LoadBalancer with annotations {{{shown}}}" if shown else "LoadBalancer without annotations"
+
+
 def claims(contenders: list[ModelServer], own: Mapping[ObjectKey, Own], target: Target) -> dict[ObjectKey, Problem]:
     """Port and path conflicts; `contenders` are oldest first. Returns the losers."""
     decider: dict[int, ModelServer] = {}
@@ -144,6 +171,10 @@ def claims(contenders: list[ModelServer], own: Mapping[ObjectKey, Own], target: 
     lost: dict[ObjectKey, Problem] = {}
     for server in contenders:
         port = target.port(server.spec.service.port)
+        if port in target.reserved_ports:
+            rule = f"{_port_label(server, port)} is used by the gateway Envoy itself (admin or readiness): use another port"
+            lost[server.key] = problem(NETWORK_POLICY_VIOLATION, server.key, "spec.service.port", rule)
+            continue
         first = decider.setdefault(port, server)
         mode, first_mode = _mode(own[server.key]), _mode(own[first.key])
         if mode != first_mode:
@@ -152,6 +183,16 @@ def claims(contenders: list[ModelServer], own: Mapping[ObjectKey, Own], target: 
                 f"{first.metadata.namespace}/{first.metadata.name}; this server asks for {_describe_mode(mode)}"
             )
             lost[server.key] = problem(NETWORK_POLICY_VIOLATION, server.key, "spec.tls", rule)
+            continue
+        exposure, first_exposure = _exposure(server), _exposure(first)
+        if target.one_exposure_per_port and exposure != first_exposure:
+            rule = (
+                f"{_port_label(server, port)} is exposed as {_describe_exposure(first_exposure)} by the older "
+                f"ModelServer {first.metadata.namespace}/{first.metadata.name}; this server asks for "
+                f"{_describe_exposure(exposure)}, and every Service of a port reaches every server on it: "
+                "use another port"
+            )
+            lost[server.key] = problem(NETWORK_POLICY_VIOLATION, server.key, "spec.service.type", rule)
             continue
         path = prefix_path(server.spec.routing.path)
         winner = holder.setdefault((port, path), server)

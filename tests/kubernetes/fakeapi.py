@@ -17,7 +17,15 @@ small fake implements them:
 - the status subresource: main-resource writes keep `status`, `/status` writes change
   only `status`; generation counts spec changes only;
 - owner references stored as given, and background garbage collection of dependents;
-- discovery (/api, /apis, /apis/<g>/<v>, /version) so the real `kubectl` can apply.
+- discovery (/api, /apis, /apis/<g>/<v>, /version) so the real `kubectl` can apply;
+- field selectors (`metadata.name`, `metadata.namespace`, and the few per-kind fields the
+  real server knows, e.g. a Secret's `type` or an Event's `involvedObject.*`); any other
+  field is a 400, as on the real server;
+- Events validated as the real server does for what matters to a recorder: the
+  involved object's namespace is the Event's, reason and message have length limits;
+- admission webhooks called like kube-apiserver calls them, honouring `failurePolicy`,
+  `caBundle` and `timeoutSeconds` (`fake_admission`); `resolve` says where a Service's
+  port is served.
 
 It runs in the test's event loop on 127.0.0.1 and an ephemeral port. Tests reach its
 state directly (`seed`, `read`, `before` hooks) to set up races deterministically.
@@ -36,7 +44,8 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.kubernetes.resources import ALL, ResourceType
+from controller.kubernetes.resources import ALL, EVENT, SERVICE, ResourceType
+from tests.kubernetes.fake_admission import Admission, Refused, Resolve
 
 Obj = dict[str, Any]
 _FOREVER = 3600.0
@@ -88,18 +97,57 @@ def _matches_labels(obj: Obj, selector: str | None) -> bool:
     return True
 
 
+# Field selectors the real API server supports beyond metadata.name/namespace, by kind.
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "Secret": ("type",),
+    "Event": ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+              "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason",
+              "reportingComponent", "source", "type"),
+    "Pod": ("spec.nodeName", "status.phase"),
+}
+
+
+def _field_terms(rtype: ResourceType, selector: str | None) -> list[tuple[str, bool, str]]:
+    """(field, equal?, value) per term; ApiFailure 400 for a field the server does not know."""
+    terms = []
+    for term in (selector or "").split(","):
+        if not term:
+            continue
+        negated = "!=" in term
+        name, value = term.split("!=" if negated else ("==" if "==" in term else "="), 1)
+        if name not in ("metadata.name", "metadata.namespace", *_FIELDS.get(rtype.kind, ())):
+            raise ApiFailure(400, "BadRequest", f'"{name}" is not a known field selector: only "metadata.name", '
+                                                f'"metadata.namespace"')
+        terms.append((name, not negated, value))
+    return terms
+
+
+def _field_value(obj: Obj, name: str) -> str:
+    value: Any = obj
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if name == "source" and isinstance(value, dict):
+        value = value.get("component")
+    return "" if value is None else str(value)
+
+
+def _matches_fields(obj: Obj, terms: list[tuple[str, bool, str]]) -> bool:
+    return all((_field_value(obj, name) == value) == equal for name, equal, value in terms)
+
+
 @dataclass(eq=False)
 class _Watch:
     rtype: ResourceType
     namespace: str | None
     selector: str | None
     bookmarks: bool
+    fields: list[tuple[str, bool, str]] = field(default_factory=list)
     queue: asyncio.Queue[Obj | None] = field(default_factory=asyncio.Queue)
 
     def wants(self, rtype: ResourceType, obj: Obj) -> bool:
         return (rtype == self.rtype
                 and (self.namespace is None or obj["metadata"].get("namespace") == self.namespace)
-                and _matches_labels(obj, self.selector))
+                and _matches_labels(obj, self.selector) and _matches_fields(obj, self.fields))
 
 
 @dataclass
@@ -111,9 +159,11 @@ class _Hook:
 
 
 class FakeKubeApi:
-    def __init__(self, resources: Iterable[ResourceType] = ALL, *, history: int | None = None) -> None:
+    def __init__(self, resources: Iterable[ResourceType] = ALL, *, history: int | None = None,
+                 resolve: Resolve | None = None) -> None:
         """`history`: keep only the last N events, like etcd compaction (None: keep all,
-        compact only on `compact()`)."""
+        compact only on `compact()`). `resolve(namespace, service, port)`: where a
+        Service's port is served, for calling admission webhooks."""
         self.types = {(r.group, r.version, r.plural): r for r in resources}
         self._store: dict[ResourceType, dict[tuple[str, str], Obj]] = {r: {} for r in self.types.values()}
         # Like a real cluster, history starts well above 0 ("0" means "any version").
@@ -128,6 +178,8 @@ class FakeKubeApi:
         self.authorizations: set[str] = set()  # Authorization headers seen
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.admission = Admission(self._of_type, self._service_exists, resolve)
+        self._forbidden: set[tuple[ResourceType, str | None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -172,6 +224,11 @@ class FakeKubeApi:
     def remove(self, rtype: ResourceType, namespace: str, name: str) -> None:
         self._delete(rtype, namespace, name)
 
+    def forbid(self, rtype: ResourceType, namespace: str | None = None) -> None:
+        """Answer 403 to every request on `rtype` in `namespace` (None: everywhere), as RBAC
+        does for a service account without that permission."""
+        self._forbidden.add((rtype, namespace))
+
     def compact(self) -> None:
         """Forget the event history: watches from any older resourceVersion get 410 Gone."""
         self._compacted = self._last_rv
@@ -202,6 +259,12 @@ class FakeKubeApi:
                subresource: str | None = None) -> None:
         """Run `call` once, just before the next `method` request on `rtype` is handled."""
         self._hooks.append(_Hook(method.upper(), rtype, subresource, call))
+
+    def _of_type(self, rtype: ResourceType) -> list[Obj]:
+        return self.items(rtype) if rtype in self._store else []
+
+    def _service_exists(self, namespace: str, name: str) -> bool:
+        return SERVICE in self._store and (namespace, name) in self._store[SERVICE]
 
     def type_of(self, obj: Obj) -> ResourceType:
         for r in self.types.values():
@@ -248,6 +311,8 @@ class FakeKubeApi:
         meta["generation"] = 1
         if rtype.status_subresource and not keep_status:
             body.pop("status", None)
+        if rtype == EVENT:
+            _validate_event(body)
         return self._commit(rtype, body, "ADDED")
 
     def _current(self, rtype: ResourceType, namespace: str, name: str) -> Obj:
@@ -316,6 +381,11 @@ class FakeKubeApi:
             if discovery is not None:
                 return web.json_response(discovery)
             rtype, namespace, name, sub = self._parse(parts)
+            if (rtype, None) in self._forbidden or (rtype, namespace) in self._forbidden:
+                where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+                raise ApiFailure(403, "Forbidden", f'{rtype.plural} is forbidden: User "system:serviceaccount:'
+                                                   f'matrixinfer-system:modelroute" cannot {request.method.lower()} '
+                                                   f'resource "{rtype.plural}"{where}')
             for hook in self._hooks:  # one hook per request: several hooks = several requests
                 if hook.method == request.method and hook.rtype == rtype and hook.subresource == sub:
                     self._hooks.remove(hook)
@@ -353,19 +423,26 @@ class FakeKubeApi:
             if method == "GET" and q.get("watch") in ("1", "true"):
                 return await self._watch(request, rtype, namespace)
             if method == "GET":
+                fields = _field_terms(rtype, q.get("fieldSelector"))
                 items = [copy.deepcopy(o) for (ns, _), o in sorted(self._store[rtype].items())
-                         if (namespace is None or ns == namespace) and _matches_labels(o, q.get("labelSelector"))]
+                         if (namespace is None or ns == namespace) and _matches_labels(o, q.get("labelSelector"))
+                         and _matches_fields(o, fields)]
                 return web.json_response({"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
                                           "metadata": {"resourceVersion": str(self._last_rv)}, "items": items})
             if method == "POST":
                 body = await request.json()
+                if rtype.namespaced:
+                    body.setdefault("metadata", {})["namespace"] = namespace or "default"
+                body = await self._admit(rtype, None, "CREATE", body, None)
                 return web.json_response(self._create(rtype, namespace or "default", body), status=201)
             raise ApiFailure(405, "MethodNotAllowed", f"{method} is not supported on a collection")
         ns = namespace or ""
         if method == "GET":
             return web.json_response(copy.deepcopy(self._current(rtype, ns, name)))
         if method == "PUT":
-            return web.json_response(self._update(rtype, ns, name, await request.json(), sub))
+            body = await request.json()
+            body = await self._admit(rtype, sub, "UPDATE", body, self._current(rtype, ns, name))
+            return web.json_response(self._update(rtype, ns, name, body, sub))
         if method == "PATCH":
             ctype = request.content_type
             if ctype not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
@@ -375,14 +452,22 @@ class FakeKubeApi:
             merged = merge_patch(copy.deepcopy(current), patch)
             sent_rv = (patch.get("metadata") or {}).get("resourceVersion")
             merged.setdefault("metadata", {})["resourceVersion"] = sent_rv or current["metadata"]["resourceVersion"]
+            merged = await self._admit(rtype, sub, "UPDATE", merged, current)
             return web.json_response(self._update(rtype, ns, name, merged, sub))
         if method == "DELETE":
             return web.json_response(self._delete(rtype, ns, name))
         raise ApiFailure(405, "MethodNotAllowed", f"{method} is not supported")
 
+    async def _admit(self, rtype: ResourceType, sub: str | None, operation: str, obj: Obj, old: Obj | None) -> Obj:
+        try:
+            return await self.admission.admit(rtype, sub, operation, obj, copy.deepcopy(old) if old else None)
+        except Refused as refused:
+            raise ApiFailure(refused.code, refused.reason, refused.message) from refused
+
     async def _watch(self, request: web.Request, rtype: ResourceType, namespace: str | None) -> web.StreamResponse:
         q = request.query
-        w = _Watch(rtype, namespace, q.get("labelSelector"), q.get("allowWatchBookmarks") in ("1", "true"))
+        w = _Watch(rtype, namespace, q.get("labelSelector"), q.get("allowWatchBookmarks") in ("1", "true"),
+                   _field_terms(rtype, q.get("fieldSelector")))
         since = q.get("resourceVersion", "")
         if since in ("", "0"):  # no resourceVersion: synthetic ADDED for what exists now
             for obj in self._store[rtype].values():
@@ -461,6 +546,26 @@ class FakeKubeApi:
                                   "kind": r.kind, "verbs": ["get", "patch", "update"]})
         return {"kind": "APIResourceList", "apiVersion": "v1",
                 "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+
+
+def _validate_event(event: Obj) -> None:
+    """What the real server refuses of a core/v1 Event that a recorder could get wrong."""
+    involved = event.get("involvedObject") or {}
+    namespace = event["metadata"].get("namespace", "")
+    problems = []
+    if not involved.get("kind") or not involved.get("name"):
+        problems.append("involvedObject: Required value: kind and name")
+    if involved.get("namespace", "") != namespace and not (not involved.get("namespace") and namespace == "default"):
+        problems.append(f"involvedObject.namespace: Invalid value: \"{involved.get('namespace', '')}\": "
+                        "does not match event.namespace")
+    if len(str(event.get("reason", ""))) > 128:
+        problems.append("reason: Too long: may not be more than 128 bytes")
+    if len(str(event.get("message", "")).encode()) > 4096:
+        problems.append("message: Too long: may not be more than 4096 bytes")
+    if event.get("type") not in (None, "", "Normal", "Warning"):
+        problems.append(f"type: Unsupported value: \"{event.get('type')}\": supported values: \"Normal\", \"Warning\"")
+    if problems:
+        raise ApiFailure(422, "Invalid", f'Event "{event["metadata"].get("name", "")}" is invalid: ' + ", ".join(problems))
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ import aiohttp
 
 from controller.kubernetes import admission, webhook_server
 from tests.kubernetes.helpers import model_infer, route, server
-from tests.support import free_port
 
 
 def review(obj: dict[str, Any] | None, operation: str = "CREATE") -> dict[str, Any]:
@@ -58,8 +57,7 @@ def test_mutate_adds_only_absent_defaults() -> None:
 
 
 async def test_webhook_over_http() -> None:
-    port = free_port()
-    runner = await webhook_server.serve(host="127.0.0.1", port=port, cert_file=None, key_file=None)
+    runner, port = await webhook_server.serve(host="127.0.0.1", port=0, tls=None)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             bad = route("r1")

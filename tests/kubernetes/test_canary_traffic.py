@@ -1,5 +1,5 @@
 """A canary rollout in Kubernetes mode through a real Envoy gateway: the gateway is
-rendered as in deploy/gateway.yaml (stats pushed over the TCP statsd sink), two mock
+rendered as in deploy/base/gateway.yaml (stats pushed over the TCP statsd sink), two mock
 replicas behind EndpointSlices; under steady load the healthy canary is stepped to 100,
 `status.canary` says Promoted, and the gateway then serves the canary only."""
 

@@ -1,10 +1,15 @@
-"""deploy/ manifests: well-formed, the gateway bootstrap in sync with the template and
-accepted by the real Envoy, RBAC granting every call the controller makes, webhooks
-pointing at the routes the webhook server has and covering every CRD."""
+"""The install (`kubectl kustomize deploy/base` and every overlay): well-formed, the gateway
+bootstrap in sync with the template and accepted by the real Envoy, RBAC granting every
+call the controller makes, webhooks pointing at the routes the webhook server has and
+covering every CRD, ports and probes consistent across the control plane, the gateway
+and their Services, and every pod within the `restricted` Pod Security Standard."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +18,20 @@ import yaml
 
 from controller.kubernetes import resources as r
 from controller.kubernetes.webhook_server import make_app
+from tests.kubernetes.rendered import OVERLAYS, arg, by_kind, container, named, rendered
 from tests.support import REPO, envoy_binary
 from controller.kubernetes.runtime import LEADER_LABEL
 from modelroute.canary_wiring import merge_stats_sink, tcp_stats_sink
+from modelroute.kubernetes_mode import GATEWAY_ADMIN_PORT
 from xds_server.bootstrap import render_dict
 
-DEPLOY = REPO / "deploy"
 NS = "matrixinfer-system"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration",
                   "MutatingWebhookConfiguration"}
 
 
 def docs() -> list[dict[str, Any]]:
-    return [d for f in sorted(DEPLOY.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-
-
-def by_kind(kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs() if d["kind"] == kind]
+    return rendered()
 
 
 def test_every_object_is_well_formed_and_in_the_system_namespace() -> None:
@@ -55,9 +57,7 @@ def test_gateway_bootstrap_matches_the_template() -> None:
 
 
 def _control_plane_container() -> dict[str, Any]:
-    (deployment,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "modelroute"]
-    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
-    return container
+    return container("modelroute")
 
 
 def test_rate_limit_service_is_exposed_where_the_gateway_bootstrap_points() -> None:
@@ -84,33 +84,102 @@ def test_gateway_bootstrap_is_accepted_by_envoy(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def granted(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+def granted(rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str | None = None) -> bool:
+    """Whether some rule allows `verb` on `resource` (on the object `name` when given;
+    a rule with resourceNames allows nothing without a name)."""
     return any(group in rule["apiGroups"] and resource in rule["resources"]
-               and (verb in rule["verbs"] or "*" in rule["verbs"]) for rule in rules)
+               and (verb in rule["verbs"] or "*" in rule["verbs"])
+               and (not rule.get("resourceNames") or name in rule["resourceNames"]) for rule in rules)
+
+
+def rules_of(kind: str, name: str, path: str = "base") -> list[dict[str, Any]]:
+    return list(named(kind, name, path)["rules"])
+
+
+def bound(kind: str, role: str, path: str = "base") -> bool:
+    """The control plane's ServiceAccount is bound to `role` (a ClusterRole or Role)."""
+    binding_kind = "ClusterRoleBinding" if kind == "ClusterRole" else "RoleBinding"
+    return any(b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role}
+               and {"kind": "ServiceAccount", "name": "modelroute", "namespace": NS} in b["subjects"]
+               for b in by_kind(binding_kind, path))
 
 
 # What the controller calls, by resource: informers list+watch, writers as used.
 NEEDED = {
-    **{t: ("get", "list", "watch") for t in r.ENGINE_KINDS.values()},
+    **{t: ("get", "list", "watch") for t in r.ENGINE_KINDS.values() if t != r.SECRET},
     r.DEPLOYMENT: ("get", "list", "watch", "create", "update", "delete"),
     r.SERVICE: ("get", "list", "create", "update", "delete"),
     r.HPA: ("get", "list", "watch", "create", "update", "delete"),
     r.ENDPOINT_SLICE: ("list", "watch"),
+    r.EVENT: ("create", "patch"),
 }
 
 
 def test_cluster_role_grants_every_call_the_controller_makes() -> None:
-    role = next(c for c in by_kind("ClusterRole") if c["metadata"]["name"] == "modelroute-controller")
+    rules = rules_of("ClusterRole", "modelroute-controller")
+    assert bound("ClusterRole", "modelroute-controller")
     for rtype, verbs in NEEDED.items():
         for verb in verbs:
-            assert granted(role["rules"], rtype.group, rtype.plural, verb), f"{verb} {rtype}"
+            assert granted(rules, rtype.group, rtype.plural, verb), f"{verb} {rtype}"
         if rtype.status_subresource and rtype.group.endswith("matrixinfer.ai"):
-            assert granted(role["rules"], rtype.group, f"{rtype.plural}/status", "patch"), f"status of {rtype}"
+            assert granted(rules, rtype.group, f"{rtype.plural}/status", "patch"), f"status of {rtype}"
     # The spec is the user's: the controller cannot rewrite it.
-    assert not granted(role["rules"], r.MODEL_ROUTE.group, "modelroutes", "update")
-    (lease_role,) = by_kind("Role")
+    assert not granted(rules, r.MODEL_ROUTE.group, "modelroutes", "update")
+    # Its own webhook configurations' caBundle, and no one else's.
+    for rtype in (r.VALIDATING_WEBHOOK, r.MUTATING_WEBHOOK):
+        for name in ("modelroute-validate", "modelroute-defaults"):
+            assert granted(rules, rtype.group, rtype.plural, "get", name)
+            assert granted(rules, rtype.group, rtype.plural, "update", name)
+        assert not granted(rules, rtype.group, rtype.plural, "update", "someone-elses-webhook")
+    # Secrets: not in the controller's role; a role of their own the overlay can unbind.
+    assert not granted(rules, "", "secrets", "get", "any")
+    assert bound("ClusterRole", "modelroute-secrets")
+    for verb in ("get", "list", "watch"):
+        assert granted(rules_of("ClusterRole", "modelroute-secrets"), "", "secrets", verb, "any")
+    system = rules_of("Role", "modelroute-system")
+    assert bound("Role", "modelroute-system")
     for verb in ("get", "create", "update"):
-        assert granted(lease_role["rules"], r.LEASE.group, r.LEASE.plural, verb)
+        assert granted(system, r.LEASE.group, r.LEASE.plural, verb, "modelroute")
+    # The webhook certificate: created, then read, watched and renewed by name only.
+    assert granted(system, "", "secrets", "create")
+    for verb in ("get", "list", "watch", "update"):
+        assert granted(system, "", "secrets", verb, "modelroute-webhook-cert")
+        assert not granted(system, "", "secrets", verb, "another-secret")
+
+
+def test_namespaced_secrets_overlay_unbinds_cluster_wide_secret_reads() -> None:
+    path = "overlays/namespaced-secrets"
+    assert not bound("ClusterRole", "modelroute-secrets", path)
+    assert named("ClusterRole", "modelroute-secrets", path)  # still there, to bind per namespace
+    assert bound("ClusterRole", "modelroute-controller", path) and bound("Role", "modelroute-system", path)
+    example = yaml.safe_load((REPO / "deploy" / "overlays" / "namespaced-secrets" /
+                              "tenant-rolebinding.example.yaml").read_text())
+    assert example["roleRef"]["name"] == "modelroute-secrets"
+    assert example["subjects"] == [{"kind": "ServiceAccount", "name": "modelroute", "namespace": NS}]
+
+
+def test_cert_manager_overlay_mounts_the_certificate_and_injects_the_ca() -> None:
+    path = "overlays/cert-manager"
+    cp = container("modelroute", path)
+    cert_dir = arg(cp, "--webhook-cert-dir")
+    (mount,) = [m for m in cp["volumeMounts"] if m["mountPath"] == cert_dir]
+    pod = named("Deployment", "modelroute", path)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    certificate = named("Certificate", "modelroute-webhook", path)
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    service = named("Service", "modelroute-webhook", path)["metadata"]
+    assert f"{service['name']}.{service['namespace']}.svc" in certificate["spec"]["dnsNames"]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        (config,) = by_kind(kind, path)
+        assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NS}/modelroute-webhook"
+    assert "--webhook-cert-dir" not in (container("modelroute")["args"])  # the base issues its own
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_renders_the_whole_install(overlay: str) -> None:
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered(f"overlays/{overlay}")}
+    assert {(d["kind"], d["metadata"]["name"]) for d in rendered()} - kinds <= {("ClusterRoleBinding",
+                                                                              "modelroute-secrets")}
 
 
 def test_stats_reach_the_leader_where_the_gateway_bootstrap_sends_them() -> None:
@@ -128,8 +197,7 @@ def test_stats_reach_the_leader_where_the_gateway_bootstrap_sends_them() -> None
               if by_name[p["targetPort"]]["containerPort"] == p["port"]}
     assert served == {(address["port_value"], "TCP"), (address["port_value"], "UDP")}
     assert container["args"][container["args"].index("--stats-address") + 1] == f"0.0.0.0:{address['port_value']}"
-    (lease_role,) = by_kind("Role")
-    assert granted(lease_role["rules"], "", "pods", "patch")  # the leader labels its own pod
+    assert granted(rules_of("Role", "modelroute-system"), "", "pods", "patch", "any")  # the leader labels its pod
 
 
 def test_seed_roles_are_published() -> None:
@@ -152,3 +220,88 @@ def test_webhooks_point_at_served_paths_and_cover_every_crd() -> None:
     (deployment,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "modelroute"]
     ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert webhook_svc["spec"]["ports"][0]["targetPort"] in ports
+
+
+def _ports(container_: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in container_.get("ports") or ()}
+
+
+def test_control_plane_binds_every_port_it_declares_and_probes_name_them() -> None:
+    cp = container("modelroute")
+    declared = {(p["containerPort"], p.get("protocol", "TCP")) for p in cp["ports"]}
+    flags = {"--xds-address": "xds", "--ratelimit-address": "ratelimit", "--stats-address": "stats",
+             "--admin-address": "admin", "--webhook-address": "webhook"}
+    by_name = _ports(cp)
+    for flag, port_name in flags.items():  # all interfaces: kubelet probes and Services reach the pod IP
+        assert arg(cp, flag) == f"0.0.0.0:{by_name[port_name]['containerPort']}", flag
+    assert by_name["stats-udp"]["containerPort"] == by_name["stats"]["containerPort"]  # one port, UDP and TCP
+    assert {(by_name[n]["containerPort"], by_name[n].get("protocol", "TCP")) for n in [*flags.values(), "stats-udp"]} \
+        == declared
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert cp[probe]["httpGet"] == {"path": path, "port": "admin"}
+    for service in by_kind("Service"):
+        selector = service["spec"]["selector"]
+        if selector.get("app.kubernetes.io/name") == "modelroute":
+            for port in service["spec"]["ports"]:
+                assert port["targetPort"] in by_name, (service["metadata"]["name"], port)
+
+
+def test_gateway_readiness_and_drain_fit_together() -> None:
+    cp, gw = container("modelroute"), container("modelroute-gateway")
+    ready = _ports(gw)["ready"]["containerPort"]
+    assert int(arg(cp, "--gateway-readiness-port")) == ready  # the listener the control plane pushes
+    assert gw["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "ready"}
+    bootstrap = yaml.safe_load(named("ConfigMap", "modelroute-gateway-bootstrap")["data"]["envoy.yaml"])
+    admin = bootstrap["admin"]["address"]["socket_address"]
+    assert (admin["address"], admin["port_value"]) == ("127.0.0.1", GATEWAY_ADMIN_PORT)  # reserved from listeners
+    pre_stop = gw["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[:2] == ["modelroute", "drain"]
+    assert arg({"args": pre_stop}, "--admin-address") == f"127.0.0.1:{GATEWAY_ADMIN_PORT}"
+    pod = named("Deployment", "modelroute-gateway")["spec"]["template"]["spec"]
+    # The hook's whole wait, and then Envoy's exit, fit in the grace period.
+    assert pod["terminationGracePeriodSeconds"] > float(arg({"args": pre_stop}, "--timeout-s")) + 10
+    assert float(arg(gw, "--drain-time-s")) > float(arg({"args": pre_stop}, "--min-drain-s"))
+    assert arg(gw, "--drain-strategy") == "immediate" and "--disable-hot-restart" in gw["args"]
+    assert arg(cp, "--privileged-port-offset") == "10000"  # no capability to bind ports below 1024
+
+
+@pytest.mark.parametrize("deployment", ["modelroute", "modelroute-gateway"])
+def test_pods_meet_the_restricted_pod_security_standard_and_spread(deployment: str) -> None:
+    spec = named("Deployment", deployment)["spec"]
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    assert not any("hostPath" in v for v in pod.get("volumes") or ())
+    for c in pod["containers"]:
+        security = c["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert not any("hostPort" in p for p in c.get("ports") or ())
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert all(t["labelSelector"]["matchLabels"].items() <= labels.items() for t in pod["topologySpreadConstraints"])
+    assert "kubernetes.io/hostname" in {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
+    (budget,) = [b for b in by_kind("PodDisruptionBudget") if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+    assert budget["spec"]["maxUnavailable"] == 1 and spec["replicas"] >= 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0  # a rollout never lowers capacity
+    namespace = named("Namespace", NS)["metadata"]["labels"]
+    assert namespace["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_readmes_own_overlay_sets_the_image_of_both_deployments(tmp_path: Path) -> None:
+    """deploy/README.md, install step 2, as a platform team copies it."""
+    readme = (REPO / "deploy" / "README.md").read_text()
+    (body,) = re.findall(r"cat > my-install/kustomization\.yaml <<'EOF'\n(.*?)\n\s*EOF\n", readme, flags=re.DOTALL)
+    overlay = tmp_path / "my-install"
+    overlay.mkdir()
+    text = textwrap.dedent(body).replace("../deploy/base", os.path.relpath(REPO / "deploy" / "base", overlay))
+    (overlay / "kustomization.yaml").write_text(text)
+    done = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    mine = [d for d in yaml.safe_load_all(done.stdout) if d]
+    images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for d in mine if d["kind"] == "Deployment"}
+    assert images == {"modelroute": "registry.example.com/matrixinfer/modelroute:0.1.0",
+                      "modelroute-gateway": "registry.example.com/matrixinfer/modelroute:0.1.0"}
+    assert len(mine) == len(rendered())

@@ -172,3 +172,33 @@ async def test_watches_ending_at_once_back_off_instead_of_spinning(api: KubeClie
     async with running(informer.run()):
         await eventually(lambda: len(delays) >= 4, what="four empty watches")
     assert delays[:4] == [0.5, 1.0, 2.0, 4.0] and informer.lists == 1
+
+
+async def test_keep_caches_only_what_it_accepts_and_an_object_leaving_it_is_deleted(
+        api: KubeClient, fake_api: FakeKubeApi) -> None:
+    fake_api.seed(route("kept", path="/v1/keep"))
+    fake_api.seed(route("dropped", path="/v1/other"))
+    seen = Recorder()
+    informer = Informer(api, MODEL_ROUTE, seen, keep=lambda o: o["spec"]["path"].startswith("/v1/keep"))
+    async with running(informer.run()):
+        await asyncio.wait_for(informer.synced.wait(), 5)
+        await api.patch(MODEL_ROUTE, "default", "dropped", {"spec": {"path": "/v1/still-other"}})
+        await api.patch(MODEL_ROUTE, "default", "kept", {"spec": {"path": "/v1/elsewhere"}})
+        await api.delete(MODEL_ROUTE, "default", "dropped")
+        await api.create(MODEL_ROUTE, route("new", path="/v1/keep/new"))
+        await eventually(lambda: len(seen.changes) == 3, what="three changes")
+    assert seen.changes == [("ADDED", "kept", "/v1/keep"), ("DELETED", "kept", "/v1/elsewhere"),
+                            ("ADDED", "new", "/v1/keep/new")]
+    assert list(informer.cache) == [("default", "new")]
+
+
+async def test_attempted_is_set_by_a_failed_first_list_too(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    fake_api.forbid(MODEL_ROUTE)
+
+    async def sleep(seconds: float) -> None:  # the backoff: long enough to look at the first failure
+        await asyncio.sleep(3600)
+
+    informer = Informer(api, MODEL_ROUTE, Recorder(), sleep=sleep)
+    async with running(informer.run()):
+        await asyncio.wait_for(informer.attempted.wait(), 5)
+        assert not informer.synced.is_set() and informer.failures == 1

@@ -52,19 +52,22 @@ async def test_leader_runs_workloads_gateway_and_status(api: KubeClient, fake_ap
             await eventually(lambda: len(leader_sink.objects) == 4, what="the leader's snapshot")
             await eventually(lambda: fake_api.read(DEPLOYMENT, "default", "llama-infer") is not None,
                              what="the Deployment")
-            await eventually(lambda: fake_api.read(SERVICE, NS, "ms-default-llama-server") is not None,
-                             what="the gateway Service")
             await eventually(lambda: (fake_api.read(MODEL_ROUTE, "default", "bad").get("status") or {})
                              .get("phase") == "Failed", what="ValidationFailed on the invalid route")
             assert not follower.elector.is_leader
+            # No gateway Service before the engine has said which servers it compiled.
+            assert fake_api.read(SERVICE, NS, "ms-default-llama-server") is None
             engine = {ObjectKey("ModelServer", "default", "llama-server"): ObjectStatus(
                           "Ready", (ConditionView("Accepted", "True", "Accepted"),),
                           service_endpoint="http://engine-guess:8080/v1/models/a"),
                       ObjectKey("ModelInfer", "default", "llama-infer"): ObjectStatus("Running", ())}
             assert await follower.write_statuses(engine) == 0
+            assert await leader.write_statuses(engine) == 1
+            await eventually(lambda: fake_api.read(SERVICE, NS, "ms-default-llama-server") is not None,
+                             what="the gateway Service")
             await eventually(lambda: ObjectKey("ModelServer", "default", "llama-server") in leader.endpoints,
                              what="the gateway endpoint")
-            assert await leader.write_statuses(engine) == 1
+            assert await leader.write_statuses(engine) == 1  # now with the Service's endpoint
     bad_status = fake_api.read(MODEL_ROUTE, "default", "bad")["status"]
     assert bad_status["conditions"][0]["reason"] == "ValidationFailed"
     assert "spec.routes[0].timeout" in bad_status["conditions"][0]["message"]
@@ -73,3 +76,33 @@ async def test_leader_runs_workloads_gateway_and_status(api: KubeClient, fake_ap
         "http://ms-default-llama-server.matrixinfer-system.svc.cluster.local:8080/v1/models/a"
     # The ModelInfer's status is the workload controller's (from its Deployment), not the engine's.
     assert fake_api.read(MODEL_INFER, "default", "llama-infer")["status"]["phase"] == "Pending"
+
+
+async def test_a_refused_server_gets_no_gateway_service_and_loses_the_one_it_had(
+        api: KubeClient, fake_api: FakeKubeApi) -> None:
+    """A LoadBalancer server refused for its port's exposure must not front the port."""
+    public = server("public", infer="llama-infer", path="/v1/public")
+    public["spec"]["service"]["type"] = "LoadBalancer"
+    for doc in (model(), model_infer(), server("internal", infer="llama-infer"), public):
+        fake_api.seed(doc)
+    endpoint_changes: list[int] = []
+    leader = KubernetesControlPlane(api, Sink(), identity="a", system_namespace=NS,
+                                    elector=LeaderElector(api, namespace=NS, name="modelroute", identity="a",
+                                                          lease_duration=30, renew_deadline=20, retry_period=0.05),
+                                    on_endpoints=lambda: endpoint_changes.append(1))
+    accepted = ConditionView("Accepted", "True", "Accepted")
+    refused = ConditionView("Accepted", "False", "NetworkPolicyViolation", "port 8080 is exposed as ClusterIP")
+    internal, public_key = ObjectKey("ModelServer", "default", "internal"), ObjectKey("ModelServer", "default", "public")
+    async with running(leader.run()):
+        await eventually(lambda: leader.elector.is_leader, what="leadership")
+        await leader.write_statuses({internal: ObjectStatus("Pending", (accepted,)),
+                                     public_key: ObjectStatus("Pending", (accepted,))})
+        await eventually(lambda: fake_api.read(SERVICE, NS, "ms-default-public") is not None, what="both Services")
+        assert fake_api.read(SERVICE, NS, "ms-default-internal") is not None
+        assert endpoint_changes  # the statuses are written again with the endpoints
+        await leader.write_statuses({internal: ObjectStatus("Pending", (accepted,)),
+                                     public_key: ObjectStatus("Failed", (refused,))})
+        await eventually(lambda: fake_api.read(SERVICE, NS, "ms-default-public") is None,
+                         what="the refused server's Service deleted")
+        assert public_key not in leader.endpoints
+        assert fake_api.read(SERVICE, NS, "ms-default-internal")["spec"]["type"] == "ClusterIP"

@@ -23,19 +23,20 @@ async def test_serve_kubernetes_binds_the_ports_it_is_given(fake_api: FakeKubeAp
         "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
         f"clusters: [{{name: fake, cluster: {{server: \"{fake_api.url}\"}}}}]\n"
         "users: [{name: me, user: {token: t}}]\ncontexts: [{name: fake, context: {cluster: fake, user: me}}]\n")
-    xds, ratelimit, stats = free_port(), free_port(), free_port()
+    xds, ratelimit, stats, admin = free_port(), free_port(), free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "modelroute.cli", "serve", "--provider", "kubernetes", "--kubeconfig", str(kubeconfig),
         "--xds-address", f"127.0.0.1:{xds}", "--ratelimit-address", f"127.0.0.1:{ratelimit}",
-        "--stats-address", f"127.0.0.1:{stats}", "--redis-url", "redis://127.0.0.1:1/0",
+        "--stats-address", f"127.0.0.1:{stats}", "--admin-address", f"127.0.0.1:{admin}",
+        "--redis-url", "redis://127.0.0.1:1/0",
         "--system-namespace", "matrixinfer-system", "--identity", "cp-test", cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "KUBECONFIG": os.devnull})
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         assert f"xDS on 127.0.0.1:{xds}" in line and f"rate-limit service on port {ratelimit}" in line, line
-        assert f"on port {stats}" in line, line
-        for port in (xds, ratelimit, stats):  # TCP: xDS, rate limits, statsd
+        assert f"on port {stats}" in line and f"admin (/healthz /readyz /metrics) on port {admin}" in line, line
+        for port in (xds, ratelimit, stats, admin):  # TCP: xDS, rate limits, statsd, admin
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
     finally:
@@ -47,3 +48,10 @@ async def test_serve_kubernetes_binds_the_ports_it_is_given(fake_api: FakeKubeAp
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0
+
+
+def test_a_bad_address_is_named_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from modelroute.cli import main
+
+    assert main(["serve", "--provider", "kubernetes", "--webhook-address", "9443"]) == 2
+    assert capsys.readouterr().out.strip() == "modelroute serve: --webhook-address: '9443' is not HOST:PORT"

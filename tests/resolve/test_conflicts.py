@@ -118,3 +118,67 @@ def test_privileged_offset_merging_ports_is_a_claim_on_one_listener() -> None:
     assert [l.port for l in res.gateway.listeners] == [10080]
     assert route_names(res, 10080) == ["modelserver/default/low"]
     assert "port 10080 path /x" in cond(res, ms("high"), "Accepted").message
+
+
+CLUSTER = {"one_exposure_per_port": True}
+
+
+def test_cluster_refuses_a_public_service_on_a_clusterip_servers_port() -> None:
+    from routing_engine.world import Target
+
+    world = [
+        server("internal", "/internal", created="2024-01-01T00:00:00Z"),
+        server("public", "/public", created="2024-01-02T00:00:00Z", service={"type": "LoadBalancer"}),
+        infer("internal"), infer("public"),
+    ]
+    res = run(world, Target(**CLUSTER))
+    assert route_names(res, 8080) == ["modelserver/default/internal"]
+    accepted = cond(res, ms("public"), "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "NetworkPolicyViolation")
+    assert "spec.service.type" in accepted.message
+    assert "exposed as ClusterIP (inside the cluster only) by the older ModelServer default/internal" in accepted.message
+    assert "asks for LoadBalancer without annotations" in accepted.message
+    # Without Services (embedded mode, offline compile) exposure means nothing: both serve.
+    assert route_names(run(world), 8080) == ["modelserver/default/internal", "modelserver/default/public"]
+
+
+def test_cluster_refuses_a_clusterip_server_on_a_public_port_and_a_different_load_balancer() -> None:
+    from routing_engine.world import Target
+
+    internal_lb = {"type": "LoadBalancer", "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}}
+    res = run([
+        server("public", "/a", created="2024-01-01T00:00:00Z", service={"type": "LoadBalancer"}),
+        server("shared", "/b", created="2024-01-02T00:00:00Z", service={"type": "LoadBalancer"}),
+        server("hidden", "/c", created="2024-01-03T00:00:00Z"),
+        server("internal-lb", "/d", created="2024-01-04T00:00:00Z", service=internal_lb),
+        server("node", "/e", created="2024-01-05T00:00:00Z", service={"type": "NodePort"}),
+    ], Target(**CLUSTER))
+    assert route_names(res, 8080) == ["modelserver/default/public", "modelserver/default/shared"]
+    assert "asks for ClusterIP (inside the cluster only)" in cond(res, ms("hidden"), "Accepted").message
+    assert ("asks for LoadBalancer with annotations {service.beta.kubernetes.io/aws-load-balancer-internal=true}"
+            in cond(res, ms("internal-lb"), "Accepted").message)
+    assert "asks for NodePort (on every node's address)" in cond(res, ms("node"), "Accepted").message
+
+
+def test_a_server_that_loses_exposure_holds_no_path() -> None:
+    from routing_engine.world import Target
+
+    res = run([
+        server("public", "/a", created="2024-01-01T00:00:00Z", service={"type": "NodePort"}),
+        server("hidden", "/x", created="2024-01-02T00:00:00Z"),
+        server("later", "/x", created="2024-01-03T00:00:00Z", service={"type": "NodePort"}),
+    ], Target(**CLUSTER))
+    assert route_names(res, 8080) == ["modelserver/default/later", "modelserver/default/public"]
+    assert cond(res, ms("later"), "Accepted").status == "True"
+
+
+def test_a_port_the_gateway_uses_itself_is_refused() -> None:
+    from routing_engine.world import Target
+
+    res = run([server("a", "/a", 19002), server("b", "/b", 902)],
+              Target(privileged_port_offset=10000, reserved_ports=frozenset({19002, 10902})))
+    assert res.gateway.listeners == ()
+    accepted = cond(res, ms("a"), "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "NetworkPolicyViolation")
+    assert "spec.service.port: port 19002 is used by the gateway Envoy itself" in accepted.message
+    assert "port 902 (listener port 10902) is used by the gateway Envoy itself" in cond(res, ms("b"), "Accepted").message

@@ -15,6 +15,7 @@ from xds_server import SnapshotCache, StreamInfo
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 GATEWAY_STREAM = StreamInfo(stream_id=1, kind="ads", node_id="envoy-1", node_group="gateway")
 LLAMA = ObjectKey("ModelRoute", "default", "llama")
 
@@ -122,6 +123,39 @@ async def test_a_new_node_group_is_compiled_when_its_first_envoy_connects() -> N
         await loop.wait_synced(timeout=10)
         assert sorted(loop.compiled) == ["gateway", "sidecar"]
         assert cache.get_snapshot("sidecar") is not None
+    finally:
+        await cancel_and_wait(task)
+        await loop.close()
+        cache.close()
+
+
+async def test_gateway_snapshots_carry_the_readiness_listener_and_sidecars_do_not() -> None:
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.config.route.v3 import route_pb2
+
+    from modelroute.readiness import NAME
+    from xds_server import check_consistency
+
+    loop = ControlLoop(placement=Placement(listen_address="10.0.0.7", readiness_port=19002))
+    cache = SnapshotCache(debounce=0.0)
+    loop.attach(cache)
+    task = spawn(loop.debouncer.run(), name="test-loop")
+    try:
+        objects, _ = load_manifests([QUICKSTART])
+        loop.set_objects(objects)
+        loop.hooks.on_stream_open(StreamInfo(2, "ads", "app-1", "sidecar"))
+        await loop.wait_synced(timeout=10)
+        gateway, sidecar = cache.get_snapshot("gateway"), cache.get_snapshot("sidecar")
+        assert gateway is not None and sidecar is not None
+        listener = listener_pb2.Listener.FromString(gateway.of_type(LISTENER)[NAME].body)
+        assert (listener.address.socket_address.address, listener.address.socket_address.port_value) == \
+            ("10.0.0.7", 19002)
+        routes = route_pb2.RouteConfiguration.FromString(gateway.of_type(ROUTE)[NAME].body)
+        (route,) = routes.virtual_hosts[0].routes
+        assert route.direct_response.status == 200
+        assert check_consistency(gateway) == []  # its routes come by RDS, like every listener's
+        assert "listener/8080" in gateway.of_type(LISTENER)  # beside the engine's listeners
+        assert NAME not in sidecar.of_type(LISTENER) and NAME not in sidecar.of_type(ROUTE)
     finally:
         await cancel_and_wait(task)
         await loop.close()

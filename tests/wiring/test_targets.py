@@ -50,3 +50,11 @@ def test_unscoped_sidecar_sees_everything():
 def test_unreadable_scope_narrows_to_nothing_rather_than_widening():
     target = target_for_group("sidecar:{not json", PLACEMENT)
     assert target.namespaces == frozenset() and target.servers == frozenset()
+
+
+def test_cluster_rules_apply_to_every_group_alike():
+    """Claims decide statuses: a sidecar must refuse what the gateway refuses."""
+    placement = Placement(privileged_port_offset=10000, one_exposure_per_port=True, reserved_ports=frozenset({19002}))
+    for group in ("gateway", "sidecar", 'sidecar:{"namespaces": ["a"]}', "sidecar:{bad"):
+        target = target_for_group(group, placement)
+        assert (target.one_exposure_per_port, target.reserved_ports, target.port(80)) == (True, frozenset({19002}), 10080)
