@@ -118,9 +118,7 @@ async def test_an_envoy_connected_before_the_world_loads_serves_new_models_withi
     port and one on a new port. Each is served within a second of the API accepting it."""
     ports = {"m1": free_port(), "m2": free_port(), "m3": free_port()}
     gateway_port, new_port = free_port(), free_port()
-    replicas = [await mock_replica(infer, port) for infer, port in ports.items()]
-    for port in ports.values():  # up and answering before their objects exist
-        await _listening(port)
+    replicas: list[asyncio.subprocess.Process] = []
     mode = KubernetesMode(api, KubernetesOptions(identity="cp-0", system_namespace="matrixinfer-system",
                                                  xds_host="127.0.0.1", xds_port=0, listen_address="127.0.0.1"))
     envoy: EnvoyProcess | None = None
@@ -135,6 +133,9 @@ async def test_an_envoy_connected_before_the_world_loads_serves_new_models_withi
         return loop.time()
 
     try:
+        for infer, port in ports.items():  # up and answering before their objects exist
+            replicas.append(await mock_replica(infer, port))
+            await _listening(port)
         await mode.start()
         assert mode.plane is not None
         envoy = EnvoyProcess(render_dict("gateway", node_id="gw-0", cluster="gateway", xds_port=mode.plane.xds_port,
