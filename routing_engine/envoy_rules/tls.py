@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -34,7 +35,10 @@ def certificate_problem(cert_chain: bytes | None, private_key: bytes | None) -> 
         chain = [x509.load_pem_x509_certificate(pem) for pem in certs]
     except ValueError:
         return "tls.crt holds a CERTIFICATE block that is not a valid X.509 certificate"
-    leaf = chain[0].public_key()
+    try:
+        leaf = chain[0].public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "the certificate in tls.crt holds a public key that cannot be loaded"
     if isinstance(leaf, rsa.RSAPublicKey):
         if leaf.key_size < 2048:
             return f"the certificate's RSA key has {leaf.key_size} bits; Envoy needs at least 2048"
@@ -53,7 +57,7 @@ def certificate_problem(cert_chain: bytes | None, private_key: bytes | None) -> 
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):
         return "tls.key holds a private key block that cannot be loaded (or is encrypted)"
-    except Exception:  # noqa: BLE001 - cryptography raises UnsupportedAlgorithm for odd key types
+    except UnsupportedAlgorithm:
         return "tls.key holds a private key of a type Envoy cannot use"
     if _public_bytes(key.public_key()) != _public_bytes(leaf):
         return "tls.key does not match the certificate in tls.crt"

