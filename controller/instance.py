@@ -52,7 +52,7 @@ def describe_process(pid: int) -> str:
     except (OSError, ValueError, IndexError):
         return text
     parent = _command(ppid)
-    if "modelroute" in parent:
+    if "modelroute" in parent and "modelroute" not in cmd:
         text += f", started by process {ppid} ({parent})"
     return text
 

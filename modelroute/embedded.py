@@ -66,9 +66,10 @@ from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
-from xds_server import ControlPlane, start_control_plane
+from xds_server import ControlPlane, XdsResource, start_control_plane
 from xds_server.cache import metadata_node_group
 from xds_server.bootstrap import render_dict
+from xds_server.types import ENDPOINT
 
 log = logging.getLogger("modelroute.embedded")
 
@@ -198,6 +199,10 @@ class Embedded:
         bootstrap.update(self.canary.stats_sink())
         return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level)
 
+    def _gateway_endpoints(self) -> Mapping[str, XdsResource]:
+        compiled = self.loop.compiled.get(GATEWAY)
+        return compiled.resources.get(ENDPOINT, {}) if compiled is not None else {}
+
     async def _drain(self, endpoints: Sequence[BackendEndpoint]) -> None:
         await self.drain.withdrawn(endpoints, timeout=DRAIN_TIMEOUT_S)
 
@@ -223,13 +228,16 @@ class Embedded:
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Wait until every replica is ready, their endpoints are compiled, and the gateway
-        Envoy has ACKed everything of that compile, and the status view says so. Raises
-        asyncio.TimeoutError."""
+        Envoy has ACKed everything of that compile (its endpoints by content: the same
+        ClusterLoadAssignment names are ACKed long before the replicas are in them), and
+        the status view says so. Raises asyncio.TimeoutError."""
         async def _wait() -> None:
             while any(c.ready < c.desired for c in self.replicas.status().values()):
                 await asyncio.sleep(0.05)
             await self.loop.wait_synced(timeout=timeout)
             while any(c.status != "True" for c in self.loop.tracker.conditions().values()):
+                await asyncio.sleep(0.02)
+            while self.gateway is not None and not self.drain.acked(GATEWAY, self._gateway_endpoints()):
                 await asyncio.sleep(0.02)
             await self.loop.status_settled(timeout=timeout)
         await asyncio.wait_for(_wait(), timeout)

@@ -7,7 +7,8 @@ which EDS version each stream was sent and which it acknowledged; the snapshots 
 to each node group say what content each version is (a content hash of the group's
 ClusterLoadAssignments). So this observer keeps, per node group, the EDS content of its
 last snapshots by version, and per stream the version it holds (ACKed) and the one in
-flight; `withdrawn(endpoints)` waits until no stream holds or is being sent any of them.
+flight; `withdrawn(endpoints)` waits until no stream holds or is being sent any of them,
+and `acked(group, assignments)` says whether every Envoy of a group holds exactly those.
 
 It reads hooks only (no state of the protocol code), so the xDS server can change how it
 pushes. A version it cannot place (not among the recent snapshots' EDS versions, e.g. a
@@ -100,6 +101,13 @@ class EndpointDrain(Hooks):
                     found.append(stream_id)
                     break
         return found
+
+    def acked(self, group: str, endpoints: Mapping[str, XdsResource]) -> bool:
+        """True when the group has a stream and every one of its Envoys acknowledged
+        exactly these ClusterLoadAssignments (e.g. the latest compile's)."""
+        version = Snapshot.build(endpoints.values()).version(ENDPOINT)
+        views = [v for v in self._streams.values() if v.group == group]
+        return bool(views) and all(v.acked == version for v in views)
 
     async def withdrawn(self, endpoints: Sequence[BackendEndpoint], *, timeout: float) -> bool:
         """Wait until no Envoy holds `endpoints`; False (logged) when `timeout` ran out."""
