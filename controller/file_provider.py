@@ -148,6 +148,7 @@ class FileProvider:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._settler: asyncio.Task[None] | None = None
+        self._loaded = False
         self.publishes = 0
 
     @property
@@ -168,6 +169,15 @@ class FileProvider:
         """The loader's error objects (with `object_key`), for ValidationFailed conditions."""
         return tuple(e for f in sorted(self._errors) for e in self._errors[f])
 
+    async def load(self) -> tuple[Resource, ...]:
+        """Read the directory once, without publishing or watching: what `start()` will
+        serve (it re-reads only what changed meanwhile). For checks before starting."""
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"manifest directory {self.directory} does not exist")
+        await self._refresh(None, publish=False)
+        self._loaded = True
+        return self._merged()
+
     async def start(self) -> None:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"manifest directory {self.directory} does not exist")
@@ -180,7 +190,7 @@ class FileProvider:
         first = asyncio.ensure_future(changes.__anext__())
         await asyncio.sleep(0)
         try:
-            await self._refresh(None)
+            await self._refresh(set() if self._loaded else None)
         except BaseException:
             self._stop.set()
             await asyncio.gather(first, return_exceptions=True)
@@ -243,7 +253,7 @@ class FileProvider:
         self._irregular = irregular
         return dict(sorted(found.items()))
 
-    async def _refresh(self, changed: set[Path] | None) -> None:
+    async def _refresh(self, changed: set[Path] | None, *, publish: bool = True) -> None:
         """Reload `changed` files (None: all, at start, when nothing is held) and the
         files that appeared, vanished, changed unseen or are held."""
         async with self._lock:
@@ -270,7 +280,8 @@ class FileProvider:
                 self._unsettled.pop(f, None)
                 self._applied[f] = stamp
                 self._apply(f, objects, errors)
-            await self._republish()
+            if publish:
+                await self._republish()
             if self._unsettled:
                 self._held.set()
             if dict(self.errors) != before and self._on_errors is not None:
@@ -326,6 +337,18 @@ class FileProvider:
         self._serving[file] = objects + kept
 
     async def _republish(self) -> None:
+        result = self._merged()
+        if result == self._published:
+            return
+        self._published = result
+        self.publishes += 1
+        try:
+            await self._publish(result)
+        except Exception:
+            log.exception("publish failed: directory=%s", self.directory, extra={"directory": str(self.directory)})
+
+    def _merged(self) -> tuple[Resource, ...]:
+        """Every file's serving objects, the first definition of each object winning."""
         merged: list[Resource] = []
         owner: dict[ObjectKey, Path] = {}
         self._duplicates.clear()
@@ -339,12 +362,4 @@ class FileProvider:
                     continue
                 owner[obj.key] = f
                 merged.append(obj)
-        result = tuple(merged)
-        if result == self._published:
-            return
-        self._published = result
-        self.publishes += 1
-        try:
-            await self._publish(result)
-        except Exception:
-            log.exception("publish failed: directory=%s", self.directory, extra={"directory": str(self.directory)})
+        return tuple(merged)

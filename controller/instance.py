@@ -32,28 +32,33 @@ class InstanceConflict(RuntimeError):
     """Another process serves this directory or holds a port this instance needs."""
 
 
-def _command(pid: int) -> str:
+def _argv(pid: int) -> list[str]:
     """What `pid` runs, as a user would have typed it (`modelroute up DIR`, `envoy -c ...`)."""
     try:
         argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
-        return ""
+        return []
     if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
         argv = argv[1:]  # a console script or `python -m`: what was run, not the interpreter
-    return " ".join(" ".join([Path(argv[0]).name, *argv[1:]]).split())[:120] if argv else ""
+    return [Path(argv[0]).name, *argv[1:]] if argv else []
+
+
+def _shown(argv: list[str]) -> str:
+    return " ".join(" ".join(argv).split())[:100]
 
 
 def describe_process(pid: int) -> str:
-    """`process 1234 (modelroute up examples/quickstart)`, and its parent when that is a
-    modelroute (the Envoy of another `modelroute up`)."""
-    text = f"process {pid}" + (f" ({cmd})" if (cmd := _command(pid)) else "")
+    """`process 1234 (modelroute up examples/quickstart)`, and the `modelroute` that
+    started it when it is a child of one (the Envoy of another `modelroute up`)."""
+    argv = _argv(pid)
+    text = f"process {pid}" + (f" ({_shown(argv)})" if argv else "")
     try:
         ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return text
-    parent = _command(ppid)
-    if "modelroute" in parent and "modelroute" not in cmd:
-        text += f", started by process {ppid} ({parent})"
+    parent = _argv(ppid)
+    if parent[:1] == ["modelroute"] and argv[:1] != ["modelroute"]:
+        text += f", started by process {ppid} ({_shown(parent)})"
     return text
 
 

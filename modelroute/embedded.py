@@ -163,6 +163,9 @@ class Embedded:
             rls_port = self.options.xds_port + 1 if self.options.xds_port else 0
         check_ports([(self.options.xds_host, self.options.xds_port, "xDS"),
                      (self.options.xds_host, rls_port, "rate-limit service")])
+        objects = await self.provider.load()
+        if self.options.start_envoy:
+            check_ports(self._listener_ports(objects))
         if self.redis is not None:
             redis = self.redis
             self._redis_supervisor = Supervisor("redis", lambda: redis, on_change=self.loop.publish_status)
@@ -178,15 +181,14 @@ class Embedded:
         await self.provider.start()
         await self.loop.wait_pushed(before, timeout=timeout)
         if self.options.start_envoy:
-            check_ports(self._listener_ports())
             self.gateway = Supervisor("gateway", self._make_gateway, on_change=self.loop.publish_status)
             await self.gateway.start()
         log.info("embedded mode up: dir=%s xds_port=%s", self.options.directory, self.plane.xds_port)
 
-    def _listener_ports(self) -> list[tuple[str, int, str]]:
-        """(address, port, purpose) of every listener the gateway Envoy is about to bind."""
+    def _listener_ports(self, objects: Sequence[Resource]) -> list[tuple[str, int, str]]:
+        """(address, port, purpose) of every listener the gateway Envoy will bind."""
         target = target_for_group(GATEWAY, self.placement)
-        ports = sorted({target.port(o.spec.service.port) for o in self.loop.objects if isinstance(o, ModelServer)})
+        ports = sorted({target.port(o.spec.service.port) for o in objects if isinstance(o, ModelServer)})
         return [(target.address, port, "a ModelServer listener") for port in ports]
 
     def _make_gateway(self) -> EnvoyProcess:
