@@ -39,7 +39,9 @@ def _argv(pid: int) -> list[str]:
     except OSError:
         return []
     if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
-        argv = argv[1:]  # a console script or `python -m`: what was run, not the interpreter
+        argv = argv[1:]  # a console script or `python -m x`: what was run, not the interpreter
+        if len(argv) > 1 and argv[0] == "-m":
+            argv = argv[1:]
     return [Path(argv[0]).name, *argv[1:]] if argv else []
 
 

@@ -130,7 +130,7 @@ class _Replica:
                 continue
             log.info("replica started: modelinfer=%s pid=%s port=%s", self.name, self.proc.pid, self.port,
                      extra={"modelinfer": self.name, "pid": self.proc.pid})
-            prober = spawn(self._probe(self.proc), name=f"probe {self.name}")
+            prober = spawn(self._probe(self.proc), name=f"probe {self.name}", endless=False)
             try:
                 code = await self.proc.wait()
             finally:
@@ -177,7 +177,11 @@ class _Replica:
         self.ready = self.listed = False
         if endpoint is not None:
             self.runtime.changed()
-            await self.runtime.drain([endpoint])
+            try:
+                await self.runtime.drain([endpoint])
+            except Exception:  # a broken drain must never leave the process running
+                log.exception("drain failed, stopping anyway: modelinfer=%s", self.name,
+                              extra={"modelinfer": self.name})
         if proc is not None:
             await terminate(proc, grace=self.runtime.stop_grace, label=f"replica {self.name}")
 

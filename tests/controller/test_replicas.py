@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import pytest
 from controller.replicas import Endpoints, ReplicaRuntime, http_ok
 from controller.supervisor import Backoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
+from routing_engine.world import BackendEndpoint
 
 A = ObjectKey("ModelInfer", "default", "llama")
 B = ObjectKey("ModelInfer", "team", "mistral")
@@ -70,12 +71,6 @@ def served_by(port: int | None) -> dict[str, object]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/x/infer", data=b"{}", method="POST")
     with opener.open(req, timeout=5) as resp:
         return dict(json.loads(resp.read())["served_by"])
-
-
-def test_backoff_doubles_caps_and_resets_after_a_long_run() -> None:
-    b = Backoff(initial=0.1, maximum=0.5, reset_after=10)
-    assert [b.next_delay(0.5) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
-    assert b.next_delay(30.0) == 0.1
 
 
 async def test_replicas_start_ready_and_identify_themselves(tmp_path: Path) -> None:
@@ -234,5 +229,59 @@ async def test_missing_binary_is_retried_not_fatal(caplog: pytest.LogCaptureFixt
         assert rt.status()[A].restarts >= 3
         assert "replica could not start: modelinfer=default/llama#0" in caplog.text
         assert "background task crashed" not in caplog.text
+    finally:
+        await rt.close()
+
+
+async def test_scale_down_withdraws_then_drains_then_stops() -> None:
+    rec = Recorder()
+    seen: list[tuple[tuple[int | None, ...], tuple[int | None, ...], bool]] = []
+    pids: dict[int | None, int | None] = {}
+
+    async def drain(endpoints: Sequence[BackendEndpoint]) -> None:
+        # What Envoy was told last, and whether the process still runs, when the drain starts.
+        published = tuple(e.port for e in rec.last.get(A, ()))
+        seen.append((tuple(e.port for e in endpoints), published, all(alive(pids[e.port] or 0) for e in endpoints)))
+        await asyncio.sleep(0.3)  # Envoy's ACK takes a moment: the replica must still be running
+
+    rt = ReplicaRuntime(on_endpoints=rec, drain=drain)
+    try:
+        await rt.reconcile([infer(A, 3)])
+        eps = await rec.until(lambda e: healthy(e, A, 3), "3 ready replicas")
+        pids.update({e.port: rt.pid_of(A, i) for i, e in enumerate(eps[A])})
+        doomed = [rt.pid_of(A, 1), rt.pid_of(A, 2)]
+        await rt.reconcile([infer(A, 1)])
+        await asyncio.sleep(0.1)
+        assert all(alive(p) for p in doomed if p)  # still draining
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in doomed if p) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not any(alive(p) for p in doomed if p)
+        kept = eps[A][0].port
+        assert sorted(seen) == sorted([((eps[A][1].port,), (kept,), True), ((eps[A][2].port,), (kept,), True)])
+    finally:
+        await rt.close()
+
+
+async def test_a_replica_unready_too_long_is_drained_and_restarted() -> None:
+    rec = Recorder()
+    drained: list[tuple[int | None, ...]] = []
+
+    async def drain(endpoints: Sequence[BackendEndpoint]) -> None:
+        drained.append(tuple(e.port for e in endpoints))
+
+    rt = ReplicaRuntime(on_endpoints=rec, probe_interval=0.1, unready_restart_after=1.0, drain=drain)
+    try:
+        await rt.reconcile([infer(A, 1)])
+        eps = await rec.until(lambda e: healthy(e, A, 1), "ready replica")
+        port, pid = eps[A][0].port, rt.pid_of(A, 0)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener.open(urllib.request.Request(f"http://127.0.0.1:{port}/_mock/behaviour", method="POST",
+                                           data=json.dumps({"healthy": False}).encode()), timeout=5).close()
+        await rec.until(lambda e: e[A] and not e[A][0].healthy, "marked unhealthy", timeout=3)
+        await rec.until(lambda e: e[A] == (), "withdrawn before the restart", timeout=5)
+        after = await rec.until(lambda e: healthy(e, A, 1) and rt.pid_of(A, 0) not in (None, pid), "restarted")
+        assert drained == [(port,)] and rt.status()[A].restarts == 1 and after[A][0].port != port
+        assert pid is not None and not alive(pid)
     finally:
         await rt.close()
