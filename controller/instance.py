@@ -128,7 +128,8 @@ def port_holder(port: int) -> int | None:
 
 
 def check_ports(ports: Iterable[tuple[str, int, str]]) -> None:
-    """Raise InstanceConflict naming the holder of the first busy (host, port, purpose)."""
+    """Raise InstanceConflict naming the holder of the first (host, port, purpose) that
+    another process listens on."""
     for host, port, purpose in ports:
         if port == 0:
             continue
@@ -141,7 +142,7 @@ def check_ports(ports: Iterable[tuple[str, int, str]]) -> None:
                 probe.bind((host, port))
             except OSError as err:
                 if err.errno != errno.EADDRINUSE:
-                    raise InstanceConflict(f"cannot bind {host}:{port} ({purpose}): {err.strerror}") from None
+                    continue  # e.g. a privileged port: that resource's own problem, not another instance
                 pid = port_holder(port)
                 who = describe_process(pid) if pid is not None else "another process"
                 raise InstanceConflict(f"port {port} ({purpose}) is already in use by {who}") from None

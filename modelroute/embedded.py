@@ -58,15 +58,16 @@ from controller.ratelimit_redis import LocalRedis, redis_for
 from controller.ratelimit_service import RunningService, ServiceOptions, start_ratelimit_service
 from controller.replicas import ReplicaRuntime
 from controller.status_view import StatusWriter, status_path
+from controller.status_view import run_dir as run_dir_of
 from controller.supervisor import Supervisor
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
-from modelroute.endpoint_drain import EndpointDrain
+from modelroute.endpoint_drain import EndpointDrain, eds_version
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
-from xds_server import ControlPlane, XdsResource, start_control_plane
+from xds_server import ControlPlane, start_control_plane
 from xds_server.cache import metadata_node_group
 from xds_server.bootstrap import render_dict
 from xds_server.types import ENDPOINT
@@ -105,7 +106,7 @@ class EmbeddedOptions:
 
     @property
     def run_dir(self) -> Path:
-        return self.directory / ".modelroute"
+        return run_dir_of(self.directory)
 
 
 class Embedded:
@@ -201,10 +202,6 @@ class Embedded:
         bootstrap.update(self.canary.stats_sink())
         return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level)
 
-    def _gateway_endpoints(self) -> Mapping[str, XdsResource]:
-        compiled = self.loop.compiled.get(GATEWAY)
-        return compiled.resources.get(ENDPOINT, {}) if compiled is not None else {}
-
     async def _drain(self, endpoints: Sequence[BackendEndpoint]) -> None:
         await self.drain.withdrawn(endpoints, timeout=DRAIN_TIMEOUT_S)
 
@@ -239,7 +236,13 @@ class Embedded:
             await self.loop.wait_synced(timeout=timeout)
             while any(c.status != "True" for c in self.loop.tracker.conditions().values()):
                 await asyncio.sleep(0.02)
-            while self.gateway is not None and not self.drain.acked(GATEWAY, self._gateway_endpoints()):
+            compiled, version = None, ""
+            while self.gateway is not None:
+                if (current := self.loop.compiled.get(GATEWAY)) is not compiled:
+                    compiled = current
+                    version = eds_version(current.resources.get(ENDPOINT, {}) if current is not None else {})
+                if self.drain.acked(GATEWAY, version):
+                    break
                 await asyncio.sleep(0.02)
             await self.loop.status_settled(timeout=timeout)
         await asyncio.wait_for(_wait(), timeout)

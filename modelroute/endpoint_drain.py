@@ -35,6 +35,11 @@ Address = tuple[str, int]
 _HISTORY = 32  # EDS versions remembered per node group (a stream is at most a few behind)
 
 
+def eds_version(assignments: Mapping[str, XdsResource]) -> str:
+    """The EDS version a snapshot of these ClusterLoadAssignments has."""
+    return Snapshot.build(assignments.values()).version(ENDPOINT)
+
+
 @dataclass(slots=True)
 class _Stream:
     group: str
@@ -102,10 +107,9 @@ class EndpointDrain(Hooks):
                     break
         return found
 
-    def acked(self, group: str, endpoints: Mapping[str, XdsResource]) -> bool:
-        """True when the group has a stream and every one of its Envoys acknowledged
-        exactly these ClusterLoadAssignments (e.g. the latest compile's)."""
-        version = Snapshot.build(endpoints.values()).version(ENDPOINT)
+    def acked(self, group: str, version: str) -> bool:
+        """True when the group has a stream and every one of its Envoys acknowledged the
+        EDS content `version` (`eds_version` of e.g. the latest compile's assignments)."""
         views = [v for v in self._streams.values() if v.group == group]
         return bool(views) and all(v.acked == version for v in views)
 
