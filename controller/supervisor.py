@@ -136,11 +136,13 @@ class Supervisor:
                      extra={"child": self.name, "pid": child.pid})
 
     async def stop(self) -> None:
+        """Stop supervising, then the child. Not reported through `on_change`: what
+        stops us is shutting down, and must not be called back into."""
         await cancel_and_wait(self._task)
         self._task = None
         if self.child is not None:
             await self.child.stop()
-        self._set("stopped", "")
+        self._state, self._message = "stopped", ""
 
     def _set(self, state: State, message: str) -> None:
         self._state, self._message = state, message

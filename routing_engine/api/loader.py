@@ -244,21 +244,26 @@ def _manifest_files(path: Path, errors: list[ManifestError]) -> Iterator[Path]:
                 Path(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES) and not f.startswith(".")
             )
         for file in sorted(found):
-            if _is_regular(file):
+            kind = _special_kind(file)
+            if kind is None:
                 yield file
             else:
-                log.warning("%s: not a regular file (e.g. a FIFO); skipped", file)
+                log.warning("%s: not a regular file (%s); skipped", file, kind)
     elif path.exists():
         yield path
     else:
         errors.append(ManifestError(str(path), None, None, None, None, "", "no such file or directory"))
 
 
-def _is_regular(file: Path) -> bool:
+def _special_kind(file: Path) -> str | None:
+    """What `file` is when it is not a regular file (a read could block), else None."""
     try:
-        return stat.S_ISREG(os.stat(file).st_mode)
+        mode = os.stat(file).st_mode
     except OSError:
-        return True  # gone or unreadable: `_read` reports why
+        return None  # gone or unreadable: `_read` reports why
+    if stat.S_ISREG(mode):
+        return None
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or other special file"
 
 
 def _read(file: Path, errors: list[ManifestError], *, regular_only: bool = False) -> str | None:

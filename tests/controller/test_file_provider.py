@@ -293,3 +293,12 @@ async def test_load_reads_once_and_start_serves_it_without_reading_again(tmp_pat
         assert published.keys == {mi("alpha")} and reads == [tmp_path / "a.yaml"]
     finally:
         await provider.close()
+
+
+def test_the_provider_never_opens_a_fifo_for_a_blocking_read(tmp_path: Path) -> None:
+    # A regular file turned into a FIFO between the scan and the read must not hang the reader.
+    from controller.file_provider import _default_loader
+
+    os.mkfifo(tmp_path / "x.yaml")
+    objects, errors = _default_loader([tmp_path / "x.yaml"])
+    assert list(objects) == [] and [e.rule for e in errors] == ["is not a regular file"]
