@@ -348,7 +348,8 @@ class FileProvider:
             log.exception("publish failed: directory=%s", self.directory, extra={"directory": str(self.directory)})
 
     def _merged(self) -> tuple[Resource, ...]:
-        """Every file's serving objects, the first definition of each object winning."""
+        """Every file's serving objects, the first definition of each object winning (the
+        later ones are recorded in `_duplicates`)."""
         merged: list[Resource] = []
         owner: dict[ObjectKey, Path] = {}
         self._duplicates.clear()

@@ -157,7 +157,7 @@ class _Replica:
             ready = ok or (self.ready and failures < 2)
             if ok:
                 last_ready = loop.time()
-            if ready != self.ready or (ready and not self.listed):
+            if ready != self.ready:
                 self.ready = ready
                 self.listed = self.listed or ready
                 log.info("replica %s: modelinfer=%s port=%s", "ready" if ready else "not ready", self.name,

@@ -202,7 +202,7 @@ async def test_ten_slow_in_place_saves_under_load_fail_no_request(setup: Setup) 
     failures = load.failures()
     assert not failures, f"{len(failures)} of {len(load.samples)} requests failed, e.g. {failures[:3]}"
     print("slow save complete → served (s):", [round(x, 3) for x in latencies])
-    assert max(latencies) < 1.5, latencies
+    assert max(latencies) < 1.0, latencies  # SPEC 5: edit → served within 1 s, in-place saves included
 
 
 async def wait_status(directory: Path, what: str, check: Any, *, timeout: float) -> tuple[float, Any]:
