@@ -202,8 +202,9 @@ class Embedded:
         bootstrap.update(self.canary.stats_sink())
         return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level)
 
-    async def _drain(self, endpoints: Sequence[BackendEndpoint]) -> None:
-        await self.drain.withdrawn(endpoints, timeout=DRAIN_TIMEOUT_S)
+    async def _drain(self, endpoints: Sequence[BackendEndpoint]) -> bool:
+        """True when every Envoy dropped `endpoints`, False when the timeout ran out."""
+        return await self.drain.withdrawn(endpoints, timeout=DRAIN_TIMEOUT_S)
 
     async def stop(self) -> None:
         """Stop every child we started (Envoy, replicas, redis-server), then the control
