@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from controller.background import die_with_parent
+from controller.background import child_preexec
 from controller.processes import terminate
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class EnvoyProcess:
                "--admin-address-path", str(self._admin_path), "--log-path", str(self.log_path), *self._args]
         with open(self.run_dir / f"{self.name}.stdout", "ab") as out:
             self._proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                                                              stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+                                                              stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=child_preexec())
         log.info("envoy started: envoy=%s pid=%s config=%s", self.name, self._proc.pid, self.config_path,
                  extra={"envoy": self.name, "pid": self._proc.pid})
         try:

@@ -2,15 +2,26 @@
 list of objects the engine compiles, republished on every edit.
 
 Before it: the user's editor. After it: an async `publish(objects)` callback (the wiring
-puts them into the `World` and notifies the debouncer). Parsing and validation are the
-loader's (`routing_engine.api.loader`); this module adds the watching and the rule that
-keeps traffic up while someone edits:
+puts them into the `World` and notifies the debouncer), and `on_errors()` whenever the
+rejected files change (the wiring republishes the status even when no object changed).
+Parsing and validation are the loader's (`routing_engine.api.loader`); this module adds
+the watching and the rules that keep traffic up while someone edits:
 
 - **last good version keeps serving.** An object whose document has errors keeps its last
-  good definition; a file that cannot be read as a whole (YAML syntax error, half-saved
-  file, a document without kind/name) keeps its whole last good version. A file that was
-  never good contributes nothing. Errors are logged naming file and rule, and kept in
-  `errors` for the status view until the file is fixed or deleted.
+  good definition; a file that cannot be read as a whole (YAML syntax error, a document
+  without kind/name) keeps its whole last good version. A file that was never good
+  contributes nothing. Errors are logged naming file and rule, and kept in `errors` for
+  the status view until the file is fixed or deleted.
+- **a file being written is not read half-way.** Saving in place (`cmd > route.yaml`, an
+  editor that truncates first) shows the watcher an empty, then a partial file. So a
+  change is applied at once only when it cannot be half a save: a file replaced whole
+  (rename, a new inode) or a new file, whose content is valid and keeps every object the
+  file had. Any other change (written in place, now empty, with errors, with objects gone,
+  the file deleted) is held, the last good version serving, until the file has been quiet
+  (same inode, size and mtime) for `quiet_s` (0.4 s); then it is applied, errors and
+  deletions included.
+- **regular files only.** A FIFO, socket or device named `*.yaml` is never opened (a read
+  would block for good); it is ignored and reported (log and `errors`).
 - **objects are tracked per file:** deleting a file removes exactly its objects; an
   object defined in two files is served from the first (sorted path) and the later
   definition is reported.
@@ -26,14 +37,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
 import watchfiles
 
-from controller.background import spawn
+from controller.background import cancel_and_wait, spawn
 from routing_engine.api.resources import ObjectKey, Resource
 
 log = logging.getLogger(__name__)
@@ -59,7 +72,44 @@ def _default_loader(paths: Sequence[Path]) -> tuple[Sequence[Resource], Sequence
     # Imported at call time: the loader is another layer's module and may change freely.
     from routing_engine.api.loader import load_manifests
 
-    return load_manifests(paths)
+    return load_manifests(paths, regular_files_only=True)
+
+
+QUIET_S = 0.4  # a held change is applied once its file has not changed for this long
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    """What tells two versions of a file apart without reading it."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def _stamp(path: Path) -> _Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _Stamp(st.st_ino, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def _not_regular(path: Path) -> str | None:
+    """What a manifest-named path is when it is not a readable regular file, else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else None  # None: gone meanwhile
+    except OSError as err:
+        return f"unreadable: {err.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return what
+    return "not a regular file"
 
 
 def _visible(root: Path, path: Path) -> bool:
@@ -78,17 +128,27 @@ class FileProvider:
     """`await start()` loads and publishes once, then watches; `await close()` stops."""
 
     def __init__(self, directory: Path, publish: Publish, *, loader: Loader = _default_loader,
-                 debounce_ms: int = 50, step_ms: int = 10) -> None:
+                 debounce_ms: int = 50, step_ms: int = 10, quiet_s: float = QUIET_S,
+                 on_errors: Callable[[], object] | None = None) -> None:
         self.directory = Path(directory).resolve()
         self._publish = publish
         self._load = loader
         self._debounce_ms, self._step_ms = debounce_ms, step_ms
+        self._quiet_s = quiet_s
+        self._on_errors = on_errors
         self._serving: dict[Path, tuple[Resource, ...]] = {}  # file → its last good objects
         self._errors: dict[Path, tuple[LoadError, ...]] = {}
         self._duplicates: dict[Path, tuple[str, ...]] = {}
+        self._irregular: dict[Path, str] = {}  # manifest-named paths that are no regular file
+        self._applied: dict[Path, _Stamp] = {}  # the version of each file last applied
+        self._unsettled: dict[Path, tuple[_Stamp | None, float]] = {}  # held: (version seen, since when)
         self._published: tuple[Resource, ...] | None = None
+        self._lock = asyncio.Lock()
+        self._held = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._settler: asyncio.Task[None] | None = None
+        self._loaded = False
         self.publishes = 0
 
     @property
@@ -97,14 +157,26 @@ class FileProvider:
 
     @property
     def errors(self) -> Mapping[str, tuple[str, ...]]:
-        """File → its current error messages (loader errors and cross-file duplicates)."""
-        files = sorted(set(self._errors) | set(self._duplicates))
-        return MappingProxyType({str(f): tuple(map(str, self._errors.get(f, ()))) + self._duplicates.get(f, ())
-                                 for f in files})
+        """File → its current error messages (loader errors, cross-file duplicates, and
+        paths that are not regular files)."""
+        files = sorted(set(self._errors) | set(self._duplicates) | set(self._irregular))
+        return MappingProxyType({
+            str(f): tuple(map(str, self._errors.get(f, ()))) + self._duplicates.get(f, ())
+            + ((f"{f}: is {self._irregular[f]}, not a regular file; ignored",) if f in self._irregular else ())
+            for f in files})
 
     def load_errors(self) -> tuple[LoadError, ...]:
         """The loader's error objects (with `object_key`), for ValidationFailed conditions."""
         return tuple(e for f in sorted(self._errors) for e in self._errors[f])
+
+    async def load(self) -> tuple[Resource, ...]:
+        """Read the directory once, without publishing or watching: what `start()` will
+        serve (it re-reads only what changed meanwhile). For checks before starting."""
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"manifest directory {self.directory} does not exist")
+        await self._refresh(None, publish=False)
+        self._loaded = True
+        return self._merged()
 
     async def start(self) -> None:
         if not self.directory.is_dir():
@@ -118,12 +190,13 @@ class FileProvider:
         first = asyncio.ensure_future(changes.__anext__())
         await asyncio.sleep(0)
         try:
-            await self._refresh(None)
+            await self._refresh(set() if self._loaded else None)
         except BaseException:
             self._stop.set()
             await asyncio.gather(first, return_exceptions=True)
             raise
         self._task = spawn(self._watch(changes, first), name=f"file-provider {self.directory}", endless=False)
+        self._settler = spawn(self._settle(), name=f"file-provider settle {self.directory}")
 
     async def _watch(self, changes: Any, first: "asyncio.Future[set[tuple[watchfiles.Change, str]]]") -> None:
         next_batch: Any = first
@@ -137,8 +210,20 @@ class FileProvider:
             await self._refresh({Path(p) for _, p in batch})
             next_batch = changes.__anext__()
 
+    async def _settle(self) -> None:
+        """Re-read held files once they may have been quiet for `quiet_s`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._held.wait()
+            while self._unsettled:
+                due = min(since for _, since in self._unsettled.values()) + self._quiet_s
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                await self._refresh(set(self._unsettled))
+            self._held.clear()
+
     async def close(self) -> None:
         self._stop.set()
+        await cancel_and_wait(self._settler)
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5.0)
@@ -146,26 +231,93 @@ class FileProvider:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
 
-    def _files(self) -> list[Path]:
-        found: list[Path] = []
+    def _scan(self) -> dict[Path, _Stamp]:
+        """The regular manifest files and their versions; the others go to `_irregular`."""
+        found: dict[Path, _Stamp] = {}
+        irregular: dict[Path, str] = {}
         for root, dirs, files in os.walk(self.directory):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found.extend(Path(root, f) for f in files if is_manifest(self.directory, Path(root, f)))
-        return sorted(found)
+            for name in files:
+                path = Path(root, name)
+                if not is_manifest(self.directory, path):
+                    continue
+                stamp = _stamp(path)
+                if stamp is not None:
+                    found[path] = stamp
+                elif (what := _not_regular(path)) is not None:
+                    irregular[path] = what
+        for path, what in sorted(irregular.items()):
+            if self._irregular.get(path) != what:
+                log.warning("manifest is %s, not a regular file; ignored: file=%s", what, path,
+                            extra={"file": str(path)})
+        self._irregular = irregular
+        return dict(sorted(found.items()))
 
-    async def _refresh(self, changed: set[Path] | None) -> None:
-        """Reload `changed` files (None: all) and files that appeared or vanished."""
-        present = self._files()
-        gone = [f for f in list(self._serving) + list(self._errors) if f not in present]
-        for f in gone:
-            self._serving.pop(f, None)
-            if self._errors.pop(f, None) is not None:
-                log.info("broken manifest deleted: file=%s", f, extra={"file": str(f)})
-        todo = [f for f in present if changed is None or f in changed or f not in self._serving and f not in self._errors]
-        for f in todo:
-            objects, errors = await asyncio.to_thread(self._load, [f])
-            self._apply(f, tuple(objects), tuple(errors))
-        await self._republish(present)
+    async def _refresh(self, changed: set[Path] | None, *, publish: bool = True) -> None:
+        """Reload `changed` files (None: all, at start, when nothing is held) and the
+        files that appeared, vanished, changed unseen or are held."""
+        async with self._lock:
+            before = dict(self.errors)
+            now = asyncio.get_running_loop().time()
+            initial = changed is None
+            files = self._scan()
+            for f in [f for f in {*self._applied, *self._unsettled} if f not in files]:
+                if f not in self._applied:
+                    self._unsettled.pop(f, None)  # held, never applied, now gone
+                elif initial or self._settled(f, None, now):
+                    self._forget(f)
+            for f, stamp in files.items():
+                if changed is not None and f not in changed and f not in self._unsettled \
+                        and stamp == self._applied.get(f):
+                    continue  # no event, nothing held, and the version applied is still there
+                objects, errors = await asyncio.to_thread(self._load, [f])
+                objects, errors = tuple(objects), tuple(errors)
+                if _stamp(f) != stamp:  # written while we read it: wait for it to settle
+                    self._settled(f, _stamp(f), now)
+                    continue
+                if not initial and self._suspicious(f, stamp, objects, errors) and not self._settled(f, stamp, now):
+                    continue
+                self._unsettled.pop(f, None)
+                self._applied[f] = stamp
+                self._apply(f, objects, errors)
+            if publish:
+                await self._republish()
+            if self._unsettled:
+                self._held.set()
+            if dict(self.errors) != before and self._on_errors is not None:
+                try:
+                    self._on_errors()
+                except Exception:
+                    log.exception("errors callback failed: directory=%s", self.directory)
+
+    def _suspicious(self, file: Path, stamp: _Stamp, objects: tuple[Resource, ...],
+                    errors: tuple[LoadError, ...]) -> bool:
+        """Could this be a half-written save? (see the module docstring)"""
+        if errors:
+            return True
+        applied = self._applied.get(file)
+        if applied is None:
+            return False  # a new file adds objects; it takes none away
+        if applied.inode == stamp.inode:
+            return True  # written in place: maybe not finished
+        kept = {o.key for o in objects}
+        return any(o.key not in kept for o in self._serving.get(file, ()))
+
+    def _settled(self, file: Path, stamp: _Stamp | None, now: float) -> bool:
+        """True once `file` has been at `stamp` (None: absent) for `quiet_s`; otherwise
+        it is (still) held."""
+        held = self._unsettled.get(file)
+        if held is None or held[0] != stamp:
+            self._unsettled[file] = (stamp, now)
+            return self._quiet_s <= 0
+        return now - held[1] >= self._quiet_s
+
+    def _forget(self, file: Path) -> None:
+        self._serving.pop(file, None)
+        self._applied.pop(file, None)
+        self._unsettled.pop(file, None)
+        if self._errors.pop(file, None) is not None:
+            log.info("broken manifest deleted: file=%s", file, extra={"file": str(file)})
 
     def _apply(self, file: Path, objects: tuple[Resource, ...], errors: tuple[LoadError, ...]) -> None:
         previous = self._serving.get(file, ())
@@ -184,21 +336,8 @@ class FileProvider:
         kept = tuple(o for o in previous if o.key in broken)
         self._serving[file] = objects + kept
 
-    async def _republish(self, files: list[Path]) -> None:
-        merged: list[Resource] = []
-        owner: dict[ObjectKey, Path] = {}
-        self._duplicates.clear()
-        for f in files:
-            for obj in self._serving.get(f, ()):
-                if obj.key in owner:
-                    msg = f"{f}: {obj.key}: duplicate: already defined in {owner[obj.key]}; ignored"
-                    self._duplicates[f] = self._duplicates.get(f, ()) + (msg,)
-                    log.warning("duplicate object ignored: file=%s object=%s first=%s", f, obj.key, owner[obj.key],
-                                extra={"file": str(f), "object": str(obj.key)})
-                    continue
-                owner[obj.key] = f
-                merged.append(obj)
-        result = tuple(merged)
+    async def _republish(self) -> None:
+        result = self._merged()
         if result == self._published:
             return
         self._published = result
@@ -207,3 +346,21 @@ class FileProvider:
             await self._publish(result)
         except Exception:
             log.exception("publish failed: directory=%s", self.directory, extra={"directory": str(self.directory)})
+
+    def _merged(self) -> tuple[Resource, ...]:
+        """Every file's serving objects, the first definition of each object winning (the
+        later ones are recorded in `_duplicates`)."""
+        merged: list[Resource] = []
+        owner: dict[ObjectKey, Path] = {}
+        self._duplicates.clear()
+        for f in sorted(self._serving):  # held deleted files included: they serve until settled
+            for obj in self._serving[f]:
+                if obj.key in owner:
+                    msg = f"{f}: {obj.key}: duplicate: already defined in {owner[obj.key]}; ignored"
+                    self._duplicates[f] = self._duplicates.get(f, ()) + (msg,)
+                    log.warning("duplicate object ignored: file=%s object=%s first=%s", f, obj.key, owner[obj.key],
+                                extra={"file": str(f), "object": str(obj.key)})
+                    continue
+                owner[obj.key] = f
+                merged.append(obj)
+        return tuple(merged)

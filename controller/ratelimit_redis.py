@@ -1,6 +1,8 @@
 """A private `redis-server` for embedded mode (`modelroute up`): the shared rate limit's
 counters, on a free loopback port, without persistence (limits are windows of at most a
-day; a restart forgetting them is acceptable). Started and stopped by PID like Envoy.
+day; a restart forgetting them is acceptable). Started and stopped by PID like Envoy,
+dies with the control plane, and is kept running by a `controller.supervisor.Supervisor`
+(a restart keeps its port, so the rate-limit service's URL stays valid).
 
 Debian's `redis-server` is installed by scripts/bootstrap.sh. Without it, or with an
 explicit `redis_url`, nothing is started.
@@ -15,6 +17,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from controller.background import child_preexec
+from controller.processes import terminate
 from controller.ratelimit_service import DEFAULT_REDIS_URL, ServiceOptions
 
 log = logging.getLogger("modelroute.ratelimit")
@@ -37,14 +41,20 @@ class LocalRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     async def start(self, *, timeout: float = 10.0) -> None:
-        self.port = _free_port()
+        """Start on a free port the first time, on the same port after that."""
+        self.port = self.port or _free_port()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.run_dir / "redis.log"
         self.proc = await asyncio.create_subprocess_exec(
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(self.run_dir), "--logfile", str(log_file),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=child_preexec())
         deadline = asyncio.get_running_loop().time() + timeout
         while not await self._answers():
             if self.proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
@@ -66,21 +76,21 @@ class LocalRedis:
         finally:
             writer.close()
 
+    async def wait(self) -> int:
+        """Until redis-server exits (for the supervisor); its exit code."""
+        if self.proc is None:
+            raise RuntimeError("redis-server is not started")
+        return await self.proc.wait()
+
     async def stop(self, grace: float = 5.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if self.proc is not None:
+            await terminate(self.proc, grace=grace, label="redis-server")
 
 
-async def redis_for(options: ServiceOptions, run_dir: Path) -> tuple[ServiceOptions, LocalRedis | None]:
+def redis_for(options: ServiceOptions, run_dir: Path) -> tuple[ServiceOptions, LocalRedis | None]:
     """`options` with a Redis to use: the given `redis_url`, else a private redis-server
-    started here, else (not installed) the default URL, with a warning."""
+    to start (its port is chosen here, so the URL is known before it runs), else (not
+    installed) the default URL, with a warning."""
     if options.redis_url is not None:
         return options, None
     binary = shutil.which("redis-server")
@@ -89,5 +99,5 @@ async def redis_for(options: ServiceOptions, run_dir: Path) -> tuple[ServiceOpti
                     DEFAULT_REDIS_URL)
         return dataclasses.replace(options, redis_url=DEFAULT_REDIS_URL), None
     local = LocalRedis(run_dir, binary)
-    await local.start()
+    local.port = _free_port()
     return dataclasses.replace(options, redis_url=local.url), local

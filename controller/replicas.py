@@ -3,12 +3,25 @@
 What Kubernetes does with a Deployment + readiness probe, done with child processes: for
 every ModelInfer run `spec.replicas` processes (by default the mock engine) on free
 loopback ports, probe `GET /health`, restart a crashed replica with exponential backoff,
-and publish the replicas as `BackendEndpoint`s (healthy = ready) whenever they change.
-The wiring puts that mapping into `World.endpoints`, so the engine turns it into EDS.
+and publish the replicas as `BackendEndpoint`s whenever they change. The wiring puts
+that mapping into `World.endpoints`, so the engine turns it into EDS.
+
+- **An endpoint from its first ready probe on.** A starting replica is not published:
+  listed as UNHEALTHY it would still count in Envoy's panic threshold (below 50% healthy
+  hosts Envoy routes to all of them), so scaling 1 → 3 would send traffic to processes
+  that are not listening yet. A replica that was ready and fails its probe stays listed
+  as UNHEALTHY (a blip must not reshuffle the others); one that stays unready for
+  `unready_restart_after` seconds is restarted (a liveness rule).
+- **Drain before stop.** A replica that is scaled away, replaced, deleted or restarted
+  for failing its probe is first withdrawn from the endpoints; the `drain` callback
+  waits (bounded) until every Envoy has acknowledged the EDS update without it; only
+  then does it get SIGTERM (the mock engine finishes its in-flight requests), SIGKILL
+  after a grace. Stopping happens in the background, so a slow replica never holds up
+  the next configuration change; `close()` waits for all of them.
 
 Before: the file provider's ModelInfers (`reconcile`). After: the `on_endpoints` callback
 (world update + debouncer) and `ReplicaStatus` for the status view. Each replica has one
-guarded supervisor task; processes are stopped by PID, SIGTERM then SIGKILL.
+guarded supervisor task; processes die with the control plane (`child_preexec`).
 """
 
 from __future__ import annotations
@@ -18,14 +31,15 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
-from controller.background import cancel_and_wait, die_with_parent, spawn
+from controller.background import cancel_and_wait, child_preexec, spawn
 from controller.processes import terminate
+from controller.supervisor import Backoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
 
@@ -34,6 +48,8 @@ log = logging.getLogger(__name__)
 Endpoints = Mapping[ObjectKey, tuple[BackendEndpoint, ...]]
 # (ModelInfer, replica index, port) → argv of the replica process.
 CommandFactory = Callable[[ModelInfer, int, int], Sequence[str]]
+# Waits (bounded) until no Envoy routes to these endpoints any more.
+Drain = Callable[[Sequence[BackendEndpoint]], Awaitable[object]]
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
@@ -72,24 +88,6 @@ async def http_ok(port: int, path: str = "/health", *, timeout: float = 1.0) -> 
     return len(parts) >= 2 and parts[1] == b"200"
 
 
-@dataclass
-class Backoff:
-    """Restart delay: doubles per crash, capped, and forgotten once a replica has run
-    `reset_after` seconds (a replica that crashes once a day restarts at once)."""
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    reset_after: float = 10.0
-    _current: float = 0.0
-
-    def next_delay(self, ran_for: float) -> float:
-        if ran_for >= self.reset_after or self._current == 0.0:
-            self._current = self.initial
-        else:
-            self._current = min(self._current * 2, self.maximum)
-        return self._current
-
-
 @dataclass(frozen=True)
 class ReplicaStatus:
     desired: int
@@ -105,6 +103,7 @@ class _Replica:
         self.name = f"{infer.metadata.namespace}/{infer.metadata.name}#{index}"
         self.port: int | None = None
         self.ready = False
+        self.listed = False  # an endpoint: ready once since it started, not withdrawn
         self.restarts = 0
         self.proc: asyncio.subprocess.Process | None = None
         self.task = spawn(self._supervise(), name=f"replica {self.name}")
@@ -120,8 +119,7 @@ class _Replica:
                 with self.runtime.log_file(self.infer, self.index) as out:
                     self.proc = await asyncio.create_subprocess_exec(
                         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                        env=_child_env(),
-                        start_new_session=True, preexec_fn=die_with_parent)
+                        env=_child_env(), start_new_session=True, preexec_fn=child_preexec())
             except OSError as err:  # e.g. a missing binary: retried like a crash, never a dead supervisor
                 self.port = None
                 self.restarts += 1
@@ -132,13 +130,12 @@ class _Replica:
                 continue
             log.info("replica started: modelinfer=%s pid=%s port=%s", self.name, self.proc.pid, self.port,
                      extra={"modelinfer": self.name, "pid": self.proc.pid})
-            self.runtime.changed()
-            prober = spawn(self._probe(), name=f"probe {self.name}")
+            prober = spawn(self._probe(self.proc), name=f"probe {self.name}", endless=False)
             try:
                 code = await self.proc.wait()
             finally:
                 await cancel_and_wait(prober)
-            self.ready = False
+            self.ready = self.listed = False
             self.port = None
             self.runtime.changed()
             delay = backoff.next_delay(loop.time() - started)
@@ -147,8 +144,10 @@ class _Replica:
                         extra={"modelinfer": self.name, "exit_code": code})
             await asyncio.sleep(delay)
 
-    async def _probe(self) -> None:
+    async def _probe(self, proc: asyncio.subprocess.Process) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
+        last_ready = loop.time()  # the startup counts as ready for the liveness clock
         while True:
             assert self.port is not None
             ok = await http_ok(self.port, timeout=self.runtime.probe_timeout)
@@ -156,22 +155,51 @@ class _Replica:
             # One success makes a replica ready; two failures in a row take it out, so a
             # single slow probe does not flap the endpoint (a crash is seen by wait()).
             ready = ok or (self.ready and failures < 2)
+            if ok:
+                last_ready = loop.time()
             if ready != self.ready:
                 self.ready = ready
+                self.listed = self.listed or ready
                 log.info("replica %s: modelinfer=%s port=%s", "ready" if ready else "not ready", self.name,
                          self.port, extra={"modelinfer": self.name, "ready": ready})
                 self.runtime.changed()
+            if not ok and loop.time() - last_ready >= self.runtime.unready_restart_after:
+                log.warning("replica unready for %.0fs, restarting it: modelinfer=%s pid=%s",
+                            self.runtime.unready_restart_after, self.name, proc.pid,
+                            extra={"modelinfer": self.name, "pid": proc.pid})
+                await self.drain_and_stop(proc)  # the supervisor sees the exit and restarts it
+                return
             await asyncio.sleep(self.runtime.probe_interval)
 
-    async def stop(self, grace: float = 3.0) -> None:
-        await cancel_and_wait(self.task)
-        proc = self.proc
+    async def drain_and_stop(self, proc: asyncio.subprocess.Process | None) -> None:
+        """Withdraw the endpoint, wait until the Envoys dropped it, then stop the process."""
+        endpoint = self.endpoint()
+        self.ready = self.listed = False
+        if endpoint is not None:
+            self.runtime.changed()
+            try:
+                await self.runtime.drain([endpoint])
+            except Exception:  # a broken drain must never leave the process running
+                log.exception("drain failed, stopping anyway: modelinfer=%s", self.name,
+                              extra={"modelinfer": self.name})
         if proc is not None:
-            await terminate(proc, grace=grace, label=f"replica {self.name}")
-        self.ready, self.port = False, None
+            await terminate(proc, grace=self.runtime.stop_grace, label=f"replica {self.name}")
+
+    async def retire(self) -> None:
+        """Stop for good (scaled away, replaced or deleted; already out of the runtime's
+        list): no more restarts, then drain and stop."""
+        await cancel_and_wait(self.task)
+        await self.drain_and_stop(self.proc)
+        self.port = None
 
     def endpoint(self) -> BackendEndpoint | None:
-        return None if self.port is None else BackendEndpoint("127.0.0.1", self.port, healthy=self.ready)
+        if self.port is None or not self.listed:
+            return None
+        return BackendEndpoint("127.0.0.1", self.port, healthy=self.ready)
+
+
+async def _no_drain(endpoints: Sequence[BackendEndpoint]) -> None:
+    return None
 
 
 class ReplicaRuntime:
@@ -179,15 +207,20 @@ class ReplicaRuntime:
 
     def __init__(self, *, on_endpoints: Callable[[Endpoints], Any], log_dir: Path | None = None,
                  command: CommandFactory = mock_engine_command, probe_interval: float = 0.2,
-                 probe_timeout: float = 1.0, backoff_factory: Callable[[], Backoff] = Backoff) -> None:
+                 probe_timeout: float = 1.0, backoff_factory: Callable[[], Backoff] = Backoff,
+                 drain: Drain = _no_drain, stop_grace: float = 3.0, unready_restart_after: float = 30.0) -> None:
         self._on_endpoints = on_endpoints
         self.log_dir = log_dir
         self.command = command
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
         self.backoff_factory = backoff_factory
+        self.drain = drain
+        self.stop_grace = stop_grace
+        self.unready_restart_after = unready_restart_after
         self._infers: dict[ObjectKey, ModelInfer] = {}
         self._replicas: dict[ObjectKey, list[_Replica]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._suspended: set[ObjectKey] = set()
         self._published: Endpoints | None = None
         self._lock = asyncio.Lock()
@@ -199,54 +232,67 @@ class ReplicaRuntime:
         return open(self.log_dir / f"{infer.metadata.namespace}.{infer.metadata.name}-{index}.log", "ab")
 
     async def reconcile(self, infers: Iterable[ModelInfer]) -> None:
-        """Make the running replicas match `infers`: start, scale, replace, delete."""
+        """Make the running replicas match `infers`: start, scale, replace, delete.
+        Replicas that go away are withdrawn at once and stopped in the background."""
         async with self._lock:
             wanted = {mi.key: mi for mi in infers}
             for key in [k for k in self._replicas if k not in wanted]:
-                await self._scale(key, None, 0)
+                self._scale(key, None, 0)
                 self._infers.pop(key, None)
                 self._suspended.discard(key)
             for key, mi in wanted.items():
                 old = self._infers.get(key)
                 if old is not None and old.spec.model_ref != mi.spec.model_ref:
-                    await self._scale(key, old, 0)  # a different model: replace every replica
+                    self._scale(key, old, 0)  # a different model: replace every replica
                 self._infers[key] = mi
-                await self._scale(key, mi, 0 if key in self._suspended else mi.spec.replicas)
+                self._scale(key, mi, 0 if key in self._suspended else mi.spec.replicas)
             self.changed()
 
-    async def _scale(self, key: ObjectKey, infer: ModelInfer | None, count: int) -> None:
+    def _scale(self, key: ObjectKey, infer: ModelInfer | None, count: int) -> list[asyncio.Task[None]]:
+        """Start or retire replicas; the retirements (drain, then stop) as tasks."""
         replicas = self._replicas.setdefault(key, [])
         if infer is not None:
             while len(replicas) < count:
                 replicas.append(_Replica(self, infer, len(replicas)))
         doomed = replicas[count:]
         del replicas[count:]
-        await asyncio.gather(*(r.stop() for r in doomed))
         if infer is None:
             del self._replicas[key]
+        if doomed:
+            self.changed()  # withdrawn before anything stops
+        tasks = []
+        for replica in doomed:
+            task = spawn(replica.retire(), name=f"retire {replica.name}", endless=False)
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            tasks.append(task)
+        return tasks
 
     async def stop_infer(self, key: ObjectKey) -> None:
         """Stop every replica of one ModelInfer and keep them down (failover tests, demos)
-        until `resume_infer` or its deletion."""
+        until `resume_infer` or its deletion; returns once they are stopped."""
         async with self._lock:
             self._suspended.add(key)
-            await self._scale(key, self._infers.get(key), 0)
+            stopping = self._scale(key, self._infers.get(key), 0)
             self.changed()
+        await asyncio.gather(*stopping)
 
     async def resume_infer(self, key: ObjectKey) -> None:
         async with self._lock:
             self._suspended.discard(key)
             mi = self._infers.get(key)
             if mi is not None:
-                await self._scale(key, mi, mi.spec.replicas)
+                self._scale(key, mi, mi.spec.replicas)
             self.changed()
 
     async def close(self) -> None:
         async with self._lock:
             for key in list(self._replicas):
-                await self._scale(key, None, 0)
+                self._scale(key, None, 0)
             self._infers.clear()
             self.changed()
+        while self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def endpoints(self) -> Endpoints:
         return MappingProxyType({

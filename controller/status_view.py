@@ -2,13 +2,16 @@
 
 In Kubernetes the controller writes `status` into each object; in embedded mode there is
 nowhere to write it, so the same content (phase, conditions, serviceEndpoint, replica
-counts, the live splits of each route) goes to one JSON file in the run directory,
-`<run dir>/.modelroute/status.json` (hidden, so the file provider never reads it back).
+counts, the live splits of each route), plus the files the provider rejected and the
+state of the child processes (Envoy, redis-server), goes to one JSON file in the run
+directory: `DIR/.modelroute/status.json` (hidden, so the file provider never reads it
+back).
 
-`StatusWriter.write(...)` is called by the wiring after every compile/ACK/replica change;
-it writes only when the content changed, atomically (temp file + rename: a reader never
-sees half a file), and keeps each condition's `lastTransitionTime` until its status
-flips, as Kubernetes does. `read_status` / `render_status` are for the CLI.
+`StatusWriter.write(...)` is called by the wiring after every compile/ACK/replica change,
+rejected file and child process change; it writes only when the content changed,
+atomically (temp file + rename: a reader never sees half a file), and keeps each
+condition's `lastTransitionTime` until its status flips, as Kubernetes does.
+`read_status` / `render_status` are for the CLI.
 
 Splits are given as data (`RouteView`), not recomputed here: the wiring derives them from
 the engine's resolved groups, so the view shows what Envoy was told, never a second
@@ -23,13 +26,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from controller.files import write_json_atomically
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ObjectStatus
 
-STATUS_DIR = ".modelroute"
+RUN_DIR = ".modelroute"  # in the served directory: status, canary state, logs, lock
 STATUS_FILE = "status.json"
 FORMAT_VERSION = 1
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
@@ -47,6 +50,7 @@ class StatusDocument(TypedDict):
     objects: list[dict[str, Any]]
     routes: list[dict[str, Any]]
     errors: dict[str, list[str]]
+    processes: NotRequired[list[dict[str, Any]]]  # embedded mode's children
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +98,32 @@ class ReplicaCounts(Protocol):
     def restarts(self) -> int: ...
 
 
+class ProcessState(Protocol):
+    """What the view shows of a child process (`controller.supervisor.ChildState`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+def run_dir(directory: Path) -> Path:
+    """Where `modelroute up DIR` keeps its run files."""
+    return Path(directory) / RUN_DIR
+
+
 def status_path(run_dir: Path) -> Path:
-    return Path(run_dir) / STATUS_DIR / STATUS_FILE
+    return Path(run_dir) / STATUS_FILE
 
 
 def _utcnow() -> str:
@@ -128,18 +156,23 @@ class StatusWriter:
 
     def write(self, *, statuses: Mapping[ObjectKey, ObjectStatus], routes: Iterable[RouteView] = (),
               replicas: Mapping[ObjectKey, ReplicaCounts] = _EMPTY,
-              errors: Mapping[str, Sequence[str]] = _EMPTY) -> bool:
-        """Write the view if it differs from the last one written; True when written."""
+              errors: Mapping[str, Sequence[str]] = _EMPTY,
+              extras: Mapping[ObjectKey, Mapping[str, Any]] = _EMPTY,
+              processes: Sequence[ProcessState] = ()) -> bool:
+        """Write the view if it differs from the last one written; True when written.
+        `extras` are more status fields per object (an AutoscalingPolicy's replica counts)."""
         now = self.now()
-        # ModelInfers may have replica counts and no engine status: they are listed too.
-        objects = [self._object(key, statuses.get(key), replicas.get(key), now)
-                   for key in sorted(set(statuses) | set(replicas))]
+        objects = [self._object(key, statuses[key], replicas.get(key), extras.get(key, _EMPTY), now)
+                   for key in sorted(statuses)]
         body: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "objects": objects,
             "routes": [_route(r) for r in sorted(routes, key=lambda r: r.key)],
             "errors": {f: list(msgs) for f, msgs in sorted(errors.items())},
         }
+        if processes:
+            body["processes"] = [{"name": p.name, "state": p.state, "pid": p.pid, "restarts": p.restarts,
+                                  **({"message": p.message} if p.message else {})} for p in processes]
         if body == self._last:
             return False
         self._last = body
@@ -147,22 +180,20 @@ class StatusWriter:
         write_json_atomically(self.path, doc)
         return True
 
-    def _object(self, key: ObjectKey, status: ObjectStatus | None, counts: ReplicaCounts | None,
-                now: str) -> dict[str, Any]:
+    def _object(self, key: ObjectKey, status: ObjectStatus, counts: ReplicaCounts | None,
+                extra: Mapping[str, Any], now: str) -> dict[str, Any]:
         obj: dict[str, Any] = {"kind": key.kind, "namespace": key.namespace, "name": key.name}
-        if status is None and counts is not None:
-            phase = "Running" if counts.ready >= counts.desired else "Pending"
-            obj["phase"] = phase
-        elif status is not None:
+        if status.phase:  # AutoscalingPolicy has no phase (SPEC 2)
             obj["phase"] = status.phase
-            if status.service_endpoint is not None:
-                obj["serviceEndpoint"] = status.service_endpoint
-            if status.active_routes is not None:
-                obj["activeRoutes"] = status.active_routes
+        if status.service_endpoint is not None:
+            obj["serviceEndpoint"] = status.service_endpoint
+        if status.active_routes is not None:
+            obj["activeRoutes"] = status.active_routes
         if counts is not None:
             obj.update(replicas=counts.desired, readyReplicas=counts.ready, restarts=counts.restarts)
+        obj.update(extra)
         conditions = []
-        for c in status.conditions if status is not None else ():
+        for c in status.conditions:
             since_key = (key.kind, key.namespace, key.name, c.type)
             old = self._since.get(since_key)
             since = old[1] if old is not None and old[0] == c.status and old[1] else now
@@ -213,7 +244,9 @@ def render_status(doc: StatusDocument) -> str:
     """Plain-text tables for `modelroute status`."""
     lines = [f"updated {doc['updatedAt']}", "", f"{'KIND':<12} {'NAME':<32} {'PHASE':<9} DETAIL"]
     for o in doc["objects"]:
-        detail = o.get("serviceEndpoint") or (f"{o['readyReplicas']}/{o['replicas']} ready" if "replicas" in o else "")
+        detail = o.get("serviceEndpoint") or (
+            f"{o['readyReplicas']}/{o['replicas']} ready" if "replicas" in o else
+            f"{o['currentReplicas']} replicas, {o['desiredReplicas']} desired" if "desiredReplicas" in o else "")
         bad = [f"{c['type']}={c['status']} ({c['reason']}: {c['message']})" for c in o["conditions"]
                if c["status"] == ("True" if c["type"] in _BAD_WHEN_TRUE else "False")]
         lines.append(f"{o['kind']:<12} {o['namespace'] + '/' + o['name']:<32} {o.get('phase', '?'):<9} {detail}")
@@ -234,6 +267,11 @@ def render_status(doc: StatusDocument) -> str:
                 if c.get("report"):
                     from controller.ab_report import render as render_report  # numpy only when there is one
                     lines.extend(f"{'':<32} {line}" for line in render_report(c["report"]))
+    if doc.get("processes"):
+        lines += ["", f"{'PROCESS':<12} {'STATE':<11} {'PID':<8} {'RESTARTS':<9}"]
+        for p in doc["processes"]:
+            pid = "-" if p["pid"] is None else str(p["pid"])
+            lines.append(f"{p['name']:<12} {p['state']:<11} {pid:<8} {p['restarts']:<9} {p.get('message', '')}".rstrip())
     for file, messages in doc["errors"].items():
         lines += ["", f"errors in {file}:"] + [f"  {m}" for m in messages]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,22 @@ loop compiles and pushes; one Envoy is started from the gateway bootstrap templa
 Status goes to `DIR/.modelroute/status.json` (what `modelroute status` reads). The same
 object serves the end-to-end tests, which drive it in-process.
 
+It survives its users:
+- **one instance per directory and per port** (`controller.instance`): a lock in the run
+  directory and a bind check of every port before anything starts, so a second `up`
+  fails at once naming the process in the way, instead of sharing ports through
+  SO_REUSEPORT and overwriting the first one's run files;
+- **every child supervised and tied to us**: Envoy and redis-server are restarted with
+  backoff when they exit (`controller.supervisor`), replicas by their runtime; all of
+  them get SIGTERM from the kernel when this process dies, however it dies; while
+  Envoy is down the status says its servers are not Ready;
+- **drain before stop**: a replica that goes away is withdrawn from EDS and stopped only
+  once every Envoy acknowledged that (`EndpointDrain`, bounded by `DRAIN_TIMEOUT_S`);
+- **honest status**: besides the engine's ModelServer and ModelRoute statuses, the
+  ModelInfers, Models and AutoscalingPolicies as Kubernetes mode reports them, every
+  rejected file and object (republished as soon as the provider's errors change), and
+  the state of each child process (`controller.embedded_status`).
+
 Shared rate limits (`rateLimit.global`): the rate-limit service runs here too, on its own
 gRPC port (the Envoy bootstrap's `modelroute_ratelimit` cluster), with a private
 `redis-server` unless `ratelimit.redis_url` names one; every gateway compile hands it
@@ -33,27 +49,35 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from controller.background import cancel_and_wait, spawn
+from controller.embedded_status import with_gateway_down, with_rejections, workload_statuses
+from controller.envoy_process import EnvoyProcess
+from controller.file_provider import FileProvider
+from controller.instance import InstanceLock, check_ports
 from controller.ratelimit_limits import cluster_limits
 from controller.ratelimit_redis import LocalRedis, redis_for
 from controller.ratelimit_service import RunningService, ServiceOptions, start_ratelimit_service
-from controller.envoy_process import EnvoyProcess
-from controller.file_provider import FileProvider
 from controller.replicas import ReplicaRuntime
 from controller.status_view import StatusWriter, status_path
+from controller.status_view import run_dir as run_dir_of
+from controller.supervisor import Supervisor
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
+from modelroute.endpoint_drain import EndpointDrain, eds_version
 from modelroute.route_views import route_views
-from modelroute.targets import Placement
-from routing_engine.api.resources import ModelInfer, ObjectKey, Resource
+from modelroute.targets import GATEWAY, Placement, target_for_group
+from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
 from routing_engine.translate.plugin import Plugin
-from routing_engine.world import Compiled, ObjectStatus
+from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.cache import metadata_node_group
 from xds_server.bootstrap import render_dict
+from xds_server.types import ENDPOINT
 
 log = logging.getLogger("modelroute.embedded")
 
 UNPRIVILEGED_OFFSET = 10_000
+# How long a withdrawn replica waits for every Envoy's ACK before it is stopped anyway.
+DRAIN_TIMEOUT_S = 5.0
 
 
 def default_port_offset() -> int:
@@ -85,7 +109,7 @@ class EmbeddedOptions:
 
     @property
     def run_dir(self) -> Path:
-        return self.directory / ".modelroute"
+        return run_dir_of(self.directory)
 
 
 class Embedded:
@@ -96,19 +120,34 @@ class Embedded:
         offset = options.privileged_port_offset
         self.placement = Placement(listen_address=options.listen_address,
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
+        self.lock = InstanceLock(options.run_dir, directory=options.directory)
         self.status_writer = StatusWriter(status_path(options.run_dir))
         self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=options.plugins)
         self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
-        self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas")
-        self.provider = FileProvider(options.directory, self._on_objects)
+        self.drain = EndpointDrain()
+        self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas",
+                                       drain=self._drain)
+        self.provider = FileProvider(options.directory, self._on_objects, on_errors=self.loop.publish_status)
         self.plane: ControlPlane | None = None
         # One registry per instance: its /metrics shows this control plane only, and tests may
         # run several in one process.
         self.registry = CollectorRegistry()
-        self.envoy: EnvoyProcess | None = None
+        self.gateway: Supervisor | None = None  # the gateway Envoy
         self.ratelimit: RunningService | None = None
         self.redis: LocalRedis | None = None
+        self._redis_supervisor: Supervisor | None = None
         self._debounce_task: asyncio.Task | None = None
+        self._locked = False
+
+    @property
+    def envoy(self) -> EnvoyProcess | None:
+        """The gateway Envoy running now (a new one after each restart)."""
+        child = self.gateway.child if self.gateway is not None else None
+        return child if isinstance(child, EnvoyProcess) else None
+
+    @property
+    def supervisors(self) -> list[Supervisor]:
+        return [s for s in (self.gateway, self._redis_supervisor) if s is not None]
 
     async def __aenter__(self) -> Embedded:
         await self.start()
@@ -118,15 +157,27 @@ class Embedded:
         await self.stop()
 
     async def start(self, *, timeout: float = 30.0) -> None:
-        self.options.run_dir.mkdir(parents=True, exist_ok=True)
-        ratelimit_options, self.redis = await redis_for(self.options.ratelimit, self.options.run_dir)
+        """Raises `controller.instance.InstanceConflict` (before starting or writing
+        anything) when another process serves the directory or holds a port."""
+        self.lock.acquire()
+        self._locked = True
+        ratelimit_options, self.redis = redis_for(self.options.ratelimit, self.options.run_dir)
         rls_port = self.options.ratelimit_port
         if rls_port is None:
             rls_port = self.options.xds_port + 1 if self.options.xds_port else 0
+        check_ports([(self.options.xds_host, self.options.xds_port, "xDS"),
+                     (self.options.xds_host, rls_port, "rate-limit service")])
+        objects = await self.provider.load()
+        if self.options.start_envoy:
+            check_ports(self._listener_ports(objects))
+        if self.redis is not None:
+            redis = self.redis
+            self._redis_supervisor = Supervisor("redis", lambda: redis, on_change=self.loop.publish_status)
+            await self._redis_supervisor.start()
         self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options)
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               node_group=metadata_node_group, hooks=[self.loop.hooks],
+                                               node_group=metadata_node_group, hooks=[self.loop.hooks, self.drain],
                                                registry=self.registry, debounce=0.0)
         self.loop.attach(self.plane.cache)
         await self.canary.start()
@@ -135,20 +186,35 @@ class Embedded:
         await self.provider.start()
         await self.loop.wait_pushed(before, timeout=timeout)
         if self.options.start_envoy:
-            admin_port = _free_port()
-            bootstrap = render_dict("gateway", node_id="modelroute-gateway", cluster="gateway",
-                                    xds_port=self.plane.xds_port, admin_port=admin_port, delta=self.options.delta,
-                                    ratelimit_port=self.ratelimit.port)
-            bootstrap.update(self.canary.stats_sink())
-            self.envoy = EnvoyProcess(bootstrap, self.options.run_dir, name="gateway",
-                                      log_level=self.options.envoy_log_level)
-            await self.envoy.start(timeout=timeout)
+            self.gateway = Supervisor("gateway", self._make_gateway, on_change=self.loop.publish_status)
+            await self.gateway.start()
         log.info("embedded mode up: dir=%s xds_port=%s", self.options.directory, self.plane.xds_port)
 
+    def _listener_ports(self, objects: Sequence[Resource]) -> list[tuple[str, int, str]]:
+        """(address, port, purpose) of every listener the gateway Envoy will bind."""
+        target = target_for_group(GATEWAY, self.placement)
+        ports = sorted({target.port(o.spec.service.port) for o in objects if isinstance(o, ModelServer)})
+        return [(target.address, port, "a ModelServer listener") for port in ports]
+
+    def _make_gateway(self) -> EnvoyProcess:
+        """A gateway Envoy; a new admin port at every (re)start, so a restart never waits
+        for the old one's port."""
+        assert self.plane is not None and self.ratelimit is not None
+        bootstrap = render_dict("gateway", node_id="modelroute-gateway", cluster="gateway",
+                                xds_port=self.plane.xds_port, admin_port=_free_port(), delta=self.options.delta,
+                                ratelimit_port=self.ratelimit.port)
+        bootstrap.update(self.canary.stats_sink())
+        return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level)
+
+    async def _drain(self, endpoints: Sequence[BackendEndpoint]) -> bool:
+        """True when every Envoy dropped `endpoints`, False when the timeout ran out."""
+        return await self.drain.withdrawn(endpoints, timeout=DRAIN_TIMEOUT_S)
+
     async def stop(self) -> None:
-        """Stop every child we started (Envoy, replicas), then the control plane."""
-        if self.envoy is not None:
-            await self.envoy.stop()
+        """Stop every child we started (Envoy, replicas, redis-server), then the control
+        plane; release the directory."""
+        if self.gateway is not None:
+            await self.gateway.stop()
         await self.provider.close()
         await self.replicas.close()
         await cancel_and_wait(self._debounce_task)
@@ -158,18 +224,30 @@ class Embedded:
             await self.plane.stop()
         if self.ratelimit is not None:
             await self.ratelimit.stop()
-        if self.redis is not None:
-            await self.redis.stop()
+        if self._redis_supervisor is not None:
+            await self._redis_supervisor.stop()
+        if self._locked:
+            self.lock.release()
+            self._locked = False
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Wait until every replica is ready, their endpoints are compiled, and the gateway
-        Envoy has ACKed everything of that compile, and the status view says so. Raises
-        asyncio.TimeoutError."""
+        Envoy has ACKed everything of that compile (its endpoints by content: the same
+        ClusterLoadAssignment names are ACKed long before the replicas are in them), and
+        the status view says so. Raises asyncio.TimeoutError."""
         async def _wait() -> None:
             while any(c.ready < c.desired for c in self.replicas.status().values()):
                 await asyncio.sleep(0.05)
             await self.loop.wait_synced(timeout=timeout)
             while any(c.status != "True" for c in self.loop.tracker.conditions().values()):
+                await asyncio.sleep(0.02)
+            compiled, version = None, ""
+            while self.gateway is not None:
+                if (current := self.loop.compiled.get(GATEWAY)) is not compiled:
+                    compiled = current
+                    version = eds_version(current.resources.get(ENDPOINT, {}) if current is not None else {})
+                if self.drain.acked(GATEWAY, version):
+                    break
                 await asyncio.sleep(0.02)
             await self.loop.status_settled(timeout=timeout)
         await asyncio.wait_for(_wait(), timeout)
@@ -195,12 +273,25 @@ class Embedded:
         await self.replicas.reconcile(o for o in objects if isinstance(o, ModelInfer))
 
     async def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
-        """The pure, heavy parts (route views, the JSON document) run in a thread so that the
-        event loop keeps serving xDS; what reads live state (canary runner, replicas, file
-        errors) stays on the loop."""
+        """The pure, heavy parts (route views, statuses, the JSON document) run in a thread
+        so that the event loop keeps serving xDS; what reads live state (canary runner,
+        replicas, file errors, children) is read on the loop."""
         if self.ratelimit is not None and compiled.gateway is not None:  # the unscoped compile
             self.ratelimit.service.set_limits(cluster_limits([compiled.gateway]))
-        views = await asyncio.to_thread(route_views, compiled, self.loop.objects)
+        objects = self.loop.objects
+        views = await asyncio.to_thread(route_views, compiled, objects)
         statuses, routes = self.canary.status(statuses, views)
-        await asyncio.to_thread(self.status_writer.write, statuses=statuses, routes=routes,
-                                replicas=self.replicas.status(), errors=self.provider.errors)
+        replicas, rejected, errors = self.replicas.status(), self.provider.load_errors(), self.provider.errors
+        processes = [s.state() for s in self.supervisors]
+        gateway = self.gateway.state() if self.gateway is not None else None
+
+        def document() -> None:
+            workloads, extras = workload_statuses(objects, replicas)
+            merged = with_rejections({**statuses, **workloads}, rejected)
+            if gateway is not None and not gateway.running:
+                merged = with_gateway_down(merged, f"the gateway Envoy is not running ({gateway.state}: "
+                                                   f"{gateway.message or 'starting'})")
+            self.status_writer.write(statuses=merged, routes=routes, replicas=replicas, errors=errors,
+                                     extras=extras, processes=processes)
+
+        await asyncio.to_thread(document)

@@ -33,20 +33,36 @@ def model_status(model: Model, infers: Iterable[ModelInfer]) -> ObjectStatus:
                                   ConditionView("Ready", "True", "Ready", used)))
 
 
-def policy_status(policy: AutoscalingPolicy, infer: ModelInfer | None, winner: AutoscalingPolicy | None,
-                  hpa: Obj | None) -> tuple[ObjectStatus, dict[str, Any]]:
-    """(conditions, {currentReplicas, desiredReplicas}) of one policy."""
+def policy_target(policy: AutoscalingPolicy) -> str:
     ref = policy.spec.target_ref
-    target = f"{ref.kind} {policy.metadata.namespace}/{ref.name}"
-    zero = {"currentReplicas": 0, "desiredReplicas": 0}
+    return f"{ref.kind} {policy.metadata.namespace}/{ref.name}"
+
+
+def policy_target_problem(policy: AutoscalingPolicy, infer: ModelInfer | None,
+                          winner: AutoscalingPolicy | None) -> ObjectStatus | None:
+    """Why the policy cannot scale its target (missing, or scaled by another policy), as
+    its status; None when it can. The same in both modes."""
+    target = policy_target(policy)
     if infer is None:
         return ObjectStatus("", (ConditionView("Ready", "False", "ModelNotFound",
-                                               f"spec.targetRef: {target} not found"),)), zero
+                                               f"spec.targetRef: {target} not found"),))
     if winner is not None and winner.metadata.name != policy.metadata.name:
         return ObjectStatus("", (ConditionView(
             "Ready", "False", "ValidationFailed",
             f"spec.targetRef: {target} is already scaled by AutoscalingPolicy {winner.metadata.name} "
-            "(one policy per target; the first by name wins)"),)), zero
+            "(one policy per target; the first by name wins)"),))
+    return None
+
+
+def policy_status(policy: AutoscalingPolicy, infer: ModelInfer | None, winner: AutoscalingPolicy | None,
+                  hpa: Obj | None) -> tuple[ObjectStatus, dict[str, Any]]:
+    """(conditions, {currentReplicas, desiredReplicas}) of one policy."""
+    ref = policy.spec.target_ref
+    target = policy_target(policy)
+    zero = {"currentReplicas": 0, "desiredReplicas": 0}
+    problem = policy_target_problem(policy, infer, winner)
+    if problem is not None:
+        return problem, zero
     if hpa is None:
         return ObjectStatus("", (ConditionView("Ready", "False", "Progressing",
                                                f"creating the HorizontalPodAutoscaler for {target}"),)), zero

@@ -14,6 +14,7 @@ import signal
 import socket
 from pathlib import Path
 
+from controller.instance import InstanceConflict
 from modelroute.embedded import UNPRIVILEGED_OFFSET, Embedded, EmbeddedOptions
 from modelroute.logs import configure_logging
 
@@ -88,7 +89,11 @@ async def _serve(options: EmbeddedOptions) -> int:
         print(f"xDS on {options.xds_host}:{app.plane.xds_port}, admin on 127.0.0.1:{app.plane.admin_port} "
               f"(/healthz /readyz /metrics /debug/nodes); Ctrl-C to stop", flush=True)
 
-    await app.serve_until_signalled(started)
+    try:
+        await app.serve_until_signalled(started)
+    except InstanceConflict as err:
+        print(f"modelroute serve: {err}", flush=True)
+        return 1
     return 0
 
 

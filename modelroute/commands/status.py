@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from controller.status_view import StatusDocument, StatusUnavailable, read_status, render_status
+from controller.status_view import StatusDocument, StatusUnavailable, read_status, render_status, run_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        doc = asyncio.run(_from_cluster(args)) if args.kubernetes else read_status(args.dir / ".modelroute")
+        doc = asyncio.run(_from_cluster(args)) if args.kubernetes else read_status(run_dir(args.dir))
     except StatusUnavailable as err:
         print(f"modelroute status: {err}")
         return 1

@@ -1,5 +1,8 @@
 """`modelroute up [DIR]`: embedded mode — Envoy, control plane and local model replicas
-serving DIR's manifests; edits to DIR change live traffic. Ctrl-C stops every child."""
+serving DIR's manifests; edits to DIR change live traffic. Ctrl-C stops every child.
+
+A second `up` on the same directory or ports exits at once (code 1) naming the process
+that holds them."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+from controller.envoy_process import EnvoyError
+from controller.instance import InstanceConflict
 from controller.status_view import read_status, render_status
 from modelroute.embedded import Embedded, EmbeddedOptions
 from modelroute.logs import configure_logging
@@ -49,5 +54,9 @@ async def _serve(options: EmbeddedOptions) -> int:
         print(f"serving {options.directory}; edit its files to change traffic, "
               f"`modelroute status --dir {options.directory}` for status, Ctrl-C to stop", flush=True)
 
-    await app.serve_until_signalled(started)
+    try:
+        await app.serve_until_signalled(started)
+    except (InstanceConflict, EnvoyError) as err:
+        print(f"modelroute up: {err}", flush=True)
+        return 1
     return 0

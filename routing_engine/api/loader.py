@@ -9,13 +9,17 @@ gets one object at a time from the API server, calls `parse_document`.
 
 Decisions: document indexes are 1-based; a file with a YAML syntax error contributes no
 objects at all (a half-saved file must not half-apply); an object defined twice keeps its
-first definition and the later one is reported.
+first definition and the later one is reported. In a directory only regular files are
+read: a FIFO, socket or device named `*.yaml` would block the read forever, so it is
+skipped with a warning (a path named explicitly is read as given: `-f <(cmd)` is a FIFO).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, Object
 from routing_engine.envoy_rules import certificate_problem, jwks_problem
 
 __all__ = ["MANIFEST_SUFFIXES", "ManifestError", "load_manifests", "load_text", "parse_document"]
+
+log = logging.getLogger(__name__)
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml if built
 
@@ -56,15 +62,18 @@ MAX_DEPTH = 64
 _SUPPORTED = ", ".join(f"{cls.KIND} ({cls.API_VERSION})" for cls in KIND_BY_NAME.values())
 
 
-def load_manifests(paths: Iterable[str | Path]) -> tuple[list[Resource], list[ManifestError]]:
+def load_manifests(paths: Iterable[str | Path], *, regular_files_only: bool = False
+                   ) -> tuple[list[Resource], list[ManifestError]]:
     """All objects and all errors from `paths`, in a deterministic order (paths as given,
-    directory contents sorted). Duplicates are detected across all files."""
+    directory contents sorted). Duplicates are detected across all files.
+    `regular_files_only` (a watcher's reads): a named path that is not a regular file is
+    an error rather than a read that may never return."""
     objects: list[Resource] = []
     errors: list[ManifestError] = []
     seen: dict[ObjectKey, str] = {}
     for path in paths:
         for file in _manifest_files(Path(path), errors):
-            text = _read(file, errors)
+            text = _read(file, errors, regular_only=regular_files_only)
             if text is None:
                 continue
             found, errs = _load_text(text, str(file), seen)
@@ -255,7 +264,7 @@ def _parse_text(text: str, source: str) -> tuple[list[Any], ManifestError | None
 
 
 def _manifest_files(path: Path, errors: list[ManifestError]) -> Iterator[Path]:
-    """A file as given, or a directory's manifest files, sorted, hidden ones skipped."""
+    """A file as given, or a directory's regular manifest files, sorted, hidden ones skipped."""
     if path.is_dir():
         found: list[Path] = []
         for root, dirs, files in os.walk(path):
@@ -263,15 +272,39 @@ def _manifest_files(path: Path, errors: list[ManifestError]) -> Iterator[Path]:
             found.extend(
                 Path(root, f) for f in files if f.endswith(MANIFEST_SUFFIXES) and not f.startswith(".")
             )
-        yield from sorted(found)
+        for file in sorted(found):
+            kind = _special_kind(file)
+            if kind is None:
+                yield file
+            else:
+                log.warning("%s: not a regular file (%s); skipped", file, kind)
     elif path.exists():
         yield path
     else:
         errors.append(ManifestError(str(path), None, None, None, None, "", "no such file or directory"))
 
 
-def _read(file: Path, errors: list[ManifestError]) -> str | None:
+def _special_kind(file: Path) -> str | None:
+    """What `file` is when it is not a regular file (a read could block), else None."""
     try:
+        mode = os.stat(file).st_mode
+    except OSError:
+        return None  # gone or unreadable: `_read` reports why
+    if stat.S_ISREG(mode):
+        return None
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or other special file"
+
+
+def _read(file: Path, errors: list[ManifestError], *, regular_only: bool = False) -> str | None:
+    try:
+        if regular_only:
+            # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then refuses it.
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with open(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    errors.append(ManifestError(str(file), None, None, None, None, "", "is not a regular file"))
+                    return None
+                return handle.read().decode("utf-8-sig")
         return file.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:
         errors.append(ManifestError(str(file), None, None, None, None, "", f"is not UTF-8 text (byte {err.start})"))

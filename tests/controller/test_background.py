@@ -54,8 +54,8 @@ def test_children_die_with_their_parent() -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import subprocess, sys, time\n"
-         "from controller.background import die_with_parent\n"
-         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=die_with_parent)\n"
+         "from controller.background import child_preexec\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=child_preexec())\n"
          "print(child.pid, flush=True)\n"
          "time.sleep(60)\n"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)

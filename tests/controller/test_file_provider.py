@@ -1,8 +1,10 @@
-"""The file provider on a real directory: write, edit, break, fix, delete; what is published."""
+"""The file provider on a real directory: write, edit, break, fix, delete; what is published;
+saves in place held until quiet, files replaced whole applied at once, FIFOs ignored."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -180,3 +182,123 @@ async def test_removing_and_moving_in_whole_directories(watched, tmp_path_factor
     (outside / "more" / "m.yaml").write_text(infer_yaml("moved"))
     (outside / "more").rename(d / "more")
     await published.until(lambda: mi("moved") in published.keys, "directory moved in")
+
+
+@pytest.fixture
+async def quiet(tmp_path: Path) -> AsyncIterator[tuple[Path, Published, FileProvider, list[int]]]:
+    """One file, a long quiet period (1 s: what is held is visibly held), error callbacks counted."""
+    (tmp_path / "a.yaml").write_text(infer_yaml("alpha") + "---\n" + infer_yaml("beta"))
+    published = Published()
+    calls: list[int] = []
+    provider = FileProvider(tmp_path, published, quiet_s=1.0, on_errors=lambda: calls.append(1))
+    await provider.start()
+    try:
+        yield tmp_path, published, provider, calls
+    finally:
+        await provider.close()
+
+
+def replace_file(path: Path, text: str) -> None:
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
+async def test_a_slow_save_in_place_is_applied_only_once_quiet(quiet) -> None:
+    d, published, _, _ = quiet
+    with open(d / "a.yaml", "w") as out:  # truncated: empty for a while, then half written
+        out.flush()
+        await asyncio.sleep(0.3)
+        text = infer_yaml("alpha", replicas=5) + "---\n" + infer_yaml("beta")
+        out.write(text[:len(text) // 2])
+        out.flush()
+        await asyncio.sleep(0.3)
+        out.write(text[len(text) // 2:])
+    written = time.monotonic()
+    await asyncio.sleep(0.5)
+    assert published.get(mi("alpha")).spec.replicas == 1  # not quiet for 1 s yet: the last good version
+    await published.until(lambda: published.get(mi("alpha")).spec.replicas == 5, "the complete save")
+    assert time.monotonic() - written >= 1.0
+    assert all({mi("alpha"), mi("beta")} <= {o.key for o in h} for h in published.history)  # never lost
+
+
+async def test_a_file_replaced_whole_is_applied_at_once(quiet) -> None:
+    d, published, _, _ = quiet
+    replace_file(d / "a.yaml", infer_yaml("alpha", replicas=3) + "---\n" + infer_yaml("beta"))
+    written = time.monotonic()
+    await published.until(lambda: published.get(mi("alpha")).spec.replicas == 3, "the replaced file")
+    assert time.monotonic() - written < 1.0  # not held for the quiet period
+
+
+async def test_emptied_and_deleted_files_lose_their_objects_once_quiet(quiet) -> None:
+    d, published, _, _ = quiet
+    (d / "b.yaml").write_text(infer_yaml("gamma"))
+    await published.until(lambda: mi("gamma") in published.keys, "new file")
+    (d / "a.yaml").write_text("")
+    await asyncio.sleep(0.5)
+    assert mi("alpha") in published.keys  # an empty file may be a save in progress
+    await published.until(lambda: published.keys == {mi("gamma")}, "emptied file's objects gone")
+    (d / "b.yaml").unlink()
+    await asyncio.sleep(0.5)
+    assert mi("gamma") in published.keys  # a deletion may be an editor's rename dance
+    await published.until(lambda: published.keys == set(), "deleted file's objects gone")
+
+
+async def test_a_file_deleted_and_written_again_never_loses_its_objects(quiet) -> None:
+    d, published, _, _ = quiet
+    text = (d / "a.yaml").read_text()
+    (d / "a.yaml").rename(d / "a.yaml~")  # an editor: keep a backup, write the new file
+    await asyncio.sleep(0.2)
+    (d / "a.yaml").write_text(text.replace("replicas: 1", "replicas: 2", 1))
+    await published.until(lambda: published.get(mi("alpha")).spec.replicas == 2, "the new version")
+    assert all({mi("alpha"), mi("beta")} <= {o.key for o in h} for h in published.history)
+
+
+async def test_a_broken_save_reports_its_error_though_no_object_changes(quiet) -> None:
+    d, published, provider, calls = quiet
+    count = len(published.history)
+    replace_file(d / "a.yaml", "kind: [unclosed\n")
+    await published.until(lambda: str(d / "a.yaml") in provider.errors, "the error")
+    assert calls == [1] and len(published.history) == count  # told, though nothing was republished
+    replace_file(d / "a.yaml", infer_yaml("alpha"))
+    await published.until(lambda: provider.errors == {}, "the fix")
+    assert calls == [1, 1]
+
+
+async def test_a_fifo_is_ignored_and_reported_and_edits_still_apply(quiet) -> None:
+    d, published, provider, calls = quiet
+    os.mkfifo(d / "pipe.yaml")
+    await published.until(lambda: str(d / "pipe.yaml") in provider.errors, "the FIFO reported")
+    assert provider.errors[str(d / "pipe.yaml")] == (f"{d / 'pipe.yaml'}: is a FIFO, not a regular file; ignored",)
+    replace_file(d / "a.yaml", infer_yaml("alpha", replicas=4))
+    await published.until(lambda: published.get(mi("alpha")).spec.replicas == 4, "an edit next to the FIFO")
+    (d / "pipe.yaml").unlink()
+    await published.until(lambda: str(d / "pipe.yaml") not in provider.errors, "the FIFO gone")
+
+
+async def test_load_reads_once_and_start_serves_it_without_reading_again(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(infer_yaml("alpha"))
+    reads: list[Path] = []
+    published = Published()
+
+    def loader(paths):
+        from routing_engine.api.loader import load_manifests
+        reads.extend(paths)
+        return load_manifests(paths)
+
+    provider = FileProvider(tmp_path, published, loader=loader)
+    assert [o.key for o in await provider.load()] == [mi("alpha")] and published.history == []
+    await provider.start()
+    try:
+        assert published.keys == {mi("alpha")} and reads == [tmp_path / "a.yaml"]
+    finally:
+        await provider.close()
+
+
+def test_the_provider_never_opens_a_fifo_for_a_blocking_read(tmp_path: Path) -> None:
+    # A regular file turned into a FIFO between the scan and the read must not hang the reader.
+    from controller.file_provider import _default_loader
+
+    os.mkfifo(tmp_path / "x.yaml")
+    objects, errors = _default_loader([tmp_path / "x.yaml"])
+    assert list(objects) == [] and [e.rule for e in errors] == ["is not a regular file"]

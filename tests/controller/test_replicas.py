@@ -10,13 +10,15 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from controller.replicas import Backoff, Endpoints, ReplicaRuntime, http_ok
+from controller.replicas import Endpoints, ReplicaRuntime, http_ok
+from controller.supervisor import Backoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
+from routing_engine.world import BackendEndpoint
 
 A = ObjectKey("ModelInfer", "default", "llama")
 B = ObjectKey("ModelInfer", "team", "mistral")
@@ -71,19 +73,14 @@ def served_by(port: int | None) -> dict[str, object]:
         return dict(json.loads(resp.read())["served_by"])
 
 
-def test_backoff_doubles_caps_and_resets_after_a_long_run() -> None:
-    b = Backoff(initial=0.1, maximum=0.5, reset_after=10)
-    assert [b.next_delay(0.5) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
-    assert b.next_delay(30.0) == 0.1
-
-
 async def test_replicas_start_ready_and_identify_themselves(tmp_path: Path) -> None:
     rec = Recorder()
     rt = ReplicaRuntime(on_endpoints=rec, log_dir=tmp_path)
     try:
         await rt.reconcile([infer(A, 2), infer(B, 1, model="mistral")])
-        # Published at once, before readiness: every replica known but not yet healthy.
-        assert set(rec.published[0]) == {A, B}
+        # Known at once, but no endpoint before the first ready probe: a starting replica
+        # listed as unhealthy would still count in Envoy's panic threshold.
+        assert rec.published[0] == {A: (), B: ()}
         eps = await rec.until(lambda e: healthy(e, A, 2) and healthy(e, B, 1), "3 ready replicas")
         assert [served_by(e.port)["replica"] for e in eps[A]] == [0, 1]
         assert served_by(eps[B][0].port) == {"modelinfer": "mistral", "namespace": "team", "replica": 0,
@@ -124,8 +121,11 @@ async def test_scale_down_delete_and_model_change(tmp_path: Path) -> None:
         doomed = [rt.pid_of(A, 1), rt.pid_of(A, 2), rt.pid_of(B, 0)]
         kept = rt.pid_of(A, 0)
         await rt.reconcile([infer(A, 1)])
-        assert set(rec.last) == {A} and len(rec.last[A]) == 1
-        assert not any(alive(p) for p in doomed if p)  # reconcile returns only once they are gone
+        assert set(rec.last) == {A} and len(rec.last[A]) == 1  # withdrawn at once
+        deadline = time.monotonic() + 10  # stopped in the background (after the drain)
+        while any(alive(p) for p in doomed if p) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not any(alive(p) for p in doomed if p)
         assert rt.pid_of(A, 0) == kept
         await rt.reconcile([infer(A, 1, model="llama-13b")])
         eps = await rec.until(lambda e: healthy(e, A, 1) and rt.pid_of(A, 0) != kept, "replaced replica")
@@ -229,5 +229,59 @@ async def test_missing_binary_is_retried_not_fatal(caplog: pytest.LogCaptureFixt
         assert rt.status()[A].restarts >= 3
         assert "replica could not start: modelinfer=default/llama#0" in caplog.text
         assert "background task crashed" not in caplog.text
+    finally:
+        await rt.close()
+
+
+async def test_scale_down_withdraws_then_drains_then_stops() -> None:
+    rec = Recorder()
+    seen: list[tuple[tuple[int | None, ...], tuple[int | None, ...], bool]] = []
+    pids: dict[int | None, int | None] = {}
+
+    async def drain(endpoints: Sequence[BackendEndpoint]) -> None:
+        # What Envoy was told last, and whether the process still runs, when the drain starts.
+        published = tuple(e.port for e in rec.last.get(A, ()))
+        seen.append((tuple(e.port for e in endpoints), published, all(alive(pids[e.port] or 0) for e in endpoints)))
+        await asyncio.sleep(0.3)  # Envoy's ACK takes a moment: the replica must still be running
+
+    rt = ReplicaRuntime(on_endpoints=rec, drain=drain)
+    try:
+        await rt.reconcile([infer(A, 3)])
+        eps = await rec.until(lambda e: healthy(e, A, 3), "3 ready replicas")
+        pids.update({e.port: rt.pid_of(A, i) for i, e in enumerate(eps[A])})
+        doomed = [rt.pid_of(A, 1), rt.pid_of(A, 2)]
+        await rt.reconcile([infer(A, 1)])
+        await asyncio.sleep(0.1)
+        assert all(alive(p) for p in doomed if p)  # still draining
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in doomed if p) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not any(alive(p) for p in doomed if p)
+        kept = eps[A][0].port
+        assert sorted(seen) == sorted([((eps[A][1].port,), (kept,), True), ((eps[A][2].port,), (kept,), True)])
+    finally:
+        await rt.close()
+
+
+async def test_a_replica_unready_too_long_is_drained_and_restarted() -> None:
+    rec = Recorder()
+    drained: list[tuple[int | None, ...]] = []
+
+    async def drain(endpoints: Sequence[BackendEndpoint]) -> None:
+        drained.append(tuple(e.port for e in endpoints))
+
+    rt = ReplicaRuntime(on_endpoints=rec, probe_interval=0.1, unready_restart_after=1.0, drain=drain)
+    try:
+        await rt.reconcile([infer(A, 1)])
+        eps = await rec.until(lambda e: healthy(e, A, 1), "ready replica")
+        port, pid = eps[A][0].port, rt.pid_of(A, 0)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener.open(urllib.request.Request(f"http://127.0.0.1:{port}/_mock/behaviour", method="POST",
+                                           data=json.dumps({"healthy": False}).encode()), timeout=5).close()
+        await rec.until(lambda e: e[A] and not e[A][0].healthy, "marked unhealthy", timeout=3)
+        await rec.until(lambda e: e[A] == (), "withdrawn before the restart", timeout=5)
+        after = await rec.until(lambda e: healthy(e, A, 1) and rt.pid_of(A, 0) not in (None, pid), "restarted")
+        assert drained == [(port,)] and rt.status()[A].restarts == 1 and after[A][0].port != port
+        assert pid is not None and not alive(pid)
     finally:
         await rt.close()

@@ -44,7 +44,7 @@ def route_view(canary_weight: int = 20) -> RouteView:
 
 def test_writes_objects_routes_replicas_and_errors(tmp_path: Path) -> None:
     writer = StatusWriter(status_path(tmp_path), now=Clock())
-    assert writer.write(statuses={SERVER: server_status()}, routes=[route_view()],
+    assert writer.write(statuses={SERVER: server_status(), INFER: ObjectStatus("Pending", ())}, routes=[route_view()],
                         replicas={INFER: ReplicaStatus(desired=2, ready=1, restarts=3)},
                         errors={"bad.yaml": ["bad.yaml#1: ModelRoute default/x: spec.routes: is required"]})
     doc = read_status(tmp_path)  # a run directory works as well as the file
@@ -94,7 +94,7 @@ def test_reader_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(StatusUnavailable, match="is `modelroute up` running"):
         read_status(tmp_path)
     path = status_path(tmp_path)
-    path.parent.mkdir()
+    path.parent.mkdir(exist_ok=True)
     path.write_text("{half")
     with pytest.raises(StatusUnavailable, match="cannot be read"):
         read_status(path)
@@ -105,7 +105,8 @@ def test_reader_errors_are_clear(tmp_path: Path) -> None:
 
 def test_render_shows_endpoints_splits_problems_and_errors(tmp_path: Path) -> None:
     writer = StatusWriter(status_path(tmp_path), now=Clock())
-    writer.write(statuses={SERVER: server_status("False", "ModelInfer default/gone not found")},
+    writer.write(statuses={SERVER: server_status("False", "ModelInfer default/gone not found"),
+                           INFER: ObjectStatus("Running", ())},
                  routes=[route_view()], replicas={INFER: ReplicaStatus(2, 2, 0)}, errors={"x.yaml": ["x.yaml: bad"]})
     text = render_status(read_status(tmp_path))
     assert "http://127.0.0.1:8080/v1/models/llama" in text

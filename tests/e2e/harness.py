@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,13 @@ class Reply:
             return str(self.body["served_by"]["modelinfer"])
         return None
 
+    @property
+    def replica(self) -> int | None:
+        """The index of the replica that answered, or None."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("served_by"), dict):
+            return int(self.body["served_by"]["replica"])
+        return None
+
 
 class Client:
     """aiohttp against one Envoy port; `trust_env=False` so no proxy is ever used."""
@@ -237,3 +244,65 @@ async def served_by(client: Client, path: str, *, n: int, concurrency: int = 20,
             return await client.post(path, **kwargs)
 
     return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+# --- load -----------------------------------------------------------------------
+
+RATE = 50  # requests per second of a SteadyLoad
+
+
+@dataclass
+class Sample:
+    sent: float
+    done: float
+    status: int | None
+    served_by: str | None
+    replica: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class SteadyLoad:
+    """Starts one request every 1/RATE s (not waiting for the previous one)."""
+
+    client: Client
+    path: str
+    samples: list[Sample] = field(default_factory=list)
+
+    async def _one(self) -> None:
+        sent = time.monotonic()
+        try:
+            reply = await self.client.post(self.path, timeout=5)
+            error = None if reply.status == 200 else f"{reply.body!s:.200} {reply.headers.get('x-envoy-upstream-host', '')}"
+            self.samples.append(Sample(sent, time.monotonic(), reply.status, reply.served_by, reply.replica, error))
+        except Exception as err:  # every failure counts, whatever its kind
+            self.samples.append(Sample(sent, time.monotonic(), None, None, error=repr(err)))
+
+    async def __aenter__(self) -> SteadyLoad:
+        self._stop = asyncio.Event()
+        self._inflight: set[asyncio.Task] = set()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            task = asyncio.create_task(self._one())
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            n += 1
+            await asyncio.sleep(max(0.0, start + n / RATE - time.monotonic()))
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await self._task
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=10)
+
+    def failures(self) -> list[Sample]:
+        return [s for s in self.samples if s.status != 200]
+
+    def first_from(self, target: str, after: float) -> float | None:
+        done = [s.done for s in self.samples if s.served_by == target and s.done >= after]
+        return min(done) if done else None

@@ -1,6 +1,13 @@
-"""Issue #5: `modelroute up DIR` as a user runs it — prints the table of ModelServers
-(with their URLs) and ModelRoutes, serves a request through Envoy, and on Ctrl-C
-(SIGINT) exits cleanly leaving no child process (Envoy, replicas) behind."""
+"""`modelroute up DIR` as a user runs it, a real process each time.
+
+Issue #5: prints the table of ModelServers (with their URLs) and ModelRoutes, serves a
+request through Envoy, and on Ctrl-C (SIGINT) exits cleanly leaving no child process
+(Envoy, replicas) behind.
+
+Issue #13: `kill -9` of `up` leaves no process of it after 5 s; a second `up` on the same
+directory or ports fails at once naming the process that holds them; a FIFO named
+`*.yaml` is ignored with a warning (by `up`, whose edits are still served and which still
+stops on Ctrl-C within 5 s, and by `modelroute validate -f DIR`)."""
 
 from __future__ import annotations
 
@@ -68,6 +75,32 @@ def read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
     return out
 
 
+def quickstart(tmp_path: Path, name: str = "quickstart") -> tuple[Path, int]:
+    """A copy of the quickstart on a free port: (directory, port)."""
+    directory = tmp_path / name
+    shutil.copytree(REPO / "examples" / "quickstart", directory, ignore=shutil.ignore_patterns(".*"))
+    port = free_port()
+    servers = directory / "model-servers.yaml"
+    servers.write_text(servers.read_text().replace("port: 8080", f"port: {port}"))
+    return directory, port
+
+
+def start_up(directory: Path, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(VENV_BIN / "modelroute"), "up", str(directory), "--xds-port", "0",
+                             "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=cwd, start_new_session=True)
+
+
+def post(port: int, path: str) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST",
+                                 headers={"content-type": "application/json"})
+    with opener.open(req, timeout=10) as resp:
+        assert resp.status == 200
+        return dict(json.loads(resp.read()))
+
+
 def test_modelroute_up_prints_urls_serves_and_exits_cleanly_on_sigint(tmp_path: Path) -> None:
     directory = tmp_path / "quickstart"
     shutil.copytree(REPO / "examples" / "quickstart", directory, ignore=shutil.ignore_patterns(".*"))
@@ -102,3 +135,79 @@ def test_modelroute_up_prints_urls_serves_and_exits_cleanly_on_sigint(tmp_path: 
         for pid in children:  # only if the test failed: never leave them running
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_kill_9_of_up_leaves_no_process_of_it_after_5s(tmp_path: Path) -> None:
+    directory, port = quickstart(tmp_path)
+    proc = start_up(directory, tmp_path)
+    children: set[int] = set()
+    try:
+        read_until(proc, "Ctrl-C to stop", timeout=60)
+        children = descendants(proc.pid)
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in children}
+        assert {"envoy", "redis-server"} <= names and len(children) >= 5, names  # and 3 replicas
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while (left := {pid for pid in children if alive(pid)}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"processes of the killed `up` still running after 5 s: {sorted(left)}"
+    finally:
+        stop_process(proc)
+        for pid in children:  # only if the test failed: never leave them running
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_second_up_on_the_same_directory_or_port_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    directory, port = quickstart(tmp_path)
+    first = start_up(directory, tmp_path)
+    try:
+        read_until(first, "Ctrl-C to stop", timeout=60)
+        same_dir = subprocess.run([str(VENV_BIN / "modelroute"), "up", str(directory), "--xds-port", "0"],
+                                  capture_output=True, text=True, timeout=20, cwd=tmp_path)
+        assert same_dir.returncode == 1, same_dir
+        assert f"is already served by process {first.pid} (modelroute up" in same_dir.stdout, same_dir.stdout
+        other = tmp_path / "other"
+        shutil.copytree(directory, other, ignore=shutil.ignore_patterns(".*"))  # same ports
+        same_port = subprocess.run([str(VENV_BIN / "modelroute"), "up", str(other), "--xds-port", "0"],
+                                   capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert same_port.returncode == 1, same_port
+        envoy = next(pid for pid in descendants(first.pid) if Path(f"/proc/{pid}/comm").read_text().strip() == "envoy")
+        assert f"port {port} (a ModelServer listener) is already in use by process {envoy} (envoy" in same_port.stdout
+        assert f"started by process {first.pid}" in same_port.stdout, same_port.stdout
+        # The refused ones wrote no run files; the first one was not disturbed.
+        assert (directory / ".modelroute" / "lock").read_text().strip() == str(first.pid)
+        assert not (other / ".modelroute" / "status.json").exists()
+        assert post(port, "/v1/models/llama-v1/infer")["served_by"]["modelinfer"] == "llama-v1"
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=20) == 0
+    finally:
+        stop_process(first)
+
+
+def test_a_fifo_named_yaml_is_ignored_with_a_warning_and_ctrl_c_still_works(tmp_path: Path) -> None:
+    directory, port = quickstart(tmp_path)
+    os.mkfifo(directory / "before.yaml")
+    validate = subprocess.run([str(VENV_BIN / "modelroute"), "validate", "-f", str(directory)],
+                              capture_output=True, text=True, timeout=30)
+    assert validate.returncode == 0 and "6 objects valid" in validate.stdout, validate
+    assert f"{directory / 'before.yaml'}: not a regular file (a FIFO); skipped" in validate.stderr, validate.stderr
+    proc = start_up(directory, tmp_path)
+    try:
+        out = read_until(proc, "Ctrl-C to stop", timeout=60)
+        assert f"is a FIFO, not a regular file; ignored: file={directory / 'before.yaml'}" in out, out
+        os.mkfifo(directory / "after.yaml")
+        route = directory / "route.yaml"
+        route.write_text(route.read_text().replace("weight: 80", "weight: 0").replace("weight: 20", "weight: 100"))
+        deadline = time.monotonic() + 5
+        while {post(port, "/v1/models/llama/infer")["served_by"]["modelinfer"] for _ in range(10)} != {"llama-v2"}:
+            assert time.monotonic() < deadline, "the edit (100% v2) was not served within 5 s"
+            time.sleep(0.1)
+        out += read_until(proc, str(directory / "after.yaml"), timeout=5)
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - stopped < 5.0, f"Ctrl-C took {time.monotonic() - stopped:.1f}s"
+    finally:
+        stop_process(proc)

@@ -10,19 +10,19 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from modelroute.embedded import Embedded
-from tests.e2e.harness import Client, dest, infer, route, running, server, served_by, wait_for, write_file, write_manifests
+from tests.e2e.harness import (RATE, Client, SteadyLoad, dest, infer, route, running, server, served_by, wait_for,
+                               write_file, write_manifests)
 from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-RATE = 50  # requests per second
 EDIT_TO_SERVED_LIMIT = 1.0  # seconds, SPEC 5 "edit → served"
 
 
@@ -53,61 +53,6 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
     write_manifests(directory / "other.yaml", other_route("c"))
     async with running(directory) as app, Client(port, limit=100) as client:
         yield Setup(app, client, directory)
-
-
-@dataclass
-class Sample:
-    sent: float
-    done: float
-    status: int | None
-    served_by: str | None
-    error: str | None = None
-
-
-@dataclass
-class SteadyLoad:
-    """Starts one request every 1/RATE s (not waiting for the previous one)."""
-
-    client: Client
-    path: str
-    samples: list[Sample] = field(default_factory=list)
-
-    async def _one(self) -> None:
-        sent = time.monotonic()
-        try:
-            reply = await self.client.post(self.path, timeout=5)
-            self.samples.append(Sample(sent, time.monotonic(), reply.status, reply.served_by))
-        except Exception as err:  # every failure counts, whatever its kind
-            self.samples.append(Sample(sent, time.monotonic(), None, None, repr(err)))
-
-    async def __aenter__(self) -> SteadyLoad:
-        self._stop = asyncio.Event()
-        self._inflight: set[asyncio.Task] = set()
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def _run(self) -> None:
-        start = time.monotonic()
-        n = 0
-        while not self._stop.is_set():
-            task = asyncio.create_task(self._one())
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            n += 1
-            await asyncio.sleep(max(0.0, start + n / RATE - time.monotonic()))
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await self._task
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=10)
-
-    def failures(self) -> list[Sample]:
-        return [s for s in self.samples if s.status != 200]
-
-    def first_from(self, target: str, after: float) -> float | None:
-        done = [s.done for s in self.samples if s.served_by == target and s.done >= after]
-        return min(done) if done else None
 
 
 async def test_split_changes_ten_times_under_load_no_failures_each_served_within_1s(setup: Setup) -> None:
