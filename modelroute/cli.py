@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 # command name → module under modelroute.commands, in help order
 COMMANDS: dict[str, str] = {
@@ -30,9 +31,18 @@ _HELP = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version (package metadata: one source, pyproject.toml)."""
+    try:
+        return metadata.version("modelroute")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="modelroute", description="MatrixInfer routing engine: Envoy xDS control plane for AI models")
+    parser.add_argument("--version", action="version", version=f"modelroute {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, module in COMMANDS.items():

@@ -39,6 +39,7 @@ from controller.ratelimit_service import RunningService, ServiceOptions, start_r
 from controller.envoy_process import EnvoyProcess
 from controller.file_provider import FileProvider
 from controller.replicas import ReplicaRuntime
+from controller.run_lock import RunLock
 from controller.status_view import StatusWriter, status_path
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
@@ -103,6 +104,7 @@ class Embedded:
         # run several in one process.
         self.registry = CollectorRegistry()
         self.envoy: EnvoyProcess | None = None
+        self.run_lock = RunLock(options.run_dir)  # tells `modelroute status` we are live
         self.ratelimit: RunningService | None = None
         self.redis: LocalRedis | None = None
         self._debounce_task: asyncio.Task | None = None
@@ -115,7 +117,9 @@ class Embedded:
         await self.stop()
 
     async def start(self, *, timeout: float = 30.0) -> None:
+        """Raises `controller.run_lock.AlreadyServed` if another instance serves the directory."""
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_lock.acquire()
         ratelimit_options, self.redis = await redis_for(self.options.ratelimit, self.options.run_dir)
         rls_port = self.options.ratelimit_port
         if rls_port is None:
@@ -156,6 +160,7 @@ class Embedded:
             await self.ratelimit.stop()
         if self.redis is not None:
             await self.redis.stop()
+        self.run_lock.release()
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Wait until every replica is ready, their endpoints are compiled, and the gateway

@@ -31,7 +31,9 @@ from typing import Any
 from controller import canary_commands
 from controller.ab_report import render as render_report
 from controller.canary import COMMANDS
+from controller.run_lock import holder
 from controller.status_view import StatusUnavailable, read_status
+from modelroute.commands.status import not_running
 
 ACTIONS = ("status", *COMMANDS)
 
@@ -107,10 +109,12 @@ def _status(args: argparse.Namespace, route: str) -> int:
         print(f"modelroute rollout: ModelRoute {route} has no canary rollout in {args.dir}")
         return 1
     canary = found["canary"]
+    live = holder(args.dir / ".modelroute") is not None
     if args.output == "json":
-        print(json.dumps({"route": route, "canary": canary, "groups": found["groups"]}, indent=1))
-        return 0
-    lines = [f"ModelRoute {route}", *describe(canary)]
+        print(json.dumps({"route": route, "canary": canary, "groups": found["groups"], "running": live}, indent=1))
+        return 0 if live else 1
+    lines = [] if live else [not_running(args.dir, doc["updatedAt"])]
+    lines += [f"ModelRoute {route}", *describe(canary)]
     for group in found["groups"]:
         split = ", ".join(f"{s['destination']} {s['percent']:g}%" + (f" ({s['role']})" if "role" in s else "")
                           for s in group["splits"])
@@ -118,7 +122,7 @@ def _status(args: argparse.Namespace, route: str) -> int:
     if canary.get("report"):
         lines += ["", *render_report(canary["report"])]
     print("\n".join(lines))
-    return 0
+    return 0 if live else 1
 
 
 # --- against a cluster ----------------------------------------------------------------

@@ -14,8 +14,9 @@ import signal
 import socket
 from pathlib import Path
 
+from controller.run_lock import AlreadyServed
 from modelroute.embedded import Embedded, EmbeddedOptions
-from modelroute.logs import configure_logging
+from modelroute.logs import add_log_level_option, configure_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats-address", default="0.0.0.0:18002",
                    help="kubernetes provider: HOST:PORT where gateway Envoys push their stats (statsd) for canary "
                         "analysis")
-    p.add_argument("--log-level", default="info")
+    add_log_level_option(p)
     p.set_defaults(func=run)
 
 
@@ -69,7 +70,11 @@ async def _serve(options: EmbeddedOptions) -> int:
         print(f"xDS on {options.xds_host}:{app.plane.xds_port}, admin on 127.0.0.1:{app.plane.admin_port} "
               f"(/healthz /readyz /metrics /debug/nodes); Ctrl-C to stop", flush=True)
 
-    await app.serve_until_signalled(started)
+    try:
+        await app.serve_until_signalled(started)
+    except AlreadyServed as err:
+        print(f"modelroute serve: {err}")
+        return 1
     return 0
 
 

@@ -8,9 +8,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+from controller.run_lock import AlreadyServed
 from controller.status_view import read_status, render_status
 from modelroute.embedded import Embedded, EmbeddedOptions
-from modelroute.logs import configure_logging
+from modelroute.logs import add_log_level_option, configure_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--privileged-port-offset", type=int, default=None,
                    help="added to manifest ports below 1024 (default: 0 as root, else 10000)")
     p.add_argument("--delta", action="store_true", help="Envoy uses delta xDS")
-    p.add_argument("--log-level", default="info")
+    add_log_level_option(p)
     p.set_defaults(func=run)
 
 
@@ -49,5 +50,9 @@ async def _serve(options: EmbeddedOptions) -> int:
         print(f"serving {options.directory}; edit its files to change traffic, "
               f"`modelroute status --dir {options.directory}` for status, Ctrl-C to stop", flush=True)
 
-    await app.serve_until_signalled(started)
+    try:
+        await app.serve_until_signalled(started)
+    except AlreadyServed as err:
+        print(f"modelroute up: {err}")
+        return 1
     return 0
