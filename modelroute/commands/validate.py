@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 from routing_engine.api.errors import ManifestError
-from routing_engine.api.loader import load_manifests, load_text
+from routing_engine.api.loader import MAX_MANIFEST_BYTES, load_manifests, load_text
 from routing_engine.api.resources import KINDS, Resource
 
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     paths: list[str] = args.paths
     objects, errors = load_manifests(p for p in paths if p != "-")
     if "-" in paths:
-        found, errs = load_text(sys.stdin.read(), "<stdin>")
+        found, errs = load_text(sys.stdin.read(MAX_MANIFEST_BYTES + 1), "<stdin>")
         objects.extend(found)
         errors.extend(errs)
     if args.output == "json":

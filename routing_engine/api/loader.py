@@ -48,6 +48,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+# The Kubernetes API server refuses request bodies over 3 MiB; a manifest file larger than
+# that is a mistake (a log or a model file with a .yaml name), and is refused unread.
+MAX_MANIFEST_BYTES = 3 * 1024 * 1024
 # YAML aliases can make a tiny file expand to billions of values or refer to itself; both
 # are cut off before validation walks them.
 MAX_VALUES = 100_000
@@ -75,6 +78,9 @@ def load_manifests(paths: Iterable[str | Path]) -> tuple[list[Resource], list[Ma
 def load_text(text: str, source: str) -> tuple[list[Resource], list[ManifestError]]:
     """Objects and errors from one file's text; `source` names it in errors and decides
     JSON (`*.json`) or YAML parsing."""
+    size = len(text.encode())
+    if size > MAX_MANIFEST_BYTES:
+        return [], [_too_large(source, size)]
     return _load_text(text, source, {})
 
 
@@ -241,9 +247,20 @@ def _manifest_files(path: Path, errors: list[ManifestError]) -> Iterator[Path]:
         errors.append(ManifestError(str(path), None, None, None, None, "", "no such file or directory"))
 
 
+def _too_large(source: str, size: int) -> ManifestError:
+    return ManifestError(source, None, None, None, None, "",
+                         f"is {size} bytes; a manifest may be at most {MAX_MANIFEST_BYTES} bytes "
+                         "(3 MiB, the Kubernetes API server's limit)")
+
+
 def _read(file: Path, errors: list[ManifestError]) -> str | None:
     try:
-        return file.read_bytes().decode("utf-8-sig")
+        with file.open("rb") as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)  # never more, whatever the file's size
+        if len(data) > MAX_MANIFEST_BYTES:
+            errors.append(_too_large(str(file), file.stat().st_size))
+            return None
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         errors.append(ManifestError(str(file), None, None, None, None, "", f"is not UTF-8 text (byte {err.start})"))
     except OSError as err:

@@ -24,7 +24,9 @@ from routing_engine.api.types import (
     Percent,
     Port,
     PositiveInt32,
+    PositiveReplicas,
     Quantity,
+    Replicas,
     ResourceName,
     RoutePath,
     Spec,
@@ -287,6 +289,41 @@ class ModelRouteSpec(Spec):
             raise ValueError(f'"{v}" must be a plain path prefix (no "*")')
         return v
 
+    @model_validator(mode="after")
+    def _groups(self) -> "ModelRouteSpec":
+        """SPEC 3.3/3.4 on the route alone: no group whose weights are all 0, and a canary
+        needs exactly one group of exactly two entries. Groups are found with the engine's
+        own rule (`routing_engine.resolve.matching`); when that needs the front door and it
+        is not written here (no `path`, an entry matching a segment prefix), the check is
+        left to the engine, which reports the same rule as a condition."""
+        groups = self.groups()
+        if groups is None:
+            return self
+        for entries in groups:
+            if all(self.routes[i].weight == 0 for i in entries):
+                fields = ", ".join(f"spec.routes[{i}]" for i in entries)
+                raise FieldError(("routes", entries[0], "weight"),
+                                 f"the weights of one group ({fields}) are all 0; at least one must be positive")
+        if self.canary is not None and self.canary.enabled:
+            pairs = sum(1 for entries in groups if len(entries) == 2)
+            if pairs != 1:
+                raise FieldError("canary", "canary needs exactly one group (entries with identical match) with "
+                                           f"exactly two destinations, stable then canary; found {pairs}")
+        return self
+
+    def groups(self) -> list[list[int]] | None:
+        """Indexes of `routes` by group, in written order; None when grouping depends on a
+        front door this spec does not name."""
+        from routing_engine.resolve.matching import route_match  # the engine's rule; imports this module
+
+        if self.path is None and any(r.match.path is not None and r.match.path.endswith("/*") for r in self.routes):
+            return None
+        front_door = self.path if self.path is not None else "/"
+        by_match: dict[object, list[int]] = {}
+        for i, rule in enumerate(self.routes):
+            by_match.setdefault(route_match(rule.match, front_door), []).append(i)
+        return list(by_match.values())
+
 
 class ModelRoute(Resource):
     API_VERSION: ClassVar[str] = "networking.matrixinfer.ai/v1alpha1"
@@ -311,8 +348,8 @@ class ResourceRequirements(Spec):
 
 class AutoscalingSpec(Spec):
     enabled: StrictBool = False
-    min_replicas: PositiveInt32 | None = None
-    max_replicas: PositiveInt32 | None = None
+    min_replicas: PositiveReplicas | None = None
+    max_replicas: PositiveReplicas | None = None
     # the spec's (and HPA v1's) spelling, which to_camel would write targetCpu...
     target_cpu_utilization_percentage: Annotated[int, Field(ge=1, le=100, strict=True)] | None = Field(
         default=None, alias="targetCPUUtilizationPercentage"
@@ -340,7 +377,7 @@ class Toleration(Spec):
 
 class ModelInferSpec(Spec):
     model_ref: ObjectRef
-    replicas: NonNegativeInt32 = 1
+    replicas: Replicas = 1
     autoscaling: AutoscalingSpec | None = None
     resources: ResourceRequirements | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -399,8 +436,8 @@ class TargetRef(Spec):
 
 class AutoscalingPolicySpec(Spec):
     target_ref: TargetRef
-    min_replicas: PositiveInt32 | None = None
-    max_replicas: PositiveInt32
+    min_replicas: PositiveReplicas | None = None
+    max_replicas: PositiveReplicas
     metrics: list[dict[str, Any]] = Field(default_factory=list)
     behavior: dict[str, Any] | None = None
 
