@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "validate": "validate",
     "status": "status",
     "rollout": "rollout",
+    "openapi": "openapi",
+    "completion": "completion",
 }
 _HELP = {
     "up": "embedded mode: serve a directory of manifests through a local Envoy",
@@ -28,6 +30,8 @@ _HELP = {
     "validate": "check manifests against the admission rules",
     "status": "show routes, live splits and canary state",
     "rollout": "canary control: status, promote, abort, pause, resume",
+    "openapi": "print the OpenAPI 3 description of the API",
+    "completion": "print a shell completion script (bash or zsh)",
 }
 
 
