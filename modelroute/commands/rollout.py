@@ -129,21 +129,34 @@ def _status(args: argparse.Namespace, route: str) -> int:
 
 
 async def _run_kubernetes(args: argparse.Namespace) -> int:
+    namespace, _, name = args.route.rpartition("/")
+    return await _in_cluster(args.action, namespace or args.namespace or "default", name, wait=args.wait,
+                             output=args.output, kubeconfig=args.kubeconfig)
+
+
+def run_in_cluster(action: str, route: str, *, wait: float, output: str, kubeconfig: str | None = None,
+                   context: str | None = None) -> int:
+    """The `--kubernetes` actions for ROUTE `namespace/name` (also `kubectl matrixinfer rollout`)."""
+    namespace, _, name = route.rpartition("/")
+    return asyncio.run(_in_cluster(action, namespace or "default", name, wait=wait, output=output,
+                                   kubeconfig=kubeconfig, context=context))
+
+
+async def _in_cluster(action: str, namespace: str, name: str, *, wait: float, output: str,
+                      kubeconfig: str | None, context: str | None = None) -> int:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ApiError, ConfigError
 
-    namespace, _, name = args.route.rpartition("/")
-    namespace = namespace or args.namespace or "default"
     try:
-        client = KubeClient.from_kubeconfig(args.kubeconfig)
+        client = KubeClient.from_kubeconfig(kubeconfig, context=context)
     except ConfigError as err:
         print(f"modelroute rollout: {err}")
         return 1
     try:
         async with client as api:
-            if args.action == "status":
-                return await _kube_status(api, namespace, name, args.output)
-            return await _kube_command(api, namespace, name, args.action, wait=args.wait, output=args.output)
+            if action == "status":
+                return await _kube_status(api, namespace, name, output)
+            return await _kube_command(api, namespace, name, action, wait=wait, output=output)
     except ApiError as err:
         print(f"modelroute rollout: ModelRoute {namespace}/{name}: {err}")
         return 1
