@@ -42,9 +42,11 @@ class SigningKey:
         return {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid, "n": b64url(n), "e": b64url(e)}
 
     def token(self, kid: str | None = None, **claims: Any) -> str:
-        """An RS256 JWT, signed by hand: base64url(header).base64url(claims).signature."""
+        """An RS256 JWT, signed by hand: base64url(header).base64url(claims).signature.
+        A claim given as None is left out."""
         now = int(time.time())
         payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "tester", "iat": now, "exp": now + 600, **claims}
+        payload = {k: v for k, v in payload.items() if v is not None}
         header = {"alg": "RS256", "typ": "JWT", "kid": kid or self.kid}
         signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
         signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
@@ -126,6 +128,17 @@ async def test_jwt_rejects_missing_and_invalid_tokens(setup: Setup, path: str) -
             await assert_rejected(setup.client, path, headers)
         except AssertionError as err:
             raise AssertionError(f"{what}: {err}") from None
+
+
+@pytest.mark.parametrize("path", ["/v1/models/secure/infer", "/v1/models/remote/infer"])
+async def test_jwt_needs_exp_and_comes_only_in_the_authorization_header(setup: Setup, path: str) -> None:
+    """Issue #17: a token without `exp` would be valid forever; one in `?access_token=`
+    lands in access logs. Both are refused; the same token in the header passes."""
+    key = setup.local_key if "secure" in path else setup.remote_key
+    await assert_rejected(setup.client, path, bearer(key.token(exp=None)))
+    token = key.token()
+    await assert_rejected(setup.client, f"{path}?access_token={token}", {})
+    assert (await setup.client.post(path, headers=bearer(token))).status == 200
 
 
 @pytest.mark.parametrize(("path", "name"), [("/v1/models/secure/infer", "secure"), ("/v1/models/remote/infer", "remote")])
