@@ -17,7 +17,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.e2e.harness import Client, infer, running, secret, server, write_manifests
+from tests.e2e.harness import Client, dest, infer, route, running, secret, server, write_manifests
 from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -93,6 +93,8 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
                 "issuer": ISSUER, "audience": AUDIENCE,
                 "jwksUri": f"http://127.0.0.1:{jwks_port}/.well-known/jwks.json"}}),
             server("open", port=port, path="/v1/models/open"),
+            # OpenAI clients under the JWT server: its models' list needs its token too
+            route("chat", path="/v1/models/secure/v1", routes=[{**dest("secure"), "match": {"model": "m"}}]),
         ])
         async with running(directory) as _app, Client(port) as client:
             yield Setup(client, local_key, remote_key, fetches)
@@ -160,3 +162,12 @@ async def test_servers_without_authentication_stay_open(setup: Setup) -> None:
     reply = await setup.client.post("/v1/models/open/infer")
     assert (reply.status, reply.served_by) == (200, "open")
     assert (await setup.client.get("/health")).status == 200
+
+
+async def test_the_model_list_of_protected_models_needs_their_token(setup: Setup) -> None:
+    """Issue #17: GET <base>/models names a model only to a caller who could reach it."""
+    path = "/v1/models/secure/v1/models"
+    assert (await setup.client.get(path)).status == 401
+    assert (await setup.client.get(path, headers=bearer(setup.remote_key.token()))).status == 401
+    listed = await setup.client.get(path, headers=bearer(setup.local_key.token()))
+    assert listed.status == 200 and [m["id"] for m in listed.body["data"]] == ["m"]
