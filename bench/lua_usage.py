@@ -11,7 +11,9 @@ the Lua filter before the router, one without; rounds alternate between them:
 Reported: the added p50/p99 per plain request and the added time per streamed answer
 (medians over rounds).
 
-    .venv/bin/python -m bench.lua_usage [--rounds 5] [--count 2000] [--streams 300] [--tokens 64] [--quick]
+    .venv/bin/python -m bench.lua_usage [--rounds 15] [--count 500] [--streams 100] [--tokens 64] [--quick]
+Many short rounds rather than a few long ones: on a shared machine the load moves within
+seconds, and the median of per-round differences follows it best.
 Writes bench/results/lua_usage.json.
 """
 
@@ -145,9 +147,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens", type=int, default=64, help="chunks per streamed answer")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 300 requests and 50 streams")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 5)
-    count = args.count or (300 if args.quick else 2000)
-    streams = args.streams or (50 if args.quick else 300)
+    rounds = args.rounds or (2 if args.quick else 15)
+    count = args.count or (300 if args.quick else 500)
+    streams = args.streams or (50 if args.quick else 100)
     with tempfile.TemporaryDirectory(prefix="bench-lua-") as tmp:
         row = asyncio.run(measure(rounds, count, args.warmup, streams, args.tokens, Path(tmp)))
     print(f"plain request p50: {row['plain_p50_us_without']:.0f} us without the filter, "
