@@ -7,7 +7,6 @@ percent-encoded paths, and the mock engine's control endpoint out of the gateway
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,6 @@ import aiohttp
 import openai
 import pytest
 import pytest_asyncio
-from yarl import URL
 
 from modelroute.embedded import Embedded
 from tests.e2e.harness import Client, dest, infer, infer_key, route, running, server, write_manifests

@@ -10,7 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from controller.kubernetes.resources import MODEL_ROUTE
