@@ -28,8 +28,10 @@ PARTS: dict[str, tuple[str, str, list[str], list[str]]] = {
     "convergence": ("bench.convergence", "convergence.json", [], ["--quick"]),
     "fanout": ("bench.xds_fanout", "xds_fanout.json", [], ["--streams", "1", "100"]),
     "dataplane": ("bench.dataplane", "dataplane.json", [], ["--quick"]),
+    "lua_usage": ("bench.lua_usage", "lua_usage.json", [], ["--quick"]),
 }
-TIMEOUT_S = {"compile": 1800, "serialization": 3600, "convergence": 7200, "fanout": 1800, "dataplane": 1800}
+TIMEOUT_S = {"compile": 1800, "serialization": 3600, "convergence": 7200, "fanout": 1800, "dataplane": 1800,
+             "lua_usage": 1800}
 
 Row = tuple[str, str, str, str]  # section, case, modelroute, vs alternative
 
@@ -94,6 +96,16 @@ def dataplane_rows(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def lua_usage_rows(data: dict[str, Any]) -> list[Row]:
+    r = data["row"]
+    return [("streamed usage (Lua)", "plain request: added latency",
+             f"p50 {r['added_p50_us']:+.0f} us, p99 {r['added_p99_us']:+.0f} us",
+             f"without {r['plain_p50_us_without']:.0f} us, with {r['plain_p50_us_with']:.0f} us ({r['rounds']} rounds)"),
+            ("streamed usage (Lua)", f"streamed answer, {r['tokens']} chunks: added time",
+             f"{r['added_stream_us']:+.0f} us ({r['added_stream_us'] / r['tokens']:+.1f} us a chunk)",
+             f"without {r['stream_p50_us_without']:.0f} us, with {r['stream_p50_us_with']:.0f} us")]
+
+
 def target_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     """The speed targets other issues set, checked against this run's numbers (only the
     ones this run measured; a --quick run measures smaller sizes, so most say n/a)."""
@@ -130,7 +142,7 @@ def target_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
 
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "compile": compile_rows, "serialization": serialization_rows, "convergence": convergence_rows,
-    "fanout": fanout_rows, "dataplane": dataplane_rows,
+    "fanout": fanout_rows, "dataplane": dataplane_rows, "lua_usage": lua_usage_rows,
 }
 
 

@@ -14,6 +14,8 @@ anything is started or written:
   process that holds a busy one (from /proc: the socket's inode and the owner's fds).
 
 A refusal is an `InstanceConflict` whose message names the process, for the CLI to print.
+`holder` tells others (`modelroute status`, `rollout`) whether a directory is served
+right now: the status file outlives its writer, the lock does not.
 """
 
 from __future__ import annotations
@@ -93,6 +95,25 @@ class InstanceLock:
         if self._fd is not None:
             os.close(self._fd)  # the kernel drops the flock; the file stays (no unlink race)
             self._fd = None
+
+
+def holder(run_dir: Path) -> int | None:
+    """The PID serving the directory (0 while its holder has not written it yet), or None
+    when nobody holds the lock."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        return None  # we got it: nobody else holds it (closing releases it again)
+    finally:
+        os.close(fd)
 
 
 def _listening_inodes(port: int) -> set[str]:

@@ -2,16 +2,21 @@
 
 It is not a model: it answers the wire protocols a real engine speaks so routing can be
 exercised end to end without GPUs — KServe v2 `POST .../infer`, OpenAI
-`POST .../v1/chat/completions` and `.../v1/completions` (with a `usage` block), `GET
-/health`, and vLLM-style `GET /metrics`. Envoy forwards paths unchanged (SPEC 3.3), so
-the protocol is picked by path *suffix* (`/v1/models/llama/v1/chat/completions` works).
+`POST .../v1/chat/completions` and `.../v1/completions` (with a `usage` block; with
+`"stream": true` as server-sent events in OpenAI's chunk format, a final `usage` chunk
+when `stream_options.include_usage` is set, then `data: [DONE]`), `GET /health`, and
+vLLM-style `GET /metrics`. Envoy forwards paths unchanged (SPEC 3.3), so the protocol is
+picked by path *suffix* (`/v1/models/llama/v1/chat/completions` works).
 
 Every response names the ModelInfer and replica that served it (JSON `served_by`, headers
 `x-modelinfer` / `x-replica`) and echoes the request path, which is what the routing
 tests assert on. Slowness and failures can be injected by flags, at run time with
-`POST /_mock/behaviour {"delay_ms", "fail_rate", "fail_status", "completion_tokens",
-"healthy"}`,
-or per request with the `x-mock-delay-ms` / `x-mock-status` headers.
+`POST /_mock/behaviour {"delay_ms", "chunk_delay_ms", "fail_rate", "fail_status",
+"completion_tokens", "healthy"}`, or per request with the `x-mock-delay-ms` (before the
+answer), `x-mock-chunk-delay-ms` (between streamed chunks) and `x-mock-status` headers.
+The control endpoint answers only requests made to the replica directly: one that came
+through a proxy (Envoy sets `x-forwarded-proto` on every request it forwards) is refused
+with 403, so a client of the gateway can never reconfigure a model.
 
 Run: `python -m controller.mock_engine --port P --model NAME --infer NAME --replica N`.
 """
@@ -30,6 +35,8 @@ from typing import Any
 from aiohttp import web
 
 MOCK_NOTICE = "modelroute mock inference engine (not a real model)"
+# Headers only a proxy adds: a request carrying one did not come to the replica directly.
+PROXIED = ("x-forwarded-proto", "x-forwarded-for", "x-envoy-internal")
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Behaviour:
     """What the mock does to each request; changeable at run time."""
 
     delay_ms: float = 0.0
+    chunk_delay_ms: float = 0.0  # between two chunks of a streamed answer
     fail_rate: float = 0.0
     fail_status: int = 500
     completion_tokens: int = 16
@@ -50,6 +58,8 @@ class Behaviour:
         new = Behaviour(**{**asdict(self), **changes})
         if not isinstance(new.delay_ms, (int, float)) or new.delay_ms < 0:
             raise ValueError("delay_ms must be a number >= 0")
+        if not isinstance(new.chunk_delay_ms, (int, float)) or new.chunk_delay_ms < 0:
+            raise ValueError("chunk_delay_ms must be a number >= 0")
         if not isinstance(new.fail_rate, (int, float)) or not 0 <= new.fail_rate <= 1:
             raise ValueError("fail_rate must be a number in [0, 1]")
         if not isinstance(new.fail_status, int) or not 100 <= new.fail_status <= 599:
@@ -93,11 +103,19 @@ class MockEngine:
         self.counts = {"success": 0, "failed": 0, "prompt_tokens": 0, "generation_tokens": 0}
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._direct_only])
         app.router.add_post("/_mock/behaviour", self.set_behaviour)
         app.router.add_get("/_mock/behaviour", self.get_behaviour)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
+
+    @web.middleware
+    async def _direct_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_mock/") and any(h in request.headers for h in PROXIED):
+            return self.reply(request, {"error": "the mock's control endpoint answers direct requests only, "
+                                                 "not ones through a proxy"}, status=403)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def reply(self, request: web.Request, body: dict[str, Any], status: int = 200) -> web.Response:
         body = {**body, "served_by": self.identity.served_by(), "path": request.path_qs}
@@ -132,7 +150,7 @@ class MockEngine:
         return self.reply(request, {"error": f"mock engine: no handler for {request.method} {request.path}"},
                           status=404)
 
-    async def serve(self, request: web.Request, handler: Any) -> web.Response:
+    async def serve(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             body = await request.json() if request.can_read_body else {}
         except json.JSONDecodeError:
@@ -141,10 +159,11 @@ class MockEngine:
             return self.reply(request, {"error": "request body must be a JSON object"}, status=400)
         try:
             delay_ms = float(request.headers.get("x-mock-delay-ms", self.behaviour.delay_ms))
+            chunk_delay_ms = float(request.headers.get("x-mock-chunk-delay-ms", self.behaviour.chunk_delay_ms))
             forced = int(request.headers["x-mock-status"]) if "x-mock-status" in request.headers else None
         except ValueError:
-            return self.reply(request, {"error": "x-mock-delay-ms must be a number, x-mock-status an integer"},
-                              status=400)
+            return self.reply(request, {"error": "x-mock-delay-ms and x-mock-chunk-delay-ms must be numbers, "
+                                                 "x-mock-status an integer"}, status=400)
         self.waiting += 1
         try:
             await self._slots.acquire()
@@ -159,42 +178,99 @@ class MockEngine:
             if status >= 400:
                 self.counts["failed"] += 1
                 return self.reply(request, {"error": f"mock engine: injected failure {status}"}, status=status)
+            if body.get("stream") is True and handler in (self.chat, self.completion):
+                return await self.stream(request, body, handler, chunk_delay_ms)
             result: dict[str, Any] = handler(body)
-            self.counts["success"] += 1
-            usage = result.get("usage", {})
-            self.counts["prompt_tokens"] += usage.get("prompt_tokens", 0)
-            self.counts["generation_tokens"] += usage.get("completion_tokens", 0)
+            self._count(result.get("usage", {}))
             return self.reply(request, result, status=status)
         finally:
             self.running -= 1
             self._slots.release()
 
-    def _usage(self, prompt: str, max_tokens: Any) -> tuple[dict[str, int], str]:
+    def _count(self, usage: dict[str, int]) -> None:
+        self.counts["success"] += 1
+        self.counts["prompt_tokens"] += usage.get("prompt_tokens", 0)
+        self.counts["generation_tokens"] += usage.get("completion_tokens", 0)
+
+    def _generate(self, prompt: str, max_tokens: Any) -> tuple[dict[str, int], list[str]]:
+        """The usage block and the generated tokens (`tok0`, `tok1`, ...)."""
         completion = self.behaviour.completion_tokens
         if isinstance(max_tokens, int) and max_tokens >= 0:
             completion = min(completion, max_tokens)
         prompt_tokens = len(prompt.split())
-        text = " ".join(f"tok{i}" for i in range(completion))
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion}, text
+                "total_tokens": prompt_tokens + completion}, [f"tok{i}" for i in range(completion)]
 
-    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _chat_prompt(body: dict[str, Any]) -> str:
         raw = body.get("messages")
         messages: list[Any] = raw if isinstance(raw, list) else []
-        prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
-        usage, text = self._usage(prompt, body.get("max_tokens"))
+        return " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+
+    @staticmethod
+    def _completion_prompt(body: dict[str, Any]) -> str:
+        raw = body.get("prompt", "")
+        return " ".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        usage, tokens = self._generate(self._chat_prompt(body), body.get("max_tokens"))
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model", self.identity.model),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(tokens)},
+                             "finish_reason": "length"}],
                 "usage": usage}
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        raw = body.get("prompt", "")
-        prompt = " ".join(map(str, raw)) if isinstance(raw, list) else str(raw)
-        usage, text = self._usage(prompt, body.get("max_tokens"))
+        usage, tokens = self._generate(self._completion_prompt(body), body.get("max_tokens"))
         return {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "text_completion", "created": int(time.time()),
                 "model": body.get("model", self.identity.model),
-                "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage}
+                "choices": [{"index": 0, "text": " ".join(tokens), "finish_reason": "length"}], "usage": usage}
+
+    async def stream(self, request: web.Request, body: dict[str, Any], handler: Any,
+                     chunk_delay_ms: float) -> web.StreamResponse:
+        """OpenAI's streaming: one `data: <chunk>` event per token (the chat's first one
+        carries the role), one with the finish reason, with `stream_options.include_usage`
+        a last one with empty choices and the `usage` (every other chunk has `usage:
+        null`), then `data: [DONE]`."""
+        chat = handler == self.chat
+        prompt = self._chat_prompt(body) if chat else self._completion_prompt(body)
+        usage, tokens = self._generate(prompt, body.get("max_tokens"))
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache",
+                                               **self.identity.headers})
+        await response.prepare(request)
+        base: dict[str, Any] = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:12]}",
+                                "object": "chat.completion.chunk" if chat else "text_completion",
+                                "created": int(time.time()), "model": body.get("model", self.identity.model),
+                                "served_by": self.identity.served_by()}
+        if include_usage:
+            base["usage"] = None
+
+        def choice(text: str | None, finish: str | None) -> dict[str, Any]:
+            if not chat:
+                return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            delta: dict[str, Any] = {} if text is None else {"content": text}
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+        async def send(chunk: dict[str, Any] | str) -> None:
+            data = chunk if isinstance(chunk, str) else json.dumps(chunk)
+            await response.write(f"data: {data}\n\n".encode())
+
+        if chat:
+            await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                             "logprobs": None, "finish_reason": None}]})
+        for i, token in enumerate(tokens):
+            if chunk_delay_ms > 0:
+                await asyncio.sleep(chunk_delay_ms / 1000)
+            await send({**base, "choices": [choice(token if i == 0 else f" {token}", None)]})
+        await send({**base, "choices": [choice(None, "length")]})
+        if include_usage:
+            await send({**base, "choices": [], "usage": usage})
+        await send("[DONE]")
+        await response.write_eof()
+        self._count(usage)
+        return response
 
     def infer(self, body: dict[str, Any]) -> dict[str, Any]:
         raw = body.get("inputs")
@@ -233,6 +309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--namespace", default="default")
     p.add_argument("--replica", type=int, default=0)
     p.add_argument("--delay-ms", type=float, default=0.0)
+    p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="between chunks of a streamed answer")
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--fail-status", type=int, default=500)
     p.add_argument("--completion-tokens", type=int, default=16)
@@ -245,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     behaviour = Behaviour()
     try:
-        behaviour.update({"delay_ms": args.delay_ms, "fail_rate": args.fail_rate,
+        behaviour.update({"delay_ms": args.delay_ms, "chunk_delay_ms": args.chunk_delay_ms, "fail_rate": args.fail_rate,
                           "fail_status": args.fail_status, "completion_tokens": args.completion_tokens})
     except ValueError as exc:
         raise SystemExit(f"mock_engine: {exc}") from exc

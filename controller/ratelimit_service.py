@@ -17,8 +17,11 @@ Clusters without a shared limit (other servers on the same listener) are answere
 Limits come from the wiring (`set_limits`, from each gateway compile, handed over when
 its status is published — just after the snapshot, so a brand-new limit can miss the
 first milliseconds). Requests are counted in a 1 s sliding window of requestsPerSecond:
-`burstSize` shapes only local buckets. Tokens are known only from a JSON response's
-`usage`: streamed (SSE) answers and aborted streams are not charged.
+`burstSize` shapes only local buckets. Tokens are known from the answer's `usage`: a
+JSON response's, or a streamed (SSE) answer's final usage chunk (read by Envoy as the
+stream passes; a stream without one is charged an estimate, see
+`routing_engine.translate.ratelimit`); an aborted stream is charged only if its usage
+had already passed.
 
 Redis failures: every call has `redis_timeout`; after a failure the service answers
 from its `fail_open` setting without touching Redis for `retry_interval` (so a dead

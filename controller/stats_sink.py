@@ -9,6 +9,11 @@ per-request latencies give exact percentiles. Why push and not scrape `/stats`: 
 Envoy that was rendered with the sink reports, wherever it runs, without the control plane
 knowing its admin address (and xds-protos has no metrics-service stubs for the gRPC push).
 
+Backend clusters report under a dot-free stat name (`routing_engine.names.stat_name`:
+`llama.canary` → `llama_canary`), so the cluster is everything before the first "." and a
+sub-scope Envoy adds (`<cluster>.external.upstream_rq_2xx`, the same requests again) is
+never mistaken for a cluster whose name ends in `.external`, `.internal` or `.canary`.
+
 What is kept: per destination cluster (`modelserver/<ns>/<name>`) and per quarter second
 of arrival, the responses by class (2xx/3xx/4xx/5xx) and the latency samples. `window()`
 sums any time range still retained (the canary analysis asks for its interval; the A/B
@@ -31,6 +36,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from routing_engine.names import stat_name
+
 log = logging.getLogger(__name__)
 
 _PREFIX = "envoy.cluster."
@@ -38,9 +45,6 @@ _CLASSES = {"upstream_rq_2xx": "2xx", "upstream_rq_3xx": "3xx", "upstream_rq_4xx
             "upstream_rq_5xx": "5xx"}
 _LATENCY = "upstream_rq_time"
 RESOLUTION_S = 0.25  # arrival-time buckets: windows are exact to this (and the flush interval)
-# Sub-scopes Envoy also emits per cluster (`<cluster>.external.upstream_rq_2xx`): the
-# same requests again, so they are skipped.
-_SUBSCOPES = (".external", ".internal", ".canary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +85,8 @@ def parse_line(line: str) -> tuple[str, str, float] | None:
     name, sep, rest = line.partition(":")
     if not sep or not name.startswith(_PREFIX):
         return None
-    scoped = name[len(_PREFIX):]
-    cluster, _, stat = scoped.rpartition(".")
-    if not cluster or (stat not in _CLASSES and stat != _LATENCY) or cluster.endswith(_SUBSCOPES):
+    cluster, _, stat = name[len(_PREFIX):].partition(".")
+    if not cluster or (stat not in _CLASSES and stat != _LATENCY):  # sub-scopes: "external.upstream_rq_2xx"
         return None
     value, _, kind = rest.partition("|")
     if (stat == _LATENCY) != (kind.split("|")[0] == "ms"):
@@ -135,7 +138,7 @@ class StatsCollector:
     def window(self, clusters: Iterable[str], *, since: float, until: float | None = None) -> dict[str, VariantWindow]:
         """Each cluster's responses that arrived in [since, until), to RESOLUTION_S: a
         bucket counts in the window holding its start, so back-to-back windows never
-        count a response twice."""
+        count a response twice. Clusters are named as in xDS (`modelserver/ns/a.b`)."""
         end = self._clock() if until is None else until
         wanted = list(clusters)
         totals: dict[str, _Bucket] = {c: _Bucket() for c in wanted}
@@ -143,7 +146,7 @@ class StatsCollector:
             if not since <= bucket * RESOLUTION_S < end:
                 continue
             for cluster in wanted:
-                bucket = by_cluster.get(cluster)
+                bucket = by_cluster.get(stat_name(cluster))
                 if bucket is None:
                     continue
                 total = totals[cluster]

@@ -242,15 +242,23 @@ def read_status(path: Path) -> StatusDocument:
 
 def render_status(doc: StatusDocument) -> str:
     """Plain-text tables for `modelroute status`."""
-    lines = [f"updated {doc['updatedAt']}", "", f"{'KIND':<12} {'NAME':<32} {'PHASE':<9} DETAIL"]
+    return f"updated {doc['updatedAt']}\n\n" + render_tables(doc)
+
+
+def render_tables(doc: StatusDocument, *, every_condition: bool = False) -> str:
+    """The objects table (kind, name, phase, endpoint or replicas, and the conditions that
+    are news; `every_condition`: all of them) and the routes table (live splits, canary
+    state): `modelroute status` and `kubectl matrixinfer get` print the same."""
+    lines = [f"{'KIND':<12} {'NAME':<32} {'PHASE':<9} DETAIL"]
     for o in doc["objects"]:
         detail = o.get("serviceEndpoint") or (
             f"{o['readyReplicas']}/{o['replicas']} ready" if "replicas" in o else
             f"{o['currentReplicas']} replicas, {o['desiredReplicas']} desired" if "desiredReplicas" in o else "")
-        bad = [f"{c['type']}={c['status']} ({c['reason']}: {c['message']})" for c in o["conditions"]
-               if c["status"] == ("True" if c["type"] in _BAD_WHEN_TRUE else "False")]
+        shown = [c for c in o["conditions"]
+                 if every_condition or c["status"] == ("True" if c["type"] in _BAD_WHEN_TRUE else "False")]
         lines.append(f"{o['kind']:<12} {o['namespace'] + '/' + o['name']:<32} {o.get('phase', '?'):<9} {detail}")
-        lines.extend(f"{'':<12} {'':<32} {'':<9} ! {b}" for b in bad)
+        lines.extend(f"{'':<12} {'':<32} {'':<9} {_mark(c)} {c['type']}={c['status']} ({c['reason']}: {c['message']})"
+                     for c in shown)
     if doc["routes"]:
         lines += ["", f"{'ROUTE':<32} {'MATCH':<28} SPLIT"]
         for r in doc["routes"]:
@@ -275,3 +283,8 @@ def render_status(doc: StatusDocument) -> str:
     for file, messages in doc["errors"].items():
         lines += ["", f"errors in {file}:"] + [f"  {m}" for m in messages]
     return "\n".join(lines) + "\n"
+
+
+def _mark(condition: Mapping[str, Any]) -> str:
+    """`!` for a condition that is news (a problem), `-` for one that is as it should be."""
+    return "!" if condition["status"] == ("True" if condition["type"] in _BAD_WHEN_TRUE else "False") else "-"

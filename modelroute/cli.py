@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable
+from importlib import metadata
 
 # command name → module under modelroute.commands, in help order
 COMMANDS: dict[str, str] = {
@@ -20,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "rollout": "rollout",
     "drain": "drain",
+    "openapi": "openapi",
+    "completion": "completion",
 }
 _HELP = {
     "up": "embedded mode: serve a directory of manifests through a local Envoy",
@@ -29,26 +33,45 @@ _HELP = {
     "status": "show routes, live splits and canary state",
     "rollout": "canary control: status, promote, abort, pause, resume",
     "drain": "gateway preStop hook: drain the local Envoy, wait for in-flight requests",
+    "openapi": "print the OpenAPI 3 description of the API",
+    "completion": "print a shell completion script (bash or zsh)",
 }
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata: one source, pyproject.toml)."""
+    try:
+        return metadata.version("modelroute")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def build_parser(commands: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The parser, with `commands` registered in full (their modules imported) and the
+    others as placeholders, so `--help` lists every command. Raises ModuleNotFoundError
+    for a command whose module does not exist."""
+    wanted = set(commands)
+    parser = argparse.ArgumentParser(prog="modelroute", description="MatrixInfer routing engine: Envoy xDS control plane for AI models")
+    parser.add_argument("--version", action="version", version=f"modelroute {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        if name in wanted:
+            importlib.import_module(f"modelroute.commands.{module}").register(sub)
+        else:
+            sub.add_parser(name, help=_HELP[name], add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="modelroute", description="MatrixInfer routing engine: Envoy xDS control plane for AI models")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, module in COMMANDS.items():
-        if name == chosen:
-            try:
-                mod = importlib.import_module(f"modelroute.commands.{module}")
-            except ModuleNotFoundError as err:
-                if err.name != f"modelroute.commands.{module}":
-                    raise
-                print(f"modelroute: '{name}' is not implemented yet", file=sys.stderr)
-                return 2
-            mod.register(sub)
-        else:
-            sub.add_parser(name, help=_HELP[name], add_help=False)
+    try:
+        parser = build_parser([chosen] if chosen in COMMANDS else [])
+    except ModuleNotFoundError as err:
+        if err.name != f"modelroute.commands.{COMMANDS.get(chosen or '', '')}":
+            raise
+        print(f"modelroute: '{chosen}' is not implemented yet", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -19,6 +19,17 @@ def backend(server: ObjectKey) -> str:
     return f"modelserver/{server.namespace}/{server.name}"
 
 
+def stat_name(cluster: str) -> str:
+    """The name Envoy reports a backend cluster's statistics under (`alt_stat_name`).
+
+    Envoy joins stat scopes with "." and adds sub-scopes of its own to every cluster
+    (`<cluster>.external.upstream_rq_2xx`, `.internal.`, `.canary.`), so a ModelServer
+    named `llama.canary` could not be told from the `canary` sub-scope of `llama`: its
+    statistics would be lost (and its rollout would never move). Kubernetes names never
+    contain "_", so replacing "." with "_" keeps every stat name unique and dot-free."""
+    return cluster.replace(".", "_")
+
+
 def listener(port: int) -> str:
     """The listener of one port, after `Target.port()` has applied any offset."""
     return f"listener/{port}"

@@ -194,6 +194,20 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
     return params
 
 
+def context_namespace(path: str | None = None, context: str | None = None) -> str:
+    """The namespace of the kubeconfig's context (`context`, else the current one), as
+    kubectl uses it when a command names none: "default" when it sets none (or there is
+    no kubeconfig, as inside a pod)."""
+    from kubernetes import config as kube_config
+
+    try:
+        contexts, current = kube_config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+    except (kube_config.ConfigException, OSError, TypeError):
+        return "default"
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
 def _with_type(rtype: ResourceType, obj: Obj) -> Obj:
     """List items come without apiVersion/kind; the rest of the controller needs them."""
     if obj.get("apiVersion") == rtype.api_version and obj.get("kind") == rtype.kind:

@@ -6,8 +6,9 @@ clusters, endpoints and secrets the xDS server would serve, inlined so that
 `envoy -c FILE` runs them with no control plane) to stdout. Problems go to stderr, one per
 line: manifest errors, then every object the engine did not accept or could not resolve.
 Compilation is best effort, so the document is printed even then, without the broken
-objects. `--validate` also asks the real Envoy (`envoy --mode validate`).
-Exit 1 on any error or when Envoy rejects the document.
+objects; with no object at all (say, a mistyped path) nothing is printed. `--validate`
+also asks the real Envoy (`envoy --mode validate`).
+Exit 1 on any error, when nothing was found, or when Envoy rejects the document.
 """
 
 from __future__ import annotations
@@ -44,20 +45,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def problems(compiled: Compiled) -> list[str]:
-    """One line per failed Accepted/ResolvedRefs condition, in object order."""
+    """One line per distinct problem, in object order. A broken reference fails both
+    Accepted and ResolvedRefs with the same message: it is printed once, naming both."""
     lines = []
     for key, status in compiled.statuses.items():
+        failed: dict[str, list[str]] = {}  # message → "Type=False, Reason" parts, in order
         for condition in status.conditions:
             if condition.type in _ERROR_CONDITIONS and condition.status == "False":
-                text = condition.message if condition.message.startswith(str(key)) else f"{key}: {condition.message}"
-                lines.append(f"{text} [{condition.type}=False, {condition.reason}]")
+                tags = failed.setdefault(condition.message, [])
+                tags.append(f"{condition.type}=False")
+                if condition.reason not in tags:
+                    tags.append(condition.reason)
+        for message, tags in failed.items():
+            text = message if message.startswith(str(key)) else f"{key}: {message}"
+            lines.append(f"{text} [{', '.join(_reason_last(tags))}]")
     return lines
+
+
+def _reason_last(tags: list[str]) -> list[str]:
+    """`Accepted=False, ResolvedRefs=False, ModelNotFound`: condition types first."""
+    return [t for t in tags if "=" in t] + [t for t in tags if "=" not in t]
 
 
 def run(args: argparse.Namespace) -> int:
     objects, errors = load_manifests(args.paths)
     for error in errors:
         print(error, file=sys.stderr)
+    if not objects:
+        # Nothing to compile: no document (an empty bootstrap that Envoy happily validates
+        # would look like success).
+        print(f"modelroute compile: no objects found in {' '.join(args.paths)}", file=sys.stderr)
+        return 1
     translator = Translator(plugin.with_builtin(plugin.discover()))
     target = Target(role=args.role, privileged_port_offset=args.port_offset)
     compiled = engine.compile(World(objects=tuple(objects)), target, translator=translator)
@@ -69,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         print(yaml.safe_dump(document, sort_keys=False, width=120), end="")
-    exit_code = 1 if errors or failed or not objects else 0
-    if not objects:
-        print(f"modelroute compile: no objects found in {' '.join(args.paths)}", file=sys.stderr)
+    exit_code = 1 if errors or failed else 0
     if args.validate:
         from modelroute.envoy_check import validate
 

@@ -31,7 +31,9 @@ from typing import Any
 from controller import canary_commands
 from controller.ab_report import render as render_report
 from controller.canary import COMMANDS
+from controller.instance import holder
 from controller.status_view import StatusUnavailable, read_status
+from modelroute.commands.status import not_running
 
 ACTIONS = ("status", *COMMANDS)
 
@@ -107,10 +109,12 @@ def _status(args: argparse.Namespace, route: str) -> int:
         print(f"modelroute rollout: ModelRoute {route} has no canary rollout in {args.dir}")
         return 1
     canary = found["canary"]
+    live = holder(args.dir / ".modelroute") is not None
     if args.output == "json":
-        print(json.dumps({"route": route, "canary": canary, "groups": found["groups"]}, indent=1))
-        return 0
-    lines = [f"ModelRoute {route}", *describe(canary)]
+        print(json.dumps({"route": route, "canary": canary, "groups": found["groups"], "running": live}, indent=1))
+        return 0 if live else 1
+    lines = [] if live else [not_running(args.dir, doc["updatedAt"])]
+    lines += [f"ModelRoute {route}", *describe(canary)]
     for group in found["groups"]:
         split = ", ".join(f"{s['destination']} {s['percent']:g}%" + (f" ({s['role']})" if "role" in s else "")
                           for s in group["splits"])
@@ -118,28 +122,41 @@ def _status(args: argparse.Namespace, route: str) -> int:
     if canary.get("report"):
         lines += ["", *render_report(canary["report"])]
     print("\n".join(lines))
-    return 0
+    return 0 if live else 1
 
 
 # --- against a cluster ----------------------------------------------------------------
 
 
 async def _run_kubernetes(args: argparse.Namespace) -> int:
+    namespace, _, name = args.route.rpartition("/")
+    return await _in_cluster(args.action, namespace or args.namespace or "default", name, wait=args.wait,
+                             output=args.output, kubeconfig=args.kubeconfig)
+
+
+def run_in_cluster(action: str, route: str, *, wait: float, output: str, kubeconfig: str | None = None,
+                   context: str | None = None) -> int:
+    """The `--kubernetes` actions for ROUTE `namespace/name` (also `kubectl matrixinfer rollout`)."""
+    namespace, _, name = route.rpartition("/")
+    return asyncio.run(_in_cluster(action, namespace or "default", name, wait=wait, output=output,
+                                   kubeconfig=kubeconfig, context=context))
+
+
+async def _in_cluster(action: str, namespace: str, name: str, *, wait: float, output: str,
+                      kubeconfig: str | None, context: str | None = None) -> int:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ApiError, ConfigError
 
-    namespace, _, name = args.route.rpartition("/")
-    namespace = namespace or args.namespace or "default"
     try:
-        client = KubeClient.from_kubeconfig(args.kubeconfig)
+        client = KubeClient.from_kubeconfig(kubeconfig, context=context)
     except ConfigError as err:
         print(f"modelroute rollout: {err}")
         return 1
     try:
         async with client as api:
-            if args.action == "status":
-                return await _kube_status(api, namespace, name, args.output)
-            return await _kube_command(api, namespace, name, args.action, wait=args.wait, output=args.output)
+            if action == "status":
+                return await _kube_status(api, namespace, name, output)
+            return await _kube_command(api, namespace, name, action, wait=wait, output=output)
     except ApiError as err:
         print(f"modelroute rollout: ModelRoute {namespace}/{name}: {err}")
         return 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from controller.instance import InstanceConflict
 from modelroute.embedded import UNPRIVILEGED_OFFSET, Embedded, EmbeddedOptions
-from modelroute.logs import configure_logging
+from modelroute.logs import add_log_level_option, configure_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gateway-readiness-port", type=int, default=None,
                    help="kubernetes provider: port of the readiness listener pushed to every gateway (its "
                         "readinessProbe's port; default: none)")
-    p.add_argument("--log-level", default="info")
+    add_log_level_option(p)
     p.set_defaults(func=run)
 
 

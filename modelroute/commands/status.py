@@ -1,7 +1,9 @@
 """`modelroute status`: objects, phases, conditions, live splits and canary state.
 
-Embedded mode: as last written by `modelroute up` (DIR/.modelroute/status.json).
-`--kubernetes`: as the control plane wrote it into the cluster's objects.
+Embedded mode: as last written by `modelroute up` (DIR/.modelroute/status.json). When no
+`modelroute up` serves DIR any more (its lock, `controller.instance`, is free), the last
+status is still shown, under a line saying so, and the exit code is 1: nothing in it is
+live. `--kubernetes`: as the control plane wrote it into the cluster's objects.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from controller.instance import holder
 from controller.status_view import StatusDocument, StatusUnavailable, read_status, render_status, run_dir
 
 
@@ -32,8 +35,19 @@ def run(args: argparse.Namespace) -> int:
     except StatusUnavailable as err:
         print(f"modelroute status: {err}")
         return 1
-    print(json.dumps(doc, indent=1) if args.output == "json" else render_status(doc), end="")
-    return 0
+    live = args.kubernetes or holder(args.dir / ".modelroute") is not None
+    if args.output == "json":
+        print(json.dumps({**doc, "running": live}, indent=1))
+    else:
+        if not live:
+            print(not_running(args.dir, doc["updatedAt"]))
+        print(render_status(doc), end="")
+    return 0 if live else 1
+
+
+def not_running(directory: Path, updated: str) -> str:
+    return (f"NOT RUNNING: no `modelroute up` serves {directory}; below is the last status it wrote "
+            f"({updated}), nothing in it is live.")
 
 
 async def _from_cluster(args: argparse.Namespace) -> StatusDocument:

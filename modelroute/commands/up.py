@@ -15,7 +15,7 @@ from controller.envoy_process import EnvoyError
 from controller.instance import InstanceConflict
 from controller.status_view import read_status, render_status
 from modelroute.embedded import Embedded, EmbeddedOptions
-from modelroute.logs import configure_logging
+from modelroute.logs import add_log_level_option, configure_logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--privileged-port-offset", type=int, default=None,
                    help="added to manifest ports below 1024 (default: 0 as root, else 10000)")
     p.add_argument("--delta", action="store_true", help="Envoy uses delta xDS")
-    p.add_argument("--log-level", default="info")
+    add_log_level_option(p)
     p.set_defaults(func=run)
 
 

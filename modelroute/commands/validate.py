@@ -2,17 +2,23 @@
 
 Errors go to stdout, one per line (so `grep` and editors' quickfix lists can use them); the
 exit code is 1 when there is any error or nothing to validate, 0 otherwise with a one-line
-summary. Only single-object rules are checked here; references between objects are the
+summary. `-o json` prints one JSON document instead (for CI annotations): `valid`, the
+`objects` found and the `errors`, each with its file, document index, object, field path
+and rule as separate fields. Only single-object rules are checked here; references between objects are the
 engine's job (`modelroute compile`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections import Counter
+from typing import Any
 
-from routing_engine.api.loader import load_manifests, load_text
+from routing_engine.api.errors import ManifestError
+from routing_engine.api.loader import MAX_MANIFEST_BYTES, load_manifests, load_text
 from routing_engine.api.resources import KINDS, Resource
 
 
@@ -32,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="PATH",
         help="manifest file or directory (repeatable); - reads standard input",
     )
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="text: one error per line (default); json: one document for CI")
     parser.set_defaults(func=run)
 
 
@@ -39,9 +47,12 @@ def run(args: argparse.Namespace) -> int:
     paths: list[str] = args.paths
     objects, errors = load_manifests(p for p in paths if p != "-")
     if "-" in paths:
-        found, errs = load_text(sys.stdin.read(), "<stdin>")
+        found, errs = load_text(sys.stdin.read(MAX_MANIFEST_BYTES + 1), "<stdin>")
         objects.extend(found)
         errors.extend(errs)
+    if args.output == "json":
+        print(json.dumps(report(objects, errors), indent=1))
+        return 1 if errors or not objects else 0
     for error in errors:
         print(error)
     if errors:
@@ -60,3 +71,13 @@ def summary(objects: list[Resource]) -> str:
     parts = ", ".join(f"{counts[cls.KIND]} {cls.KIND}" for cls in KINDS if counts[cls.KIND])
     noun = "object" if len(objects) == 1 else "objects"
     return f"{len(objects)} {noun} valid ({parts})"
+
+
+def report(objects: list[Resource], errors: list[ManifestError]) -> dict[str, Any]:
+    """The `-o json` document: every field of every error, plus its one-line message."""
+    return {
+        "valid": not errors and bool(objects),
+        "summary": f"{len(errors)} error(s)" if errors else summary(objects) if objects else "no objects found",
+        "objects": [{"kind": o.KIND, "namespace": o.metadata.namespace, "name": o.metadata.name} for o in objects],
+        "errors": [{**dataclasses.asdict(e), "message": str(e)} for e in errors],
+    }

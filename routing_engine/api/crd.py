@@ -9,6 +9,9 @@ HPA metrics/behavior) become `x-kubernetes-preserve-unknown-fields`; quantities 
 no structural `type` can say and which int-or-string (integer|string only) would reject in
 its object form, so it is an untyped preserve-unknown-fields node and the loader checks
 its shape. Cross-field rules the schema cannot express are CEL `x-kubernetes-validations`.
+Descriptions come from the models' field descriptions (the seeds' wording), so
+`kubectl explain modelroute.spec.routes` reads like the documentation; class docstrings
+are notes for developers and stay out.
 
 `python -m routing_engine.api.crd --write` rewrites `crds/`; a test fails when the checked-in
 files differ from what the models generate.
@@ -37,9 +40,13 @@ CRD_KINDS: tuple[type[Resource], ...] = (ModelServer, ModelRoute, ModelInfer, Mo
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 _INT32_MAX = 2**31 - 1
 # Not allowed (or meaningless) in a structural schema; each is handled in `_convert`.
-_DROPPED = frozenset(
-    {"title", "default", "description", "$defs", "propertyNames", "patternProperties", "additionalProperties"}
-)
+_DROPPED = frozenset({"title", "default", "$defs", "propertyNames", "patternProperties", "additionalProperties"})
+# What `kubectl explain` shows for the envelope of built-in kinds.
+ENVELOPE_DESCRIPTIONS = {
+    "apiVersion": "APIVersion defines the versioned schema of this representation of an object.",
+    "kind": "Kind is a string value representing the REST resource this object represents.",
+    "metadata": "Standard object's metadata (name, namespace, labels, annotations).",
+}
 _HEADER = "# Generated from routing_engine/api by `python -m routing_engine.api.crd --write`; do not edit.\n"
 
 # CEL rules for the cross-field checks of the models' validators, keyed by model name.
@@ -85,12 +92,18 @@ _PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
 _INT32 = {"type": "integer", "format": "int32"}
 
 
+def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {**schema, "description": description}
+
+
 def _status_schema(kind: str) -> dict[str, Any]:
     """The status the controller writes (SPEC 2). Unknown fields are kept so a newer
     controller never has its status update rejected by an older CRD."""
     props: dict[str, Any] = {
-        "observedGeneration": {"type": "integer", "format": "int64"},
-        "conditions": {"type": "array", "items": structural(Condition.model_json_schema(by_alias=True))},
+        "observedGeneration": _described({"type": "integer", "format": "int64"},
+                                         "The metadata.generation this status describes"),
+        "conditions": _described({"type": "array", "items": structural(_without_description(Condition.model_json_schema(by_alias=True)))},
+                                 "Detailed status conditions (Ready, Accepted, ResolvedRefs, Programmed, ...)"),
     }
     phases = {
         "ModelServer": ["Pending", "Ready", "Failed"],
@@ -99,45 +112,60 @@ def _status_schema(kind: str) -> dict[str, Any]:
         "Model": ["Pending", "Ready", "Failed"],
     }
     if kind in phases:
-        props["phase"] = {"type": "string", "enum": phases[kind]}
+        props["phase"] = {"type": "string", "enum": phases[kind],
+                          "description": f"Current phase ({', '.join(phases[kind])})"}
     if kind == "ModelServer":
-        props["serviceEndpoint"] = {"type": "string"}
+        props["serviceEndpoint"] = _described({"type": "string"}, "Service endpoint URL")
     if kind == "ModelRoute":
-        props["activeRoutes"] = dict(_INT32)
+        props["activeRoutes"] = _described(dict(_INT32), "Number of the route's groups Envoy is serving")
         props["canary"] = {
             "type": "object",
+            "description": "(ext) The live canary split: what Envoy serves, moved by the canary analysis",
             "properties": {
-                "stableWeight": dict(_INT32),
-                "canaryWeight": dict(_INT32),
-                "phase": {"type": "string", "enum": ["Progressing", "Promoted", "RolledBack", "Paused"]},
-                "lastSuccessRate": {"type": "number"},
+                "stableWeight": _described(dict(_INT32), "Live weight of the stable destination, in percent"),
+                "canaryWeight": _described(dict(_INT32), "Live weight of the canary destination, in percent"),
+                "phase": {"type": "string", "enum": ["Progressing", "Promoted", "RolledBack", "Paused"],
+                          "description": "Rollout phase (Progressing, Promoted, RolledBack, Paused)"},
+                "lastSuccessRate": _described({"type": "number"}, "The canary's success rate in the last interval, "
+                                                                  "in percent"),
             },
         }
     if kind == "ModelInfer":
-        props.update(replicas=dict(_INT32), readyReplicas=dict(_INT32), selector={"type": "string"})
+        props.update(replicas=_described(dict(_INT32), "Replicas that exist"),
+                     readyReplicas=_described(dict(_INT32), "Replicas ready to serve"),
+                     selector=_described({"type": "string"}, "Label selector of the replicas' pods (scale "
+                                                             "subresource)"))
     if kind == "AutoscalingPolicy":
-        props.update(currentReplicas=dict(_INT32), desiredReplicas=dict(_INT32))
-    return {"type": "object", "properties": props, "x-kubernetes-preserve-unknown-fields": True}
+        props.update(currentReplicas=_described(dict(_INT32), "Replicas the target has now"),
+                     desiredReplicas=_described(dict(_INT32), "Replicas the autoscaler wants"))
+    return {"type": "object", "description": "Status written by the controller; read only", "properties": props,
+            "x-kubernetes-preserve-unknown-fields": True}
 
 
 def structural(schema: dict[str, Any]) -> dict[str, Any]:
     """A pydantic JSON schema → a structural OpenAPI v3 schema (see the module docstring)."""
-    defs = schema.get("$defs", {})
+    defs = {name: _without_description(d) for name, d in schema.get("$defs", {}).items()}
     for name, rules in _CEL.items():
         if name in defs:
             defs[name] = {**defs[name], "x-kubernetes-validations": rules}
     return _convert(schema, defs)
 
 
+def _without_description(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's own schema: its description is the class docstring, for developers."""
+    return {k: v for k, v in schema.items() if k != "description"}
+
+
 def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """`description` is the field's, set next to a `$ref` or union; it wins over the type's."""
     if "$ref" in node:
-        return _convert(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return _with_description(_convert(defs[node["$ref"].rsplit("/", 1)[-1]], defs), node)
     any_of = node.get("anyOf")
     if any_of and not node.get("x-kubernetes-int-or-string"):
         options = [o for o in any_of if o.get("type") != "null"]
         if len(options) != 1:
             raise ValueError(f"no structural form for a union: {any_of}")
-        return _convert(options[0], defs)
+        return _with_description(_convert(options[0], defs), node)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROPPED:
@@ -160,7 +188,18 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("type") == "integer" and out.get("maximum", _INT32_MAX + 1) <= _INT32_MAX:
         out["format"] = "int32"
-    return dict(sorted(out.items(), key=lambda kv: kv[0] != "type"))  # `type` first, for readers
+    return _ordered(out)
+
+
+def _with_description(converted: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "description" not in node:
+        return converted
+    return _ordered({**converted, "description": node["description"]})
+
+
+def _ordered(node: dict[str, Any]) -> dict[str, Any]:
+    """`type` first, then `description`, then the rest as they came: for readers."""
+    return dict(sorted(node.items(), key=lambda kv: {"type": 0, "description": 1}.get(kv[0], 2)))
 
 
 def crd_for(cls: type[Resource]) -> dict[str, Any]:
@@ -170,11 +209,12 @@ def crd_for(cls: type[Resource]) -> dict[str, Any]:
     spec = full["properties"]["spec"]
     schema = {
         "type": "object",
+        "description": cls.DESCRIPTION,
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": ENVELOPE_DESCRIPTIONS["apiVersion"]},
+            "kind": {"type": "string", "description": ENVELOPE_DESCRIPTIONS["kind"]},
+            "metadata": {"type": "object", "description": ENVELOPE_DESCRIPTIONS["metadata"]},
             "spec": structural({**spec, "$defs": full.get("$defs", {})}),
             "status": _status_schema(cls.KIND),
         },

@@ -55,6 +55,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+# The Kubernetes API server refuses request bodies over 3 MiB; a manifest file larger than
+# that is a mistake (a log or a model file with a .yaml name), and is refused unread.
+MAX_MANIFEST_BYTES = 3 * 1024 * 1024
 # YAML aliases can make a tiny file expand to billions of values or refer to itself; both
 # are cut off before validation walks them.
 MAX_VALUES = 100_000
@@ -85,6 +88,9 @@ def load_manifests(paths: Iterable[str | Path], *, regular_files_only: bool = Fa
 def load_text(text: str, source: str) -> tuple[list[Resource], list[ManifestError]]:
     """Objects and errors from one file's text; `source` names it in errors and decides
     JSON (`*.json`) or YAML parsing."""
+    size = len(text.encode())
+    if size > MAX_MANIFEST_BYTES:
+        return [], [_too_large(source, size)]
     return _load_text(text, source, {})
 
 
@@ -295,17 +301,26 @@ def _special_kind(file: Path) -> str | None:
     return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or other special file"
 
 
+def _too_large(source: str, size: int) -> ManifestError:
+    return ManifestError(source, None, None, None, None, "",
+                         f"is {size} bytes; a manifest may be at most {MAX_MANIFEST_BYTES} bytes "
+                         "(3 MiB, the Kubernetes API server's limit)")
+
+
 def _read(file: Path, errors: list[ManifestError], *, regular_only: bool = False) -> str | None:
     try:
-        if regular_only:
-            # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then refuses it.
-            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            with open(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    errors.append(ManifestError(str(file), None, None, None, None, "", "is not a regular file"))
-                    return None
-                return handle.read().decode("utf-8-sig")
-        return file.read_bytes().decode("utf-8-sig")
+        # O_NONBLOCK (regular_only): opening a FIFO does not wait for a writer; fstat then refuses it.
+        flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NONBLOCK if regular_only else 0)
+        fd = os.open(file, flags)
+        with open(fd, "rb") as handle:
+            if regular_only and not stat.S_ISREG(os.fstat(fd).st_mode):
+                errors.append(ManifestError(str(file), None, None, None, None, "", "is not a regular file"))
+                return None
+            data = handle.read(MAX_MANIFEST_BYTES + 1)  # never more, whatever the file's size
+        if len(data) > MAX_MANIFEST_BYTES:
+            errors.append(_too_large(str(file), file.stat().st_size))
+            return None
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         errors.append(ManifestError(str(file), None, None, None, None, "", f"is not UTF-8 text (byte {err.start})"))
     except OSError as err:

@@ -25,7 +25,9 @@ from routing_engine.api.types import (
     Percent,
     Port,
     PositiveInt32,
+    PositiveReplicas,
     Quantity,
+    Replicas,
     ResourceName,
     RoutePath,
     Spec,
@@ -46,10 +48,12 @@ class ObjectKey(NamedTuple):
 
 
 class ObjectMeta(BaseModel):
-    """The parts of Kubernetes metadata we read; anything else the API server adds is kept
-    out of the way (not rejected), as kubectl-applied objects carry many such fields."""
+    """The parts of Kubernetes metadata we read. Anything else the API server adds
+    (ownerReferences, finalizers, managedFields, ...) is kept as it came, never rejected
+    and never lost: an object read, changed and written back (`modelroute.client`) keeps
+    it."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True)
 
     name: ResourceName
     namespace: NamespaceName = DEFAULT_NAMESPACE
@@ -64,21 +68,26 @@ class ObjectMeta(BaseModel):
 class Condition(Spec):
     """A Kubernetes-style condition (metav1.Condition)."""
 
-    type: NonEmptyStr
-    status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    type: NonEmptyStr = Field(description="Condition type: Ready, Progressing, Available, Degraded, Accepted, "
+                                          "ResolvedRefs, Programmed, Shadowed")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown")
+    reason: str = Field(default="", description="Why, as one word: e.g. ModelNotFound, ValidationFailed, "
+                                                "InsufficientResources, NetworkPolicyViolation")
+    message: str = Field(default="", description="What happened, for people: names the resource, field and rule")
+    last_transition_time: str | None = Field(default=None, description="When the status last changed")
+    observed_generation: int | None = Field(default=None, description="The metadata.generation the condition is "
+                                                                      "about")
 
 
 class Resource(Spec):
-    """Common envelope. Subclasses set API_VERSION/KIND and their spec/status types."""
+    """Common envelope. Subclasses set API_VERSION/KIND, their spec/status types and
+    DESCRIPTION (the seeds' one-line summary of the kind, for the CRD and OpenAPI)."""
 
     API_VERSION: ClassVar[str]
     KIND: ClassVar[str]
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+    DESCRIPTION: ClassVar[str] = ""
 
     api_version: str
     kind: str
@@ -98,6 +107,11 @@ class Resource(Spec):
     def key(self) -> ObjectKey:
         return ObjectKey(self.KIND, self.metadata.namespace, self.metadata.name)
 
+    def manifest(self) -> dict[str, Any]:
+        """The object as a manifest, as the user wrote it: only the fields that were set
+        (no defaults added), in wire names, JSON types."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
 
 class Status(Spec):
     """Status is written by the controller; on input it is accepted loosely and ignored."""
@@ -109,6 +123,9 @@ class Status(Spec):
 
 
 class ObjectRef(Spec):
+    """A reference by name; each kind it points to has its own subclass, so the field
+    descriptions (the CRDs' `kubectl explain`, the OpenAPI document) name that kind."""
+
     name: ResourceName
     namespace: NamespaceName | None = None
 
@@ -116,17 +133,46 @@ class ObjectRef(Spec):
         return ObjectKey(kind, self.namespace or default_namespace, self.name)
 
 
+_SAME_NAMESPACE = ("Defaults to the namespace of this object; another namespace must allow it "
+                   "(annotation networking.matrixinfer.ai/allow-from on the referenced object)")
+
+
+class ModelInferRef(ObjectRef):
+    name: ResourceName = Field(description="Name of the ModelInfer resource")
+    namespace: NamespaceName | None = Field(default=None, description=f"Namespace of the ModelInfer resource. {_SAME_NAMESPACE}")
+
+
+class ModelServerRef(ObjectRef):
+    name: ResourceName = Field(description="Name of the ModelServer resource")
+    namespace: NamespaceName | None = Field(default=None, description=f"Namespace of the ModelServer resource. {_SAME_NAMESPACE}")
+
+
+class ModelRef(ObjectRef):
+    name: ResourceName = Field(description="Name of the Model resource")
+    namespace: NamespaceName | None = Field(default=None, description=f"Namespace of the Model resource. {_SAME_NAMESPACE}")
+
+
 class ServiceSpec(Spec):
-    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    port: Port
-    target_port: Port | None = None
-    annotations: dict[str, str] = Field(default_factory=dict)
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type (ClusterIP, NodePort, LoadBalancer). Default ClusterIP")
+    port: Port = Field(description="Service port. ModelServers that share a port share one Envoy listener")
+    target_port: Port | None = Field(default=None, description="Target port on pods. Defaults to port")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Service annotations")
 
 
 class RoutingSpec(Spec):
-    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)]
-    timeout: Duration | None = None  # engine default: 60s (SPEC 3.1)
-    retries: NonNegativeInt32 | None = None  # engine default: 2, safe failures only (SPEC 3.1)
+    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)] = Field(
+        description="URL path for the model endpoint: a path-segment prefix (/v1/models/a matches "
+                    "/v1/models/a/infer, never /v1/models/ab). ASCII only: write other characters "
+                    "percent-encoded, as clients send them")
+    timeout: Duration | None = Field(
+        default=None, description="Request timeout duration, e.g. 30s or 1m30s (default 60s): the longest the "
+                                  "model may take to start answering, or pause while streaming one. A streamed "
+                                  "answer that keeps coming is never cut")
+    retries: NonNegativeInt32 | None = Field(
+        default=None, description="Number of retry attempts (default 2). Only failures that cannot have reached "
+                                  "the model are retried (connect failure, refused stream, reset before the "
+                                  "request, 503), on another replica, so no GPU work is done twice")
 
     @field_validator("path")
     @classmethod
@@ -137,14 +183,27 @@ class RoutingSpec(Spec):
 
 
 class RateLimitSpec(Spec):
-    enabled: StrictBool = False
-    requests_per_second: PositiveInt32 | None = None
-    burst_size: PositiveInt32 | None = None
-    global_: StrictBool = Field(default=False, alias="global")  # (ext) shared across Envoys
-    # (ext) OpenAI token budgets per `unit`, counted from responses' `usage`; shared only.
-    input_tokens_per_unit: PositiveInt32 | None = None
-    output_tokens_per_unit: PositiveInt32 | None = None
-    unit: Literal["second", "minute", "hour", "day"] = "minute"
+    enabled: StrictBool = Field(default=False, description="Enable rate limiting. Over the limit: 429 with "
+                                                             "x-ratelimit-* headers")
+    requests_per_second: PositiveInt32 | None = Field(
+        default=None, description="Requests per second limit (a token bucket refilled at this rate). "
+                                  "Required when enabled")
+    burst_size: PositiveInt32 | None = Field(
+        default=None, description="Burst size for rate limiting: the bucket's capacity (default "
+                                  "requestsPerSecond; per-Envoy limits only)")
+    global_: StrictBool = Field(
+        default=False, alias="global",
+        description="(ext) Share the limit across every Envoy through the rate-limit service (Redis) "
+                    "instead of one bucket per Envoy")
+    input_tokens_per_unit: PositiveInt32 | None = Field(
+        default=None, description="(ext) Prompt tokens allowed per unit, counted from the OpenAI usage of "
+                                  "answers (streamed ones too). Requires global: true")
+    output_tokens_per_unit: PositiveInt32 | None = Field(
+        default=None, description="(ext) Completion tokens allowed per unit, counted like inputTokensPerUnit. "
+                                  "Requires global: true")
+    unit: Literal["second", "minute", "hour", "day"] = Field(
+        default="minute", description="(ext) The window of the token limits (second, minute, hour, day). "
+                                      "Default minute")
 
     @model_validator(mode="after")
     def _needs_rate(self) -> "RateLimitSpec":
@@ -158,9 +217,16 @@ class RateLimitSpec(Spec):
 
 
 class AuthenticationSpec(Spec):
-    enabled: StrictBool = False
-    type: Literal["jwt", "apiKey"] = "jwt"
-    config: dict[str, Any] = Field(default_factory=dict)
+    enabled: StrictBool = Field(default=False, description="Require authentication: requests without valid "
+                                                             "credentials get 401 and never reach the model")
+    type: Literal["jwt", "apiKey"] = Field(default="jwt", description="Authentication type: jwt (default) or "
+                                                                      "(ext) apiKey")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Type-specific settings. jwt: issuer (required), audience or audiences, and the keys from "
+                    "jwksUri (an http(s) URL) or jwksSecretName (ext; a Secret with key jwks); tokens must carry "
+                    "exp and come in the Authorization: Bearer header. apiKey (ext): secretName (a Secret whose "
+                    "values are the keys), header (default x-api-key)")
 
     @model_validator(mode="after")
     def _check_config(self) -> "AuthenticationSpec":
@@ -197,8 +263,10 @@ class AuthenticationSpec(Spec):
 
 
 class TLSSpec(Spec):
-    enabled: StrictBool = False
-    secret_name: ResourceName | None = None
+    enabled: StrictBool = Field(default=False, description="Serve HTTPS on this server's port")
+    secret_name: ResourceName | None = Field(
+        default=None, description="The Secret with the certificate (tls.crt, tls.key); rotating it rotates the "
+                                  "certificate without dropping connections. Required when enabled")
 
     @model_validator(mode="after")
     def _needs_secret(self) -> "TLSSpec":
@@ -208,12 +276,16 @@ class TLSSpec(Spec):
 
 
 class ModelServerSpec(Spec):
-    model_infer_ref: ObjectRef
-    service: ServiceSpec
-    routing: RoutingSpec
-    rate_limit: RateLimitSpec | None = None
-    authentication: AuthenticationSpec | None = None
-    tls: TLSSpec | None = None
+    model_infer_ref: ModelInferRef = Field(description="The ModelInfer whose ready replicas serve this server")
+    service: ServiceSpec = Field(description="The network service: type, port, target port, annotations")
+    routing: RoutingSpec = Field(description="Routing: the URL path, request timeout and retries")
+    rate_limit: RateLimitSpec | None = Field(default=None, description="Rate limiting of requests to this server")
+    authentication: AuthenticationSpec | None = Field(default=None, description="Authentication of requests "
+                                                                                "(jwt, or (ext) apiKey)")
+    tls: TLSSpec | None = Field(default=None, description="HTTPS on this server's port")
+
+
+_STATUS = "Status written by the controller; read only"
 
 
 class ModelServer(Resource):
@@ -221,37 +293,52 @@ class ModelServer(Resource):
     KIND: ClassVar[str] = "ModelServer"
     PLURAL: ClassVar[str] = "modelservers"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("ms",)
+    DESCRIPTION: ClassVar[str] = "Exposes models through network services with routing and security policies"
 
-    spec: ModelServerSpec
-    status: Status | None = None
+    spec: ModelServerSpec = Field(description="The desired state of the ModelServer")
+    status: Status | None = Field(default=None, description=_STATUS)
 
 
 class RouteMatch(Spec):
-    headers: dict[HeaderName, MatchValue] = Field(default_factory=dict)
-    query_params: dict[NonEmptyStr, MatchValue] = Field(default_factory=dict)
-    path: RoutePath | None = None
-    model: NonEmptyStr | None = None  # (ext) OpenAI body field "model"
+    headers: dict[HeaderName, MatchValue] = Field(
+        default_factory=dict, description="Request headers to match, all of them: a string is an exact match; "
+                                          "(ext) or one of exact, prefix, regex, present")
+    query_params: dict[NonEmptyStr, MatchValue] = Field(default_factory=dict,
+                                                        description="Query parameters to match, in the same forms")
+    path: RoutePath | None = Field(
+        default=None, description='The request path: "/a/b" exact, "/a/b/*" the segment prefix /a/b, any other '
+                                  '"*" a glob within one segment. Default: the route\'s front door')
+    model: NonEmptyStr | None = Field(
+        default=None, description='(ext) The "model" field of an OpenAI JSON request body, exactly')
 
 
 class Destination(Spec):
-    model_server_ref: ObjectRef
+    model_server_ref: ModelServerRef = Field(description="The ModelServer that receives the matched requests")
 
 
 class RouteRule(Spec):
-    match: RouteMatch = Field(default_factory=RouteMatch)
-    destination: Destination
-    weight: Percent | None = None
-    timeout: Duration | None = None
-    retries: NonNegativeInt32 | None = None
+    match: RouteMatch = Field(default_factory=RouteMatch,
+                              description="What requests this entry takes; entries with identical match form one "
+                                          "group that splits traffic by weight. Empty: every request of the front "
+                                          "door")
+    destination: Destination = Field(description="Where the matched requests go")
+    weight: Percent | None = Field(
+        default=None, description="Share of the group's traffic, 0-100, normalized over the group. Missing "
+                                  "weights share what the others leave of 100 equally; all 0 is invalid")
+    timeout: Duration | None = Field(default=None, description="Request timeout; overrides the destination's "
+                                                               "routing.timeout")
+    retries: NonNegativeInt32 | None = Field(default=None, description="Retry attempts; override the "
+                                                                       "destination's routing.retries")
 
 
 class Fallback(Spec):
-    model_server_ref: ObjectRef
+    model_server_ref: ModelServerRef = Field(
+        description="Receives requests no entry matches, and fails over a destination that has no healthy replica")
 
 
 class TrafficSplit(Spec):
-    stable: Percent
-    canary: Percent
+    stable: Percent = Field(description="Starting weight of the stable (first) destination, in percent")
+    canary: Percent = Field(description="Starting weight of the canary (second) destination; stable + canary = 100")
 
     @model_validator(mode="after")
     def _sums_to_100(self) -> "TrafficSplit":
@@ -261,27 +348,34 @@ class TrafficSplit(Spec):
 
 
 class CanaryAnalysis(Spec):
-    threshold: Percent
-    interval: Duration
-    step_weight: Annotated[int, Field(ge=1, le=100, strict=True)] = 10
-    max_failures: PositiveInt32 = 2
-    min_requests: NonNegativeInt32 = 20
+    threshold: Percent = Field(description="Minimum success rate (non-5xx share) in percent the canary must hold")
+    interval: Duration = Field(description='Evaluation period, e.g. "5m"')
+    step_weight: Annotated[int, Field(ge=1, le=100, strict=True)] = Field(
+        default=10, description="(ext) Weight the canary gains after each passed interval. Default 10")
+    max_failures: PositiveInt32 = Field(default=2, description="(ext) Failed intervals before rollback. Default 2")
+    min_requests: NonNegativeInt32 = Field(default=20, description="(ext) Requests an interval needs for a verdict; "
+                                                                   "fewer: it is held. Default 20")
 
 
 class CanarySpec(Spec):
-    enabled: StrictBool = False
-    traffic_split: TrafficSplit | None = None
-    analysis: CanaryAnalysis | None = None
-    # (ext) A request header (e.g. a user id) whose hash picks the variant, so one user
-    # stays in one variant across requests and Envoys; requests without it split at random.
-    sticky_header: HeaderName | None = None
+    enabled: StrictBool = Field(
+        default=False, description="Run a canary rollout on the route's group with exactly two destinations: the "
+                                   "first written is stable, the second canary")
+    traffic_split: TrafficSplit | None = Field(default=None, description="The starting split")
+    analysis: CanaryAnalysis | None = Field(default=None, description="How the canary is judged and moved")
+    sticky_header: HeaderName | None = Field(
+        default=None, description="(ext) A request header (e.g. a user id) whose hash picks the variant, so one "
+                                  "user stays in one variant across requests and Envoys")
 
 
 class ModelRouteSpec(Spec):
-    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)] | None = None  # (ext) front door
-    routes: list[RouteRule] = Field(min_length=1)
-    fallback: Fallback | None = None
-    canary: CanarySpec | None = None
+    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)] | None = Field(
+        default=None, description="(ext) The front door: the path prefix this route governs. Default: the "
+                                  "routing.path of the fallback's ModelServer, else of the first destination's")
+    routes: list[RouteRule] = Field(min_length=1, description="Match and destination entries, tried in the order "
+                                                              "written; the first group that matches wins")
+    fallback: Fallback | None = Field(default=None, description="Where unmatched requests go, and failover target")
+    canary: CanarySpec | None = Field(default=None, description="Canary rollout of one two-destination group")
 
     @field_validator("path")
     @classmethod
@@ -290,37 +384,78 @@ class ModelRouteSpec(Spec):
             raise ValueError(f'"{v}" must be a plain path prefix (no "*")')
         return v
 
+    @model_validator(mode="after")
+    def _groups(self) -> "ModelRouteSpec":
+        """SPEC 3.3/3.4 on the route alone: no group whose weights are all 0, and a canary
+        needs exactly one group of exactly two entries. Groups are found with the engine's
+        own rule (`routing_engine.resolve.matching`); when that needs the front door and it
+        is not written here (no `path`, an entry matching a segment prefix), the check is
+        left to the engine, which reports the same rule as a condition."""
+        groups = self.groups()
+        if groups is None:
+            return self
+        for entries in groups:
+            if all(self.routes[i].weight == 0 for i in entries):
+                fields = ", ".join(f"spec.routes[{i}]" for i in entries)
+                raise FieldError(("routes", entries[0], "weight"),
+                                 f"the weights of one group ({fields}) are all 0; at least one must be positive")
+        if self.canary is not None and self.canary.enabled:
+            pairs = sum(1 for entries in groups if len(entries) == 2)
+            if pairs != 1:
+                raise FieldError("canary", "canary needs exactly one group (entries with identical match) with "
+                                           f"exactly two destinations, stable then canary; found {pairs}")
+        return self
+
+    def groups(self) -> list[list[int]] | None:
+        """Indexes of `routes` by group, in written order; None when grouping depends on a
+        front door this spec does not name."""
+        from routing_engine.resolve.matching import route_match  # the engine's rule; imports this module
+
+        if self.path is None and any(r.match.path is not None and r.match.path.endswith("/*") for r in self.routes):
+            return None
+        front_door = self.path if self.path is not None else "/"
+        by_match: dict[object, list[int]] = {}
+        for i, rule in enumerate(self.routes):
+            by_match.setdefault(route_match(rule.match, front_door), []).append(i)
+        return list(by_match.values())
+
 
 class ModelRoute(Resource):
     API_VERSION: ClassVar[str] = "networking.matrixinfer.ai/v1alpha1"
     KIND: ClassVar[str] = "ModelRoute"
     PLURAL: ClassVar[str] = "modelroutes"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("mr",)
+    DESCRIPTION: ClassVar[str] = "Defines advanced routing rules for traffic management and A/B testing"
 
-    spec: ModelRouteSpec
-    status: Status | None = None
+    spec: ModelRouteSpec = Field(description="The desired state of the ModelRoute")
+    status: Status | None = Field(default=None, description=_STATUS)
 
 
 # --- workload.matrixinfer.ai/v1alpha1 ---------------------------------------------------
 
 
-
 class ResourceRequirements(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict, description='Resources each replica is guaranteed '
+                                                                            '(memory, cpu, nvidia.com/gpu), e.g. "2Gi"')
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="The most each replica may use; GPUs "
+                                                                          "and other extended resources: request = "
+                                                                          "limit")
 
 
 class AutoscalingSpec(Spec):
-    enabled: StrictBool = False
-    min_replicas: PositiveInt32 | None = None
-    max_replicas: PositiveInt32 | None = None
+    enabled: StrictBool = Field(default=False, description="Scale the replicas with a HorizontalPodAutoscaler")
+    min_replicas: PositiveReplicas | None = Field(default=None, description="Fewest replicas (default 1)")
+    max_replicas: PositiveReplicas | None = Field(default=None, description="Most replicas (at most 1000). "
+                                                                            "Required when enabled")
     # the spec's (and HPA v1's) spelling, which to_camel would write targetCpu...
     target_cpu_utilization_percentage: Annotated[int, Field(ge=1, le=100, strict=True)] | None = Field(
-        default=None, alias="targetCPUUtilizationPercentage"
+        default=None, alias="targetCPUUtilizationPercentage",
+        description="Average CPU utilization, in percent of the request, the autoscaler aims for"
     )
-    metrics: list[dict[str, Any]] = Field(default_factory=list)
+    metrics: list[dict[str, Any]] = Field(default_factory=list, description="Metrics to scale on, in the "
+                                                                            "autoscaling/v2 MetricSpec shape")
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingSpec":
@@ -334,21 +469,27 @@ class AutoscalingSpec(Spec):
 
 
 class Toleration(Spec):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: Annotated[int, Field(strict=True)] | None = None
+    key: str | None = Field(default=None, description="The taint key the toleration applies to; empty with "
+                                                      "operator Exists: every taint")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default)")
+    value: str | None = Field(default=None, description="The taint value, for operator Equal")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint effect to tolerate; empty: every effect")
+    toleration_seconds: Annotated[int, Field(strict=True)] | None = Field(
+        default=None, description="For NoExecute: how long the pod stays bound after the taint appears")
 
 
 class ModelInferSpec(Spec):
-    model_ref: ObjectRef
-    replicas: NonNegativeInt32 = 1
-    autoscaling: AutoscalingSpec | None = None
-    resources: ResourceRequirements | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    affinity: dict[str, Any] | None = None
+    model_ref: ModelRef = Field(description="The Model (registry) this inference deployment serves")
+    replicas: Replicas = Field(default=1, description="Number of replicas, 0-1000. Default 1")
+    autoscaling: AutoscalingSpec | None = Field(default=None, description="Scale the replicas automatically")
+    resources: ResourceRequirements | None = Field(default=None, description="Resource requirements of each "
+                                                                             "replica (requests, limits)")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels a replica's node must "
+                                                                            "have")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the replicas tolerate")
+    affinity: dict[str, Any] | None = Field(default=None, description="Scheduling affinity (the Kubernetes "
+                                                                      "Affinity shape)")
 
 
 class ModelInfer(Resource):
@@ -356,56 +497,61 @@ class ModelInfer(Resource):
     KIND: ClassVar[str] = "ModelInfer"
     PLURAL: ClassVar[str] = "modelinfers"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("mi",)
+    DESCRIPTION: ClassVar[str] = "Represents an inference deployment with scaling and resource specifications"
 
-    spec: ModelInferSpec
-    status: Status | None = None
+    spec: ModelInferSpec = Field(description="The desired state of the ModelInfer")
+    status: Status | None = Field(default=None, description=_STATUS)
 
 
 # --- registry.matrixinfer.ai/v1alpha1 ---------------------------------------------------
 
 
 class ModelSource(Spec):
-    uri: NonEmptyStr
+    uri: NonEmptyStr = Field(description="Where the model's weights are, e.g. s3://bucket/path or hf://org/name")
 
 
 class ModelSpecDetails(Spec):
-    model_id: NonEmptyStr
-    framework: NonEmptyStr
-    version: NonEmptyStr
-    source: ModelSource
+    model_id: NonEmptyStr = Field(description="The model's identifier, e.g. meta-llama/Llama-2-7b")
+    framework: NonEmptyStr = Field(description="The framework the model runs on, e.g. pytorch or vllm")
+    version: NonEmptyStr = Field(description="The model's version")
+    source: ModelSource = Field(description="Where the model comes from")
 
 
 class RuntimeSpec(Spec):
-    image: NonEmptyStr
-    resources: ResourceRequirements | None = None
+    image: NonEmptyStr = Field(description="The container image that serves the model")
+    resources: ResourceRequirements | None = Field(default=None, description="Resource requirements of the runtime")
 
 
 class ModelSpec(Spec):
-    model_spec: ModelSpecDetails
-    runtime: RuntimeSpec | None = None
+    model_spec: ModelSpecDetails = Field(description="The model's metadata and source")
+    runtime: RuntimeSpec | None = Field(default=None, description="Runtime requirements")
 
 
 class Model(Resource):
     API_VERSION: ClassVar[str] = "registry.matrixinfer.ai/v1alpha1"
     KIND: ClassVar[str] = "Model"
     PLURAL: ClassVar[str] = "models"
+    DESCRIPTION: ClassVar[str] = "Represents an AI model with metadata, specifications, and runtime requirements"
 
-    spec: ModelSpec
-    status: Status | None = None
+    spec: ModelSpec = Field(description="The desired state of the Model")
+    status: Status | None = Field(default=None, description=_STATUS)
 
 
 class TargetRef(Spec):
-    api_version: NonEmptyStr
-    kind: NonEmptyStr
-    name: ResourceName
+    api_version: NonEmptyStr = Field(description="API version of the scaled resource, e.g. "
+                                                 "workload.matrixinfer.ai/v1alpha1")
+    kind: NonEmptyStr = Field(description="Kind of the scaled resource, e.g. ModelInfer")
+    name: ResourceName = Field(description="Name of the scaled resource (same namespace)")
 
 
 class AutoscalingPolicySpec(Spec):
-    target_ref: TargetRef
-    min_replicas: PositiveInt32 | None = None
-    max_replicas: PositiveInt32
-    metrics: list[dict[str, Any]] = Field(default_factory=list)
-    behavior: dict[str, Any] | None = None
+    target_ref: TargetRef = Field(description="The resource this policy scales")
+    min_replicas: PositiveReplicas | None = Field(default=None, description="Fewest replicas (default 1)")
+    max_replicas: PositiveReplicas = Field(description="Most replicas (at most 1000)")
+    metrics: list[dict[str, Any]] = Field(default_factory=list, description="Metrics to scale on, in the "
+                                                                            "autoscaling/v2 MetricSpec shape")
+    behavior: dict[str, Any] | None = Field(default=None, description="Scaling behavior (scaleUp, scaleDown), in "
+                                                                      "the autoscaling/v2 shape")
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingPolicySpec":
@@ -420,9 +566,10 @@ class AutoscalingPolicy(Resource):
     API_VERSION: ClassVar[str] = "registry.matrixinfer.ai/v1alpha1"
     KIND: ClassVar[str] = "AutoscalingPolicy"
     PLURAL: ClassVar[str] = "autoscalingpolicies"
+    DESCRIPTION: ClassVar[str] = "Defines scaling policies and strategies for models"
 
-    spec: AutoscalingPolicySpec
-    status: Status | None = None
+    spec: AutoscalingPolicySpec = Field(description="The desired state of the AutoscalingPolicy")
+    status: Status | None = Field(default=None, description=_STATUS)
 
 
 # --- v1 Secret (read only) --------------------------------------------------------------

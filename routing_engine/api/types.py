@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from pydantic import (
     AfterValidator,
@@ -16,9 +17,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StringConstraints,
     WithJsonSchema,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -47,10 +51,12 @@ class FieldError(ValueError):
     an authentication block). The loader appends `path` to the error's location, so the
     user sees the exact field; pydantic still reports it as an ordinary value error."""
 
-    def __init__(self, path: str, rule: str) -> None:
-        """`path` is dotted, relative to the validated object: "config.issuer"."""
-        super().__init__(f"{path}: {rule}")
-        self.path: tuple[str, ...] = tuple(path.split("."))
+    def __init__(self, path: str | tuple[str | int, ...], rule: str) -> None:
+        """`path` is relative to the validated object: dotted ("config.issuer") or, when it
+        holds list indexes, a tuple (("routes", 0, "weight"))."""
+        self.path: tuple[str | int, ...] = tuple(path.split(".")) if isinstance(path, str) else path
+        shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path).lstrip(".")
+        super().__init__(f"{shown}: {rule}")
         self.rule = rule
 
 
@@ -130,6 +136,12 @@ Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1, strict=True)]
 NonNegativeInt32 = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
 PositiveInt32 = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
 Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
+# A ModelInfer's replica count (and its autoscaling bounds): a thousand GPU replicas of one
+# model is beyond any real deployment, and in embedded mode each is a local process, so a
+# typo such as 10000000 is refused instead of forking until the machine falls over.
+MAX_REPLICAS = 1000
+Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS, strict=True)]
+PositiveReplicas = Annotated[int, Field(ge=1, le=MAX_REPLICAS, strict=True)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$", max_length=256)]
 
@@ -154,12 +166,21 @@ def _non_empty_prefix(text: str) -> str:
 
 
 class StringMatch(Spec):
-    """One of exact | prefix | regex | present; a bare string in a manifest means exact."""
+    """One of exact | prefix | regex | present; a bare string in a manifest means exact.
+    A match written as a bare string is dumped as one again, so what a user wrote
+    round-trips unchanged."""
 
-    exact: str | None = None
-    prefix: Annotated[str, AfterValidator(_non_empty_prefix)] | None = None
-    regex: Annotated[str, AfterValidator(_check_regex)] | None = None
-    present: StrictBool | None = None
+    exact: str | None = Field(default=None, description="the value, exactly (case-sensitive)")
+    prefix: Annotated[str, AfterValidator(_non_empty_prefix)] | None = Field(
+        default=None, description="the value starts with this (not empty)")
+    regex: Annotated[str, AfterValidator(_check_regex)] | None = Field(
+        default=None, description="the whole value matches this RE2 regular expression (Envoy's dialect)")
+    present: StrictBool | None = Field(default=None, description="true: the header or parameter is present, any value")
+    _written_as_string: bool = PrivateAttr(default=False)
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return self.exact if self._written_as_string else handler(self)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "StringMatch":
@@ -176,7 +197,9 @@ class StringMatch(Spec):
 
 def _coerce_string_match(value: Any) -> Any:
     if isinstance(value, str):
-        return StringMatch(exact=value)
+        match = StringMatch(exact=value)
+        match._written_as_string = True
+        return match
     if isinstance(value, (dict, StringMatch)):
         return value
     shown = "true" if value is True else "false" if value is False else str(value)[:40]
@@ -209,6 +232,11 @@ def _check_path(text: str) -> str:
         raise ValueError(f'"{text}" must start with "/"')
     if any(c in text for c in "?#") or any(c.isspace() for c in text):
         raise ValueError(f'"{text}" must not contain "?", "#" or white space')
+    if not text.isascii() or not text.isprintable():
+        # Clients send a URL's path percent-encoded and Envoy matches those bytes; a
+        # literal "é" could never match, so ask for the form that does.
+        encoded = quote(text, safe="/*%-._~!$&'()+,;=:@")
+        raise ValueError(f'"{text}" must be ASCII: write it percent-encoded, as clients send it ({encoded})')
     if "//" in text:
         raise ValueError(f'"{text}" must not contain an empty segment "//"')
     if "**" in text:
@@ -226,12 +254,16 @@ def is_glob(path: str) -> bool:
     return "*" in head
 
 
+# Printable ASCII but "#" and "?" (space, controls and non-ASCII excluded), for the CRD;
+# a prefix path has no "*" (0x2a) either.
+_PATH_CHARS = r"\x21\x22\x24-\x3e\x40-\x7e"
+_PREFIX_PATH_CHARS = r"\x21\x22\x24-\x29\x2b-\x3e\x40-\x7e"
 RoutePath = Annotated[
     str,
     AfterValidator(_check_path),
-    WithJsonSchema({"type": "string", "pattern": r"^/[^?#\s]*$", "not": {"pattern": r"//|\*\*"}}),
+    WithJsonSchema({"type": "string", "pattern": rf"^/[{_PATH_CHARS}]*$", "not": {"pattern": r"//|\*\*"}}),
 ]
-PREFIX_PATH_SCHEMA = {"type": "string", "pattern": r"^/[^?#\s*]*$", "not": {"pattern": "//"}}
+PREFIX_PATH_SCHEMA = {"type": "string", "pattern": rf"^/[{_PREFIX_PATH_CHARS}]*$", "not": {"pattern": "//"}}
 
 
 def _check_quantity(value: Any) -> Any:

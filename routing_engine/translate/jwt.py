@@ -7,6 +7,11 @@ jwt_authn then verifies nothing, so `/health` and open routes stay open. A route
 several auth policies requires all of them (`requires_all`). A request with no or an
 invalid token gets 401 and never reaches a backend.
 
+Tokens are read from the `Authorization: Bearer` header only: Envoy's default also takes
+the `access_token` query parameter, which ends up in access logs, proxies' logs and
+browser history, so it is switched off (OAuth 2.0 Security BCP). A token must carry `exp`
+(`require_expiration`): a token without one would be valid forever.
+
 Keys come inline from a Secret (`local_jwks`) or from `jwks_uri`, fetched by Envoy
 through a LOGICAL_DNS cluster this plugin adds (`jwks/<provider>`), over TLS for https.
 Envoy refuses a whole listener over one unusable inline JWKS, so a provider that would be
@@ -44,7 +49,9 @@ def jwt_providers(route: ir.Route) -> list[ir.JwtProvider]:
 
 
 def provider_config(provider: ir.JwtProvider) -> jwt_pb2.JwtProvider:
-    config = jwt_pb2.JwtProvider(issuer=provider.issuer, audiences=list(provider.audiences), forward=provider.forward_header)
+    config = jwt_pb2.JwtProvider(issuer=provider.issuer, audiences=list(provider.audiences), forward=provider.forward_header,
+                                 require_expiration=True)
+    config.from_headers.add(name="Authorization", value_prefix="Bearer ")
     if provider.jwks_inline is not None:
         config.local_jwks.inline_string = provider.jwks_inline
     elif provider.jwks_uri:

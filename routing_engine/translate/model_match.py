@@ -19,6 +19,7 @@ from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
 
 JSON_TO_METADATA_FILTER = "envoy.filters.http.json_to_metadata"
+JSON_CONTENT_TYPE = r"(?i)application/json\s*(;.*)?"  # RE2, matched against the whole header
 
 
 def uses_model_match(listener: ir.Listener) -> bool:
@@ -38,7 +39,8 @@ class ModelMatchPlugin(Plugin):
         rule.on_present.type = j2m.JsonToMetadata.STRING
         config = j2m.JsonToMetadata()
         config.request_rules.rules.append(rule)
-        config.request_rules.allow_content_types.append("application/json")
+        config.request_rules.allow_content_types_regex.google_re2.SetInParent()
+        config.request_rules.allow_content_types_regex.regex = JSON_CONTENT_TYPE
         # Bodies sent without a content type (some scripts) are read as JSON too.
         config.request_rules.allow_empty_content_type = True
         return [HttpFilter(name=JSON_TO_METADATA_FILTER, typed_config=pack(config))]

@@ -47,6 +47,7 @@ RANKS: dict[str, int] = {
     "apikey": 350,
     "ratelimit": 500,  # the per-Envoy bucket, then the shared (Redis) limit, in that order
     "tls": 900,  # adds no HTTP filter; ranked so every plugin has one
+    "models_list": 910,  # adds no HTTP filter: GET <base>/models answered by Envoy
 }
 ROUTER_RANK = 10_000
 
@@ -115,10 +116,12 @@ def builtin() -> tuple[Plugin, ...]:
     from routing_engine.translate.health import HealthPlugin
     from routing_engine.translate.jwt import JwtPlugin
     from routing_engine.translate.model_match import ModelMatchPlugin
+    from routing_engine.translate.models_list import ModelsListPlugin
     from routing_engine.translate.ratelimit import RateLimitPlugin
     from routing_engine.translate.tls import TlsPlugin
 
-    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(), TlsPlugin()])
+    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(), TlsPlugin(),
+                    ModelsListPlugin()])
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:

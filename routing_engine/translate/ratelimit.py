@@ -32,8 +32,16 @@ from its primary's counter):
   Content-Length) gets only the `budget` check;
 - token budgets only, `apply_on_stream_done`: `[(modelroute_tokens, input|output),
   (destination_cluster, C)]` with hits_addend = `usage.prompt_tokens` /
-  `usage.completion_tokens` of the response, read by a `json_to_metadata` response
-  rule into dynamic metadata `modelroute.usage` — tokens are charged after the response.
+  `usage.completion_tokens` of the response in dynamic metadata `modelroute.usage` —
+  tokens are charged after the response. A JSON answer's `usage` is read by a
+  `json_to_metadata` response rule; a streamed (SSE, `text/event-stream`) answer's by a
+  small Lua filter (`STREAM_USAGE_LUA`) that looks at each chunk as it passes, never
+  holding one back, and takes the last `usage` it sees: OpenAI-style engines send it in
+  the final chunk when the client asks `stream_options.include_usage`. A stream without
+  one is charged an estimate instead, so leaving the option out is no way around a
+  budget: one completion token per JSON `data:` event (engines stream about a token per
+  chunk) and the request's bytes / 4 as prompt tokens. Its cost is in
+  `bench/results/lua_usage.json` (`bench/lua_usage.py`).
 
 The filter runs on every request of the listener (unlimited clusters are answered OK by
 the service). `failure_mode_deny` is off: if the service itself cannot be reached within
@@ -52,6 +60,7 @@ from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl_pb2
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as rl_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from routing_engine import ir
@@ -72,6 +81,51 @@ SERVICE_TIMEOUT_MS = 250  # above the service's own Redis timeout, so it decides
 TOKENS_KEY = "modelroute_tokens"  # descriptor entry: budget | size | input | output
 USAGE_NAMESPACE = "modelroute.usage"
 USAGE_KEYS = {"input": "prompt_tokens", "output": "completion_tokens"}  # OpenAI `usage`
+STREAM_USAGE_FILTER = "modelroute.stream_usage"  # the Lua filter's name in the chain
+BYTES_PER_TOKEN = 4  # the rate-limit service's pre-check estimate, reused for streams without usage
+# Reads `usage` from a streamed (SSE) answer into modelroute.usage as it passes. Per
+# request it only stores the request's Content-Length; per response it returns at once
+# unless the answer is an event stream. A `usage` object may be cut between two chunks,
+# so the end of the previous chunk (OVERLAP bytes) is searched again with the next; the
+# last complete one wins. A `"usage"` inside generated text is JSON-escaped (`\\"usage\\"`)
+# and cannot match.
+STREAM_USAGE_LUA = """
+local NS = "%(ns)s"
+local OVERLAP = 512
+function envoy_on_request(handle)
+  local length = handle:headers():get("content-length")
+  if length ~= nil then handle:streamInfo():dynamicMetadata():set(NS, "request_bytes", length) end
+end
+function envoy_on_response(handle)
+  local kind = handle:headers():get("content-type")
+  if kind == nil or string.find(string.lower(kind), "text/event-stream", 1, true) == nil then return end
+  local tail, prompt, completion, events = "", nil, nil, 0
+  for chunk in handle:bodyChunks() do
+    local bytes = chunk:getBytes(0, chunk:length())
+    local _, n = string.gsub(bytes, "data: {", "")
+    events = events + n
+    local text = tail .. bytes
+    local from = 1
+    while true do
+      local _, open = string.find(text, '"usage"%%s*:%%s*{', from)
+      if open == nil then break end
+      local usage = string.sub(text, open, open + OVERLAP)
+      local p = string.match(usage, '"prompt_tokens"%%s*:%%s*(%%d+)')
+      local c = string.match(usage, '"completion_tokens"%%s*:%%s*(%%d+)')
+      if p ~= nil and c ~= nil then prompt, completion = p, c end
+      from = open + 1
+    end
+    tail = string.sub(text, -OVERLAP)
+  end
+  local meta = handle:streamInfo():dynamicMetadata()
+  if prompt == nil then
+    local bytes = tonumber((meta:get(NS) or {})["request_bytes"] or "0") or 0
+    prompt, completion = tostring(math.ceil(bytes / %(per_token)d)), tostring(events)
+  end
+  meta:set(NS, "%(prompt)s", prompt)
+  meta:set(NS, "%(completion)s", completion)
+end
+"""
 
 
 def token_bucket(limit: ir.RateLimit) -> token_bucket_pb2.TokenBucket:
@@ -158,6 +212,14 @@ def _usage_filter() -> HttpFilter:
     return HttpFilter(name=USAGE_FILTER, typed_config=pack(config))
 
 
+def _stream_usage_filter() -> HttpFilter:
+    source = STREAM_USAGE_LUA % {"ns": USAGE_NAMESPACE, "per_token": BYTES_PER_TOKEN,
+                                 "prompt": USAGE_KEYS["input"], "completion": USAGE_KEYS["output"]}
+    config = lua_pb2.Lua()
+    config.default_source_code.inline_string = source
+    return HttpFilter(name=STREAM_USAGE_FILTER, typed_config=pack(config))
+
+
 def global_filters(listener: ir.Listener) -> Sequence[HttpFilter]:
     """The shared (Redis-backed) limits of a listener: the ratelimit filter, plus the
     usage reader when some server has a token budget."""
@@ -182,4 +244,5 @@ def global_filters(listener: ir.Listener) -> Sequence[HttpFilter]:
         charge = _tokens_action(config, kind)
         charge.apply_on_stream_done = True
         charge.hits_addend.format = f"%DYNAMIC_METADATA({USAGE_NAMESPACE}:{key})%"
-    return [HttpFilter(name=GLOBAL_RATELIMIT_FILTER, typed_config=pack(config)), _usage_filter()]
+    return [HttpFilter(name=GLOBAL_RATELIMIT_FILTER, typed_config=pack(config)), _usage_filter(),
+            _stream_usage_filter()]

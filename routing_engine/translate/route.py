@@ -18,6 +18,16 @@ divided by their gcd) so `hash % total` keeps its meaning as a canary grows: use
 ever move from stable to canary, never back.
 Retries only cover failures that cannot have reached a model (SPEC 3.1), so no GPU work
 is done twice, and each retry goes to another replica (`previous_hosts`).
+
+Timeouts suit streams: `timeout` (routing.timeout, default 60 s) is how long the model
+may stay silent — before its first byte, or between two chunks of a streamed answer —
+not a cap on the whole answer, so a generation that keeps sending is never cut, and a
+stalled one is. Envoy's route `timeout` (the whole response) is therefore off (0) and the
+router's `per_try_idle_timeout` enforces silence on each attempt: 504 before the answer
+started, a reset of the stream after. The connection manager's idle timer (it also
+watches the client) is set `STALL_MARGIN_MS` beyond it, so an upstream stall is answered
+by the router (504, not the manager's 408), while a client that stops sending its
+request is still cut. Silence cannot trigger a retry: the request has reached the model.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ RETRIABLE_STATUS_CODES = (503,)
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 _PREVIOUS_HOSTS_CONFIG = pack(previous_hosts_pb2.PreviousHostsPredicate())
 VIRTUAL_HOST = "*"
+STALL_MARGIN_MS = 1000  # the connection manager's idle timeout, past the router's
 
 # Field numbers used when assembling a RouteConfiguration from cached route bytes.
 _ROUTE_CONFIG_VIRTUAL_HOSTS = 2
@@ -118,9 +129,13 @@ def build_route(route: ir.Route) -> rc.Route:
         if sticky and route.hash_header is not None:
             action.hash_policy.add().header.header_name = route.hash_header
             action.weighted_clusters.use_hash_policy.value = True
-    action.timeout.CopyFrom(millis(route.timeout_ms))
-    if route.retries > 0:
-        policy = action.retry_policy
+    action.timeout.CopyFrom(millis(0))  # no cap on a whole (streamed) answer; silence is capped below
+    action.idle_timeout.CopyFrom(millis(route.timeout_ms + STALL_MARGIN_MS))
+    policy = action.retry_policy
+    policy.per_try_idle_timeout.CopyFrom(millis(route.timeout_ms))
+    if route.retries == 0:
+        policy.num_retries.value = 0
+    else:
         policy.retry_on = SAFE_RETRY_ON
         policy.num_retries.value = route.retries
         policy.retriable_status_codes.extend(RETRIABLE_STATUS_CODES)

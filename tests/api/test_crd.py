@@ -69,7 +69,7 @@ def test_schema_is_structural(kind: str) -> None:
     version = load_crds()[kind]["spec"]["versions"][0]
     schema = version["schema"]["openAPIV3Schema"]
     assert _structural_problems(schema, "") == []
-    assert schema["properties"]["metadata"] == {"type": "object"}
+    assert schema["properties"]["metadata"] == {"type": "object", "description": crd.ENVELOPE_DESCRIPTIONS["metadata"]}
 
 
 def test_structural_check_catches_untyped_nodes() -> None:
@@ -152,15 +152,18 @@ def test_free_form_and_union_fields_use_the_kubernetes_extensions() -> None:
     def spec_of(kind: str) -> dict[str, Any]:
         return crds[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 
+    def shape(node: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in node.items() if k != "description"}
+
     match = spec_of("ModelRoute")["routes"]["items"]["properties"]["match"]["properties"]
     # string-or-object: untyped and preserved (int-or-string would reject the object form)
-    assert match["headers"]["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
-    assert match["queryParams"]["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    assert shape(match["headers"]["additionalProperties"]) == {"x-kubernetes-preserve-unknown-fields": True}
+    assert shape(match["queryParams"]["additionalProperties"]) == {"x-kubernetes-preserve-unknown-fields": True}
     quantity = spec_of("ModelInfer")["resources"]["properties"]["requests"]["additionalProperties"]
     assert quantity["x-kubernetes-int-or-string"] is True and "pattern" in quantity
-    assert spec_of("ModelInfer")["affinity"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    assert shape(spec_of("ModelInfer")["affinity"]) == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     auth = spec_of("ModelServer")["authentication"]["properties"]["config"]
-    assert auth == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    assert shape(auth) == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     hpa = spec_of("AutoscalingPolicy")
     assert hpa["behavior"]["x-kubernetes-preserve-unknown-fields"] is True
     assert hpa["metrics"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
@@ -171,3 +174,49 @@ def test_crd_accepts_every_header_match_form(value: object) -> None:
     doc = yaml.safe_load((REPO / "examples" / "seeds" / "model-route-ab-canary.yaml").read_text())
     doc["spec"]["routes"][0]["match"]["headers"]["x-user-tier"] = value
     assert list(validator("ModelRoute").iter_errors(doc)) == []
+
+
+def _undescribed(node: dict[str, Any], path: str) -> list[str]:
+    """Fields without a description (what `kubectl explain` would show empty)."""
+    missing = [] if node.get("description") else [path]
+    for name, sub in node.get("properties", {}).items():
+        missing += _undescribed(sub, f"{path}.{name}")
+    if "items" in node and node["items"].get("properties"):
+        missing += [p for p in _undescribed(node["items"], f"{path}[]") if p != f"{path}[]"]
+    if isinstance(node.get("additionalProperties"), dict) and node["additionalProperties"].get("properties"):
+        missing += [p for p in _undescribed(node["additionalProperties"], f"{path}[*]") if p != f"{path}[*]"]
+    return missing
+
+
+@pytest.mark.parametrize("kind", [c.KIND for c in crd.CRD_KINDS])
+def test_every_field_is_described_for_kubectl_explain(kind: str) -> None:
+    schema = load_crds()[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _undescribed(schema, kind.lower()) == []
+
+
+def test_descriptions_read_like_the_seeds() -> None:
+    """`kubectl explain modelserver.spec.routing` shows the seed's table, word for word
+    where the seed has one; no developer docstring leaks into a CRD."""
+    crds = load_crds()
+
+    def node(kind: str, *path: str) -> dict[str, Any]:
+        at = crds[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for name in path:
+            at = at["items"] if name == "[]" else at["properties"][name]
+        return at
+
+    assert node("ModelServer")["description"] == "Exposes models through network services with routing and security policies"
+    assert node("ModelServer", "spec", "modelInferRef", "name")["description"] == "Name of the ModelInfer resource"
+    assert node("ModelServer", "spec", "service", "port")["description"].startswith("Service port")
+    assert node("ModelServer", "spec", "routing", "path")["description"].startswith("URL path for the model endpoint")
+    assert node("ModelServer", "spec", "routing", "timeout")["description"].startswith("Request timeout duration")
+    assert node("ModelServer", "spec", "routing", "retries")["description"].startswith("Number of retry attempts")
+    assert node("ModelServer", "spec", "rateLimit", "burstSize")["description"].startswith("Burst size for rate limiting")
+    assert node("ModelServer", "status", "phase")["description"] == "Current phase (Pending, Ready, Failed)"
+    assert node("ModelServer", "status", "serviceEndpoint")["description"] == "Service endpoint URL"
+    assert node("ModelRoute", "spec", "routes", "[]", "destination", "modelServerRef", "name")["description"] == (
+        "Name of the ModelServer resource")
+    assert node("ModelRoute", "spec", "routes", "[]", "weight")["description"].startswith("Share of the group's traffic")
+    text = "".join(p.read_text() for p in crd.CRD_DIR.glob("*.yaml"))
+    for docstring_words in ("camelCase on the wire", "Common envelope", "Kubernetes-style condition", "kind it points to"):
+        assert docstring_words not in text

@@ -261,3 +261,31 @@ def test_long_values_do_not_make_long_lines() -> None:
     text = SERVER.format(name="x").replace("name: infer", "name: " + "X" * 100_000)
     _, errors = load_text(text, "long.yaml")
     assert len(errors) == 1 and len(str(errors[0])) < 600
+
+
+def test_a_manifest_over_3_mib_is_refused_unread(tmp_path: Path) -> None:
+    from routing_engine.api.loader import MAX_MANIFEST_BYTES
+
+    big = tmp_path / "huge.yaml"
+    big.write_text("# " + "x" * MAX_MANIFEST_BYTES + "\n")
+    objects, errors = load_manifests([big])
+    assert objects == []
+    assert [str(e) for e in errors] == [
+        f"{big}: is {MAX_MANIFEST_BYTES + 3} bytes; a manifest may be at most {MAX_MANIFEST_BYTES} bytes "
+        "(3 MiB, the Kubernetes API server's limit)"]
+    assert load_text("# " + "é" * (MAX_MANIFEST_BYTES // 2), "<stdin>")[1][0].rule.startswith(
+        f"is {MAX_MANIFEST_BYTES + 2} bytes")
+
+
+def test_what_a_user_writes_round_trips_unchanged() -> None:
+    """No defaults appear on dump, and a header written as a bare string stays one."""
+    import yaml
+
+    from tests.support import REPO
+
+    for file in sorted((REPO / "examples").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(file.read_text()):
+            objects, errors = load_text(yaml.safe_dump(doc), str(file))
+            assert not errors, errors
+            (obj,) = objects
+            assert obj.model_dump(by_alias=True, exclude_unset=True, mode="json") == doc, file

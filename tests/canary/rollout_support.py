@@ -25,17 +25,17 @@ PATH = "/v1/chat/completions"
 
 def canary_manifests(directory: Path, *, port: int, interval: str = "2s", step: int = 30, max_failures: int = 2,
                      min_requests: int = 10, sticky_header: str | None = None,
-                     split: tuple[int, int] = (90, 10)) -> None:
+                     split: tuple[int, int] = (90, 10), canary_name: str = "v2") -> None:
     canary: dict[str, Any] = {"enabled": True, "trafficSplit": {"stable": split[0], "canary": split[1]},
                               "analysis": {"threshold": 95, "interval": interval, "stepWeight": step,
                                            "maxFailures": max_failures, "minRequests": min_requests}}
     if sticky_header:
         canary["stickyHeader"] = sticky_header
     write_manifests(directory / "canary.yaml", [
-        infer("v1"), infer("v2"),
+        infer("v1"), infer(canary_name),
         server("v1", port=port, path="/v1/models/v1"),
-        server("v2", port=port, path="/v1/models/v2"),
-        route("chat", path="/v1/chat", routes=[dest("v1"), dest("v2")], canary=canary),
+        server(canary_name, port=port, path="/v1/models/v2"),
+        route("chat", path="/v1/chat", routes=[dest("v1"), dest(canary_name)], canary=canary),
     ])
 
 

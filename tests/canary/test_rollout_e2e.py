@@ -57,6 +57,20 @@ async def test_healthy_canary_is_stepped_to_100_and_promoted(tmp_path: Path) -> 
         assert persisted["routes"][0]["state"]["phase"] == "Promoted"
 
 
+@pytest.mark.parametrize("name", ["v2.canary", "v2.internal"])
+async def test_a_canary_named_like_an_envoy_stat_scope_is_judged_too(tmp_path: Path, name: str) -> None:
+    """Issue #17: Envoy's stats of a server named `*.canary` / `*.internal` / `*.external`
+    looked like sub-scopes of another cluster and were dropped: the rollout never moved."""
+    port = new_port()
+    canary_manifests(tmp_path, port=port, interval="1s", step=50, canary_name=name)
+    async with running(tmp_path) as app:
+        async with watch_splits(app) as splits, steady_load(port) as load:
+            await wait_phase(app, "Promoted", timeout=30)
+        assert splits.seen == [(90, 10), (40, 60), (0, 100)]
+        assert not load.errors and {who for _, _, who in load.replies} == {"v1", name}
+        assert _route_status(tmp_path)["canary"]["lastSuccessRate"] == 100.0
+
+
 async def test_failing_canary_is_rolled_back_while_stable_keeps_serving(tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="controller.canary_runner")

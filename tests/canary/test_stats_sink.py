@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from controller.stats_sink import StatsCollector, StatsListener, StatsTcpListener, parse_line
+from routing_engine.names import stat_name
 from tests.support import envoy_binary
 from xds_server.bootstrap import StatsSink, render, render_dict
 
 
 def test_parse_keeps_response_classes_and_latency_per_cluster() -> None:
-    assert parse_line("envoy.cluster.modelserver/default/a.b.upstream_rq_5xx:3|c") == \
-        ("modelserver/default/a.b", "upstream_rq_5xx", 3.0)
+    assert parse_line("envoy.cluster.modelserver/default/a_b.upstream_rq_5xx:3|c") == \
+        ("modelserver/default/a_b", "upstream_rq_5xx", 3.0)  # cluster a.b reports as a_b (alt_stat_name)
     assert parse_line("envoy.cluster.modelserver/ns/x.upstream_rq_time:12|ms") == \
         ("modelserver/ns/x", "upstream_rq_time", 12.0)
     # Sub-scopes repeat the same requests; other stats and malformed lines are ignored.
@@ -27,6 +28,23 @@ def test_parse_keeps_response_classes_and_latency_per_cluster() -> None:
     assert parse_line("envoy.cluster.modelserver/ns/x.upstream_rq_2xx:nan|c") is None
     assert parse_line("envoy.http.x.downstream_rq_2xx:1|c") is None
     assert parse_line("garbage") is None
+
+
+def test_a_cluster_named_like_a_sub_scope_keeps_its_stats() -> None:
+    """Issue #17: servers named `x.canary`, `x.internal` or `x.external` lost their stats
+    (read as Envoy's sub-scopes), so their rollout never moved."""
+    stats = StatsCollector(clock=lambda: 10.0)
+    lines = []
+    for name in ("llama", "llama.canary", "llama.internal", "llama.external"):
+        stat = stat_name(f"modelserver/default/{name}")
+        lines += [f"envoy.cluster.{stat}.upstream_rq_2xx:4|c", f"envoy.cluster.{stat}.external.upstream_rq_2xx:4|c"]
+    lines.append("envoy.cluster.modelserver/default/llama_canary.upstream_rq_5xx:1|c")
+    stats.feed("\n".join(lines).encode())
+    wanted = [f"modelserver/default/{n}" for n in ("llama", "llama.canary", "llama.internal", "llama.external")]
+    windows = stats.window(wanted, since=0, until=20)
+    assert {c: (w.requests, w.errors) for c, w in windows.items()} == {
+        "modelserver/default/llama": (4, 0), "modelserver/default/llama.canary": (5, 1),
+        "modelserver/default/llama.internal": (4, 0), "modelserver/default/llama.external": (4, 0)}
 
 
 def test_windows_sum_deltas_from_several_envoys_and_never_count_twice() -> None:

@@ -162,3 +162,53 @@ def test_runs_as_a_module_and_exits_cleanly_on_sigterm() -> None:
         stop_process(proc)
         if proc.stderr:
             proc.stderr.close()
+
+
+def _events(text: str) -> list[str]:
+    assert text.endswith("\n\n")
+    events = text.split("\n\n")[:-1]
+    assert all(e.startswith("data: ") for e in events)
+    return [e[len("data: "):] for e in events]
+
+
+async def test_chat_streams_openai_chunks_with_a_final_usage_chunk(engine_client) -> None:
+    engine, client = engine_client
+    resp = await client.post("/v1/chat/completions", json={
+        "model": "llama", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "one two three"}]})
+    assert resp.status == 200 and resp.headers["content-type"] == "text/event-stream"
+    *chunks, done = _events(await resp.text())
+    assert done == "[DONE]"
+    parsed = [json.loads(c) for c in chunks]
+    assert {c["object"] for c in parsed} == {"chat.completion.chunk"} and len({c["id"] for c in parsed}) == 1
+    assert parsed[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in parsed if c["choices"])
+    assert text == "tok0 tok1 tok2 tok3 tok4"
+    assert parsed[-2]["choices"][0]["finish_reason"] == "length"
+    assert parsed[-1]["choices"] == [] and parsed[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5,
+                                                                   "total_tokens": 8}
+    assert all(c["usage"] is None for c in parsed[:-1])
+    assert engine.counts["generation_tokens"] == 5
+
+
+async def test_completions_stream_without_usage_unless_asked(engine_client) -> None:
+    _, client = engine_client
+    resp = await client.post("/v1/completions", json={"prompt": "a b", "stream": True, "max_tokens": 2},
+                             headers={"x-mock-chunk-delay-ms": "50"})
+    started = asyncio.get_running_loop().time()
+    *chunks, done = _events(await resp.text())
+    assert asyncio.get_running_loop().time() - started >= 0.09  # two tokens, 50 ms apart
+    parsed = [json.loads(c) for c in chunks]
+    assert done == "[DONE]" and all("usage" not in c for c in parsed)
+    assert [c["choices"][0]["text"] for c in parsed] == ["tok0", " tok1", ""]
+
+
+async def test_the_control_endpoint_refuses_proxied_requests(engine_client) -> None:
+    engine, client = engine_client
+    for method in ("GET", "POST"):
+        resp = await client.request(method, "/_mock/behaviour", json={"fail_rate": 1.0},
+                                    headers={"x-forwarded-proto": "http"})
+        assert resp.status == 403 and "direct requests only" in (await resp.json())["error"]
+    assert engine.behaviour.fail_rate == 0.0
+    assert (await client.post("/_mock/behaviour", json={"fail_rate": 0.5})).status == 200
+    assert engine.behaviour.fail_rate == 0.5

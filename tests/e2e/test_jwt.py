@@ -17,7 +17,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.e2e.harness import Client, infer, running, secret, server, write_manifests
+from tests.e2e.harness import Client, dest, infer, route, running, secret, server, write_manifests
 from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -42,9 +42,11 @@ class SigningKey:
         return {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid, "n": b64url(n), "e": b64url(e)}
 
     def token(self, kid: str | None = None, **claims: Any) -> str:
-        """An RS256 JWT, signed by hand: base64url(header).base64url(claims).signature."""
+        """An RS256 JWT, signed by hand: base64url(header).base64url(claims).signature.
+        A claim given as None is left out."""
         now = int(time.time())
         payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "tester", "iat": now, "exp": now + 600, **claims}
+        payload = {k: v for k, v in payload.items() if v is not None}
         header = {"alg": "RS256", "typ": "JWT", "kid": kid or self.kid}
         signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
         signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
@@ -91,6 +93,8 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
                 "issuer": ISSUER, "audience": AUDIENCE,
                 "jwksUri": f"http://127.0.0.1:{jwks_port}/.well-known/jwks.json"}}),
             server("open", port=port, path="/v1/models/open"),
+            # OpenAI clients under the JWT server: its models' list needs its token too
+            route("chat", path="/v1/models/secure/v1", routes=[{**dest("secure"), "match": {"model": "m"}}]),
         ])
         async with running(directory) as _app, Client(port) as client:
             yield Setup(client, local_key, remote_key, fetches)
@@ -128,6 +132,17 @@ async def test_jwt_rejects_missing_and_invalid_tokens(setup: Setup, path: str) -
             raise AssertionError(f"{what}: {err}") from None
 
 
+@pytest.mark.parametrize("path", ["/v1/models/secure/infer", "/v1/models/remote/infer"])
+async def test_jwt_needs_exp_and_comes_only_in_the_authorization_header(setup: Setup, path: str) -> None:
+    """Issue #17: a token without `exp` would be valid forever; one in `?access_token=`
+    lands in access logs. Both are refused; the same token in the header passes."""
+    key = setup.local_key if "secure" in path else setup.remote_key
+    await assert_rejected(setup.client, path, bearer(key.token(exp=None)))
+    token = key.token()
+    await assert_rejected(setup.client, f"{path}?access_token={token}", {})
+    assert (await setup.client.post(path, headers=bearer(token))).status == 200
+
+
 @pytest.mark.parametrize(("path", "name"), [("/v1/models/secure/infer", "secure"), ("/v1/models/remote/infer", "remote")])
 async def test_jwt_valid_token_reaches_the_model(setup: Setup, path: str, name: str) -> None:
     key = setup.local_key if name == "secure" else setup.remote_key
@@ -147,3 +162,12 @@ async def test_servers_without_authentication_stay_open(setup: Setup) -> None:
     reply = await setup.client.post("/v1/models/open/infer")
     assert (reply.status, reply.served_by) == (200, "open")
     assert (await setup.client.get("/health")).status == 200
+
+
+async def test_the_model_list_of_protected_models_needs_their_token(setup: Setup) -> None:
+    """Issue #17: GET <base>/models names a model only to a caller who could reach it."""
+    path = "/v1/models/secure/v1/models"
+    assert (await setup.client.get(path)).status == 401
+    assert (await setup.client.get(path, headers=bearer(setup.remote_key.token()))).status == 401
+    listed = await setup.client.get(path, headers=bearer(setup.local_key.token()))
+    assert listed.status == 200 and [m["id"] for m in listed.body["data"]] == ["m"]

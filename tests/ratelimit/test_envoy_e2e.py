@@ -185,6 +185,69 @@ async def test_token_budget_spent_then_429_until_the_window_passes(tmp_path: Pat
             assert (await _post(session, url, body)).status == 200
 
 
+async def _charged(redis: RedisProcess, kind: str) -> int:
+    """Tokens of `kind` charged to ModelServer default/m, over every window Redis holds."""
+    import redis.asyncio as aioredis
+
+    from controller.ratelimit_windows import counter_key
+
+    client = aioredis.Redis.from_url(redis.url)
+    try:
+        keys = await client.keys(counter_key("default/m", kind) + ":*")
+        return sum([int(await client.get(k) or 0) for k in keys])
+    finally:
+        await client.aclose()
+
+
+async def _stream(session: aiohttp.ClientSession, url: str, body: dict,
+                  headers: dict[str, str] | None = None) -> tuple[list[dict], float, float]:
+    """The JSON events of an SSE answer, the time to the first one and to the end."""
+    started = time.monotonic()
+    first = 0.0
+    events: list[dict] = []
+    async with session.post(url, json=body, headers=headers) as response:
+        assert response.status == 200 and response.headers["content-type"] == "text/event-stream"
+        async for line in response.content:
+            text = line.decode().strip()
+            if text.startswith("data: {"):
+                first = first or time.monotonic() - started
+                events.append(json.loads(text[len("data: "):]))
+    return events, first, time.monotonic() - started
+
+
+async def _until_charged(redis: RedisProcess, kind: str, at_least: int) -> int:
+    deadline = time.monotonic() + 3
+    while (charged := await _charged(redis, kind)) < at_least and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return charged
+
+
+async def test_streamed_answers_are_charged_from_their_final_usage(tmp_path: Path,
+                                                                   redis_server: RedisProcess) -> None:
+    """Issue #17: a streamed answer's tokens count (its final usage chunk, read by Envoy as
+    the stream passes, without holding it back); a stream without usage is charged an
+    estimate, so leaving `include_usage` out is no way around a budget."""
+    limit = "{enabled: true, requestsPerSecond: 1000, global: true, outputTokensPerUnit: 100000, inputTokensPerUnit: 100000, unit: hour}"
+    async with _deployment(tmp_path, redis_server, limit) as port:
+        url = f"http://{GATEWAY}:{port}{PATH}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            output, prompt = await _until_charged(redis_server, "output_tokens", 16), await _charged(redis_server, "input_tokens")
+            body = {"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 7,
+                    "stream": True, "stream_options": {"include_usage": True}}
+            events, first, total = await _stream(session, url, body, {"x-mock-chunk-delay-ms": "150"})
+            assert events[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9}
+            assert first < 0.5 and total > 1.0, (first, total)  # chunks pass as they come: nothing is buffered
+            assert await _until_charged(redis_server, "output_tokens", output + 7) == output + 7
+            assert await _charged(redis_server, "input_tokens") == prompt + 2
+            # Without include_usage: one token per JSON event (role, 5 tokens, finish), and
+            # the request's bytes / 4 as its prompt.
+            quiet = {**body, "max_tokens": 5, "stream_options": {"include_usage": False}}
+            events, _, _ = await _stream(session, url, quiet)
+            assert len(events) == 7 and all("usage" not in e for e in events)
+            assert await _until_charged(redis_server, "output_tokens", output + 14) == output + 14
+            assert await _charged(redis_server, "input_tokens") == prompt + 2 + -(-len(json.dumps(quiet)) // 4)
+
+
 async def _window_start(offset: float) -> None:
     now = time.time()
     await asyncio.sleep(int(now) + 1 - now + offset)

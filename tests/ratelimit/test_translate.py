@@ -14,6 +14,7 @@ from routing_engine.translate.ratelimit import (
     GLOBAL_RATELIMIT_FILTER,
     LOCAL_RATELIMIT_FILTER,
     RATELIMIT_CLUSTER,
+    STREAM_USAGE_FILTER,
     USAGE_FILTER,
     RateLimitPlugin,
 )
@@ -54,7 +55,7 @@ def test_a_global_limit_asks_the_service_per_destination_cluster_and_never_denie
 def test_token_budgets_add_prechecks_charges_on_stream_done_and_the_usage_reader() -> None:
     limit = ir.RateLimit(9, 9, True, input_tokens=1000, output_tokens=None, token_unit="hour")
     filters = RateLimitPlugin().http_filters(_listener(("modelserver/default/t", limit)))
-    assert [f.name for f in filters] == [GLOBAL_RATELIMIT_FILTER, USAGE_FILTER]
+    assert [f.name for f in filters] == [GLOBAL_RATELIMIT_FILTER, USAGE_FILTER, STREAM_USAGE_FILTER]
     config = rl_pb2.RateLimit()
     filters[0].typed_config.Unpack(config)
     kinds = [(r.actions[0].generic_key.descriptor_value if r.actions[0].HasField("generic_key") else "request",
@@ -67,6 +68,7 @@ def test_token_budgets_add_prechecks_charges_on_stream_done_and_the_usage_reader
     assert [[s.key for s in rule.selectors] for rule in usage.response_rules.rules] == [
         ["usage", "prompt_tokens"], ["usage", "completion_tokens"]]
     assert not usage.HasField("request_rules")
+    assert filters[2].typed_config.type_url.endswith("envoy.extensions.filters.http.lua.v3.Lua")
 
 
 def test_token_budgets_require_a_shared_limit() -> None:

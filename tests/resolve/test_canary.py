@@ -49,8 +49,14 @@ def test_disabled_canary_ignores_the_split() -> None:
     assert weights(res, 0) == [("stable", 70), ("canary", 30)]
 
 
+# The model validator refuses these when it can group the entries (tests/api); a segment
+# prefix match without a written front door leaves the grouping, and the rule, to the engine.
+ELSEWHERE = {"path": "/v1/q/*"}
+
+
 def test_no_two_destination_group_is_a_validation_error_on_spec_canary() -> None:
-    res = run(servers() + [route("r", {"routes": [to("stable"), to("canary"), to("other")], "canary": {"enabled": True}})])
+    res = run(servers() + [route("r", {"routes": [to("stable"), to("canary", match=ELSEWHERE), to("other"), to("other")],
+                                       "canary": {"enabled": True}})])
     accepted = cond(res, mr("r"), "Accepted")
     assert (accepted.status, accepted.reason) == ("False", "ValidationFailed")
     assert accepted.message.startswith("ModelRoute default/r: spec.canary: ")
@@ -60,7 +66,7 @@ def test_no_two_destination_group_is_a_validation_error_on_spec_canary() -> None
 
 def test_two_eligible_groups_are_ambiguous() -> None:
     res = run(servers() + [route("r", {"routes": [
-        to("stable"), to("canary"), to("stable", match={"model": "x"}), to("other", match={"model": "x"}),
+        to("stable"), to("canary"), to("stable", match=ELSEWHERE), to("other", match=ELSEWHERE),
     ], "canary": {"enabled": True}})])
     assert "found 2" in cond(res, mr("r"), "Accepted").message
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from routing_engine import engine
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey, Resource
@@ -127,7 +128,10 @@ class State:
         for slot, doc in self.docs.items():
             known = self.objects.get(slot)
             if known is None or known[0] != doc or reparse:
-                known = (doc, KIND_BY_NAME[doc["kind"]].model_validate(doc))
+                try:
+                    known = (doc, KIND_BY_NAME[doc["kind"]].model_validate(doc))
+                except ValidationError:  # what the model refuses never reaches the engine
+                    continue
             built[slot] = known
         self.objects = built
         return World(tuple(obj for _, obj in built.values()), dict(self.endpoints), dict(self.live))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from routing_engine.api.resources import Resource
 from routing_engine.world import Target
@@ -55,7 +56,11 @@ def routes(draw: st.DrawFn) -> Resource:
         spec["fallback"] = {"modelServerRef": {"name": draw(st.sampled_from(NAMES))}}
     if draw(st.booleans()):
         spec["canary"] = {"enabled": True, "trafficSplit": {"stable": 80, "canary": 20}}
-    return route(draw(st.sampled_from(["r1", "r2", "r3"])), spec, created=draw(st.sampled_from(STAMPS)))
+    try:  # the providers keep a route the model refuses (e.g. all weights 0) out of the world
+        return route(draw(st.sampled_from(["r1", "r2", "r3"])), spec, created=draw(st.sampled_from(STAMPS)))
+    except ValidationError:
+        assume(False)
+        raise
 
 
 FIXED: list[Resource] = [

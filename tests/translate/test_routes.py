@@ -94,18 +94,21 @@ def test_failover_destination_is_the_aggregate_cluster() -> None:
     assert names == ["failover/a/fb", "failover/b/fb"]
 
 
-def test_timeout_and_safe_retries() -> None:
+def test_timeout_caps_silence_not_the_whole_answer_and_retries_are_safe() -> None:
     proto = only_route(make_route("r", "a", timeout_ms=1500, retries=3))
-    assert (proto.route.timeout.seconds, proto.route.timeout.nanos) == (1, 500_000_000)
+    assert proto.route.HasField("timeout") and proto.route.timeout.ToMilliseconds() == 0  # 0 = off, not Envoy's 15 s
     policy = proto.route.retry_policy
+    assert policy.per_try_idle_timeout.ToMilliseconds() == 1500
+    assert proto.route.idle_timeout.ToMilliseconds() == 1500 + route.STALL_MARGIN_MS
     assert set(policy.retry_on.split(",")) == {"connect-failure", "refused-stream", "reset-before-request", "retriable-status-codes"}
     assert "5xx" not in policy.retry_on and "gateway-error" not in policy.retry_on
     assert list(policy.retriable_status_codes) == [503]
     assert policy.num_retries.value == 3
 
 
-def test_no_retries_means_no_retry_policy() -> None:
-    assert not only_route(make_route("r", "a", retries=0)).route.HasField("retry_policy")
+def test_no_retries_means_a_policy_that_only_watches_for_silence() -> None:
+    policy = only_route(make_route("r", "a", retries=0, timeout_ms=2000)).route.retry_policy
+    assert (policy.retry_on, policy.num_retries.value, policy.per_try_idle_timeout.ToMilliseconds()) == ("", 0, 2000)
 
 
 def test_route_order_is_kept_after_the_health_routes() -> None:
