@@ -62,7 +62,7 @@ from controller.status_view import run_dir as run_dir_of
 from controller.supervisor import Supervisor
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
-from modelroute.endpoint_drain import EndpointDrain, eds_version
+from modelroute.endpoint_drain import EndpointDrain
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
@@ -71,7 +71,6 @@ from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.cache import metadata_node_group
 from xds_server.bootstrap import render_dict
-from xds_server.types import ENDPOINT
 
 log = logging.getLogger("modelroute.embedded")
 
@@ -232,22 +231,15 @@ class Embedded:
 
     async def wait_ready(self, *, timeout: float) -> None:
         """Wait until every replica is ready, their endpoints are compiled, and the gateway
-        Envoy has ACKed everything of that compile (its endpoints by content: the same
-        ClusterLoadAssignment names are ACKed long before the replicas are in them), and
-        the status view says so. Raises asyncio.TimeoutError."""
+        Envoy has accepted every resource of that compile at its current version (its
+        endpoints by content: the same ClusterLoadAssignment names are ACKed long before
+        the replicas are in them), and the status view says so. Raises
+        asyncio.TimeoutError."""
         async def _wait() -> None:
             while any(c.ready < c.desired for c in self.replicas.status().values()):
                 await asyncio.sleep(0.05)
             await self.loop.wait_synced(timeout=timeout)
             while any(c.status != "True" for c in self.loop.tracker.conditions().values()):
-                await asyncio.sleep(0.02)
-            compiled, version = None, ""
-            while self.gateway is not None:
-                if (current := self.loop.compiled.get(GATEWAY)) is not compiled:
-                    compiled = current
-                    version = eds_version(current.resources.get(ENDPOINT, {}) if current is not None else {})
-                if self.drain.acked(GATEWAY, version):
-                    break
                 await asyncio.sleep(0.02)
             await self.loop.status_settled(timeout=timeout)
         await asyncio.wait_for(_wait(), timeout)

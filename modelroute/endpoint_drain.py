@@ -7,8 +7,7 @@ which EDS version each stream was sent and which it acknowledged; the snapshots 
 to each node group say what content each version is (a content hash of the group's
 ClusterLoadAssignments). So this observer keeps, per node group, the EDS content of its
 last snapshots by version, and per stream the version it holds (ACKed) and the one in
-flight; `withdrawn(endpoints)` waits until no stream holds or is being sent any of them,
-and `acked(group, assignments)` says whether every Envoy of a group holds exactly those.
+flight; `withdrawn(endpoints)` waits until no stream holds or is being sent any of them.
 
 It reads hooks only (no state of the protocol code), so the xDS server can change how it
 pushes. A version it cannot place (not among the recent snapshots' EDS versions, e.g. a
@@ -33,11 +32,6 @@ log = logging.getLogger("modelroute.drain")
 
 Address = tuple[str, int]
 _HISTORY = 32  # EDS versions remembered per node group (a stream is at most a few behind)
-
-
-def eds_version(assignments: Mapping[str, XdsResource]) -> str:
-    """The EDS version a snapshot of these ClusterLoadAssignments has."""
-    return Snapshot.build(assignments.values()).version(ENDPOINT)
 
 
 @dataclass(slots=True)
@@ -106,12 +100,6 @@ class EndpointDrain(Hooks):
                     found.append(stream_id)
                     break
         return found
-
-    def acked(self, group: str, version: str) -> bool:
-        """True when the group has a stream and every one of its Envoys acknowledged the
-        EDS content `version` (`eds_version` of e.g. the latest compile's assignments)."""
-        views = [v for v in self._streams.values() if v.group == group]
-        return bool(views) and all(v.acked == version for v in views)
 
     async def withdrawn(self, endpoints: Sequence[BackendEndpoint], *, timeout: float) -> bool:
         """Wait until no Envoy holds `endpoints`; False (logged) when `timeout` ran out."""
