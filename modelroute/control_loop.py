@@ -27,6 +27,7 @@ import gc
 import inspect
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
@@ -84,8 +85,15 @@ def freeze_heap() -> None:
 
 class ControlLoop:
     def __init__(self, *, placement: Placement, on_status: StatusCallback | None = None,
-                 window: float = 0.05, max_delay: float = 0.5, plugins: Sequence[Plugin] | None = None) -> None:
+                 window: float = 0.05, max_delay: float = 0.5, plugins: Sequence[Plugin] | None = None,
+                 group_grace: float = 30.0) -> None:
         self.placement = placement
+        # A node group whose last stream closed is forgotten this long after (a reconnect
+        # in between keeps it): scoped sidecars come and go, and every group left behind
+        # would be compiled on every edit forever.
+        self.group_grace = group_grace
+        self._streams: Counter[str] = Counter()
+        self._collecting: dict[str, asyncio.TimerHandle] = {}
         # None: the built-in features plus the `modelroute.plugins` entry points.
         self._plugins = plugin.with_builtin(plugin.discover()) if plugins is None else tuple(plugins)
         self._on_status = on_status
@@ -137,6 +145,36 @@ class ControlLoop:
             log.info("node group joined: group=%s", group, extra={"node_group": group})
             self._groups.add(group)
             self._changed()
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return frozenset(self._groups)
+
+    def stream_opened(self, group: str) -> None:
+        self._streams[group] += 1
+        timer = self._collecting.pop(group, None)
+        if timer is not None:
+            timer.cancel()
+        self.add_group(group)
+
+    def stream_closed(self, group: str) -> None:
+        self._streams[group] -= 1
+        if self._streams[group] <= 0 and group != GATEWAY and group not in self._collecting:
+            self._collecting[group] = asyncio.get_running_loop().call_later(self.group_grace, self._collect, group)
+
+    def _collect(self, group: str) -> None:
+        """Forget a group nobody has been connected to for `group_grace` seconds: its
+        compile, caches and snapshot (the gateway group stays: statuses come from it)."""
+        self._collecting.pop(group, None)
+        if self._streams[group] > 0 or group == GATEWAY:
+            return
+        del self._streams[group]
+        self._groups.discard(group)
+        self._compilers.pop(group, None)
+        self.compiled.pop(group, None)
+        if self._cache is not None:
+            self._cache.clear_snapshot(group)
+        log.info("node group collected: group=%s", group, extra={"node_group": group})
 
     def _changed(self) -> None:
         self._changes += 1
@@ -206,6 +244,9 @@ class ControlLoop:
     async def close(self) -> None:
         await cancel_and_wait(self._status_task)
         self._status_task = None
+        for timer in self._collecting.values():
+            timer.cancel()
+        self._collecting.clear()
 
     async def _publish_statuses(self) -> None:
         assert self._on_status is not None
@@ -276,7 +317,10 @@ class _LoopHooks(Hooks):
         self._loop = loop
 
     def on_stream_open(self, stream: StreamInfo) -> None:
-        self._loop.add_group(stream.node_group)
+        self._loop.stream_opened(stream.node_group)
+
+    def on_stream_close(self, stream: StreamInfo) -> None:
+        self._loop.stream_closed(stream.node_group)
 
     def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:

@@ -69,7 +69,7 @@ from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Res
 from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
-from xds_server.cache import metadata_node_group
+from xds_server.identity import authorized_group
 from xds_server.bootstrap import render_dict
 
 log = logging.getLogger("modelroute.embedded")
@@ -176,7 +176,7 @@ class Embedded:
         self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options)
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               node_group=metadata_node_group, hooks=[self.loop.hooks, self.drain],
+                                               authorize=authorized_group, hooks=[self.loop.hooks, self.drain],
                                                registry=self.registry, debounce=0.0)
         self.loop.attach(self.plane.cache)
         await self.canary.start()

@@ -67,7 +67,7 @@ from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
-from xds_server.cache import metadata_node_group
+from xds_server.identity import authorized_group
 from xds_server.http import admin_app, start_admin
 
 log = logging.getLogger("modelroute.kubernetes")
@@ -177,7 +177,7 @@ class KubernetesMode:
         self.ratelimit = await start_ratelimit_service(self.options.ratelimit_bind(), options)
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               admin_host=None, node_group=metadata_node_group,
+                                               admin_host=None, authorize=authorized_group,
                                                hooks=[self.loop.hooks], registry=self.registry, debounce=0.0)
         host, port = split_address(self.options.admin_address)
         self.admin, self.admin_port = await start_admin(

@@ -2,7 +2,7 @@
 
 Each Envoy states its role in its bootstrap node metadata (`role: gateway|sidecar`) and a
 sidecar may narrow its scope (`scope: {"namespaces": [...], "servers": ["ns/name"]}`).
-`xds_server.cache.metadata_node_group` turns that into a canonical group name, so every
+`xds_server.identity.node_group` turns that into a canonical group name, so every
 Envoy of one role and scope shares one compile and one snapshot; this module turns the
 group name back into the `Target` the engine compiles for.
 """

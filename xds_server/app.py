@@ -19,7 +19,7 @@ from xds_server.grpc_app import start_grpc
 from xds_server.hooks import AckCallback, Hooks, HookSet, LogHooks, NackCallback, StatusHooks
 from xds_server.http import admin_app, start_admin
 from xds_server.metrics import XdsMetrics
-from xds_server.server import XdsServer
+from xds_server.server import Authorize, Limits, XdsServer
 
 
 @dataclass
@@ -49,13 +49,16 @@ async def start_control_plane(*, xds_address: str = "127.0.0.1:18000", admin_hos
                               debounce: float = 0.1, max_delay: float = 1.0,
                               on_ack: AckCallback | None = None, on_nack: NackCallback | None = None,
                               hooks: Sequence[Hooks] = (), registry: CollectorRegistry | None = None,
-                              credentials: grpc.ServerCredentials | None = None) -> ControlPlane:
-    """`admin_host=None` skips the admin HTTP server. Ports 0 pick free ports."""
+                              credentials: grpc.ServerCredentials | None = None, authorize: Authorize | None = None,
+                              limits: Limits = Limits()) -> ControlPlane:
+    """`admin_host=None` skips the admin HTTP server. Ports 0 pick free ports.
+    `authorize`: which node group a peer gets (e.g. `identity.authorized_group`; default:
+    `node_group`, no identity checked); `credentials`: mTLS (`xds_server.tls`)."""
     metrics = XdsMetrics(registry)
     debug = DebugState()
     all_hooks = HookSet([metrics, debug, LogHooks(), StatusHooks(on_ack, on_nack), *hooks])
     cache = SnapshotCache(node_group, debounce=debounce, max_delay=max_delay, hooks=all_hooks)
-    server = XdsServer(cache, [all_hooks])
+    server = XdsServer(cache, [all_hooks], authorize=authorize, limits=limits)
     grpc_server, port = await start_grpc(server, xds_address, credentials)
     plane = ControlPlane(cache, server, grpc_server, port, debug, metrics)
     if admin_host is not None:

@@ -8,14 +8,12 @@ protocol layer from the snapshot it is handed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
-from google.protobuf import json_format
 
 from xds_server.consistency import check_consistency
 from xds_server.debounce import Debouncer
@@ -23,7 +21,7 @@ from xds_server.hooks import Hooks
 from xds_server.snapshot import DuplicateResourceError, Snapshot, content_version
 
 __all__ = ["SnapshotCache", "Snapshot", "Watch", "check_consistency", "content_version",
-           "DuplicateResourceError", "default_node_group", "metadata_node_group"]
+           "DuplicateResourceError", "default_node_group"]
 
 log = logging.getLogger("modelroute.xds")
 
@@ -34,16 +32,6 @@ SnapshotCallback = Callable[[Snapshot], None]
 def default_node_group(node: base_pb2.Node) -> str:
     """Envoys share a snapshot when they share `node.cluster` (the bootstrap sets it to role/scope)."""
     return node.cluster
-
-
-def metadata_node_group(node: base_pb2.Node) -> str:
-    """Group by the `role` and `scope` node metadata the bootstrap templates set (SPEC 3.6):
-    `gateway`, or `sidecar` plus its scope in canonical JSON, so every sidecar of one
-    scope shares one snapshot whatever its `node.cluster` says."""
-    fields = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-    role = str(fields.get("role") or "gateway")
-    scope = fields.get("scope")
-    return role if scope in (None, {}, []) else f"{role}:{json.dumps(scope, sort_keys=True, separators=(',', ':'))}"
 
 
 @dataclass(eq=False, slots=True)

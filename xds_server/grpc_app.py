@@ -17,6 +17,7 @@ from envoy.service.listener.v3 import lds_pb2_grpc
 from envoy.service.route.v3 import rds_pb2_grpc
 from envoy.service.secret.v3 import sds_pb2_grpc
 
+from xds_server.identity import peer_of
 from xds_server.server import StreamError, XdsServer
 from xds_server.snapshot import content_version
 from xds_server.sotw import select
@@ -26,27 +27,39 @@ DiscoveryRequests = AsyncIterator[discovery_pb2.DiscoveryRequest]
 DeltaRequests = AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]
 
 
+# Requests are small (a subscription of 50,000 names of ~100 bytes is 5 MB); anything
+# bigger is refused by gRPC before it is parsed.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# An Envoy uses one ADS stream (or one per type): more at once on one connection is a
+# client misbehaving. Streams across connections are capped by `server.Limits`.
+MAX_STREAMS_PER_CONNECTION = 100
+
+
 async def _sotw(xds: XdsServer, requests: DiscoveryRequests, context: grpc.aio.ServicerContext,
                 kind: str, type_url: str | None) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
     try:
-        async for response in xds.stream_sotw(requests, kind=kind, type_url=type_url):
+        async for response in xds.stream_sotw(requests, kind=kind, type_url=type_url, peer=peer_of(context)):
             yield response
     except StreamError as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 
 
 async def _delta(xds: XdsServer, requests: DeltaRequests, context: grpc.aio.ServicerContext,
                  kind: str, type_url: str | None) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
     try:
-        async for response in xds.stream_delta(requests, kind=kind, type_url=type_url):
+        async for response in xds.stream_delta(requests, kind=kind, type_url=type_url, peer=peer_of(context)):
             yield response
     except StreamError as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 
 
 async def _fetch(xds: XdsServer, request: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext,
                  type_url: str) -> discovery_pb2.DiscoveryResponse:
-    snapshot = xds.cache.get_snapshot(xds.cache.node_group(request.node))
+    try:
+        group = xds.group_of(request.node, peer_of(context))
+    except StreamError as exc:
+        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+    snapshot = xds.cache.get_snapshot(group)
     if snapshot is None:
         await context.abort(grpc.StatusCode.UNAVAILABLE, "no snapshot for this node yet")
     names = set(request.resource_names)
@@ -119,15 +132,15 @@ async def start_grpc(xds: XdsServer, address: str = "127.0.0.1:18000",
                      credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the bound port (pass port 0 to pick one).
 
-    Keepalive settings let Envoy's and the clients' HTTP/2 pings through, and there is
-    no limit on concurrent streams: one per Envoy (ADS) is the common case.
+    Keepalive settings let Envoy's and the clients' HTTP/2 pings through. With
+    `credentials` (mTLS, `xds_server.tls`) peers are identified by their certificates.
     """
     server = grpc.aio.server(options=[
-        ("grpc.max_concurrent_streams", 0x7FFFFFFF),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ("grpc.max_send_message_length", 256 * 1024 * 1024),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ])
     add_services(server, xds)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)

@@ -27,6 +27,7 @@ class StreamInfo:
     kind: str
     node_id: str
     node_group: str
+    identity: str | None = None  # the client certificate's SPIFFE ID over mTLS (identity.py)
 
     @property
     def delta(self) -> bool:

@@ -13,13 +13,16 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.cache import SnapshotCache
 from xds_server.delta import DeltaSession
 from xds_server.hooks import Hooks, HookSet, StreamInfo
+from xds_server.identity import Peer, Unauthorized
 from xds_server.snapshot import Snapshot
 from xds_server.sotw import SotwSession
 
@@ -33,38 +36,85 @@ _SNAPSHOT = object()
 
 
 class StreamError(Exception):
-    """The client broke the protocol (e.g. a type URL the service doesn't serve)."""
+    """The client broke the protocol (e.g. a type URL the service doesn't serve) or a limit;
+    `code` is the gRPC status name the stream ends with."""
+
+    def __init__(self, message: str, code: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much one client can make the server hold (a control plane trusts no client):
+    streams at once, and per stream: type URLs, subscribed names per type, name length.
+    (gRPC itself caps the request size: `grpc_app.MAX_REQUEST_BYTES`.) 10,000 Envoys of a
+    10,000-server world fit; 8 clients asking for 400,000 names each are refused."""
+
+    max_streams: int = 20_000
+    max_types: int = 16
+    max_names: int = 50_000
+    max_name_bytes: int = 1024
+
+
+Authorize = Callable[[base_pb2.Node, Peer], str]
+"""The node group a peer gets for a node; raises `Unauthorized` (identity.authorized_group)."""
 
 
 class XdsServer:
     """The protocol layer: one instance serves every stream of every node group."""
 
     def __init__(self, cache: SnapshotCache, hooks: Sequence[Hooks] = (), *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, authorize: Authorize | None = None,
+                 limits: Limits = Limits()) -> None:
         self.cache = cache
         self.hooks = HookSet(hooks)
         self._clock = clock
         self._stream_ids = itertools.count(1)
+        # None: the cache's node grouping, no identity needed (tests, loopback).
+        self._authorize = authorize
+        self.limits = limits
+        self.active_streams = 0
 
     def stream_sotw(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], *, kind: str = "ads",
-                    type_url: str | None = None) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+                    type_url: str | None = None, peer: Peer = Peer("")) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         """`type_url` set: a single-type service (LDS, ...) that only accepts that type."""
-        return self._run(requests, kind, type_url, delta=False)
+        return self._run(requests, kind, type_url, delta=False, peer=peer)
 
     def stream_delta(self, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], *,
-                     kind: str = "ads-delta", type_url: str | None = None,
+                     kind: str = "ads-delta", type_url: str | None = None, peer: Peer = Peer(""),
                      ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        return self._run(requests, kind, type_url, delta=True)
+        return self._run(requests, kind, type_url, delta=True, peer=peer)
+
+    def group_of(self, node: base_pb2.Node, peer: Peer) -> str:
+        """The node group `peer` is served as; raises StreamError(PERMISSION_DENIED)."""
+        if self._authorize is None:
+            return self.cache.node_group(node)
+        try:
+            return self._authorize(node, peer)
+        except Unauthorized as err:
+            raise StreamError(str(err), "PERMISSION_DENIED") from None
 
     async def _run(self, requests: AsyncIterator[Req], kind: str, type_url: str | None, *,
-                   delta: bool) -> AsyncIterator[Any]:
+                   delta: bool, peer: Peer) -> AsyncIterator[Any]:
+        if self.active_streams >= self.limits.max_streams:
+            raise StreamError(f"too many xDS streams (limit {self.limits.max_streams})", "RESOURCE_EXHAUSTED")
+        self.active_streams += 1
+        try:
+            async for response in self._serve(requests, kind, type_url, delta=delta, peer=peer):
+                yield response
+        finally:
+            self.active_streams -= 1
+
+    async def _serve(self, requests: AsyncIterator[Req], kind: str, type_url: str | None, *,
+                     delta: bool, peer: Peer) -> AsyncIterator[Any]:
         iterator = requests.__aiter__()
         try:
             first = await iterator.__anext__()
         except StopAsyncIteration:
             return
-        node_group = self.cache.node_group(first.node)
-        stream = StreamInfo(next(self._stream_ids), kind, first.node.id, node_group)
+        node_group = self.group_of(first.node, peer)
+        stream = StreamInfo(next(self._stream_ids), kind, first.node.id, node_group, peer.identity)
         nonce_counter = itertools.count(1)
         session_cls: type[SotwSession] | type[DeltaSession] = DeltaSession if delta else SotwSession
         session = session_cls(stream, ads=type_url is None, hooks=self.hooks, clock=self._clock,
@@ -96,6 +146,7 @@ class XdsServer:
                     return
                 else:
                     _check_type(event, type_url)
+                    _check_limits(event, session, self.limits)  # type: ignore[arg-type]
                     responses = session.on_request(event)  # type: ignore[arg-type]
                 for response in responses:
                     yield response
@@ -122,6 +173,25 @@ def _check_type(request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDis
         request.type_url = type_url
     elif request.type_url != type_url:
         raise StreamError(f"this service serves {type_url}, not {request.type_url}")
+
+
+def _check_limits(request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,
+                  session: SotwSession | DeltaSession, limits: Limits) -> None:
+    """Refuse a request that would make this stream hold more than `limits` allow."""
+    if request.type_url not in session.types and len(session.types) >= limits.max_types:
+        raise StreamError(f"too many resource types on one stream (limit {limits.max_types})", "RESOURCE_EXHAUSTED")
+    if isinstance(request, discovery_pb2.DeltaDiscoveryRequest):
+        names = request.resource_names_subscribe
+        held = session.name_count(request.type_url)
+    else:
+        names, held = request.resource_names, 0  # SotW: the whole subscription every time
+    if held + len(names) > limits.max_names:
+        raise StreamError(f"too many resource names for {request.type_url} (limit {limits.max_names})",
+                          "RESOURCE_EXHAUSTED")
+    longest = max((len(n) for n in names), default=0)
+    if longest > limits.max_name_bytes:
+        raise StreamError(f"a resource name of {longest} characters (limit {limits.max_name_bytes})",
+                          "INVALID_ARGUMENT")
 
 
 async def _read(iterator: AsyncIterator[object], queue: asyncio.Queue[object]) -> None:

@@ -70,6 +70,7 @@ def _no_verdict(snapshot: Snapshot, accepted: bool) -> None:
 
 class TypeState(Protocol):
     inflight: Inflight | None
+    names: set[str]
 
 
 State = TypeVar("State", bound=TypeState)
@@ -88,6 +89,11 @@ class Session(Generic[State, Response, Plan]):
         self._hooks = hooks
         self._clock = clock
         self._nonces = nonces
+
+    def name_count(self, type_url: str) -> int:
+        """Resource names the client subscribes to for `type_url` (what a stream holds)."""
+        state = self.types.get(type_url)
+        return len(state.names) if state is not None else 0
 
     def on_snapshot(self, snapshot: Snapshot | None) -> list[Response]:
         self.snapshot = snapshot

@@ -10,5 +10,5 @@ be unit-tested against the fake API in `tests/kubernetes/fakeapi.py`:
     status_writer (status subresource, conflict-safe) ──► client
                  └─ events (Kubernetes Events for what changed)
     webhook_server (HTTPS admission, `admission` handlers) ◄── webhook_certs (CA and
-        serving certificate in a Secret, caBundle) ◄── webhook_pki (the certificates)
+        serving certificate in a Secret, caBundle) ◄── pki (the certificates)
 """

@@ -1,7 +1,7 @@
 """The admission webhook's certificate, issued and rotated by the control plane itself,
 so an install needs no cert-manager (it stays an option: `serve --webhook-cert-dir`).
 
-    leader:        Secret <ns>/<secret>  ◄── CA + serving certificate (webhook_pki)
+    leader:        Secret <ns>/<secret>  ◄── CA + serving certificate (pki)
                    webhook configurations' caBundle ◄── the CAs in that Secret
     every replica: Secret ──watch──► the webhook server's TLS context (reloaded live)
 
@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from controller.kubernetes import webhook_pki as pki
+from controller import pki
 from controller.kubernetes.errors import ApiError, Conflict, NotFound
 from controller.kubernetes.informer import Change, Informer, Sleep
 from controller.kubernetes.interface import KubeApi, Obj

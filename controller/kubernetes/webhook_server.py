@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.kubernetes import admission
-from controller.kubernetes.webhook_pki import KeyPair, PkiError, matches
+from controller.pki import KeyPair, PkiError, matches
 
 log = logging.getLogger(__name__)
 

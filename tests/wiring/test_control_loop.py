@@ -129,6 +129,37 @@ async def test_a_new_node_group_is_compiled_when_its_first_envoy_connects() -> N
         cache.close()
 
 
+async def test_node_groups_are_collected_when_their_last_stream_is_gone() -> None:
+    """1,000 scoped sidecars connect and go: afterwards an edit compiles the gateway only."""
+    loop, cache, task = await _running_loop([])
+    loop.group_grace = 0.05
+    try:
+        objects, _ = load_manifests([QUICKSTART])
+        loop.set_objects(objects)
+        await loop.wait_synced(timeout=10)
+        streams = [StreamInfo(10 + i, "ads", f"app-{i}", f'sidecar:{{"servers":["default/s{i}"]}}') for i in range(1000)]
+        for stream in streams:
+            loop.hooks.on_stream_open(stream)
+        loop.hooks.on_stream_open(StreamInfo(9, "ads", "app-again", streams[0].node_group))  # two streams, one group
+        await loop.wait_synced(timeout=60)
+        assert len(loop.groups) == 1001
+        for stream in streams:
+            loop.hooks.on_stream_close(stream)
+        await asyncio.sleep(0.2)
+        assert loop.groups == {"gateway", streams[0].node_group}  # still one stream there
+        assert cache.get_snapshot(streams[1].node_group) is None
+        loop.hooks.on_stream_close(StreamInfo(9, "ads", "app-again", streams[0].node_group))
+        await asyncio.sleep(0.2)
+        assert loop.groups == {"gateway"} and sorted(loop.compiled) == ["gateway"]
+        loop.set_objects(objects[:-1])
+        await loop.wait_synced(timeout=10)
+        assert sorted(loop.compiled) == ["gateway"]
+    finally:
+        await cancel_and_wait(task)
+        await loop.close()
+        cache.close()
+
+
 async def test_gateway_snapshots_carry_the_readiness_listener_and_sidecars_do_not() -> None:
     from envoy.config.listener.v3 import listener_pb2
     from envoy.config.route.v3 import route_pb2

@@ -5,7 +5,7 @@ from google.protobuf import json_format
 
 from modelroute.targets import Placement, target_for_group
 from routing_engine.api.resources import ObjectKey
-from xds_server.cache import metadata_node_group
+from xds_server.identity import node_group as metadata_node_group
 
 PLACEMENT = Placement(listen_address="10.1.2.3", privileged_port_offset=7)
 

@@ -136,7 +136,7 @@ async def test_cache_debounces_per_group() -> None:
 def test_metadata_node_group_keys_by_role_and_scope() -> None:
     from google.protobuf import struct_pb2
 
-    from xds_server.cache import metadata_node_group
+    from xds_server.identity import node_group as metadata_node_group
 
     def node(metadata: dict) -> base_pb2.Node:  # type: ignore[type-arg]
         n = base_pb2.Node(id="x", cluster="ignored")

@@ -1,5 +1,8 @@
-"""The admission webhook's small PKI: a self-signed CA and the serving certificate it
-signs, as PEM, plus the checks that decide when either is renewed.
+"""The control plane's small PKI: self-signed CAs and the serving and client certificates
+they sign, as PEM, plus the checks that decide when one is renewed. The admission webhook
+uses it (`kubernetes.webhook_certs`), and so does the mTLS between Envoys and the control
+plane (`kubernetes.xds_certs`: xDS, rate limits, stats), where a client certificate's
+SPIFFE ID (URI SAN) is the client's identity (`xds_server.identity`).
 
 Why a CA and not one self-signed serving certificate: the API server trusts what is in
 each webhook configuration's `caBundle`. With a CA there, the serving certificate can be
@@ -15,6 +18,7 @@ default). All times come from the caller's clock, so tests pin them.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -91,9 +95,9 @@ def new_ca(common_name: str, *, now: datetime.datetime, lifetime: datetime.timed
 
 
 def new_serving(ca: KeyPair, dns_names: Sequence[str], *, now: datetime.datetime,
-                lifetime: datetime.timedelta = SERVING_LIFETIME) -> KeyPair:
-    """A server certificate for `dns_names` (the first is the common name), signed by `ca`,
-    never valid beyond the CA."""
+                lifetime: datetime.timedelta = SERVING_LIFETIME, ips: Sequence[str] = ()) -> KeyPair:
+    """A server certificate for `dns_names` (the first is the common name) and `ips`,
+    signed by `ca`, never valid beyond the CA."""
     ca_cert, ca_key = load(ca.cert_pem), _key(ca.key_pem)
     key = ec.generate_private_key(ec.SECP256R1())
     not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
@@ -107,10 +111,44 @@ def new_serving(ca: KeyPair, dns_names: Sequence[str], *, now: datetime.datetime
                                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([*(x509.DNSName(n) for n in dns_names),
+                                                        *(x509.IPAddress(ipaddress.ip_address(i)) for i in ips)]),
+                           critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+
+def new_client(ca: KeyPair, spiffe_id: str, *, now: datetime.datetime,
+               lifetime: datetime.timedelta = SERVING_LIFETIME) -> KeyPair:
+    """A client certificate for the identity `spiffe_id` (URI SAN, also the common name),
+    signed by `ca`, never valid beyond the CA."""
+    ca_cert, ca_key = load(ca.cert_pem), _key(ca.key_pem)
+    key = ec.generate_private_key(ec.SECP256R1())
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spiffe_id[-64:])]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE).not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+
+def uris(cert_pem: bytes) -> frozenset[str]:
+    """The URI SANs of a certificate (a client's SPIFFE ID)."""
+    try:
+        san = load(cert_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(san.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def due(cert_pem: bytes, *, now: datetime.datetime, renew_fraction: float = 1 / 3) -> bool:
