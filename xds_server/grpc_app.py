@@ -27,9 +27,9 @@ DiscoveryRequests = AsyncIterator[discovery_pb2.DiscoveryRequest]
 DeltaRequests = AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]
 
 
-# Requests are small (a subscription of 50,000 names of ~100 bytes is 5 MB); anything
+# Requests are small (a subscription of 50,000 names of ~60 bytes is 3 MB); anything
 # bigger is refused by gRPC before it is parsed.
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # An Envoy uses one ADS stream (or one per type): more at once on one connection is a
 # client misbehaving. Streams across connections are capped by `server.Limits`.
 MAX_STREAMS_PER_CONNECTION = 100
