@@ -111,7 +111,7 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse,
 
     def _plan(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot, *, hold_removals: bool,
               resend_rejected: bool = False) -> DeltaPlan | None:
-        of_type = snapshot.of_type(type_url)
+        of_type = self.available(type_url, snapshot)
         wanted = set(of_type) if state.wildcard else set()
         wanted |= state.names & of_type.keys()
         send = {}

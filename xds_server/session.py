@@ -21,6 +21,11 @@ ADS ordering: make-before-break without waiting on an ACK that needs a held resp
   listeners and routes hold this snapshot's versions, so no route ever points at a
   removed cluster. A NACKed listener or route table counts as not caught up: Envoy keeps
   the old one, which may still point at the old clusters.
+- What an un-ACKed update needs is served from the snapshot that update came from: a
+  cluster still warming from an in-flight CDS response gets its ClusterLoadAssignment
+  (and a listener from an in-flight LDS response its RouteConfiguration and Secrets)
+  even if a newer snapshot already dropped it; otherwise Envoy would hold that CDS ACK
+  until its 15 s initial_fetch_timeout, and every route update behind it.
 Per-type services (not ADS) are independent streams: each type is sent on its own.
 """
 
@@ -32,7 +37,7 @@ from typing import Generic, Protocol, TypeVar
 
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, XdsResource, push_rank
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, XdsResource, push_rank
 
 
 @dataclass(slots=True)
@@ -50,6 +55,8 @@ class Inflight:
 
 # Types whose responses wait until the client holds the snapshot's version of these.
 WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER,), ROUTE: (CLUSTER,)}
+# Types whose resources are asked for by warming resources of these (in-flight) types.
+NEEDED_BY: dict[str, tuple[str, ...]] = {ENDPOINT: (CLUSTER,), ROUTE: (LISTENER,), SECRET: (CLUSTER, LISTENER)}
 # Removals of these types are withheld while any of `REFERRERS` lags behind the snapshot.
 REMOVAL_HELD: frozenset[str] = frozenset({CLUSTER, ENDPOINT})
 REFERRERS: tuple[str, ...] = (LISTENER, ROUTE)
@@ -118,6 +125,24 @@ class Session(Generic[State, Response, Plan]):
                 responses.append(self._emit(type_url, state, snapshot, plan))
                 busy.add(type_url)
         return responses
+
+    def available(self, type_url: str, snapshot: Snapshot) -> Mapping[str, XdsResource]:
+        """Resources of `type_url` this stream may be sent: the snapshot's, plus those of
+        the snapshots behind in-flight responses that resources of this type serve (see
+        the module docstring); the newest wins."""
+        current = snapshot.of_type(type_url)
+        older: list[Mapping[str, XdsResource]] = []
+        for referrer in NEEDED_BY.get(type_url, ()):
+            state = self.types.get(referrer)
+            inflight = state.inflight if state is not None else None
+            if inflight is not None and inflight.snapshot is not None and inflight.snapshot is not snapshot:
+                older.append(inflight.snapshot.of_type(type_url))
+        if not older or all(not o.keys() - current.keys() for o in older):
+            return current
+        merged: dict[str, XdsResource] = {}
+        for resources in (*older, current):
+            merged.update(resources)
+        return merged
 
     def _behind(self, type_url: str, snapshot: Snapshot) -> bool:
         """The client does not (yet) hold this snapshot's resources of `type_url`: a

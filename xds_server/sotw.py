@@ -119,7 +119,7 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
               resend_rejected: bool = False) -> SotwPlan | None:
         if not state.requested or not (state.wildcard or state.names):
             return None  # never asked, or unsubscribed from everything of this type
-        selected = select(snapshot.of_type(type_url), state.names, state.wildcard)
+        selected = select(self.available(type_url, snapshot), state.names, state.wildcard)
         full = type_url in WILDCARD_TYPES
         kept = _kept(type_url, state, selected) if full and hold_removals else {}
         if kept:

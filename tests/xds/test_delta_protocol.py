@@ -208,3 +208,18 @@ async def test_a_first_wildcard_request_is_answered_even_with_nothing_to_send(en
     assert empty.type_url == CLUSTER and not empty.resources and not empty.removed_resources
     await client.delta_request(CLUSTER, nonce=empty.nonce)
     await client.expect_silence()  # answered once; nothing more until something changes
+
+
+async def test_delta_answers_a_warming_cluster_from_the_unacked_update(env: Env) -> None:
+    env.set(res(CLUSTER, "a"))
+    client = env.client(delta=True)
+    await client.delta_request(CLUSTER)
+    first = await client.recv()
+    await client.delta_request(CLUSTER, nonce=first.nonce)
+    env.set(res(CLUSTER, "a"), res(CLUSTER, "b"), res(ENDPOINT, "b"))
+    cds = await client.recv()
+    assert names_of(cds) == ["b"]
+    env.set(res(CLUSTER, "a"))  # "b" dropped before the ACK
+    await client.delta_request(ENDPOINT, ["b"])  # Envoy warms "b"
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT and names_of(eds) == ["b"] and not eds.removed_resources

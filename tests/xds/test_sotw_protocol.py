@@ -352,3 +352,28 @@ async def test_after_a_nack_a_new_envoy_of_the_group_gets_the_last_good_snapshot
         fixed[response.type_url] = contents_of(response)
         await joiner.ack(response)
     assert fixed == {CLUSTER: {"c1": "v1", "c2": "v1"}, LISTENER: {"l1": "fixed"}}
+
+
+async def test_a_cluster_warming_from_an_unacked_update_gets_its_endpoints_though_a_newer_snapshot_dropped_it(
+        env: Env) -> None:
+    """Envoy holds the CDS ACK until "b" has warmed; if the server answered its EDS
+    request from the newer snapshot (no "b"), Envoy would wait out its 15 s fetch timeout
+    and every route update would wait behind that CDS ACK."""
+    env.set(res(CLUSTER, "a"), res(ENDPOINT, "a"))
+    client = env.client()
+    await client.request(CLUSTER)
+    await client.ack(await client.recv())
+    await client.request(ENDPOINT, ["a"])
+    eds_a = await client.recv()
+    await client.ack(eds_a, ["a"])
+    env.set(res(CLUSTER, "a"), res(ENDPOINT, "a"), res(CLUSTER, "b"), res(ENDPOINT, "b"))
+    cds = await client.recv()
+    assert names_of(cds) == ["a", "b"]
+    env.set(res(CLUSTER, "a"), res(ENDPOINT, "a"))  # "b" is gone again before Envoy ACKed it
+    await client.request(ENDPOINT, ["a", "b"], version=eds_a.version_info, nonce=eds_a.nonce)  # warming "b"
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT and names_of(eds) == ["b"]
+    await client.ack(eds, ["a", "b"])
+    await client.ack(cds)  # "b" warmed: the CDS ACK comes, then the update without "b"
+    removal = await client.recv()
+    assert removal.type_url == CLUSTER and names_of(removal) == ["a"]
