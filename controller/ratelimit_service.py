@@ -226,13 +226,14 @@ class RunningService:
         await self.service.close()
 
 
-async def start_ratelimit_service(address: str = "127.0.0.1:0",
-                                  options: ServiceOptions = ServiceOptions()) -> RunningService:
-    """Serve on `address` (`host:0` picks a free port; the bound port is returned)."""
+async def start_ratelimit_service(address: str = "127.0.0.1:0", options: ServiceOptions = ServiceOptions(), *,
+                                  credentials: grpc.ServerCredentials | None = None) -> RunningService:
+    """Serve on `address` (`host:0` picks a free port; the bound port is returned); with
+    `credentials` (mTLS, `xds_server.tls`) only clients with a certificate of our CA."""
     service = RateLimitService(options)
     server = grpc.aio.server()
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     log.info("rate-limit service on %s (port %d), redis=%s, %s", address, port, options.redis_url,
              "fail-open" if options.fail_open else "fail-closed")

@@ -24,6 +24,7 @@ leader resumes from that status.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -108,10 +109,12 @@ def merge_stats_sink(bootstrap: dict[str, Any], sink: dict[str, Any]) -> dict[st
 
 class ClusterCanaryWiring:
     def __init__(self, loop: ControlLoop, routes: Routes, *, stats_host: str = "127.0.0.1", stats_port: int = 0,
-                 follow_s: float = 0.25, poll_s: float = 0.1) -> None:
+                 follow_s: float = 0.25, poll_s: float = 0.1, stats_tls: ssl.SSLContext | None = None) -> None:
         self.stats = StatsCollector()
-        self.udp = StatsListener(self.stats, host=stats_host, port=stats_port)
-        self.tcp = StatsTcpListener(self.stats, host=stats_host, port=stats_port)
+        # With TLS (mTLS with the gateways) stats come over TCP only: UDP cannot tell a
+        # gateway's datagram from a forged one.
+        self.udp: StatsListener | None = None if stats_tls else StatsListener(self.stats, host=stats_host, port=stats_port)
+        self.tcp = StatsTcpListener(self.stats, host=stats_host, port=stats_port, tls=stats_tls)
         self._loop = loop
         self._routes = routes
         self._follow_s = follow_s
@@ -126,13 +129,15 @@ class ClusterCanaryWiring:
     async def start(self) -> None:
         """Listen for stats on one port, UDP and TCP (port 0: TCP picks, UDP follows)."""
         self.tcp.port = await self.tcp.start()
-        self.udp.port = self.tcp.port
-        await self.udp.start()
+        if self.udp is not None:
+            self.udp.port = self.tcp.port
+            await self.udp.start()
         self._task = spawn(self.follow(), name="canary-follower")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
-        self.udp.close()
+        if self.udp is not None:
+            self.udp.close()
         await self.tcp.close()
 
     @property

@@ -60,6 +60,7 @@ from controller.replicas import ReplicaRuntime
 from controller.status_view import StatusWriter, status_path
 from controller.status_view import run_dir as run_dir_of
 from controller.supervisor import Supervisor
+from controller.tls import untrusted_material, watch_tls_files
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.endpoint_drain import EndpointDrain
@@ -70,6 +71,7 @@ from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.identity import authorized_group
+from xds_server.tls import ServerTls
 from xds_server.bootstrap import render_dict
 
 log = logging.getLogger("modelroute.embedded")
@@ -93,6 +95,9 @@ def _free_port() -> int:
 class EmbeddedOptions:
     directory: Path
     xds_port: int = 18000  # 0: pick a free one
+    # mTLS with remote Envoys (`serve --xds-tls files`): tls.crt, tls.key and ca.crt here,
+    # reloaded on change; only without our own Envoy (it has no client certificate).
+    xds_tls_dir: Path | None = None
     xds_host: str = "127.0.0.1"  # `serve` binds 0.0.0.0 so remote Envoys can connect
     listen_address: str = "127.0.0.1"  # where the gateway's listeners bind
     privileged_port_offset: int | None = None  # None: 0 as root, else 10000
@@ -136,6 +141,7 @@ class Embedded:
         self.redis: LocalRedis | None = None
         self._redis_supervisor: Supervisor | None = None
         self._debounce_task: asyncio.Task | None = None
+        self._tls_task: asyncio.Task | None = None
         self._locked = False
 
     @property
@@ -173,11 +179,19 @@ class Embedded:
             redis = self.redis
             self._redis_supervisor = Supervisor("redis", lambda: redis, on_change=self.loop.publish_status)
             await self._redis_supervisor.start()
-        self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options)
+        tls: ServerTls | None = None
+        if self.options.xds_tls_dir is not None:
+            if self.options.start_envoy:
+                raise ValueError("xDS mTLS needs Envoys with client certificates: not with our own Envoy")
+            tls = ServerTls(untrusted_material())
+            self._tls_task = spawn(watch_tls_files(self.options.xds_tls_dir, tls.update), name="xds certificate files")
+        self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options,
+                                                       credentials=tls.credentials() if tls else None)
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                authorize=authorized_group, hooks=[self.loop.hooks, self.drain],
-                                               registry=self.registry, debounce=0.0)
+                                               registry=self.registry, debounce=0.0,
+                                               credentials=tls.credentials() if tls else None)
         self.loop.attach(self.plane.cache)
         await self.canary.start()
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
@@ -216,7 +230,7 @@ class Embedded:
             await self.gateway.stop()
         await self.provider.close()
         await self.replicas.close()
-        await cancel_and_wait(self._debounce_task)
+        await cancel_and_wait(self._debounce_task, self._tls_task)
         await self.loop.close()
         await self.canary.stop()
         if self.plane is not None:

@@ -45,7 +45,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 
@@ -57,7 +57,9 @@ from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.runtime import KubernetesControlPlane
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget
-from controller.kubernetes.webhook_server import ServingTls
+from controller.kubernetes.xds_certs import XdsCertificates
+from controller.pki import KeyPair
+from controller.tls import ServingTls, untrusted_material, watch_tls_files
 from controller.ratelimit_limits import cluster_limits
 from controller.kubernetes.resources import MODEL_ROUTE
 from controller.ratelimit_service import DEFAULT_REDIS_URL, RunningService, ServiceOptions, start_ratelimit_service
@@ -68,6 +70,7 @@ from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.identity import authorized_group
+from xds_server.tls import ServerTls, TlsMaterial
 from xds_server.http import admin_app, start_admin
 
 log = logging.getLogger("modelroute.kubernetes")
@@ -112,6 +115,13 @@ class KubernetesOptions:
     webhook: WebhookOptions | None = None
     privileged_port_offset: int = 0  # added to manifest ports < 1024 (unprivileged gateways: 10000)
     gateway_readiness_port: int | None = None  # the readiness listener pushed to gateways (None: none)
+    # mTLS with the gateways on the xDS, rate-limit and stats ports (SPEC 3.8): "auto" (the
+    # control plane issues and rotates the certificates: `controller.kubernetes.xds_certs`;
+    # what `serve` does by default), "files" (tls.crt, tls.key and ca.crt in `xds_tls_dir`,
+    # e.g. a mounted cert-manager Secret) or "off" (plaintext: for tests and networks where
+    # every peer that can reach these ports is trusted).
+    xds_tls: Literal["auto", "files", "off"] = "off"
+    xds_tls_dir: Path | None = None
 
     def ratelimit_bind(self) -> str:
         if self.ratelimit_address is not None:
@@ -134,6 +144,18 @@ class KubernetesMode:
         self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
         self.certificates: WebhookCertificates | None = None
         leader_tasks = {"canary runner": lambda: self.canary.lead()}
+        # The server side of the mTLS with the gateways: a throwaway certificate nobody
+        # trusts until the real material arrives (handshakes fail meanwhile; /readyz says so).
+        self.xds_tls: ServerTls | None = None
+        self.stats_tls: ServingTls | None = None
+        self.xds_certificates: XdsCertificates | None = None
+        self._tls_ready = options.xds_tls == "off"
+        if options.xds_tls != "off":
+            self.xds_tls = ServerTls(untrusted_material())
+            self.stats_tls = ServingTls(name="stats")
+            if options.xds_tls == "auto":
+                self.xds_certificates = XdsCertificates(api, options.system_namespace)
+                leader_tasks["xds certificates"] = self.xds_certificates.lead
         if options.webhook is not None and options.webhook.cert_dir is None:
             certificates = WebhookCertificates(api, options.webhook.target)
             self.certificates = certificates
@@ -150,7 +172,8 @@ class KubernetesMode:
         routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),
-                                          stats_host=stats_host or "0.0.0.0", stats_port=int(stats_port))
+                                          stats_host=stats_host or "0.0.0.0", stats_port=int(stats_port),
+                                          stats_tls=self.stats_tls.context if self.stats_tls else None)
         self.plane: ControlPlane | None = None
         # One registry per instance: its /metrics shows this control plane only, and tests may
         # run several in one process.
@@ -174,11 +197,13 @@ class KubernetesMode:
                       "reached, answering %s", DEFAULT_REDIS_URL,
                       "fail-open (every request allowed)" if options.fail_open
                       else "fail-closed (every request to a limited server refused)")
-        self.ratelimit = await start_ratelimit_service(self.options.ratelimit_bind(), options)
+        self.ratelimit = await start_ratelimit_service(
+            self.options.ratelimit_bind(), options, credentials=self.xds_tls.credentials() if self.xds_tls else None)
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                admin_host=None, authorize=authorized_group,
-                                               hooks=[self.loop.hooks], registry=self.registry, debounce=0.0)
+                                               hooks=[self.loop.hooks], registry=self.registry, debounce=0.0,
+                                               credentials=self.xds_tls.credentials() if self.xds_tls else None)
         host, port = split_address(self.options.admin_address)
         self.admin, self.admin_port = await start_admin(
             admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry), host, port)
@@ -186,6 +211,10 @@ class KubernetesMode:
         self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),
                        spawn(self.cluster.run(), name="kubernetes"),
                        spawn(self._write_statuses(), name="status-writer")]
+        if self.xds_certificates is not None:
+            self._tasks.append(spawn(self.xds_certificates.follower(self.use_tls).run(), name="xds certificate"))
+        elif self.options.xds_tls == "files" and self.options.xds_tls_dir is not None:
+            self._tasks.append(spawn(watch_tls_files(self.options.xds_tls_dir, self.use_tls), name="xds certificate files"))
         webhook = self.options.webhook
         if webhook is not None and self.webhook_tls is not None:
             host, port = split_address(webhook.address)
@@ -202,9 +231,18 @@ class KubernetesMode:
 
     def ready(self) -> bool:
         """/readyz: the cluster as listed is compiled and served, and the webhook (if any)
-        has a certificate."""
+        and the gateways' mTLS (if on) have their certificates."""
         serving = self.plane is not None and self._listed and self.plane.ready()
-        return serving and (self.webhook_tls is None or self.webhook_tls.ready)
+        return serving and self._tls_ready and (self.webhook_tls is None or self.webhook_tls.ready)
+
+    def use_tls(self, material: TlsMaterial) -> None:
+        """The mTLS material for the gateways' channels (xDS, rate limits, stats), from the
+        CA Secret or the mounted files: the next handshake of each uses it."""
+        if self.xds_tls is None or self.stats_tls is None:
+            return
+        self.xds_tls.update(material)
+        self.stats_tls.load(KeyPair(material.cert_pem, material.key_pem), client_ca=material.client_ca_pem)
+        self._tls_ready = True
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)

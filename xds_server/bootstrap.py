@@ -46,6 +46,53 @@ class XdsTls:
 
 
 @dataclass(frozen=True, slots=True)
+class MountedTls:
+    """mTLS to the control plane with material from a mounted Kubernetes Secret
+    (`tls.crt`, `tls.key`, `ca.crt` in `secret_dir`), read through file-based SDS: the two
+    small SDS files (`sds_files()`, in `sds_dir`) point at the Secret's files, and Envoy
+    re-reads them whenever the kubelet swaps the Secret (the watched directory), so a
+    renewed certificate is used without a restart, and a Secret that appears after Envoy
+    started (the control plane issues it) is picked up too. `server_names`: the DNS names
+    the control plane's certificate must carry (any other certificate of the CA, such as
+    another gateway's client certificate, is refused)."""
+
+    secret_dir: str
+    sds_dir: str
+    server_names: tuple[str, ...]
+    CLIENT = "modelroute-client"
+    CA = "modelroute-ca"
+
+    def _source(self, file: str) -> dict[str, Any]:
+        return {"path_config_source": {"path": f"{self.sds_dir}/{file}",
+                                       "watched_directory": {"path": self.secret_dir}},
+                "resource_api_version": "V3"}
+
+    def transport_socket(self, *, grpc: bool = True) -> dict[str, Any]:
+        common: dict[str, Any] = {
+            "tls_certificate_sds_secret_configs": [{"name": self.CLIENT, "sds_config": self._source("client.yaml")}],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": [
+                    {"san_type": "DNS", "matcher": {"exact": name}} for name in self.server_names]},
+                "validation_context_sds_secret_config": {"name": self.CA, "sds_config": self._source("ca.yaml")}},
+        }
+        if grpc:
+            common["alpn_protocols"] = ["h2"]  # gRPC servers insist on ALPN h2
+        return {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common}}
+
+    def sds_files(self) -> dict[str, str]:
+        """File name → content of the SDS files to put in `sds_dir`."""
+        secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+        client = {"resources": [{"@type": secret, "name": self.CLIENT, "tls_certificate": {
+            "certificate_chain": {"filename": f"{self.secret_dir}/tls.crt"},
+            "private_key": {"filename": f"{self.secret_dir}/tls.key"}}}]}
+        ca = {"resources": [{"@type": secret, "name": self.CA, "validation_context": {
+            "trusted_ca": {"filename": f"{self.secret_dir}/ca.crt"}}}]}
+        return {"client.yaml": yaml.safe_dump(client, sort_keys=False), "ca.yaml": yaml.safe_dump(ca, sort_keys=False)}
+
+
+@dataclass(frozen=True, slots=True)
 class StatsSink:
     """Envoy pushes its stats to a statsd listener of the control plane (UDP): counters as
     deltas every `flush_interval_ms`, histogram samples (latencies) as they are recorded.
@@ -66,7 +113,7 @@ class StatsSink:
 
 def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port: int,
            xds_host: str = "127.0.0.1", delta: bool = False,
-           metadata: Mapping[str, Any] | None = None, tls: XdsTls | None = None,
+           metadata: Mapping[str, Any] | None = None, tls: XdsTls | MountedTls | None = None,
            stats_sink: StatsSink | None = None, ratelimit_host: str | None = None,
            ratelimit_port: int | None = None) -> str:
     """Bootstrap YAML for one Envoy. `delta` selects DELTA_GRPC (incremental) ADS.
@@ -75,7 +122,8 @@ def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port:
     sidecar limited to some namespaces). `stats_sink` adds the push of stats to the
     control plane (canary analysis). The `modelroute_ratelimit` cluster points to the
     rate-limit service at `ratelimit_host` (default: the control plane's host) and
-    `ratelimit_port` (default: the xDS port + 1).
+    `ratelimit_port` (default: the xDS port + 1). `tls`: mTLS to the control plane on
+    both (xDS and the rate-limit service).
     """
     if role not in ("gateway", "sidecar"):
         raise ValueError(f"bootstrap role must be gateway or sidecar, not {role!r}")
@@ -86,6 +134,7 @@ def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port:
         metadata=json.dumps(node_metadata, sort_keys=True), admin_port=int(admin_port),
         api_type="DELTA_GRPC" if delta else "GRPC", xds_host=json.dumps(xds_host), xds_port=int(xds_port),
         xds_transport_socket=f"transport_socket: {json.dumps(tls.transport_socket())}" if tls else "",
+        ratelimit_transport_socket=f"transport_socket: {json.dumps(tls.transport_socket())}" if tls else "",
         stats_sinks=stats_sink.block() if stats_sink else "",
         ratelimit_host=json.dumps(ratelimit_host or xds_host),
         ratelimit_port=int(ratelimit_port if ratelimit_port is not None else int(xds_port) + 1))

@@ -17,7 +17,6 @@ import json
 import logging
 import socket
 import ssl
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,39 +25,11 @@ from aiohttp import web
 
 from controller.kubernetes import admission
 from controller.pki import KeyPair, PkiError, matches
+from controller.tls import ServingTls
 
 log = logging.getLogger(__name__)
 
 Review = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class ServingTls:
-    """A server TLS context whose certificate can be replaced while serving."""
-
-    def __init__(self) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.current: KeyPair | None = None
-
-    @property
-    def ready(self) -> bool:
-        """A certificate is loaded (before that, every handshake fails)."""
-        return self.current is not None
-
-    def load(self, pair: KeyPair) -> bool:
-        """Serve `pair` from the next handshake on; False when it is the one already served."""
-        if pair == self.current:
-            return False
-        # The ssl module loads key material from files only: a private directory, removed at once.
-        with tempfile.TemporaryDirectory(prefix="modelroute-webhook-") as directory:
-            cert, key = Path(directory, "tls.crt"), Path(directory, "tls.key")
-            cert.write_bytes(pair.cert_pem)
-            key.touch(mode=0o600)
-            key.write_bytes(pair.key_pem)
-            self.context.load_cert_chain(cert, key)
-        self.current = pair
-        log.info("webhook serving certificate loaded", extra={"certificate": repr(pair)})
-        return True
 
 
 async def watch_files(directory: Path, tls: ServingTls, *, every: float = 10.0) -> None:

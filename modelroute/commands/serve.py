@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import signal
 import socket
@@ -23,7 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="control plane only: xDS server fed by a provider (file or kubernetes)")
     p.add_argument("--provider", choices=["file", "kubernetes"], default="file")
     p.add_argument("--dir", type=Path, default=Path("examples/quickstart"), help="manifests (file provider)")
-    p.add_argument("--xds-address", default="0.0.0.0:18000", help="HOST:PORT the xDS server binds")
+    p.add_argument("--xds-address", default=None,
+                   help="HOST:PORT the xDS server binds (default: 0.0.0.0:18000 for the kubernetes provider, "
+                        "127.0.0.1:18000 for the file provider)")
+    p.add_argument("--xds-tls", choices=["auto", "files", "off"], default=None,
+                   help="mTLS with the Envoys on the xDS, rate-limit and stats ports: auto (kubernetes default: "
+                        "the control plane issues and rotates the certificates), files (tls.crt, tls.key, ca.crt "
+                        "in --xds-tls-dir), off (plaintext; file provider default, loopback only unless "
+                        "--xds-insecure)")
+    p.add_argument("--xds-tls-dir", type=Path, default=None,
+                   help="the server certificate, key and client CA for --xds-tls files (reloaded on change)")
+    p.add_argument("--xds-insecure", action="store_true",
+                   help="allow plaintext xDS on a non-loopback address: every peer that can reach the port "
+                        "gets configuration, API keys and TLS keys included")
     p.add_argument("--listen-address", default="0.0.0.0", help="address gateway listeners bind")
     p.add_argument("--kubeconfig", default=None, help="kubernetes provider: default $KUBECONFIG or in-cluster")
     p.add_argument("--namespace", default=None, help="kubernetes provider: watch one namespace (default: all)")
@@ -67,18 +80,41 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    host, _, port = args.xds_address.rpartition(":")
-    if args.provider == "kubernetes":
+    kubernetes = args.provider == "kubernetes"
+    address = args.xds_address or ("0.0.0.0:18000" if kubernetes else "127.0.0.1:18000")
+    host, _, port = address.rpartition(":")
+    tls = args.xds_tls or ("auto" if kubernetes else "off")
+    if tls == "files" and (args.xds_tls_dir is None or not args.xds_tls_dir.is_dir()):
+        print(f"modelroute serve: --xds-tls files needs --xds-tls-dir DIR with tls.crt, tls.key, ca.crt "
+              f"(got {args.xds_tls_dir})")
+        return 2
+    if tls == "auto" and not kubernetes:
+        print("modelroute serve: --xds-tls auto needs the kubernetes provider (its Secrets hold the CA); "
+              "use --xds-tls files")
+        return 2
+    if tls == "off" and not _loopback(host) and not args.xds_insecure:
+        print(f"modelroute serve: plaintext xDS on {address} would give every peer that reaches it the whole "
+              "configuration (API keys and TLS keys included): use --xds-tls, or --xds-insecure to accept that")
+        return 2
+    if kubernetes:
         if not port.isdigit():
-            print(f"modelroute serve: --xds-address must be HOST:PORT (got {args.xds_address})")
+            print(f"modelroute serve: --xds-address must be HOST:PORT (got {address})")
             return 2
-        return asyncio.run(_serve_kubernetes(args, host or "0.0.0.0", int(port)))
+        return asyncio.run(_serve_kubernetes(args, host or "0.0.0.0", int(port), tls))
     if not args.dir.is_dir() or not port.isdigit():
-        print(f"modelroute serve: need an existing --dir and --xds-address HOST:PORT (got {args.dir}, {args.xds_address})")
+        print(f"modelroute serve: need an existing --dir and --xds-address HOST:PORT (got {args.dir}, {address})")
         return 2
     options = EmbeddedOptions(directory=args.dir.resolve(), xds_host=host or "0.0.0.0", xds_port=int(port),
-                              listen_address=args.listen_address, start_envoy=False)
+                              listen_address=args.listen_address, start_envoy=False,
+                              xds_tls_dir=args.xds_tls_dir if tls == "files" else None)
     return asyncio.run(_serve(options))
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 async def _serve(options: EmbeddedOptions) -> int:
@@ -97,7 +133,7 @@ async def _serve(options: EmbeddedOptions) -> int:
     return 0
 
 
-async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> int:
+async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls: str) -> int:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ConfigError
     from controller.kubernetes.webhook_certs import WebhookTarget
@@ -136,14 +172,17 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int) -> i
                                                      ratelimit=ratelimit, stats_address=args.stats_address,
                                                      admin_address=args.admin_address, webhook=webhook,
                                                      privileged_port_offset=args.privileged_port_offset,
-                                                     gateway_readiness_port=args.gateway_readiness_port))
+                                                     gateway_readiness_port=args.gateway_readiness_port,
+                                                     xds_tls=tls, xds_tls_dir=args.xds_tls_dir))
         try:
             await mode.start()
             assert mode.plane is not None
             assert mode.ratelimit is not None
             webhook_note = f", webhook (HTTPS) on port {mode.webhook_port}" if mode.webhook_port is not None else ""
-            print(f"xDS on {host}:{mode.plane.xds_port}, rate-limit service on port {mode.ratelimit.port}, "
-                  f"stats (statsd, UDP+TCP) on port {mode.canary.port}, admin (/healthz /readyz /metrics) on port "
+            channels = "mTLS" if tls != "off" else "plaintext"
+            stats = "TCP, mTLS" if tls != "off" else "UDP+TCP"
+            print(f"xDS ({channels}) on {host}:{mode.plane.xds_port}, rate-limit service on port {mode.ratelimit.port}, "
+                  f"stats (statsd, {stats}) on port {mode.canary.port}, admin (/healthz /readyz /metrics) on port "
                   f"{mode.admin_port}{webhook_note} (kubernetes provider, identity {args.identity}); Ctrl-C to stop",
                   flush=True)
             await stop.wait()

@@ -60,3 +60,22 @@ def stop_process(proc: subprocess.Popen, *, grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=grace)
+
+
+def kubelet_write(directory: Path, files: dict[str, bytes]) -> None:
+    """Update a Secret volume the way the kubelet's atomic writer does: the files go into
+    a new timestamped directory, a `..data_tmp` symlink to it is renamed over `..data`
+    (one atomic step: what Envoy's watched directories react to), and each key is a
+    top-level symlink into `..data`."""
+    stamp = directory / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.time_ns()}"
+    stamp.mkdir()
+    for key, data in files.items():
+        (stamp / key).write_bytes(data)
+    tmp = directory / "..data_tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(stamp.name, tmp)
+    os.rename(tmp, directory / "..data")
+    for key in files:
+        link = directory / key
+        if not link.is_symlink():
+            os.symlink(f"..data/{key}", link)
