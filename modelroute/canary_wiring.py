@@ -42,7 +42,7 @@ from controller.status_view import CanaryView, RouteView
 from modelroute.control_loop import ControlLoop
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import ObjectStatus
-from xds_server.bootstrap import StatsSink
+from xds_server.bootstrap import MountedTls, StatsSink
 
 CANARY_FILE = "canary.json"
 # Envoy flushes counters this often: a verdict's window is accurate to it, so it is well
@@ -82,15 +82,20 @@ class CanaryWiring:
         return with_canary_conditions(statuses, self.runner), with_canary(views, self.runner)
 
 
-def tcp_stats_sink(host: str, port: int, *, flush_interval_ms: int = 1000) -> dict[str, Any]:
+def tcp_stats_sink(host: str, port: int, *, flush_interval_ms: int = 1000,
+                   tls: MountedTls | None = None) -> dict[str, Any]:
     """Bootstrap fields for Envoy's TCP statsd sink to `host:port` (a DNS name is fine: it
-    goes through the STRICT_DNS cluster `modelroute_stats`). Merge with `merge_stats_sink`."""
+    goes through the STRICT_DNS cluster `modelroute_stats`); with `tls`, over mTLS with the
+    gateway's certificate (a cluster's stats listener hears nobody else). Merge with
+    `merge_stats_sink`."""
     # V4_PREFERRED: the control plane listens on IPv4 (0.0.0.0); a name with an IPv6 address
     # too (e.g. localhost) must not pick that one.
     cluster = {"name": "modelroute_stats", "type": "STRICT_DNS", "connect_timeout": "1s",
                "dns_lookup_family": "V4_PREFERRED",
                "load_assignment": {"cluster_name": "modelroute_stats", "endpoints": [{"lb_endpoints": [
                    {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]}}
+    if tls is not None:
+        cluster["transport_socket"] = tls.transport_socket(grpc=False)
     sink = {"name": "envoy.stat_sinks.statsd", "typed_config": {
         "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink", "tcp_cluster_name": "modelroute_stats"}}
     return {"stats_sinks": [sink], "stats_flush_interval": f"{flush_interval_ms / 1000:.3f}s", "cluster": cluster}

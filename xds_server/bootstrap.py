@@ -82,13 +82,20 @@ class MountedTls:
             "common_tls_context": common}}
 
     def sds_files(self) -> dict[str, str]:
-        """File name → content of the SDS files to put in `sds_dir`."""
+        """File name → content of the SDS files to put in `sds_dir`. They read the Secret
+        through its `..data` directory: the kubelet swaps that symlink atomically (the
+        event Envoy reloads on) and only then creates the top-level `tls.crt` links of a
+        newly populated volume, so a reload reading `tls.crt` could find it missing and
+        never try again (seen with a Secret issued after the gateway started)."""
         secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+        data = f"{self.secret_dir}/..data"
+        # Each secret watches the volume (it exists from the start, unlike `..data`).
+        watched = {"path": self.secret_dir}
         client = {"resources": [{"@type": secret, "name": self.CLIENT, "tls_certificate": {
-            "certificate_chain": {"filename": f"{self.secret_dir}/tls.crt"},
-            "private_key": {"filename": f"{self.secret_dir}/tls.key"}}}]}
+            "certificate_chain": {"filename": f"{data}/tls.crt"},
+            "private_key": {"filename": f"{data}/tls.key"}, "watched_directory": watched}}]}
         ca = {"resources": [{"@type": secret, "name": self.CA, "validation_context": {
-            "trusted_ca": {"filename": f"{self.secret_dir}/ca.crt"}}}]}
+            "trusted_ca": {"filename": f"{data}/ca.crt"}, "watched_directory": watched}}]}
         return {"client.yaml": yaml.safe_dump(client, sort_keys=False), "ca.yaml": yaml.safe_dump(ca, sort_keys=False)}
 
 

@@ -126,3 +126,69 @@ def test_bootstrap_with_stats_sink_is_accepted_by_envoy(role: str, tmp_path: Pat
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+async def test_over_mtls_only_a_gateway_certificate_is_heard() -> None:
+    """Issue #14: 40 forged statsd datagrams moved a canary from 50% to 70%. In a cluster
+    the stats listener takes TCP over mTLS only: a client without the gateways' certificate
+    (or with one of another CA) is refused before a line is read."""
+    import datetime
+    import ssl
+    import tempfile
+
+    from controller import pki
+    from controller.tls import ServingTls
+    from xds_server.identity import GATEWAY_IDENTITY
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca, stranger_ca = pki.new_ca("xds-ca", now=now), pki.new_ca("other", now=now)
+    server = pki.new_serving(ca, ["modelroute-stats.ns.svc"], now=now)
+    tls = ServingTls(name="stats")
+    tls.load(server, client_ca=ca.cert_pem)
+    collector = StatsCollector()
+    listener = StatsTcpListener(collector, tls=tls.context)
+    port = await listener.start()
+    cluster = "modelserver/default/llama-canary"
+    line = f"envoy.cluster.{stat_name(cluster)}.upstream_rq_2xx:40|c\n".encode()
+
+    def requests() -> int:
+        return collector.window([cluster], since=0)[cluster].requests
+
+    async def send(client: pki.KeyPair | None) -> bool:
+        context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+        context.check_hostname = False
+        if client is not None:
+            with tempfile.TemporaryDirectory() as directory:
+                Path(directory, "c").write_bytes(client.cert_pem)
+                Path(directory, "k").write_bytes(client.key_pem)
+                context.load_cert_chain(Path(directory, "c"), Path(directory, "k"))
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+            writer.write(line)
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            return False
+        return True
+
+    async def plaintext() -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(line)
+        await writer.drain()
+        writer.close()
+
+    try:
+        await plaintext()
+        await send(None)
+        await send(pki.new_client(stranger_ca, GATEWAY_IDENTITY, now=now))
+        await asyncio.sleep(0.2)
+        assert requests() == 0
+        assert await send(pki.new_client(ca, GATEWAY_IDENTITY, now=now))
+        for _ in range(50):
+            if requests():
+                break
+            await asyncio.sleep(0.02)
+        assert requests() == 40
+    finally:
+        await listener.close()

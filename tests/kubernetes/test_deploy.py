@@ -23,7 +23,8 @@ from tests.support import REPO, envoy_binary
 from controller.kubernetes.runtime import LEADER_LABEL
 from modelroute.canary_wiring import merge_stats_sink, tcp_stats_sink
 from modelroute.kubernetes_mode import GATEWAY_ADMIN_PORT
-from xds_server.bootstrap import render_dict
+from controller.kubernetes.xds_certs import CA_SECRET, GATEWAY_SECRET
+from modelroute import gateway_bootstrap
 
 NS = "matrixinfer-system"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration",
@@ -45,15 +46,43 @@ def test_every_object_is_well_formed_and_in_the_system_namespace() -> None:
     assert len(names) == len(docs())  # no duplicates
 
 
-def test_gateway_bootstrap_matches_the_template() -> None:
+def test_gateway_bootstrap_is_generated_and_current() -> None:
+    """deploy/base/gateway-bootstrap.yaml is what `scripts/render_gateway_bootstrap.py`
+    writes from the renderers the tests start Envoys with (rerun it after a change)."""
+    assert (REPO / "deploy" / "base" / "gateway-bootstrap.yaml").read_text() == gateway_bootstrap.manifest(NS)
     (config_map,) = by_kind("ConfigMap")
-    expected = merge_stats_sink(
-        render_dict("gateway", node_id="gateway", cluster="modelroute-gateway", xds_port=18000, admin_port=19000,
-                    xds_host=f"modelroute-xds.{NS}.svc.cluster.local"),
-        tcp_stats_sink(f"modelroute-stats.{NS}.svc.cluster.local", 18002, flush_interval_ms=1000))
-    assert yaml.safe_load(config_map["data"]["envoy.yaml"]) == expected
+    assert config_map["data"] == gateway_bootstrap.config_map(NS)["data"]
     xds = next(s for s in by_kind("Service") if s["metadata"]["name"] == "modelroute-xds")
     assert xds["spec"]["ports"][0]["port"] == 18000
+
+
+def test_gateways_reach_the_control_plane_over_mtls_with_the_certificate_it_issues() -> None:
+    """Every channel of the gateway to the control plane (xDS, rate limits, stats) uses the
+    client certificate of Secret modelroute-gateway-xds (mounted where the SDS files of the
+    bootstrap say, optional: the leader issues it), checked against the control plane's
+    Service names; the control plane requires it (--xds-tls auto)."""
+    (config_map,) = by_kind("ConfigMap")
+    bootstrap = yaml.safe_load(config_map["data"]["envoy.yaml"])
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    for name in ("modelroute_xds", "modelroute_ratelimit", "modelroute_stats"):
+        common = clusters[name]["transport_socket"]["typed_config"]["common_tls_context"]
+        assert common["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]["path"] == \
+            f"{gateway_bootstrap.SDS_DIR}/client.yaml", name
+        sans = {m["matcher"]["exact"] for m in
+                common["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]}
+        host = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        assert host["socket_address"]["address"] in sans, name
+    gateway = container("modelroute-gateway")
+    mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
+    (deployment,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "modelroute-gateway"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    secret_volume = next(n for n, v in volumes.items() if "secret" in v)
+    assert volumes[secret_volume]["secret"] == {"secretName": GATEWAY_SECRET, "optional": True}
+    assert mounts[secret_volume] == gateway_bootstrap.SECRET_DIR
+    assert arg(container("modelroute"), "--xds-tls") == "auto"
+    for name in (CA_SECRET, GATEWAY_SECRET):  # the leader writes them, every replica reads the CA
+        for verb in ("get", "watch", "update"):
+            assert granted(rules_of("Role", "modelroute-system"), "", "secrets", verb, name), (name, verb)
 
 
 def _control_plane_container() -> dict[str, Any]:
@@ -77,8 +106,12 @@ def test_rate_limit_service_is_exposed_where_the_gateway_bootstrap_points() -> N
 @pytest.mark.slow
 def test_gateway_bootstrap_is_accepted_by_envoy(tmp_path: Path) -> None:
     (config_map,) = by_kind("ConfigMap")
+    secret = tmp_path / "xds-client"  # an optional Secret not issued yet: the kubelet mounts it empty
+    secret.mkdir()
+    for key, text in config_map["data"].items():  # mounted as the pod mounts them
+        text = text.replace(gateway_bootstrap.SDS_DIR, str(tmp_path)).replace(gateway_bootstrap.SECRET_DIR, str(secret))
+        (tmp_path / key).write_text(text)
     bootstrap = tmp_path / "envoy.yaml"
-    bootstrap.write_text(config_map["data"]["envoy.yaml"])
     done = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(bootstrap), "--service-node", "pod-1"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -195,7 +228,7 @@ def test_stats_reach_the_leader_where_the_gateway_bootstrap_sends_them() -> None
     by_name = {p["name"]: p for p in container["ports"]}
     served = {(p["port"], p.get("protocol", "TCP")) for p in service["spec"]["ports"]
               if by_name[p["targetPort"]]["containerPort"] == p["port"]}
-    assert served == {(address["port_value"], "TCP"), (address["port_value"], "UDP")}
+    assert served == {(address["port_value"], "TCP")}  # over mTLS; no UDP (it cannot be authenticated)
     assert container["args"][container["args"].index("--stats-address") + 1] == f"0.0.0.0:{address['port_value']}"
     assert granted(rules_of("Role", "modelroute-system"), "", "pods", "patch", "any")  # the leader labels its pod
 
@@ -234,9 +267,7 @@ def test_control_plane_binds_every_port_it_declares_and_probes_name_them() -> No
     by_name = _ports(cp)
     for flag, port_name in flags.items():  # all interfaces: kubelet probes and Services reach the pod IP
         assert arg(cp, flag) == f"0.0.0.0:{by_name[port_name]['containerPort']}", flag
-    assert by_name["stats-udp"]["containerPort"] == by_name["stats"]["containerPort"]  # one port, UDP and TCP
-    assert {(by_name[n]["containerPort"], by_name[n].get("protocol", "TCP")) for n in [*flags.values(), "stats-udp"]} \
-        == declared
+    assert {(by_name[n]["containerPort"], by_name[n].get("protocol", "TCP")) for n in flags.values()} == declared
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         assert cp[probe]["httpGet"] == {"path": path, "port": "admin"}
     for service in by_kind("Service"):

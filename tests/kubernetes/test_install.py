@@ -52,11 +52,12 @@ import pytest
 import yaml
 
 from controller.kubernetes.resources import ALL, LEASE, MODEL_SERVER, POD, SERVICE, VALIDATING_WEBHOOK, ResourceType
+from controller.kubernetes.xds_certs import GATEWAY_SECRET
 from controller.processes import terminate
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import server
 from tests.kubernetes.rendered import KUBECTL, render_text, rendered
-from tests.support import REPO, VENV_BIN
+from tests.support import REPO, VENV_BIN, kubelet_write
 
 pytestmark = pytest.mark.slow
 
@@ -188,9 +189,12 @@ class Cluster:
         self.kubeconfig = host_dir / "kubeconfig"
         self.gateway_ip = ""
         self.cluster_ips: dict[str, ClusterIP] = {}  # "<service>:<port>" → its proxy
+        self.secret_volumes: dict[Path, tuple[str, dict[str, str] | None]] = {}  # dir → (Secret, data written)
+        self._kubelet: asyncio.Task[None] | None = None
 
     async def up(self) -> None:
         await self.api.start()
+        self._kubelet = asyncio.create_task(self._sync_secret_volumes())
         self.kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.api.url}}],
@@ -263,23 +267,59 @@ class Cluster:
         return pod
 
     def mount(self, pod: Pod, rewrite: dict[str, str] | None = None) -> None:
-        """ConfigMap volumes as host directories, with `rewrite` (old → new text) applied."""
-        for volume in pod.spec.get("volumes") or ():
-            directory = pod.host_dir / f"{pod.name}-{volume['name']}"
+        """ConfigMap volumes as host directories, with `rewrite` (old → new text) applied
+        and every mount path of the pod replaced by the host directory standing in for it
+        (a path in a config file then means what it means in the pod); Secret volumes kept
+        in sync with their Secret as the kubelet does (an optional one is empty until the
+        Secret exists)."""
+        volumes = pod.spec.get("volumes") or ()
+        directories = {v["name"]: pod.host_dir / f"{pod.name}-{v['name']}" for v in volumes}
+        for mount in pod.container.get("volumeMounts") or ():
+            pod.mounts[mount["mountPath"]] = directories[mount["name"]]
+        paths = {path: str(directory) for path, directory in pod.mounts.items()}
+        for volume in volumes:
+            directory = directories[volume["name"]]
             directory.mkdir(mode=0o755)
-            if "configMap" in volume:
+            if "secret" in volume:
+                secret = volume["secret"]
+                assert secret.get("optional") or self.api.read(ALL[5], NS, secret["secretName"]), \
+                    f"kubelet: Secret {secret['secretName']} missing"
+                self.secret_volumes[directory] = (secret["secretName"], None)
+                self._write_secret_volume(directory)
+            elif "configMap" in volume:
                 config_map = self.api.read(INSTALL_KINDS[1], NS, volume["configMap"]["name"])
                 assert config_map is not None
                 for key, text in config_map["data"].items():
-                    for old, new in (rewrite or {}).items():
+                    for old, new in {**(rewrite or {}), **paths}.items():
                         text = text.replace(old, new)
                     (directory / key).write_text(text)
                     (directory / key).chmod(0o644)
             else:
                 directory.chmod(0o1777)  # an emptyDir the pod's user writes
-            for mount in pod.container.get("volumeMounts") or ():
-                if mount["name"] == volume["name"]:
-                    pod.mounts[mount["mountPath"]] = directory
+
+    def _write_secret_volume(self, directory: Path) -> None:
+        name, written = self.secret_volumes[directory]
+        data = ((self.api.read(ALL[5], NS, name) or {}).get("data")) or None
+        if data is not None and data != written:
+            kubelet_write(directory, {key: base64.b64decode(value) for key, value in data.items()})
+            for entry in directory.iterdir():  # the pod's user reads them
+                if not entry.is_symlink():
+                    entry.chmod(0o755 if entry.is_dir() else 0o644)
+                    for file in entry.iterdir() if entry.is_dir() else ():
+                        file.chmod(0o644)
+            self.secret_volumes[directory] = (name, data)
+
+    async def _sync_secret_volumes(self) -> None:
+        """The kubelet's periodic sync of Secret volumes (a real one takes up to a minute)."""
+        while True:
+            for directory in list(self.secret_volumes):
+                self._write_secret_volume(directory)
+            await asyncio.sleep(0.2)
+
+    def gateway_client(self) -> tuple[bytes, bytes, bytes]:
+        """The gateways' client certificate, key and CA bundle, as the control plane issued them."""
+        data = (self.api.read(ALL[5], NS, GATEWAY_SECRET) or {}).get("data") or {}
+        return tuple(base64.b64decode(data[k]) for k in ("tls.crt", "tls.key", "ca.crt"))  # type: ignore[return-value]
 
     def env(self, pod: Pod) -> dict[str, str]:
         env = {**image_env(), "KUBECONFIG": str(self.kubeconfig)}
@@ -412,6 +452,8 @@ async def cluster() -> AsyncIterator[Cluster]:
                 await terminate(pod.proc, grace=5, label=pod.name)
         for proxy in state.cluster_ips.values():
             await proxy.stop()
+        if state._kubelet is not None:
+            state._kubelet.cancel()
         await state.api.stop()
         shutil.rmtree(host_dir, ignore_errors=True)
 
@@ -421,12 +463,34 @@ def deployment(name: str) -> dict[str, Any]:
     return found
 
 
-async def grpc_answers(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def grpc_answers(address: str, client: tuple[bytes, bytes, bytes] | None = None) -> bool:
+    """A gRPC connection is established: plaintext, or over mTLS with `client`'s certificate,
+    key and CA (the control plane's certificate names its Services, not the pod IP)."""
+    if client is None:
+        channel = grpc.aio.insecure_channel(address)
+    else:
+        cert, key, ca = client
+        channel = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca, key, cert),
+                                          options=[("grpc.ssl_target_name_override", f"modelroute-xds.{NS}.svc")])
+    async with channel:
         try:
             await asyncio.wait_for(channel.channel_ready(), 5)
         except TimeoutError:
             return False
+    return True
+
+
+async def stats_over_mtls(ip: str, port: int, client: tuple[bytes, bytes, bytes]) -> bool:
+    """The stats listener completes a TLS handshake with the gateway certificate only."""
+    cert, key, ca = client
+    context = ssl.create_default_context(cadata=ca.decode())
+    context.check_hostname = False
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "c").write_bytes(cert)
+        Path(directory, "k").write_bytes(key)
+        context.load_cert_chain(Path(directory, "c"), Path(directory, "k"))
+    _, writer = await asyncio.open_connection(ip, port, ssl=context)
+    writer.close()
     return True
 
 
@@ -435,15 +499,6 @@ async def tls_healthz(ip: str, port: int, ca_bundle: bytes, server_name: str) ->
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         async with http.get(f"https://{ip}:{port}/healthz", ssl=context, server_hostname=server_name) as resp:
             return resp.status
-
-
-def udp_bound(ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return True
-    return False
 
 
 async def eventually(check: Any, what: str, pods: list[Pod]) -> None:
@@ -487,7 +542,10 @@ async def test_the_rendered_install_starts_answers_on_every_port_and_its_webhook
     # The gateway first: Envoy is up, but not ready before the control plane sent its config.
     hosts = {h: await cluster.dns(h, ip) for h, ip in zip(hostnames, ips[cp_count + 1:])}
     assert {h.split(".")[0] for h in hosts} == {"modelroute-xds", "modelroute-stats"}
-    cluster.mount(gw, rewrite={**hosts, "address: 127.0.0.1": f"address: {gw.ip}"})
+    # Services by their ClusterIP (only where Envoy connects: the names it checks the
+    # control plane's certificate for stay names).
+    cluster.mount(gw, rewrite={**{f"address: {h}": f"address: {ip}" for h, ip in hosts.items()},
+                               "address: 127.0.0.1": f"address: {gw.ip}"})
     await cluster.start(gw)
     admin = f"http://{gw.ip}:19000/server_info"
 
@@ -535,12 +593,11 @@ async def test_the_rendered_install_starts_answers_on_every_port_and_its_webhook
     for pod in cps:
         assert await cluster.probe(pod, "livenessProbe") == (200, "ok\n")
         assert (await cluster.probe(pod, "readinessProbe"))[0] == 200
-        assert await grpc_answers(f"{pod.ip}:{pod.port('xds')}"), pod.name
-        assert await grpc_answers(f"{pod.ip}:{pod.port('ratelimit')}"), pod.name
-        _, writer = await asyncio.open_connection(pod.ip, pod.port("stats"))
-        writer.close()
-        await writer.wait_closed()
-        assert udp_bound(pod.ip, pod.port("stats-udp")), pod.name
+        client = cluster.gateway_client()  # mTLS: the gateway's certificate works, plaintext does not
+        for port_name in ("xds", "ratelimit"):
+            assert await grpc_answers(f"{pod.ip}:{pod.port(port_name)}", client), (pod.name, port_name)
+            assert not await grpc_answers(f"{pod.ip}:{pod.port(port_name)}"), (pod.name, port_name)
+        assert await stats_over_mtls(pod.ip, pod.port("stats"), client), pod.name
         assert await tls_healthz(pod.ip, pod.port("webhook"), ca_bundle, f"modelroute-webhook.{NS}.svc") == 200
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             async with http.get(f"http://{pod.ip}:{pod.port('admin')}/metrics") as resp:

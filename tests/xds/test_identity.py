@@ -150,3 +150,22 @@ async def test_limits_on_names_name_length_and_streams(plane: Plane, certs: Pki)
     for call in calls:
         call.cancel()
     await ch.close()
+
+
+async def test_a_forged_nack_never_reaches_the_gateways_status(plane: Plane, certs: Pki) -> None:
+    """Only the gateway group's verdicts set Programmed (modelroute.control_loop); a client
+    must hold a gateway certificate to be in that group, whatever its metadata claims."""
+    sidecar = channel(plane, certs.client(sidecar_identity("team-a")), certs.ca.cert_pem)
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(sidecar).StreamAggregatedResources()
+    await call.write(discovery_pb2.DiscoveryRequest(node=node("gateway"), type_url=CLUSTER))
+    response = await asyncio.wait_for(call.read(), 3)
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, response_nonce=response.nonce,
+                                                    error_detail={"code": 3, "message": "forged rejection"}))
+    for _ in range(100):
+        if plane.recorder.nacks:
+            break
+        await asyncio.sleep(0.01)
+    call.cancel()
+    await sidecar.close()
+    assert [(group, error) for group, _, _, error, _ in plane.recorder.nacks] == \
+        [('sidecar:{"namespaces":["team-a"]}', "forged rejection")]
