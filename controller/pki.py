@@ -98,36 +98,25 @@ def new_serving(ca: KeyPair, dns_names: Sequence[str], *, now: datetime.datetime
                 lifetime: datetime.timedelta = SERVING_LIFETIME, ips: Sequence[str] = ()) -> KeyPair:
     """A server certificate for `dns_names` (the first is the common name) and `ips`,
     signed by `ca`, never valid beyond the CA."""
-    ca_cert, ca_key = load(ca.cert_pem), _key(ca.key_pem)
-    key = ec.generate_private_key(ec.SECP256R1())
-    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE).not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([*(x509.DNSName(n) for n in dns_names),
-                                                        *(x509.IPAddress(ipaddress.ip_address(i)) for i in ips)]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+    sans = [*(x509.DNSName(n) for n in dns_names), *(x509.IPAddress(ipaddress.ip_address(i)) for i in ips)]
+    return _leaf(ca, dns_names[0], ExtendedKeyUsageOID.SERVER_AUTH, sans, now=now, lifetime=lifetime)
 
 
 def new_client(ca: KeyPair, spiffe_id: str, *, now: datetime.datetime,
                lifetime: datetime.timedelta = SERVING_LIFETIME) -> KeyPair:
     """A client certificate for the identity `spiffe_id` (URI SAN, also the common name),
     signed by `ca`, never valid beyond the CA."""
+    return _leaf(ca, spiffe_id[-64:], ExtendedKeyUsageOID.CLIENT_AUTH, [x509.UniformResourceIdentifier(spiffe_id)],
+                 now=now, lifetime=lifetime)
+
+
+def _leaf(ca: KeyPair, common_name: str, usage: x509.ObjectIdentifier, sans: Sequence[x509.GeneralName], *,
+          now: datetime.datetime, lifetime: datetime.timedelta) -> KeyPair:
     ca_cert, ca_key = load(ca.cert_pem), _key(ca.key_pem)
     key = ec.generate_private_key(ec.SECP256R1())
     not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spiffe_id[-64:])]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE).not_valid_after(not_after)
@@ -135,8 +124,8 @@ def new_client(ca: KeyPair, spiffe_id: str, *, now: datetime.datetime,
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
