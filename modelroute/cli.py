@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "rollout": "rollout",
     "drain": "drain",
+    "sidecar-cert": "sidecar_cert",
     "openapi": "openapi",
     "completion": "completion",
 }
@@ -33,6 +34,7 @@ _HELP = {
     "status": "show routes, live splits and canary state",
     "rollout": "canary control: status, promote, abort, pause, resume",
     "drain": "gateway preStop hook: drain the local Envoy, wait for in-flight requests",
+    "sidecar-cert": "issue the xDS client certificate of one namespace's sidecars",
     "openapi": "print the OpenAPI 3 description of the API",
     "completion": "print a shell completion script (bash or zsh)",
 }
