@@ -262,26 +262,42 @@ class StatsCollector:
         bucket counts in the window holding its start, so back-to-back windows never
         count a response twice. Clusters are named as in xDS (`modelserver/ns/a.b`)."""
         end = self._clock() if until is None else until
-        wanted = list(clusters)
-        totals: dict[str, _Bucket] = {c: _Bucket() for c in wanted}
+        return {c: windows[0] for c, windows in self.series(clusters, since=since, until=end, step=end - since).items()}
+
+    def series(self, clusters: Iterable[str], *, since: float, until: float, step: float) -> dict[str, list[VariantWindow]]:
+        """Each cluster's windows [since + i·step, since + (i+1)·step) up to `until`, in one
+        pass over the retained buckets (the experiment page's charts)."""
+        wanted = {stat_name(c): c for c in clusters}
+        count = max(1, math.ceil((until - since) / step)) if step > 0 else 1
+        totals: dict[tuple[str, int], _Bucket] = {}
         for bucket, by_cluster in self._buckets.items():
-            if not since <= bucket * RESOLUTION_S < end:
+            start = bucket * RESOLUTION_S
+            if not since <= start < until:
                 continue
-            for cluster in wanted:
-                bucket = by_cluster.get(stat_name(cluster))
-                if bucket is None:
+            index = min(count - 1, int((start - since) // step)) if step > 0 else 0
+            for stat, data in by_cluster.items():
+                if stat not in wanted:
                     continue
-                total = totals[cluster]
-                for klass, n in bucket.responses.items():
+                total = totals.setdefault((stat, index), _Bucket())
+                for klass, n in data.responses.items():
                     total.responses[klass] = total.responses.get(klass, 0) + n
-                total.latencies.extend(bucket.latencies)
-                for code, n in bucket.codes.items():
+                total.latencies.extend(data.latencies)
+                for code, n in data.codes.items():
                     total.codes[code] = total.codes.get(code, 0) + n
-                for name, values in bucket.samples.items():
+                for name, values in data.samples.items():
                     total.samples.setdefault(name, []).extend(values)
-        return {c: VariantWindow(c, tuple(sorted(t.responses.items())), tuple(t.latencies), tuple(sorted(t.codes.items())),
-                                 tuple((name, tuple(v)) for name, v in sorted(t.samples.items())))
-                for c, t in totals.items()}
+        out: dict[str, list[VariantWindow]] = {}
+        for stat, cluster in wanted.items():
+            out[cluster] = [_as_window(cluster, totals.get((stat, i))) for i in range(count)]
+        return out
+
+
+def _as_window(cluster: str, total: _Bucket | None) -> VariantWindow:
+    if total is None:
+        return VariantWindow(cluster)
+    return VariantWindow(cluster, tuple(sorted(total.responses.items())), tuple(total.latencies),
+                         tuple(sorted(total.codes.items())),
+                         tuple((name, tuple(v)) for name, v in sorted(total.samples.items())))
 
 
 class _Protocol(asyncio.DatagramProtocol):

@@ -33,6 +33,11 @@ the limits per destination cluster.
 
 Ports below 1024 in a manifest are moved up by `privileged_port_offset` when not running
 as root (default 10000: 443 → 10443), and the printed URLs say so.
+
+The admin HTTP server (`admin_address`, loopback by default) serves `/healthz`,
+`/readyz`, `/metrics` (this control plane's series, `modelroute.metrics`, with the
+per-variant and rollout series), `/debug/nodes` and the experiment page (`/experiments`,
+read-only unless `experiment_token` is set; `modelroute.experiment_page`).
 """
 
 from __future__ import annotations
@@ -46,23 +51,27 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from controller.background import cancel_and_wait, spawn
 from controller.embedded_status import with_gateway_down, with_rejections, workload_statuses
 from controller.envoy_process import EnvoyProcess
+from controller.experiment_metrics import CanaryCollector, VariantCollector
 from controller.file_provider import FileProvider
-from controller.instance import InstanceLock, check_ports
+from controller.instance import InstanceLock, check_ports, split_address
 from controller.ratelimit_limits import cluster_limits
 from controller.ratelimit_redis import LocalRedis, redis_for
 from controller.ratelimit_service import RunningService, ServiceOptions, start_ratelimit_service
 from controller.replicas import ReplicaRuntime
-from controller.status_view import StatusWriter, status_path
+from controller.status_view import RouteView, StatusWriter, status_path
 from controller.status_view import run_dir as run_dir_of
 from controller.supervisor import Supervisor
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.endpoint_drain import EndpointDrain
+from modelroute.experiment_page import ExperimentSource, add_routes
+from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
@@ -71,6 +80,7 @@ from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.cache import metadata_node_group
 from xds_server.bootstrap import render_dict
+from xds_server.http import admin_app, start_admin
 
 log = logging.getLogger("modelroute.embedded")
 
@@ -105,6 +115,8 @@ class EmbeddedOptions:
     ratelimit: ServiceOptions = field(default_factory=ServiceOptions.from_env)
     # The translator's feature plugins (None: built-in plus the `modelroute.plugins` entry points).
     plugins: tuple[Plugin, ...] | None = None
+    admin_address: str = "127.0.0.1:0"  # /healthz /readyz /metrics /debug/nodes /experiments (`up`: :19001)
+    experiment_token: str | None = None  # None: the experiment page is read-only
 
     @property
     def run_dir(self) -> Path:
@@ -121,16 +133,23 @@ class Embedded:
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
         self.lock = InstanceLock(options.run_dir, directory=options.directory)
         self.status_writer = StatusWriter(status_path(options.run_dir))
-        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=options.plugins)
+        # One registry per instance: its /metrics shows this control plane only, and tests may
+        # run several in one process.
+        self.registry = CollectorRegistry()
+        self.metrics = ControlPlaneMetrics(self.registry)
+        self.metrics.leader.set(1)  # the only instance: it writes the status and judges rollouts
+        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=options.plugins,
+                                metrics=self.metrics)
         self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
+        self.registry.register(VariantCollector(self.canary.stats))
+        self.registry.register(CanaryCollector(lambda: self.canary.runner))
         self.drain = EndpointDrain()
         self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas",
                                        drain=self._drain)
         self.provider = FileProvider(options.directory, self._on_objects, on_errors=self.loop.publish_status)
         self.plane: ControlPlane | None = None
-        # One registry per instance: its /metrics shows this control plane only, and tests may
-        # run several in one process.
-        self.registry = CollectorRegistry()
+        self.admin: web.AppRunner | None = None
+        self.admin_port: int | None = None
         self.gateway: Supervisor | None = None  # the gateway Envoy
         self.ratelimit: RunningService | None = None
         self.redis: LocalRedis | None = None
@@ -164,8 +183,10 @@ class Embedded:
         rls_port = self.options.ratelimit_port
         if rls_port is None:
             rls_port = self.options.xds_port + 1 if self.options.xds_port else 0
+        admin_host, admin_port = split_address(self.options.admin_address)
         check_ports([(self.options.xds_host, self.options.xds_port, "xDS"),
-                     (self.options.xds_host, rls_port, "rate-limit service")])
+                     (self.options.xds_host, rls_port, "rate-limit service"),
+                     (admin_host, admin_port, "admin and experiment page")])
         objects = await self.provider.load()
         if self.options.start_envoy:
             check_ports(self._listener_ports(objects))
@@ -176,8 +197,12 @@ class Embedded:
         self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options)
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               node_group=metadata_node_group, hooks=[self.loop.hooks, self.drain],
-                                               registry=self.registry, debounce=0.0)
+                                               admin_host=None, node_group=metadata_node_group,
+                                               hooks=[self.loop.hooks, self.drain], registry=self.registry,
+                                               debounce=0.0)
+        app = admin_app(ready=self.plane.ready, debug=self.plane.debug, registry=self.registry)
+        add_routes(app, self.experiments())
+        self.admin, self.admin_port = await start_admin(app, admin_host, admin_port)
         self.loop.attach(self.plane.cache)
         await self.canary.start()
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
@@ -187,7 +212,18 @@ class Embedded:
         if self.options.start_envoy:
             self.gateway = Supervisor("gateway", self._make_gateway, on_change=self.loop.publish_status)
             await self.gateway.start()
-        log.info("embedded mode up: dir=%s xds_port=%s", self.options.directory, self.plane.xds_port)
+        log.info("embedded mode up: dir=%s xds_port=%s admin_port=%s", self.options.directory, self.plane.xds_port,
+                 self.admin_port)
+
+    def experiments(self) -> ExperimentSource:
+        """What the experiment page reads of this instance."""
+        def views() -> list[RouteView]:
+            compiled = self.loop.compiled.get(GATEWAY)
+            return [] if compiled is None else route_views(compiled, self.loop.objects)
+
+        return ExperimentSource(mode="embedded", views=views, rollouts=self.canary.rollouts, stats=self.canary.stats,
+                                command=self.canary.command, leading=lambda: True,
+                                token=self.options.experiment_token)
 
     def _listener_ports(self, objects: Sequence[Resource]) -> list[tuple[str, int, str]]:
         """(address, port, purpose) of every listener the gateway Envoy will bind."""
@@ -219,6 +255,9 @@ class Embedded:
         await cancel_and_wait(self._debounce_task)
         await self.loop.close()
         await self.canary.stop()
+        if self.admin is not None:
+            await self.admin.cleanup()
+            self.admin = None
         if self.plane is not None:
             await self.plane.stop()
         if self.ratelimit is not None:

@@ -24,7 +24,9 @@ its state goes to each ModelRoute's `status.canary`/`status.rollout` with the st
 writes, and every other replica applies the split that status shows.
 
 Every port the Deployment declares is bound here: xDS, rate-limit, stats, the admin
-server (`/healthz`, `/readyz`, `/metrics`, `/debug/nodes` on `admin_address`) and the
+server (`/healthz`, `/readyz`, `/metrics`, `/debug/nodes` and the experiment page
+`/experiments` on `admin_address`: all interfaces for `serve`, so Prometheus can scrape
+every replica; the per-variant and rollout series come from the leader) and the
 admission webhook (HTTPS on `webhook.address`; its certificate from the control plane's
 own Secret, `controller.kubernetes.webhook_certs`, or from files another issuer writes).
 `/readyz` answers 200 once this replica has compiled the cluster as listed (so the xDS
@@ -52,6 +54,8 @@ from prometheus_client import CollectorRegistry
 from aiohttp import web
 
 from controller.background import cancel_and_wait, spawn
+from controller.experiment_metrics import CanaryCollector, VariantCollector
+from controller.instance import split_address
 from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
@@ -61,8 +65,12 @@ from controller.kubernetes.webhook_server import ServingTls
 from controller.ratelimit_limits import cluster_limits
 from controller.kubernetes.resources import MODEL_ROUTE
 from controller.ratelimit_service import DEFAULT_REDIS_URL, RunningService, ServiceOptions, start_ratelimit_service
+from controller.status_view import RouteView
 from modelroute.canary_wiring import ClusterCanaryWiring
 from modelroute.control_loop import ControlLoop
+from modelroute.experiment_page import ExperimentSource, add_routes
+from modelroute.metrics import ControlPlaneMetrics
+from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
@@ -75,14 +83,6 @@ log = logging.getLogger("modelroute.kubernetes")
 
 # The gateway bootstrap's Envoy admin port (deploy/: loopback only); no listener may take it.
 GATEWAY_ADMIN_PORT = 19000
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """`HOST:PORT` → (host, port); ValueError naming the address otherwise."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,7 @@ class KubernetesOptions:
     webhook: WebhookOptions | None = None
     privileged_port_offset: int = 0  # added to manifest ports < 1024 (unprivileged gateways: 10000)
     gateway_readiness_port: int | None = None  # the readiness listener pushed to gateways (None: none)
+    experiment_token: str | None = None  # None: the experiment page is read-only
 
     def ratelimit_bind(self) -> str:
         if self.ratelimit_address is not None:
@@ -130,10 +131,14 @@ class KubernetesMode:
     def __init__(self, api: KubeApi, options: KubernetesOptions) -> None:
         self.options = options
         placement = placement_of(options)
-        self.loop = ControlLoop(placement=placement, on_status=self._on_status)
+        # One registry per instance: its /metrics shows this control plane only, and tests may
+        # run several in one process.
+        self.registry = CollectorRegistry()
+        self.metrics = ControlPlaneMetrics(self.registry)
+        self.loop = ControlLoop(placement=placement, on_status=self._on_status, metrics=self.metrics)
         self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
         self.certificates: WebhookCertificates | None = None
-        leader_tasks = {"canary runner": lambda: self.canary.lead()}
+        leader_tasks = {"canary runner": lambda: self.canary.lead(), "leader metric": self._leading}
         if options.webhook is not None and options.webhook.cert_dir is None:
             certificates = WebhookCertificates(api, options.webhook.target)
             self.certificates = certificates
@@ -146,15 +151,15 @@ class KubernetesMode:
                                                                     name="modelroute", identity=options.identity,
                                                                     retry_period=options.lease_retry_s),
                                               leader_tasks=leader_tasks,
-                                              on_endpoints=lambda: self._statuses_changed.set())
+                                              on_endpoints=lambda: self._statuses_changed.set(),
+                                              on_informer_lag=self.metrics.informer_lag.observe)
         routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),
                                           stats_host=stats_host or "0.0.0.0", stats_port=int(stats_port))
+        self.registry.register(VariantCollector(self.canary.stats))
+        self.registry.register(CanaryCollector(lambda: self.canary.runner))
         self.plane: ControlPlane | None = None
-        # One registry per instance: its /metrics shows this control plane only, and tests may
-        # run several in one process.
-        self.registry = CollectorRegistry()
         self.ratelimit: RunningService | None = None
         self._statuses: Mapping[ObjectKey, ObjectStatus] | None = None
         self._extras: Mapping[ObjectKey, Mapping[str, Any]] = {}
@@ -180,8 +185,9 @@ class KubernetesMode:
                                                admin_host=None, node_group=metadata_node_group,
                                                hooks=[self.loop.hooks], registry=self.registry, debounce=0.0)
         host, port = split_address(self.options.admin_address)
-        self.admin, self.admin_port = await start_admin(
-            admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry), host, port)
+        app = admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry)
+        add_routes(app, self.experiments())
+        self.admin, self.admin_port = await start_admin(app, host, port)
         await self.canary.start()
         self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),
                        spawn(self.cluster.run(), name="kubernetes"),
@@ -199,6 +205,25 @@ class KubernetesMode:
         log.info("kubernetes mode up: xds_port=%s ratelimit_port=%s stats_port=%s admin_port=%s webhook_port=%s "
                  "identity=%s", self.plane.xds_port, self.ratelimit.port, self.canary.port, self.admin_port,
                  self.webhook_port, self.options.identity)
+
+    def experiments(self) -> ExperimentSource:
+        """What the experiment page reads of this replica (rollouts: the leader's runner, or
+        the statuses it wrote)."""
+        def views() -> list[RouteView]:
+            compiled = self.loop.compiled.get(GATEWAY)
+            return [] if compiled is None else route_views(compiled, self.loop.objects)
+
+        return ExperimentSource(mode="kubernetes", views=views, rollouts=self.canary.rollouts,
+                                stats=self.canary.stats, command=self.canary.command,
+                                leading=lambda: self.canary.runner is not None, token=self.options.experiment_token)
+
+    async def _leading(self) -> None:
+        """A leader task: `modelroute_leader` is 1 while it runs."""
+        self.metrics.leader.set(1)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.metrics.leader.set(0)
 
     def ready(self) -> bool:
         """/readyz: the cluster as listed is compiled and served, and the webhook (if any)

@@ -59,7 +59,7 @@ def test_the_installed_wheel_serves_the_quickstart(tmp_path: Path) -> None:
     servers = directory / "model-servers.yaml"
     servers.write_text(servers.read_text().replace("port: 8080", f"port: {port}"))
     proc = subprocess.Popen([str(bin_dir / "modelroute"), "up", str(directory), "--xds-port", "0",
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--admin-address", "127.0.0.1:0", "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
     children: set[int] = set()
