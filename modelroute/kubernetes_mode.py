@@ -73,6 +73,7 @@ from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
+from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.cache import metadata_node_group
@@ -113,6 +114,8 @@ class KubernetesOptions:
     privileged_port_offset: int = 0  # added to manifest ports < 1024 (unprivileged gateways: 10000)
     gateway_readiness_port: int | None = None  # the readiness listener pushed to gateways (None: none)
     experiment_token: str | None = None  # None: the experiment page is read-only
+    # The translator's feature plugins (None: built-in plus the `modelroute.plugins` entry points).
+    plugins: tuple[Plugin, ...] | None = None
 
     def ratelimit_bind(self) -> str:
         if self.ratelimit_address is not None:
@@ -135,7 +138,8 @@ class KubernetesMode:
         # run several in one process.
         self.registry = CollectorRegistry()
         self.metrics = ControlPlaneMetrics(self.registry)
-        self.loop = ControlLoop(placement=placement, on_status=self._on_status, metrics=self.metrics)
+        self.loop = ControlLoop(placement=placement, on_status=self._on_status, metrics=self.metrics,
+                                plugins=options.plugins)
         self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
         self.certificates: WebhookCertificates | None = None
         leader_tasks = {"canary runner": lambda: self.canary.lead(), "leader metric": self._leading}

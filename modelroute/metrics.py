@@ -51,8 +51,9 @@ class ControlPlaneMetrics:
             "modelroute_edit_to_served_seconds", "From a change handed to the engine to the gateway Envoys "
             "accepting every resource of the compile that has it", ["input"], buckets=_SECONDS, registry=registry)
         self.object_nacks = Counter(
-            "modelroute_object_nacks_total", "Envoy rejections of a resource, by the object it came from",
-            ["kind", "namespace", "name"], registry=registry)
+            "modelroute_object_nacks_total", "Envoy rejections of a resource, by the object it came from "
+            "(object: namespace/name; not `namespace`, which scrapes attach for the target)",
+            ["kind", "object"], registry=registry)
         self.objects = Gauge("modelroute_objects", "Objects the engine compiles, by kind", ["kind"],
                              registry=registry)
         self.informer_lag = Histogram(
@@ -68,4 +69,4 @@ class ControlPlaneMetrics:
 
     def rejected(self, owners: frozenset[ObjectKey]) -> None:
         for owner in owners:
-            self.object_nacks.labels(owner.kind, owner.namespace, owner.name).inc()
+            self.object_nacks.labels(owner.kind, f"{owner.namespace}/{owner.name}").inc()
