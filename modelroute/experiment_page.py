@@ -48,6 +48,7 @@ ACTIONS = ("promote", "abort")
 DEFAULT_MINUTES = 10.0
 DEFAULT_STEP_S = 5.0
 MAX_POINTS = 720
+MIN_POINTS = 12
 
 Rollouts = Callable[[Sequence[RouteView]], tuple[list[RouteView], Mapping[ObjectKey, tuple[Event, ...]]]]
 
@@ -94,17 +95,21 @@ def _point(window: VariantWindow, step: float) -> dict[str, float | None]:
 
 def series(stats: StatsCollector, destinations: Sequence[str], *, now: float, minutes: float,
            step: float) -> dict[str, Any]:
-    """Per destination ("ns/name"), each chart's points over the last `minutes`."""
+    """Per destination ("ns/name"), each chart's points over the last `minutes`, from the
+    first point with traffic (a chart of a young world is not squeezed into its right
+    edge); at least MIN_POINTS."""
     end = step * math.ceil(now / step)
     start = end - min(MAX_POINTS * step, minutes * 60)
     clusters = {names.backend(ObjectKey("ModelServer", *d.split("/", 1))): d for d in destinations}
     windows = stats.series(list(clusters), since=start, until=end, step=step)
-    variants: dict[str, dict[str, list[float | None]]] = {}
-    for cluster, points in windows.items():
-        rows = [_point(w, step) for w in points]
-        variants[clusters[cluster]] = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+    rows = {clusters[cluster]: [_point(w, step) for w in points] for cluster, points in windows.items()}
     count = len(next(iter(windows.values()), []))
-    return {"start": start, "step": step, "times": [start + i * step for i in range(count)], "variants": variants}
+    busy = [i for i in range(count) if any(r[i]["rps"] for r in rows.values())]
+    first = max(0, min(busy[0] - 1 if busy else count, count - MIN_POINTS))
+    variants = {d: {key: [row[key] for row in points[first:]] for key in points[0]} if points else {}
+                for d, points in rows.items()}
+    return {"start": start + first * step, "step": step, "times": [start + i * step for i in range(first, count)],
+            "variants": variants}
 
 
 def _history(events: Sequence[Event]) -> list[dict[str, Any]]:

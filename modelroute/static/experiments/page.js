@@ -122,7 +122,8 @@ function drawCharts(key, container, destinations, series) {
         title, width: 330, height: 170, class: "chart",
         series: [{}, ...destinations.map((d, i) => ({label: d, stroke: COLORS[i % COLORS.length], width: 1.5,
                                                       spanGaps: false}))],
-        axes: [{}, {size: 50}], legend: {show: true},
+        axes: [{}, {size: 50}], legend: {live: false},
+        scales: metric === "successRate" ? {y: {range: [0, 100]}} : {},
       };
       entry.plots.push(new uPlot(options, data(metric), entry.node));
     }
@@ -147,7 +148,7 @@ function render(doc) {
       splitsTable(route));
     if (route.canary) card.append(canaryBox(route, doc.actions));
     const destinations = [...new Set(route.groups.flatMap((g) => g.splits.map((s) => s.destination)))].sort();
-    card.append(el("h3", {text: `per variant, last ${Math.round((doc.series.times.length * doc.series.step) / 60)} min`}));
+    card.append(el("h3", {text: `per variant (${doc.series.step} s points, every gateway)`}));
     drawCharts(key, card, destinations, doc.series);
     main.append(card);
   }
