@@ -44,6 +44,7 @@ from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
 from modelroute.readiness import readiness_resources
 from modelroute.targets import GATEWAY, Placement, target_for_group
+from modelroute.tracing import NO_TRACING, Span, Tracer
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
 from routing_engine.translate import Translator, plugin
@@ -92,9 +93,10 @@ def freeze_heap() -> None:
 class ControlLoop:
     def __init__(self, *, placement: Placement, on_status: StatusCallback | None = None,
                  window: float = 0.05, max_delay: float = 0.5, plugins: Sequence[Plugin] | None = None,
-                 metrics: ControlPlaneMetrics | None = None) -> None:
+                 metrics: ControlPlaneMetrics | None = None, tracer: Tracer = NO_TRACING) -> None:
         self.placement = placement
         self.metrics = metrics
+        self.tracer = tracer
         self._pending_since: dict[str, float] = {}  # input kind → first change not compiled yet
         self._unserved: dict[str, float] = {}  # ... compiled for the gateway, not accepted yet
         self._kinds: set[str] = set()  # object kinds seen (their gauge goes to 0, not away)
@@ -263,41 +265,11 @@ class ControlLoop:
         compiling, self._pending_since = self._pending_since, {}
         effective = self.quarantine.effective(self._objects)
         world = World(effective, self._endpoints, self._live_weights)
-        for group in sorted(self._groups):
-            started = time.perf_counter()
-            compiler = self._compilers.get(group)
-            if compiler is None:
-                compiler = self._compilers[group] = Compiler(Translator(self._plugins))
-            target = target_for_group(group, self.placement)
-            # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
-            try:
-                compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
-            except Exception:  # an engine bug: Envoy keeps this group's last snapshot
-                log.exception("compile failed: group=%s", group, extra={"node_group": group})
-                self._compilers.pop(group, None)  # its caches may be half-updated
-                continue
-            own = self._readiness if target.role == "gateway" else ()
-            snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
-            problems = check_consistency(snapshot)
-            if problems:  # an engine bug; Envoy keeps the last good snapshot
-                log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
-                          extra={"node_group": group})
-                continue
-            self.compiled[group] = compiled
-            if self._cache is not None:
-                self._cache.set_snapshot(group, snapshot)
-            took = time.perf_counter() - started
-            log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects),
-                     sum(len(v) for v in compiled.resources.values()), took, extra={"node_group": group})
-            if self.metrics is not None:
-                self.metrics.compile_seconds.labels(group).observe(took)
-            if group == GATEWAY:
-                for what, since in compiling.items():
-                    self._unserved[what] = min(since, self._unserved.get(what, since))
-                self.tracker.use(compiled.owners, compiled.resources)
-                self.quarantine.compiled(effective)
-                self._judged = False
-                self.judge()
+        with self.tracer.span("modelroute.push", objects=len(world.objects),
+                              inputs=",".join(sorted(compiling))) as push:
+            for group in sorted(self._groups):
+                with self.tracer.span("modelroute.compile", push, node_group=group) as span:
+                    await self._compile(group, world, effective, compiling, span)
         if not self._heap_frozen:
             self._heap_frozen = True
             freeze_heap()
@@ -305,6 +277,48 @@ class ControlLoop:
         self._synced = seen
         self.generation += 1
         self._pushed.set()
+
+    async def _compile(self, group: str, world: World, effective: Sequence[Resource],
+                       compiling: Mapping[str, float], span: Span) -> None:
+        """Compile one node group and hand its snapshot to the cache."""
+        started = time.perf_counter()
+        compiler = self._compilers.get(group)
+        if compiler is None:
+            compiler = self._compilers[group] = Compiler(Translator(self._plugins))
+        target = target_for_group(group, self.placement)
+        # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
+        try:
+            compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
+        except Exception:  # an engine bug: Envoy keeps this group's last snapshot
+            log.exception("compile failed: group=%s", group, extra={"node_group": group})
+            self._compilers.pop(group, None)  # its caches may be half-updated
+            span.set(error="compile failed")
+            return
+        own = self._readiness if target.role == "gateway" else ()
+        snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
+        problems = check_consistency(snapshot)
+        if problems:  # an engine bug; Envoy keeps the last good snapshot
+            log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
+                      extra={"node_group": group})
+            span.set(error="inconsistent snapshot")
+            return
+        self.compiled[group] = compiled
+        if self._cache is not None:
+            self._cache.set_snapshot(group, snapshot)
+        took = time.perf_counter() - started
+        resources = sum(len(v) for v in compiled.resources.values())
+        log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects), resources,
+                 took, extra={"node_group": group})
+        span.set(resources=resources)
+        if self.metrics is not None:
+            self.metrics.compile_seconds.labels(group).observe(took)
+        if group == GATEWAY:
+            for what, since in compiling.items():
+                self._unserved[what] = min(since, self._unserved.get(what, since))
+            self.tracker.use(compiled.owners, compiled.resources)
+            self.quarantine.compiled(effective)
+            self._judged = False
+            self.judge()
 
 
 class _LoopHooks(Hooks):

@@ -74,6 +74,7 @@ from modelroute.experiment_page import ExperimentSource, add_routes
 from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
+from modelroute.tracing import tracing
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
 from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
@@ -87,6 +88,7 @@ log = logging.getLogger("modelroute.embedded")
 UNPRIVILEGED_OFFSET = 10_000
 # How long a withdrawn replica waits for every Envoy's ACK before it is stopped anyway.
 DRAIN_TIMEOUT_S = 5.0
+ACCESS_LOG_FLUSH_MS = 1000
 
 
 def default_port_offset() -> int:
@@ -117,6 +119,8 @@ class EmbeddedOptions:
     plugins: tuple[Plugin, ...] | None = None
     admin_address: str = "127.0.0.1:0"  # /healthz /readyz /metrics /debug/nodes /experiments (`up`: :19001)
     experiment_token: str | None = None  # None: the experiment page is read-only
+    otlp_endpoint: str | None = None  # OpenTelemetry collector (OTLP/gRPC HOST:PORT); None: no tracing
+    trace_sampling: float = 100.0  # percent of new requests the gateway traces
 
     @property
     def run_dir(self) -> Path:
@@ -138,8 +142,9 @@ class Embedded:
         self.registry = CollectorRegistry()
         self.metrics = ControlPlaneMetrics(self.registry)
         self.metrics.leader.set(1)  # the only instance: it writes the status and judges rollouts
-        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=options.plugins,
-                                metrics=self.metrics)
+        self.tracer, plugins = tracing(options.otlp_endpoint, options.trace_sampling, options.plugins)
+        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=plugins,
+                                metrics=self.metrics, tracer=self.tracer)
         self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
         self.registry.register(VariantCollector(self.canary.stats))
         self.registry.register(CanaryCollector(lambda: self.canary.runner))
@@ -195,6 +200,7 @@ class Embedded:
             self._redis_supervisor = Supervisor("redis", lambda: redis, on_change=self.loop.publish_status)
             await self._redis_supervisor.start()
         self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options)
+        await self.tracer.start()
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                admin_host=None, node_group=metadata_node_group,
@@ -239,7 +245,9 @@ class Embedded:
                                 xds_port=self.plane.xds_port, admin_port=_free_port(), delta=self.options.delta,
                                 ratelimit_port=self.ratelimit.port)
         bootstrap.update(self.canary.stats_sink())
-        return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level)
+        # The JSON access log (its stdout: `gateway.stdout`) is flushed every second, not every 10 s.
+        return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level,
+                            extra_args=["--file-flush-interval-msec", str(ACCESS_LOG_FLUSH_MS)])
 
     async def _drain(self, endpoints: Sequence[BackendEndpoint]) -> bool:
         """True when every Envoy dropped `endpoints`, False when the timeout ran out."""
@@ -258,6 +266,7 @@ class Embedded:
         if self.admin is not None:
             await self.admin.cleanup()
             self.admin = None
+        await self.tracer.stop()
         if self.plane is not None:
             await self.plane.stop()
         if self.ratelimit is not None:

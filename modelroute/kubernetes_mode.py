@@ -72,6 +72,7 @@ from modelroute.experiment_page import ExperimentSource, add_routes
 from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
+from modelroute.tracing import tracing
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
@@ -116,6 +117,8 @@ class KubernetesOptions:
     experiment_token: str | None = None  # None: the experiment page is read-only
     # The translator's feature plugins (None: built-in plus the `modelroute.plugins` entry points).
     plugins: tuple[Plugin, ...] | None = None
+    otlp_endpoint: str | None = None  # OpenTelemetry collector (OTLP/gRPC HOST:PORT); None: no tracing
+    trace_sampling: float = 100.0  # percent of new requests the gateways trace
 
     def ratelimit_bind(self) -> str:
         if self.ratelimit_address is not None:
@@ -138,8 +141,9 @@ class KubernetesMode:
         # run several in one process.
         self.registry = CollectorRegistry()
         self.metrics = ControlPlaneMetrics(self.registry)
+        self.tracer, plugins = tracing(options.otlp_endpoint, options.trace_sampling, options.plugins)
         self.loop = ControlLoop(placement=placement, on_status=self._on_status, metrics=self.metrics,
-                                plugins=options.plugins)
+                                plugins=plugins, tracer=self.tracer)
         self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
         self.certificates: WebhookCertificates | None = None
         leader_tasks = {"canary runner": lambda: self.canary.lead(), "leader metric": self._leading}
@@ -184,6 +188,7 @@ class KubernetesMode:
                       "fail-open (every request allowed)" if options.fail_open
                       else "fail-closed (every request to a limited server refused)")
         self.ratelimit = await start_ratelimit_service(self.options.ratelimit_bind(), options)
+        await self.tracer.start()
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                admin_host=None, node_group=metadata_node_group,
@@ -246,6 +251,7 @@ class KubernetesMode:
             await self.plane.stop()
         if self.ratelimit is not None:
             await self.ratelimit.stop()
+        await self.tracer.stop()
 
     # The world sink of the cluster side: the canary sees the routes before the engine does,
     # so a rollout's weights are in place for the compile of its route.

@@ -33,13 +33,25 @@ class KeyValueFormatter(logging.Formatter):
         return f"{base} {fields}" if fields else base
 
 
+def _plain(value: Any) -> Any:
+    """JSON scalars, lists and mappings as they are; anything else (an ObjectKey, which is
+    a tuple, a path) as the text the key=value format shows."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list) or (type(value) is tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         for key, value in sorted(_extras(record).items()):
-            doc.setdefault(key, value)
+            doc.setdefault(key, _plain(value))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str, ensure_ascii=False)

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     options = EmbeddedOptions(directory=args.dir.resolve(), xds_host=host or "0.0.0.0", xds_port=int(port),
                               listen_address=args.listen_address, start_envoy=False, admin_address=admin[0],
-                              experiment_token=admin[1])
+                              experiment_token=admin[1], otlp_endpoint=args.otlp_endpoint,
+                              trace_sampling=args.trace_sampling)
     return asyncio.run(_serve(options))
 
 
@@ -142,7 +143,8 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, toke
                                                      admin_address=args.admin_address, webhook=webhook,
                                                      privileged_port_offset=args.privileged_port_offset,
                                                      gateway_readiness_port=args.gateway_readiness_port,
-                                                     experiment_token=token))
+                                                     experiment_token=token, otlp_endpoint=args.otlp_endpoint,
+                                                     trace_sampling=args.trace_sampling))
         try:
             await mode.start()
             assert mode.plane is not None

@@ -27,12 +27,21 @@ def add_admin_options(parser: argparse.ArgumentParser, *, default: str) -> None:
     parser.add_argument("--experiment-token-file", type=Path, default=None,
                         help="a file holding a token: the experiment page may then promote and abort rollouts for "
                              "requests that carry it (Authorization: Bearer); without it the page is read-only")
+    parser.add_argument("--otlp-endpoint", default=None,
+                        help="HOST:PORT of an OpenTelemetry collector (OTLP/gRPC): the gateways trace requests and "
+                             "the control plane its pushes there (default: no tracing)")
+    parser.add_argument("--trace-sampling", type=float, default=100.0,
+                        help="percent of new requests the gateways trace (with --otlp-endpoint; default 100)")
 
 
 def admin_settings(args: argparse.Namespace, command: str) -> tuple[str, str | None] | str:
     """(admin address, token) from the options, or the usage error to print."""
     try:
         split_address(args.admin_address)
+        if args.otlp_endpoint is not None:
+            split_address(args.otlp_endpoint)
+        if not 0 <= args.trace_sampling <= 100:
+            raise ValueError(f"--trace-sampling must be a percentage (0..100), not {args.trace_sampling:g}")
         return args.admin_address, read_token(args.experiment_token_file)
     except (ValueError, OSError) as err:
         return f"modelroute {command}: {err}"
@@ -64,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     options = EmbeddedOptions(directory=args.directory.resolve(), xds_port=args.xds_port,
                               listen_address=args.listen_address,
                               privileged_port_offset=args.privileged_port_offset, delta=args.delta,
-                              admin_address=admin[0], experiment_token=admin[1])
+                              admin_address=admin[0], experiment_token=admin[1], otlp_endpoint=args.otlp_endpoint,
+                              trace_sampling=args.trace_sampling)
     return asyncio.run(_serve(options))
 
 
