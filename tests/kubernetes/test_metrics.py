@@ -5,7 +5,6 @@ as in a cluster, and every PromQL query of the dashboards asks only for what it 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
