@@ -1,7 +1,7 @@
-"""What the streamed-usage Lua filter (`routing_engine.translate.ratelimit.STREAM_USAGE_LUA`)
+"""What the streamed-usage Lua filter (`routing_engine.translate.usage`)
 costs per request (issue #17: token limits charge streamed answers).
 
-The filter sits on listeners with token budgets only. Two static Envoys (`--concurrency
+The filter sits on every listener (it feeds token budgets and the access log). Two static Envoys (`--concurrency
 1`, pinned to the first CPU with the mock engine) serve the same compiled route, one with
 the Lua filter before the router, one without; rounds alternate between them:
 - plain: WARMUP + COUNT sequential JSON requests (bench/_loadgen.py, its own process on
@@ -36,7 +36,7 @@ from bench.dataplane import load, pin
 from controller.envoy_process import EnvoyProcess
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
-from routing_engine.translate.ratelimit import _stream_usage_filter
+from routing_engine.translate.usage import usage_filter
 from routing_engine.serialize import to_dict
 from tests.support import free_port
 
@@ -70,7 +70,7 @@ print(json.dumps(times))
 def _with_lua(bootstrap: dict[str, Any]) -> dict[str, Any]:
     """The same bootstrap with the Lua filter just before the router of every listener."""
     out = copy.deepcopy(bootstrap)
-    lua = to_dict(_stream_usage_filter())
+    lua = to_dict(usage_filter())
     for listener in out["static_resources"]["listeners"]:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, lua)

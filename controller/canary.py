@@ -13,6 +13,10 @@ canary's responses over that interval:
   promoted by luck.
 Paused, Promoted and RolledBack rollouts do not move. Commands from `modelroute rollout`
 (`promote`, `abort`, `pause`, `resume`) are `command`.
+
+The state keeps its last HISTORY_KEPT events (`record`: verdicts that moved or failed,
+the first of a run of holds, commands) for the experiment page and `describe`; it is
+persisted with the rest, so a restart or a new leader shows the same history.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ Phase = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
 Action = Literal["step", "promote", "hold", "fail", "rollback", "none"]
 Command = Literal["promote", "abort", "pause", "resume"]
 COMMANDS: tuple[Command, ...] = ("promote", "abort", "pause", "resume")
+HISTORY_KEPT = 20
+# One history entry: (time, action or command, stable weight, canary weight, message).
+Event = tuple[float, str, int, int, str]
 
 
 class CommandRefused(ValueError):
@@ -79,15 +86,35 @@ class CanaryState:
     started_at: float = 0.0
     updated_at: float = 0.0
     message: str = ""
+    history: tuple[Event, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Read back from JSON the events are lists: keep them tuples, so states compare equal.
+        try:
+            events = tuple((float(e[0]), str(e[1]), int(e[2]), int(e[3]), str(e[4])) for e in self.history)
+        except (ValueError, IndexError, TypeError) as err:  # what the loaders catch: TypeError
+            raise TypeError(f"canary history is malformed: {err}") from err
+        object.__setattr__(self, "history", events)
 
     @property
     def weights(self) -> tuple[int, int]:
         return self.stable_weight, self.canary_weight
 
 
+def record(state: CanaryState, what: str, *, now: float) -> CanaryState:
+    """The state with one more history event (`what`: a decision's action or a command).
+    A hold right after a hold is not recorded: a starving rollout would otherwise push
+    every other event out."""
+    if what == "none" or (what == "hold" and state.history and state.history[-1][1] == "hold"):
+        return state
+    event: Event = (now, what, state.stable_weight, state.canary_weight, state.message)
+    return replace(state, history=(*state.history, event)[-HISTORY_KEPT:])
+
+
 def start(stable: str, canary: str, weights: tuple[int, int], *, now: float) -> CanaryState:
-    return CanaryState(stable, canary, weights[0], weights[1], started_at=now, updated_at=now,
-                       message=f"rollout started at {weights[0]}/{weights[1]}")
+    begun = CanaryState(stable, canary, weights[0], weights[1], started_at=now, updated_at=now,
+                        message=f"rollout started at {weights[0]}/{weights[1]}")
+    return record(begun, "start", now=now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,15 @@ and publish the state.
 - What is measured is the canary ModelServer's cluster on every Envoy that pushes stats:
   requests reaching that server by another route count too, and each retry attempt is
   counted (a 503 retried to success is one 5xx and one 2xx) — conservative for a canary.
+- An interval held for too few requests says so: `Degraded=True (InsufficientTraffic)`
+  with the numbers (requests seen, what the route's traffic at this weight would need)
+  and what to change, until a verdict is reached again. A canary that can never collect
+  `minRequests` at its weight would otherwise hold forever without a word.
+- The A/B report (`controller.ab_report`) is refreshed at every verdict (every
+  REPORT_EVERY_S without analysis); its sequential test (`controller.ab_test`) is fed the
+  counts of each refresh's own interval, up to the last complete stats bucket, so no
+  request is counted twice or lost between two looks.
+- Per route, the decisions taken are counted (`decisions`) for the Prometheus series.
 
 The clock is injectable and `tick()`/`poll_commands()` are plain methods, so tests drive
 the runner with a fake clock and fake stats; `run()` just calls them periodically.
@@ -38,10 +47,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from controller import canary_commands
-from controller.ab_report import build_report
-from controller.canary import COMMANDS, CanaryState, CommandRefused, Sample, Settings, command, decide, start
+from controller.ab_report import build_report, counts
+from controller.ab_test import SequentialTest
+from controller.canary import (COMMANDS, CanaryState, CommandRefused, Sample, Settings, command, decide, record,
+                               start)
 from controller.files import write_json_atomically
-from controller.stats_sink import VariantWindow
+from controller.stats_sink import RESOLUTION_S, VariantWindow
 from routing_engine import names
 from routing_engine.api.resources import ModelRoute, ObjectKey, Resource
 from routing_engine.resolve.groups import destination
@@ -113,6 +124,22 @@ def parse_route_key(text: str) -> ObjectKey:
     return ObjectKey(ModelRoute.KIND, namespace or "default", name)
 
 
+def starved_message(settings: Settings, weight: int, seen: int, route_requests: int) -> str:
+    """Why an interval held, with what it would take: the route's requests of the interval
+    (both variants) at this weight give the expected canary share."""
+    interval = f"{settings.interval_s:g}s"
+    if route_requests and weight:
+        expected = route_requests * weight / 100
+        needed = settings.min_requests * 100 / weight
+        outlook = (f"the route had {route_requests} requests in the interval, about {expected:.0f} for the canary at "
+                   f"{weight}%; it needs about {needed:.0f} per interval at this weight")
+    else:
+        outlook = f"the route had {route_requests} requests in the interval"
+    return (f"the canary got {seen} of minRequests {settings.min_requests} in its {interval} interval at {weight}%, "
+            f"so the rollout holds: {outlook}. Lengthen analysis.interval, lower analysis.minRequests, or give the "
+            f"canary more traffic (trafficSplit, stepWeight)")
+
+
 class CanaryStore:
     """`canary.json`: every route's rollout state (what `status.canary` shows, plus the
     failure count and the destinations it is about)."""
@@ -136,7 +163,7 @@ class CanaryStore:
             try:
                 key = ObjectKey(ModelRoute.KIND, entry["namespace"], entry["name"])
                 states[key] = CanaryState(**entry["state"])
-            except (KeyError, TypeError) as err:
+            except (KeyError, TypeError) as err:  # TypeError: unknown fields, malformed history
                 log.error("canary state entry skipped: entry=%r error=%s", entry, err)
         return states
 
@@ -174,6 +201,10 @@ class CanaryRunner:
         self._window_start: dict[ObjectKey, float] = {k: now for k in self.states}
         self._reported_at: dict[ObjectKey, float] = {}
         self.reports: dict[ObjectKey, dict[str, Any]] = {}
+        # The sequential test of each rollout and the end of the last interval it was fed.
+        self._tests: dict[ObjectKey, tuple[SequentialTest, float]] = {}
+        self.starved: dict[ObjectKey, str] = {}  # routes whose last interval held for lack of requests
+        self.decisions: dict[tuple[ObjectKey, str], int] = {}  # (route, action) → count, since start
         self._applied: dict[ObjectKey, tuple[int, int]] | None = None
 
     # --- inputs ---------------------------------------------------------------------
@@ -192,6 +223,8 @@ class CanaryRunner:
                      extra={"route": str(key)})
             del self.states[key]
             self.reports.pop(key, None)
+            self._tests.pop(key, None)
+            self.starved.pop(key, None)
             changed = True
         for key, target in targets.items():
             state = self.states.get(key)
@@ -200,6 +233,8 @@ class CanaryRunner:
                 continue
             self.states[key] = start(*pair, target.start, now=now)
             self._window_start[key] = now
+            self._tests.pop(key, None)
+            self.starved.pop(key, None)
             log.info("canary rollout started: route=%s stable=%s canary=%s weights=%d/%d", key, pair[0], pair[1],
                      *target.start, extra={"route": str(key)})
             changed = True
@@ -238,11 +273,18 @@ class CanaryRunner:
                 self._refresh_report(key, target, state, now)
                 changed = True
                 continue
-            windows = self._stats.window([names.backend(target.canary)], since=since, until=now)
+            windows = self._stats.window([names.backend(target.canary), names.backend(target.stable)],
+                                         since=since, until=now)
             seen = windows[names.backend(target.canary)]
             sample = Sample(requests=seen.requests, errors=seen.errors)
             decision = decide(state, target.settings, sample, now=now)
-            new = decision.state
+            new = record(decision.state, decision.action, now=now)
+            self.decisions[(key, decision.action)] = self.decisions.get((key, decision.action), 0) + 1
+            if decision.action == "hold":
+                self.starved[key] = starved_message(target.settings, state.canary_weight, seen.requests,
+                                                    seen.requests + windows[names.backend(target.stable)].requests)
+            else:
+                self.starved.pop(key, None)
             log.info("canary decision: route=%s action=%s weights=%d/%d→%d/%d success=%s requests=%d errors=%d "
                      "failures=%d/%d interval=%gs reason=%s", key, decision.action, *state.weights, *new.weights,
                      "n/a" if sample.success_rate is None else f"{sample.success_rate:.2f}%", sample.requests,
@@ -258,8 +300,13 @@ class CanaryRunner:
 
     def _refresh_report(self, key: ObjectKey, target: Target, state: CanaryState, now: float) -> None:
         stable, canary = names.backend(target.stable), names.backend(target.canary)
+        test, tested_until = self._tests.get(key, (SequentialTest(), state.started_at))
+        until = max(tested_until, RESOLUTION_S * (now // RESOLUTION_S))  # complete stats buckets only
+        look = self._stats.window([stable, canary], since=tested_until, until=until)
+        test = test.update(*counts(look[stable]), *counts(look[canary]))
+        self._tests[key] = (test, until)
         windows = self._stats.window([stable, canary], since=state.started_at, until=now + 1)
-        report = build_report(windows[stable], windows[canary], names=(state.stable, state.canary))
+        report = build_report(windows[stable], windows[canary], test=test, names=(state.stable, state.canary))
         self.reports[key] = report.to_json()
         self._reported_at[key] = now
 
@@ -287,8 +334,9 @@ class CanaryRunner:
             new = command(state, what, now=now)  # type: ignore[arg-type]
         except CommandRefused as err:
             return False, f"ModelRoute {key.namespace}/{key.name}: {err}"
-        self.states[key] = new
+        self.states[key] = record(new, what, now=now)
         self._window_start[key] = now  # a resumed rollout judges a fresh interval
+        self.starved.pop(key, None)
         log.info("canary command: route=%s command=%s weights=%d/%d→%d/%d phase=%s", key, what, *state.weights,
                  *new.weights, new.phase, extra={"route": str(key), "command": what})
         self._commit()
@@ -313,7 +361,10 @@ class CanaryRunner:
         out: dict[ObjectKey, tuple[ConditionView, ...]] = {}
         for key, s in self.states.items():
             split = f"stable {s.stable_weight}% / canary {s.canary_weight}%: {s.message}"
-            if s.phase == "Progressing":
+            if s.phase == "Progressing" and key in self.starved:
+                out[key] = (ConditionView("Progressing", "True", "CanaryProgressing", split),
+                            ConditionView("Degraded", "True", "InsufficientTraffic", self.starved[key]))
+            elif s.phase == "Progressing":
                 out[key] = (ConditionView("Progressing", "True", "CanaryProgressing", split),)
             elif s.phase == "Paused":
                 out[key] = (ConditionView("Progressing", "Unknown", "CanaryPaused", split),)

@@ -148,6 +148,14 @@ def port_holder(port: int) -> int | None:
     return None
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """`HOST:PORT` → (host, port); ValueError naming the address otherwise."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def check_ports(ports: Iterable[tuple[str, int, str]]) -> None:
     """Raise InstanceConflict naming the holder of the first (host, port, purpose) that
     another process listens on."""

@@ -14,11 +14,21 @@ Backend clusters report under a dot-free stat name (`routing_engine.names.stat_n
 sub-scope Envoy adds (`<cluster>.external.upstream_rq_2xx`, the same requests again) is
 never mistaken for a cluster whose name ends in `.external`, `.internal` or `.canary`.
 
+Per request, the access log's stats (`routing_engine.translate.access_log`) arrive the
+same way, tagged by the destination cluster's stat name:
+`envoy.modelroute_variant.requests.cluster.<cluster>.code.<status>:1|c` and one sample per
+request of `duration`, `ttft` (time to first token), `prompt_tokens` and
+`completion_tokens` (`envoy.modelroute_variant.<stat>.cluster.<cluster>:<value>|ms`). A
+failover pair (`failover/<primary>/<fallback>`) counts as its primary.
+
 What is kept: per destination cluster (`modelserver/<ns>/<name>`) and per quarter second
-of arrival, the responses by class (2xx/3xx/4xx/5xx) and the latency samples. `window()`
-sums any time range still retained (the canary analysis asks for its interval; the A/B
-report for the rollout so far). Attribution is by arrival time, so a window is accurate
-to one flush interval.
+of arrival, the upstream responses by class (2xx/3xx/4xx/5xx, per attempt: what the
+canary verdict counts), the latency samples, and per request the final status codes and
+the LLM samples. `window()` sums any time range still retained (the canary analysis asks
+for its interval; the A/B report for the rollout so far). Attribution is by arrival
+time, so a window is accurate to one flush interval. Since start, the same numbers are
+also summed for good (`cumulative()`, bucketed histograms) for the Prometheus series of
+`controller.variant_metrics`, which must not go down when old buckets expire.
 
 In a cluster the gateways reach the control plane by a Service name, and Envoy's UDP
 statsd sink takes only an IP address; there they use the TCP statsd sink (same lines,
@@ -45,7 +55,14 @@ _PREFIX = "envoy.cluster."
 _CLASSES = {"upstream_rq_2xx": "2xx", "upstream_rq_3xx": "3xx", "upstream_rq_4xx": "4xx",
             "upstream_rq_5xx": "5xx"}
 _LATENCY = "upstream_rq_time"
+_VARIANT_PREFIX = "envoy.modelroute_variant."  # the access log's stats (translate.access_log)
+SAMPLES = ("duration", "ttft", "prompt_tokens", "completion_tokens")  # per-request histograms
+_CODE_SUFFIX = ".code."
 RESOLUTION_S = 0.25  # arrival-time buckets: windows are exact to this (and the flush interval)
+# Upper bounds of the cumulative histograms: milliseconds for durations, tokens otherwise.
+MS_BOUNDS = (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000)
+TOKEN_BOUNDS = (1, 4, 16, 64, 128, 256, 512, 1_024, 2_048, 4_096, 8_192, 16_384, 32_768)
+BOUNDS = {"duration": MS_BOUNDS, "ttft": MS_BOUNDS, "prompt_tokens": TOKEN_BOUNDS, "completion_tokens": TOKEN_BOUNDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +70,30 @@ class VariantWindow:
     """One destination cluster's responses over a time window."""
 
     cluster: str
-    responses: tuple[tuple[str, int], ...] = ()  # (class, count), classes 2xx..5xx
-    latencies_ms: tuple[float, ...] = ()
+    responses: tuple[tuple[str, int], ...] = ()  # (class, count), classes 2xx..5xx, per upstream attempt
+    latencies_ms: tuple[float, ...] = ()  # upstream_rq_time, per attempt
+    codes: tuple[tuple[int, int], ...] = ()  # (status, count) per request, as the client got it
+    samples: tuple[tuple[str, tuple[float, ...]], ...] = ()  # SAMPLES name → per-request values
 
     def count(self, klass: str) -> int:
         return dict(self.responses).get(klass, 0)
+
+    def values(self, sample: str) -> tuple[float, ...]:
+        return dict(self.samples).get(sample, ())
+
+    @property
+    def completed(self) -> int:
+        """Requests the access log counted (per request, final status)."""
+        return sum(n for _, n in self.codes)
+
+    def status_classes(self) -> dict[str, int]:
+        """Requests by 2xx / 3xx / 4xx (429 apart: rate limited) / 5xx."""
+        out = {"2xx": 0, "3xx": 0, "4xx": 0, "429": 0, "5xx": 0}
+        for code, n in self.codes:
+            klass = "429" if code == 429 else f"{code // 100}xx"
+            if klass in out:
+                out[klass] += n
+        return out
 
     @property
     def requests(self) -> int:
@@ -78,25 +114,89 @@ class VariantWindow:
 class _Bucket:
     responses: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    codes: dict[int, int] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
 
-def parse_line(line: str) -> tuple[str, str, float] | None:
-    """`envoy.cluster.<cluster>.<stat>:<value>|<type>` → (cluster, stat, value) for the
-    stats kept here; None for every other line."""
-    name, sep, rest = line.partition(":")
-    if not sep or not name.startswith(_PREFIX):
-        return None
-    cluster, _, stat = name[len(_PREFIX):].partition(".")
-    if not cluster or (stat not in _CLASSES and stat != _LATENCY):  # sub-scopes: "external.upstream_rq_2xx"
-        return None
-    value, _, kind = rest.partition("|")
-    if (stat == _LATENCY) != (kind.split("|")[0] == "ms"):
-        return None
+@dataclass(slots=True)
+class Histogram:
+    """A cumulative histogram: counts per upper bound of `bounds` (the last one +Inf)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+        self.counts[next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))] += 1
+        self.total += value
+        self.count += 1
+
+
+@dataclass(slots=True)
+class Cumulative:
+    """One cluster's numbers since start (never expire)."""
+
+    responses: dict[str, int] = field(default_factory=dict)
+    codes: dict[int, int] = field(default_factory=dict)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+
+
+def _number(value: str) -> float | None:
     try:
         number = float(value)
     except ValueError:
         return None
-    if not math.isfinite(number) or number < 0:
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _variant_cluster(tag: str) -> str:
+    """The access log's cluster tag → the stat name `window()` looks up: a failover pair
+    (`failover/<primary>/<fallback>`) counts as its primary."""
+    if tag.startswith("failover/"):
+        parts = tag.split("/")
+        return stat_name("/".join(parts[1:4]))
+    return tag
+
+
+def _parse_variant(name: str, kind: str) -> tuple[str, str] | None:
+    """`modelroute_variant.<stat>.cluster.<c>[.code.<n>]` (prefix removed) → (cluster, stat)."""
+    stat, sep, tagged = name.partition(".cluster.")
+    if not sep or not tagged or tagged == "-":
+        return None
+    if stat == "requests" and kind == "c":
+        cluster, sep, code = tagged.rpartition(_CODE_SUFFIX)
+        if not sep or not cluster or cluster == "-" or not code.isdigit() or not 100 <= int(code) <= 599:
+            return None
+        return _variant_cluster(cluster), f"code/{int(code)}"
+    if stat in SAMPLES and kind == "ms":
+        return _variant_cluster(tagged), stat
+    return None
+
+
+def parse_line(line: str) -> tuple[str, str, float] | None:
+    """A statsd line → (cluster, stat, value) for the stats kept here; None for every
+    other line. `stat` is an upstream class counter (`upstream_rq_5xx`), `upstream_rq_time`,
+    a per-request status (`code/429`) or a per-request sample (one of SAMPLES)."""
+    name, sep, rest = line.partition(":")
+    if not sep:
+        return None
+    value, _, kind = rest.partition("|")
+    kind = kind.split("|")[0]
+    number = _number(value)
+    if number is None:
+        return None
+    if name.startswith(_VARIANT_PREFIX):
+        parsed = _parse_variant(name[len(_VARIANT_PREFIX):], kind)
+        return None if parsed is None else (*parsed, number)
+    if not name.startswith(_PREFIX):
+        return None
+    cluster, _, stat = name[len(_PREFIX):].partition(".")
+    if not cluster or (stat not in _CLASSES and stat != _LATENCY):  # sub-scopes: "external.upstream_rq_2xx"
+        return None
+    if (stat == _LATENCY) != (kind == "ms"):
         return None
     return cluster, stat, number
 
@@ -111,6 +211,7 @@ class StatsCollector:
         self._max_samples = max_samples_per_bucket
         # arrival bucket (time // RESOLUTION_S) → cluster → counts
         self._buckets: dict[int, dict[str, _Bucket]] = {}
+        self._cumulative: dict[str, Cumulative] = {}  # stat name → since start
         self.datagrams = 0
 
     def feed(self, data: bytes) -> None:
@@ -123,13 +224,34 @@ class StatsCollector:
                 continue
             cluster, stat, value = parsed
             bucket = clusters.setdefault(cluster, _Bucket())
+            total = self._cumulative.setdefault(cluster, Cumulative())
             if stat == _LATENCY:
                 if len(bucket.latencies) < self._max_samples:
                     bucket.latencies.append(value)
-            elif value:
-                klass = _CLASSES[stat]
-                bucket.responses[klass] = bucket.responses.get(klass, 0) + int(value)
+            elif stat in _CLASSES:
+                if value:
+                    klass = _CLASSES[stat]
+                    bucket.responses[klass] = bucket.responses.get(klass, 0) + int(value)
+                    total.responses[klass] = total.responses.get(klass, 0) + int(value)
+            elif stat.startswith("code/"):
+                if value:
+                    code = int(stat[len("code/"):])
+                    bucket.codes[code] = bucket.codes.get(code, 0) + int(value)
+                    total.codes[code] = total.codes.get(code, 0) + int(value)
+            else:
+                samples = bucket.samples.setdefault(stat, [])
+                if len(samples) < self._max_samples:
+                    samples.append(value)
+                total.histograms.setdefault(stat, Histogram(BOUNDS[stat])).observe(value)
         self._expire(now)
+
+    def cumulative(self) -> dict[str, Cumulative]:
+        """Every cluster's numbers since start, by stat name (a copy: safe to read while
+        datagrams keep arriving)."""
+        return {cluster: Cumulative(dict(c.responses), dict(c.codes),
+                                    {k: Histogram(h.bounds, list(h.counts), h.total, h.count)
+                                     for k, h in c.histograms.items()})
+                for cluster, c in self._cumulative.items()}
 
     def _expire(self, now: float) -> None:
         oldest = math.floor((now - self.retention_s) / RESOLUTION_S)
@@ -141,20 +263,42 @@ class StatsCollector:
         bucket counts in the window holding its start, so back-to-back windows never
         count a response twice. Clusters are named as in xDS (`modelserver/ns/a.b`)."""
         end = self._clock() if until is None else until
-        wanted = list(clusters)
-        totals: dict[str, _Bucket] = {c: _Bucket() for c in wanted}
+        return {c: windows[0] for c, windows in self.series(clusters, since=since, until=end, step=end - since).items()}
+
+    def series(self, clusters: Iterable[str], *, since: float, until: float, step: float) -> dict[str, list[VariantWindow]]:
+        """Each cluster's windows [since + i·step, since + (i+1)·step) up to `until`, in one
+        pass over the retained buckets (the experiment page's charts)."""
+        wanted = {stat_name(c): c for c in clusters}
+        count = max(1, math.ceil((until - since) / step)) if step > 0 else 1
+        totals: dict[tuple[str, int], _Bucket] = {}
         for bucket, by_cluster in self._buckets.items():
-            if not since <= bucket * RESOLUTION_S < end:
+            start = bucket * RESOLUTION_S
+            if not since <= start < until:
                 continue
-            for cluster in wanted:
-                bucket = by_cluster.get(stat_name(cluster))
-                if bucket is None:
+            index = min(count - 1, int((start - since) // step)) if step > 0 else 0
+            for stat, data in by_cluster.items():
+                if stat not in wanted:
                     continue
-                total = totals[cluster]
-                for klass, n in bucket.responses.items():
+                total = totals.setdefault((stat, index), _Bucket())
+                for klass, n in data.responses.items():
                     total.responses[klass] = total.responses.get(klass, 0) + n
-                total.latencies.extend(bucket.latencies)
-        return {c: VariantWindow(c, tuple(sorted(t.responses.items())), tuple(t.latencies)) for c, t in totals.items()}
+                total.latencies.extend(data.latencies)
+                for code, n in data.codes.items():
+                    total.codes[code] = total.codes.get(code, 0) + n
+                for name, values in data.samples.items():
+                    total.samples.setdefault(name, []).extend(values)
+        out: dict[str, list[VariantWindow]] = {}
+        for stat, cluster in wanted.items():
+            out[cluster] = [_as_window(cluster, totals.get((stat, i))) for i in range(count)]
+        return out
+
+
+def _as_window(cluster: str, total: _Bucket | None) -> VariantWindow:
+    if total is None:
+        return VariantWindow(cluster)
+    return VariantWindow(cluster, tuple(sorted(total.responses.items())), tuple(total.latencies),
+                         tuple(sorted(total.codes.items())),
+                         tuple((name, tuple(v)) for name, v in sorted(total.samples.items())))
 
 
 class _Protocol(asyncio.DatagramProtocol):

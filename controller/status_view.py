@@ -167,7 +167,7 @@ class StatusWriter:
         body: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "objects": objects,
-            "routes": [_route(r) for r in sorted(routes, key=lambda r: r.key)],
+            "routes": [route_json(r) for r in sorted(routes, key=lambda r: r.key)],
             "errors": {f: list(msgs) for f, msgs in sorted(errors.items())},
         }
         if processes:
@@ -204,7 +204,8 @@ class StatusWriter:
         return obj
 
 
-def _route(view: RouteView) -> dict[str, Any]:
+def route_json(view: RouteView) -> dict[str, Any]:
+    """A route as the status document (and the experiment page) shows it."""
     groups = []
     for g in view.groups:
         shares = percentages([s.weight for s in g.splits])

@@ -34,9 +34,11 @@ from typing import Any
 import yaml
 
 from controller.background import cancel_and_wait, spawn
+from controller.canary import Event
 from controller.canary_commands import COMMANDS_DIR
 from controller.canary_runner import CanaryRunner, CanaryStore, state_json
-from controller.kubernetes.canary import AnnotationCommands, Routes, StatusStore, live_weights, route_status
+from controller.kubernetes.canary import (AnnotationCommands, Routes, StatusStore, live_weights, route_status,
+                                         stored_state)
 from controller.stats_sink import StatsCollector, StatsListener, StatsTcpListener
 from controller.status_view import CanaryView, RouteView
 from modelroute.control_loop import ControlLoop
@@ -80,6 +82,13 @@ class CanaryWiring:
     def status(self, statuses: Mapping[ObjectKey, ObjectStatus],
                views: Sequence[RouteView]) -> tuple[Mapping[ObjectKey, ObjectStatus], list[RouteView]]:
         return with_canary_conditions(statuses, self.runner), with_canary(views, self.runner)
+
+    def rollouts(self, views: Sequence[RouteView]) -> tuple[list[RouteView], dict[ObjectKey, tuple[Event, ...]]]:
+        """The experiment page's view: routes with their rollout, and each rollout's history."""
+        return with_canary(views, self.runner), {k: s.history for k, s in self.runner.states.items()}
+
+    def command(self, key: ObjectKey, what: str) -> tuple[bool, str]:
+        return self.runner.handle(key, what)
 
 
 def tcp_stats_sink(host: str, port: int, *, flush_interval_ms: int = 1000,
@@ -198,6 +207,43 @@ class ClusterCanaryWiring:
                 extras[key] = route_status(state, state_json(state) if state is not None else None,
                                            commands.acks.get(key), runner.reports.get(key))
         return with_canary_conditions(statuses, runner), extras
+
+    def rollouts(self, views: Sequence[RouteView]) -> tuple[list[RouteView], dict[ObjectKey, tuple[Event, ...]]]:
+        """The experiment page's view: from the runner while leading, else from the
+        statuses the leader wrote (what every replica's informer caches)."""
+        runner = self.runner
+        if runner is not None:
+            return with_canary(views, runner), {k: s.history for k, s in runner.states.items()}
+        by_key = {(str((o.get("metadata") or {}).get("namespace") or "default"),
+                   str((o.get("metadata") or {}).get("name"))): o for o in self._routes()}
+        out, histories = [], {}
+        for view in views:
+            obj = by_key.get((view.key.namespace, view.key.name))
+            status = (obj or {}).get("status") or {}
+            canary, rollout = status.get("canary"), status.get("rollout") or {}
+            if not isinstance(canary, dict) or not isinstance(canary.get("canaryWeight"), int):
+                out.append(view)
+                continue
+            try:
+                state = stored_state(obj or {})
+            except TypeError:
+                state = None
+            histories[view.key] = state.history if state is not None else ()
+            roles = {state.stable: "stable", state.canary: "canary"} if state is not None else {}
+            groups = tuple(
+                replace(g, splits=tuple(replace(s, role=roles.get(s.destination)) for s in g.splits))
+                if roles and {s.destination for s in g.splits} == set(roles) else g
+                for g in view.groups)
+            out.append(replace(view, groups=groups, canary=CanaryView(
+                stable_weight=int(canary.get("stableWeight", 0)), canary_weight=int(canary["canaryWeight"]),
+                phase=str(canary.get("phase", "")), last_success_rate=canary.get("lastSuccessRate"),
+                failed_intervals=int(canary.get("failedIntervals", 0)), message=str(canary.get("message", "")),
+                report=rollout.get("report") if isinstance(rollout.get("report"), dict) else None)))
+        return out, histories
+
+    def command(self, key: ObjectKey, what: str) -> tuple[bool, str] | None:
+        """Apply a command while leading; None on a follower (only the leader's runner acts)."""
+        return None if self.runner is None else self.runner.handle(key, what)
 
 
 def with_canary(views: Sequence[RouteView], runner: CanaryRunner) -> list[RouteView]:

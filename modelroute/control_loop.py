@@ -14,6 +14,12 @@ A group is compiled from the moment its first Envoy connects; the gateway group 
 compiled, because statuses come from the unscoped gateway compile. Gateway snapshots also
 carry the readiness listener when the placement has one (`modelroute.readiness`).
 
+Metrics (`modelroute.metrics`, optional): compile time per group, objects by kind,
+NACKs by owning object, and edit→served: each input kind (objects, endpoints, canary
+weights) remembers when its first change not yet compiled arrived; the gateway compile
+that takes it in carries those times until the gateway Envoys accept all of it (a later
+compile that replaces it before then inherits the earliest), and a rejection drops them.
+
 Envoy's verdicts on the gateway compile drive `Quarantine` (modelroute/quarantine.py):
 if Envoy rejects a config anyway, the objects responsible are found by bisecting what
 changed and held back alone, so every other object keeps being served and edited.
@@ -34,10 +40,12 @@ from types import MappingProxyType
 
 from controller.background import cancel_and_wait, spawn
 from controller.debounce import Debouncer
+from modelroute.metrics import ControlPlaneMetrics
 from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
 from modelroute.readiness import readiness_resources
 from modelroute.targets import GATEWAY, Placement, target_for_group
+from modelroute.tracing import NO_TRACING, Span, Tracer
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
 from routing_engine.translate import Translator, plugin
@@ -86,7 +94,8 @@ def freeze_heap() -> None:
 class ControlLoop:
     def __init__(self, *, placement: Placement, on_status: StatusCallback | None = None,
                  window: float = 0.05, max_delay: float = 0.5, plugins: Sequence[Plugin] | None = None,
-                 group_grace: float = 30.0) -> None:
+                 group_grace: float = 30.0, metrics: ControlPlaneMetrics | None = None,
+                 tracer: Tracer = NO_TRACING) -> None:
         self.placement = placement
         # A node group whose last stream closed is forgotten this long after (a reconnect
         # in between keeps it): scoped sidecars come and go, and every group left behind
@@ -94,6 +103,11 @@ class ControlLoop:
         self.group_grace = group_grace
         self._streams: Counter[str] = Counter()
         self._collecting: dict[str, asyncio.TimerHandle] = {}
+        self.metrics = metrics
+        self.tracer = tracer
+        self._pending_since: dict[str, float] = {}  # input kind → first change not compiled yet
+        self._unserved: dict[str, float] = {}  # ... compiled for the gateway, not accepted yet
+        self._kinds: set[str] = set()  # object kinds seen (their gauge goes to 0, not away)
         # None: the built-in features plus the `modelroute.plugins` entry points.
         self._plugins = plugin.with_builtin(plugin.discover()) if plugins is None else tuple(plugins)
         self._on_status = on_status
@@ -130,15 +144,22 @@ class ControlLoop:
 
     def set_objects(self, objects: Sequence[Resource]) -> None:
         self._objects = tuple(objects)
-        self._changed()
+        if self.metrics is not None:
+            kinds: dict[str, int] = {}
+            for obj in self._objects:
+                kinds[obj.KIND] = kinds.get(obj.KIND, 0) + 1
+            self._kinds |= set(kinds)
+            for kind in self._kinds:  # a kind whose last object went away reads 0
+                self.metrics.objects.labels(kind).set(kinds.get(kind, 0))
+        self._changed("objects")
 
     def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None:
         self._endpoints = MappingProxyType(dict(endpoints))
-        self._changed()
+        self._changed("endpoints")
 
     def set_live_weights(self, weights: Mapping[ObjectKey, tuple[int, int]]) -> None:
         self._live_weights = MappingProxyType(dict(weights))
-        self._changed()
+        self._changed("weights")
 
     def add_group(self, group: str) -> None:
         if group not in self._groups:
@@ -176,7 +197,9 @@ class ControlLoop:
             self._cache.clear_snapshot(group)
         log.info("node group collected: group=%s", group, extra={"node_group": group})
 
-    def _changed(self) -> None:
+    def _changed(self, what: str | None = None) -> None:
+        if what is not None:
+            self._pending_since.setdefault(what, time.monotonic())
         self._changes += 1
         self.debouncer.notify()
 
@@ -192,12 +215,24 @@ class ControlLoop:
             log.warning("envoy rejected the gateway config: owners=%s error=%s",
                         ",".join(str(o) for o in sorted(rejected.owners)), rejected.message,
                         extra={"resources": [n for _, n in rejected.resources]})
+            self._unserved = {}
+            if self.metrics is not None:
+                self.metrics.rejected(rejected.owners)
             if self.quarantine.rejected_by_envoy(rejected.owners, rejected.message):
                 self._changed()
         elif self.tracker.all_accepted():
             self._judged = True
+            self._served()
             if self.quarantine.accepted():
                 self._changed()
+
+    def _served(self) -> None:
+        """The gateway Envoys hold every resource of the latest compile: its changes are served."""
+        now = time.monotonic()
+        if self.metrics is not None:
+            for what, since in self._unserved.items():
+                self.metrics.edit_to_served.labels(what).observe(now - since)
+        self._unserved = {}
 
     @property
     def objects(self) -> tuple[Resource, ...]:
@@ -268,39 +303,14 @@ class ControlLoop:
 
     async def _push(self) -> None:
         seen = self._changes
+        compiling, self._pending_since = self._pending_since, {}
         effective = self.quarantine.effective(self._objects)
         world = World(effective, self._endpoints, self._live_weights)
-        for group in sorted(self._groups):
-            started = time.perf_counter()
-            compiler = self._compilers.get(group)
-            if compiler is None:
-                compiler = self._compilers[group] = Compiler(Translator(self._plugins))
-            target = target_for_group(group, self.placement)
-            # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
-            try:
-                compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
-            except Exception:  # an engine bug: Envoy keeps this group's last snapshot
-                log.exception("compile failed: group=%s", group, extra={"node_group": group})
-                self._compilers.pop(group, None)  # its caches may be half-updated
-                continue
-            own = self._readiness if target.role == "gateway" else ()
-            snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
-            problems = check_consistency(snapshot)
-            if problems:  # an engine bug; Envoy keeps the last good snapshot
-                log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
-                          extra={"node_group": group})
-                continue
-            self.compiled[group] = compiled
-            if self._cache is not None:
-                self._cache.set_snapshot(group, snapshot)
-            log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects),
-                     sum(len(v) for v in compiled.resources.values()), time.perf_counter() - started,
-                     extra={"node_group": group})
-            if group == GATEWAY:
-                self.tracker.use(compiled.owners, compiled.resources)
-                self.quarantine.compiled(effective)
-                self._judged = False
-                self.judge()
+        with self.tracer.span("modelroute.push", objects=len(world.objects),
+                              inputs=",".join(sorted(compiling))) as push:
+            for group in sorted(self._groups):
+                with self.tracer.span("modelroute.compile", push, node_group=group) as span:
+                    await self._compile(group, world, effective, compiling, span)
         if not self._heap_frozen:
             self._heap_frozen = True
             freeze_heap()
@@ -308,6 +318,48 @@ class ControlLoop:
         self._synced = seen
         self.generation += 1
         self._pushed.set()
+
+    async def _compile(self, group: str, world: World, effective: Sequence[Resource],
+                       compiling: Mapping[str, float], span: Span) -> None:
+        """Compile one node group and hand its snapshot to the cache."""
+        started = time.perf_counter()
+        compiler = self._compilers.get(group)
+        if compiler is None:
+            compiler = self._compilers[group] = Compiler(Translator(self._plugins))
+        target = target_for_group(group, self.placement)
+        # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
+        try:
+            compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
+        except Exception:  # an engine bug: Envoy keeps this group's last snapshot
+            log.exception("compile failed: group=%s", group, extra={"node_group": group})
+            self._compilers.pop(group, None)  # its caches may be half-updated
+            span.set(error="compile failed")
+            return
+        own = self._readiness if target.role == "gateway" else ()
+        snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
+        problems = check_consistency(snapshot)
+        if problems:  # an engine bug; Envoy keeps the last good snapshot
+            log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
+                      extra={"node_group": group})
+            span.set(error="inconsistent snapshot")
+            return
+        self.compiled[group] = compiled
+        if self._cache is not None:
+            self._cache.set_snapshot(group, snapshot)
+        took = time.perf_counter() - started
+        resources = sum(len(v) for v in compiled.resources.values())
+        log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects), resources,
+                 took, extra={"node_group": group})
+        span.set(resources=resources)
+        if self.metrics is not None:
+            self.metrics.compile_seconds.labels(group).observe(took)
+        if group == GATEWAY:
+            for what, since in compiling.items():
+                self._unserved[what] = min(since, self._unserved.get(what, since))
+            self.tracker.use(compiled.owners, compiled.resources)
+            self.quarantine.compiled(effective)
+            self._judged = False
+            self.judge()
 
 
 class _LoopHooks(Hooks):

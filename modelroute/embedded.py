@@ -33,6 +33,11 @@ the limits per destination cluster.
 
 Ports below 1024 in a manifest are moved up by `privileged_port_offset` when not running
 as root (default 10000: 443 → 10443), and the printed URLs say so.
+
+The admin HTTP server (`admin_address`, loopback by default) serves `/healthz`,
+`/readyz`, `/metrics` (this control plane's series, `modelroute.metrics`, with the
+per-variant and rollout series), `/debug/nodes` and the experiment page (`/experiments`,
+read-only unless `experiment_token` is set; `modelroute.experiment_page`).
 """
 
 from __future__ import annotations
@@ -46,26 +51,31 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from controller.background import cancel_and_wait, spawn
 from controller.embedded_status import with_gateway_down, with_rejections, workload_statuses
 from controller.envoy_process import EnvoyProcess
+from controller.experiment_metrics import CanaryCollector, VariantCollector
 from controller.file_provider import FileProvider
-from controller.instance import InstanceLock, check_ports
+from controller.instance import InstanceLock, check_ports, split_address
 from controller.ratelimit_limits import cluster_limits
 from controller.ratelimit_redis import LocalRedis, redis_for
 from controller.ratelimit_service import RunningService, ServiceOptions, start_ratelimit_service
 from controller.replicas import ReplicaRuntime
-from controller.status_view import StatusWriter, status_path
+from controller.status_view import RouteView, StatusWriter, status_path
 from controller.status_view import run_dir as run_dir_of
 from controller.supervisor import Supervisor
 from controller.tls import untrusted_material, watch_tls_files
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.endpoint_drain import EndpointDrain
+from modelroute.experiment_page import ExperimentSource, add_routes
+from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
+from modelroute.tracing import tracing
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
 from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
@@ -73,12 +83,14 @@ from xds_server import ControlPlane, start_control_plane
 from xds_server.identity import authorized_group
 from xds_server.tls import ServerTls
 from xds_server.bootstrap import render_dict
+from xds_server.http import admin_app, start_admin
 
 log = logging.getLogger("modelroute.embedded")
 
 UNPRIVILEGED_OFFSET = 10_000
 # How long a withdrawn replica waits for every Envoy's ACK before it is stopped anyway.
 DRAIN_TIMEOUT_S = 5.0
+ACCESS_LOG_FLUSH_MS = 1000
 
 
 def default_port_offset() -> int:
@@ -110,6 +122,10 @@ class EmbeddedOptions:
     ratelimit: ServiceOptions = field(default_factory=ServiceOptions.from_env)
     # The translator's feature plugins (None: built-in plus the `modelroute.plugins` entry points).
     plugins: tuple[Plugin, ...] | None = None
+    admin_address: str = "127.0.0.1:0"  # /healthz /readyz /metrics /debug/nodes /experiments (`up`: :19001)
+    experiment_token: str | None = None  # None: the experiment page is read-only
+    otlp_endpoint: str | None = None  # OpenTelemetry collector (OTLP/gRPC HOST:PORT); None: no tracing
+    trace_sampling: float = 100.0  # percent of new requests the gateway traces
 
     @property
     def run_dir(self) -> Path:
@@ -126,16 +142,24 @@ class Embedded:
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
         self.lock = InstanceLock(options.run_dir, directory=options.directory)
         self.status_writer = StatusWriter(status_path(options.run_dir))
-        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=options.plugins)
+        # One registry per instance: its /metrics shows this control plane only, and tests may
+        # run several in one process.
+        self.registry = CollectorRegistry()
+        self.metrics = ControlPlaneMetrics(self.registry)
+        self.metrics.leader.set(1)  # the only instance: it writes the status and judges rollouts
+        self.tracer, plugins = tracing(options.otlp_endpoint, options.trace_sampling, options.plugins)
+        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=plugins,
+                                metrics=self.metrics, tracer=self.tracer)
         self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
+        self.registry.register(VariantCollector(self.canary.stats))
+        self.registry.register(CanaryCollector(lambda: self.canary.runner))
         self.drain = EndpointDrain()
         self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas",
                                        drain=self._drain)
         self.provider = FileProvider(options.directory, self._on_objects, on_errors=self.loop.publish_status)
         self.plane: ControlPlane | None = None
-        # One registry per instance: its /metrics shows this control plane only, and tests may
-        # run several in one process.
-        self.registry = CollectorRegistry()
+        self.admin: web.AppRunner | None = None
+        self.admin_port: int | None = None
         self.gateway: Supervisor | None = None  # the gateway Envoy
         self.ratelimit: RunningService | None = None
         self.redis: LocalRedis | None = None
@@ -170,8 +194,10 @@ class Embedded:
         rls_port = self.options.ratelimit_port
         if rls_port is None:
             rls_port = self.options.xds_port + 1 if self.options.xds_port else 0
+        admin_host, admin_port = split_address(self.options.admin_address)
         check_ports([(self.options.xds_host, self.options.xds_port, "xDS"),
-                     (self.options.xds_host, rls_port, "rate-limit service")])
+                     (self.options.xds_host, rls_port, "rate-limit service"),
+                     (admin_host, admin_port, "admin and experiment page")])
         objects = await self.provider.load()
         if self.options.start_envoy:
             check_ports(self._listener_ports(objects))
@@ -187,11 +213,15 @@ class Embedded:
             self._tls_task = spawn(watch_tls_files(self.options.xds_tls_dir, tls.update), name="xds certificate files")
         self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options,
                                                        credentials=tls.credentials() if tls else None)
+        await self.tracer.start()
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               authorize=authorized_group, hooks=[self.loop.hooks, self.drain],
-                                               registry=self.registry, debounce=0.0,
-                                               credentials=tls.credentials() if tls else None)
+                                               admin_host=None, authorize=authorized_group,
+                                               hooks=[self.loop.hooks, self.drain], registry=self.registry,
+                                               debounce=0.0, credentials=tls.credentials() if tls else None)
+        app = admin_app(ready=self.plane.ready, debug=self.plane.debug, registry=self.registry)
+        add_routes(app, self.experiments())
+        self.admin, self.admin_port = await start_admin(app, admin_host, admin_port)
         self.loop.attach(self.plane.cache)
         await self.canary.start()
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
@@ -201,7 +231,18 @@ class Embedded:
         if self.options.start_envoy:
             self.gateway = Supervisor("gateway", self._make_gateway, on_change=self.loop.publish_status)
             await self.gateway.start()
-        log.info("embedded mode up: dir=%s xds_port=%s", self.options.directory, self.plane.xds_port)
+        log.info("embedded mode up: dir=%s xds_port=%s admin_port=%s", self.options.directory, self.plane.xds_port,
+                 self.admin_port)
+
+    def experiments(self) -> ExperimentSource:
+        """What the experiment page reads of this instance."""
+        def views() -> list[RouteView]:
+            compiled = self.loop.compiled.get(GATEWAY)
+            return [] if compiled is None else route_views(compiled, self.loop.objects)
+
+        return ExperimentSource(mode="embedded", views=views, rollouts=self.canary.rollouts, stats=self.canary.stats,
+                                command=self.canary.command, leading=lambda: True,
+                                token=self.options.experiment_token)
 
     def _listener_ports(self, objects: Sequence[Resource]) -> list[tuple[str, int, str]]:
         """(address, port, purpose) of every listener the gateway Envoy will bind."""
@@ -217,7 +258,9 @@ class Embedded:
                                 xds_port=self.plane.xds_port, admin_port=_free_port(), delta=self.options.delta,
                                 ratelimit_port=self.ratelimit.port)
         bootstrap.update(self.canary.stats_sink())
-        return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level)
+        # The JSON access log (its stdout: `gateway.stdout`) is flushed every second, not every 10 s.
+        return EnvoyProcess(bootstrap, self.options.run_dir, name="gateway", log_level=self.options.envoy_log_level,
+                            extra_args=["--file-flush-interval-msec", str(ACCESS_LOG_FLUSH_MS)])
 
     async def _drain(self, endpoints: Sequence[BackendEndpoint]) -> bool:
         """True when every Envoy dropped `endpoints`, False when the timeout ran out."""
@@ -233,6 +276,10 @@ class Embedded:
         await cancel_and_wait(self._debounce_task, self._tls_task)
         await self.loop.close()
         await self.canary.stop()
+        if self.admin is not None:
+            await self.admin.cleanup()
+            self.admin = None
+        await self.tracer.stop()
         if self.plane is not None:
             await self.plane.stop()
         if self.ratelimit is not None:

@@ -24,7 +24,9 @@ its state goes to each ModelRoute's `status.canary`/`status.rollout` with the st
 writes, and every other replica applies the split that status shows.
 
 Every port the Deployment declares is bound here: xDS, rate-limit, stats, the admin
-server (`/healthz`, `/readyz`, `/metrics`, `/debug/nodes` on `admin_address`) and the
+server (`/healthz`, `/readyz`, `/metrics`, `/debug/nodes` and the experiment page
+`/experiments` on `admin_address`: all interfaces for `serve`, so Prometheus can scrape
+every replica; the per-variant and rollout series come from the leader) and the
 admission webhook (HTTPS on `webhook.address`; its certificate from the control plane's
 own Secret, `controller.kubernetes.webhook_certs`, or from files another issuer writes).
 `/readyz` answers 200 once this replica has compiled the cluster as listed (so the xDS
@@ -52,6 +54,8 @@ from prometheus_client import CollectorRegistry
 from aiohttp import web
 
 from controller.background import cancel_and_wait, spawn
+from controller.experiment_metrics import CanaryCollector, VariantCollector
+from controller.instance import split_address
 from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
@@ -63,10 +67,16 @@ from controller.tls import ServingTls, untrusted_material, watch_tls_files
 from controller.ratelimit_limits import cluster_limits
 from controller.kubernetes.resources import MODEL_ROUTE
 from controller.ratelimit_service import DEFAULT_REDIS_URL, RunningService, ServiceOptions, start_ratelimit_service
+from controller.status_view import RouteView
 from modelroute.canary_wiring import ClusterCanaryWiring
 from modelroute.control_loop import ControlLoop
+from modelroute.experiment_page import ExperimentSource, add_routes
+from modelroute.metrics import ControlPlaneMetrics
+from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
+from modelroute.tracing import tracing
 from routing_engine.api.resources import ObjectKey, Resource
+from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.identity import authorized_group
@@ -78,14 +88,6 @@ log = logging.getLogger("modelroute.kubernetes")
 
 # The gateway bootstrap's Envoy admin port (deploy/: loopback only); no listener may take it.
 GATEWAY_ADMIN_PORT = 19000
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """`HOST:PORT` → (host, port); ValueError naming the address otherwise."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,11 @@ class KubernetesOptions:
     # every peer that can reach these ports is trusted).
     xds_tls: Literal["auto", "files", "off"] = "off"
     xds_tls_dir: Path | None = None
+    experiment_token: str | None = None  # None: the experiment page is read-only
+    # The translator's feature plugins (None: built-in plus the `modelroute.plugins` entry points).
+    plugins: tuple[Plugin, ...] | None = None
+    otlp_endpoint: str | None = None  # OpenTelemetry collector (OTLP/gRPC HOST:PORT); None: no tracing
+    trace_sampling: float = 100.0  # percent of new requests the gateways trace
 
     def ratelimit_bind(self) -> str:
         if self.ratelimit_address is not None:
@@ -140,10 +147,16 @@ class KubernetesMode:
     def __init__(self, api: KubeApi, options: KubernetesOptions) -> None:
         self.options = options
         placement = placement_of(options)
-        self.loop = ControlLoop(placement=placement, on_status=self._on_status)
+        # One registry per instance: its /metrics shows this control plane only, and tests may
+        # run several in one process.
+        self.registry = CollectorRegistry()
+        self.metrics = ControlPlaneMetrics(self.registry)
+        self.tracer, plugins = tracing(options.otlp_endpoint, options.trace_sampling, options.plugins)
+        self.loop = ControlLoop(placement=placement, on_status=self._on_status, metrics=self.metrics,
+                                plugins=plugins, tracer=self.tracer)
         self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
         self.certificates: WebhookCertificates | None = None
-        leader_tasks = {"canary runner": lambda: self.canary.lead()}
+        leader_tasks = {"canary runner": lambda: self.canary.lead(), "leader metric": self._leading}
         # The server side of the mTLS with the gateways: a throwaway certificate nobody
         # trusts until the real material arrives (handshakes fail meanwhile; /readyz says so).
         self.xds_tls: ServerTls | None = None
@@ -168,16 +181,16 @@ class KubernetesMode:
                                                                     name="modelroute", identity=options.identity,
                                                                     retry_period=options.lease_retry_s),
                                               leader_tasks=leader_tasks,
-                                              on_endpoints=lambda: self._statuses_changed.set())
+                                              on_endpoints=lambda: self._statuses_changed.set(),
+                                              on_informer_lag=self.metrics.informer_lag.observe)
         routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),
                                           stats_host=stats_host or "0.0.0.0", stats_port=int(stats_port),
                                           stats_tls=self.stats_tls.context if self.stats_tls else None)
+        self.registry.register(VariantCollector(self.canary.stats))
+        self.registry.register(CanaryCollector(lambda: self.canary.runner))
         self.plane: ControlPlane | None = None
-        # One registry per instance: its /metrics shows this control plane only, and tests may
-        # run several in one process.
-        self.registry = CollectorRegistry()
         self.ratelimit: RunningService | None = None
         self._statuses: Mapping[ObjectKey, ObjectStatus] | None = None
         self._extras: Mapping[ObjectKey, Mapping[str, Any]] = {}
@@ -199,14 +212,16 @@ class KubernetesMode:
                       else "fail-closed (every request to a limited server refused)")
         self.ratelimit = await start_ratelimit_service(
             self.options.ratelimit_bind(), options, credentials=self.xds_tls.credentials() if self.xds_tls else None)
+        await self.tracer.start()
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                admin_host=None, authorize=authorized_group,
                                                hooks=[self.loop.hooks], registry=self.registry, debounce=0.0,
                                                credentials=self.xds_tls.credentials() if self.xds_tls else None)
         host, port = split_address(self.options.admin_address)
-        self.admin, self.admin_port = await start_admin(
-            admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry), host, port)
+        app = admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry)
+        add_routes(app, self.experiments())
+        self.admin, self.admin_port = await start_admin(app, host, port)
         await self.canary.start()
         self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),
                        spawn(self.cluster.run(), name="kubernetes"),
@@ -228,6 +243,25 @@ class KubernetesMode:
         log.info("kubernetes mode up: xds_port=%s ratelimit_port=%s stats_port=%s admin_port=%s webhook_port=%s "
                  "identity=%s", self.plane.xds_port, self.ratelimit.port, self.canary.port, self.admin_port,
                  self.webhook_port, self.options.identity)
+
+    def experiments(self) -> ExperimentSource:
+        """What the experiment page reads of this replica (rollouts: the leader's runner, or
+        the statuses it wrote)."""
+        def views() -> list[RouteView]:
+            compiled = self.loop.compiled.get(GATEWAY)
+            return [] if compiled is None else route_views(compiled, self.loop.objects)
+
+        return ExperimentSource(mode="kubernetes", views=views, rollouts=self.canary.rollouts,
+                                stats=self.canary.stats, command=self.canary.command,
+                                leading=lambda: self.canary.runner is not None, token=self.options.experiment_token)
+
+    async def _leading(self) -> None:
+        """A leader task: `modelroute_leader` is 1 while it runs."""
+        self.metrics.leader.set(1)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.metrics.leader.set(0)
 
     def ready(self) -> bool:
         """/readyz: the cluster as listed is compiled and served, and the webhook (if any)
@@ -255,6 +289,7 @@ class KubernetesMode:
             await self.plane.stop()
         if self.ratelimit is not None:
             await self.ratelimit.stop()
+        await self.tracer.stop()
 
     # The world sink of the cluster side: the canary sees the routes before the engine does,
     # so a rollout's weights are in place for the compile of its route.

@@ -3,11 +3,17 @@
 # nothing changed: the install is redone only when pyproject.toml is newer than the stamp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# redis-server (Debian) backs the shared rate limit (rateLimit.global) and its tests.
-# Installed only when missing and only as root (CI starts from a bare machine).
-if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+# Debian packages: redis-server backs the shared rate limit (rateLimit.global) and its
+# tests; chromium + chromium-driver run the experiment page's browser test (selenium).
+# Each is installed only when missing and only as root (CI starts from a bare machine).
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # shellcheck disable=SC2086  # one word per package
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}

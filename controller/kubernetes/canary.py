@@ -76,11 +76,10 @@ class StatusStore:
     def load(self) -> dict[ObjectKey, CanaryState]:
         states: dict[ObjectKey, CanaryState] = {}
         for obj in self._routes():
-            raw = _rollout(obj).get("state")
-            if not isinstance(raw, dict):
-                continue
             try:
-                states[_key(obj)] = CanaryState(**{k: v for k, v in raw.items() if k in _STATE_FIELDS})
+                state = stored_state(obj)
+                if state is not None:
+                    states[_key(obj)] = state
             except TypeError as err:
                 log.error("canary state in status unreadable, the rollout starts over",
                           extra={"resource": str(_key(obj)), "error": str(err)})
@@ -88,6 +87,15 @@ class StatusStore:
 
     def save(self, states: Mapping[ObjectKey, CanaryState]) -> None:
         """Nothing to do: the state reaches the status with the next status write."""
+
+
+def stored_state(obj: Obj) -> CanaryState | None:
+    """The rollout state the leader wrote into a route's `status.rollout` (None: none);
+    raises TypeError when it cannot be read."""
+    raw = _rollout(obj).get("state")
+    if not isinstance(raw, dict):
+        return None
+    return CanaryState(**{k: v for k, v in raw.items() if k in _STATE_FIELDS})
 
 
 def live_weights(routes: Iterable[Obj]) -> dict[ObjectKey, tuple[int, int]]:

@@ -15,6 +15,8 @@ objects that were left out) and handed to `publish`.
   bookmarks, a status-only write) is not published again.
 - An invalid object is reported in `Snapshot.errors` and left out; every other object
   is still published (SPEC 3.5).
+- `on_lag` (metrics) is told, at each publish, how long ago the first change it carries
+  arrived from a watch (the informer lag the user sees: watch → engine).
 - EndpointSlices are matched to ModelInfers by the `kubernetes.io/service-name` label
   (the Service is named after the ModelInfer, see `workloads`); they are watched with a
   selector on `workload.matrixinfer.ai/modelinfer`, which the EndpointSlice controller
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -134,9 +137,12 @@ def build_snapshot(engine_objects: Iterable[Obj], slices: Iterable[Obj],
 
 class KubernetesProvider:
     def __init__(self, api: KubeApi, publish: Publish, *, namespace: str | None = None,
-                 resync_period: float | None = 600.0, watch_timeout: int = 300) -> None:
+                 resync_period: float | None = 600.0, watch_timeout: int = 300,
+                 on_lag: Callable[[float], None] | None = None) -> None:
         self._publish = publish
         self._dirty = asyncio.Event()
+        self._dirty_since: float | None = None  # arrival of the first change not published yet
+        self._on_lag = on_lag
         options = dict(namespace=namespace, resync_period=resync_period, watch_timeout=watch_timeout)
         self.informers: dict[str, Informer] = {
             kind: Informer(api, rtype, self._changed, **options)  # type: ignore[arg-type]
@@ -149,6 +155,8 @@ class KubernetesProvider:
 
     async def _changed(self, change: Change) -> None:
         if change.type != "RESYNC":
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()
             self._dirty.set()
 
     def snapshot(self) -> Snapshot:
@@ -172,6 +180,7 @@ class KubernetesProvider:
         servers = self.informers[MODEL_SERVER.kind]
         while True:
             self._dirty.clear()
+            since, self._dirty_since = self._dirty_since, None
             await self.secrets.want(secret_refs(servers.cache.values()))
             await self.secrets.settled()
             snapshot = self.snapshot()
@@ -180,4 +189,6 @@ class KubernetesProvider:
                     log.warning("invalid object left out", extra={"error": str(error)})
                 await self._publish(snapshot)
                 self.last = snapshot
+                if since is not None and self._on_lag is not None:
+                    self._on_lag(time.monotonic() - since)
             await self._dirty.wait()

@@ -70,16 +70,18 @@ class KubernetesControlPlane:
                  watch_namespace: str | None = None, target: Target = Target(),
                  elector: LeaderElector | None = None, status: StatusWriter | None = None,
                  leader_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
-                 on_endpoints: Callable[[], None] = lambda: None) -> None:
+                 on_endpoints: Callable[[], None] = lambda: None,
+                 on_informer_lag: Callable[[float], None] | None = None) -> None:
         """`on_endpoints` is called when a gateway Service's endpoint changed (the statuses
-        should be written again to carry it)."""
+        should be written again to carry it); `on_informer_lag` with the provider's lag at
+        each publish (metrics)."""
         self._api = api
         self._identity = identity
         self._leader_tasks = dict(leader_tasks or {})
         self._sink = sink
         self._system_namespace = system_namespace
         self._target = target
-        self.provider = KubernetesProvider(api, self._publish, namespace=watch_namespace)
+        self.provider = KubernetesProvider(api, self._publish, namespace=watch_namespace, on_lag=on_informer_lag)
         self.elector = elector or LeaderElector(api, namespace=system_namespace, name="modelroute",
                                                 identity=identity)
         self.status = status or StatusWriter(api, events=EventRecorder(api, instance=identity))

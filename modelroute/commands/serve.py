@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 from controller.instance import InstanceConflict
+from modelroute.commands.up import add_admin_options, admin_settings
 from modelroute.embedded import UNPRIVILEGED_OFFSET, Embedded, EmbeddedOptions
 from modelroute.logs import add_log_level_option, configure_logging
 
@@ -55,8 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats-address", default="0.0.0.0:18002",
                    help="kubernetes provider: HOST:PORT where gateway Envoys push their stats (statsd) for canary "
                         "analysis")
-    p.add_argument("--admin-address", default="0.0.0.0:19001",
-                   help="kubernetes provider: HOST:PORT of /healthz, /readyz (the probes), /metrics, /debug/nodes")
+    add_admin_options(p, default="0.0.0.0:19001")
     p.add_argument("--webhook-address", default=None,
                    help="kubernetes provider: HOST:PORT of the HTTPS admission webhook (default: none)")
     p.add_argument("--webhook-cert-dir", type=Path, default=None,
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     kubernetes = args.provider == "kubernetes"
     address = args.xds_address or ("0.0.0.0:18000" if kubernetes else "127.0.0.1:18000")
     host, _, port = address.rpartition(":")
@@ -96,16 +96,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"modelroute serve: plaintext xDS on {address} would give every peer that reaches it the whole "
               "configuration (API keys and TLS keys included): use --xds-tls, or --xds-insecure to accept that")
         return 2
+    admin = admin_settings(args, "serve")
+    if isinstance(admin, str):
+        print(admin)
+        return 2
     if kubernetes:
         if not port.isdigit():
             print(f"modelroute serve: --xds-address must be HOST:PORT (got {address})")
             return 2
-        return asyncio.run(_serve_kubernetes(args, host or "0.0.0.0", int(port), tls))
+        return asyncio.run(_serve_kubernetes(args, host or "0.0.0.0", int(port), tls, admin[1]))
     if not args.dir.is_dir() or not port.isdigit():
         print(f"modelroute serve: need an existing --dir and --xds-address HOST:PORT (got {args.dir}, {address})")
         return 2
     options = EmbeddedOptions(directory=args.dir.resolve(), xds_host=host or "0.0.0.0", xds_port=int(port),
-                              listen_address=args.listen_address, start_envoy=False,
+                              listen_address=args.listen_address, start_envoy=False, admin_address=admin[0],
+                              experiment_token=admin[1], otlp_endpoint=args.otlp_endpoint,
+                              trace_sampling=args.trace_sampling,
                               xds_tls_dir=args.xds_tls_dir if tls == "files" else None)
     return asyncio.run(_serve(options))
 
@@ -122,8 +128,8 @@ async def _serve(options: EmbeddedOptions) -> int:
 
     def started() -> None:
         assert app.plane is not None
-        print(f"xDS on {options.xds_host}:{app.plane.xds_port}, admin on 127.0.0.1:{app.plane.admin_port} "
-              f"(/healthz /readyz /metrics /debug/nodes); Ctrl-C to stop", flush=True)
+        print(f"xDS on {options.xds_host}:{app.plane.xds_port}, admin on {options.admin_address.rpartition(':')[0]}:"
+              f"{app.admin_port} (/healthz /readyz /metrics /debug/nodes /experiments); Ctrl-C to stop", flush=True)
 
     try:
         await app.serve_until_signalled(started)
@@ -133,7 +139,7 @@ async def _serve(options: EmbeddedOptions) -> int:
     return 0
 
 
-async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls: str) -> int:
+async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls: str, token: str | None) -> int:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ConfigError
     from controller.kubernetes.webhook_certs import WebhookTarget
@@ -173,7 +179,9 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls:
                                                      admin_address=args.admin_address, webhook=webhook,
                                                      privileged_port_offset=args.privileged_port_offset,
                                                      gateway_readiness_port=args.gateway_readiness_port,
-                                                     xds_tls=tls, xds_tls_dir=args.xds_tls_dir))
+                                                     xds_tls=tls, xds_tls_dir=args.xds_tls_dir,
+                                                     experiment_token=token, otlp_endpoint=args.otlp_endpoint,
+                                                     trace_sampling=args.trace_sampling))
         try:
             await mode.start()
             assert mode.plane is not None
@@ -182,7 +190,8 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls:
             channels = "mTLS" if tls != "off" else "plaintext"
             stats = "TCP, mTLS" if tls != "off" else "UDP+TCP"
             print(f"xDS ({channels}) on {host}:{mode.plane.xds_port}, rate-limit service on port {mode.ratelimit.port}, "
-                  f"stats (statsd, {stats}) on port {mode.canary.port}, admin (/healthz /readyz /metrics) on port "
+                  f"stats (statsd, {stats}) on port {mode.canary.port}, admin (/healthz /readyz /metrics /experiments) "
+                  "on port "
                   f"{mode.admin_port}{webhook_note} (kubernetes provider, identity {args.identity}); Ctrl-C to stop",
                   flush=True)
             await stop.wait()

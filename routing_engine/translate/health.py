@@ -3,6 +3,11 @@
 - `GET /health`: Envoy is up — a route with a direct 200, before every user route.
 - `GET /ready`: 200 only while the listener's `ready_backends` have healthy endpoints —
   the `health_check` filter (not pass-through) with `cluster_min_healthy_percentages`.
+  `GET /ready?server=<namespace>/<name>` asks about one ModelServer of the port only (one
+  more filter per server, each matching its exact path and query), so one unhealthy
+  server never makes a load balancer drop the others. The query is matched as sent
+  (`/`, not `%2F`): Envoy compares `:path` bytes, and a regex alternative would exceed
+  Envoy's RE2 program-size limit for long names.
   That filter only counts hosts the control plane marks UNHEALTHY in EDS (SPEC 5), which
   is why `endpoint.py` always sends `health_status`. The minimum is 1%: Envoy truncates
   the percentage to an integer (a tiny value like 1e-6 becomes 0 and never fails — found
@@ -10,7 +15,12 @@
   none (or an empty cluster) fails.
   A listener without ready backends answers 200 as long as Envoy is up.
 - `GET /metrics`: Envoy's Prometheus stats, routed to the bootstrap's admin cluster
-  (`modelroute_admin`) with the path rewritten to `/stats/prometheus`.
+  (`modelroute_admin`) with the path rewritten to `/stats/prometheus` — only on ports
+  where no route needs authentication. Envoy's stats name every server, route and
+  upstream host of the gateway; a port whose servers require a JWT or an API key must not
+  hand them to anonymous clients, so there `/metrics` is not intercepted (it goes to the
+  server owning the path, with that server's auth) and Envoy's stats are read from its
+  admin port (and the control plane's `/metrics` has the per-variant series).
 The filter runs first (rank 100) so probes need no credentials and spend no tokens.
 """
 
@@ -30,8 +40,23 @@ READY_PATH = "/ready"
 METRICS_PATH = "/metrics"
 PROMETHEUS_PATH = "/stats/prometheus"
 HEALTH_CHECK_FILTER = "envoy.filters.http.health_check"
+SERVER_READY_FILTER = "modelroute.ready"  # + "/<backend>": one health_check filter per server
 # Percent of healthy hosts below which /ready fails; the smallest value Envoy honours.
 MIN_HEALTHY_PERCENT = 1.0
+
+
+def server_ready_path(backend: str) -> str:
+    """`/ready?server=<namespace>/<name>` of a ModelServer's backend (`modelserver/<ns>/<name>`)."""
+    return f"{READY_PATH}?server={backend.removeprefix('modelserver/')}"
+
+
+def _ready_filter(path: str, backends: Sequence[str], name: str = HEALTH_CHECK_FILTER) -> HttpFilter:
+    config = health_check_pb2.HealthCheck()
+    config.pass_through_mode.value = False
+    config.headers.add(name=":path").string_match.exact = path
+    for backend in backends:
+        config.cluster_min_healthy_percentages[names.cluster(backend)].value = MIN_HEALTHY_PERCENT
+    return HttpFilter(name=name, typed_config=pack(config))
 
 
 class HealthPlugin(Plugin):
@@ -39,18 +64,18 @@ class HealthPlugin(Plugin):
     rank = RANKS["health"]
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
-        config = health_check_pb2.HealthCheck()
-        config.pass_through_mode.value = False
-        config.headers.add(name=":path").string_match.exact = READY_PATH
-        for backend in sorted(set(listener.ready_backends)):
-            config.cluster_min_healthy_percentages[names.cluster(backend)].value = MIN_HEALTHY_PERCENT
-        return [HttpFilter(name=HEALTH_CHECK_FILTER, typed_config=pack(config))]
+        backends = sorted(set(listener.ready_backends))
+        return [_ready_filter(READY_PATH, backends),
+                *(_ready_filter(server_ready_path(backend), [backend], f"{SERVER_READY_FILTER}/{backend}")
+                  for backend in backends)]
 
     def extra_routes(self, listener: ir.Listener) -> Sequence[rc.Route]:
         health = rc.Route(name="modelroute/health")
         health.match.path = HEALTH_PATH
         health.direct_response.status = 200
         health.direct_response.body.inline_string = "ok\n"
+        if any(route.auth for route in listener.routes):
+            return [health]
         metrics = rc.Route(name="modelroute/metrics")
         metrics.match.path = METRICS_PATH
         metrics.route.cluster = names.ADMIN_CLUSTER

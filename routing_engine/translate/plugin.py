@@ -46,8 +46,11 @@ RANKS: dict[str, int] = {
     "jwt": 300,
     "apikey": 350,
     "ratelimit": 500,  # the per-Envoy bucket, then the shared (Redis) limit, in that order
+    "usage": 600,  # reads the answer's token usage; after auth and limits, so refused requests skip it
     "tls": 900,  # adds no HTTP filter; ranked so every plugin has one
     "models_list": 910,  # adds no HTTP filter: GET <base>/models answered by Envoy
+    "access_log": 920,  # adds no HTTP filter: the JSON access log and the per-variant stats
+    "tracing": 930,  # adds no HTTP filter: OpenTelemetry tracing (optional, off by default)
 }
 ROUTER_RANK = 10_000
 
@@ -112,6 +115,7 @@ def ordered(plugins: Iterable[Plugin]) -> tuple[Plugin, ...]:
 
 def builtin() -> tuple[Plugin, ...]:
     """The built-in features, in one list (imported here, not registered on import)."""
+    from routing_engine.translate.access_log import AccessLogPlugin
     from routing_engine.translate.apikey import ApiKeyPlugin
     from routing_engine.translate.health import HealthPlugin
     from routing_engine.translate.jwt import JwtPlugin
@@ -119,9 +123,10 @@ def builtin() -> tuple[Plugin, ...]:
     from routing_engine.translate.models_list import ModelsListPlugin
     from routing_engine.translate.ratelimit import RateLimitPlugin
     from routing_engine.translate.tls import TlsPlugin
+    from routing_engine.translate.usage import UsagePlugin
 
-    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(), TlsPlugin(),
-                    ModelsListPlugin()])
+    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(), UsagePlugin(),
+                    TlsPlugin(), ModelsListPlugin(), AccessLogPlugin()])
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:

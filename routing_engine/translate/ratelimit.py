@@ -32,16 +32,9 @@ from its primary's counter):
   Content-Length) gets only the `budget` check;
 - token budgets only, `apply_on_stream_done`: `[(modelroute_tokens, input|output),
   (destination_cluster, C)]` with hits_addend = `usage.prompt_tokens` /
-  `usage.completion_tokens` of the response in dynamic metadata `modelroute.usage` —
-  tokens are charged after the response. A JSON answer's `usage` is read by a
-  `json_to_metadata` response rule; a streamed (SSE, `text/event-stream`) answer's by a
-  small Lua filter (`STREAM_USAGE_LUA`) that looks at each chunk as it passes, never
-  holding one back, and takes the last `usage` it sees: OpenAI-style engines send it in
-  the final chunk when the client asks `stream_options.include_usage`. A stream without
-  one is charged an estimate instead, so leaving the option out is no way around a
-  budget: one completion token per JSON `data:` event (engines stream about a token per
-  chunk) and the request's bytes / 4 as prompt tokens. Its cost is in
-  `bench/results/lua_usage.json` (`bench/lua_usage.py`).
+  `usage.completion_tokens` of the response in dynamic metadata `modelroute.usage`, which
+  the usage reader every listener has (`translate.usage`) fills from JSON and streamed
+  answers (or estimates for a stream without one): tokens are charged after the response.
 
 The filter runs on every request of the listener (unlimited clusters are answered OK by
 the service). `failure_mode_deny` is off: if the service itself cannot be reached within
@@ -58,13 +51,11 @@ from google.protobuf import duration_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
-from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl_pb2
-from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as rl_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from routing_engine import ir
-from routing_engine.translate import names
+from routing_engine.translate import names, usage
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
 
@@ -73,59 +64,12 @@ DESCRIPTOR_KEY = "destination_cluster"  # the key Envoy gives the destination_cl
 STAT_PREFIX = "modelroute_local_ratelimit"
 
 GLOBAL_RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
-USAGE_FILTER = "modelroute.usage_to_metadata"  # a json_to_metadata filter on responses
 RATELIMIT_CLUSTER = "modelroute_ratelimit"  # static cluster of the bootstrap templates
 DOMAIN = "modelroute"
 GLOBAL_STAT_PREFIX = "modelroute_ratelimit"
 SERVICE_TIMEOUT_MS = 250  # above the service's own Redis timeout, so it decides failures
 TOKENS_KEY = "modelroute_tokens"  # descriptor entry: budget | size | input | output
-USAGE_NAMESPACE = "modelroute.usage"
-USAGE_KEYS = {"input": "prompt_tokens", "output": "completion_tokens"}  # OpenAI `usage`
-STREAM_USAGE_FILTER = "modelroute.stream_usage"  # the Lua filter's name in the chain
-BYTES_PER_TOKEN = 4  # the rate-limit service's pre-check estimate, reused for streams without usage
-# Reads `usage` from a streamed (SSE) answer into modelroute.usage as it passes. Per
-# request it only stores the request's Content-Length; per response it returns at once
-# unless the answer is an event stream. A `usage` object may be cut between two chunks,
-# so the end of the previous chunk (OVERLAP bytes) is searched again with the next; the
-# last complete one wins. A `"usage"` inside generated text is JSON-escaped (`\\"usage\\"`)
-# and cannot match.
-STREAM_USAGE_LUA = """
-local NS = "%(ns)s"
-local OVERLAP = 512
-function envoy_on_request(handle)
-  local length = handle:headers():get("content-length")
-  if length ~= nil then handle:streamInfo():dynamicMetadata():set(NS, "request_bytes", length) end
-end
-function envoy_on_response(handle)
-  local kind = handle:headers():get("content-type")
-  if kind == nil or string.find(string.lower(kind), "text/event-stream", 1, true) == nil then return end
-  local tail, prompt, completion, events = "", nil, nil, 0
-  for chunk in handle:bodyChunks() do
-    local bytes = chunk:getBytes(0, chunk:length())
-    local _, n = string.gsub(bytes, "data: {", "")
-    events = events + n
-    local text = tail .. bytes
-    local from = 1
-    while true do
-      local _, open = string.find(text, '"usage"%%s*:%%s*{', from)
-      if open == nil then break end
-      local usage = string.sub(text, open, open + OVERLAP)
-      local p = string.match(usage, '"prompt_tokens"%%s*:%%s*(%%d+)')
-      local c = string.match(usage, '"completion_tokens"%%s*:%%s*(%%d+)')
-      if p ~= nil and c ~= nil then prompt, completion = p, c end
-      from = open + 1
-    end
-    tail = string.sub(text, -OVERLAP)
-  end
-  local meta = handle:streamInfo():dynamicMetadata()
-  if prompt == nil then
-    local bytes = tonumber((meta:get(NS) or {})["request_bytes"] or "0") or 0
-    prompt, completion = tostring(math.ceil(bytes / %(per_token)d)), tostring(events)
-  end
-  meta:set(NS, "%(prompt)s", prompt)
-  meta:set(NS, "%(completion)s", completion)
-end
-"""
+USAGE_KEYS = {"input": usage.PROMPT_TOKENS, "output": usage.COMPLETION_TOKENS}  # what each charge reads
 
 
 def token_bucket(limit: ir.RateLimit) -> token_bucket_pb2.TokenBucket:
@@ -195,34 +139,9 @@ def _tokens_action(limit_config: rl_pb2.RateLimit, value: str) -> route_pb2.Rate
     return rate_limit
 
 
-def _usage_filter() -> HttpFilter:
-    """Response `usage.prompt_tokens` / `usage.completion_tokens` → dynamic metadata,
-    as strings (the hits_addend format needs an integer's text)."""
-    config = j2m.JsonToMetadata()
-    for key in USAGE_KEYS.values():
-        rule = j2m.JsonToMetadata.Rule(selectors=[j2m.JsonToMetadata.Selector(key="usage"),
-                                                  j2m.JsonToMetadata.Selector(key=key)])
-        rule.on_present.metadata_namespace = USAGE_NAMESPACE
-        rule.on_present.key = key
-        rule.on_present.type = j2m.JsonToMetadata.STRING
-        config.response_rules.rules.append(rule)
-    # Exact content types would miss `application/json; charset=utf-8` (vLLM, aiohttp).
-    config.response_rules.allow_content_types_regex.google_re2.SetInParent()
-    config.response_rules.allow_content_types_regex.regex = r"application/json(\s*;.*)?"
-    return HttpFilter(name=USAGE_FILTER, typed_config=pack(config))
-
-
-def _stream_usage_filter() -> HttpFilter:
-    source = STREAM_USAGE_LUA % {"ns": USAGE_NAMESPACE, "per_token": BYTES_PER_TOKEN,
-                                 "prompt": USAGE_KEYS["input"], "completion": USAGE_KEYS["output"]}
-    config = lua_pb2.Lua()
-    config.default_source_code.inline_string = source
-    return HttpFilter(name=STREAM_USAGE_FILTER, typed_config=pack(config))
-
-
 def global_filters(listener: ir.Listener) -> Sequence[HttpFilter]:
-    """The shared (Redis-backed) limits of a listener: the ratelimit filter, plus the
-    usage reader when some server has a token budget."""
+    """The shared (Redis-backed) limits of a listener: the ratelimit filter, with the
+    token charges when some server has a token budget."""
     clusters = limited_clusters(listener, shared=True)
     if not clusters:
         return ()
@@ -243,6 +162,5 @@ def global_filters(listener: ir.Listener) -> Sequence[HttpFilter]:
     for kind, key in USAGE_KEYS.items():
         charge = _tokens_action(config, kind)
         charge.apply_on_stream_done = True
-        charge.hits_addend.format = f"%DYNAMIC_METADATA({USAGE_NAMESPACE}:{key})%"
-    return [HttpFilter(name=GLOBAL_RATELIMIT_FILTER, typed_config=pack(config)), _usage_filter(),
-            _stream_usage_filter()]
+        charge.hits_addend.format = usage.metadata(key)
+    return [HttpFilter(name=GLOBAL_RATELIMIT_FILTER, typed_config=pack(config))]

@@ -89,11 +89,14 @@ class Splits:
 async def watch_splits(app: Embedded) -> AsyncIterator[Splits]:
     splits = Splits()
 
+    def look() -> None:
+        state = app.canary.runner.state_of(ROUTE)
+        if state is not None and (not splits.seen or splits.seen[-1] != state.weights):
+            splits.seen.append(state.weights)
+
     async def watch() -> None:
         while True:
-            state = app.canary.runner.state_of(ROUTE)
-            if state is not None and (not splits.seen or splits.seen[-1] != state.weights):
-                splits.seen.append(state.weights)
+            look()
             await asyncio.sleep(0.02)
 
     task = asyncio.create_task(watch())
@@ -102,6 +105,7 @@ async def watch_splits(app: Embedded) -> AsyncIterator[Splits]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        look()  # the split that ended the wait (a caller's poll may have seen it first)
 
 
 async def wait_phase(app: Embedded, phase: str, *, timeout: float) -> float:

@@ -1,10 +1,12 @@
-"""The A/B report: Wilson intervals, two-proportion test, latency percentiles."""
+"""The A/B report: Wilson intervals, per-request status classes, latency, time to first
+token and token percentiles, and the sequential test's verdict."""
 
 from __future__ import annotations
 
 import pytest
 
-from controller.ab_report import build_report, render, two_proportion_test, wilson_interval
+from controller.ab_report import build_report, counts, render, wilson_interval
+from controller.ab_test import SequentialTest
 from controller.stats_sink import VariantWindow
 
 
@@ -16,32 +18,34 @@ def test_wilson_interval_matches_known_values() -> None:
     assert wilson_interval(0, 0) is None
 
 
-def test_two_proportion_test() -> None:
-    z, p = two_proportion_test(950, 1000, 700, 1000)  # type: ignore[misc]
-    assert z < -10 and p < 1e-9
-    z, p = two_proportion_test(95, 100, 94, 100)  # type: ignore[misc]
-    assert abs(z) < 1 and p > 0.5
-    assert two_proportion_test(10, 10, 5, 5) == (0.0, 1.0)  # both perfect: no difference
-    assert two_proportion_test(1, 1, 0, 0) is None
+def _window(name: str, codes: dict[int, int], **samples: tuple[float, ...]) -> VariantWindow:
+    return VariantWindow(name, codes=tuple(sorted(codes.items())), samples=tuple(sorted(samples.items())))
 
 
-def test_report_per_variant_and_significance() -> None:
-    stable = VariantWindow("modelserver/d/s", (("2xx", 990), ("5xx", 10)), tuple(float(i) for i in range(1, 101)))
-    canary = VariantWindow("modelserver/d/c", (("2xx", 140), ("4xx", 10), ("5xx", 50)), (5.0,) * 10)
-    report = build_report(stable, canary, names=("d/s", "d/c"))
+def test_report_per_variant_and_the_sequential_verdict() -> None:
+    stable = _window("modelserver/d/s", {200: 990, 503: 10}, duration=tuple(float(i) for i in range(1, 101)),
+                     ttft=(10.0,) * 4, completion_tokens=(16.0, 32.0), prompt_tokens=(3.0, 5.0))
+    canary = _window("modelserver/d/c", {200: 130, 404: 10, 429: 10, 500: 50}, duration=(500.0,) * 10)
+    test = SequentialTest().update(*counts(stable), *counts(canary))
+    report = build_report(stable, canary, test=test, names=("d/s", "d/c"))
     assert (report.stable.requests, report.stable.success_rate) == (1000, 99.0)
-    assert (report.canary.requests, report.canary.success_rate) == (200, 75.0)  # 4xx is a success
+    assert (report.canary.requests, report.canary.success_rate) == (200, 75.0)  # 4xx and 429 are successes
+    assert dict(report.canary.statuses) == {"2xx": 130, "3xx": 0, "4xx": 10, "429": 10, "5xx": 50}
     assert report.stable.p50_ms == pytest.approx(50.5) and report.stable.p95_ms == pytest.approx(95.05)
+    assert report.stable.ttft_p50_ms == 10.0 and report.canary.ttft_p50_ms is None
+    assert (report.stable.completion_tokens, report.stable.prompt_tokens) == (24.0, 4.0)
+    assert report.stable.tokens_per_s == pytest.approx(48 / 5.05)  # 48 tokens over 5.05 s of requests
     assert report.canary.ci_low < 75.0 < report.canary.ci_high
-    assert report.significant and report.difference == pytest.approx(-24.0)
+    assert report.significant and report.verdict == "canary worse" and report.difference == pytest.approx(-24.0)
     doc = report.to_json()
-    assert doc["variants"][1]["name"] == "d/c" and doc["significant"] is True
+    assert doc["variants"][1]["name"] == "d/c" and doc["significant"] is True and doc["looks"] == 1
+    assert doc["variants"][1]["statuses"]["429"] == 10
     text = "\n".join(render(doc))
-    assert "canary" in text and "significant at 95%" in text and "75.0%" in text
+    assert "canary worse at 95%" in text and "75.0%" in text and "429=10" in text and "always valid" in text
 
 
-def test_report_without_canary_traffic_is_not_significant() -> None:
-    report = build_report(VariantWindow("s", (("2xx", 5),)), VariantWindow("c"))
+def test_report_without_canary_traffic_is_not_testable() -> None:
+    report = build_report(_window("s", {200: 5}), VariantWindow("c"))
     assert report.canary.success_rate is None and report.canary.p50_ms is None
-    assert not report.significant and report.p_value is None
+    assert not report.significant and report.p_value is None and report.verdict == "not testable yet"
     assert "not testable yet" in "\n".join(render(report.to_json()))

@@ -36,16 +36,24 @@ ANALYSIS = {"trafficSplit": {"stable": 90, "canary": 10},
 
 
 class FakeStats:
+    """Every window: 100 requests per variant (the canary's with `canary_errors` 5xx), per
+    upstream attempt and per request alike."""
+
     def __init__(self) -> None:
         self.canary_errors = 0
-        self.asked: list[tuple[float, float | None]] = []  # analysis windows (canary only)
+        self.requests = 100
+        self.asked: list[tuple[float, float | None]] = []  # analysis windows (canary first)
 
     def window(self, clusters: Iterable[str], *, since: float, until: float | None = None) -> dict[str, VariantWindow]:
         clusters = list(clusters)
-        if clusters == [CANARY]:
+        if clusters[0] == CANARY:
             self.asked.append((since, until))
-        return {c: VariantWindow(c, (("2xx", 100 - self.canary_errors), ("5xx", self.canary_errors))
-                                 if c == CANARY else (("2xx", 100),), (1.0, 2.0)) for c in clusters}
+
+        def of(c: str) -> VariantWindow:
+            errors = self.canary_errors if c == CANARY else 0
+            return VariantWindow(c, (("2xx", self.requests - errors), ("5xx", errors)), (1.0, 2.0),
+                                 ((200, self.requests - errors), (503, errors)), (("duration", (5.0, 7.0)),))
+        return {c: of(c) for c in clusters}
 
 
 class Harness:
@@ -84,7 +92,9 @@ def test_steps_on_each_interval_and_promotes(tmp_path: Path) -> None:
         assert h.applied[-1] == {KEY: expected}
     assert h.runner.states[KEY].phase == "Promoted"
     assert h.runner.conditions()[KEY][0].reason == "CanaryPromoted"
-    assert h.runner.reports[KEY]["variants"][1]["requests"] == 100
+    report = h.runner.reports[KEY]
+    assert report["variants"][1]["requests"] == 100 and report["verdict"] == "no significant difference yet"
+    assert report["looks"] == 3  # one look per interval
     # Back-to-back analysis windows: each starts where the last one ended.
     assert h.stats.asked == [(1000.0, 1003.0), (1003.0, 1005.0), (1005.0, 1007.0)]
 
@@ -99,9 +109,34 @@ def test_failing_canary_rolls_back_and_reports_degraded(tmp_path: Path, caplog: 
     h.advance(2.0)
     assert h.applied[-1] == {KEY: (100, 0)} and h.runner.states[KEY].phase == "RolledBack"
     assert {c.type: c.status for c in h.runner.conditions()[KEY]} == {"Progressing": "False", "Degraded": "True"}
+    assert h.runner.reports[KEY]["verdict"] == "canary worse"  # 30 % vs 0 % errors: the sequential test sees it
+    assert h.runner.decisions == {(KEY, "fail"): 1, (KEY, "rollback"): 1}
+    assert [e[1] for e in h.runner.states[KEY].history] == ["start", "fail", "rollback"]
     decisions = [r.getMessage() for r in caplog.records if r.getMessage().startswith("canary decision")]
     assert len(decisions) == 2  # every verdict logged with its numbers
     assert "action=rollback weights=90/10→100/0 success=70.00% requests=100 errors=30 failures=2/2" in decisions[1]
+
+
+def test_an_interval_without_enough_requests_warns_with_what_it_would_take(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.stats.requests = 4  # 4 to each variant per interval: minRequests is 10
+    h.runner.set_routes([route(**ANALYSIS)])
+    h.advance(2.0)
+    h.advance(2.0)
+    assert h.runner.states[KEY].weights == (90, 10)
+    conditions = {c.type: c for c in h.runner.conditions()[KEY]}
+    assert conditions["Progressing"].status == "True"
+    warning = conditions["Degraded"]
+    assert (warning.status, warning.reason) == ("True", "InsufficientTraffic")
+    assert "got 4 of minRequests 10 in its 2s interval at 10%" in warning.message
+    assert "the route had 8 requests in the interval" in warning.message and "needs about 100" in warning.message
+    # Holds are one history event, not one per interval; the next verdict clears the warning.
+    assert [e[1] for e in h.runner.states[KEY].history] == ["start", "hold"]
+    h.stats.requests = 100
+    h.advance(2.0)
+    assert h.runner.states[KEY].weights == (60, 40)
+    assert {c.type for c in h.runner.conditions()[KEY]} == {"Progressing"}
+    assert [e[1] for e in h.runner.states[KEY].history] == ["start", "hold", "step"]
 
 
 def test_restart_resumes_from_the_persisted_state(tmp_path: Path) -> None:
@@ -111,6 +146,7 @@ def test_restart_resumes_from_the_persisted_state(tmp_path: Path) -> None:
     assert h.runner.states[KEY].weights == (60, 40)
     restarted = h.make()
     assert restarted.live_weights() == {KEY: (60, 40)}  # before any spec arrives
+    assert restarted.states[KEY].history == h.runner.states[KEY].history  # the history survives
     h.runner = restarted
     restarted.set_routes([route(**ANALYSIS)])
     assert restarted.states[KEY].weights == (60, 40)

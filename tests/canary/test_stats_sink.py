@@ -64,6 +64,46 @@ def test_windows_sum_deltas_from_several_envoys_and_never_count_twice() -> None:
     assert (second["modelserver/default/a"].requests, second["modelserver/default/a"].errors) == (5, 5)
 
 
+def test_per_request_codes_and_llm_samples_from_the_access_log_stats() -> None:
+    assert parse_line("envoy.modelroute_variant.requests.cluster.modelserver/d/a_b.code.429:1|c") == \
+        ("modelserver/d/a_b", "code/429", 1.0)
+    assert parse_line("envoy.modelroute_variant.ttft.cluster.modelserver/d/a:31|ms") == ("modelserver/d/a", "ttft", 31.0)
+    # A failover pair counts as its primary; no cluster ("-": no route) and unknown stats are dropped.
+    assert parse_line("envoy.modelroute_variant.duration.cluster.failover/modelserver/d/a/modelserver/d/f:5|ms") == \
+        ("modelserver/d/a", "duration", 5.0)
+    assert parse_line("envoy.modelroute_variant.requests.cluster.-.code.404:1|c") is None
+    assert parse_line("envoy.modelroute_variant.requests.cluster.modelserver/d/a.code.x:1|c") is None
+    assert parse_line("envoy.modelroute_variant.other.cluster.modelserver/d/a:1|ms") is None
+    assert parse_line("envoy.modelroute_variant.ttft.cluster.modelserver/d/a:1|c") is None
+
+    stats = StatsCollector(clock=lambda: 10.0)
+    v = "envoy.modelroute_variant"
+    stats.feed("\n".join([f"{v}.requests.cluster.modelserver/d/a.code.200:3|c",
+                          f"{v}.requests.cluster.modelserver/d/a.code.429:1|c",
+                          f"{v}.requests.cluster.modelserver/d/a.code.503:1|c",
+                          f"{v}.requests.cluster.modelserver/d/a.code.404:0|c",
+                          f"{v}.ttft.cluster.modelserver/d/a:40|ms", f"{v}.ttft.cluster.modelserver/d/a:60|ms",
+                          f"{v}.completion_tokens.cluster.modelserver/d/a:16|ms"]).encode())
+    window = stats.window(["modelserver/d/a"], since=0, until=20)["modelserver/d/a"]
+    assert window.completed == 5
+    assert window.status_classes() == {"2xx": 3, "3xx": 0, "4xx": 0, "429": 1, "5xx": 1}
+    assert window.values("ttft") == (40.0, 60.0) and window.values("completion_tokens") == (16.0,)
+    total = stats.cumulative()["modelserver/d/a"]
+    assert total.codes == {200: 3, 429: 1, 503: 1}
+    ttft = total.histograms["ttft"]
+    assert (ttft.count, ttft.total) == (2, 100.0)
+    assert ttft.counts[ttft.bounds.index(50)] == 1 and ttft.counts[ttft.bounds.index(100)] == 1
+
+
+def test_cumulative_numbers_outlive_the_windows() -> None:
+    now = [1000.0]
+    stats = StatsCollector(clock=lambda: now[0], retention_s=60)
+    stats.feed(b"envoy.cluster.modelserver/d/a.upstream_rq_2xx:4|c")
+    now[0] = 1100.0
+    stats.feed(b"envoy.cluster.modelserver/d/a.upstream_rq_2xx:1|c")
+    assert stats.cumulative()["modelserver/d/a"].responses == {"2xx": 5}
+
+
 def test_old_seconds_expire() -> None:
     now = [1000.0]
     stats = StatsCollector(clock=lambda: now[0], retention_s=60)

@@ -87,7 +87,7 @@ def quickstart(tmp_path: Path, name: str = "quickstart") -> tuple[Path, int]:
 
 def start_up(directory: Path, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([str(VENV_BIN / "modelroute"), "up", str(directory), "--xds-port", "0",
-                             "--log-level", "warning"],
+                             "--admin-address", "127.0.0.1:0", "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             cwd=cwd, start_new_session=True)
 
@@ -107,7 +107,8 @@ def test_modelroute_up_prints_urls_serves_and_exits_cleanly_on_sigint(tmp_path: 
     port = free_port()
     servers = directory / "model-servers.yaml"
     servers.write_text(servers.read_text().replace("port: 8080", f"port: {port}"))
-    proc = subprocess.Popen([str(VENV_BIN / "modelroute"), "up", str(directory), "--xds-port", "0", "--log-level", "warning"],
+    proc = subprocess.Popen([str(VENV_BIN / "modelroute"), "up", str(directory), "--xds-port", "0",
+                             "--admin-address", "127.0.0.1:0", "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             cwd=tmp_path, start_new_session=True)
     children: set[int] = set()
@@ -164,13 +165,15 @@ def test_a_second_up_on_the_same_directory_or_port_fails_at_once_naming_the_hold
     first = start_up(directory, tmp_path)
     try:
         read_until(first, "Ctrl-C to stop", timeout=60)
-        same_dir = subprocess.run([str(VENV_BIN / "modelroute"), "up", str(directory), "--xds-port", "0"],
+        same_dir = subprocess.run([str(VENV_BIN / "modelroute"), "up", str(directory), "--xds-port", "0",
+                                   "--admin-address", "127.0.0.1:0"],
                                   capture_output=True, text=True, timeout=20, cwd=tmp_path)
         assert same_dir.returncode == 1, same_dir
         assert f"is already served by process {first.pid} (modelroute up" in same_dir.stdout, same_dir.stdout
         other = tmp_path / "other"
         shutil.copytree(directory, other, ignore=shutil.ignore_patterns(".*"))  # same ports
-        same_port = subprocess.run([str(VENV_BIN / "modelroute"), "up", str(other), "--xds-port", "0"],
+        same_port = subprocess.run([str(VENV_BIN / "modelroute"), "up", str(other), "--xds-port", "0",
+                                    "--admin-address", "127.0.0.1:0"],
                                    capture_output=True, text=True, timeout=30, cwd=tmp_path)
         assert same_port.returncode == 1, same_port
         envoy = next(pid for pid in descendants(first.pid) if Path(f"/proc/{pid}/comm").read_text().strip() == "envoy")

@@ -61,14 +61,18 @@ def canary_status(fake_api: FakeKubeApi) -> dict[str, Any]:
 
 async def push_healthy_stats(port: int, stop: asyncio.Event, *, canary_5xx: int = 0) -> None:
     """A gateway's TCP statsd stream: 20 requests per 0.2 s to each variant, all 2xx but
-    `canary_5xx` of the canary's."""
+    `canary_5xx` of the canary's (per upstream attempt, and per request from the access log)."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while not stop.is_set():
             writer.write(b"envoy.cluster.modelserver/default/v1.upstream_rq_2xx:20|c\n"
                          + f"envoy.cluster.modelserver/default/v2.upstream_rq_2xx:{20 - canary_5xx}|c\n".encode()
                          + f"envoy.cluster.modelserver/default/v2.upstream_rq_5xx:{canary_5xx}|c\n".encode()
-                         + b"envoy.cluster.modelserver/default/v2.upstream_rq_time:12|ms\n")
+                         + b"envoy.cluster.modelserver/default/v2.upstream_rq_time:12|ms\n"
+                         + b"envoy.modelroute_variant.requests.cluster.modelserver/default/v1.code.200:20|c\n"
+                         + f"envoy.modelroute_variant.requests.cluster.modelserver/default/v2.code.200:{20 - canary_5xx}|c\n"
+                           f"envoy.modelroute_variant.requests.cluster.modelserver/default/v2.code.503:{canary_5xx}|c\n"
+                           .encode())
             await writer.drain()
             await asyncio.sleep(0.2)
     finally:

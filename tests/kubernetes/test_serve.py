@@ -35,7 +35,8 @@ async def test_serve_kubernetes_binds_the_ports_it_is_given(fake_api: FakeKubeAp
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
         assert f"xDS (mTLS) on 127.0.0.1:{xds}" in line and f"rate-limit service on port {ratelimit}" in line, line
-        assert f"on port {stats}" in line and f"admin (/healthz /readyz /metrics) on port {admin}" in line, line
+        assert f"on port {stats}" in line, line
+        assert f"admin (/healthz /readyz /metrics /experiments) on port {admin}" in line, line
         for port in (xds, ratelimit, stats, admin):  # TCP: xDS, rate limits, statsd, admin
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,7 +60,8 @@ def test_the_installed_wheel_serves_the_quickstart(tmp_path: Path) -> None:
     servers = directory / "model-servers.yaml"
     servers.write_text(servers.read_text().replace("port: 8080", f"port: {port}"))
     proc = subprocess.Popen([str(bin_dir / "modelroute"), "up", str(directory), "--xds-port", "0",
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--admin-address", "127.0.0.1:0", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
     children: set[int] = set()
@@ -72,6 +74,12 @@ def test_the_installed_wheel_serves_the_quickstart(tmp_path: Path) -> None:
         with opener.open(request, timeout=10) as resp:
             assert resp.status == 200
             assert json.loads(resp.read())["served_by"]["modelinfer"] in {"llama-v1", "llama-v2"}
+        # The experiment page's files are package data of the wheel.
+        page = re.search(r"experiments: (http://127\.0\.0\.1:\d+/experiments)", out)
+        assert page is not None, out
+        for url in (page.group(1), page.group(1) + "/static/vendor/uPlot.iife.min.js"):
+            with opener.open(url, timeout=10) as resp:
+                assert resp.status == 200 and resp.read()
         children = descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0

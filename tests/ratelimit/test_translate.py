@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as rl_pb2
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey, RateLimitSpec
@@ -14,8 +13,6 @@ from routing_engine.translate.ratelimit import (
     GLOBAL_RATELIMIT_FILTER,
     LOCAL_RATELIMIT_FILTER,
     RATELIMIT_CLUSTER,
-    STREAM_USAGE_FILTER,
-    USAGE_FILTER,
     RateLimitPlugin,
 )
 
@@ -52,10 +49,10 @@ def test_a_global_limit_asks_the_service_per_destination_cluster_and_never_denie
     assert config.rate_limits[0].actions[0].HasField("destination_cluster")
 
 
-def test_token_budgets_add_prechecks_charges_on_stream_done_and_the_usage_reader() -> None:
+def test_token_budgets_add_prechecks_and_charges_on_stream_done_from_the_usage_reader() -> None:
     limit = ir.RateLimit(9, 9, True, input_tokens=1000, output_tokens=None, token_unit="hour")
     filters = RateLimitPlugin().http_filters(_listener(("modelserver/default/t", limit)))
-    assert [f.name for f in filters] == [GLOBAL_RATELIMIT_FILTER, USAGE_FILTER, STREAM_USAGE_FILTER]
+    assert [f.name for f in filters] == [GLOBAL_RATELIMIT_FILTER]  # usage: translate.usage, on every listener
     config = rl_pb2.RateLimit()
     filters[0].typed_config.Unpack(config)
     kinds = [(r.actions[0].generic_key.descriptor_value if r.actions[0].HasField("generic_key") else "request",
@@ -63,12 +60,6 @@ def test_token_budgets_add_prechecks_charges_on_stream_done_and_the_usage_reader
     assert kinds == [("request", False, ""), ("budget", False, ""), ("size", False, "%REQ(content-length)%"),
                      ("input", True, "%DYNAMIC_METADATA(modelroute.usage:prompt_tokens)%"),
                      ("output", True, "%DYNAMIC_METADATA(modelroute.usage:completion_tokens)%")]
-    usage = j2m.JsonToMetadata()
-    filters[1].typed_config.Unpack(usage)
-    assert [[s.key for s in rule.selectors] for rule in usage.response_rules.rules] == [
-        ["usage", "prompt_tokens"], ["usage", "completion_tokens"]]
-    assert not usage.HasField("request_rules")
-    assert filters[2].typed_config.type_url.endswith("envoy.extensions.filters.http.lua.v3.Lua")
 
 
 def test_token_budgets_require_a_shared_limit() -> None:

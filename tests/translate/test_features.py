@@ -41,13 +41,14 @@ def test_filter_order_follows_ranks_and_router_is_last() -> None:
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.api_key_auth",
         "envoy.filters.http.local_ratelimit",
+        "modelroute.usage",
         "envoy.filters.http.router",
     ]
 
 
-def test_plain_listener_has_only_health_and_router() -> None:
+def test_plain_listener_has_only_health_the_usage_reader_and_router() -> None:
     result = Translator().translate(gateway(listener(route("r", "a"))))
-    assert list(filters(result)) == ["envoy.filters.http.health_check", "envoy.filters.http.router"]
+    assert list(filters(result)) == ["envoy.filters.http.health_check", "modelroute.usage", "envoy.filters.http.router"]
 
 
 def test_listener_uses_rds_over_ads_on_its_port() -> None:
@@ -72,6 +73,29 @@ def test_health_ready_and_metrics() -> None:
     assert not hc.pass_through_mode.value
     assert hc.headers[0].string_match.exact == "/ready"
     assert hc.cluster_min_healthy_percentages["a"].value == 1.0  # Envoy truncates to an integer
+
+
+def test_ready_per_server_asks_about_that_server_only() -> None:
+    result = Translator().translate(gateway(listener(route("r", "modelserver/default/a"), route("s", "modelserver/ns/b"),
+                                                     ready_backends=("modelserver/default/a", "modelserver/ns/b"))))
+    checks = {name: unpack(f.typed_config, health_check_pb2.HealthCheck()) for name, f in filters(result).items()
+              if name.startswith(("envoy.filters.http.health_check", "modelroute.ready/"))}
+    paths = {name: (hc.headers[0].string_match.exact, sorted(hc.cluster_min_healthy_percentages))
+             for name, hc in checks.items()}
+    assert paths == {
+        "envoy.filters.http.health_check": ("/ready", ["modelserver/default/a", "modelserver/ns/b"]),
+        "modelroute.ready/modelserver/default/a": ("/ready?server=default/a", ["modelserver/default/a"]),
+        "modelroute.ready/modelserver/ns/b": ("/ready?server=ns/b", ["modelserver/ns/b"]),
+    }
+
+
+def test_metrics_is_not_served_on_a_port_whose_routes_need_authentication() -> None:
+    secured = route("r", "a", auth=(ir.ApiKeyAuth("k", "x-api-key", ("s",)),))
+    result = Translator().translate(gateway(listener(secured, route("o", "b", match=ir.RouteMatch(
+        ir.PathMatch("segment_prefix", "/open")))), listener(route("p", "b"), name="http-9000", port=9000)))
+    assert "modelroute/metrics" not in routes_of(table_of(result, "http-8080"))
+    assert "modelroute/health" in routes_of(table_of(result, "http-8080"))
+    assert "modelroute/metrics" in routes_of(table_of(result, "http-9000"))
 
 
 def test_model_match_filter_only_where_needed() -> None:
@@ -188,7 +212,8 @@ def test_unusable_inline_jwks_fails_its_route_alone() -> None:
     result = Translator().translate(gateway(listener(route("bad", "a", auth=(bad,), path="/b"), route("good", "a", auth=(JWT_INLINE,), path="/g"))))
     (error,) = result.errors
     assert "default/bad" in error.message and "has no key Envoy can use" in error.message
-    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
+    # (no /metrics: the port's routes need authentication)
+    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "good"}
     config = unpack(filters(result)["envoy.filters.http.jwt_authn"].typed_config, jwt_pb2.JwtAuthentication())
     assert list(config.providers) == ["default/gemma"]
 

@@ -67,7 +67,8 @@ def envoy(backends: dict[str, int], tmp_path_factory: pytest.TempPathFactory) ->
     gateway = ir.Gateway(
         listeners=(
             ir.Listener("main", "127.0.0.1", main, routes, ready_backends=("a",), rate_limits=(("b", ir.RateLimit(1, 2)),)),
-            ir.Listener("second", "127.0.0.1", second, (route("r", "dead", path="/"),), ready_backends=("dead",)),
+            ir.Listener("second", "127.0.0.1", second, (route("s", "b", path="/b"), route("r", "dead", path="/")),
+                        ready_backends=("b", "dead")),
         ),
         backends=(
             ir.Backend("a", server_key("a"), (ir.Endpoint("127.0.0.1", backends["a"]),)),
@@ -104,9 +105,15 @@ def test_health_ready_and_metrics(envoy: tuple[int, int]) -> None:
     main, second = envoy
     assert _get(main, "/health")[0] == 200
     assert _get(main, "/ready")[0] == 200
-    assert _get(second, "/ready")[0] == 503  # its only backend's endpoint is UNHEALTHY
-    status, text, _ = _get(main, "/metrics")
+    assert _get(second, "/ready")[0] == 503  # backend dead's only endpoint is UNHEALTHY
+    # Per server: the healthy one is ready although its port's other server is not.
+    assert _get(second, "/ready?server=b")[0] == 200
+    assert _get(second, "/ready?server=dead")[0] == 503
+    status, text, _ = _get(second, "/metrics")
     assert status == 200 and "# TYPE envoy_" in text
+    # Routes on `main` need an API key or a JWT: Envoy's stats are not handed out there.
+    status, text, _ = _get(main, "/metrics")
+    assert status == 404 and "envoy_" not in text
 
 
 def test_model_in_the_body_picks_the_route(envoy: tuple[int, int], backends: dict[str, int]) -> None:
