@@ -46,6 +46,7 @@ RANKS: dict[str, int] = {
     "jwt": 300,
     "apikey": 350,
     "ratelimit": 500,  # the per-Envoy bucket, then the shared (Redis) limit, in that order
+    "prefix_affinity": 600,  # buffers the body: only requests that passed auth and limits
     "tls": 900,  # adds no HTTP filter; ranked so every plugin has one
     "models_list": 910,  # adds no HTTP filter: GET <base>/models answered by Envoy
 }
@@ -117,11 +118,12 @@ def builtin() -> tuple[Plugin, ...]:
     from routing_engine.translate.jwt import JwtPlugin
     from routing_engine.translate.model_match import ModelMatchPlugin
     from routing_engine.translate.models_list import ModelsListPlugin
+    from routing_engine.translate.prefix_affinity import PrefixAffinityPlugin
     from routing_engine.translate.ratelimit import RateLimitPlugin
     from routing_engine.translate.tls import TlsPlugin
 
     return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(), TlsPlugin(),
-                    ModelsListPlugin()])
+                    ModelsListPlugin(), PrefixAffinityPlugin()])
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:
