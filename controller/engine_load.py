@@ -30,6 +30,7 @@ given the best weight (it must get traffic to be measured).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -41,12 +42,13 @@ WAITING_METRIC = "vllm:num_requests_waiting"
 RUNNING_METRIC = "vllm:num_requests_running"
 KV_METRICS = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 
-SMOOTHING = 0.5  # weight of the newest time-per-token sample in the moving average
-KV_HIGH = 0.8  # KV-cache use above which the score falls
-KV_FLOOR = 0.1  # the score's factor at a full KV cache
+SPEED_WINDOW_S = 20.0  # how long a speed measurement counts
+MIN_TOKENS = 4  # tokens a poll must have seen to measure speed
+KV_HIGH = 0.8  # KV-cache use above which the weight falls
+LOAD_FLOOR = 0.25  # the load factor at a full KV cache (and least with a queue)
 MAX_WEIGHT = 100
 EXPONENT = 4
-DEAD_BAND = 0.8  # scores within this ratio of the best share the best weight
+DEAD_BAND = 0.67  # replicas within 1.5x of the fastest count as fast
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -82,49 +84,61 @@ def _first(metrics: Mapping[str, float], names: Iterable[str], suffix: str = "")
 
 @dataclass(frozen=True, slots=True)
 class EngineLoad:
-    """One endpoint's state after a poll. `tpot_s` None: no token measured yet."""
+    """One endpoint's state after a poll. `speed_samples`: (time, mean seconds per output
+    token) of recent polls that saw tokens."""
 
     tpot_sum: float | None = None  # the counters of the last poll, for the next delta
     tpot_count: float | None = None
-    tpot_s: float | None = None
+    speed_samples: tuple[tuple[float, float], ...] = ()
     waiting: float = 0.0
     running: float = 0.0
     kv: float = 0.0
 
-    def updated(self, metrics: Mapping[str, float]) -> EngineLoad:
-        """The state after a poll that returned `metrics`."""
+    def updated(self, metrics: Mapping[str, float], now: float) -> EngineLoad:
+        """The state after a poll at `now` (seconds, monotonic) that returned `metrics`."""
         total = _first(metrics, TPOT_METRICS, "_sum")
         count = _first(metrics, TPOT_METRICS, "_count")
-        tpot = self.tpot_s
+        samples = [s for s in self.speed_samples if s[0] > now - SPEED_WINDOW_S]
         if total is not None and count is not None and self.tpot_sum is not None and self.tpot_count is not None:
             tokens = count - self.tpot_count
-            if tokens > 0 and total >= self.tpot_sum:
-                sample = (total - self.tpot_sum) / tokens
-                tpot = sample if tpot is None else SMOOTHING * sample + (1 - SMOOTHING) * tpot
-        return EngineLoad(total, count, tpot, metrics.get(WAITING_METRIC, 0.0), metrics.get(RUNNING_METRIC, 0.0),
-                          min(1.0, max(0.0, _first(metrics, KV_METRICS) or 0.0)))
+            if tokens >= MIN_TOKENS and total >= self.tpot_sum:
+                samples.append((now, (total - self.tpot_sum) / tokens))
+        return EngineLoad(total, count, tuple(samples), metrics.get(WAITING_METRIC, 0.0),
+                          metrics.get(RUNNING_METRIC, 0.0), min(1.0, max(0.0, _first(metrics, KV_METRICS) or 0.0)))
 
-    def score(self) -> float | None:
-        """Higher is better: the inverse of the expected time per token a new request
-        meets here; None without a measurement."""
-        if self.tpot_s is None or self.tpot_s <= 0:
-            return None
-        queue = 1 + self.waiting / max(1.0, self.running)
-        headroom = min(1.0, max(KV_FLOOR, (1 - self.kv) / (1 - KV_HIGH)))
-        return headroom / (self.tpot_s * queue)
+    def tpot_s(self) -> float | None:
+        """The replica's time per output token at its lightest recent load: the least
+        per-poll mean of the window (the mean grows with the batch; the least is the GPU)."""
+        return min((s[1] for s in self.speed_samples), default=None)
+
+    def load_factor(self) -> float:
+        """1, falling towards LOAD_FLOOR as the KV cache fills beyond KV_HIGH or requests wait."""
+        headroom = min(1.0, max(0.0, (1 - self.kv) / (1 - KV_HIGH)))
+        factor = LOAD_FLOOR + (1 - LOAD_FLOOR) * headroom
+        if self.waiting > 0:
+            factor /= 1 + self.waiting / max(1.0, self.running)
+        return max(LOAD_FLOOR, factor)
+
+
+LEVELS = (100, 50, 25, 12, 6, 3, 1)  # weights move between these only: no EDS push for small noise
+
+
+def quantized(weight: float) -> int:
+    """The level nearest to `weight` on a log scale."""
+    return min(LEVELS, key=lambda level: abs(math.log(max(weight, 0.5) / level)))
 
 
 def weights(loads: Mapping[K, EngineLoad]) -> dict[K, int] | None:
     """Endpoint → weight; None when every endpoint would get the same weight (plain least
     request, and no EDS weights at all)."""
-    scores = {key: load.score() for key, load in loads.items()}
-    best = max((s for s in scores.values() if s is not None), default=None)
-    if best is None:
-        return None
+    speeds = {key: load.tpot_s() for key, load in loads.items()}
+    best = min((t for t in speeds.values() if t is not None and t > 0), default=None)
     found: dict[K, int] = {}
-    for key, score in scores.items():
-        ratio = 1.0 if score is None else score / best
-        found[key] = MAX_WEIGHT if ratio >= DEAD_BAND else max(1, round(MAX_WEIGHT * ratio ** EXPONENT))
-    if all(w == MAX_WEIGHT for w in found.values()):
+    for key, load in loads.items():
+        tpot = speeds[key]
+        ratio = 1.0 if best is None or tpot is None or tpot <= 0 else best / tpot
+        speed = 1.0 if ratio >= DEAD_BAND else ratio ** EXPONENT
+        found[key] = quantized(MAX_WEIGHT * speed * load.load_factor())
+    if len(set(found.values())) <= 1:
         return None
     return found

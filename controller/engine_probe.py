@@ -205,7 +205,8 @@ class EngineProbe:
     async def _probe_load(self, address: Address) -> None:
         body = await self._fetch(address, METRICS_PATH)
         if body is not None:
-            self._loads[address] = self._loads.get(address, EngineLoad()).updated(parse_metrics(body))
+            now = asyncio.get_running_loop().time()
+            self._loads[address] = self._loads.get(address, EngineLoad()).updated(parse_metrics(body), now)
 
     def _reweigh(self) -> None:
         weighted: dict[Address, int] = {}

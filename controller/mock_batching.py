@@ -49,6 +49,7 @@ class Timing:
     kv_tokens: int = 0
     speed: float = 1.0
     prefix_cache_tokens: int = 0
+    max_running: int = 64
 
     @property
     def active(self) -> bool:
@@ -114,10 +115,8 @@ class Sequence:
 class Scheduler:
     """Continuous batching for one replica. `generate` is what a request awaits."""
 
-    def __init__(self, timing: Callable[[], Timing], max_running: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, timing: Callable[[], Timing], clock: Callable[[], float] = time.monotonic) -> None:
         self._timing = timing
-        self.max_running = max_running
         self._clock = clock
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -129,6 +128,10 @@ class Scheduler:
         self._loop: asyncio.Task[None] | None = None
 
     # --- what the engine reports -------------------------------------------------------
+
+    @property
+    def max_running(self) -> int:
+        return max(1, self._timing().max_running)
 
     def kv_use(self) -> float:
         """KV-cache use in [0, 1]: reserved tokens over capacity (running share without

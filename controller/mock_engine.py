@@ -84,10 +84,11 @@ class Behaviour:
     kv_tokens: int = 0
     speed: float = 1.0
     prefix_cache_tokens: int = 0
+    max_running: int = 64  # concurrent requests before queueing (runtime changes: queueing model only)
 
     def timing(self) -> Timing:
         return Timing(self.decode_ms, self.prefill_ms_per_token, self.batch_slowdown, self.kv_slowdown,
-                      self.kv_tokens, self.speed, self.prefix_cache_tokens)
+                      self.kv_tokens, self.speed, self.prefix_cache_tokens, self.max_running)
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -115,6 +116,8 @@ class Behaviour:
             value = getattr(new, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0")
+        if isinstance(new.max_running, bool) or not isinstance(new.max_running, int) or new.max_running < 1:
+            raise ValueError("max_running must be an integer >= 1")
         if isinstance(new.speed, bool) or not isinstance(new.speed, (int, float)) or not new.speed > 0:
             raise ValueError("speed must be a number > 0")
         for f in fields(self):
@@ -141,17 +144,19 @@ class Identity:
 class MockEngine:
     """Request handling and the counters behind `/metrics`."""
 
-    def __init__(self, identity: Identity, behaviour: Behaviour, *, max_running: int = 64,
+    def __init__(self, identity: Identity, behaviour: Behaviour, *, max_running: int | None = None,
                  seed: int | None = None, adapters: dict[str, str] | None = None) -> None:
         self.identity = identity
         self.behaviour = behaviour
-        self.max_running = max_running
-        self._slots = asyncio.Semaphore(max_running)
+        if max_running is not None:
+            behaviour.update({"max_running": max_running})
+        self.max_running = behaviour.max_running  # the slots of the immediate path, fixed at start
+        self._slots = asyncio.Semaphore(self.max_running)
         self._rng = random.Random(seed)
         self.running = 0
         self.waiting = 0
         self.counts = {"success": 0, "failed": 0, "prompt_tokens": 0, "generation_tokens": 0}
-        self.scheduler = Scheduler(behaviour.timing, max_running)
+        self.scheduler = Scheduler(behaviour.timing)
         self.adapters: dict[str, str] = dict(adapters or {})  # loaded LoRA adapter → its path
         self._known_adapters = set(self.adapters)  # ever loaded here: asking for one unloaded is a 404
         self._completed: deque[float] = deque()
@@ -211,7 +216,7 @@ class MockEngine:
         wanted = request.headers.get(LOAD_FORMAT_HEADER, "").strip().upper()
         if wanted not in ("TEXT", "JSON", "BIN"):
             return {}
-        slots = (self.num_running() + self.num_waiting()) / self.max_running
+        slots = (self.num_running() + self.num_waiting()) / (self.scheduler.max_running if self.batching else self.max_running)
         utilization = max(slots, self.scheduler.load()) if self.batching else slots
         named = {"kv_cache_usage_perc": round(self.kv_use(), 4), "num_requests_running": float(self.num_running()),
                  "num_requests_waiting": float(self.num_waiting())}
@@ -577,11 +582,11 @@ def main(argv: list[str] | None = None) -> None:
                           "decode_ms": args.decode_ms, "prefill_ms_per_token": args.prefill_ms_per_token,
                           "batch_slowdown": args.batch_slowdown, "kv_slowdown": args.kv_slowdown,
                           "kv_tokens": args.kv_tokens, "speed": args.speed,
-                          "prefix_cache_tokens": args.prefix_cache_tokens})
+                          "prefix_cache_tokens": args.prefix_cache_tokens, "max_running": args.max_running})
     except ValueError as exc:
         raise SystemExit(f"mock_engine: {exc}") from exc
     engine = MockEngine(Identity(args.model, args.infer, args.namespace, args.replica), behaviour,
-                        max_running=args.max_running, seed=args.seed, adapters=parse_adapters(args.adapters))
+                        seed=args.seed, adapters=parse_adapters(args.adapters))
     # run_app handles SIGTERM/SIGINT: in-flight requests finish, then the process exits 0.
     web.run_app(engine.app(), host=args.host, port=args.port, print=None, access_log=None,
                 shutdown_timeout=2.0)
