@@ -124,8 +124,7 @@ class Scheduler:
         self.prefix_cache = PrefixCache()
         self.tpot_sum = 0.0  # seconds per generated token, summed over tokens (vLLM's histogram sum)
         self.tpot_count = 0
-        self._wake = asyncio.Event()
-        self._loop: asyncio.Task[None] | None = None
+        self._loop: asyncio.Task[None] | None = None  # runs while there is work, ends when idle
 
     # --- what the engine reports -------------------------------------------------------
 
@@ -154,7 +153,6 @@ class Scheduler:
         seq = Sequence(prompt, max_new)
         self.waiting.append(seq)
         self._ensure_loop()
-        self._wake.set()
         try:
             while True:
                 item = await seq.tokens.get()
@@ -200,10 +198,7 @@ class Scheduler:
         return (decode + prefill) / max(timing.speed, 1e-3)
 
     async def _run(self) -> None:
-        while True:
-            if not self.waiting and not self.running:
-                self._wake.clear()
-                await self._wake.wait()
+        while self.waiting or self.running:
             timing = self._timing()
             admitted = self._admit(timing)
             started = self._clock()
