@@ -1,31 +1,32 @@
 """Engine metrics → load-aware endpoint weights (loadAware, issue 18). Pure: no I/O.
 
 Envoy's least request already sees the requests in flight on each replica; what it does
-not see is how fast each one works through them. A replica on a slower GPU (or one with
-a full KV cache, or a waiting queue) finishes each request later, and a request sent
-there sits in the tail. So loadAware gives each endpoint an EDS weight (Envoy's least
-request divides it by the requests in flight) from what the engines publish on their
-vLLM-style `/metrics`:
+not see is how fast each one works through them. A replica on a slower GPU finishes
+each request later, and a request sent there sits in the tail. So loadAware gives each
+endpoint an EDS weight (Envoy's least request divides it by the requests in flight)
+from what the engines publish on their vLLM-style `/metrics`:
 
-- **speed:** the mean time per output token over the last poll
+- **speed:** the least per-poll mean time per output token of the last SPEED_WINDOW_S
   (`vllm:time_per_output_token_seconds` or `vllm:inter_token_latency_seconds`, sum and
-  count deltas), smoothed (EWMA, `SMOOTHING`). It grows with the engine's batch and KV
-  use, so it is already a measure of load as well as of the GPU;
-- **queue depth:** `vllm:num_requests_waiting` over `num_requests_running`: a new request
-  waits about that share of a batch more;
-- **KV-cache use:** `vllm:kv_cache_usage_perc` (or `gpu_cache_usage_perc`) above
-  `KV_HIGH` means new long prompts wait for room or preempt others: the score falls to
-  `KV_FLOOR` at a full cache.
+  count deltas). The mean of one poll grows with the engine's batch and KV use; the
+  least of recent polls is the GPU at its lightest load, so equal replicas measure
+  alike however the traffic happens to fall on them;
+- **KV-cache use** (`vllm:kv_cache_usage_perc`, or `gpu_cache_usage_perc`) beyond
+  KV_HIGH: new long prompts would wait for room or preempt others;
+- **queue depth** (`vllm:num_requests_waiting` over `num_requests_running`): a new
+  request waits about that share of a batch more.
 
-score = 1 / (tpot × (1 + waiting / running)) × kv headroom. Each endpoint's weight is
-`MAX_WEIGHT × (score / best score) ^ EXPONENT`, at least 1; within `DEAD_BAND` of the best
-it is `MAX_WEIGHT`, so replicas that work alike keep equal weights (Envoy then picks
-exactly as plain least request, and noise never churns EDS). The steep exponent makes a
-replica at half the best speed get 1/16 of the weight: Envoy's weighted least request is
-proportional (a low-weight idle replica still gets its share), and the benchmark showed
-that a capacity-proportional share still puts the slow replica's requests in the p99
-(bench/README.md, "Inference-aware routing"). An endpoint without a measurement yet is
-given the best weight (it must get traffic to be measured).
+weight = MAX_WEIGHT × (speed ÷ fastest) ^ EXPONENT × load factor, on the LEVELS. Speeds
+within DEAD_BAND of the fastest count as fastest, and when every endpoint gets the same
+weight there are no weights at all: replicas that work alike are picked exactly as by
+plain least request, and noise never churns EDS. The steep exponent makes a replica at
+half the best speed get 1/16 of the weight: Envoy's weighted least request is
+proportional (a low-weight idle replica still gets its share), and measured, weights
+proportional to capacity (1:3 for a replica at 0.35x) cut the p99 by 22% while 1:30 cut
+it by 55% (docs/decisions.md, "Inference-aware routing"). The load factor falls from 1
+to LOAD_FLOOR as KV use goes from KV_HIGH to full, and is divided by 1 + waiting ÷
+running. An endpoint without a measurement yet gets the best weight (it must get
+traffic to be measured).
 """
 
 from __future__ import annotations

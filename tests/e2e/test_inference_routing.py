@@ -147,6 +147,7 @@ async def test_unloading_an_adapter_moves_its_traffic_within_a_second(setup: Set
     after = [s for s in samples if s[0] >= unloaded + MOVE_WITHIN_S]
     assert after and all(s[1] == 200 and s[2] in (1, 2) for s in after), Counter((s[1], s[2]) for s in after)
     assert moved < MOVE_WITHIN_S, f"sql-lora still reached replica 0 {moved:.3f}s after it unloaded it"
+    print(f"sql-lora left replica 0 {moved:.3f}s after it unloaded it")  # shown with -s
     await set_adapter(setup, "lora", 0, "sql-lora", loaded=True)
     await wait_probed(setup, "lora", 0, "sql-lora", present=True, timeout=5)
 
