@@ -62,7 +62,8 @@ async def one(session: aiohttp.ClientSession, url: str, body: dict[str, Any], he
         async with session.post(url, json=body, headers=headers) as response:
             replica = response.headers.get("x-replica", "")
             async for line in response.content:
-                if first is None and line.startswith(b"data: {") and b'"content"' in line and b'"content": ""' not in line:
+                token = line.startswith(b"data: {") and b'"content"' in line and b'"content": ""' not in line
+                if first is None and token:
                     first = time.perf_counter()
             status = response.status
     except (aiohttp.ClientError, asyncio.TimeoutError) as err:

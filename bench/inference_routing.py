@@ -48,7 +48,6 @@ import yaml
 from bench._common import BENCH, machine, write_result
 from controller.envoy_process import EnvoyProcess
 from modelroute.embedded import Embedded, EmbeddedOptions
-from routing_engine import serialize
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -109,8 +108,7 @@ def configure(ports: list[int], *, skewed: bool) -> None:
               {**MOCK, "speed": SLOW_SPEED if skewed and index == 0 else 1.0})
 
 
-def summarize(result: dict[str, Any], ports: list[int], before: list[dict[str, float]],
-              after: list[dict[str, float]]) -> dict[str, Any]:
+def summarize(result: dict[str, Any], before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, Any]:
     rows = result["requests"]
     ok = [r for r in rows if r["status"] == 200]
     latency = np.array([r["latency_ms"] for r in ok]) if ok else np.array([0.0])
@@ -126,7 +124,8 @@ def summarize(result: dict[str, Any], ports: list[int], before: list[dict[str, f
     return {"requests": len(rows), "offered": result["offered"], "errors": len(rows) - len(ok),
             "latency_ms": {"p50": round(float(np.percentile(latency, 50)), 1),
                            "p99": round(float(np.percentile(latency, 99)), 1)},
-            "ttft_ms": {"p50": round(float(np.percentile(ttft, 50)), 1), "p99": round(float(np.percentile(ttft, 99)), 1)},
+            "ttft_ms": {"p50": round(float(np.percentile(ttft, 50)), 1),
+                        "p99": round(float(np.percentile(ttft, 99)), 1)},
             "replica_share": dict(sorted(share.items())),
             "replica0_p50_ms": round(float(np.median(slow)), 1) if slow else None,
             "prefix_cache_hit_rate": round(hits / queries, 3) if queries else None,
@@ -150,7 +149,7 @@ async def phase(url: str, ports: list[int], duration: float, headers: dict[str, 
     load_before = machine()["loadavg"]
     result = await run_client(url, duration, headers)
     after = [await asyncio.to_thread(_metrics, p) for p in ports]
-    row = summarize(result, ports, before, after)
+    row = summarize(result, before, after)
     row["loadavg_before"] = [round(x, 2) for x in load_before]
     row["loadavg_after"] = [round(x, 2) for x in machine()["loadavg"]]
     return row

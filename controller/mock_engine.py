@@ -216,7 +216,8 @@ class MockEngine:
         wanted = request.headers.get(LOAD_FORMAT_HEADER, "").strip().upper()
         if wanted not in ("TEXT", "JSON", "BIN"):
             return {}
-        slots = (self.num_running() + self.num_waiting()) / (self.scheduler.max_running if self.batching else self.max_running)
+        capacity = self.scheduler.max_running if self.batching else self.max_running
+        slots = (self.num_running() + self.num_waiting()) / capacity
         utilization = max(slots, self.scheduler.load()) if self.batching else slots
         named = {"kv_cache_usage_perc": round(self.kv_use(), 4), "num_requests_running": float(self.num_running()),
                  "num_requests_waiting": float(self.num_waiting())}

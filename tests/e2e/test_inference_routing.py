@@ -51,9 +51,6 @@ class Setup:
         assert endpoint.port is not None
         return endpoint.port
 
-    def replica_index(self, infer: str, port: int) -> int:
-        return [e.port for e in self.app.replicas.endpoints()[infer_key(infer)]].index(port)
-
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
