@@ -1,5 +1,5 @@
-"""Every benchmark of issue #9 in one run: compile, serialization, convergence, fan-out,
-data plane. Each part runs as its own process (`python -m bench.<part>`, also runnable
+"""Every benchmark in one run: compile, serialization, convergence, fan-out, data plane
+(issue #9), streamed usage (#17), inference routing and prefix affinity (#18). Each part runs as its own process (`python -m bench.<part>`, also runnable
 alone), writes bench/results/<part>.json; this collects them, prints one table with the
 ratios, and writes bench/results/summary.json.
 
@@ -29,9 +29,11 @@ PARTS: dict[str, tuple[str, str, list[str], list[str]]] = {
     "fanout": ("bench.xds_fanout", "xds_fanout.json", [], ["--streams", "1", "100"]),
     "dataplane": ("bench.dataplane", "dataplane.json", [], ["--quick"]),
     "lua_usage": ("bench.lua_usage", "lua_usage.json", [], ["--quick"]),
+    "inference_routing": ("bench.inference_routing", "inference_routing.json", [], ["--quick"]),
+    "prefix_affinity": ("bench.prefix_affinity", "prefix_affinity.json", [], ["--quick"]),
 }
 TIMEOUT_S = {"compile": 1800, "serialization": 3600, "convergence": 7200, "fanout": 1800, "dataplane": 1800,
-             "lua_usage": 1800}
+             "lua_usage": 1800, "inference_routing": 5400, "prefix_affinity": 1800}
 
 Row = tuple[str, str, str, str]  # section, case, modelroute, vs alternative
 
@@ -106,6 +108,27 @@ def lua_usage_rows(data: dict[str, Any]) -> list[Row]:
              f"without {r['stream_p50_us_without']:.0f} us, with {r['stream_p50_us_with']:.0f} us")]
 
 
+def inference_rows(data: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for key, r in data["phases"].items():
+        hit = f", prefix-cache hits {r['prefix_cache_hit_rate']:.0%}" if r["prefix_cache_hit_rate"] is not None else ""
+        rows.append(("inference routing", f"{r['skew']}: {r['policy']}",
+                     f"p50 {r['latency_p50_ms']:,.0f} / p99 {r['latency_p99_ms']:,.0f} ms, TTFT p50 "
+                     f"{r['ttft_p50_ms']:,.0f} / p99 {r['ttft_p99_ms']:,.0f} ms",
+                     f"replica 0 {r['replica0_share']:.0%}{hit}, load avg ≤ {r['loadavg_max']}, "
+                     f"{r['rounds']} rounds"))
+    return rows
+
+
+def prefix_affinity_rows(data: dict[str, Any]) -> list[Row]:
+    cost, stable = data["filter_cost"], data["hash_stability"]
+    return [("prefix affinity", "Lua prefix hash + MAGLEV vs least request: added latency",
+             f"p50 {cost['added_p50_us']:+.0f} us, p99 {cost['added_p99_us']:+.0f} us", f"{cost['rounds']} rounds"),
+            ("prefix affinity", "one of 4 replicas removed: other keys moved",
+             f"MAGLEV {stable['MAGLEV']['moved_share_of_unaffected_keys']:.1%}",
+             f"RING_HASH {stable['RING_HASH']['moved_share_of_unaffected_keys']:.1%}")]
+
+
 def target_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     """The speed targets other issues set, checked against this run's numbers (only the
     ones this run measured; a --quick run measures smaller sizes, so most say n/a)."""
@@ -137,12 +160,20 @@ def target_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     if dp:
         worst = max((abs(r["split"]["deviation_sigmas"]) for r in dp["rows"]), default=None)
         add("#5 80/20 split within 3 sigma", worst, 3.0, f"|{worst:.2f}| sigma" if worst is not None else "")
+    inference = results.get("inference_routing")
+    if inference:
+        for skew, label in (("slow replica", "#18 loadAware p99 ≤ 0.7 × leastRequest, slow replica"),
+                            ("none", "#18 loadAware p99 ≤ leastRequest, no skew")):
+            check = inference["targets"].get(skew)
+            value = check["loadAware_p99_over_leastRequest_p99"] if check else None
+            add(label, value, check["target_at_most"] if check else 0.0, f"{value:.2f}x" if value is not None else "")
     return rows
 
 
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "compile": compile_rows, "serialization": serialization_rows, "convergence": convergence_rows,
     "fanout": fanout_rows, "dataplane": dataplane_rows, "lua_usage": lua_usage_rows,
+    "inference_routing": inference_rows, "prefix_affinity": prefix_affinity_rows,
 }
 
 

@@ -12,6 +12,11 @@ that mapping into `World.endpoints`, so the engine turns it into EDS.
   that are not listening yet. A replica that was ready and fails its probe stays listed
   as UNHEALTHY (a blip must not reshuffle the others); one that stays unready for
   `unready_restart_after` seconds is restarted (a liveness rule).
+- **LoRA adapters** (issue 18): a replica starts with its ModelInfer's declared adapters
+  (`--adapters`); when the declared list changes, running replicas load and unload the
+  difference through the engine's runtime LoRA API (vLLM's `/v1/load_lora_adapter` and
+  `/v1/unload_lora_adapter`) instead of restarting. What each replica has loaded is read
+  back from it (`controller/engine_probe.py`), not assumed.
 - **Drain before stop.** A replica that is scaled away, replaced, deleted or restarted
   for failing its probe is first withdrawn from the endpoints; the `drain` callback
   waits (bounded) until every Envoy has acknowledged the EDS update without it; only
@@ -27,6 +32,7 @@ guarded supervisor task; processes die with the control plane (`child_preexec`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -54,9 +60,12 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def mock_engine_command(infer: ModelInfer, replica: int, port: int) -> list[str]:
-    return [sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model",
+    argv = [sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model",
             infer.spec.model_ref.name, "--infer", infer.metadata.name, "--namespace",
             infer.metadata.namespace, "--replica", str(replica)]
+    if infer.spec.adapters:
+        argv += ["--adapters", ",".join(f"{a.name}={a.uri or a.name}" for a in infer.spec.adapters)]
+    return argv
 
 
 def _child_env() -> dict[str, str]:
@@ -86,6 +95,28 @@ async def http_ok(port: int, path: str = "/health", *, timeout: float = 1.0) -> 
         return False
     parts = status_line.split()
     return len(parts) >= 2 and parts[1] == b"200"
+
+
+async def http_post_json(port: int, path: str, body: dict[str, Any], *, timeout: float = 2.0) -> int | None:
+    """POST a JSON body to 127.0.0.1:port; the status code, or None when unreachable."""
+    data = json.dumps(body).encode()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, asyncio.TimeoutError):
+        return None
+    parts = status_line.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+def _adapter_paths(infer: ModelInfer) -> dict[str, str]:
+    return {a.name: a.uri or a.name for a in infer.spec.adapters}
 
 
 @dataclass(frozen=True)
@@ -185,6 +216,19 @@ class _Replica:
         if proc is not None:
             await terminate(proc, grace=self.runtime.stop_grace, label=f"replica {self.name}")
 
+    async def apply_adapters(self, before: dict[str, str], after: dict[str, str]) -> None:
+        """Load and unload what changed between two declared adapter lists (a replica
+        that restarts meanwhile starts with `after` anyway)."""
+        port = self.port
+        if port is None:
+            return
+        for name in sorted(before.keys() - after.keys()):
+            await http_post_json(port, "/v1/unload_lora_adapter", {"lora_name": name})
+        for name in sorted(after.keys() - before.keys()):
+            await http_post_json(port, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": after[name]})
+        log.info("replica adapters updated: modelinfer=%s adapters=%s", self.name, ",".join(sorted(after)) or "-",
+                 extra={"modelinfer": self.name})
+
     async def retire(self) -> None:
         """Stop for good (scaled away, replaced or deleted; already out of the runtime's
         list): no more restarts, then drain and stop."""
@@ -220,7 +264,7 @@ class ReplicaRuntime:
         self.unready_restart_after = unready_restart_after
         self._infers: dict[ObjectKey, ModelInfer] = {}
         self._replicas: dict[ObjectKey, list[_Replica]] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Task[None]] = set()  # retirements and adapter updates: close() waits
         self._suspended: set[ObjectKey] = set()
         self._published: Endpoints | None = None
         self._lock = asyncio.Lock()
@@ -244,6 +288,8 @@ class ReplicaRuntime:
                 old = self._infers.get(key)
                 if old is not None and old.spec.model_ref != mi.spec.model_ref:
                     self._scale(key, old, 0)  # a different model: replace every replica
+                elif old is not None and old.spec.adapters != mi.spec.adapters:
+                    self._update_adapters(key, old, mi)
                 self._infers[key] = mi
                 self._scale(key, mi, 0 if key in self._suspended else mi.spec.replicas)
             self.changed()
@@ -263,10 +309,18 @@ class ReplicaRuntime:
         tasks = []
         for replica in doomed:
             task = spawn(replica.retire(), name=f"retire {replica.name}", endless=False)
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
             tasks.append(task)
         return tasks
+
+    def _update_adapters(self, key: ObjectKey, old: ModelInfer, new: ModelInfer) -> None:
+        before, after = _adapter_paths(old), _adapter_paths(new)
+        for replica in self._replicas.get(key, ()):
+            replica.infer = new  # a restart starts with the new list
+            task = spawn(replica.apply_adapters(before, after), name=f"adapters {replica.name}", endless=False)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def stop_infer(self, key: ObjectKey) -> None:
         """Stop every replica of one ModelInfer and keep them down (failover tests, demos)
@@ -291,8 +345,8 @@ class ReplicaRuntime:
                 self._scale(key, None, 0)
             self._infers.clear()
             self.changed()
-        while self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     def endpoints(self) -> Endpoints:
         return MappingProxyType({

@@ -56,6 +56,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.background import cancel_and_wait, spawn
 from controller.embedded_status import with_gateway_down, with_rejections, workload_statuses
+from controller.engine_probe import EngineProbe
 from controller.envoy_process import EnvoyProcess
 from controller.experiment_metrics import CanaryCollector, VariantCollector
 from controller.file_provider import FileProvider
@@ -154,7 +155,9 @@ class Embedded:
         self.registry.register(VariantCollector(self.canary.stats))
         self.registry.register(CanaryCollector(lambda: self.canary.runner))
         self.drain = EndpointDrain()
-        self.replicas = ReplicaRuntime(on_endpoints=self.loop.set_endpoints, log_dir=options.run_dir / "replicas",
+        # replicas → what the engines report (adapters, load) → the control loop
+        self.probe = EngineProbe(self.loop.set_endpoints)
+        self.replicas = ReplicaRuntime(on_endpoints=self.probe.set_endpoints, log_dir=options.run_dir / "replicas",
                                        drain=self._drain)
         self.provider = FileProvider(options.directory, self._on_objects, on_errors=self.loop.publish_status)
         self.plane: ControlPlane | None = None
@@ -166,6 +169,7 @@ class Embedded:
         self._redis_supervisor: Supervisor | None = None
         self._debounce_task: asyncio.Task | None = None
         self._tls_task: asyncio.Task | None = None
+        self._probe_task: asyncio.Task | None = None
         self._locked = False
 
     @property
@@ -225,6 +229,7 @@ class Embedded:
         self.loop.attach(self.plane.cache)
         await self.canary.start()
         self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
+        self._probe_task = spawn(self.probe.run(), name="engine-probe")
         before = self.loop.generation
         await self.provider.start()
         await self.loop.wait_pushed(before, timeout=timeout)
@@ -273,7 +278,8 @@ class Embedded:
             await self.gateway.stop()
         await self.provider.close()
         await self.replicas.close()
-        await cancel_and_wait(self._debounce_task, self._tls_task)
+        await cancel_and_wait(self._debounce_task, self._tls_task, self._probe_task)
+        await self.probe.close()
         await self.loop.close()
         await self.canary.stop()
         if self.admin is not None:
@@ -323,6 +329,7 @@ class Embedded:
     async def _on_objects(self, objects: Sequence[Resource]) -> None:
         self.canary.set_routes(objects)
         self.loop.set_objects(objects)
+        self.probe.set_objects(objects)
         await self.replicas.reconcile(o for o in objects if isinstance(o, ModelInfer))
 
     async def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:

@@ -56,6 +56,7 @@ from aiohttp import web
 from controller.background import cancel_and_wait, spawn
 from controller.experiment_metrics import CanaryCollector, VariantCollector
 from controller.instance import split_address
+from controller.engine_probe import EngineProbe
 from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
@@ -154,6 +155,8 @@ class KubernetesMode:
         self.tracer, plugins = tracing(options.otlp_endpoint, options.trace_sampling, options.plugins)
         self.loop = ControlLoop(placement=placement, on_status=self._on_status, metrics=self.metrics,
                                 plugins=plugins, tracer=self.tracer)
+        # EndpointSlices → what the engines report (adapters, load) → the control loop
+        self.probe = EngineProbe(self.loop.set_endpoints)
         self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
         self.certificates: WebhookCertificates | None = None
         leader_tasks = {"canary runner": lambda: self.canary.lead(), "leader metric": self._leading}
@@ -224,6 +227,7 @@ class KubernetesMode:
         self.admin, self.admin_port = await start_admin(app, host, port)
         await self.canary.start()
         self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),
+                       spawn(self.probe.run(), name="engine-probe"),
                        spawn(self.cluster.run(), name="kubernetes"),
                        spawn(self._write_statuses(), name="status-writer")]
         if self.xds_certificates is not None:
@@ -280,6 +284,7 @@ class KubernetesMode:
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
+        await self.probe.close()
         await self.loop.close()
         await self.canary.stop()
         for runner in (self.webhook, self.admin):
@@ -300,9 +305,10 @@ class KubernetesMode:
             self._listed = True
         self.canary.set_routes(objects)
         self.loop.set_objects(objects)
+        self.probe.set_objects(objects)
 
     def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None:
-        self.loop.set_endpoints(endpoints)
+        self.probe.set_endpoints(endpoints)
 
     def _on_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
         if self.ratelimit is not None and compiled.gateway is not None:  # the unscoped compile

@@ -40,8 +40,8 @@ def route_views(compiled: Compiled, objects: Sequence[Resource]) -> list[RouteVi
     front_doors: dict = {}
     for listener in gateway.listeners:
         for route in listener.routes:
-            if route.owner.kind != "ModelRoute" or route.name in seen:
-                continue
+            if route.owner.kind != "ModelRoute" or route.name in seen or route.derived_from is not None:
+                continue  # a LoRA adapter's copy of a group (issue 18) is part of that group
             seen.add(route.name)
             is_fallback = route.name.endswith("/fallback")
             if is_fallback:

@@ -119,6 +119,14 @@ class Route:
     retries: int
     auth: tuple[AuthPolicy, ...] = ()  # all must pass (requires_all)
     hash_header: str | None = None  # sticky variant assignment (ext), issue 7
+    # --- inference-aware routing (issue 18) ---
+    # The LoRA adapter this route's requests name: only endpoints that load it serve them.
+    adapter: str | None = None
+    # Set on a route resolve added for one adapter of its backends, in front of the route
+    # of this name (same policies, `match.model` = the adapter).
+    derived_from: str | None = None
+    # Pick the endpoint by a hash of the prompt's prefix (a backend is prefixAffinity).
+    prefix_hash: bool = False
 
 
 # --- listeners ----------------------------------------------------------------------
@@ -147,17 +155,26 @@ class Endpoint:
     address: str
     port: int
     healthy: bool = True
+    adapters: tuple[str, ...] = ()  # the LoRA adapters it has loaded (declared ones only), sorted
+    weight: int | None = None  # loadAware: its weight for least request (None: equal)
+
+
+LoadBalancing = Literal["leastRequest", "loadAware", "prefixAffinity"]
 
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """One ModelServer's upstream: a cluster (least request, outlier detection) and its
-    endpoints (the ready replicas of its ModelInfer on targetPort)."""
+    """One ModelServer's upstream: a cluster (least request, outlier detection; or a
+    consistent hash for prefixAffinity) and its endpoints (the ready replicas of its
+    ModelInfer on targetPort). With `adapters` (its ModelInfer's declared LoRA adapters)
+    the cluster can pick among the endpoints that load one."""
 
     name: str
     owner: ObjectKey
     endpoints: tuple[Endpoint, ...] = ()
     connect_timeout_ms: int = 5_000
+    load_balancing: LoadBalancing = "leastRequest"
+    adapters: tuple[str, ...] = ()
 
 
 # --- the whole --------------------------------------------------------------------------

@@ -24,11 +24,16 @@ _EMPTY: Mapping = MappingProxyType({})
 @dataclass(frozen=True, slots=True)
 class BackendEndpoint:
     """A ready (or not) replica of a ModelInfer. `port` None means the ModelServer's
-    targetPort (Kubernetes pods all listen on it); embedded replicas have their own ports."""
+    targetPort (Kubernetes pods all listen on it); embedded replicas have their own ports.
+    `adapters`: the LoRA adapters the replica reports loaded (None: not known yet, which
+    counts as none: adapter requests never go where they might not be served). `weight`:
+    its load-aware weight, when its ModelInfer is served by a loadAware ModelServer."""
 
     address: str
     port: int | None = None
     healthy: bool = True
+    adapters: tuple[str, ...] | None = None
+    weight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,11 @@ Decisions (KServe/Deployment conventions where the spec is silent):
   written as both.
 - `spec.replicas` of the ModelInfer is the Deployment's replica count; an HPA scales the
   ModelInfer through its scale subresource and the reconciler carries the count over.
+- LoRA adapters (ext, issue 18): the declared list goes to the container as
+  `MODEL_LORA_ADAPTERS`, JSON in vLLM's `--lora-modules` form (`[{"name", "path"}]`);
+  which adapters a pod really has loaded is read from the pod itself by the control
+  plane (`controller/engine_probe.py`), so a rollout never routes an adapter to a pod that
+  does not have it yet.
 - Autoscaling: an AutoscalingPolicy whose targetRef names the ModelInfer wins over the
   inline `spec.autoscaling` (it is the registry-level, more specific object); with
   several, the first by name wins. Without metrics, CPU utilization at
@@ -22,6 +27,7 @@ Decisions (KServe/Deployment conventions where the spec is silent):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,11 +113,15 @@ def deployment(infer: ModelInfer, model: Model | None) -> Obj:
     if model.spec.runtime is None:
         raise WorkloadError("ValidationFailed", f"{model.key}: spec.runtime.image is required to run it")
     spec = infer.spec
+    env = model_env(model)
+    if spec.adapters:
+        modules = [{"name": a.name, "path": a.uri or a.name} for a in spec.adapters]
+        env.append({"name": "MODEL_LORA_ADAPTERS", "value": json.dumps(modules, separators=(",", ":"))})
     container: Obj = {
         "name": CONTAINER,
         "image": model.spec.runtime.image,
         "ports": [{"name": "http", "containerPort": MODEL_PORT, "protocol": "TCP"}],
-        "env": model_env(model),
+        "env": env,
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"},
                            "periodSeconds": 10, "failureThreshold": 3},
     }

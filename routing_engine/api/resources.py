@@ -275,6 +275,10 @@ class TLSSpec(Spec):
         return self
 
 
+LOAD_BALANCING = ("leastRequest", "loadAware", "prefixAffinity")
+LoadBalancing = Literal["leastRequest", "loadAware", "prefixAffinity"]
+
+
 class ModelServerSpec(Spec):
     model_infer_ref: ModelInferRef = Field(description="The ModelInfer whose ready replicas serve this server")
     service: ServiceSpec = Field(description="The network service: type, port, target port, annotations")
@@ -283,6 +287,12 @@ class ModelServerSpec(Spec):
     authentication: AuthenticationSpec | None = Field(default=None, description="Authentication of requests "
                                                                                 "(jwt, or (ext) apiKey)")
     tls: TLSSpec | None = Field(default=None, description="HTTPS on this server's port")
+    load_balancing: LoadBalancing | None = Field(
+        default=None, description="(ext) How a request picks a replica: leastRequest (default: the replica with "
+                                  "the fewest requests in flight), loadAware (least request weighted by each "
+                                  "replica's measured speed, queue and KV-cache use, read from its metrics), "
+                                  "prefixAffinity (requests whose prompts start alike go to the same replica, to "
+                                  "reuse its prefix cache, within 1.5x the average load)")
 
 
 _STATUS = "Status written by the controller; read only"
@@ -479,6 +489,12 @@ class Toleration(Spec):
         default=None, description="For NoExecute: how long the pod stays bound after the taint appears")
 
 
+class LoraAdapter(Spec):
+    name: NonEmptyStr = Field(description='The adapter\'s name: what a request puts in its "model" field to use it')
+    uri: NonEmptyStr | None = Field(default=None, description="Where the adapter's weights are, e.g. s3://bucket/path "
+                                                              "or hf://org/name (passed to the replicas)")
+
+
 class ModelInferSpec(Spec):
     model_ref: ModelRef = Field(description="The Model (registry) this inference deployment serves")
     replicas: Replicas = Field(default=1, description="Number of replicas, 0-1000. Default 1")
@@ -490,6 +506,20 @@ class ModelInferSpec(Spec):
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the replicas tolerate")
     affinity: dict[str, Any] | None = Field(default=None, description="Scheduling affinity (the Kubernetes "
                                                                       "Affinity shape)")
+    adapters: list[LoraAdapter] = Field(
+        default_factory=list, description="(ext) LoRA adapters the replicas load. A request whose model names one "
+                                          "goes only to replicas that report it loaded (GET /v1/models), with the "
+                                          "policies of the ModelServers serving this ModelInfer")
+
+    @field_validator("adapters")
+    @classmethod
+    def _unique_adapters(cls, adapters: list[LoraAdapter]) -> list[LoraAdapter]:
+        seen: set[str] = set()
+        for i, adapter in enumerate(adapters):
+            if adapter.name in seen:
+                raise FieldError((i, "name"), f'"{adapter.name}" is listed twice')
+            seen.add(adapter.name)
+        return adapters
 
 
 class ModelInfer(Resource):

@@ -33,6 +33,8 @@ def certificate_problem(cert_chain: bytes | None, private_key: bytes | None) -> 
         return "tls.crt holds no PEM certificate"
     try:
         chain = [x509.load_pem_x509_certificate(pem) for pem in certs]
+        for cert in chain:  # parsed lazily by cryptography, at once by BoringSSL
+            cert.issuer, cert.subject, cert.not_valid_before_utc, cert.not_valid_after_utc
     except ValueError:
         return "tls.crt holds a CERTIFICATE block that is not a valid X.509 certificate"
     try:

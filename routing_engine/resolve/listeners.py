@@ -21,6 +21,8 @@
 - Shadowing is computed per listener over the ModelRoute routes (plain server routes
   come after them and cannot shadow them). A group is Shadowed when it is shadowed on
   every listener its ModelRoute is installed on.
+- Routes to backends with LoRA adapters or prefix affinity are expanded last
+  (`inference`): adapter routes in front of each, the prefix hash on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 
 from routing_engine import ir, names
 from routing_engine.api.resources import ModelRoute, ObjectKey
+from routing_engine.resolve.inference import Expander, special_backends
 from routing_engine.resolve.objects import AgeKey, age_key
 from routing_engine.resolve.routes import RouteOutcome
 from routing_engine.resolve.servers import ServerOutcome
@@ -56,6 +59,8 @@ class _ServerSide:
     servers_on: dict[int, list[ServerOutcome]]  # listener port → its servers, in route order
     limits: dict[str, ir.RateLimit]
     backends: tuple[ir.Backend, ...]
+    by_name: dict[str, ir.Backend]
+    special: frozenset[str]  # backends with adapters or prefix affinity (`inference`)
 
 
 def in_scope(server: ObjectKey, target: Target) -> bool:
@@ -91,6 +96,7 @@ class Assembler:
         # port → (server side, installed ModelRoutes, listener): the same IR object comes
         # back while neither changed, which lets translate skip the whole listener.
         self._listeners: dict[int, tuple[_ServerSide, tuple[RouteOutcome, ...], ir.Listener]] = {}
+        self._expander = Expander()
 
     def assemble(
         self,
@@ -126,9 +132,11 @@ class Assembler:
             if known is None or known[0] is not side or known[1] != installed:
                 ordered = [route for r in installed for route in r.routes]
                 ordered += [s.route for s in on_port if s.route is not None]
-                known = (side, installed, _listener(port, on_port, tuple(ordered), side.limits, self.target))
+                expanded = self._expander.routes(ordered, side.by_name, side.special)
+                known = (side, installed, _listener(port, on_port, expanded, side.limits, self.target))
             built[port] = known
             listeners.append(known[2])
+        self._expander.end_round()
         self._shadows, self._listeners = shadows, built
         shadowed = _everywhere(found_on, routes)
         return Assembly(ir.Gateway(tuple(listeners), side.backends), shadowed)
@@ -141,7 +149,7 @@ class Assembler:
         for s in scoped:
             servers_on.setdefault(s.port, []).append(s)
         backends = tuple(sorted((s.backend for s in scoped if s.backend is not None), key=lambda b: b.name))
-        return _ServerSide(servers_on, limits, backends)
+        return _ServerSide(servers_on, limits, backends, {b.name: b for b in backends}, special_backends(backends))
 
     def _ordered(self, routes: Mapping[ObjectKey, RouteOutcome], changed: set[ObjectKey] | None) -> list[RouteOutcome]:
         """Compiled in-scope ModelRoutes in match order: longer front door first, then

@@ -24,6 +24,12 @@ another namespace that does not allow this one compiles the same way but the ser
 Failed, since waiting will not fix it. Timeout defaults to 60 s (inference is slow),
 retries to 2 (Istio's default; translate retries only failures that cannot have
 reached a model, so no GPU work is done twice).
+
+Inference-aware routing (issue 18): the backend carries `spec.loadBalancing` and its
+ModelInfer's declared LoRA adapters. Each endpoint keeps the declared adapters its replica
+reports loaded (not reported yet: none, so adapter requests never reach a replica that
+may lack the adapter), and its load-aware weight only when the server is loadAware (the
+same replicas behind a leastRequest server stay equal).
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class Own:
     infer_problems: tuple[Problem, ...]
     infer_forbidden: bool
     endpoints: tuple[ir.Endpoint, ...]
+    adapters: tuple[str, ...]  # the ModelInfer's declared LoRA adapters, sorted
     tls: Material[ir.TlsCertificate]
     auth: Material[ir.AuthPolicy]
 
@@ -108,6 +115,7 @@ def own_checks(
     problems: tuple[Problem, ...] = ()
     forbidden = False
     found: tuple[ir.Endpoint, ...] = ()
+    adapters: tuple[str, ...] = ()
     if infer is None:
         rule = f"ModelInfer {infer_key.namespace}/{infer_key.name} not found"
         problems = (problem(MODEL_NOT_FOUND, server.key, field, rule),)
@@ -117,9 +125,14 @@ def own_checks(
         problems = (problem(NETWORK_POLICY_VIOLATION, server.key, field, rule),)
     else:
         default_port = spec.service.target_port or spec.service.port
-        unique = {ir.Endpoint(e.address, e.port or default_port, e.healthy) for e in endpoints.get(infer_key, ())}
-        found = tuple(sorted(unique, key=lambda e: (e.address, e.port, not e.healthy)))
-    return Own(problems, forbidden, found, tls_certificate(server, index), auth_policy(server, index))
+        adapters = tuple(sorted(a.name for a in infer.spec.adapters))
+        weighted = spec.load_balancing == "loadAware"
+        unique = {ir.Endpoint(e.address, e.port or default_port, e.healthy,
+                              tuple(a for a in adapters if e.adapters is not None and a in e.adapters),
+                              e.weight if weighted else None)
+                  for e in endpoints.get(infer_key, ())}
+        found = tuple(sorted(unique, key=lambda e: (e.address, e.port, not e.healthy, e.adapters, e.weight or 0)))
+    return Own(problems, forbidden, found, adapters, tls_certificate(server, index), auth_policy(server, index))
 
 
 def _forbidden_rule(target: ObjectKey, namespace: str) -> str:
@@ -214,7 +227,8 @@ def outcome(server: ModelServer, own: Own, conflict: Problem | None, target: Tar
     path = prefix_path(spec.routing.path)
     compiled = not problems
     key = server.key
-    backend = ir.Backend(names.backend(key), key, own.endpoints) if compiled else None
+    backend = ir.Backend(names.backend(key), key, own.endpoints, load_balancing=spec.load_balancing or "leastRequest",
+                         adapters=own.adapters) if compiled else None
     timeout = parse_duration_ms(spec.routing.timeout) if spec.routing.timeout is not None else None
     route = None
     if backend is not None:

@@ -6,6 +6,16 @@ coming and going change EDS only: the cluster (CDS) stays byte-identical and Env
 re-warms it. Least request suits inference (request cost varies by orders of magnitude);
 outlier detection ejects a replica that keeps failing with 5xx or gateway errors.
 
+Load balancing (`spec.loadBalancing`, ext; docs/decisions.md "Inference-aware routing"):
+leastRequest and loadAware are both Envoy's least request (loadAware differs only in the
+endpoints' EDS weights, `endpoint.py`); prefixAffinity is MAGLEV consistent hashing on
+the hash its routes compute from the prompt's prefix, with a load bound
+(`hash_balance_factor`: no replica takes more than 1.5x the average requests in flight).
+A backend whose ModelInfer declares LoRA adapters gets Envoy's subset load balancer
+over the endpoints' `envoy.lb` metadata `lora_adapter` (a list: `list_as_any`): a route
+naming an adapter (`metadata_match`) picks only among the endpoints that load it, with
+no fallback (503 when none does); other requests use every endpoint.
+
 Failover uses Envoy's aggregate cluster: its priority levels are the primary's hosts and
 then the fallback's, so traffic moves to the fallback only while the primary has no
 healthy host (EDS `health_status` or outlier ejection) — no client-visible error.
@@ -25,6 +35,10 @@ from routing_engine.translate import names
 from routing_engine.translate.xds import ads, length_delimited, millis, pack
 
 AGGREGATE_CLUSTER_TYPE = "envoy.clusters.aggregate"
+LB_METADATA_NAMESPACE = "envoy.lb"  # where Envoy's subset load balancer reads endpoint metadata
+ADAPTER_KEY = "lora_adapter"  # endpoint metadata (a list) and route metadata_match key
+HASH_BALANCE_FACTOR = 150  # percent of the average load a replica may take under prefixAffinity
+CONSISTENT_HASH_POLICY = cluster_pb2.Cluster.MAGLEV
 _CLUSTER_NAME_FIELD = 1
 _ALT_STAT_NAME_FIELD = 28  # after every field of the template: deterministic order is kept
 MAX_RETRIES_IN_FLIGHT = 1024  # Envoy's default for connections, pending and active requests
@@ -56,14 +70,23 @@ def circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
 def backend_cluster(backend: ir.Backend) -> cluster_pb2.Cluster:
     """EDS service name left empty: Envoy then asks EDS for the cluster's own name. A
     name with "." gets a dot-free `alt_stat_name` (`routing_engine.names.stat_name`)."""
-    cluster = _backend_template(backend.connect_timeout_ms)
+    cluster = _backend_template(*_shape(backend))
     cluster.name = names.cluster(backend.name)
     if "." in cluster.name:
         cluster.alt_stat_name = stat_name(cluster.name)
     return cluster
 
 
-def _backend_template(connect_timeout_ms: int) -> cluster_pb2.Cluster:
+_Shape = tuple[int, str, bool]
+
+
+def _shape(backend: ir.Backend) -> _Shape:
+    """Everything of a backend its cluster depends on besides the name."""
+    return backend.connect_timeout_ms, backend.load_balancing, bool(backend.adapters)
+
+
+def _backend_template(connect_timeout_ms: int, load_balancing: str = "leastRequest",
+                      adapters: bool = False) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         type=cluster_pb2.Cluster.EDS,
         connect_timeout=millis(connect_timeout_ms),
@@ -72,12 +95,21 @@ def _backend_template(connect_timeout_ms: int) -> cluster_pb2.Cluster:
         circuit_breakers=circuit_breakers(),
     )
     cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+    if load_balancing == "prefixAffinity":
+        cluster.lb_policy = CONSISTENT_HASH_POLICY
+        cluster.common_lb_config.consistent_hashing_lb_config.hash_balance_factor.value = HASH_BALANCE_FACTOR
+    if adapters:
+        subsets = cluster.lb_subset_config
+        subsets.fallback_policy = cluster_pb2.Cluster.LbSubsetConfig.ANY_ENDPOINT  # requests naming no adapter
+        subsets.list_as_any = True
+        subsets.subset_selectors.add(
+            keys=[ADAPTER_KEY], fallback_policy=cluster_pb2.Cluster.LbSubsetConfig.LbSubsetSelector.NO_FALLBACK)
     return cluster
 
 
 @lru_cache(maxsize=64)
-def _template_bytes(connect_timeout_ms: int) -> bytes:
-    return _backend_template(connect_timeout_ms).SerializeToString(deterministic=True)
+def _template_bytes(connect_timeout_ms: int, load_balancing: str = "leastRequest", adapters: bool = False) -> bytes:
+    return _backend_template(connect_timeout_ms, load_balancing, adapters).SerializeToString(deterministic=True)
 
 
 def backend_cluster_bytes(backend: ir.Backend) -> bytes:
@@ -86,7 +118,7 @@ def backend_cluster_bytes(backend: ir.Backend) -> bytes:
     timeout, so the bytes are the name followed by a cached template (tests check the
     two are identical). Cold compiles of 10,000 servers spend ~40x less here."""
     name = names.cluster(backend.name)
-    body = length_delimited(_CLUSTER_NAME_FIELD, name.encode()) + _template_bytes(backend.connect_timeout_ms)
+    body = length_delimited(_CLUSTER_NAME_FIELD, name.encode()) + _template_bytes(*_shape(backend))
     if "." in name:
         body += length_delimited(_ALT_STAT_NAME_FIELD, stat_name(name).encode())
     return body

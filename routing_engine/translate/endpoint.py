@@ -4,6 +4,10 @@ Health is sent explicitly: an unready replica is listed as UNHEALTHY rather than
 out, because the `health_check` filter behind `/ready` and the aggregate failover
 cluster both judge a backend by the EDS `health_status` of its hosts (SPEC 5); a
 backend with no endpoints at all has an empty assignment, which both read as down.
+
+Issue 18: an endpoint's loaded LoRA adapters are its `envoy.lb` metadata `lora_adapter`
+(a list, for the cluster's subset load balancer); a loadAware endpoint's weight is its
+`load_balancing_weight` (Envoy's least request divides it by the requests in flight).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from routing_engine import ir
 from routing_engine.translate import names
+from routing_engine.translate.cluster import ADAPTER_KEY, LB_METADATA_NAMESPACE
 
 
 def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
@@ -26,5 +31,11 @@ def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
         address = lb.endpoint.address.socket_address
         address.address = endpoint.address
         address.port_value = endpoint.port
+        if endpoint.adapters:
+            values = lb.metadata.filter_metadata[LB_METADATA_NAMESPACE].fields[ADAPTER_KEY].list_value.values
+            for adapter in endpoint.adapters:
+                values.add().string_value = adapter
+        if endpoint.weight is not None:
+            lb.load_balancing_weight.value = max(1, endpoint.weight)
         locality.lb_endpoints.append(lb)
     return assignment

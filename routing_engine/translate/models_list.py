@@ -15,6 +15,11 @@ Who sees what: a caller is shown only models it could reach. When every model of
 needs the same credentials, the listing needs them too (the JWT and API-key checks of
 those routes) and names them all; otherwise it needs none and names only the models that
 need none, so a model behind authentication is never named to an anonymous caller.
+
+LoRA adapters (issue 18): the routes resolve derives for an adapter are listed where the
+route they come from is (a base some user route with a `match.model` already lists), and
+never open a listing of their own: a ModelServer's own path keeps reaching its replicas,
+whose `/v1/models` names the base model and its adapters.
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ class ModelsListPlugin(Plugin):
             base = base_of(route) if route.match.model is not None else None
             if base is not None:
                 by_base.setdefault(base, []).append(route)
-        return [self._route(base, models) for base, models in sorted(by_base.items())]
+        listed = {base for base, routes in by_base.items() if any(r.derived_from is None for r in routes)}
+        return [self._route(base, models) for base, models in sorted(by_base.items()) if base in listed]
 
     def _route(self, base: str, models: Sequence[ir.Route]) -> rc.Route:
         gated = bool(models) and len({r.auth for r in models}) == 1 and models[0].auth != ()

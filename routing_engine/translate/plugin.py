@@ -46,6 +46,7 @@ RANKS: dict[str, int] = {
     "jwt": 300,
     "apikey": 350,
     "ratelimit": 500,  # the per-Envoy bucket, then the shared (Redis) limit, in that order
+    "prefix_affinity": 550,  # buffers the body: only requests that passed auth and limits
     "usage": 600,  # reads the answer's token usage; after auth and limits, so refused requests skip it
     "tls": 900,  # adds no HTTP filter; ranked so every plugin has one
     "models_list": 910,  # adds no HTTP filter: GET <base>/models answered by Envoy
@@ -121,12 +122,13 @@ def builtin() -> tuple[Plugin, ...]:
     from routing_engine.translate.jwt import JwtPlugin
     from routing_engine.translate.model_match import ModelMatchPlugin
     from routing_engine.translate.models_list import ModelsListPlugin
+    from routing_engine.translate.prefix_affinity import PrefixAffinityPlugin
     from routing_engine.translate.ratelimit import RateLimitPlugin
     from routing_engine.translate.tls import TlsPlugin
     from routing_engine.translate.usage import UsagePlugin
 
-    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(), UsagePlugin(),
-                    TlsPlugin(), ModelsListPlugin(), AccessLogPlugin()])
+    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(),
+                    PrefixAffinityPlugin(), UsagePlugin(), TlsPlugin(), ModelsListPlugin(), AccessLogPlugin()])
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:

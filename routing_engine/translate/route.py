@@ -18,6 +18,11 @@ divided by their gcd) so `hash % total` keeps its meaning as a canary grows: use
 ever move from stable to canary, never back.
 Retries only cover failures that cannot have reached a model (SPEC 3.1), so no GPU work
 is done twice, and each retry goes to another replica (`previous_hosts`).
+A route for a LoRA adapter (issue 18) picks only endpoints whose `envoy.lb` metadata lists
+the adapter (`metadata_match`, for the cluster's subset load balancer). A route to a
+prefixAffinity backend hashes `PREFIX_HASH_HEADER`, which the `prefix_affinity` filter
+sets from the prompt; with a sticky canary the sticky header's hash is the only one (it
+must keep picking the variant alone), so such a route keeps users, not prefixes, together.
 
 Timeouts suit streams: `timeout` (routing.timeout, default 60 s) is how long the model
 may stay silent — before its first byte, or between two chunks of a streamed answer —
@@ -42,6 +47,7 @@ from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from routing_engine import ir
 from routing_engine.envoy_rules.regex import glob_regex
 from routing_engine.translate import names
+from routing_engine.translate.cluster import ADAPTER_KEY, LB_METADATA_NAMESPACE
 from routing_engine.translate.xds import length_delimited, millis, pack
 
 SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-status-codes"
@@ -50,6 +56,7 @@ PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 _PREVIOUS_HOSTS_CONFIG = pack(previous_hosts_pb2.PreviousHostsPredicate())
 VIRTUAL_HOST = "*"
 STALL_MARGIN_MS = 1000  # the connection manager's idle timeout, past the router's
+PREFIX_HASH_HEADER = "x-modelroute-prefix-hash"  # set by the prefix_affinity filter, never by clients
 
 # Field numbers used when assembling a RouteConfiguration from cached route bytes.
 _ROUTE_CONFIG_VIRTUAL_HOSTS = 2
@@ -119,6 +126,7 @@ def build_route(route: ir.Route) -> rc.Route:
     """The feature-free part of one route; plugins add their per-route config after."""
     proto = rc.Route(name=route.name, match=route_match(route.match))
     action = proto.route
+    sticky = False
     if len(route.backends) == 1:
         action.cluster = names.destination(route.backends[0])
     else:
@@ -129,6 +137,10 @@ def build_route(route: ir.Route) -> rc.Route:
         if sticky and route.hash_header is not None:
             action.hash_policy.add().header.header_name = route.hash_header
             action.weighted_clusters.use_hash_policy.value = True
+    if route.prefix_hash and not sticky:
+        action.hash_policy.add().header.header_name = PREFIX_HASH_HEADER
+    if route.adapter is not None:
+        action.metadata_match.filter_metadata[LB_METADATA_NAMESPACE].fields[ADAPTER_KEY].string_value = route.adapter
     action.timeout.CopyFrom(millis(0))  # no cap on a whole (streamed) answer; silence is capped below
     action.idle_timeout.CopyFrom(millis(route.timeout_ms + STALL_MARGIN_MS))
     policy = action.retry_policy

@@ -11,7 +11,7 @@ from tests.support import REPO
 
 EXAMPLE_FILES = sorted((REPO / "examples" / "seeds").glob("*.yaml")) + sorted(
     (REPO / "examples" / "quickstart").glob("*.yaml")
-)
+) + sorted((REPO / "examples" / "inference-routing").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -48,3 +48,38 @@ def test_compile_and_serialization_parts_run_and_summarize(results: Path) -> Non
     rows = bench_main.compile_rows(compiled) + bench_main.serialization_rows(data)
     text = bench_main.table(rows)
     assert "8 routes+servers" in text and "RouteConfiguration, serialize" in text
+
+
+def test_inference_workload_is_the_same_for_every_policy_and_bursts() -> None:
+    """bench.inference_routing compares policies on one schedule: it must come from the
+    seed alone, and its bursts must be denser than the rest."""
+    from bench._inference_client import schedule
+    from bench.inference_routing import WORKLOAD
+
+    spec = {**WORKLOAD, "duration_s": 30.0, "url": "http://x"}
+    first, again = schedule(spec), schedule(spec)
+    assert [(t, b) for t, b, _ in first] == [(t, b) for t, b, _ in again] and first
+    in_burst = sum(1 for t, _, _ in first if t % spec["burst_every_s"] < spec["burst_s"])
+    burst_rate = in_burst / (3 * spec["burst_s"])
+    rest_rate = (len(first) - in_burst) / (30 - 3 * spec["burst_s"])
+    assert burst_rate > 1.3 * rest_rate
+    kinds = [k for _, _, k in first]
+    assert 0 < kinds.count("long") < kinds.count("short")
+    assert all(b["stream"] and b["messages"][0]["role"] == "system" for _, b, _ in first)
+
+
+def test_inference_targets_are_checked_from_the_medians() -> None:
+    from bench.inference_routing import table
+
+    def row(skew: str, policy: str, p99: float) -> dict[str, object]:
+        return {"skew": skew, "policy": policy, "latency_ms": {"p50": 1.0, "p99": p99}, "ttft_ms": {"p50": 1, "p99": 2},
+                "errors": 0, "prefix_cache_hit_rate": 0.2, "replica_share": {"0": 1, "1": 3},
+                "loadavg_before": [1.0], "loadavg_after": [2.0]}
+
+    rows = [row("slow replica", "leastRequest", 1000), row("slow replica", "loadAware", 600),
+            row("slow replica", "loadAware", 800), row("none", "leastRequest", 500), row("none", "loadAware", 510)]
+    found = table(rows)
+    assert found["phases"]["slow replica/loadAware"]["latency_p99_ms"] == 700
+    assert found["targets"]["slow replica"] == {"loadAware_p99_over_leastRequest_p99": 0.7, "target_at_most": 0.7,
+                                                "met": True}
+    assert found["targets"]["none"]["met"] is False

@@ -24,11 +24,13 @@ A = ObjectKey("ModelInfer", "default", "llama")
 B = ObjectKey("ModelInfer", "team", "mistral")
 
 
-def infer(key: ObjectKey, replicas: int, model: str = "llama-7b") -> ModelInfer:
+def infer(key: ObjectKey, replicas: int, model: str = "llama-7b", adapters: Sequence[str] = ()) -> ModelInfer:
+    spec: dict[str, object] = {"modelRef": {"name": model}, "replicas": replicas}
+    if adapters:
+        spec["adapters"] = [{"name": a, "uri": f"s3://adapters/{a}"} for a in adapters]
     return ModelInfer.model_validate({
         "apiVersion": "workload.matrixinfer.ai/v1alpha1", "kind": "ModelInfer",
-        "metadata": {"name": key.name, "namespace": key.namespace},
-        "spec": {"modelRef": {"name": model}, "replicas": replicas}})
+        "metadata": {"name": key.name, "namespace": key.namespace}, "spec": spec})
 
 
 class Recorder:
@@ -90,6 +92,34 @@ async def test_replicas_start_ready_and_identify_themselves(tmp_path: Path) -> N
     finally:
         await rt.close()
     assert rec.last == {}
+
+
+def loaded_adapters(port: int | None) -> dict[str, str]:
+    assert port is not None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/v1/models", timeout=5) as resp:
+        return {m["id"]: m["root"] for m in json.loads(resp.read())["data"] if m["parent"]}
+
+
+async def test_replicas_load_declared_adapters_and_follow_a_changed_list_without_restarting() -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec)
+    try:
+        await rt.reconcile([infer(A, 2, adapters=["sql", "chat"])])
+        eps = await rec.until(lambda e: healthy(e, A, 2), "2 ready replicas")
+        assert [loaded_adapters(e.port) for e in eps[A]] == [{"sql": "s3://adapters/sql", "chat": "s3://adapters/chat"}] * 2
+        pids = [rt.pid_of(A, 0), rt.pid_of(A, 1)]
+        await rt.reconcile([infer(A, 2, adapters=["sql", "summary"])])
+        deadline = time.monotonic() + 5
+        while any(set(loaded_adapters(e.port)) != {"sql", "summary"} for e in eps[A]):
+            assert time.monotonic() < deadline, [loaded_adapters(e.port) for e in eps[A]]
+            await asyncio.sleep(0.05)
+        assert [rt.pid_of(A, 0), rt.pid_of(A, 1)] == pids  # loaded and unloaded in place
+        os.kill(pids[0] or 0, signal.SIGKILL)  # a restart starts with the new list
+        after = await rec.until(lambda e: healthy(e, A, 2) and rt.pid_of(A, 0) not in pids, "replica restarted")
+        assert set(loaded_adapters(after[A][0].port)) == {"sql", "summary"}
+    finally:
+        await rt.close()
 
 
 async def test_crashed_replica_is_seen_fast_and_restarted(tmp_path: Path) -> None:

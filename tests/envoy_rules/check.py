@@ -28,7 +28,11 @@ class Outcome:
 
 
 def _world(objects: Sequence[Resource]) -> World:
-    endpoints = {o.key: (BackendEndpoint("127.0.0.1", 9000),) for o in objects if isinstance(o, ModelInfer)}
+    """Each ModelInfer with one endpoint that loads its declared LoRA adapters and has a
+    load-aware weight, so EDS metadata and weights reach Envoy too."""
+    endpoints = {o.key: (BackendEndpoint("127.0.0.1", 9000, adapters=tuple(a.name for a in o.spec.adapters),
+                                         weight=3),)
+                 for o in objects if isinstance(o, ModelInfer)}
     return World(objects=tuple(objects), endpoints=endpoints)
 
 

@@ -225,17 +225,30 @@ def _durations() -> st.SearchStrategy[str]:
                    st.sampled_from(["0s", "99999999999h", "1e3s", "5", "-1s", "100000000s", "2562047h"]))
 
 
+def _adapter_names() -> st.SearchStrategy[str]:
+    """Adapter (and model) names: plausible ones and any text (quotes, slashes, control
+    characters, other scripts): they become Envoy string matchers, metadata and route names."""
+    return st.one_of(st.sampled_from(["sql-lora", "chat/v2", "a.b", 'q"uote', "日本語", "x" * 300]),
+                     st.text(min_size=1, max_size=40))
+
+
 @st.composite
 def manifest_set(draw: st.DrawFn, index: int) -> list[dict[str, Any]]:
     """One ModelServer (maybe with auth and TLS) and a ModelRoute with hostile matches, in
     namespace `ns<index>` on port 20000 + index, with the Secrets they name."""
     ns, port, name = f"ns{index}", 20000 + index, f"m{index}"
+    adapters = list(dict.fromkeys(draw(st.lists(_adapter_names(), max_size=3))))  # LoRA adapters (issue 18)
+    infer_spec: dict[str, Any] = {"modelRef": {"name": "llama"}, "replicas": 1}
+    if adapters:
+        infer_spec["adapters"] = [{"name": a} for a in adapters]
     docs: list[dict[str, Any]] = [
-        {"apiVersion": WORKLOAD, "kind": "ModelInfer", "metadata": {"name": name, "namespace": ns},
-         "spec": {"modelRef": {"name": "llama"}, "replicas": 1}}]
+        {"apiVersion": WORKLOAD, "kind": "ModelInfer", "metadata": {"name": name, "namespace": ns}, "spec": infer_spec}]
     spec: dict[str, Any] = {"modelInferRef": {"name": name}, "service": {"port": port},
                             "routing": {"path": f"/v1/models/{name}", "timeout": draw(_durations()),
                                         "retries": draw(st.integers(0, 2 ** 31 - 1))}}
+    balancing = draw(st.sampled_from([None, "leastRequest", "loadAware", "prefixAffinity"]))
+    if balancing is not None:
+        spec["loadBalancing"] = balancing
     if draw(st.booleans()):
         spec["rateLimit"] = {"enabled": True, "requestsPerSecond": draw(st.integers(1, 2 ** 31 - 1)),
                              "burstSize": draw(st.integers(1, 2 ** 31 - 1))}
@@ -270,6 +283,9 @@ def manifest_set(draw: st.DrawFn, index: int) -> list[dict[str, Any]]:
         if draw(st.booleans()):
             match["path"] = draw(_mostly(st.sampled_from([f"/v1/models/{name}/*", f"/v1/models/{name}/a*b",
                                                            f"/v1/models/{name}/chat"]), path_globs()))
+        if draw(st.integers(0, 3)) == 0:
+            match["model"] = draw(st.sampled_from(adapters)) if adapters and draw(st.booleans()) \
+                else draw(_adapter_names())
         entries.append({"match": match, "destination": {"modelServerRef": {"name": name}},
                         "weight": draw(st.integers(0, 100)), "timeout": draw(st.sampled_from(["30s", "2m", "500ms"]))})
     docs.append({"apiVersion": NETWORKING, "kind": "ModelRoute", "metadata": {"name": name, "namespace": ns},

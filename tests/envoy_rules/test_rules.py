@@ -56,6 +56,25 @@ def test_tls_material_as_boringssl_loads_it() -> None:
     assert "not a valid X.509" in (certificate_problem(bad, key) or "")
 
 
+# One base64 character flipped inside the issuer's name (a string tag became 0): cryptography
+# loads it and fails only when the name is read; BoringSSL (Envoy: "Failed to load
+# certificate chain") refuses it at once. Found by tests/envoy_rules/test_validate_vs_envoy.py.
+BAD_ISSUER = b"""-----BEGIN CERTIFICATE-----
+MIIBHTCBxaADAgECAgEHMAoGCCqGSM49BAMCMBkxFzAVBgNVBAMADm1vZGVscy5l
+eGFtcGxlMB4XDTI2MTEyODAyMDkwNloXDTI2MTIyOTAyMDkwNlowGTEXMBUGA1UE
+AwwObW9kZWxzLmV4YW1wbGUwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAATI/G9+
+wjMfstniOBXLRK+MotU+cAsZg7SXYoAcxTXHftaNR6ugYmEVlDzZztEp91EMner9
+/Ko0naoHw+vnATaIMAoGCCqGSM49BAMCA0cAMEQCIDab1AwYsrnuGOnu3dKgOoFM
+dJKzZg5AOKp4g/H1oOIGAiBdVC1gEfa4941j24jRXn8tpbEKEYA4K5LyXpxdlQFn
+WQ==
+-----END CERTIFICATE-----
+"""
+
+
+def test_a_certificate_with_an_unreadable_name_is_refused() -> None:
+    assert "not a valid X.509" in (certificate_problem(BAD_ISSUER, _certificate("p256")[1]) or "")
+
+
 def test_a_corrupted_public_key_is_refused_not_raised() -> None:
     cert, key = _certificate("p256")
     for at in range(60, len(cert) - 60, 7):  # flip one base64 character at a time

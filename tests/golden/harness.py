@@ -60,7 +60,8 @@ def load_world(case: Case) -> tuple[World, Target, list[str]]:
     objects, errors = load_manifests(case.manifests)
     extra: dict[str, Any] = yaml.safe_load(case.world_file.read_text()) if case.world_file else {}
     endpoints = {
-        _key(infer, "ModelInfer"): tuple(BackendEndpoint(**e) for e in replicas)
+        _key(infer, "ModelInfer"): tuple(BackendEndpoint(**{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
+                                         for e in replicas)
         for infer, replicas in (extra.get("endpoints") or {}).items()
     }
     weights = {_key(r, "ModelRoute"): (int(w[0]), int(w[1])) for r, w in (extra.get("live_weights") or {}).items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -57,6 +58,16 @@ def test_deployment_takes_image_and_gpu_resources_from_model_overridden_by_infer
     owner = deploy["metadata"]["ownerReferences"][0]
     assert owner == {"apiVersion": "workload.matrixinfer.ai/v1alpha1", "kind": "ModelInfer",
                      "name": "llama-infer", "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}
+
+
+def test_declared_lora_adapters_reach_the_container_in_vllm_form() -> None:
+    env = {e["name"]: e["value"] for e in workloads.deployment(
+        infer_of(adapters=[{"name": "sql", "uri": "hf://org/sql"}, {"name": "chat"}]), model_of())
+        ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["MODEL_LORA_ADAPTERS"]) == [{"name": "sql", "path": "hf://org/sql"},
+                                                      {"name": "chat", "path": "chat"}]
+    plain = workloads.deployment(infer_of(), model_of())["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "MODEL_LORA_ADAPTERS" not in {e["name"] for e in plain}
 
 
 def test_gpu_request_alone_becomes_request_and_limit() -> None:

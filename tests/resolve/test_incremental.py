@@ -25,6 +25,7 @@ SERVERS = ["s0", "s1", "s2", "s3", "s4"]
 ROUTES = ["r0", "r1", "r2", "r3"]
 NAMESPACES = ["default", "team"]
 PATHS = ["/v1", "/v1/a", "/v1/a/b", "/v1/b", "/v2", "/"]
+ADAPTERS = ["sql", "chat"]  # LoRA adapters a ModelInfer may declare (issue 18)
 ALLOW = "networking.matrixinfer.ai/allow-from"
 TARGETS = [Target(), Target(role="sidecar", privileged_port_offset=10000, namespaces=frozenset({"default"}))]
 
@@ -64,6 +65,9 @@ def server_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
         spec["authentication"] = {"enabled": True, "type": "apiKey", "config": {"secretName": "keys"}}
     if port == 443 and draw(st.booleans()):
         spec["tls"] = {"enabled": True, "secretName": draw(st.sampled_from(["cert", "missing"]))}
+    balancing = draw(st.sampled_from([None, "leastRequest", "loadAware", "prefixAffinity"]))
+    if balancing is not None:
+        spec["loadBalancing"] = balancing
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if draw(st.booleans()):
         metadata["annotations"] = {ALLOW: draw(st.sampled_from(["*", "team", "default"]))}
@@ -79,6 +83,8 @@ def route_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
         match: dict[str, Any] = {}
         if draw(st.booleans()):
             match["headers"] = {"x-a": draw(st.sampled_from(["1", "2"]))}
+        if draw(st.integers(0, 3)) == 0:
+            match["model"] = draw(st.sampled_from(ADAPTERS + ["base"]))
         if draw(st.integers(0, 3)) == 0:
             match["path"] = draw(st.sampled_from(["/v1/a/*", "/v1/a/b", "/v1/*/x"]))
         ref: dict[str, Any] = {"name": draw(st.sampled_from(SERVERS))}
@@ -105,12 +111,14 @@ def route_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
     return {"apiVersion": NET, "kind": "ModelRoute", "metadata": metadata, "spec": spec}
 
 
-def infer_doc(name: str, namespace: str, allow: bool) -> dict[str, Any]:
+def infer_doc(name: str, namespace: str, allow: bool, adapters: tuple[str, ...] = ()) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if allow:
         metadata["annotations"] = {ALLOW: "*"}
-    return {"apiVersion": "workload.matrixinfer.ai/v1alpha1", "kind": "ModelInfer", "metadata": metadata,
-            "spec": {"modelRef": {"name": "m"}, "replicas": 1}}
+    spec: dict[str, Any] = {"modelRef": {"name": "m"}, "replicas": 1}
+    if adapters:
+        spec["adapters"] = [{"name": a} for a in adapters]
+    return {"apiVersion": "workload.matrixinfer.ai/v1alpha1", "kind": "ModelInfer", "metadata": metadata, "spec": spec}
 
 
 class State:
@@ -151,7 +159,8 @@ def edit(draw: st.DrawFn, state: State) -> None:
     elif kind == "infer":
         name = draw(st.sampled_from(SERVERS))
         namespace = draw(st.sampled_from(NAMESPACES))
-        state.docs[f"infer/{namespace}/{name}"] = infer_doc(name, namespace, draw(st.booleans()))
+        adapters = tuple(a for a in ADAPTERS if draw(st.booleans()))
+        state.docs[f"infer/{namespace}/{name}"] = infer_doc(name, namespace, draw(st.booleans()), adapters)
     elif kind == "secret":
         namespace = draw(st.sampled_from(NAMESPACES))
         for doc in secret_docs(namespace, draw(st.integers(0, 1))):
@@ -159,7 +168,9 @@ def edit(draw: st.DrawFn, state: State) -> None:
     elif kind == "endpoints":
         key = ObjectKey("ModelInfer", draw(st.sampled_from(NAMESPACES)), draw(st.sampled_from(SERVERS)))
         state.endpoints[key] = tuple(
-            BackendEndpoint(f"10.0.0.{i + 1}", draw(st.sampled_from([None, 8000])), draw(st.booleans()))
+            BackendEndpoint(f"10.0.0.{i + 1}", draw(st.sampled_from([None, 8000])), draw(st.booleans()),
+                            draw(st.sampled_from([None, (), ("sql",), ("sql", "chat"), ("other",)])),
+                            draw(st.sampled_from([None, 1, 100])))
             for i in range(draw(st.integers(0, 2))))
     elif kind == "live":
         key = ObjectKey("ModelRoute", draw(st.sampled_from(NAMESPACES)), draw(st.sampled_from(ROUTES)))
