@@ -98,7 +98,17 @@ class Session(Generic[State, Response, Plan]):
         if snapshot is None:
             return []
         responses: list[Response] = []
-        hold_removals = self.ads and any(self._behind(t, snapshot) for t in REFERRERS if t in self.types)
+        # Whether referrers lag behind is only asked when a removal is due (it plans
+        # them: thousands of streams re-evaluate on every snapshot).
+        lagging: list[bool] = []
+
+        def hold_removals(type_url: str, state: State) -> bool:
+            if not self.ads or type_url not in REMOVAL_HELD or not self._removes(type_url, state, snapshot):
+                return False
+            if not lagging:
+                lagging.append(any(self._behind(t, snapshot) for t in REFERRERS if t in self.types))
+            return lagging[0]
+
         busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
         for type_url in sorted(self.types, key=push_rank):
             state = self.types[type_url]
@@ -107,7 +117,7 @@ class Session(Generic[State, Response, Plan]):
                 continue
             if self.ads and busy.intersection(WAITS_FOR.get(type_url, ())):
                 continue
-            plan = self._plan(type_url, state, snapshot, hold_removals=hold_removals and type_url in REMOVAL_HELD)
+            plan = self._plan(type_url, state, snapshot, hold_removals=hold_removals(type_url, state))
             if plan is not None:
                 responses.append(self._emit(type_url, state, snapshot, plan))
                 busy.add(type_url)
@@ -124,6 +134,11 @@ class Session(Generic[State, Response, Plan]):
               resend_rejected: bool = False) -> Plan | None:
         """What would be sent for `type_url` now (None: nothing). No side effects.
         `resend_rejected`: plan a rejected version too (to tell whether the client lags)."""
+        raise NotImplementedError
+
+    def _removes(self, type_url: str, state: State, snapshot: Snapshot) -> bool:
+        """Would the client be told to drop a resource of `type_url` it holds (or asked
+        for) that left `snapshot`? Only then does holding removals back matter."""
         raise NotImplementedError
 
     def _emit(self, type_url: str, state: State, snapshot: Snapshot, plan: Plan) -> Response:

@@ -45,6 +45,10 @@ class Snapshot:
     # Serialized `Any` wrappers, made once per resource and shared by every stream (keyed
     # by version too: a resource kept from an older snapshot may share a name).
     _any: dict[tuple[str, str, str], any_pb2.Any] = field(default_factory=dict, compare=False, repr=False)
+    # What one subscription selects, and its version, computed once per snapshot for all
+    # the streams that subscribe to the same names (thousands of Envoys of one group).
+    _subsets: dict[tuple[str, frozenset[str] | None], tuple[Mapping[str, XdsResource], str]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: Iterable[XdsResource]) -> Snapshot:
@@ -67,6 +71,22 @@ class Snapshot:
     def version(self, type_url: str) -> str:
         """The whole type's content version (reported as delta `system_version_info`)."""
         return self.versions.get(type_url) or content_version(())
+
+    def subset(self, type_url: str, names: frozenset[str] | None) -> tuple[Mapping[str, XdsResource], str]:
+        """The resources of `type_url` a subscription to `names` (None: wildcard) selects,
+        in name order, and their content version. Read-only: shared by every stream."""
+        key = (type_url, names)
+        found = self._subsets.get(key)
+        if found is None:
+            of_type = self.of_type(type_url)
+            if names is None:
+                selected = MappingProxyType({n: of_type[n] for n in sorted(of_type)})
+                found = (selected, self.version(type_url))
+            else:
+                selected = MappingProxyType({n: of_type[n] for n in sorted(names) if n in of_type})
+                found = (selected, content_version((n, r.version) for n, r in selected.items()))
+            self._subsets[key] = found
+        return found
 
     def as_any(self, resource: XdsResource) -> any_pb2.Any:
         key = (resource.type_url, resource.name, resource.version)

@@ -12,7 +12,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from tests.xds.client import Res, res
-from xds_server.cache import DuplicateResourceError, Snapshot, SnapshotCache, check_consistency
+from xds_server.cache import DuplicateResourceError, Snapshot, SnapshotCache, check_consistency, content_version
 from xds_server.debounce import Debouncer
 from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -171,3 +171,14 @@ async def test_a_snapshot_with_unchanged_content_is_ignored_and_does_not_postpon
     assert [snap for snap, _ in published] == [published[0][0], changed]
     assert published[1][1] - submitted < 0.2  # not postponed by the identical ones
     cache.close()
+
+
+def test_what_a_subscription_selects_is_computed_once_per_snapshot_for_every_stream() -> None:
+    snapshot = Snapshot.build([res(ROUTE, "a"), res(ROUTE, "b"), res(CLUSTER, "c")])
+    named, version = snapshot.subset(ROUTE, frozenset({"b", "missing"}))
+    assert list(named) == ["b"] and snapshot.subset(ROUTE, frozenset({"missing", "b"}))[0] is named
+    assert version == content_version([("b", res(ROUTE, "b").version)])
+    everything, whole = snapshot.subset(CLUSTER, None)
+    assert list(everything) == ["c"] and whole == snapshot.version(CLUSTER)
+    with pytest.raises(TypeError):
+        named["x"] = res(ROUTE, "x")  # type: ignore[index]  # shared by every stream: read-only
