@@ -8,8 +8,12 @@ included once Envoy has answered.
 Changes are debounced once, here, before compiling (leading edge, so an isolated edit is
 compiled at once; bursts coalesce; a cap bounds the delay; SPEC 5). Each node group keeps
 its own `Compiler`, whose caches make a one-route edit re-resolve and re-serialize one
-route. Compiles run with the cyclic GC paused (`gc_paused`), and the heap alive after the
-first one is frozen out of later collections (`freeze_heap`).
+route, and its own worker task: a push hands the latest world to every group's worker
+and returns, so a slow compile of one group (a 10,000-entry ModelRoute in a sidecar
+scope) never holds back the snapshots of the others; a worker that is still compiling
+compiles the newest world next (changes coalesce per group). Compiles run in threads,
+with the cyclic GC paused (`gc_paused`), and the heap alive after the first one is
+frozen out of later collections (`freeze_heap`).
 A group is compiled from the moment its first Envoy connects; the gateway group is always
 compiled, because statuses come from the unscoped gateway compile. Gateway snapshots also
 carry the readiness listener when the placement has one (`modelroute.readiness`).
@@ -26,9 +30,11 @@ import asyncio
 import gc
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from controller.background import cancel_and_wait, spawn
@@ -50,6 +56,11 @@ log = logging.getLogger("modelroute.control")
 StatusCallback = Callable[[Compiled, Mapping[ObjectKey, ObjectStatus]], Awaitable[None] | None]
 
 
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # compiles running with the collector paused (groups compile in parallel)
+_gc_was_enabled = False
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Cyclic garbage collection off for the duration of a compile.
@@ -58,14 +69,22 @@ def gc_paused() -> Iterator[None]:
     protos) that all live on; with the collector on, its generation-2 passes rescan the
     whole world over and over (about a third of a full compile at 10,000 routes).
     Reference counting still frees everything as usual; cycles wait for the next
-    collection, which runs normally once the collector is back on."""
-    enabled = gc.isenabled()
-    gc.disable()
+    collection, which runs normally once the collector is back on. Compiles of several
+    node groups may overlap (each in its thread): the collector comes back when the
+    last one ends."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def compile_paused(compiler: Compiler, world: World, target: Target) -> Compiled:
@@ -80,6 +99,17 @@ def freeze_heap() -> None:
     Called once, after the first compile."""
     gc.collect()
     gc.freeze()
+
+
+@dataclass(eq=False, slots=True)
+class _GroupWork:
+    """One node group's compile worker: the newest inputs it should compile, and how
+    many inputs its last finished compile had seen."""
+
+    wanted: tuple[World, tuple[Resource, ...], int] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    synced: int = 0
+    task: asyncio.Task | None = None
 
 
 class ControlLoop:
@@ -98,6 +128,7 @@ class ControlLoop:
         self._live_weights: Mapping[ObjectKey, tuple[int, int]] = MappingProxyType({})
         self._groups: set[str] = {GATEWAY}
         self._compilers: dict[str, Compiler] = {}  # one per group: its caches make an edit cheap
+        self._work: dict[str, _GroupWork] = {}  # one compile worker per group
         self._heap_frozen = False
         self.compiled: dict[str, Compiled] = {}
         self.tracker = ProgrammedTracker()
@@ -113,7 +144,6 @@ class ControlLoop:
         self._status_published = asyncio.Event()
         self._status_requested = 0
         self._status_done = 0
-        self._synced = 0  # inputs the last completed push had seen
 
     def attach(self, cache: SnapshotCache) -> None:
         self._cache = cache
@@ -177,9 +207,13 @@ class ControlLoop:
         return await asyncio.wait_for(_wait(), timeout)
 
     async def wait_synced(self, *, timeout: float) -> None:
-        """Wait until every input received so far has been compiled and handed to the cache."""
+        """Wait until every input received so far has been compiled, for every node group,
+        and handed to the cache."""
+        def synced() -> bool:
+            return all(self._work.get(g) is not None and self._work[g].synced == self._changes for g in self._groups)
+
         async def _wait() -> None:
-            while self._synced != self._changes:
+            while not synced():
                 self._pushed.clear()
                 await self._pushed.wait()
         await asyncio.wait_for(_wait(), timeout)
@@ -204,6 +238,9 @@ class ControlLoop:
         await asyncio.wait_for(_wait(), timeout)
 
     async def close(self) -> None:
+        for work in self._work.values():
+            await cancel_and_wait(work.task)
+        self._work.clear()
         await cancel_and_wait(self._status_task)
         self._status_task = None
 
@@ -226,47 +263,67 @@ class ControlLoop:
             self._status_published.set()
 
     async def _push(self) -> None:
+        """Hand the latest world to every node group's worker (the debouncer's push)."""
         seen = self._changes
         effective = self.quarantine.effective(self._objects)
         world = World(effective, self._endpoints, self._live_weights)
         for group in sorted(self._groups):
-            started = time.perf_counter()
-            compiler = self._compilers.get(group)
-            if compiler is None:
-                compiler = self._compilers[group] = Compiler(Translator(self._plugins))
-            target = target_for_group(group, self.placement)
-            # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
-            try:
-                compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
-            except Exception:  # an engine bug: Envoy keeps this group's last snapshot
-                log.exception("compile failed: group=%s", group, extra={"node_group": group})
-                self._compilers.pop(group, None)  # its caches may be half-updated
+            work = self._work.get(group)
+            if work is None:
+                work = self._work[group] = _GroupWork()
+                work.task = spawn(self._compile_worker(group, work), name=f"compile-{group}")
+            work.wanted = (world, effective, seen)
+            work.wake.set()
+
+    async def _compile_worker(self, group: str, work: _GroupWork) -> None:
+        """Compile `group` whenever it has newer inputs, one compile at a time."""
+        while True:
+            await work.wake.wait()
+            work.wake.clear()
+            if work.wanted is None:
                 continue
-            own = self._readiness if target.role == "gateway" else ()
-            snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
-            problems = check_consistency(snapshot)
-            if problems:  # an engine bug; Envoy keeps the last good snapshot
-                log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
-                          extra={"node_group": group})
-                continue
-            self.compiled[group] = compiled
-            if self._cache is not None:
-                self._cache.set_snapshot(group, snapshot)
-            log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects),
-                     sum(len(v) for v in compiled.resources.values()), time.perf_counter() - started,
-                     extra={"node_group": group})
-            if group == GATEWAY:
-                self.tracker.use(compiled.owners, compiled.resources)
-                self.quarantine.compiled(effective)
-                self._judged = False
-                self.judge()
-        if not self._heap_frozen:
-            self._heap_frozen = True
-            freeze_heap()
-        self.publish_status()
-        self._synced = seen
-        self.generation += 1
-        self._pushed.set()
+            world, effective, seen = work.wanted
+            work.wanted = None
+            await self._compile_group(group, world, effective)
+            work.synced = seen
+            if not self._heap_frozen:
+                self._heap_frozen = True
+                freeze_heap()
+            self.publish_status()
+            self.generation += 1
+            self._pushed.set()
+
+    async def _compile_group(self, group: str, world: World, effective: tuple[Resource, ...]) -> None:
+        started = time.perf_counter()
+        compiler = self._compilers.get(group)
+        if compiler is None:
+            compiler = self._compilers[group] = Compiler(Translator(self._plugins))
+        target = target_for_group(group, self.placement)
+        # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
+        try:
+            compiled = await asyncio.to_thread(compile_paused, compiler, world, target)
+        except Exception:  # an engine bug: Envoy keeps this group's last snapshot
+            log.exception("compile failed: group=%s", group, extra={"node_group": group})
+            self._compilers.pop(group, None)  # its caches may be half-updated
+            return
+        own = self._readiness if target.role == "gateway" else ()
+        snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
+        problems = check_consistency(snapshot)
+        if problems:  # an engine bug; Envoy keeps the last good snapshot
+            log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
+                      extra={"node_group": group})
+            return
+        self.compiled[group] = compiled
+        if self._cache is not None:
+            self._cache.set_snapshot(group, snapshot)
+        log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects),
+                 sum(len(v) for v in compiled.resources.values()), time.perf_counter() - started,
+                 extra={"node_group": group})
+        if group == GATEWAY:
+            self.tracker.use(compiled.owners, compiled.resources)
+            self.quarantine.compiled(effective)
+            self._judged = False
+            self.judge()
 
 
 class _LoopHooks(Hooks):
