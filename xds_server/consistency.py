@@ -1,4 +1,4 @@
-"""Reference check for a snapshot: what CDS and LDS point at must be in it.
+"""Reference check for a snapshot: what CDS, LDS and SRDS point at must be in it.
 
 Envoy would otherwise wait for a ClusterLoadAssignment or RouteConfiguration that never
 comes (cluster/listener warming stalls for 15 s, then serves nothing). References live
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from xds_server.snapshot import Snapshot
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
@@ -46,6 +47,16 @@ def rds_references(snapshot: Snapshot) -> dict[str, str]:
     return refs
 
 
+def srds_references(snapshot: Snapshot) -> dict[str, str]:
+    """Scope name → the RouteConfiguration it selects, for scopes that name one by RDS."""
+    refs: dict[str, str] = {}
+    for name, resource in snapshot.of_type(SCOPED_ROUTE).items():
+        scope = scoped_route_pb2.ScopedRouteConfiguration.FromString(resource.body)
+        if not scope.HasField("route_configuration"):
+            refs[name] = scope.route_configuration_name
+    return refs
+
+
 def check_consistency(snapshot: Snapshot) -> list[str]:
     """Errors naming the referring resource and the missing one; empty when consistent."""
     errors: list[str] = []
@@ -57,4 +68,7 @@ def check_consistency(snapshot: Snapshot) -> list[str]:
     for route, listener in sorted(rds_references(snapshot).items()):
         if route not in routes:
             errors.append(f"Listener {listener!r}: RDS RouteConfiguration {route!r} is not in the snapshot")
+    for scope, route in sorted(srds_references(snapshot).items()):
+        if route not in routes:
+            errors.append(f"ScopedRouteConfiguration {scope!r}: RDS RouteConfiguration {route!r} is not in the snapshot")
     return errors

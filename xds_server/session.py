@@ -16,11 +16,16 @@ ADS ordering: make-before-break without waiting on an ACK that needs a held resp
   get it before Envoy finishes the listener. A route table is safe to send before its
   listener is accepted because the engine names each RouteConfiguration after the exact
   listener it was built for, so Envoy only ever asks for it from that listener.
+- Routing scopes (SRDS) are like route tables: they wait for the clusters, never for
+  the listener (a warming listener needs its scopes), and the engine keys and names
+  each scope after the exact listener it was built for.
 - Clusters that left the snapshot are kept on the client (SotW: sent again at the
   version it holds; delta: their removal withheld, with their endpoints') until its
-  listeners and routes hold this snapshot's versions, so no route ever points at a
-  removed cluster. A NACKed listener or route table counts as not caught up: Envoy keeps
-  the old one, which may still point at the old clusters.
+  listeners, scopes and route tables hold this snapshot's versions, so no route ever
+  points at a removed cluster. A NACKed listener, scope or route table counts as not
+  caught up: Envoy keeps the old one, which may still point at the old clusters.
+  Likewise scopes that left the snapshot are kept until the listeners caught up: the
+  listener Envoy still runs (the new one warming, or rejected) selects the old scopes.
 Per-type services (not ADS) are independent streams: each type is sent on its own.
 """
 
@@ -32,7 +37,7 @@ from typing import Generic, Protocol, TypeVar
 
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, XdsResource, push_rank
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, XdsResource, push_rank
 
 
 @dataclass(slots=True)
@@ -49,10 +54,11 @@ class Inflight:
 
 
 # Types whose responses wait until the client holds the snapshot's version of these.
-WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER,), ROUTE: (CLUSTER,)}
-# Removals of these types are withheld while any of `REFERRERS` lags behind the snapshot.
-REMOVAL_HELD: frozenset[str] = frozenset({CLUSTER, ENDPOINT})
-REFERRERS: tuple[str, ...] = (LISTENER, ROUTE)
+WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER,), SCOPED_ROUTE: (CLUSTER,), ROUTE: (CLUSTER,)}
+# Removals of a type are withheld while any of its referrers lags behind the snapshot.
+_CLUSTER_REFERRERS: tuple[str, ...] = (LISTENER, SCOPED_ROUTE, ROUTE)
+REFERRERS: dict[str, tuple[str, ...]] = {CLUSTER: _CLUSTER_REFERRERS, ENDPOINT: _CLUSTER_REFERRERS,
+                                         SCOPED_ROUTE: (LISTENER,)}
 
 
 def by_name(resources: Mapping[str, str]) -> dict[str, str]:
@@ -100,14 +106,18 @@ class Session(Generic[State, Response, Plan]):
         responses: list[Response] = []
         # Whether referrers lag behind is only asked when a removal is due (it plans
         # them: thousands of streams re-evaluate on every snapshot).
-        lagging: list[bool] = []
+        lagging: dict[str, bool] = {}
+
+        def behind(referrer: str) -> bool:
+            if referrer not in lagging:
+                lagging[referrer] = referrer in self.types and self._behind(referrer, snapshot)
+            return lagging[referrer]
 
         def hold_removals(type_url: str, state: State) -> bool:
-            if not self.ads or type_url not in REMOVAL_HELD or not self._removes(type_url, state, snapshot):
+            referrers = REFERRERS.get(type_url)
+            if not self.ads or not referrers or not self._removes(type_url, state, snapshot):
                 return False
-            if not lagging:
-                lagging.append(any(self._behind(t, snapshot) for t in REFERRERS if t in self.types))
-            return lagging[0]
+            return any(behind(t) for t in referrers)
 
         busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
         for type_url in sorted(self.types, key=push_rank):
