@@ -48,14 +48,16 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import cluster, endpoint, listener, names, route
+from routing_engine.translate import cluster, endpoint, listener, names, route, scopes
 from routing_engine.translate.plugin import Plugin, builtin, ordered
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER, length_delimited, serialize
+from routing_engine.translate.xds import (CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER,
+                                         length_delimited, serialize)
 from routing_engine.world import EnvoyResource
 
 
 _VIRTUAL_HOST_ROUTES = route_components_pb2.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number
 _ROUTE_CONFIG_VIRTUAL_HOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
+_ROUTE_CONFIG_HEADERS_TO_REMOVE = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["request_headers_to_remove"].number
 _VHOST_HEAD = route_components_pb2.VirtualHost(name=route.VIRTUAL_HOST, domains=["*"]).SerializeToString(deterministic=True)
 
 
@@ -149,6 +151,10 @@ class _RouteEntry:
     serial: int  # unique to this entry: equal serials mean the same route
     backends: tuple[str, ...]  # every backend it needs (failover targets included)
     failovers: tuple[tuple[str, str], ...]  # (primary, spare) aggregate clusters it sends to
+    depth: int | None = None  # path segments every request it matches shares with it (None: exact)
+
+
+_NO_MEMO: Mapping[Hashable, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +167,13 @@ class _ListenerEntry:
     errors: tuple[TranslateError, ...]
     owner_set: frozenset[ObjectKey]
     owners: tuple[ObjectKey, ...]  # sorted
-    route_config: EnvoyResource
+    # Its route table(s) and routing scopes, each with its owners (translate/scopes.py).
+    tables: tuple[tuple[EnvoyResource, tuple[ObjectKey, ...]], ...]
     key: Hashable  # the Listener's cache key: its fields plus its routes' serials
     resource: EnvoyResource
     failovers: Mapping[tuple[str, str], frozenset[ObjectKey]]  # pair → route owners
+    # A scoped listener's cache entries (tables, scopes), kept while the entry is reused.
+    scoped_memo: tuple[Mapping[Hashable, Any], Mapping[Hashable, Any]] = (_NO_MEMO, _NO_MEMO)
 
 
 class Translator:
@@ -185,6 +194,13 @@ class Translator:
         # listener entries' failover maps (by identity) → the failover clusters with owners
         self._failover_inputs: tuple[Mapping[tuple[str, str], frozenset[ObjectKey]], ...] = ()
         self._failover_out = _Batch()
+        # Scoped listeners: tables by (name, their entries' serials), scopes by (name,
+        # table, owners), each kept while a run uses it; path keys by (path, depth).
+        self._tables: dict[Hashable, tuple[EnvoyResource, tuple[ObjectKey, ...]]] = {}
+        self._tables_used: dict[Hashable, tuple[EnvoyResource, tuple[ObjectKey, ...]]] = {}
+        self._scopes: dict[Hashable, EnvoyResource] = {}
+        self._scopes_used: dict[Hashable, EnvoyResource] = {}
+        self._scope_keys: dict[tuple[str, int], scopes.Key] = {}
 
     def translate(self, gateway: ir.Gateway) -> TranslateResult:
         stats = CacheStats()
@@ -198,6 +214,7 @@ class Translator:
 
         listeners: dict[str, _ListenerEntry] = {}
         protos: dict[Hashable, tuple[EnvoyResource, str]] = {}
+        self._tables_used, self._scopes_used = {}, {}
         for lst in gateway.listeners:
             try:
                 entry = self._listener_entry(lst, known, protos, stats)
@@ -207,10 +224,14 @@ class Translator:
                 continue
             listeners[lst.name] = entry
             errors.extend(entry.errors)
-            out.add(entry.route_config, entry.owners)
+            for table, owners in entry.tables:
+                out.add(table, owners)
             out.add(entry.resource, entry.owners)
         self._listeners = listeners
         self._listener_protos = protos
+        self._tables, self._scopes = self._tables_used, self._scopes_used
+        if len(self._scope_keys) > 4 * sum(len(lst.routes) for lst in gateway.listeners) + 1024:
+            self._scope_keys = {}
 
         if gateway.backends is not self._backend_batch[0]:
             self._backend_batch = (gateway.backends, self._backend_resources(gateway.backends, stats))
@@ -265,34 +286,44 @@ class Translator:
         if previous is not None and previous.listener is lst and previous.known is known:
             stats.hits["route"] += len(previous.routes)
             stats.hits["listener"] += 1
-            protos[previous.key] = (previous.resource, previous.route_config.name)
+            protos[previous.key] = self._listener_protos[previous.key]
+            self._tables_used.update(previous.scoped_memo[0])
+            self._scopes_used.update(previous.scoped_memo[1])
             return previous
         matched = self._in_place(lst, previous, known, stats) if previous is not None else None
         if matched is not None:
             entries, serials, errors, same_users = matched
         else:
             (entries, serials, errors), same_users = self._match(lst, previous, known, stats), False
-        bodies = [framed_route(serialize(extra)) for plugin in self.plugins for extra in plugin.extra_routes(lst)]
-        bodies += [e.framed for e in entries]
+        extras = [extra for plugin in self.plugins for extra in plugin.extra_routes(lst)]
+        extra_bodies = [framed_route(serialize(extra)) for extra in extras]
         if same_users and previous is not None:  # the same owners and failover pairs, position by position
             owner_set, owners = previous.owner_set, previous.owners
         else:
             owner_set = frozenset(map(_OWNER, lst.routes))
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
-        key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials))
+        depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
+                                    len(extras) + len(entries))
+        key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials), depth)
         built = self._listener_protos.get(key)
         if built is None:
             stats.misses["listener"] += 1
-            proto = listener.build_listener(lst, self.plugins)
-            built = (make_resource(LISTENER, lst.name, serialize(proto)), listener.route_config_name(proto))
+            proto, tag = listener.build_listener(lst, self.plugins, scope_depth=depth)
+            built = (make_resource(LISTENER, lst.name, serialize(proto)), tag)
         else:
             stats.hits["listener"] += 1
         protos[key] = built
-        resource, name = built
-        route_config = make_resource(ROUTE, name, route_config_bytes(name, bodies))
+        resource, tag = built
+        memo = (_NO_MEMO, _NO_MEMO)
+        if depth:
+            tables, memo = self._scoped_tables(lst, tag, depth, extras, extra_bodies, entries, owners, stats)
+        else:
+            name = names.route_config(lst, tag)
+            tables = ((make_resource(ROUTE, name, route_config_bytes(name, [*extra_bodies, *(e.framed for e in entries)])),
+                       owners),)
         if same_users and previous is not None:
-            return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
-                                  resource, previous.failovers)
+            return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
+                                  resource, previous.failovers, memo)
         failovers: dict[tuple[str, str], set[ObjectKey]] = {}
         for e in entries:
             for pair in e.failovers:
@@ -302,8 +333,63 @@ class Translator:
         for pair, found in failovers.items():
             same = before.get(pair)
             kept[pair] = same if same is not None and same == found else frozenset(found)  # identity means unchanged
-        return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
-                              resource, kept)
+        return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
+                              resource, kept, memo)
+
+    def _scoped_tables(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[Message],
+                       extra_bodies: Sequence[bytes], entries: Sequence[_RouteEntry], owners: tuple[ObjectKey, ...],
+                       stats: CacheStats) -> tuple[tuple[tuple[EnvoyResource, tuple[ObjectKey, ...]], ...],
+                                                   tuple[Mapping[Hashable, Any], Mapping[Hashable, Any]]]:
+        """A scoped listener's tables and scopes (translate/scopes.py), with owners: each
+        route in the table of its key, in listener order; a table (or scope) whose routes
+        are only the plugins' (health, metrics) is owned by every owner of the listener.
+        A table whose routes are the same entries as last run is reused as it is."""
+        by_key: dict[scopes.Key, list[tuple[Hashable, bytes, ObjectKey | None]]] = {}
+        for extra, body in zip(extras, extra_bodies):
+            path = extra.match.path or extra.match.path_separated_prefix or extra.match.prefix
+            by_key.setdefault(scopes.key_of(path, depth), []).append((body, body, None))
+        key_cache = self._scope_keys
+        for e in entries:
+            value = e.route.match.path.value
+            k = key_cache.get((value, depth))
+            if k is None:
+                k = key_cache[(value, depth)] = scopes.key_of(value, depth)
+            by_key.setdefault(k, []).append((e.serial, e.framed, e.route.owner))
+        count = scopes.table_count(len(by_key))
+        per_table: list[list[tuple[scopes.Key, list[tuple[Hashable, bytes, ObjectKey | None]]]]] = [[] for _ in range(count)]
+        for k, found in by_key.items():
+            per_table[scopes.table_index(k, count)].append((k, found))
+        out: list[tuple[EnvoyResource, tuple[ObjectKey, ...]]] = []
+        used_tables: dict[Hashable, tuple[EnvoyResource, tuple[ObjectKey, ...]]] = {}
+        used_scopes: dict[Hashable, EnvoyResource] = {}
+        for index, keyed in enumerate(per_table):
+            if not keyed:
+                continue
+            name = names.route_table(lst, tag, index)
+            signature = (name, tuple(serial for _, found in keyed for serial, _, _ in found))
+            known = self._tables.get(signature)
+            if known is None:
+                stats.misses["table"] += 1
+                bodies = [body for _, found in keyed for _, body, _ in found]
+                table_owners = tuple(sorted({o for _, found in keyed for _, _, o in found if o is not None})) or owners
+                known = (make_resource(ROUTE, name, route_config_bytes(name, bodies, remove=scopes.SCOPE_HEADER)),
+                         table_owners)
+            else:
+                stats.hits["table"] += 1
+            used_tables[signature] = known
+            out.append(known)
+            for k, found in keyed:
+                scope_name = names.route_scope(lst, tag, k)
+                scope_owners = tuple(sorted({o for _, _, o in found if o is not None})) or owners
+                scope_key = (scope_name, name, scope_owners)
+                resource = self._scopes.get(scope_key)
+                if resource is None:
+                    resource = make_resource(SCOPED_ROUTE, scope_name, scopes.scope(scope_name, name, tag, k))
+                used_scopes[scope_key] = resource
+                out.append((resource, scope_owners))
+        self._tables_used.update(used_tables)
+        self._scopes_used.update(used_scopes)
+        return tuple(out), (used_tables, used_scopes)
 
     def _in_place(self, lst: ir.Listener, previous: _ListenerEntry, known: frozenset[str], stats: CacheStats
                   ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError], bool] | None:
@@ -393,7 +479,8 @@ class Translator:
             return None
         failovers = tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
                                   if wb.failover_to and wb.failover_to != wb.backend})) or _NONE
-        return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers)
+        return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers,
+                           scopes.literal_depth(r.match.path))
 
     def route_message(self, r: ir.Route) -> Message:
         proto = route.build_route(r)
@@ -504,12 +591,16 @@ def framed_route(body: bytes) -> bytes:
     return length_delimited(_VIRTUAL_HOST_ROUTES, body)
 
 
-def route_config_bytes(name: str, framed: Sequence[bytes]) -> bytes:
+def route_config_bytes(name: str, framed: Sequence[bytes], *, remove: str | None = None) -> bytes:
     """`route.route_config_bytes` for routes already framed by `framed_route` (framing
     10,000 routes again on every compile costs more than all the rest of an edit).
-    Byte-identical to it (tested)."""
+    Byte-identical to it (tested). `remove`: a request header the table removes before
+    forwarding (a field numbered after the virtual hosts, so appended)."""
     head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    return head + length_delimited(_ROUTE_CONFIG_VIRTUAL_HOSTS, _VHOST_HEAD + b"".join(framed))
+    body = head + length_delimited(_ROUTE_CONFIG_VIRTUAL_HOSTS, _VHOST_HEAD + b"".join(framed))
+    if remove is not None:
+        body += length_delimited(_ROUTE_CONFIG_HEADERS_TO_REMOVE, remove.encode())
+    return body
 
 
 def _unknown_backends(r: ir.Route, known: frozenset[str]) -> TranslateError:
