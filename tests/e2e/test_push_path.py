@@ -24,7 +24,9 @@ from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import plugin
 from routing_engine.translate.plugin import HttpFilter, Plugin
-from tests.e2e.harness import Client, KeepAlive, infer, running, secret, server, write_manifests
+from routing_engine.translate.xds import LISTENER as LISTENER_TYPE
+from routing_engine.translate.xds import ROUTE, SCOPED_ROUTE
+from tests.e2e.harness import Client, KeepAlive, dest, infer, route, running, secret, server, write_manifests
 from tests.e2e.test_jwt import AUDIENCE, ISSUER, SigningKey, jwks
 from tests.support import free_port
 
@@ -224,3 +226,33 @@ async def test_an_object_envoy_rejects_is_held_back_alone_and_never_serves_witho
             assert not app.loop.quarantine.rejected
             assert all(v.get("Programmed", "True").startswith("True") for v in statuses(app).values()), \
                 json.dumps({str(k): v for k, v in statuses(app).items()}, indent=1)
+
+
+# --- scoped route tables over ADS --------------------------------------------------------
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_a_big_port_is_served_from_scoped_tables_and_an_edit_resends_one_table(
+        tmp_path: Path, delta: bool) -> None:
+    """300 path prefixes on one port: the listener selects its table by scope (SRDS over
+    ADS); every prefix routes to its server, and a one-entry edit changes one table,
+    served within the second."""
+    port = free_port()
+    entries = [dest("a" if i % 2 else "b", match={"path": f"/v1/t{i}/*"}) for i in range(300)]
+    write_manifests(tmp_path / "servers.yaml", [infer("a"), infer("b"), server("a", port=port, path="/v1/models/a"),
+                                                server("b", port=port, path="/v1/models/b")])
+    write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
+    async with running(tmp_path, delta=delta) as app:
+        compiled = app.loop.compiled["gateway"].resources
+        assert len(compiled[SCOPED_ROUTE]) > 300 and len(compiled[ROUTE]) > 1
+        for i in (0, 1, 150, 299):
+            await served_by_within(port, f"/v1/t{i}/infer", "a" if i % 2 else "b", time.monotonic(), limit=5)
+        await served_by_within(port, "/v1/models/a/infer", "a", time.monotonic(), limit=5)
+        before = {t: dict(compiled[t]) for t in (LISTENER_TYPE, SCOPED_ROUTE, ROUTE)}
+        entries[150] = dest("a", match={"path": "/v1/t150/*"})
+        since = write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
+        took = await served_by_within(port, "/v1/t150/infer", "a", since)
+        after = app.loop.compiled["gateway"].resources
+        changed = [(t, n) for t in before for n, r in after[t].items() if before[t].get(n) != r]
+        assert len(changed) == 1 and changed[0][0] == ROUTE, changed
+        await served_by_within(port, "/v1/t151/infer", "a", time.monotonic(), limit=1)
+        print(f"scoped edit served in {took * 1000:.0f} ms")
