@@ -77,7 +77,7 @@ async def measure(n: int, rounds: int, count: int, warmup: int, split_requests: 
         for engine in engines.values():
             pin(engine.proc.pid)
         endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
-        compiled = _stack.StaticCompiler().compile(_stack.to_objects(docs), endpoints)
+        compiled = _stack.StaticCompiler(scoped=True).compile(_stack.to_objects(docs), endpoints)
         bootstrap = static_bootstrap(compiled.resources, admin_port=free_port())
         envoy = EnvoyProcess(bootstrap, workdir, name=f"dataplane-{n}", log_level="warning")
         await envoy.start(timeout=120)

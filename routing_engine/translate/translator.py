@@ -177,8 +177,12 @@ class _ListenerEntry:
 
 
 class Translator:
-    def __init__(self, plugins: Sequence[Plugin] | None = None) -> None:
+    """`scoped=False` keeps one RouteConfiguration per listener whatever its size (what
+    Envoy's own file-based config can load, for the benchmarks' side-by-side)."""
+
+    def __init__(self, plugins: Sequence[Plugin] | None = None, *, scoped: bool = True) -> None:
         self.plugins: tuple[Plugin, ...] = builtin() if plugins is None else ordered(plugins)
+        self.scoped = scoped
         self.last_stats = CacheStats()
         self._serials = itertools.count()
         self._listeners: dict[str, _ListenerEntry] = {}  # by listener name
@@ -303,7 +307,7 @@ class Translator:
             owner_set = frozenset(map(_OWNER, lst.routes))
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
         depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
-                                    len(extras) + len(entries))
+                                    len(extras) + len(entries)) if self.scoped else 0
         key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials), depth)
         built = self._listener_protos.get(key)
         if built is None:

@@ -119,13 +119,9 @@ def _named_answers(doc: dict[str, Any]) -> dict[str, Any]:
 def two_envoys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     """The same gateway twice: one table (scoping off) and scoped."""
     ports = (free_port(), free_port())
-    docs = []
-    original = scopes.MIN_ROUTES
-    try:
-        scopes.MIN_ROUTES = 1_000_000
-        docs.append(engine.static_bootstrap(translate(_gateway(port=ports[0])).resources, admin_port=free_port()))
-    finally:
-        scopes.MIN_ROUTES = original
+    single = Translator(scoped=False).translate(_gateway(port=ports[0])).resources
+    assert not single[SCOPED_ROUTE]
+    docs = [engine.static_bootstrap(single, admin_port=free_port())]
     scoped = translate(_gateway(port=ports[1])).resources
     assert scoped[SCOPED_ROUTE]
     docs.append(engine.static_bootstrap(scoped, admin_port=free_port()))
