@@ -38,6 +38,9 @@ class HealthPlugin(Plugin):
     name = "health"
     rank = RANKS["health"]
 
+    def listener_facet(self, route: ir.Route) -> None:
+        return None  # the filter reads the listener's ready backends only
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         config = health_check_pb2.HealthCheck()
         config.pass_through_mode.value = False

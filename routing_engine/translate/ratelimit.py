@@ -165,6 +165,10 @@ class RateLimitPlugin(Plugin):
     name = "ratelimit"
     rank = RANKS["ratelimit"]
 
+    def listener_facet(self, route: ir.Route) -> tuple[tuple[str, str], ...]:
+        """The clusters it sends to, by owning backend (`limited_destinations`)."""
+        return tuple((names.destination(wb), wb.backend) for wb in route.backends)
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return [*self._local(listener), *global_filters(listener)]
 

@@ -44,21 +44,15 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from envoy.config.route.v3 import route_components_pb2, route_pb2
-
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import cluster, endpoint, listener, names, route, scopes
+from routing_engine.translate import cluster, endpoint, listener, names, route, scoped_layout, scopes
+from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.plugin import Plugin, builtin, ordered
-from routing_engine.translate.xds import (CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER,
-                                         length_delimited, serialize)
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER, serialize
 from routing_engine.world import EnvoyResource
 
 
-_VIRTUAL_HOST_ROUTES = route_components_pb2.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number
-_ROUTE_CONFIG_VIRTUAL_HOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
-_ROUTE_CONFIG_HEADERS_TO_REMOVE = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["request_headers_to_remove"].number
-_VHOST_HEAD = route_components_pb2.VirtualHost(name=route.VIRTUAL_HOST, domains=["*"]).SerializeToString(deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +146,7 @@ class _RouteEntry:
     backends: tuple[str, ...]  # every backend it needs (failover targets included)
     failovers: tuple[tuple[str, str], ...]  # (primary, spare) aggregate clusters it sends to
     depth: int | None = None  # path segments every request it matches shares with it (None: exact)
-
-
-_NO_MEMO: Mapping[Hashable, Any] = MappingProxyType({})
+    facets: tuple[Hashable, ...] = ()  # what each plugin's listener hooks read of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +159,13 @@ class _ListenerEntry:
     errors: tuple[TranslateError, ...]
     owner_set: frozenset[ObjectKey]
     owners: tuple[ObjectKey, ...]  # sorted
-    # Its route table(s) and routing scopes, each with its owners (translate/scopes.py).
-    tables: tuple[tuple[EnvoyResource, tuple[ObjectKey, ...]], ...]
+    # Its route table(s) and routing scopes with their owners, added in bulk.
+    tables: _Batch
     key: Hashable  # the Listener's cache key: its fields plus its routes' serials
     resource: EnvoyResource
     failovers: Mapping[tuple[str, str], frozenset[ObjectKey]]  # pair → route owners
-    # A scoped listener's cache entries (tables, scopes), kept while the entry is reused.
-    scoped_memo: tuple[Mapping[Hashable, Any], Mapping[Hashable, Any]] = (_NO_MEMO, _NO_MEMO)
+    layout: scoped_layout.ScopedLayout | None = None  # a scoped listener's split (translate/scopes.py)
+    extras: list[bytes] = field(default_factory=list)  # the plugins' routes, framed
 
 
 class Translator:
@@ -198,13 +190,7 @@ class Translator:
         # listener entries' failover maps (by identity) → the failover clusters with owners
         self._failover_inputs: tuple[Mapping[tuple[str, str], frozenset[ObjectKey]], ...] = ()
         self._failover_out = _Batch()
-        # Scoped listeners: tables by (name, their entries' serials), scopes by (name,
-        # table, owners), each kept while a run uses it; path keys by (path, depth).
-        self._tables: dict[Hashable, tuple[EnvoyResource, tuple[ObjectKey, ...]]] = {}
-        self._tables_used: dict[Hashable, tuple[EnvoyResource, tuple[ObjectKey, ...]]] = {}
-        self._scopes: dict[Hashable, EnvoyResource] = {}
-        self._scopes_used: dict[Hashable, EnvoyResource] = {}
-        self._scope_keys: dict[tuple[str, int], scopes.Key] = {}
+        self._scope_keys: dict[tuple[str, int], scopes.Key] = {}  # (path, depth) → a scoped route's key
 
     def translate(self, gateway: ir.Gateway) -> TranslateResult:
         stats = CacheStats()
@@ -218,7 +204,6 @@ class Translator:
 
         listeners: dict[str, _ListenerEntry] = {}
         protos: dict[Hashable, tuple[EnvoyResource, str]] = {}
-        self._tables_used, self._scopes_used = {}, {}
         for lst in gateway.listeners:
             try:
                 entry = self._listener_entry(lst, known, protos, stats)
@@ -228,12 +213,10 @@ class Translator:
                 continue
             listeners[lst.name] = entry
             errors.extend(entry.errors)
-            for table, owners in entry.tables:
-                out.add(table, owners)
+            out.add_batch(entry.tables)
             out.add(entry.resource, entry.owners)
         self._listeners = listeners
         self._listener_protos = protos
-        self._tables, self._scopes = self._tables_used, self._scopes_used
         if len(self._scope_keys) > 4 * sum(len(lst.routes) for lst in gateway.listeners) + 1024:
             self._scope_keys = {}
 
@@ -291,12 +274,11 @@ class Translator:
             stats.hits["route"] += len(previous.routes)
             stats.hits["listener"] += 1
             protos[previous.key] = self._listener_protos[previous.key]
-            self._tables_used.update(previous.scoped_memo[0])
-            self._scopes_used.update(previous.scoped_memo[1])
             return previous
         matched = self._in_place(lst, previous, known, stats) if previous is not None else None
+        changed: list[int] | None = None
         if matched is not None:
-            entries, serials, errors, same_users = matched
+            entries, serials, errors, same_users, changed = matched
         else:
             (entries, serials, errors), same_users = self._match(lst, previous, known, stats), False
         extras = [extra for plugin in self.plugins for extra in plugin.extra_routes(lst)]
@@ -306,9 +288,16 @@ class Translator:
         else:
             owner_set = frozenset(map(_OWNER, lst.routes))
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
-        depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
-                                    len(extras) + len(entries)) if self.scoped else 0
-        key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials), depth)
+        fields = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits)
+        if changed is not None and previous is not None and previous.key[:-2] == fields and previous.extras == extra_bodies \
+                and all(entries[p].facets == previous.routes[p].facets and entries[p].depth == previous.routes[p].depth
+                        for p in changed):
+            key = previous.key  # routes edited in place, nothing the listener reads of them changed
+            depth = key[-1]
+        else:
+            depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
+                                        len(extras) + len(entries)) if self.scoped else 0
+            key = (*fields, tuple(serials), depth)
         built = self._listener_protos.get(key)
         if built is None:
             stats.misses["listener"] += 1
@@ -318,16 +307,19 @@ class Translator:
             stats.hits["listener"] += 1
         protos[key] = built
         resource, tag = built
-        memo = (_NO_MEMO, _NO_MEMO)
+        layout: scoped_layout.ScopedLayout | None = None
+        tables = _Batch()
         if depth:
-            tables, memo = self._scoped_tables(lst, tag, depth, extras, extra_bodies, entries, owners, stats)
+            layout = self._layout(lst, tag, depth, extras, extra_bodies, entries, owners, previous, changed, stats)
+            tables.resources[ROUTE], tables.resources[SCOPED_ROUTE] = layout.resources[ROUTE], layout.resources[SCOPED_ROUTE]
+            tables.owners = layout.owners  # type: ignore[assignment]
         else:
             name = names.route_config(lst, tag)
-            tables = ((make_resource(ROUTE, name, route_config_bytes(name, [*extra_bodies, *(e.framed for e in entries)])),
-                       owners),)
+            tables.add(make_resource(ROUTE, name, route_config_bytes(name, [*extra_bodies, *(e.framed for e in entries)])),
+                       owners)
         if same_users and previous is not None:
             return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
-                                  resource, previous.failovers, memo)
+                                  resource, previous.failovers, layout, extra_bodies)
         failovers: dict[tuple[str, str], set[ObjectKey]] = {}
         for e in entries:
             for pair in e.failovers:
@@ -338,69 +330,32 @@ class Translator:
             same = before.get(pair)
             kept[pair] = same if same is not None and same == found else frozenset(found)  # identity means unchanged
         return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
-                              resource, kept, memo)
+                              resource, kept, layout, extra_bodies)
 
-    def _scoped_tables(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[Message],
-                       extra_bodies: Sequence[bytes], entries: Sequence[_RouteEntry], owners: tuple[ObjectKey, ...],
-                       stats: CacheStats) -> tuple[tuple[tuple[EnvoyResource, tuple[ObjectKey, ...]], ...],
-                                                   tuple[Mapping[Hashable, Any], Mapping[Hashable, Any]]]:
-        """A scoped listener's tables and scopes (translate/scopes.py), with owners: each
-        route in the table of its key, in listener order; a table (or scope) whose routes
-        are only the plugins' (health, metrics) is owned by every owner of the listener.
-        A table whose routes are the same entries as last run is reused as it is."""
-        by_key: dict[scopes.Key, list[tuple[Hashable, bytes, ObjectKey | None]]] = {}
-        for extra, body in zip(extras, extra_bodies):
-            path = extra.match.path or extra.match.path_separated_prefix or extra.match.prefix
-            by_key.setdefault(scopes.key_of(path, depth), []).append((body, body, None))
-        key_cache = self._scope_keys
-        for e in entries:
-            value = e.route.match.path.value
-            k = key_cache.get((value, depth))
-            if k is None:
-                k = key_cache[(value, depth)] = scopes.key_of(value, depth)
-            by_key.setdefault(k, []).append((e.serial, e.framed, e.route.owner))
-        count = scopes.table_count(len(by_key))
-        per_table: list[list[tuple[scopes.Key, list[tuple[Hashable, bytes, ObjectKey | None]]]]] = [[] for _ in range(count)]
-        for k, found in by_key.items():
-            per_table[scopes.table_index(k, count)].append((k, found))
-        out: list[tuple[EnvoyResource, tuple[ObjectKey, ...]]] = []
-        used_tables: dict[Hashable, tuple[EnvoyResource, tuple[ObjectKey, ...]]] = {}
-        used_scopes: dict[Hashable, EnvoyResource] = {}
-        for index, keyed in enumerate(per_table):
-            if not keyed:
-                continue
-            name = names.route_table(lst, tag, index)
-            signature = (name, tuple(serial for _, found in keyed for serial, _, _ in found))
-            known = self._tables.get(signature)
-            if known is None:
-                stats.misses["table"] += 1
-                bodies = [body for _, found in keyed for _, body, _ in found]
-                table_owners = tuple(sorted({o for _, found in keyed for _, _, o in found if o is not None})) or owners
-                known = (make_resource(ROUTE, name, route_config_bytes(name, bodies, remove=scopes.SCOPE_HEADER)),
-                         table_owners)
-            else:
-                stats.hits["table"] += 1
-            used_tables[signature] = known
-            out.append(known)
-            for k, found in keyed:
-                scope_name = names.route_scope(lst, tag, k)
-                scope_owners = tuple(sorted({o for _, _, o in found if o is not None})) or owners
-                scope_key = (scope_name, name, scope_owners)
-                resource = self._scopes.get(scope_key)
-                if resource is None:
-                    resource = make_resource(SCOPED_ROUTE, scope_name, scopes.scope(scope_name, name, tag, k))
-                used_scopes[scope_key] = resource
-                out.append((resource, scope_owners))
-        self._tables_used.update(used_tables)
-        self._scopes_used.update(used_scopes)
-        return tuple(out), (used_tables, used_scopes)
+    def _layout(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[Message], extra_bodies: Sequence[bytes],
+                entries: Sequence[_RouteEntry], owners: tuple[ObjectKey, ...], previous: _ListenerEntry | None,
+                changed: Sequence[int] | None, stats: CacheStats) -> scoped_layout.ScopedLayout:
+        """A scoped listener's tables and scopes: last run's patched where routes changed
+        in place, else built whole (reusing every resource that came out the same)."""
+        paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, body)  # type: ignore[attr-defined]
+                 for e, body in zip(extras, extra_bodies)]
+        before = previous.layout if previous is not None else None
+        if before is not None and changed is not None:
+            patched = scoped_layout.patched(before, lst, tag, depth, paths, entries, changed, owners, make_resource,
+                                            self._scope_keys)
+            if patched is not None:
+                stats.misses["table"] += len({before.where[p][0] for p in changed})
+                return patched
+        stats.misses["table"] += 1
+        return scoped_layout.build(lst, tag, depth, paths, entries, owners, make_resource, before, self._scope_keys)
 
     def _in_place(self, lst: ir.Listener, previous: _ListenerEntry, known: frozenset[str], stats: CacheStats
-                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError], bool] | None:
+                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError], bool, list[int]] | None:
         """The common edit: the same routes in the same places but a few (found by
         identity, in C), none left out. None when that is not the case; else the entries,
-        serials, errors, and whether every replaced route has its predecessor's owner and
-        failover pairs (then the listener's owners and failovers are last run's)."""
+        serials, errors, whether every replaced route has its predecessor's owner and
+        failover pairs (then the listener's owners and failovers are last run's), and the
+        positions of the routes whose content changed."""
         before, routes = previous.routes, lst.routes
         if previous.known is not known or len(before) != len(previous.listener.routes) or len(routes) != len(before):
             return None
@@ -424,7 +379,7 @@ class Translator:
                 same_users = same_users and entry.failovers == old.failovers and r.owner == old.route.owner
         stats.hits["route"] += len(routes) - misses
         stats.misses["route"] += misses
-        return entries, [e.serial for e in entries], errors, same_users
+        return entries, [e.serial for e in entries], errors, same_users, changed
 
     def _match(self, lst: ir.Listener, previous: _ListenerEntry | None, known: frozenset[str], stats: CacheStats
                ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError]]:
@@ -484,7 +439,7 @@ class Translator:
         failovers = tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
                                   if wb.failover_to and wb.failover_to != wb.backend})) or _NONE
         return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers,
-                           scopes.literal_depth(r.match.path))
+                           scopes.literal_depth(r.match.path), tuple(p.listener_facet(r) for p in self.plugins))
 
     def route_message(self, r: ir.Route) -> Message:
         proto = route.build_route(r)
@@ -588,23 +543,6 @@ def _failure(err: Exception) -> str:
     """An unexpected failure inside translation (a plugin bug), as one line for a status."""
     text = " ".join(str(err).split())[:200]
     return f"translation failed ({type(err).__name__}: {text})"
-
-
-def framed_route(body: bytes) -> bytes:
-    """A serialized Route as one `VirtualHost.routes` field on the wire."""
-    return length_delimited(_VIRTUAL_HOST_ROUTES, body)
-
-
-def route_config_bytes(name: str, framed: Sequence[bytes], *, remove: str | None = None) -> bytes:
-    """`route.route_config_bytes` for routes already framed by `framed_route` (framing
-    10,000 routes again on every compile costs more than all the rest of an edit).
-    Byte-identical to it (tested). `remove`: a request header the table removes before
-    forwarding (a field numbered after the virtual hosts, so appended)."""
-    head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    body = head + length_delimited(_ROUTE_CONFIG_VIRTUAL_HOSTS, _VHOST_HEAD + b"".join(framed))
-    if remove is not None:
-        body += length_delimited(_ROUTE_CONFIG_HEADERS_TO_REMOVE, remove.encode())
-    return body
 
 
 def _unknown_backends(r: ir.Route, known: frozenset[str]) -> TranslateError:

@@ -136,7 +136,7 @@ def test_framed_route_config_equals_route_modules_assembly() -> None:
     """The translator frames each route once and assembles RouteConfigurations itself;
     the bytes must stay those of `route.route_config_bytes` (and so of the message)."""
     from routing_engine.translate import route as route_module
-    from routing_engine.translate.translator import framed_route, route_config_bytes
+    from routing_engine.translate.wire import framed_route, route_config_bytes
 
     translator = Translator()
     bodies = [translator.route_message(r).SerializeToString(deterministic=True) for r in world(130).listeners[0].routes]
