@@ -115,7 +115,7 @@ def build(listener: ir.Listener, tag: str, depth: int, extras: Sequence[tuple[st
             tables[name] = _table(name, found, owners, make, before_tables.get(name))
             for k in dict.fromkeys(item.key for item in found):
                 scope_name = names.route_scope(listener, tag, k)
-                scoped[scope_name] = _scope(scope_name, name, tag, k, found, owners, make, before_scopes.get(scope_name))
+                scoped[scope_name] = _scope(scope_name, name, tag, k, by_key[k], owners, make, before_scopes.get(scope_name))
     return _layout(depth, tag, tuple(b for _, b in extras), items, tuple(where), tables, scoped)
 
 
@@ -148,7 +148,8 @@ def patched(previous: ScopedLayout, listener: ir.Listener, tag: str, depth: int,
         tables[name] = _table(name, items[t], owners, make, previous.tables.get(name))
         for k in {found[previous.where[p][1]].key for p in changed if previous.where[p][0] == t}:
             scope_name = names.route_scope(listener, tag, k)
-            scoped[scope_name] = _scope(scope_name, name, tag, k, items[t], owners, make, previous.scopes.get(scope_name))
+            of_key = [item for item in items[t] if item.key == k]
+            scoped[scope_name] = _scope(scope_name, name, tag, k, of_key, owners, make, previous.scopes.get(scope_name))
     return _layout(depth, tag, previous.extras, tuple(items), previous.where, tables, scoped, previous)
 
 
@@ -161,9 +162,10 @@ def _table(name: str, found: Sequence[Item], owners: Owners, make: MakeResource,
     return Built(signature, make(ROUTE, name, body), table_owners)
 
 
-def _scope(name: str, table: str, tag: str, key: scopes.Key, found: Sequence[Item], owners: Owners,
+def _scope(name: str, table: str, tag: str, key: scopes.Key, of_key: Sequence[Item], owners: Owners,
            make: MakeResource, before: Built | None) -> Built:
-    scope_owners = tuple(sorted({i.owner for i in found if i.key == key and i.owner is not None})) or owners
+    """The scope of `key`, whose routes are `of_key`."""
+    scope_owners = tuple(sorted({i.owner for i in of_key if i.owner is not None})) or owners
     if before is not None and before.signature == table and before.owners == scope_owners:
         return before
     return Built(table, make(SCOPED_ROUTE, name, scopes.scope(name, table, tag, key)), scope_owners)
