@@ -12,7 +12,11 @@ first gets the new response (SPEC 5). Scenarios:
   segments of the normalized path without query (an early header mutation writes them
   into a header the scope key builder splits), one scope per prefix, the scopes' routes
   spread over T RouteConfigurations; an edit re-sends one of those tables. These rows
-  also time the start: from Envoy's launch to the last route of the world being served.
+  also time the start: from Envoy's launch to the last route of the world being served;
+- `--start N`: the engine's own output for N ModelRoutes (bench/_stack.py's world: one
+  port, mock-engine backends, scoped tables) served over ADS to an Envoy launched from
+  nothing: the time from the launch until every one of 100 routes spread over the
+  whole world (and the last one) answers from its backend.
 
     .venv/bin/python bench/xds_convergence.py [--edits 30]
 Writes bench/results/xds_convergence.json.
@@ -194,6 +198,60 @@ async def scoped_scenario(name: str, total_routes: int, tables_n: int, delta: bo
             await plane.stop(grace=None)
 
 
+async def engine_start(n: int) -> dict[str, object]:
+    """An Envoy launched against the engine's compile of an N-route world: how long until
+    a sample of routes spread over every table (and the last route) are served."""
+    from bench import _stack
+    from routing_engine.api.resources import ObjectKey
+    from routing_engine.translate.xds import SCOPED_ROUTE as ENGINE_SCOPED
+
+    port, xds_port = free_port(), free_port()
+    plane = await start_control_plane(xds_address=f"127.0.0.1:{xds_port}", admin_host=None,
+                                      registry=CollectorRegistry())
+    envoy = None
+    with _stack.mock_engines("blue", "green") as engines, tempfile.TemporaryDirectory() as tmp:
+        try:
+            endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
+            docs = _stack.base_docs(n, port) + [_stack.route_doc(0)]
+            compiled = _stack.StaticCompiler(scoped=True).compile(_stack.to_objects(docs), endpoints)
+            plane.cache.set_snapshot("gateway", Snapshot.build(
+                [r for named in compiled.resources.values() for r in named.values()]))
+            sample = sorted({*range(0, n, max(1, n // 100)), n - 1})
+            launched = time.perf_counter()
+            envoy = await asyncio.to_thread(EnvoyProcess, Path(tmp), xds_port=xds_port, delta=False)
+            served = 0.0
+            for i in sample:
+                marker = f"{_stack.NS}/infer-{('blue', 'green')[i % 2]}".encode()
+                served = await asyncio.to_thread(wait_served_by, port, f"/v1/models/r{i}/infer", marker)
+            return {"scenario": f"engine world of {n:,} ModelRoutes: Envoy launch to every sampled route served",
+                    "routes": n, "scopes": len(compiled.resources[ENGINE_SCOPED]),
+                    "route_configs": len(compiled.resources[ROUTE]), "sampled_routes": len(sample),
+                    "start_to_all_served_ms": round((served - launched) * 1000, 1)}
+        finally:
+            if envoy is not None:
+                await asyncio.to_thread(envoy.stop)
+            await plane.stop(grace=None)
+
+
+def wait_served_by(port: int, path: str, marker: bytes, timeout: float = 60.0) -> float:
+    """POST `path` until the answer's `x-modelinfer` is `marker`; perf_counter() then."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("POST", path, body=b"{}", headers={"content-type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if (response.getheader("x-modelinfer") or "").encode() == marker:
+                return time.perf_counter()
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.005)
+    raise TimeoutError(f"{path} never served by {marker!r}")
+
+
 async def scenario(name: str, total_routes: int, split: int, delta: bool, edits: int) -> dict[str, object]:
     ports = [free_port() for _ in range(split)]
     xds_port = free_port()
@@ -254,8 +312,11 @@ SCOPED_SCENARIOS = [
 ]
 
 
-async def main(edits: int, only: str | None) -> None:
+async def main(edits: int, only: str | None, start: list[int]) -> None:
     rows = []
+    for n in start:
+        rows.append(await engine_start(n))
+        print(rows[-1], file=sys.stderr)
     for name, routes, split, delta in SCENARIOS:
         if only in (None, "split"):
             rows.append(await scenario(name, routes, split, delta, edits))
@@ -267,6 +328,9 @@ async def main(edits: int, only: str | None) -> None:
     print(f"{'scenario':<36} {'ADS':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
           f"{'RDS wire bytes/edit':>20}")
     for r in rows:
+        if "p50_ms" not in r:
+            print(f"{r['scenario']}: {r['start_to_all_served_ms']} ms ({r['scopes']} scopes, {r['route_configs']} tables)")
+            continue
         print(f"{r['scenario']:<36} {r['ads']:>5} {r['p50_ms']:>7} {r['p95_ms']:>7} {r['p99_ms']:>7} "
               f"{r['max_ms']:>7} {r['rds_wire_bytes_per_edit']:>20}")
     out = REPO / "bench" / "results" / "xds_convergence.json"
@@ -281,5 +345,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=30)
     parser.add_argument("--only", choices=["split", "scoped"], help="run only these scenarios")
+    parser.add_argument("--start", type=int, nargs="*", default=[],
+                        help="also time an Envoy starting against the engine's N-route world")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.edits, arguments.only))
+    asyncio.run(main(arguments.edits, arguments.only, arguments.start))

@@ -129,6 +129,7 @@ class ControlLoop:
         self._groups: set[str] = {GATEWAY}
         self._compilers: dict[str, Compiler] = {}  # one per group: its caches make an edit cheap
         self._work: dict[str, _GroupWork] = {}  # one compile worker per group
+        self._snapshots: dict[str, Snapshot] = {}  # each group's last, whose type versions carry over
         self._heap_frozen = False
         self.compiled: dict[str, Compiled] = {}
         self.tracker = ProgrammedTracker()
@@ -307,7 +308,8 @@ class ControlLoop:
             self._compilers.pop(group, None)  # its caches may be half-updated
             return
         own = self._readiness if target.role == "gateway" else ()
-        snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
+        snapshot = Snapshot.of_types(compiled.resources, own, previous=self._snapshots.get(group))
+        self._snapshots[group] = snapshot
         problems = check_consistency(snapshot)
         if problems:  # an engine bug; Envoy keeps the last good snapshot
             log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
@@ -316,6 +318,7 @@ class ControlLoop:
         self.compiled[group] = compiled
         if self._cache is not None:
             self._cache.set_snapshot(group, snapshot)
+            await asyncio.sleep(0)  # the streams take the snapshot before the bookkeeping below
         log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects),
                  sum(len(v) for v in compiled.resources.values()), time.perf_counter() - started,
                  extra={"node_group": group})

@@ -49,6 +49,44 @@ class Snapshot:
     # the streams that subscribe to the same names (thousands of Envoys of one group).
     _subsets: dict[tuple[str, frozenset[str] | None], tuple[Mapping[str, XdsResource], str]] = field(
         default_factory=dict, compare=False, repr=False)
+    # The per-type mappings `of_types` was handed (their versions carry over by identity).
+    _sources: Mapping[str, Mapping[str, XdsResource]] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of_types(cls, types: Mapping[str, Mapping[str, XdsResource]], extra: Iterable[XdsResource] = (), *,
+                 previous: Snapshot | None = None) -> Snapshot:
+        """The same snapshot as `build` of every resource in `types` plus `extra`, built
+        from per-type mappings (type → name → resource, as an engine hands them out):
+        a type's mapping is kept as it is (it must not change afterwards), and its
+        version is `previous`'s when `previous` was built from the very same mapping
+        object. So a push after a one-route edit hashes the changed types only, not
+        10,000 unchanged routing scopes."""
+        started = time.perf_counter()
+        added: dict[str, dict[str, XdsResource]] = {}
+        for resource in extra:
+            named = added.setdefault(resource.type_url, {})
+            if resource.name in named or resource.name in types.get(resource.type_url, _EMPTY):
+                raise DuplicateResourceError(f"{resource.type_url} {resource.name!r}: defined twice in one snapshot")
+            named[resource.name] = resource
+        frozen: dict[str, Mapping[str, XdsResource]] = {}
+        versions: dict[str, str] = {}
+        sources: dict[str, Mapping[str, XdsResource]] = {}
+        for type_url in {*types, *added}:
+            source = types.get(type_url, _EMPTY)
+            if not source and type_url not in added:
+                continue  # as `build`: no empty types
+            if type_url in added:
+                frozen[type_url] = MappingProxyType({**source, **added[type_url]})
+            else:
+                frozen[type_url] = source if isinstance(source, MappingProxyType) else MappingProxyType(dict(source))
+            sources[type_url] = source
+            before = previous._sources.get(type_url) if previous is not None else None
+            if before is source and type_url not in added and previous is not None:
+                versions[type_url] = previous.versions[type_url]
+            else:
+                versions[type_url] = content_version((n, r.version) for n, r in frozen[type_url].items())
+        return cls(MappingProxyType(frozen), MappingProxyType(versions), time.perf_counter() - started,
+                   _sources=sources)
 
     @classmethod
     def build(cls, resources: Iterable[XdsResource]) -> Snapshot:

@@ -190,3 +190,19 @@ def test_what_a_subscription_selects_is_computed_once_per_snapshot_for_every_str
     assert list(everything) == ["c"] and whole == snapshot.version(CLUSTER)
     with pytest.raises(TypeError):
         named["x"] = res(ROUTE, "x")  # type: ignore[index]  # shared by every stream: read-only
+
+
+def test_a_snapshot_of_per_type_mappings_equals_one_built_resource_by_resource() -> None:
+    from types import MappingProxyType
+
+    routes = MappingProxyType({"r1": res(ROUTE, "r1"), "r2": res(ROUTE, "r2")})
+    clusters = MappingProxyType({"c": res(CLUSTER, "c")})
+    extra = [res(LISTENER, "ready"), res(ROUTE, "ready")]
+    first = Snapshot.of_types({ROUTE: routes, CLUSTER: clusters, ENDPOINT: {}}, extra)
+    assert first == Snapshot.build([*routes.values(), *clusters.values(), *extra])
+    assert first.of_type(CLUSTER) is clusters  # kept as handed over
+    edited = MappingProxyType({"r1": res(ROUTE, "r1", "v2"), "r2": res(ROUTE, "r2")})
+    second = Snapshot.of_types({ROUTE: edited, CLUSTER: clusters}, extra, previous=first)
+    assert second == Snapshot.build([*edited.values(), *clusters.values(), *extra])
+    with pytest.raises(DuplicateResourceError, match="'r1'"):
+        Snapshot.of_types({ROUTE: routes}, [res(ROUTE, "r1")])
