@@ -47,6 +47,7 @@ import random
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no "skipping fork() handlers" notes per Popen
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for e in result["errors"]:
         print(f"FAILED {e['system']} at {e['routes']} routes: {e['error'][:300]}")
     out = {"benchmark": "convergence", "quick": args.quick, "machine": machine(),
-           "command": "python -m bench.convergence" + (" --quick" if args.quick else ""),
+           "command": "python -m bench.convergence " + " ".join(argv if argv is not None else sys.argv[1:]),
            "edits": edits, "sovereign_edits": sovereign_edits, **result}
     path = write_result("convergence", out)
     print(f"wrote {path}")
