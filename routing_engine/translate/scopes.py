@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import scoped_route_pb2
@@ -103,15 +102,6 @@ def table_count(keys: int) -> int:
     while count < min(keys, MAX_TABLES):
         count *= 2
     return count
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """How a scoped listener's routes are split: `depth` key segments, each route's key,
-    and the number of tables."""
-
-    depth: int
-    tables: int
 
 
 def patch_hcm(hcm: hcm_pb2.HttpConnectionManager, *, name: str, depth: int, tag: str) -> None:
