@@ -22,6 +22,8 @@ Envoy's verdicts on the gateway compile drive `Quarantine` (modelroute/quarantin
 if Envoy rejects a config anyway, the objects responsible are found by bisecting what
 changed and held back alone, so every other object keeps being served and edited.
 A compile that raises (an engine bug) is logged and the group keeps its last snapshot.
+Scopes of a scoped listener that was just replaced stay in the group's snapshot for its
+draining connections (`modelroute.retired_scopes`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from controller.debounce import Debouncer
 from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
 from modelroute.readiness import readiness_resources
+from modelroute.retired_scopes import RetiredScopes
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
@@ -130,6 +133,7 @@ class ControlLoop:
         self._compilers: dict[str, Compiler] = {}  # one per group: its caches make an edit cheap
         self._work: dict[str, _GroupWork] = {}  # one compile worker per group
         self._snapshots: dict[str, Snapshot] = {}  # each group's last, whose type versions carry over
+        self._retired: dict[str, RetiredScopes] = {}  # scopes of each group's replaced listeners
         self._heap_frozen = False
         self.compiled: dict[str, Compiled] = {}
         self.tracker = ProgrammedTracker()
@@ -308,7 +312,8 @@ class ControlLoop:
             self._compilers.pop(group, None)  # its caches may be half-updated
             return
         own = self._readiness if target.role == "gateway" else ()
-        snapshot = Snapshot.of_types(compiled.resources, own, previous=self._snapshots.get(group))
+        retired = self._retired.setdefault(group, RetiredScopes()).update(self.compiled.get(group), compiled)
+        snapshot = Snapshot.of_types(compiled.resources, (*own, *retired), previous=self._snapshots.get(group))
         self._snapshots[group] = snapshot
         problems = check_consistency(snapshot)
         if problems:  # an engine bug; Envoy keeps the last good snapshot

@@ -256,3 +256,31 @@ async def test_a_big_port_is_served_from_scoped_tables_and_an_edit_resends_one_t
         assert len(changed) == 1 and changed[0][0] == ROUTE, changed
         await served_by_within(port, "/v1/t151/infer", "a", time.monotonic(), limit=1)
         print(f"scoped edit served in {took * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_a_scoped_listener_change_keeps_serving_its_kept_alive_connections(
+        tmp_path: Path, delta: bool) -> None:
+    """A new server on a scoped port changes the listener, which renames every scope: a
+    connection the old listener still drains keeps its old scopes and tables (served, not
+    404), while new connections get the new listener and the new server."""
+    port = free_port()
+    entries = [dest("a" if i % 2 else "b", match={"path": f"/v1/t{i}/*"}) for i in range(300)]
+    write_manifests(tmp_path / "servers.yaml", [infer("a"), infer("b"), infer("c"),
+                                                server("a", port=port, path="/v1/models/a"),
+                                                server("b", port=port, path="/v1/models/b")])
+    write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
+    async with running(tmp_path, delta=delta):
+        await served_by_within(port, "/v1/t7/infer", "a", time.monotonic(), limit=5)
+        async with KeepAlive(port) as kept:
+            assert await kept.post("/v1/t7/infer") == 200
+            since = write_manifests(tmp_path / "c.yaml", [server("c", port=port, path="/v1/models/c")])
+            await served_by_within(port, "/v1/models/c/infer", "c", since)  # the new listener on new connections
+            statuses = []
+            for _ in range(10):
+                try:
+                    statuses.append(await kept.post("/v1/t7/infer"))
+                except ConnectionError:
+                    break  # Envoy closed it: the client reconnects to the new listener
+                await asyncio.sleep(0.05)
+            assert statuses and set(statuses) == {200}, statuses

@@ -13,7 +13,7 @@ from modelroute.targets import Placement
 from tests.translate.builders import table_name
 from routing_engine.api.loader import load_manifests
 from routing_engine.api.resources import ModelRoute, ObjectKey
-from xds_server import SnapshotCache, StreamInfo
+from xds_server import SnapshotCache, StreamInfo, check_consistency
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -200,6 +200,34 @@ async def test_a_slow_compile_of_one_node_group_never_holds_back_another(monkeyp
         assert compiled_for.count("sidecar") <= 2  # the hung one, then only the newest world
     finally:
         release.set()
+        await cancel_and_wait(task)
+        await loop.close()
+        cache.close()
+
+
+async def test_a_replaced_scoped_listener_keeps_its_scopes_for_one_listener_generation() -> None:
+    """Envoy takes each scope response as the whole set: the scopes (and tables) of a
+    listener that was just replaced stay in the snapshot for its draining connections,
+    until the listeners change again."""
+    from bench import _stack
+    from routing_engine.translate.xds import SCOPED_ROUTE
+
+    loop, cache, task = await _running_loop([])
+    try:
+        docs = _stack.base_docs(300, 8080) + [_stack.route_doc(0)]
+        generations: list[set[str]] = []
+        for extra in ((), ("red",), ("red", "white")):  # each new server on the port changes the listener
+            more = [d for color in extra for d in (_stack.infer_doc(color), _stack.server_doc(color, 8080))]
+            loop.set_objects(_stack.to_objects(docs + more))
+            await loop.wait_synced(timeout=30)
+            compiled = set(loop.compiled["gateway"].resources[SCOPED_ROUTE])
+            served = set(cache.get_snapshot("gateway").of_type(SCOPED_ROUTE))
+            assert compiled and compiled <= served
+            generations.append(compiled)
+            assert served - compiled == (generations[-2] if len(generations) > 1 else set())
+        assert not generations[0] & generations[1] and not generations[1] & generations[2]  # renamed each time
+        assert check_consistency(cache.get_snapshot("gateway")) == []
+    finally:
         await cancel_and_wait(task)
         await loop.close()
         cache.close()
