@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from controller.background import cancel_and_wait, spawn
@@ -106,11 +106,11 @@ def freeze_heap() -> None:
 
 @dataclass(eq=False, slots=True)
 class _GroupWork:
-    """One node group's compile worker: the newest inputs it should compile, and how
-    many inputs its last finished compile had seen."""
+    """One node group's compile worker (running while the group has inputs to compile):
+    the newest inputs it should compile, and how many inputs its last finished compile
+    had seen."""
 
     wanted: tuple[World, tuple[Resource, ...], int] | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
     synced: int = 0
     task: asyncio.Task | None = None
 
@@ -273,20 +273,15 @@ class ControlLoop:
         effective = self.quarantine.effective(self._objects)
         world = World(effective, self._endpoints, self._live_weights)
         for group in sorted(self._groups):
-            work = self._work.get(group)
-            if work is None:
-                work = self._work[group] = _GroupWork()
-                work.task = spawn(self._compile_worker(group, work), name=f"compile-{group}")
+            work = self._work.setdefault(group, _GroupWork())
             work.wanted = (world, effective, seen)
-            work.wake.set()
+            if work.task is None or work.task.done():
+                work.task = spawn(self._compile_worker(group, work), name=f"compile-{group}", endless=False)
 
     async def _compile_worker(self, group: str, work: _GroupWork) -> None:
-        """Compile `group` whenever it has newer inputs, one compile at a time."""
-        while True:
-            await work.wake.wait()
-            work.wake.clear()
-            if work.wanted is None:
-                continue
+        """Compile `group` while it has newer inputs, one compile at a time; then end (the
+        next push starts another)."""
+        while work.wanted is not None:
             world, effective, seen = work.wanted
             work.wanted = None
             await self._compile_group(group, world, effective)

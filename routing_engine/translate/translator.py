@@ -32,6 +32,7 @@ still compiles, so one bad object never takes down unrelated routes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from collections import Counter
@@ -288,7 +289,7 @@ class Translator:
         else:
             owner_set = frozenset(map(_OWNER, lst.routes))
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
-        fields = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits)
+        fields = _listener_fields(lst)
         if changed is not None and previous is not None and previous.key[:-2] == fields and previous.extras == extra_bodies \
                 and all(entries[p].facets == previous.routes[p].facets and entries[p].depth == previous.routes[p].depth
                         for p in changed):
@@ -533,6 +534,13 @@ class Translator:
 
 
 _OWNER = attrgetter("owner")
+# Every field of an IR listener but its routes (they count by serial and facet): derived
+# from the IR, so a field added to `ir.Listener` can never leave a listener stale.
+_LISTENER_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(ir.Listener) if f.name != "routes"))
+
+
+def _listener_fields(lst: ir.Listener) -> tuple[Any, ...]:
+    return _LISTENER_FIELDS(lst)  # type: ignore[no-any-return]
 _NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,
