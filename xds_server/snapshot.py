@@ -49,8 +49,10 @@ class Snapshot:
     # the streams that subscribe to the same names (thousands of Envoys of one group).
     _subsets: dict[tuple[str, frozenset[str] | None], tuple[Mapping[str, XdsResource], str]] = field(
         default_factory=dict, compare=False, repr=False)
-    # The per-type mappings `of_types` was handed (their versions carry over by identity).
-    _sources: Mapping[str, Mapping[str, XdsResource]] = field(default_factory=dict, compare=False, repr=False)
+    # The per-type mappings and extra resources `of_types` was handed (their versions carry
+    # over by identity).
+    _sources: Mapping[str, tuple[Mapping[str, XdsResource], tuple[XdsResource, ...]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of_types(cls, types: Mapping[str, Mapping[str, XdsResource]], extra: Iterable[XdsResource] = (), *,
@@ -59,8 +61,8 @@ class Snapshot:
         from per-type mappings (type → name → resource, as an engine hands them out):
         a type's mapping is kept as it is (it must not change afterwards), and its
         version is `previous`'s when `previous` was built from the very same mapping
-        object. So a push after a one-route edit hashes the changed types only, not
-        10,000 unchanged routing scopes."""
+        object (and the same `extra` objects of that type). So a push after a one-route
+        edit hashes the changed types only, not 10,000 unchanged routing scopes."""
         started = time.perf_counter()
         added: dict[str, dict[str, XdsResource]] = {}
         for resource in extra:
@@ -70,19 +72,21 @@ class Snapshot:
             named[resource.name] = resource
         frozen: dict[str, Mapping[str, XdsResource]] = {}
         versions: dict[str, str] = {}
-        sources: dict[str, Mapping[str, XdsResource]] = {}
+        sources: dict[str, tuple[Mapping[str, XdsResource], tuple[XdsResource, ...]]] = {}
         for type_url in {*types, *added}:
             source = types.get(type_url, _EMPTY)
-            if not source and type_url not in added:
+            extras = tuple(added.get(type_url, {}).values())
+            if not source and not extras:
                 continue  # as `build`: no empty types
-            if type_url in added:
+            if extras:
                 frozen[type_url] = MappingProxyType({**source, **added[type_url]})
             else:
                 frozen[type_url] = source if isinstance(source, MappingProxyType) else MappingProxyType(dict(source))
-            sources[type_url] = source
+            sources[type_url] = (source, extras)
             before = previous._sources.get(type_url) if previous is not None else None
-            if before is source and type_url not in added and previous is not None:
-                versions[type_url] = previous.versions[type_url]
+            if (previous is not None and before is not None and before[0] is source and len(before[1]) == len(extras)
+                    and all(a is b for a, b in zip(before[1], extras))):
+                versions[type_url] = previous.versions[type_url]  # the same mapping and the same extra objects
             else:
                 versions[type_url] = content_version((n, r.version) for n, r in frozen[type_url].items())
         return cls(MappingProxyType(frozen), MappingProxyType(versions), time.perf_counter() - started,

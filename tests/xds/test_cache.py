@@ -204,5 +204,8 @@ def test_a_snapshot_of_per_type_mappings_equals_one_built_resource_by_resource()
     edited = MappingProxyType({"r1": res(ROUTE, "r1", "v2"), "r2": res(ROUTE, "r2")})
     second = Snapshot.of_types({ROUTE: edited, CLUSTER: clusters}, extra, previous=first)
     assert second == Snapshot.build([*edited.values(), *clusters.values(), *extra])
+    other_extra = [res(LISTENER, "ready", "v2"), extra[1]]
+    third = Snapshot.of_types({ROUTE: edited, CLUSTER: clusters}, other_extra, previous=second)
+    assert third == Snapshot.build([*edited.values(), *clusters.values(), *other_extra])
     with pytest.raises(DuplicateResourceError, match="'r1'"):
         Snapshot.of_types({ROUTE: routes}, [res(ROUTE, "r1")])
