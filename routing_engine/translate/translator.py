@@ -147,7 +147,6 @@ class _RouteEntry:
     backends: tuple[str, ...]  # every backend it needs (failover targets included)
     failovers: tuple[tuple[str, str], ...]  # (primary, spare) aggregate clusters it sends to
     depth: int | None = None  # path segments every request it matches shares with it (None: exact)
-    facets: tuple[Hashable, ...] = ()  # what each plugin's listener hooks read of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +290,8 @@ class Translator:
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
         fields = _listener_fields(lst)
         if changed is not None and previous is not None and previous.key[:-2] == fields and previous.extras == extra_bodies \
-                and all(entries[p].facets == previous.routes[p].facets and entries[p].depth == previous.routes[p].depth
-                        for p in changed):
+                and all(entries[p].depth == previous.routes[p].depth
+                        and self._facets(entries[p].route) == self._facets(previous.routes[p].route) for p in changed):
             key = previous.key  # routes edited in place, nothing the listener reads of them changed
             depth = key[-1]
         else:
@@ -440,7 +439,11 @@ class Translator:
         failovers = tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
                                   if wb.failover_to and wb.failover_to != wb.backend})) or _NONE
         return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers,
-                           scopes.literal_depth(r.match.path), tuple(p.listener_facet(r) for p in self.plugins))
+                           scopes.literal_depth(r.match.path))
+
+    def _facets(self, r: ir.Route) -> tuple[Hashable, ...]:
+        """What each plugin's listener hooks read of a route (asked only of edited routes)."""
+        return tuple(p.listener_facet(r) for p in self.plugins)
 
     def route_message(self, r: ir.Route) -> Message:
         proto = route.build_route(r)
