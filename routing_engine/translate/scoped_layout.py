@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
@@ -28,10 +28,9 @@ Owners = tuple[ObjectKey, ...]
 MakeResource = Callable[[str, str, bytes], EnvoyResource]
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """One route in a table: `serial` identifies its content, `position` its place in the
-    listener (-1: a plugin's route)."""
+    listener (-1: a plugin's route). A tuple: a full compile makes 40,000 of them."""
 
     serial: Hashable
     body: bytes
