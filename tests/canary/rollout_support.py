@@ -89,16 +89,20 @@ class Splits:
 async def watch_splits(app: Embedded) -> AsyncIterator[Splits]:
     splits = Splits()
 
+    def look() -> None:
+        state = app.canary.runner.state_of(ROUTE)
+        if state is not None and (not splits.seen or splits.seen[-1] != state.weights):
+            splits.seen.append(state.weights)
+
     async def watch() -> None:
         while True:
-            state = app.canary.runner.state_of(ROUTE)
-            if state is not None and (not splits.seen or splits.seen[-1] != state.weights):
-                splits.seen.append(state.weights)
+            look()
             await asyncio.sleep(0.02)
 
     task = asyncio.create_task(watch())
     try:
         yield splits
+        look()  # the last split too: the caller may have seen it before the next poll
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
