@@ -136,16 +136,29 @@ def jwt_server(name: str, port: int, key: SigningKey) -> list[dict]:
                                               "jwksSecretName": f"{name}-jwks"}})]
 
 
+def many_prefixes(name: str, to: str) -> list[dict]:
+    """A ModelRoute of 300 path prefixes to server `to`: enough routes for its port to be
+    served from scoped tables (translate/scopes.py)."""
+    return [route(name, path="/v1/t", routes=[dest(to, match={"path": f"/v1/t{i}/*"}) for i in range(300)])]
+
+
+SCOPED = [pytest.param(False, id="one-table"), pytest.param(True, id="scoped")]
+
+
+@pytest.mark.parametrize("scoped", SCOPED)
 @pytest.mark.parametrize("auth", ["apiKey", "jwt"])
 async def test_a_port_gaining_auth_never_serves_its_protected_route_without_credentials(
-        tmp_path: Path, auth: str) -> None:
+        tmp_path: Path, auth: str, scoped: bool) -> None:
     """The first auth filter on a port is a new listener. Connections the old listener
-    accepted keep its route table (no such route: 404) while it drains, never the new
-    protected routes without the filter."""
+    accepted keep its route table(s) (no such route: 404) while it drains, never the new
+    protected routes without the filter; with scoped tables too (every scope is keyed
+    and named after its listener)."""
     port = free_port()
     key = SigningKey("k1")
-    write_manifests(tmp_path / "open.yaml", [infer("open"), server("open", port=port, path="/v1/models/open")])
-    async with running(tmp_path):
+    write_manifests(tmp_path / "open.yaml", [infer("open"), server("open", port=port, path="/v1/models/open"),
+                                             *(many_prefixes("many", "open") if scoped else [])])
+    async with running(tmp_path) as app:
+        assert bool(app.loop.compiled["gateway"].resources[SCOPED_ROUTE]) is scoped
         async with KeepAlive(port) as kept:
             assert await kept.post("/v1/models/open/infer") == 200  # accepted by the listener without auth
             prober = Prober(port, "/v1/models/secure/infer")
@@ -187,13 +200,17 @@ def ms(name: str) -> ObjectKey:
     return ObjectKey("ModelServer", "default", name)
 
 
+@pytest.mark.parametrize("scoped", SCOPED)
 @pytest.mark.parametrize("delta", MODES)
 async def test_an_object_envoy_rejects_is_held_back_alone_and_never_serves_without_auth(
-        tmp_path: Path, delta: bool) -> None:
+        tmp_path: Path, delta: bool, scoped: bool) -> None:
     port = free_port()
     write_manifests(tmp_path / "open.yaml", [infer("open"), server("open", port=port, path="/v1/models/open"),
                                              infer("fresh")])
+    if scoped:
+        write_manifests(tmp_path / "many.yaml", many_prefixes("many", "open"))
     async with running(tmp_path, delta=delta, plugins=plugin.with_builtin([RefusedByEnvoy()])) as app:
+        assert bool(app.loop.compiled["gateway"].resources[SCOPED_ROUTE]) is scoped
         async with KeepAlive(port) as kept:
             assert await kept.post("/v1/models/open/infer") == 200
             prober = Prober(port, "/v1/models/poison/infer")
