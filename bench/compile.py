@@ -1,12 +1,14 @@
 """Compile benchmark (issue #3, #9): N ModelRoutes + N ModelServers — resolve alone, full
 compile, incremental compile after a one-route edit, and peak memory.
 
-    .venv/bin/python -m bench.compile [--sizes 100 1000 10000] [--repeat 3]
+    .venv/bin/python -m bench.compile [--sizes 100 1000 10000] [--repeat 3] [--entries 10000]
 
 Writes bench/results/compile.json. Each number is measured two ways:
 - `loop`: what the control loop does (`modelroute.control_loop.compile_paused`): cyclic
   GC paused during the compile, and the heap frozen once after the first compile;
 - `gc_on`: the plain call with the collector running as it likes.
+`--entries N` adds one row: a single ModelRoute with N header entries on one path (full
+compile as the control loop runs it; shadowing compares entries of one path there).
 Full compile starts from a fresh `Compiler` (nothing cached); incremental reuses the
 `Compiler` of the previous compile, as the control loop does per node group, after
 editing one more route's weights (objects tuple copied with one object replaced,
@@ -20,6 +22,7 @@ import argparse
 import gc
 import json
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import worlds
+from bench._common import machine
 from modelroute.control_loop import compile_paused, freeze_heap, gc_paused
 from routing_engine.engine import Compiler
 from routing_engine.resolve import Resolver
@@ -103,12 +107,26 @@ def measure(n: int, repeat: int) -> dict[str, Any]:
     return row
 
 
+def measure_big_route(entries: int, repeat: int) -> dict[str, Any]:
+    world = worlds.big_route(entries)
+    samples = []
+    for _ in range(repeat):
+        gc.collect()
+        compiler = Compiler()
+        samples.append(_timed(lambda: compile_paused(compiler, world, Target())))
+        del compiler
+    return {"entries": entries, "full_loop_s": _stats(samples)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--entries", type=int, nargs="*", default=[10000],
+                        help="also compile one ModelRoute with this many header entries")
     args = parser.parse_args(argv)
     rows = [measure(n, args.repeat) for n in args.sizes]
+    big = [measure_big_route(n, args.repeat) for n in args.entries]
     columns = ("resolve", "full", "incremental")
     print("median wall ms (cpu ms); loop = GC paused as in the control loop, gc_on = collector running")
     print(f"{'routes+servers':>15} {'envoy routes':>12} " + " ".join(f"{c + ' ' + m:>22}" for c in columns
@@ -121,8 +139,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cells.append(f"{s['median'] * 1000:>10.1f} ({s['cpu_median'] * 1000:>8.1f})")
         print(f"{r['model_routes']:>15,} {r['envoy_routes']:>12,} " + " ".join(f"{c:>22}" for c in cells)
               + f" {r['peak_traced_mb']:>8.0f}")
+    for b in big:
+        s = b["full_loop_s"]
+        print(f"one ModelRoute with {b['entries']:,} header entries: full {s['median'] * 1000:.1f} ms "
+              f"({s['cpu_median'] * 1000:.1f} ms cpu)")
     RESULTS.mkdir(exist_ok=True)
-    result = {"benchmark": "compile", "rows": rows}
+    result = {"benchmark": "compile", "machine": machine(), "command": "python -m bench.compile " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "rows": rows, "big_route": big}
     (RESULTS / "compile.json").write_text(json.dumps(result, indent=1))
     return result
 

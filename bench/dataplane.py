@@ -77,7 +77,7 @@ async def measure(n: int, rounds: int, count: int, warmup: int, split_requests: 
         for engine in engines.values():
             pin(engine.proc.pid)
         endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
-        compiled = _stack.StaticCompiler().compile(_stack.to_objects(docs), endpoints)
+        compiled = _stack.StaticCompiler(scoped=True).compile(_stack.to_objects(docs), endpoints)
         bootstrap = static_bootstrap(compiled.resources, admin_port=free_port())
         envoy = EnvoyProcess(bootstrap, workdir, name=f"dataplane-{n}", log_level="warning")
         await envoy.start(timeout=120)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f" {r['added_p50_us']['median']:>7.0f} us {r['added_p99_us']['median']:>7.0f} us"
               f"   {s['blue_share'] * 100:.2f}% of {s['requests']:,} ({s['deviation_sigmas']:+.2f} sigma)")
     out = {"benchmark": "dataplane", "quick": args.quick, "machine": machine(),
-           "command": "python -m bench.dataplane" + (" --quick" if args.quick else ""),
+           "command": "python -m bench.dataplane " + " ".join(argv if argv is not None else sys.argv[1:]),
            "load_generator": "bench/_loadgen.py: stdlib http.client, closed loop, 1 keep-alive connection, own process "
                              "pinned to the last CPU; Envoy and backends pinned to the first",
            "rows": rows}

@@ -60,3 +60,22 @@ def edited(n: int, objs: list[Resource], which: int, weight: int, base: World | 
     objs = list(objs)
     objs[2 * n + which] = route(which, n, weight=weight)
     return World(tuple(objs), base.endpoints if base is not None else endpoints(n))
+
+
+def big_route(entries: int, servers: int = 4) -> World:
+    """One ModelRoute with `entries` header entries on one front door (a user pinning each
+    tenant to a server): the case where shadowing compares entries of one path."""
+    objs: list[Resource] = [ModelServer.model_validate({
+        "apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelServer",
+        "metadata": {"name": f"tenant-server-{i}", "namespace": "bench"},
+        "spec": {"modelInferRef": {"name": f"infer-{i}"}, "service": {"port": PORTS[0]},
+                 "routing": {"path": f"/v1/tenants/s{i}"}}}) for i in range(servers)]
+    objs.append(ModelRoute.model_validate({
+        "apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelRoute",
+        "metadata": {"name": "tenants", "namespace": "bench"},
+        "spec": {"path": "/v1/chat/completions",
+                 "routes": [{"match": {"headers": {"x-tenant": f"t{i}"}},
+                             "destination": {"modelServerRef": {"name": f"tenant-server-{i % servers}"}}}
+                            for i in range(entries)],
+                 "fallback": {"modelServerRef": {"name": "tenant-server-0"}}}}))
+    return World(tuple(objs))

@@ -6,7 +6,17 @@ first gets the new response (SPEC 5). Scenarios:
 - one RouteConfiguration holding all N routes (the whole table is one resource, so the
   whole table is re-sent and re-parsed by Envoy on every edit);
 - N routes split over 100 RouteConfigurations (one listener each): only the changed
-  RouteConfiguration goes on the wire (SotW RDS and delta both send just that one).
+  RouteConfiguration goes on the wire (SotW RDS and delta both send just that one);
+- N routes on ONE listener split by scoped RDS (what the engine does for a port whose
+  routes have distinct path prefixes): the key is the listener's tag and the first path
+  segments of the normalized path without query (an early header mutation writes them
+  into a header the scope key builder splits), one scope per prefix, the scopes' routes
+  spread over T RouteConfigurations; an edit re-sends one of those tables. These rows
+  also time the start: from Envoy's launch to the last route of the world being served;
+- `--start N`: the engine's own output for N ModelRoutes (bench/_stack.py's world: one
+  port, mock-engine backends, scoped tables) served over ADS to an Envoy launched from
+  nothing: the time from the launch until every one of 100 routes spread over the
+  whole world (and the last one) answers from its backend.
 
     .venv/bin/python bench/xds_convergence.py [--edits 30]
 Writes bench/results/xds_convergence.json.
@@ -32,9 +42,74 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from bench._common import machine  # noqa: E402
 from tests.support import free_port  # noqa: E402
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2  # noqa: E402
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: E402
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2  # noqa: E402
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2  # noqa: E402
+from envoy.config.listener.v3 import listener_pb2  # noqa: E402
 from tests.xds.envoy_support import EnvoyProcess, ProtoResource, eds_cluster, endpoints, listener, route_config  # noqa: E402
 from xds_server import Snapshot, start_control_plane  # noqa: E402
+from xds_server.types import LISTENER, ROUTE, SCOPED_ROUTE  # noqa: E402
+
+SCOPE_HEADER = "x-modelroute-scope"
+SCOPE_DEPTH = 3  # /v1/models/r{i}
+
+
+def scoped_listener(name: str, port: int, tag: str) -> ProtoResource:
+    """One listener whose HCM picks its route table by scope: key = (tag, first
+    SCOPE_DEPTH segments of the normalized path without query, padded with empty ones)."""
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=name, normalize_path={"value": True}, merge_slashes=True)
+    mutation = header_mutation_pb2.HeaderMutation()
+    append = mutation.mutations.add().append
+    append.header.key, append.header.value = SCOPE_HEADER, tag + "%PATH(NQ)%" + "/" * SCOPE_DEPTH
+    append.append_action = append.OVERWRITE_IF_EXISTS_OR_ADD
+    early = hcm.early_header_mutation_extensions.add(name="modelroute.scope")
+    early.typed_config.Pack(mutation)
+    scoped = hcm.scoped_routes
+    scoped.name = name
+    for index in range(SCOPE_DEPTH + 1):
+        extractor = scoped.scope_key_builder.fragments.add().header_value_extractor
+        extractor.name, extractor.element_separator, extractor.index = SCOPE_HEADER, "/", index
+    scoped.rds_config_source.ads.SetInParent()
+    scoped.rds_config_source.resource_api_version = 2  # V3
+    scoped.scoped_rds.scoped_rds_config_source.ads.SetInParent()
+    scoped.scoped_rds.scoped_rds_config_source.resource_api_version = 2
+    hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
+    message = listener_pb2.Listener(name=name)
+    message.address.socket_address.address = "127.0.0.1"
+    message.address.socket_address.port_value = port
+    message.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager").typed_config.Pack(hcm)
+    return ProtoResource.of(LISTENER, name, message)
+
+
+def scoped_world(total_routes: int, tables_n: int, port: int, edit: int,
+                 cache: dict[int, list[ProtoResource]]) -> list[ProtoResource]:
+    """`total_routes` prefixes /v1/models/r{i} on one scoped listener; route i sits in
+    table i % tables_n; only table 0 (which holds the probe, r0) is rebuilt per edit."""
+    tag = "L1"
+    if not cache:
+        found = [eds_cluster("backend"), endpoints("backend", 9), scoped_listener("scoped", port, tag)]
+        for i in range(total_routes):
+            key = (tag, "v1", "models", f"r{i}")
+            found.append(ProtoResource.of(SCOPED_ROUTE, f"scope/r{i}", scoped_route_pb2.ScopedRouteConfiguration(
+                name=f"scope/r{i}", route_configuration_name=f"table/{i % tables_n}",
+                key={"fragments": [{"string_key": k} for k in key]})))
+        cache[0] = found
+    out = list(cache[0])
+    for t in range(tables_n):
+        if t == 0 or t + 1 not in cache:
+            message = route_pb2.RouteConfiguration(name=f"table/{t}")
+            vhost = message.virtual_hosts.add(name="all", domains=["*"])
+            for i in range(t, total_routes, tables_n):
+                r = vhost.routes.add()
+                r.match.path_separated_prefix = f"/v1/models/r{i}"
+                r.direct_response.status = 200
+                r.direct_response.body.inline_string = f"edit-{edit}" if i == 0 else f"r{i}"
+            cache[t + 1] = [ProtoResource.of(ROUTE, f"table/{t}", message)]
+        out.extend(cache[t + 1])
+    return out
 
 
 def tables(total_routes: int, split: int, ports: list[int], edit: int,
@@ -53,14 +128,14 @@ def tables(total_routes: int, split: int, ports: list[int], edit: int,
     return [r for t in sorted(cache) for r in cache[t]] + probe
 
 
-def wait_served(port: int, expected: bytes, timeout: float = 30.0) -> float:
-    """Poll /probe over one keep-alive connection; perf_counter() when `expected` arrives."""
+def wait_served(port: int, expected: bytes, timeout: float = 30.0, path: str = "/probe") -> float:
+    """Poll `path` over one keep-alive connection; perf_counter() when `expected` arrives."""
     deadline = time.perf_counter() + timeout
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         while time.perf_counter() < deadline:
             try:
-                conn.request("GET", "/probe")
+                conn.request("GET", path)
                 body = conn.getresponse().read()
             except (OSError, http.client.HTTPException):
                 conn.close()
@@ -71,7 +146,110 @@ def wait_served(port: int, expected: bytes, timeout: float = 30.0) -> float:
                 return time.perf_counter()
     finally:
         conn.close()
-    raise TimeoutError(f"/probe never answered {expected!r}")
+    raise TimeoutError(f"{path} never answered {expected!r}")
+
+
+async def scoped_scenario(name: str, total_routes: int, tables_n: int, delta: bool, edits: int) -> dict[str, object]:
+    port = free_port()
+    xds_port = free_port()
+    registry = CollectorRegistry()
+    plane = await start_control_plane(xds_address=f"127.0.0.1:{xds_port}", admin_host=None, registry=registry)
+
+    def rds_wire_bytes() -> float:
+        return registry.get_sample_value("modelroute_xds_push_bytes_total", {"type": "RDS"}) or 0.0
+
+    built: dict[int, list[ProtoResource]] = {}
+    envoy = None
+    probe, last = "/v1/models/r0/infer", f"/v1/models/r{total_routes - 1}/infer"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            plane.cache.set_snapshot("gateway", Snapshot.build(scoped_world(total_routes, tables_n, port, 0, built)))
+            launched = time.perf_counter()
+            envoy = await asyncio.to_thread(EnvoyProcess, Path(tmp), xds_port=xds_port, delta=delta)
+            await asyncio.to_thread(wait_served, port, b"edit-0", 60, probe)
+            served_all = await asyncio.to_thread(wait_served, port, f"r{total_routes - 1}".encode(), 60, last)
+            start_ms = (served_all - launched) * 1000
+            samples = []
+            wire_before = rds_wire_bytes()
+            for i in range(1, edits + 1):
+                snapshot = Snapshot.build(scoped_world(total_routes, tables_n, port, i, built))
+                await asyncio.sleep(0.3)
+                result: list[float] = []
+                poller = threading.Thread(
+                    target=lambda: result.append(wait_served(port, f"edit-{i}".encode(), path=probe)))
+                started = time.perf_counter()
+                plane.cache.set_snapshot("gateway", snapshot)
+                poller.start()
+                await asyncio.to_thread(poller.join, 60)
+                if not result:
+                    raise RuntimeError(f"{name}: edit {i} never served")
+                samples.append((result[0] - started) * 1000)
+            ms = np.array(samples)
+            return {"scenario": name, "routes": total_routes, "route_configs": tables_n, "scopes": total_routes,
+                    "ads": "delta" if delta else "sotw", "edits": edits,
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
+                    "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
+                    "start_to_all_served_ms": round(start_ms, 1),
+                    "changed_table_bytes": len(snapshot.of_type(ROUTE)["table/0"].body),
+                    "rds_wire_bytes_per_edit": round((rds_wire_bytes() - wire_before) / edits)}
+        finally:
+            if envoy is not None:
+                await asyncio.to_thread(envoy.stop)
+            await plane.stop(grace=None)
+
+
+async def engine_start(n: int) -> dict[str, object]:
+    """An Envoy launched against the engine's compile of an N-route world: how long until
+    a sample of routes spread over every table (and the last route) are served."""
+    from bench import _stack
+    from routing_engine.api.resources import ObjectKey
+    from routing_engine.translate.xds import SCOPED_ROUTE as ENGINE_SCOPED
+
+    port, xds_port = free_port(), free_port()
+    plane = await start_control_plane(xds_address=f"127.0.0.1:{xds_port}", admin_host=None,
+                                      registry=CollectorRegistry())
+    envoy = None
+    with _stack.mock_engines("blue", "green") as engines, tempfile.TemporaryDirectory() as tmp:
+        try:
+            endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
+            docs = _stack.base_docs(n, port) + [_stack.route_doc(0)]
+            compiled = _stack.StaticCompiler(scoped=True).compile(_stack.to_objects(docs), endpoints)
+            plane.cache.set_snapshot("gateway", Snapshot.build(
+                [r for named in compiled.resources.values() for r in named.values()]))
+            sample = sorted({*range(0, n, max(1, n // 100)), n - 1})
+            launched = time.perf_counter()
+            envoy = await asyncio.to_thread(EnvoyProcess, Path(tmp), xds_port=xds_port, delta=False)
+            served = 0.0
+            for i in sample:
+                marker = f"{_stack.NS}/infer-{('blue', 'green')[i % 2]}".encode()
+                served = await asyncio.to_thread(wait_served_by, port, f"/v1/models/r{i}/infer", marker)
+            return {"scenario": f"engine world of {n:,} ModelRoutes: Envoy launch to every sampled route served",
+                    "routes": n, "scopes": len(compiled.resources[ENGINE_SCOPED]),
+                    "route_configs": len(compiled.resources[ROUTE]), "sampled_routes": len(sample),
+                    "start_to_all_served_ms": round((served - launched) * 1000, 1)}
+        finally:
+            if envoy is not None:
+                await asyncio.to_thread(envoy.stop)
+            await plane.stop(grace=None)
+
+
+def wait_served_by(port: int, path: str, marker: bytes, timeout: float = 60.0) -> float:
+    """POST `path` until the answer's `x-modelinfer` is `marker`; perf_counter() then."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("POST", path, body=b"{}", headers={"content-type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if (response.getheader("x-modelinfer") or "").encode() == marker:
+                return time.perf_counter()
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.005)
+    raise TimeoutError(f"{path} never served by {marker!r}")
 
 
 async def scenario(name: str, total_routes: int, split: int, delta: bool, edits: int) -> dict[str, object]:
@@ -88,8 +266,10 @@ async def scenario(name: str, total_routes: int, split: int, delta: bool, edits:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             plane.cache.set_snapshot("gateway", Snapshot.build(tables(total_routes, split, ports, 0, built)))
+            launched = time.perf_counter()
             envoy = await asyncio.to_thread(EnvoyProcess, Path(tmp), xds_port=xds_port, delta=delta)
             await asyncio.to_thread(wait_served, ports[0], b"edit-0", 60)
+            start_ms = (time.perf_counter() - launched) * 1000
             samples = []
             wire_before = rds_wire_bytes()
             for i in range(1, edits + 1):
@@ -109,6 +289,7 @@ async def scenario(name: str, total_routes: int, split: int, delta: bool, edits:
                    "ads": "delta" if delta else "sotw", "edits": edits,
                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
                    "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
+                   "start_to_all_served_ms": round(start_ms, 1),
                    "changed_table_bytes": len(snapshot.of_type(
                        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration")["r0"].body),
                    "rds_wire_bytes_per_edit": round((rds_wire_bytes() - wire_before) / edits)}
@@ -125,26 +306,46 @@ SCENARIOS = [
     ("10,000 routes, 100 tables", 10_000, 100, False),
     ("10,000 routes, 100 tables, delta", 10_000, 100, True),
 ]
+SCOPED_SCENARIOS = [
+    ("10,000 routes, 1 listener, 10,000 scopes, 100 tables", 10_000, 100, False),
+    ("10,000 routes, 1 listener, 10,000 scopes, 100 tables, delta", 10_000, 100, True),
+]
 
 
-async def main(edits: int) -> None:
+async def main(edits: int, only: str | None, start: list[int]) -> None:
     rows = []
-    for name, routes, split, delta in SCENARIOS:
-        rows.append(await scenario(name, routes, split, delta, edits))
+    for n in start:
+        rows.append(await engine_start(n))
         print(rows[-1], file=sys.stderr)
+    for name, routes, split, delta in SCENARIOS:
+        if only in (None, "split"):
+            rows.append(await scenario(name, routes, split, delta, edits))
+            print(rows[-1], file=sys.stderr)
+    for name, routes, split, delta in SCOPED_SCENARIOS:
+        if only in (None, "scoped"):
+            rows.append(await scoped_scenario(name, routes, split, delta, edits))
+            print(rows[-1], file=sys.stderr)
     print(f"{'scenario':<36} {'ADS':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
           f"{'RDS wire bytes/edit':>20}")
     for r in rows:
+        if "p50_ms" not in r:
+            print(f"{r['scenario']}: {r['start_to_all_served_ms']} ms ({r['scopes']} scopes, {r['route_configs']} tables)")
+            continue
         print(f"{r['scenario']:<36} {r['ads']:>5} {r['p50_ms']:>7} {r['p95_ms']:>7} {r['p99_ms']:>7} "
               f"{r['max_ms']:>7} {r['rds_wire_bytes_per_edit']:>20}")
     out = REPO / "bench" / "results" / "xds_convergence.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "xds_convergence", "cpus": os.cpu_count(), "results": rows},
-                              indent=2) + "\n")
+    out.write_text(json.dumps({"benchmark": "xds_convergence", "cpus": os.cpu_count(), "machine": machine(),
+                               "command": "python bench/xds_convergence.py " + " ".join(sys.argv[1:]),
+                               "results": rows}, indent=2) + "\n")
     print(f"wrote {out.relative_to(REPO)}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=30)
-    asyncio.run(main(parser.parse_args().edits))
+    parser.add_argument("--only", choices=["split", "scoped"], help="run only these scenarios")
+    parser.add_argument("--start", type=int, nargs="*", default=[],
+                        help="also time an Envoy starting against the engine's N-route world")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.edits, arguments.only, arguments.start))

@@ -31,6 +31,7 @@ from envoy.config.core.v3 import base_pb2  # noqa: E402
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from bench._common import machine  # noqa: E402
 from tests.xds.envoy_support import eds_cluster, endpoints, listener, route_config  # noqa: E402
 from xds_server import Hooks, Snapshot, StreamInfo, start_control_plane  # noqa: E402
 from xds_server.types import CLUSTER, ROUTE  # noqa: E402
@@ -81,7 +82,9 @@ async def one_client(channel: grpc.aio.Channel, index: int, ready: asyncio.Event
 
 
 async def client_main(port: int, streams: int) -> None:
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    # A channel of its own connection each (channels to one target otherwise share one
+    # subchannel, and the server takes at most MAX_STREAMS_PER_CONNECTION on it).
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range((streams + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL)]
     ready, counter = asyncio.Event(), [0]
     tasks = [asyncio.create_task(one_client(channels[i // STREAMS_PER_CHANNEL], i, ready, counter, streams))
@@ -154,7 +157,9 @@ async def main(sizes: list[int]) -> None:
         print(f"{row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['rss_mb']:>9.1f}")
     out = REPO / "bench" / "results" / "xds_fanout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "xds_fanout", "cpus": os.cpu_count(), "results": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"benchmark": "xds_fanout", "cpus": os.cpu_count(), "machine": machine(),
+                               "command": "python bench/xds_fanout.py " + " ".join(sys.argv[1:]),
+                               "results": rows}, indent=2) + "\n")
     print(f"wrote {out.relative_to(REPO)}")
 
 

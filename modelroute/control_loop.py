@@ -8,8 +8,12 @@ included once Envoy has answered.
 Changes are debounced once, here, before compiling (leading edge, so an isolated edit is
 compiled at once; bursts coalesce; a cap bounds the delay; SPEC 5). Each node group keeps
 its own `Compiler`, whose caches make a one-route edit re-resolve and re-serialize one
-route. Compiles run with the cyclic GC paused (`gc_paused`), and the heap alive after the
-first one is frozen out of later collections (`freeze_heap`).
+route, and its own worker task: a push hands the latest world to every group's worker
+and returns, so a slow compile of one group (a 10,000-entry ModelRoute in a sidecar
+scope) never holds back the snapshots of the others; a worker that is still compiling
+compiles the newest world next (changes coalesce per group). Compiles run in threads,
+with the cyclic GC paused (`gc_paused`), and the heap alive after the first one is
+frozen out of later collections (`freeze_heap`).
 A group is compiled from the moment its first Envoy connects; the gateway group is always
 compiled, because statuses come from the unscoped gateway compile. Gateway snapshots also
 carry the readiness listener when the placement has one (`modelroute.readiness`).
@@ -24,6 +28,8 @@ Envoy's verdicts on the gateway compile drive `Quarantine` (modelroute/quarantin
 if Envoy rejects a config anyway, the objects responsible are found by bisecting what
 changed and held back alone, so every other object keeps being served and edited.
 A compile that raises (an engine bug) is logged and the group keeps its last snapshot.
+Scopes of a scoped listener that was just replaced stay in the group's snapshot for its
+draining connections (`modelroute.retired_scopes`).
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ import asyncio
 import gc
 import inspect
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from controller.background import cancel_and_wait, spawn
@@ -44,6 +52,7 @@ from modelroute.metrics import ControlPlaneMetrics
 from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
 from modelroute.readiness import readiness_resources
+from modelroute.retired_scopes import RetiredScopes
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from modelroute.tracing import NO_TRACING, Span, Tracer
 from routing_engine.api.resources import ObjectKey, Resource
@@ -59,6 +68,11 @@ log = logging.getLogger("modelroute.control")
 StatusCallback = Callable[[Compiled, Mapping[ObjectKey, ObjectStatus]], Awaitable[None] | None]
 
 
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # compiles running with the collector paused (groups compile in parallel)
+_gc_was_enabled = False
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Cyclic garbage collection off for the duration of a compile.
@@ -67,14 +81,22 @@ def gc_paused() -> Iterator[None]:
     protos) that all live on; with the collector on, its generation-2 passes rescan the
     whole world over and over (about a third of a full compile at 10,000 routes).
     Reference counting still frees everything as usual; cycles wait for the next
-    collection, which runs normally once the collector is back on."""
-    enabled = gc.isenabled()
-    gc.disable()
+    collection, which runs normally once the collector is back on. Compiles of several
+    node groups may overlap (each in its thread): the collector comes back when the
+    last one ends."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def compile_paused(compiler: Compiler, world: World, target: Target) -> Compiled:
@@ -89,6 +111,20 @@ def freeze_heap() -> None:
     Called once, after the first compile."""
     gc.collect()
     gc.freeze()
+
+
+@dataclass(eq=False, slots=True)
+class _GroupWork:
+    """One node group's compile worker (running while the group has inputs to compile):
+    the newest inputs it should compile, and how many inputs its last finished compile
+    had seen."""
+
+    wanted: tuple[World, tuple[Resource, ...], int, Span] | None = None
+    synced: int = 0
+    # Input kind → when its first change not compiled yet arrived (gateway group only:
+    # edit→served); kept across pushes that land while a compile runs.
+    pending: dict[str, float] = field(default_factory=dict)
+    task: asyncio.Task | None = None
 
 
 class ControlLoop:
@@ -120,6 +156,9 @@ class ControlLoop:
         self._live_weights: Mapping[ObjectKey, tuple[int, int]] = MappingProxyType({})
         self._groups: set[str] = {GATEWAY}
         self._compilers: dict[str, Compiler] = {}  # one per group: its caches make an edit cheap
+        self._work: dict[str, _GroupWork] = {}  # one compile worker per group
+        self._snapshots: dict[str, Snapshot] = {}  # each group's last, whose type versions carry over
+        self._retired: dict[str, RetiredScopes] = {}  # scopes of each group's replaced listeners
         self._heap_frozen = False
         self.compiled: dict[str, Compiled] = {}
         self.tracker = ProgrammedTracker()
@@ -135,7 +174,6 @@ class ControlLoop:
         self._status_published = asyncio.Event()
         self._status_requested = 0
         self._status_done = 0
-        self._synced = 0  # inputs the last completed push had seen
 
     def attach(self, cache: SnapshotCache) -> None:
         self._cache = cache
@@ -191,7 +229,12 @@ class ControlLoop:
             return
         del self._streams[group]
         self._groups.discard(group)
+        work = self._work.pop(group, None)
+        if work is not None and work.task is not None:
+            work.task.cancel()
         self._compilers.pop(group, None)
+        self._snapshots.pop(group, None)
+        self._retired.pop(group, None)
         self.compiled.pop(group, None)
         if self._cache is not None:
             self._cache.clear_snapshot(group)
@@ -250,9 +293,13 @@ class ControlLoop:
         return await asyncio.wait_for(_wait(), timeout)
 
     async def wait_synced(self, *, timeout: float) -> None:
-        """Wait until every input received so far has been compiled and handed to the cache."""
+        """Wait until every input received so far has been compiled, for every node group,
+        and handed to the cache."""
+        def synced() -> bool:
+            return all(self._work.get(g) is not None and self._work[g].synced == self._changes for g in self._groups)
+
         async def _wait() -> None:
-            while self._synced != self._changes:
+            while not synced():
                 self._pushed.clear()
                 await self._pushed.wait()
         await asyncio.wait_for(_wait(), timeout)
@@ -277,6 +324,9 @@ class ControlLoop:
         await asyncio.wait_for(_wait(), timeout)
 
     async def close(self) -> None:
+        for work in self._work.values():
+            await cancel_and_wait(work.task)
+        self._work.clear()
         await cancel_and_wait(self._status_task)
         self._status_task = None
         for timer in self._collecting.values():
@@ -302,6 +352,7 @@ class ControlLoop:
             self._status_published.set()
 
     async def _push(self) -> None:
+        """Hand the latest world to every node group's worker (the debouncer's push)."""
         seen = self._changes
         compiling, self._pending_since = self._pending_since, {}
         effective = self.quarantine.effective(self._objects)
@@ -309,18 +360,32 @@ class ControlLoop:
         with self.tracer.span("modelroute.push", objects=len(world.objects),
                               inputs=",".join(sorted(compiling))) as push:
             for group in sorted(self._groups):
-                with self.tracer.span("modelroute.compile", push, node_group=group) as span:
-                    await self._compile(group, world, effective, compiling, span)
-        if not self._heap_frozen:
-            self._heap_frozen = True
-            freeze_heap()
-        self.publish_status()
-        self._synced = seen
-        self.generation += 1
-        self._pushed.set()
+                work = self._work.setdefault(group, _GroupWork())
+                work.wanted = (world, effective, seen, push)
+                if group == GATEWAY:
+                    for what, since in compiling.items():
+                        work.pending[what] = min(since, work.pending.get(what, since))
+                if work.task is None or work.task.done():
+                    work.task = spawn(self._compile_worker(group, work), name=f"compile-{group}", endless=False)
 
-    async def _compile(self, group: str, world: World, effective: Sequence[Resource],
-                       compiling: Mapping[str, float], span: Span) -> None:
+    async def _compile_worker(self, group: str, work: _GroupWork) -> None:
+        """Compile `group` while it has newer inputs, one compile at a time; then end (the
+        next push starts another)."""
+        while work.wanted is not None:
+            world, effective, seen, push = work.wanted
+            compiling, work.wanted, work.pending = work.pending, None, {}
+            with self.tracer.span("modelroute.compile", push, node_group=group) as span:
+                await self._compile_group(group, world, effective, compiling, span)
+            work.synced = seen
+            if not self._heap_frozen:
+                self._heap_frozen = True
+                freeze_heap()
+            self.publish_status()
+            self.generation += 1
+            self._pushed.set()
+
+    async def _compile_group(self, group: str, world: World, effective: tuple[Resource, ...],
+                             compiling: Mapping[str, float], span: Span) -> None:
         """Compile one node group and hand its snapshot to the cache."""
         started = time.perf_counter()
         compiler = self._compilers.get(group)
@@ -336,7 +401,9 @@ class ControlLoop:
             span.set(error="compile failed")
             return
         own = self._readiness if target.role == "gateway" else ()
-        snapshot = Snapshot.build([*(r for named in compiled.resources.values() for r in named.values()), *own])
+        retired = self._retired.setdefault(group, RetiredScopes()).update(self.compiled.get(group), compiled)
+        snapshot = Snapshot.of_types(compiled.resources, (*own, *retired), previous=self._snapshots.get(group))
+        self._snapshots[group] = snapshot
         problems = check_consistency(snapshot)
         if problems:  # an engine bug; Envoy keeps the last good snapshot
             log.error("inconsistent snapshot not pushed: group=%s problems=%s", group, problems,
@@ -346,6 +413,7 @@ class ControlLoop:
         self.compiled[group] = compiled
         if self._cache is not None:
             self._cache.set_snapshot(group, snapshot)
+            await asyncio.sleep(0)  # the streams take the snapshot before the bookkeeping below
         took = time.perf_counter() - started
         resources = sum(len(v) for v in compiled.resources.values())
         log.info("compiled: group=%s objects=%d resources=%d seconds=%.4f", group, len(world.objects), resources,

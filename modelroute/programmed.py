@@ -85,8 +85,8 @@ class ProgrammedTracker:
 
     def rejected(self) -> Rejected | None:
         """The current compile's rejected resources, if any."""
-        found = [(rid, error) for rid in sorted(self.owners) for known, error in [self._state(rid)]
-                 if known and error is not None]
+        found = sorted((rid, error) for rid in self.owners for known, error in [self._state(rid)]
+                       if known and error is not None)  # sorted when found: rare, and 10,000s of ids otherwise
         if not found:
             return None
         owners = frozenset(o for rid, _ in found for o in self.owners[rid])

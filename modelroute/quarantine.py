@@ -43,11 +43,30 @@ class Rejection:
 
 
 class Quarantine:
+    """The objects of the compile being judged (`tried`) and of the last accepted one
+    (`good`) are kept as the compiled sequences and indexed by key only when a rejection
+    needs them: at 10,000 objects, indexing them on every compile and acceptance would
+    hold up each push on the event loop."""
+
     def __init__(self) -> None:
-        self._good: dict[ObjectKey, Resource] = {}
+        self._good_objects: Sequence[Resource] = ()
+        self._good_index: dict[ObjectKey, Resource] | None = {}
         self._rejected: dict[ObjectKey, Rejection] = {}
         self._held: list[ObjectKey] = []
-        self._tried: dict[ObjectKey, Resource] = {}
+        self._tried_objects: Sequence[Resource] = ()
+        self._tried_index: dict[ObjectKey, Resource] | None = {}
+
+    @property
+    def _good(self) -> dict[ObjectKey, Resource]:
+        if self._good_index is None:
+            self._good_index = {o.key: o for o in self._good_objects}
+        return self._good_index
+
+    @property
+    def _tried(self) -> dict[ObjectKey, Resource]:
+        if self._tried_index is None:
+            self._tried_index = {o.key: o for o in self._tried_objects}
+        return self._tried_index
 
     @property
     def held(self) -> tuple[ObjectKey, ...]:
@@ -60,6 +79,8 @@ class Quarantine:
     def effective(self, objects: Sequence[Resource]) -> tuple[Resource, ...]:
         """What to compile: a quarantined or held object is replaced by its good version
         (or left out). Quarantines of objects that changed or went away end here."""
+        if not self._rejected and not self._held:
+            return objects if isinstance(objects, tuple) else tuple(objects)  # nothing held back: as handed over
         present = {o.key: o for o in objects}
         for key in [k for k, r in self._rejected.items() if not _same(present.get(k), r.version)]:
             del self._rejected[key]
@@ -76,12 +97,12 @@ class Quarantine:
 
     def compiled(self, objects: Iterable[Resource]) -> None:
         """The objects of the compile whose verdict comes next."""
-        self._tried = {o.key: o for o in objects}
+        self._tried_objects, self._tried_index = tuple(objects), None
 
     def accepted(self) -> bool:
         """Envoy accepted the compile: it is all good. True when a held half was released
         (compile again)."""
-        self._good = dict(self._tried)
+        self._good_objects, self._good_index = self._tried_objects, self._tried_index
         if not self._held:
             return False
         self._held = self._held[len(self._held) // 2:] if len(self._held) > 1 else []

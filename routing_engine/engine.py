@@ -6,7 +6,8 @@ outcome of every object whose inputs did not change (`resolve/pipeline.py`) and 
 `Translator` the serialized routes, clusters and listeners (`translate/translator.py`).
 
 `static_bootstrap` turns a compile's dynamic resources into one bootstrap document that
-Envoy loads with no control plane: listeners with their RouteConfiguration inline,
+Envoy loads with no control plane: listeners with their RouteConfiguration inline (a
+scoped listener with its scopes inline, each with its table's routes of its key inline),
 EDS clusters made STATIC with their ClusterLoadAssignment inline, SDS secrets as static
 secrets, plus the admin listener on 127.0.0.1 and the `modelroute_admin` cluster that
 `/metrics` routes to (the envoy/ bootstrap templates define the same cluster for the
@@ -22,13 +23,14 @@ from typing import Any
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import serialize
 from routing_engine.api.resources import ObjectKey
 from routing_engine.resolve import Resolver
-from routing_engine.translate import names
+from routing_engine.translate import names, scopes
 from routing_engine.translate.translator import TranslateError, Translator
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, pack
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, pack
 from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World
 
 ADMIN_PORT = 9901
@@ -81,7 +83,38 @@ def with_translate_errors(
     return MappingProxyType(merged)
 
 
-def _static_listener(resource: EnvoyResource, routes: Mapping[str, EnvoyResource]) -> Any:
+def _inline_scopes(hcm: Any, routes: Mapping[str, EnvoyResource], scoped: Mapping[str, EnvoyResource]) -> None:
+    """A scoped connection manager's scopes (those keyed with its tag), each with its
+    table inline, trimmed to the routes of its key (a route whose key cannot be read
+    from its match stays: it can only match requests of its own key anyway)."""
+    depth = len(hcm.scoped_routes.scope_key_builder.fragments) - 1
+    mutation = next(e for e in hcm.early_header_mutation_extensions if e.name == scopes.EARLY_MUTATION)
+    early = header_mutation_pb2.HeaderMutation()
+    mutation.typed_config.Unpack(early)
+    tag = early.mutations[0].append.header.value.split("%", 1)[0]
+    inline = hcm.scoped_routes.scoped_route_configurations_list
+    for _, resource in sorted(scoped.items()):
+        scope = serialize.parse(resource)
+        if scope.key.fragments[0].string_key != tag:
+            continue
+        key = tuple(f.string_key for f in scope.key.fragments[1:])
+        table = serialize.parse(routes[scope.route_configuration_name])
+        for vhost in table.virtual_hosts:
+            kept = [r for r in vhost.routes if _route_key(r.match, depth) in (None, key)]
+            del vhost.routes[:]
+            vhost.routes.extend(kept)
+        scope.ClearField("route_configuration_name")
+        scope.route_configuration.CopyFrom(table)
+        inline.scoped_route_configurations.append(scope)
+
+
+def _route_key(match: Any, depth: int) -> tuple[str, ...] | None:
+    path = match.path or match.path_separated_prefix or match.prefix
+    return scopes.key_of(path, depth) if path else None
+
+
+def _static_listener(resource: EnvoyResource, routes: Mapping[str, EnvoyResource],
+                     scoped: Mapping[str, EnvoyResource]) -> Any:
     listener = serialize.parse(resource)
     for chain in listener.filter_chains:
         for network_filter in chain.filters:
@@ -91,6 +124,9 @@ def _static_listener(resource: EnvoyResource, routes: Mapping[str, EnvoyResource
             if hcm.HasField("rds"):
                 route_config = serialize.parse(routes[hcm.rds.route_config_name])
                 hcm.route_config.CopyFrom(route_config)  # replaces the rds oneof
+                network_filter.typed_config.CopyFrom(pack(hcm))
+            elif hcm.HasField("scoped_routes") and hcm.scoped_routes.HasField("scoped_rds"):
+                _inline_scopes(hcm, routes, scoped)  # replaces the scoped_rds oneof
                 network_filter.typed_config.CopyFrom(pack(hcm))
         if chain.HasField("transport_socket"):
             tls = tls_pb2.DownstreamTlsContext()
@@ -136,7 +172,7 @@ def static_bootstrap(resources: Mapping[str, Mapping[str, EnvoyResource]], *, ad
     routes = resources.get(ROUTE, {})
     endpoints = resources.get(ENDPOINT, {})
     for _, resource in sorted(resources.get(LISTENER, {}).items()):
-        static.listeners.append(_static_listener(resource, routes))
+        static.listeners.append(_static_listener(resource, routes, resources.get(SCOPED_ROUTE, {})))
     for _, resource in sorted(resources.get(CLUSTER, {}).items()):
         static.clusters.append(_static_cluster(resource, endpoints))
     if names.ADMIN_CLUSTER not in resources.get(CLUSTER, {}):

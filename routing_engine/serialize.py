@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as _aggregate  # noqa: F401  (Any types)
 from envoy.extensions.filters.http.api_key_auth.v3 import api_key_auth_pb2 as _apikey  # noqa: F401
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2 as _health  # noqa: F401
@@ -29,12 +29,14 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2 as 
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2 as _hcm,
 )
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2 as _early  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2 as _tls  # noqa: F401
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from routing_engine.world import EnvoyResource
 
 MESSAGE_TYPES: Mapping[str, type[Message]] = {
     LISTENER: listener_pb2.Listener,
+    SCOPED_ROUTE: scoped_route_pb2.ScopedRouteConfiguration,
     ROUTE: route_pb2.RouteConfiguration,
     CLUSTER: cluster_pb2.Cluster,
     ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
@@ -44,6 +46,7 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = {
 # Golden-file and CLI section names per resource type.
 SECTION_NAMES: Mapping[str, str] = {
     LISTENER: "listeners",
+    SCOPED_ROUTE: "scopes",
     ROUTE: "routes",
     CLUSTER: "clusters",
     ENDPOINT: "endpoints",

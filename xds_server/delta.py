@@ -131,6 +131,11 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse,
             # Envoy's initialization waits for that answer, else for its initial_fetch_timeout)
         return DeltaPlan(send, tuple(sorted(removed)))
 
+    def _removes(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> bool:
+        of_type = snapshot.of_type(type_url)
+        return (any(n not in of_type for n in state.held)
+                or any(n not in of_type and n not in state.reported_missing for n in state.names))
+
     def _emit(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
               plan: DeltaPlan) -> discovery_pb2.DeltaDiscoveryResponse:
         nonce = self._nonces()

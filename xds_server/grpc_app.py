@@ -134,9 +134,15 @@ async def start_grpc(xds: XdsServer, address: str = "127.0.0.1:18000",
 
     Keepalive settings let Envoy's and the clients' HTTP/2 pings through. With
     `credentials` (mTLS, `xds_server.tls`) peers are identified by their certificates.
+    gRPC core queues calls that arrived before the server took them (it takes one at a
+    time) and fails them past 1,000 waiting for a while, or 3,000 at once ("Internal
+    error from Core" on the client): thousands of Envoys (re)connecting together, e.g.
+    after a control-plane restart, arrive faster than that, so the queue limits are raised.
     """
     server = grpc.aio.server(options=[
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        ("grpc.server.max_pending_requests", 50_000),
+        ("grpc.server.max_pending_requests_hard_limit", 100_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ("grpc.max_send_message_length", 256 * 1024 * 1024),

@@ -16,16 +16,22 @@ ADS ordering: make-before-break without waiting on an ACK that needs a held resp
   get it before Envoy finishes the listener. A route table is safe to send before its
   listener is accepted because the engine names each RouteConfiguration after the exact
   listener it was built for, so Envoy only ever asks for it from that listener.
+- Routing scopes (SRDS) are like route tables: they wait for the clusters, never for
+  the listener (a warming listener needs its scopes), and the engine keys and names
+  each scope after the exact listener it was built for.
 - Clusters that left the snapshot are kept on the client (SotW: sent again at the
   version it holds; delta: their removal withheld, with their endpoints') until its
-  listeners and routes hold this snapshot's versions, so no route ever points at a
-  removed cluster. A NACKed listener or route table counts as not caught up: Envoy keeps
-  the old one, which may still point at the old clusters.
+  listeners, scopes and route tables hold this snapshot's versions, so no route ever
+  points at a removed cluster. A NACKed listener, scope or route table counts as not
+  caught up: Envoy keeps the old one, which may still point at the old clusters.
+  Likewise scopes that left the snapshot are kept until the listeners caught up: the
+  listener Envoy still runs (the new one warming, or rejected) selects the old scopes.
 - What an un-ACKed update needs is served from the snapshot that update came from: a
   cluster still warming from an in-flight CDS response gets its ClusterLoadAssignment
-  (and a listener from an in-flight LDS response its RouteConfiguration and Secrets)
-  even if a newer snapshot already dropped it; otherwise Envoy would hold that CDS ACK
-  until its 15 s initial_fetch_timeout, and every route update behind it.
+  (and a listener from an in-flight LDS response its scopes, RouteConfigurations and
+  Secrets; scopes in flight their RouteConfigurations) even if a newer snapshot already
+  dropped it; otherwise Envoy would hold that CDS ACK until its 15 s
+  initial_fetch_timeout, and every route update behind it.
 Per-type services (not ADS) are independent streams: each type is sent on its own.
 """
 
@@ -37,7 +43,7 @@ from typing import Generic, Protocol, TypeVar
 
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, XdsResource, push_rank
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, XdsResource, push_rank
 
 
 @dataclass(slots=True)
@@ -54,12 +60,14 @@ class Inflight:
 
 
 # Types whose responses wait until the client holds the snapshot's version of these.
-WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER,), ROUTE: (CLUSTER,)}
+WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER,), SCOPED_ROUTE: (CLUSTER,), ROUTE: (CLUSTER,)}
 # Types whose resources are asked for by warming resources of these (in-flight) types.
-NEEDED_BY: dict[str, tuple[str, ...]] = {ENDPOINT: (CLUSTER,), ROUTE: (LISTENER,), SECRET: (CLUSTER, LISTENER)}
-# Removals of these types are withheld while any of `REFERRERS` lags behind the snapshot.
-REMOVAL_HELD: frozenset[str] = frozenset({CLUSTER, ENDPOINT})
-REFERRERS: tuple[str, ...] = (LISTENER, ROUTE)
+NEEDED_BY: dict[str, tuple[str, ...]] = {ENDPOINT: (CLUSTER,), SCOPED_ROUTE: (LISTENER,),
+                                         ROUTE: (LISTENER, SCOPED_ROUTE), SECRET: (CLUSTER, LISTENER)}
+# Removals of a type are withheld while any of its referrers lags behind the snapshot.
+_CLUSTER_REFERRERS: tuple[str, ...] = (LISTENER, SCOPED_ROUTE, ROUTE)
+REFERRERS: dict[str, tuple[str, ...]] = {CLUSTER: _CLUSTER_REFERRERS, ENDPOINT: _CLUSTER_REFERRERS,
+                                         SCOPED_ROUTE: (LISTENER,)}
 
 
 def by_name(resources: Mapping[str, str]) -> dict[str, str]:
@@ -111,7 +119,21 @@ class Session(Generic[State, Response, Plan]):
         if snapshot is None:
             return []
         responses: list[Response] = []
-        hold_removals = self.ads and any(self._behind(t, snapshot) for t in REFERRERS if t in self.types)
+        # Whether referrers lag behind is only asked when a removal is due (it plans
+        # them: thousands of streams re-evaluate on every snapshot).
+        lagging: dict[str, bool] = {}
+
+        def behind(referrer: str) -> bool:
+            if referrer not in lagging:
+                lagging[referrer] = referrer in self.types and self._behind(referrer, snapshot)
+            return lagging[referrer]
+
+        def hold_removals(type_url: str, state: State) -> bool:
+            referrers = REFERRERS.get(type_url)
+            if not self.ads or not referrers or not self._removes(type_url, state, snapshot):
+                return False
+            return any(behind(t) for t in referrers)
+
         busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
         for type_url in sorted(self.types, key=push_rank):
             state = self.types[type_url]
@@ -120,7 +142,7 @@ class Session(Generic[State, Response, Plan]):
                 continue
             if self.ads and busy.intersection(WAITS_FOR.get(type_url, ())):
                 continue
-            plan = self._plan(type_url, state, snapshot, hold_removals=hold_removals and type_url in REMOVAL_HELD)
+            plan = self._plan(type_url, state, snapshot, hold_removals=hold_removals(type_url, state))
             if plan is not None:
                 responses.append(self._emit(type_url, state, snapshot, plan))
                 busy.add(type_url)
@@ -155,6 +177,11 @@ class Session(Generic[State, Response, Plan]):
               resend_rejected: bool = False) -> Plan | None:
         """What would be sent for `type_url` now (None: nothing). No side effects.
         `resend_rejected`: plan a rejected version too (to tell whether the client lags)."""
+        raise NotImplementedError
+
+    def _removes(self, type_url: str, state: State, snapshot: Snapshot) -> bool:
+        """Would the client be told to drop a resource of `type_url` it holds (or asked
+        for) that left `snapshot`? Only then does holding removals back matter."""
         raise NotImplementedError
 
     def _emit(self, type_url: str, state: State, snapshot: Snapshot, plan: Plan) -> Response:

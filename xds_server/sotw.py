@@ -26,7 +26,7 @@ Rules implemented (Envoy xDS protocol document):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -43,7 +43,7 @@ class SotwTypeState:
     requested: bool = False
     wildcard: bool = False
     named_ever: bool = False
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = frozenset()
     last_nonce: str | None = None
     inflight: Inflight | None = None
     # The version the client holds; and, once it ACKed one of our responses, which
@@ -62,7 +62,7 @@ class SotwTypeState:
 @dataclass(frozen=True, slots=True)
 class SotwPlan:
     version: str
-    send: dict[str, XdsResource]
+    send: Mapping[str, XdsResource]
     full: bool
     kept: Mapping[str, XdsResource]  # resources no longer in the snapshot, sent again
 
@@ -108,7 +108,7 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
         names = set(resource_names)
         state.named_ever = state.named_ever or bool(names)
         state.wildcard = type_url in WILDCARD_TYPES and (WILDCARD in names or not state.named_ever)
-        state.names = names - {WILDCARD}
+        state.names = frozenset(names - {WILDCARD})
         state.requested = True
         if state.client_resources is not None and not state.wildcard:
             # Unsubscribed resources are forgotten by the client: if asked for again they
@@ -119,16 +119,21 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
               resend_rejected: bool = False) -> SotwPlan | None:
         if not state.requested or not (state.wildcard or state.names):
             return None  # never asked, or unsubscribed from everything of this type
-        selected = select(self.available(type_url, snapshot), state.names, state.wildcard)
+        # What a subscription selects, and its version, is computed once per snapshot for
+        # every stream with the same subscription; only full sets with kept resources, or
+        # with resources an in-flight update needs, are hashed per stream.
+        available = self.available(type_url, snapshot)
+        if available is snapshot.of_type(type_url):
+            selected, version = snapshot.subset(type_url, None if state.wildcard else state.names)
+        else:
+            selected = select(available, state.names, state.wildcard)
+            version = content_version((n, r.version) for n, r in selected.items())
         full = type_url in WILDCARD_TYPES
         kept = _kept(type_url, state, selected) if full and hold_removals else {}
         if kept:
             both = {**selected, **kept}
             selected = {n: both[n] for n in sorted(both)}
-        # The whole type's version is computed once per snapshot; only named subsets
-        # (and full sets with kept resources) need hashing per stream.
-        version = (snapshot.version(type_url) if state.wildcard and len(selected) == len(snapshot.of_type(type_url))
-                   else content_version((n, r.version) for n, r in selected.items()))
+            version = content_version((n, r.version) for n, r in selected.items())
         if version == state.nacked_version and not resend_rejected:
             return None
         held = state.client_resources
@@ -141,6 +146,12 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
         if not send and not full:
             return None
         return SotwPlan(version, send, full or held is None, kept)
+
+    def _removes(self, type_url: str, state: SotwTypeState, snapshot: Snapshot) -> bool:
+        if type_url not in WILDCARD_TYPES or state.client_resources is None or state.client_snapshot is None:
+            return False  # nothing known to be held, or a type SotW never removes
+        selected, _ = snapshot.subset(type_url, None if state.wildcard else state.names)
+        return not state.client_resources.keys() <= selected.keys()
 
     def _emit(self, type_url: str, state: SotwTypeState, snapshot: Snapshot,
               plan: SotwPlan) -> discovery_pb2.DiscoveryResponse:
@@ -170,7 +181,7 @@ def _kept(type_url: str, state: SotwTypeState, selected: Mapping[str, XdsResourc
     return kept
 
 
-def select(of_type: Mapping[str, XdsResource], names: set[str], wildcard: bool) -> dict[str, XdsResource]:
+def select(of_type: Mapping[str, XdsResource], names: AbstractSet[str], wildcard: bool) -> dict[str, XdsResource]:
     """The resources a subscription receives, in a stable (name) order."""
     if wildcard:
         return {n: of_type[n] for n in sorted(of_type)}

@@ -11,21 +11,26 @@ from typing import Protocol
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # Make-before-break order (xDS protocol, "Eventual consistency considerations"): clusters
-# exist before their endpoints, both before the listeners and routes that point at them.
-PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+# exist before their endpoints, both before the listeners and routes that point at them;
+# a routing scope names the route table it selects, so scopes go before tables.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE, SECRET)
 
 # Only these types have a wildcard subscription and state-of-the-world removal semantics;
 # for the others a SotW response never removes anything (removal is by dropping references).
-WILDCARD_TYPES: frozenset[str] = frozenset({LISTENER, CLUSTER})
+# Envoy subscribes to scoped routes (SRDS) by wildcard and replaces its whole scope set
+# with each SotW response.
+WILDCARD_TYPES: frozenset[str] = frozenset({LISTENER, CLUSTER, SCOPED_ROUTE})
 
 WILDCARD = "*"
 
-SHORT_NAMES: dict[str, str] = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
+SHORT_NAMES: dict[str, str] = {LISTENER: "LDS", ROUTE: "RDS", SCOPED_ROUTE: "SRDS", CLUSTER: "CDS", ENDPOINT: "EDS",
+                               SECRET: "SDS"}
 
 
 def short_name(type_url: str) -> str:

@@ -97,6 +97,11 @@ class Assembler:
         # back while neither changed, which lets translate skip the whole listener.
         self._listeners: dict[int, tuple[_ServerSide, tuple[RouteOutcome, ...], ir.Listener]] = {}
         self._expander = Expander()
+        # The last assembly, its shadowing per port, and where each installed ModelRoute
+        # sits on its port (for `_patched`).
+        self._last: Assembly | None = None
+        self._last_found: dict[int, Mapping[ObjectKey, Mapping[int, str]]] = {}
+        self._where: dict[int, tuple[Sequence[RouteOutcome], dict[ObjectKey, tuple[int, int]]]] = {}
 
     def assemble(
         self,
@@ -107,6 +112,10 @@ class Assembler:
     ) -> Assembly:
         """`servers_changed`: some server outcome differs from the last call's;
         `routes_changed`: the keys whose route outcome differs (None: unknown, all)."""
+        if not servers_changed and routes_changed is not None and self._last is not None:
+            patched = self._patched(routes, routes_changed)
+            if patched is not None:
+                return patched
         if servers_changed or self._side is None:
             self._side = self._server_side(servers)
         side = self._side
@@ -139,7 +148,85 @@ class Assembler:
         self._expander.end_round()
         self._shadows, self._listeners = shadows, built
         shadowed = _everywhere(found_on, routes)
-        return Assembly(ir.Gateway(tuple(listeners), side.backends), shadowed)
+        self._last_found = dict(found_on)
+        self._last = Assembly(ir.Gateway(tuple(listeners), side.backends), shadowed)
+        self._where = {}
+        return self._last
+
+    def _patched(self, routes: Mapping[ObjectKey, RouteOutcome], changed: set[ObjectKey]) -> Assembly | None:
+        """Last call's assembly with a few route outcomes replaced in place: for a change
+        that moves nothing (no server changed; each changed route was and stays
+        installed, with the same order, ports and number of routes). The listeners of the
+        other ports are last call's objects; shadowing is recomputed only for a port where
+        a changed route's matches changed. None when the change is not of that kind."""
+        assert self._last is not None and self._side is not None
+        if len(changed) > 64 or self._side.special:
+            return None  # (adapter and prefix-affinity expansion changes a listener's route count)
+        by_port: dict[int, list[RouteOutcome]] = {}
+        for key in changed:
+            now, then = routes.get(key), self._shapes.get(key)
+            if now is None or then is None or not self._installed(now) or self._moves(key, now):
+                return None
+            before = then[0]
+            if now.ports != before.ports or len(now.routes) != len(before.routes):
+                return None
+            for port in now.ports:
+                by_port.setdefault(port, []).append(now)
+        listeners = list(self._last.gateway.listeners)
+        position = {lst.port: n for n, lst in enumerate(listeners)}
+        found_on: dict[int, Mapping[ObjectKey, Mapping[int, str]]] = {}
+        for port, outcomes in by_port.items():
+            known = self._listeners.get(port)
+            if known is None or port not in position:
+                return None
+            where = self._index(port, known[1])
+            installed = list(known[1])
+            ordered = list(known[2].routes)
+            signature = list(self._shadows[port][0])
+            reshadow = False
+            for r in outcomes:
+                slot, offset = where[r.key]
+                installed[slot] = r
+                ordered[offset:offset + len(r.routes)] = r.routes
+                shape = self._shape(r)
+                reshadow = reshadow or shape != signature[slot]
+                signature[slot] = shape
+            frozen = tuple(installed)
+            if reshadow:
+                self._shadows[port] = (tuple(signature), _shadows_on(frozen))
+            else:
+                self._shadows[port] = (tuple(signature), self._shadows[port][1])
+            lst = _listener(port, self._side.servers_on[port], tuple(ordered), self._side.limits, self.target)
+            self._listeners[port] = (self._side, frozen, lst)
+            self._where[port] = (frozen, where)  # the same places: nothing moved
+            listeners[position[port]] = lst
+        for key in changed:
+            self._shapes[key] = (routes[key], self._shape(routes[key]))
+        shadowed = self._last.shadowed
+        if any(port in by_port for port in self._shadows) and any(
+                self._shadows[p][1] is not self._last_found.get(p) for p in by_port):
+            shadowed = _everywhere({p: memo[1] for p, memo in self._shadows.items()}, routes)
+        self._last_found = {p: memo[1] for p, memo in self._shadows.items()}
+        self._last = Assembly(ir.Gateway(tuple(listeners), self._last.gateway.backends), shadowed)
+        return self._last
+
+    def _index(self, port: int, installed: Sequence[RouteOutcome]) -> dict[ObjectKey, tuple[int, int]]:
+        """ModelRoute → (its place among the port's installed routes, the offset of its
+        first route in the listener), computed once per installed tuple."""
+        known = self._where.get(port)
+        if known is None or known[0] is not installed:
+            offsets: dict[ObjectKey, tuple[int, int]] = {}
+            offset = 0
+            for slot, r in enumerate(installed):
+                offsets[r.key] = (slot, offset)
+                offset += len(r.routes)
+            known = self._where[port] = (installed, offsets)
+        return known[1]
+
+    def _shape(self, outcome: RouteOutcome) -> Shape:
+        known = self._shapes.get(outcome.key)
+        shape: Shape = (tuple((route.name, route.match) for route in outcome.routes), len(outcome.groups))
+        return known[1] if known is not None and known[1] == shape else shape
 
     def _server_side(self, servers: Mapping[ObjectKey, ServerOutcome]) -> _ServerSide:
         scoped = [s for s in servers.values() if s.compiled and in_scope(s.key, self.target)]

@@ -109,5 +109,8 @@ class AccessLogPlugin(Plugin):
     name = "access_log"
     rank = RANKS["access_log"]
 
+    def listener_facet(self, route: ir.Route) -> None:
+        return None  # the listener's loggers read no route
+
     def patch_hcm(self, listener: ir.Listener, hcm: hcm_pb2.HttpConnectionManager) -> None:
         hcm.access_log.extend([json_logger(listener), stats_logger()])

@@ -38,6 +38,9 @@ class ApiKeyPlugin(Plugin):
     name = "apikey"
     rank = RANKS["apikey"]
 
+    def listener_facet(self, route: ir.Route) -> bool:
+        return bool(api_key_policies(route))
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         if not any(api_key_policies(route) for route in listener.routes):
             return ()

@@ -2,7 +2,7 @@
 
 go-control-plane checks a snapshot for consistency before serving it; this is the same
 check on our output, run by tests (and available to the xDS server before it sets a
-snapshot): RDS names of listeners, clusters of routes (weighted, aggregate members, the
+snapshot): RDS names of listeners and of routing scopes, clusters of routes (weighted, aggregate members, the
 health check's clusters, JWKS fetch clusters), EDS assignments of EDS clusters, SDS secrets
 of TLS listeners. Clusters the bootstrap defines (`modelroute_admin`) count as present.
 """
@@ -19,7 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import serialize
 from routing_engine.translate import names
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from routing_engine.world import EnvoyResource
 
 BOOTSTRAP_CLUSTERS = frozenset({names.ADMIN_CLUSTER})
@@ -36,7 +36,8 @@ def _listener_refs(listener: object) -> Iterator[tuple[str, str]]:
             hcm = hcm_pb2.HttpConnectionManager()
             if not network_filter.typed_config.Unpack(hcm):
                 continue
-            yield ROUTE, hcm.rds.route_config_name
+            if hcm.HasField("rds"):
+                yield ROUTE, hcm.rds.route_config_name
             for http_filter in hcm.http_filters:
                 health = health_check_pb2.HealthCheck()
                 if http_filter.typed_config.Unpack(health):
@@ -59,6 +60,11 @@ def _route_refs(config: object) -> Iterator[tuple[str, str]]:
                 yield CLUSTER, weighted.name
 
 
+def _scope_refs(scope: object) -> Iterator[tuple[str, str]]:
+    if scope.route_configuration_name:  # type: ignore[attr-defined]
+        yield ROUTE, scope.route_configuration_name  # type: ignore[attr-defined]
+
+
 def _cluster_refs(cluster: cluster_pb2.Cluster) -> Iterator[tuple[str, str]]:
     if cluster.type == cluster_pb2.Cluster.EDS:
         yield ENDPOINT, cluster.eds_cluster_config.service_name or cluster.name
@@ -70,7 +76,7 @@ def _cluster_refs(cluster: cluster_pb2.Cluster) -> Iterator[tuple[str, str]]:
 def dangling_references(resources: Mapping[str, Mapping[str, EnvoyResource]]) -> list[str]:
     """`"<type> <name> → <type> <name>"` for every reference to a missing resource."""
     problems = []
-    walkers = {LISTENER: _listener_refs, ROUTE: _route_refs, CLUSTER: _cluster_refs}
+    walkers = {LISTENER: _listener_refs, SCOPED_ROUTE: _scope_refs, ROUTE: _route_refs, CLUSTER: _cluster_refs}
     for type_url, walk in walkers.items():
         for name, resource in sorted(resources.get(type_url, {}).items()):
             for ref_type, ref_name in walk(serialize.parse(resource)):  # type: ignore[operator]

@@ -63,6 +63,9 @@ class HealthPlugin(Plugin):
     name = "health"
     rank = RANKS["health"]
 
+    def listener_facet(self, route: ir.Route) -> None:
+        return None  # the filter reads the listener's ready backends only
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         backends = sorted(set(listener.ready_backends))
         return [_ready_filter(READY_PATH, backends),

@@ -9,7 +9,9 @@ merged before matching so `/v1//models/../a` cannot sneak past a path match.
 
 Fail closed by construction (SPEC 3.8): the RouteConfiguration is named after the
 listener's own content (`names.route_config`), so a route table only ever reaches the
-listener it was compiled for. Routes that need a filter (auth, rate limit) can then never
+listener it was compiled for. A listener with many routes gets scoped tables instead
+(translate/scopes.py): its scopes' keys and names, and its tables' names, carry the same
+content tag. Routes that need a filter (auth, rate limit) can then never
 be served by a listener without it: not when Envoy rejects the new listener (it keeps the
 old one, which keeps asking for the old table), and not on connections the old listener
 still drains. A listener change renames its table; a route edit does not.
@@ -23,11 +25,14 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from routing_engine import ir
-from routing_engine.translate import names
+from routing_engine.translate import names, scopes
 from routing_engine.translate.plugin import Plugin
 from routing_engine.translate.xds import ads, pack, serialize
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
+# Envoy shares one scope subscription among all listeners (every connection manager gets
+# every scope); the listener tag in each scope's key keeps them apart.
+SCOPES_NAME = "modelroute"
 ROUTER_FILTER = "envoy.filters.http.router"
 
 
@@ -47,25 +52,33 @@ def http_connection_manager(listener: ir.Listener, plugins: Sequence[Plugin]) ->
     return hcm
 
 
-def build_listener(listener: ir.Listener, plugins: Sequence[Plugin]) -> listener_pb2.Listener:
-    """The Listener; its HCM's `rds.route_config_name` is derived from everything else in
-    it (plugins edit the HCM in `patch_hcm`, never in `patch_listener`)."""
+def build_listener(listener: ir.Listener, plugins: Sequence[Plugin], *, scope_depth: int = 0
+                   ) -> tuple[listener_pb2.Listener, str]:
+    """The Listener and its tag. Its HCM's `rds.route_config_name` (or, with
+    `scope_depth`, its routing scopes' key tag) is derived from everything else in it
+    (plugins edit the HCM in `patch_hcm`, never in `patch_listener`)."""
     proto = listener_pb2.Listener(name=listener.name)
     socket = proto.address.socket_address
     socket.address = listener.address
     socket.port_value = listener.port
     chain = proto.filter_chains.add()
     hcm = http_connection_manager(listener, plugins)
+    if scope_depth:
+        scopes.patch_hcm(hcm, name=SCOPES_NAME, depth=scope_depth, tag="")
     network_filter = chain.filters.add(name=HCM_FILTER, typed_config=pack(hcm))
     for plugin in plugins:
         plugin.patch_listener(listener, proto)
-    hcm.rds.route_config_name = names.route_config(listener, serialize(proto))
+    tag = names.listener_tag(serialize(proto))
+    if scope_depth:
+        scopes.patch_hcm(hcm, name=SCOPES_NAME, depth=scope_depth, tag=tag)
+    else:
+        hcm.rds.route_config_name = names.route_config(listener, tag)
     network_filter.typed_config.CopyFrom(pack(hcm))
-    return proto
+    return proto, tag
 
 
 def route_config_name(proto: listener_pb2.Listener) -> str:
-    """The RouteConfiguration a built Listener asks for."""
+    """The RouteConfiguration a built (unscoped) Listener asks for."""
     hcm = hcm_pb2.HttpConnectionManager()
     for chain in proto.filter_chains:
         for network_filter in chain.filters:

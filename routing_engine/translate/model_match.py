@@ -30,6 +30,9 @@ class ModelMatchPlugin(Plugin):
     name = "model_match"
     rank = RANKS["model_match"]
 
+    def listener_facet(self, route: ir.Route) -> bool:
+        return route.match.model is not None
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         if not uses_model_match(listener):
             return ()

@@ -63,6 +63,9 @@ class ModelsListPlugin(Plugin):
     name = "models_list"
     rank = RANKS["models_list"]
 
+    def listener_facet(self, route: ir.Route) -> None:
+        return None  # its routes are extra routes, rebuilt with every table
+
     def extra_routes(self, listener: ir.Listener) -> Sequence[rc.Route]:
         by_base: dict[str, list[ir.Route]] = {}
         for route in listener.routes:

@@ -3,7 +3,7 @@
 Names are stable across compiles (they are xDS resource keys: renaming one makes Envoy
 drop and re-add it). Backend names become cluster and ClusterLoadAssignment names as
 they are; listener names name the Listener, and with a hash of the Listener's content,
-its RouteConfiguration.
+its RouteConfiguration (or its scoped tables and routing scopes).
 """
 
 from __future__ import annotations
@@ -38,11 +38,28 @@ def destination(backend: ir.WeightedBackend) -> str:
     return cluster(backend.backend)
 
 
-def route_config(listener: ir.Listener, shape: bytes) -> str:
-    """A listener's RouteConfiguration, named after `shape` (the serialized Listener
-    without this name) so that it is only ever asked for by the listener it was built for
-    (see translate/listener.py: fail closed by construction)."""
-    return f"{listener.name}/{hashlib.sha256(shape).hexdigest()[:12]}"
+def listener_tag(shape: bytes) -> str:
+    """A hash of a listener's content (`shape`: the serialized Listener without the names
+    derived from it): what names its route table(s) and routing scopes, so that they are
+    only ever asked for (or selected) by the listener they were built for (see
+    translate/listener.py: fail closed by construction)."""
+    return hashlib.sha256(shape).hexdigest()[:12]
+
+
+def route_config(listener: ir.Listener, tag: str) -> str:
+    """A listener's RouteConfiguration (its only one, or the first of its scoped tables)."""
+    return f"{listener.name}/{tag}"
+
+
+def route_table(listener: ir.Listener, tag: str, index: int) -> str:
+    """Table `index` of a scoped listener (translate/scopes.py)."""
+    return f"{listener.name}/{tag}/table/{index}"
+
+
+def route_scope(listener: ir.Listener, tag: str, key: tuple[str, ...]) -> str:
+    """The routing scope of `key` (path segments, padded with empty ones) on a scoped
+    listener; segments never hold `/`, so the name is unique per key."""
+    return f"{listener.name}/{tag}/scope/{'/'.join(key)}"
 
 
 def jwks_cluster(provider: ir.JwtProvider) -> str:

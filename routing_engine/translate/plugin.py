@@ -10,7 +10,10 @@ given only IR objects and the proto it edits:
 - `extra_routes(listener)`   routes placed before every user route (e.g. `/health`);
 - `patch_route(route, proto)`  per-route config (`typed_per_filter_config`); it sees one
   route only, which is what lets the translator cache route protos per IR route;
-- `extra_resources(gateway)`  resources the feature needs (a JWKS cluster, a secret).
+- `extra_resources(gateway)`  resources the feature needs (a JWKS cluster, a secret);
+- `listener_facet(route)`   what of one route the listener hooks above read (the listener
+  is rebuilt after a route edit only when some plugin's facet of that route changed);
+  the default is the whole route, which is always safe.
 
 Filter order is explicit: each plugin carries its `rank` (lower runs first; ties break by
 name so the order never changes between compiles and listeners never drain for nothing).
@@ -24,7 +27,7 @@ server, never inside the pure compile; its result is passed to `Translator(plugi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -95,6 +98,11 @@ class Plugin:
 
     def extra_resources(self, gateway: ir.Gateway) -> Iterable[ExtraResource]:
         return ()
+
+    def listener_facet(self, route: ir.Route) -> Hashable:
+        """What `http_filters`, `patch_hcm` and `patch_listener` read of `route` (None:
+        nothing). Two routes with equal facets for every plugin give the same listener."""
+        return route
 
 
 def ordered(plugins: Iterable[Plugin]) -> tuple[Plugin, ...]:

@@ -65,6 +65,9 @@ class PrefixAffinityPlugin(Plugin):
     name = "prefix_affinity"
     rank = RANKS["prefix_affinity"]
 
+    def listener_facet(self, route: ir.Route) -> bool:
+        return bool(route.prefix_hash)
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return [prefix_hash_filter()] if any(r.prefix_hash for r in listener.routes) else ()
 

@@ -109,6 +109,12 @@ class RateLimitPlugin(Plugin):
     name = "ratelimit"
     rank = RANKS["ratelimit"]
 
+    def listener_facet(self, route: ir.Route) -> tuple[tuple[str, str], ...]:
+        """What `limited_destinations` reads of a route: only its failover aggregates (a
+        direct destination is the backend's own cluster, there from `rate_limits`)."""
+        return tuple((names.destination(wb), wb.backend) for wb in route.backends
+                     if names.destination(wb) != names.cluster(wb.backend))
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return [*self._local(listener), *global_filters(listener)]
 

@@ -31,6 +31,9 @@ class TlsPlugin(Plugin):
     name = "tls"
     rank = RANKS["tls"]
 
+    def listener_facet(self, route: ir.Route) -> None:
+        return None  # the listener's own certificate only
+
     def patch_listener(self, listener: ir.Listener, proto: listener_pb2.Listener) -> None:
         if listener.tls is None:
             return

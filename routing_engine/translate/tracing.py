@@ -59,6 +59,9 @@ class TracingPlugin(Plugin):
     def __init__(self, settings: TracingSettings) -> None:
         self.settings = settings
 
+    def listener_facet(self, route: ir.Route) -> None:
+        return None  # the tracer is per listener, not per route
+
     def patch_hcm(self, listener: ir.Listener, hcm: hcm_pb2.HttpConnectionManager) -> None:
         config = opentelemetry_pb2.OpenTelemetryConfig(service_name=self.settings.service_name)
         config.grpc_service.envoy_grpc.cluster_name = OTLP_CLUSTER

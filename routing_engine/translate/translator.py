@@ -32,6 +32,7 @@ still compiles, so one bad object never takes down unrelated routes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from collections import Counter
@@ -44,19 +45,15 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from envoy.config.route.v3 import route_components_pb2, route_pb2
-
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import cluster, endpoint, listener, names, route
+from routing_engine.translate import cluster, endpoint, listener, names, route, scoped_layout, scopes
+from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.plugin import Plugin, builtin, ordered
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER, length_delimited, serialize
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER, serialize
 from routing_engine.world import EnvoyResource
 
 
-_VIRTUAL_HOST_ROUTES = route_components_pb2.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number
-_ROUTE_CONFIG_VIRTUAL_HOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
-_VHOST_HEAD = route_components_pb2.VirtualHost(name=route.VIRTUAL_HOST, domains=["*"]).SerializeToString(deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +146,7 @@ class _RouteEntry:
     serial: int  # unique to this entry: equal serials mean the same route
     backends: tuple[str, ...]  # every backend it needs (failover targets included)
     failovers: tuple[tuple[str, str], ...]  # (primary, spare) aggregate clusters it sends to
+    depth: int | None = None  # path segments every request it matches shares with it (None: exact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,15 +159,22 @@ class _ListenerEntry:
     errors: tuple[TranslateError, ...]
     owner_set: frozenset[ObjectKey]
     owners: tuple[ObjectKey, ...]  # sorted
-    route_config: EnvoyResource
+    # Its route table(s) and routing scopes with their owners, added in bulk.
+    tables: _Batch
     key: Hashable  # the Listener's cache key: its fields plus its routes' serials
     resource: EnvoyResource
     failovers: Mapping[tuple[str, str], frozenset[ObjectKey]]  # pair → route owners
+    layout: scoped_layout.ScopedLayout | None = None  # a scoped listener's split (translate/scopes.py)
+    extras: list[bytes] = field(default_factory=list)  # the plugins' routes, framed
 
 
 class Translator:
-    def __init__(self, plugins: Sequence[Plugin] | None = None) -> None:
+    """`scoped=False` keeps one RouteConfiguration per listener whatever its size (what
+    Envoy's own file-based config can load, for the benchmarks' side-by-side)."""
+
+    def __init__(self, plugins: Sequence[Plugin] | None = None, *, scoped: bool = True) -> None:
         self.plugins: tuple[Plugin, ...] = builtin() if plugins is None else ordered(plugins)
+        self.scoped = scoped
         self.last_stats = CacheStats()
         self._serials = itertools.count()
         self._listeners: dict[str, _ListenerEntry] = {}  # by listener name
@@ -185,6 +190,7 @@ class Translator:
         # listener entries' failover maps (by identity) → the failover clusters with owners
         self._failover_inputs: tuple[Mapping[tuple[str, str], frozenset[ObjectKey]], ...] = ()
         self._failover_out = _Batch()
+        self._scope_keys: dict[tuple[str, int], scopes.Key] = {}  # (path, depth) → a scoped route's key
 
     def translate(self, gateway: ir.Gateway) -> TranslateResult:
         stats = CacheStats()
@@ -207,10 +213,12 @@ class Translator:
                 continue
             listeners[lst.name] = entry
             errors.extend(entry.errors)
-            out.add(entry.route_config, entry.owners)
+            out.add_batch(entry.tables)
             out.add(entry.resource, entry.owners)
         self._listeners = listeners
         self._listener_protos = protos
+        if len(self._scope_keys) > 4 * sum(len(lst.routes) for lst in gateway.listeners) + 1024:
+            self._scope_keys = {}
 
         if gateway.backends is not self._backend_batch[0]:
             self._backend_batch = (gateway.backends, self._backend_resources(gateway.backends, stats))
@@ -265,34 +273,53 @@ class Translator:
         if previous is not None and previous.listener is lst and previous.known is known:
             stats.hits["route"] += len(previous.routes)
             stats.hits["listener"] += 1
-            protos[previous.key] = (previous.resource, previous.route_config.name)
+            protos[previous.key] = self._listener_protos[previous.key]
             return previous
         matched = self._in_place(lst, previous, known, stats) if previous is not None else None
+        changed: list[int] | None = None
         if matched is not None:
-            entries, serials, errors, same_users = matched
+            entries, serials, errors, same_users, changed = matched
         else:
             (entries, serials, errors), same_users = self._match(lst, previous, known, stats), False
-        bodies = [framed_route(serialize(extra)) for plugin in self.plugins for extra in plugin.extra_routes(lst)]
-        bodies += [e.framed for e in entries]
+        extras = [extra for plugin in self.plugins for extra in plugin.extra_routes(lst)]
+        extra_bodies = [framed_route(serialize(extra)) for extra in extras]
         if same_users and previous is not None:  # the same owners and failover pairs, position by position
             owner_set, owners = previous.owner_set, previous.owners
         else:
             owner_set = frozenset(map(_OWNER, lst.routes))
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
-        key = (lst.name, lst.address, lst.port, lst.tls, lst.ready_backends, lst.rate_limits, tuple(serials))
+        fields = _listener_fields(lst)
+        if changed is not None and previous is not None and previous.key[:-2] == fields and previous.extras == extra_bodies \
+                and all(entries[p].depth == previous.routes[p].depth
+                        and self._facets(entries[p].route) == self._facets(previous.routes[p].route) for p in changed):
+            key = previous.key  # routes edited in place, nothing the listener reads of them changed
+            depth = key[-1]
+        else:
+            depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
+                                        len(extras) + len(entries)) if self.scoped else 0
+            key = (*fields, tuple(serials), depth)
         built = self._listener_protos.get(key)
         if built is None:
             stats.misses["listener"] += 1
-            proto = listener.build_listener(lst, self.plugins)
-            built = (make_resource(LISTENER, lst.name, serialize(proto)), listener.route_config_name(proto))
+            proto, tag = listener.build_listener(lst, self.plugins, scope_depth=depth)
+            built = (make_resource(LISTENER, lst.name, serialize(proto)), tag)
         else:
             stats.hits["listener"] += 1
         protos[key] = built
-        resource, name = built
-        route_config = make_resource(ROUTE, name, route_config_bytes(name, bodies))
+        resource, tag = built
+        layout: scoped_layout.ScopedLayout | None = None
+        tables = _Batch()
+        if depth:
+            layout = self._layout(lst, tag, depth, extras, extra_bodies, entries, owners, previous, changed, stats)
+            tables.resources[ROUTE], tables.resources[SCOPED_ROUTE] = layout.resources[ROUTE], layout.resources[SCOPED_ROUTE]
+            tables.owners = layout.owners  # type: ignore[assignment]
+        else:
+            name = names.route_config(lst, tag)
+            tables.add(make_resource(ROUTE, name, route_config_bytes(name, [*extra_bodies, *(e.framed for e in entries)])),
+                       owners)
         if same_users and previous is not None:
-            return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
-                                  resource, previous.failovers)
+            return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
+                                  resource, previous.failovers, layout, extra_bodies)
         failovers: dict[tuple[str, str], set[ObjectKey]] = {}
         for e in entries:
             for pair in e.failovers:
@@ -302,15 +329,33 @@ class Translator:
         for pair, found in failovers.items():
             same = before.get(pair)
             kept[pair] = same if same is not None and same == found else frozenset(found)  # identity means unchanged
-        return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, route_config, key,
-                              resource, kept)
+        return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
+                              resource, kept, layout, extra_bodies)
+
+    def _layout(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[Message], extra_bodies: Sequence[bytes],
+                entries: Sequence[_RouteEntry], owners: tuple[ObjectKey, ...], previous: _ListenerEntry | None,
+                changed: Sequence[int] | None, stats: CacheStats) -> scoped_layout.ScopedLayout:
+        """A scoped listener's tables and scopes: last run's patched where routes changed
+        in place, else built whole (reusing every resource that came out the same)."""
+        paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, body)  # type: ignore[attr-defined]
+                 for e, body in zip(extras, extra_bodies)]
+        before = previous.layout if previous is not None else None
+        if before is not None and changed is not None:
+            patched = scoped_layout.patched(before, lst, tag, depth, paths, entries, changed, owners, make_resource,
+                                            self._scope_keys)
+            if patched is not None:
+                stats.misses["table"] += len({before.where[p][0] for p in changed})
+                return patched
+        stats.misses["table"] += 1
+        return scoped_layout.build(lst, tag, depth, paths, entries, owners, make_resource, before, self._scope_keys)
 
     def _in_place(self, lst: ir.Listener, previous: _ListenerEntry, known: frozenset[str], stats: CacheStats
-                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError], bool] | None:
+                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError], bool, list[int]] | None:
         """The common edit: the same routes in the same places but a few (found by
         identity, in C), none left out. None when that is not the case; else the entries,
-        serials, errors, and whether every replaced route has its predecessor's owner and
-        failover pairs (then the listener's owners and failovers are last run's)."""
+        serials, errors, whether every replaced route has its predecessor's owner and
+        failover pairs (then the listener's owners and failovers are last run's), and the
+        positions of the routes whose content changed."""
         before, routes = previous.routes, lst.routes
         if previous.known is not known or len(before) != len(previous.listener.routes) or len(routes) != len(before):
             return None
@@ -334,7 +379,7 @@ class Translator:
                 same_users = same_users and entry.failovers == old.failovers and r.owner == old.route.owner
         stats.hits["route"] += len(routes) - misses
         stats.misses["route"] += misses
-        return entries, [e.serial for e in entries], errors, same_users
+        return entries, [e.serial for e in entries], errors, same_users, changed
 
     def _match(self, lst: ir.Listener, previous: _ListenerEntry | None, known: frozenset[str], stats: CacheStats
                ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError]]:
@@ -393,7 +438,12 @@ class Translator:
             return None
         failovers = tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
                                   if wb.failover_to and wb.failover_to != wb.backend})) or _NONE
-        return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers)
+        return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers,
+                           scopes.literal_depth(r.match.path))
+
+    def _facets(self, r: ir.Route) -> tuple[Hashable, ...]:
+        """What each plugin's listener hooks read of a route (asked only of edited routes)."""
+        return tuple(p.listener_facet(r) for p in self.plugins)
 
     def route_message(self, r: ir.Route) -> Message:
         proto = route.build_route(r)
@@ -487,6 +537,13 @@ class Translator:
 
 
 _OWNER = attrgetter("owner")
+# Every field of an IR listener but its routes (they count by serial and facet): derived
+# from the IR, so a field added to `ir.Listener` can never leave a listener stale.
+_LISTENER_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(ir.Listener) if f.name != "routes"))
+
+
+def _listener_fields(lst: ir.Listener) -> tuple[Any, ...]:
+    return _LISTENER_FIELDS(lst)  # type: ignore[no-any-return]
 _NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,
@@ -497,19 +554,6 @@ def _failure(err: Exception) -> str:
     """An unexpected failure inside translation (a plugin bug), as one line for a status."""
     text = " ".join(str(err).split())[:200]
     return f"translation failed ({type(err).__name__}: {text})"
-
-
-def framed_route(body: bytes) -> bytes:
-    """A serialized Route as one `VirtualHost.routes` field on the wire."""
-    return length_delimited(_VIRTUAL_HOST_ROUTES, body)
-
-
-def route_config_bytes(name: str, framed: Sequence[bytes]) -> bytes:
-    """`route.route_config_bytes` for routes already framed by `framed_route` (framing
-    10,000 routes again on every compile costs more than all the rest of an edit).
-    Byte-identical to it (tested)."""
-    head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    return head + length_delimited(_ROUTE_CONFIG_VIRTUAL_HOSTS, _VHOST_HEAD + b"".join(framed))
 
 
 def _unknown_backends(r: ir.Route, known: frozenset[str]) -> TranslateError:

@@ -120,5 +120,8 @@ class UsagePlugin(Plugin):
     name = "usage"
     rank = RANKS["usage"]
 
+    def listener_facet(self, route: ir.Route) -> None:
+        return None  # one filter on every listener, whatever its routes
+
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return [usage_filter()]

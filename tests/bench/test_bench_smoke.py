@@ -27,9 +27,10 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_compile_and_serialization_parts_run_and_summarize(results: Path) -> None:
-    bench.compile.main(["--sizes", "8", "--repeat", "1"])
+    bench.compile.main(["--sizes", "8", "--repeat", "1", "--entries", "50"])
     compiled = json.loads((results / "compile.json").read_text())
     assert compiled["rows"][0]["model_routes"] == 8 and compiled["rows"][0]["envoy_routes"] > 0
+    assert compiled["big_route"][0]["entries"] == 50
 
     # The envoy-data-plane side runs when its venv exists (made by the first full run:
     # `python -m bench.serialization`); our side, the JSON and the table always run.

@@ -102,6 +102,7 @@ async def watch_splits(app: Embedded) -> AsyncIterator[Splits]:
     task = asyncio.create_task(watch())
     try:
         yield splits
+        look()  # the last split too: the caller may have seen it before the next poll
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -24,7 +24,9 @@ from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import plugin
 from routing_engine.translate.plugin import HttpFilter, Plugin
-from tests.e2e.harness import Client, KeepAlive, infer, running, secret, server, write_manifests
+from routing_engine.translate.xds import LISTENER as LISTENER_TYPE
+from routing_engine.translate.xds import ROUTE, SCOPED_ROUTE
+from tests.e2e.harness import Client, KeepAlive, dest, infer, route, running, secret, server, write_manifests
 from tests.e2e.test_jwt import AUDIENCE, ISSUER, SigningKey, jwks
 from tests.support import free_port
 
@@ -134,16 +136,29 @@ def jwt_server(name: str, port: int, key: SigningKey) -> list[dict]:
                                               "jwksSecretName": f"{name}-jwks"}})]
 
 
+def many_prefixes(name: str, to: str) -> list[dict]:
+    """A ModelRoute of 300 path prefixes to server `to`: enough routes for its port to be
+    served from scoped tables (translate/scopes.py)."""
+    return [route(name, path="/v1/t", routes=[dest(to, match={"path": f"/v1/t{i}/*"}) for i in range(300)])]
+
+
+SCOPED = [pytest.param(False, id="one-table"), pytest.param(True, id="scoped")]
+
+
+@pytest.mark.parametrize("scoped", SCOPED)
 @pytest.mark.parametrize("auth", ["apiKey", "jwt"])
 async def test_a_port_gaining_auth_never_serves_its_protected_route_without_credentials(
-        tmp_path: Path, auth: str) -> None:
+        tmp_path: Path, auth: str, scoped: bool) -> None:
     """The first auth filter on a port is a new listener. Connections the old listener
-    accepted keep its route table (no such route: 404) while it drains, never the new
-    protected routes without the filter."""
+    accepted keep its route table(s) (no such route: 404) while it drains, never the new
+    protected routes without the filter; with scoped tables too (every scope is keyed
+    and named after its listener)."""
     port = free_port()
     key = SigningKey("k1")
-    write_manifests(tmp_path / "open.yaml", [infer("open"), server("open", port=port, path="/v1/models/open")])
-    async with running(tmp_path):
+    write_manifests(tmp_path / "open.yaml", [infer("open"), server("open", port=port, path="/v1/models/open"),
+                                             *(many_prefixes("many", "open") if scoped else [])])
+    async with running(tmp_path) as app:
+        assert bool(app.loop.compiled["gateway"].resources[SCOPED_ROUTE]) is scoped
         async with KeepAlive(port) as kept:
             assert await kept.post("/v1/models/open/infer") == 200  # accepted by the listener without auth
             prober = Prober(port, "/v1/models/secure/infer")
@@ -185,13 +200,17 @@ def ms(name: str) -> ObjectKey:
     return ObjectKey("ModelServer", "default", name)
 
 
+@pytest.mark.parametrize("scoped", SCOPED)
 @pytest.mark.parametrize("delta", MODES)
 async def test_an_object_envoy_rejects_is_held_back_alone_and_never_serves_without_auth(
-        tmp_path: Path, delta: bool) -> None:
+        tmp_path: Path, delta: bool, scoped: bool) -> None:
     port = free_port()
     write_manifests(tmp_path / "open.yaml", [infer("open"), server("open", port=port, path="/v1/models/open"),
                                              infer("fresh")])
+    if scoped:
+        write_manifests(tmp_path / "many.yaml", many_prefixes("many", "open"))
     async with running(tmp_path, delta=delta, plugins=plugin.with_builtin([RefusedByEnvoy()])) as app:
+        assert bool(app.loop.compiled["gateway"].resources[SCOPED_ROUTE]) is scoped
         async with KeepAlive(port) as kept:
             assert await kept.post("/v1/models/open/infer") == 200
             prober = Prober(port, "/v1/models/poison/infer")
@@ -224,3 +243,61 @@ async def test_an_object_envoy_rejects_is_held_back_alone_and_never_serves_witho
             assert not app.loop.quarantine.rejected
             assert all(v.get("Programmed", "True").startswith("True") for v in statuses(app).values()), \
                 json.dumps({str(k): v for k, v in statuses(app).items()}, indent=1)
+
+
+# --- scoped route tables over ADS --------------------------------------------------------
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_a_big_port_is_served_from_scoped_tables_and_an_edit_resends_one_table(
+        tmp_path: Path, delta: bool) -> None:
+    """300 path prefixes on one port: the listener selects its table by scope (SRDS over
+    ADS); every prefix routes to its server, and a one-entry edit changes one table,
+    served within the second."""
+    port = free_port()
+    entries = [dest("a" if i % 2 else "b", match={"path": f"/v1/t{i}/*"}) for i in range(300)]
+    write_manifests(tmp_path / "servers.yaml", [infer("a"), infer("b"), server("a", port=port, path="/v1/models/a"),
+                                                server("b", port=port, path="/v1/models/b")])
+    write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
+    async with running(tmp_path, delta=delta) as app:
+        compiled = app.loop.compiled["gateway"].resources
+        assert len(compiled[SCOPED_ROUTE]) > 300 and len(compiled[ROUTE]) > 1
+        for i in (0, 1, 150, 299):
+            await served_by_within(port, f"/v1/t{i}/infer", "a" if i % 2 else "b", time.monotonic(), limit=5)
+        await served_by_within(port, "/v1/models/a/infer", "a", time.monotonic(), limit=5)
+        before = {t: dict(compiled[t]) for t in (LISTENER_TYPE, SCOPED_ROUTE, ROUTE)}
+        entries[150] = dest("a", match={"path": "/v1/t150/*"})
+        since = write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
+        took = await served_by_within(port, "/v1/t150/infer", "a", since)
+        after = app.loop.compiled["gateway"].resources
+        changed = [(t, n) for t in before for n, r in after[t].items() if before[t].get(n) != r]
+        assert len(changed) == 1 and changed[0][0] == ROUTE, changed
+        await served_by_within(port, "/v1/t151/infer", "a", time.monotonic(), limit=1)
+        print(f"scoped edit served in {took * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_a_scoped_listener_change_keeps_serving_its_kept_alive_connections(
+        tmp_path: Path, delta: bool) -> None:
+    """A new server on a scoped port changes the listener, which renames every scope: a
+    connection the old listener still drains keeps its old scopes and tables (served, not
+    404), while new connections get the new listener and the new server."""
+    port = free_port()
+    entries = [dest("a" if i % 2 else "b", match={"path": f"/v1/t{i}/*"}) for i in range(300)]
+    write_manifests(tmp_path / "servers.yaml", [infer("a"), infer("b"), infer("c"),
+                                                server("a", port=port, path="/v1/models/a"),
+                                                server("b", port=port, path="/v1/models/b")])
+    write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
+    async with running(tmp_path, delta=delta):
+        await served_by_within(port, "/v1/t7/infer", "a", time.monotonic(), limit=5)
+        async with KeepAlive(port) as kept:
+            assert await kept.post("/v1/t7/infer") == 200
+            since = write_manifests(tmp_path / "c.yaml", [server("c", port=port, path="/v1/models/c")])
+            await served_by_within(port, "/v1/models/c/infer", "c", since)  # the new listener on new connections
+            statuses = []
+            for _ in range(10):
+                try:
+                    statuses.append(await kept.post("/v1/t7/infer"))
+                except ConnectionError:
+                    break  # Envoy closed it: the client reconnects to the new listener
+                await asyncio.sleep(0.05)
+            assert statuses and set(statuses) == {200}, statuses

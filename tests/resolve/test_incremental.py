@@ -7,10 +7,14 @@ but equal object for an unchanged manifest."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import base64
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
+from routing_engine.translate import scopes
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -187,8 +191,26 @@ def assert_same(incremental: Compiled, fresh: Compiled) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.data(), st.sampled_from(TARGETS))
-def test_incremental_compiles_equal_fresh_ones_after_random_edits(data: st.DataObject, target: Target) -> None:
+@given(st.data(), st.sampled_from(TARGETS), st.sampled_from([scopes.MIN_ROUTES, 1]))
+def test_incremental_compiles_equal_fresh_ones_after_random_edits(data: st.DataObject, target: Target,
+                                                                   min_routes: int) -> None:
+    """With `min_routes` 1 every listener whose routes allow it is split into scoped
+    tables (translate/scopes.py), so the scoped layout's patching is checked too."""
+    with patched_min_routes(min_routes):
+        _random_edits(data, target)
+
+
+@contextmanager
+def patched_min_routes(value: int) -> Iterator[None]:
+    before = scopes.MIN_ROUTES
+    scopes.MIN_ROUTES = value
+    try:
+        yield
+    finally:
+        scopes.MIN_ROUTES = before
+
+
+def _random_edits(data: st.DataObject, target: Target) -> None:
     state = State()
     for namespace in NAMESPACES:
         for doc in secret_docs(namespace, 0):

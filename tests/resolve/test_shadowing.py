@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey, Resource
@@ -119,3 +121,34 @@ def test_group_is_shadowed_only_if_shadowed_on_every_listener() -> None:
                      created="2024-02-01T00:00:00Z")])
     assert cond(res, mr("r"), "Shadowed").status == "True"
     assert res.statuses[mr("r")].active_routes == 0
+
+
+_PATHS = st.sampled_from([("segment_prefix", "/"), ("segment_prefix", "/v1"), ("segment_prefix", "/v1/a"),
+                          ("exact", "/v1/a"), ("exact", "/v1/a/b"), ("glob", "/v1/*/b"), ("glob", "/v1/a/*")])
+_STRINGS = st.sampled_from([ir.StringMatch("exact", "gold"), ir.StringMatch("exact", "go"),
+                            ir.StringMatch("prefix", "g"), ir.StringMatch("prefix", "go"),
+                            ir.StringMatch("present"), ir.StringMatch("regex", "g.*")])
+_MATCHES = st.builds(
+    lambda path, headers, query, model: m(path[1], path[0], headers, query, model),
+    _PATHS,
+    st.dictionaries(st.sampled_from(["x", "y"]), _STRINGS, max_size=2),
+    st.dictionaries(st.sampled_from(["q"]), _STRINGS, max_size=1),
+    st.sampled_from([None, None, "a", "b"]),
+)
+
+
+def _naive_first_shadowers(routes: list[ir.Route]) -> dict[str, str]:
+    """The definition: the first earlier route that covers each route."""
+    found = {}
+    for position, route in enumerate(routes):
+        earlier = next((e for e in routes[:position] if covers(e.match, route.match)), None)
+        if earlier is not None:
+            found[route.name] = earlier.name
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_MATCHES, max_size=25))
+def test_indexed_scan_finds_what_comparing_every_pair_finds(matches: list[ir.RouteMatch]) -> None:
+    routes = [r(f"r{n}", match) for n, match in enumerate(matches)]
+    assert first_shadowers(routes, [route.name for route in routes]) == _naive_first_shadowers(routes)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import metadata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envoy.extensions.filters.http.set_metadata.v3 import set_metadata_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from routing_engine import ir
 from routing_engine.translate import Translator, plugin
-from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin, PluginError
+from routing_engine.translate.listener import build_listener
+from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin, PluginError, builtin
 from routing_engine.translate.xds import LISTENER, pack
 from tests.translate.builders import gateway, hcm_of, listener, parsed, route, table_of
 
@@ -120,3 +124,40 @@ def test_a_failing_plugin_hook_fails_only_what_it_touches_and_never_raises() -> 
     assert any("route boom: translation failed (ZeroDivisionError" in m for m in messages)
     assert any("listener http-9000: translation failed (KeyError" in m and "listener left out" in m for m in messages)
     assert any("plugin faulty: translation failed (RuntimeError: cannot)" in m for m in messages)
+
+
+# --- listener facets: what a plugin's listener hooks read of a route ---------------------
+
+_JWT = ir.JwtProvider("default/a", "https://issuer", ("aud",), jwks_uri="https://keys.example/jwks")
+_KEY = ir.ApiKeyAuth("default/b", "x-api-key", ("k1",))
+_ROUTES = st.builds(
+    lambda n, backend, failover, weight, auth, model, timeout, path: route(
+        f"r{n}", ir.WeightedBackend(backend, weight, failover_to=failover), path=path, timeout_ms=timeout,
+        auth=auth, match=ir.RouteMatch(ir.PathMatch("segment_prefix", path), model=model)),
+    st.integers(0, 3), st.sampled_from(["a", "b", "c"]), st.sampled_from([None, "c"]), st.integers(1, 100),
+    st.sampled_from([(), (_JWT,), (_KEY,), (_JWT, _KEY)]), st.sampled_from([None, "m"]),
+    st.sampled_from([1_000, 60_000]), st.sampled_from(["/v1", "/v2/x"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_ROUTES, min_size=1, max_size=5), st.data())
+def test_routes_with_equal_facets_give_the_same_listener(routes: list[ir.Route], data: st.DataObject) -> None:
+    """The translator keeps a listener after a route edit when every plugin's
+    `listener_facet` of that route is unchanged: that must mean the same listener."""
+    plugins = builtin()
+    limits = (("a", ir.RateLimit(5, 5)), ("c", ir.RateLimit(1, 1, shared=True)))
+    position = data.draw(st.integers(0, len(routes) - 1))
+    edited = list(routes)
+    other = data.draw(_ROUTES)
+    if data.draw(st.booleans()):  # keep what the facets are about, change everything else
+        kept = routes[position]
+        other = replace(other, auth=kept.auth, match=replace(other.match, model=kept.match.model),
+                        backends=tuple(replace(b, backend=kept.backends[0].backend, failover_to=kept.backends[0].failover_to)
+                                       if kept.backends[0].failover_to else b for b in other.backends))
+    edited[position] = other
+    if [p.listener_facet(edited[position]) for p in plugins] != [p.listener_facet(routes[position]) for p in plugins]:
+        return
+    for fields in ({}, {"rate_limits": limits, "ready_backends": ("a",)}):
+        before, _ = build_listener(listener(*routes, **fields), plugins)
+        after, _ = build_listener(listener(*edited, **fields), plugins)
+        assert before == after

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from routing_engine import ir
 from routing_engine.translate import Translator, translate
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from tests.translate.builders import JWKS, backend, gateway, listener, route, server_key, table_name
 
 CERT = ir.TlsCertificate("default/cert", b"chain", b"key")
@@ -36,7 +36,8 @@ def test_same_ir_gives_byte_identical_resources_across_translators() -> None:
 
 def test_every_type_present_and_sorted_by_name() -> None:
     result = translate(world())
-    assert set(result.resources) == {LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET}
+    assert set(result.resources) == {LISTENER, SCOPED_ROUTE, ROUTE, CLUSTER, ENDPOINT, SECRET}
+    assert result.resources[SCOPED_ROUTE] == {}  # small listeners keep one table
     for by_name in result.resources.values():
         assert list(by_name) == sorted(by_name)
     assert set(result.resources[ROUTE]) == {table_name(result.resources, n) for n in ("http-8080", "https-8443")}
@@ -135,7 +136,7 @@ def test_framed_route_config_equals_route_modules_assembly() -> None:
     """The translator frames each route once and assembles RouteConfigurations itself;
     the bytes must stay those of `route.route_config_bytes` (and so of the message)."""
     from routing_engine.translate import route as route_module
-    from routing_engine.translate.translator import framed_route, route_config_bytes
+    from routing_engine.translate.wire import framed_route, route_config_bytes
 
     translator = Translator()
     bodies = [translator.route_message(r).SerializeToString(deterministic=True) for r in world(130).listeners[0].routes]

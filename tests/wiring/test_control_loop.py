@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from controller.background import cancel_and_wait, spawn
+from modelroute import control_loop
 from modelroute.control_loop import ControlLoop
 from modelroute.targets import Placement
 from tests.translate.builders import table_name
 from routing_engine.api.loader import load_manifests
 from routing_engine.api.resources import ModelRoute, ObjectKey
-from xds_server import SnapshotCache, StreamInfo
+from xds_server import SnapshotCache, StreamInfo, check_consistency
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -187,6 +189,75 @@ async def test_gateway_snapshots_carry_the_readiness_listener_and_sidecars_do_no
         assert check_consistency(gateway) == []  # its routes come by RDS, like every listener's
         assert "listener/8080" in gateway.of_type(LISTENER)  # beside the engine's listeners
         assert NAME not in sidecar.of_type(LISTENER) and NAME not in sidecar.of_type(ROUTE)
+    finally:
+        await cancel_and_wait(task)
+        await loop.close()
+        cache.close()
+
+
+async def test_a_slow_compile_of_one_node_group_never_holds_back_another(monkeypatch) -> None:
+    """Each group compiles in its own worker: while the sidecar group's compile hangs,
+    gateway edits keep reaching the cache; the sidecar then compiles the newest world."""
+    release = threading.Event()
+    compiled_for: list[str] = []
+    compile_paused = control_loop.compile_paused
+
+    def slow_for_sidecars(compiler, world, target):  # type: ignore[no-untyped-def]
+        if target.role == "sidecar":
+            assert release.wait(timeout=30), "never released"
+        compiled_for.append(target.role)
+        return compile_paused(compiler, world, target)
+
+    monkeypatch.setattr(control_loop, "compile_paused", slow_for_sidecars)
+    loop, cache, task = await _running_loop([])
+    try:
+        objects, _ = load_manifests([QUICKSTART])
+        loop.set_objects(objects)
+        await loop.wait_synced(timeout=10)
+        loop.hooks.on_stream_open(StreamInfo(2, "ads", "app-1", "sidecar"))
+        route = next(o for o in objects if isinstance(o, ModelRoute))
+        for weights in ((50, 50), (30, 70)):
+            before = cache.get_snapshot("gateway")
+            loop.set_objects([_weights(route, *weights) if o is route else o for o in objects])
+            for _ in range(200):  # the gateway is served while the sidecar compile hangs
+                if cache.get_snapshot("gateway") is not before:
+                    break
+                await asyncio.sleep(0.01)
+            assert cache.get_snapshot("gateway") is not before
+            assert cache.get_snapshot("sidecar") is None
+        release.set()
+        await loop.wait_synced(timeout=10)
+        assert cache.get_snapshot("sidecar") is not None
+        assert compiled_for.count("sidecar") <= 2  # the hung one, then only the newest world
+    finally:
+        release.set()
+        await cancel_and_wait(task)
+        await loop.close()
+        cache.close()
+
+
+async def test_a_replaced_scoped_listener_keeps_its_scopes_for_one_listener_generation() -> None:
+    """Envoy takes each scope response as the whole set: the scopes (and tables) of a
+    listener that was just replaced stay in the snapshot for its draining connections,
+    until the listeners change again."""
+    from bench import _stack
+    from routing_engine.translate.xds import SCOPED_ROUTE
+
+    loop, cache, task = await _running_loop([])
+    try:
+        docs = _stack.base_docs(300, 8080) + [_stack.route_doc(0)]
+        generations: list[set[str]] = []
+        for extra in ((), ("red",), ("red", "white")):  # each new server on the port changes the listener
+            more = [d for color in extra for d in (_stack.infer_doc(color), _stack.server_doc(color, 8080))]
+            loop.set_objects(_stack.to_objects(docs + more))
+            await loop.wait_synced(timeout=30)
+            compiled = set(loop.compiled["gateway"].resources[SCOPED_ROUTE])
+            served = set(cache.get_snapshot("gateway").of_type(SCOPED_ROUTE))
+            assert compiled and compiled <= served
+            generations.append(compiled)
+            assert served - compiled == (generations[-2] if len(generations) > 1 else set())
+        assert not generations[0] & generations[1] and not generations[1] & generations[2]  # renamed each time
+        assert check_consistency(cache.get_snapshot("gateway")) == []
     finally:
         await cancel_and_wait(task)
         await loop.close()

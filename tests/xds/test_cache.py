@@ -9,12 +9,13 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from tests.xds.client import Res, res
-from xds_server.cache import DuplicateResourceError, Snapshot, SnapshotCache, check_consistency
+from xds_server.cache import DuplicateResourceError, Snapshot, SnapshotCache, check_consistency, content_version
 from xds_server.debounce import Debouncer
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 
 def eds_cluster(name: str, service: str = "") -> Res:
@@ -32,6 +33,11 @@ def rds_listener(name: str, route: str) -> Res:
     network_filter = listener.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager")
     network_filter.typed_config.Pack(hcm)
     return Res(LISTENER, name, listener.SerializeToString())
+
+
+def scope(name: str, table: str) -> Res:
+    return Res(SCOPED_ROUTE, name, scoped_route_pb2.ScopedRouteConfiguration(
+        name=name, route_configuration_name=table).SerializeToString())
 
 
 def test_snapshot_versions_come_from_content_not_order_or_time() -> None:
@@ -62,6 +68,8 @@ def test_consistency_names_the_missing_references() -> None:
     whole = Snapshot.build([eds_cluster("c1"), eds_cluster("c2", service="svc2"), rds_listener("l1", "r1"),
                             res(ENDPOINT, "c1"), res(ENDPOINT, "svc2"), res(ROUTE, "r1")])
     assert check_consistency(whole) == []
+    assert check_consistency(Snapshot.build([scope("s1", "t1"), scope("s2", "t2"), res(ROUTE, "t1")])) == [
+        "ScopedRouteConfiguration 's2': RDS RouteConfiguration 't2' is not in the snapshot"]
 
 
 async def test_node_group_is_node_cluster_by_default_and_overridable() -> None:
@@ -171,3 +179,33 @@ async def test_a_snapshot_with_unchanged_content_is_ignored_and_does_not_postpon
     assert [snap for snap, _ in published] == [published[0][0], changed]
     assert published[1][1] - submitted < 0.2  # not postponed by the identical ones
     cache.close()
+
+
+def test_what_a_subscription_selects_is_computed_once_per_snapshot_for_every_stream() -> None:
+    snapshot = Snapshot.build([res(ROUTE, "a"), res(ROUTE, "b"), res(CLUSTER, "c")])
+    named, version = snapshot.subset(ROUTE, frozenset({"b", "missing"}))
+    assert list(named) == ["b"] and snapshot.subset(ROUTE, frozenset({"missing", "b"}))[0] is named
+    assert version == content_version([("b", res(ROUTE, "b").version)])
+    everything, whole = snapshot.subset(CLUSTER, None)
+    assert list(everything) == ["c"] and whole == snapshot.version(CLUSTER)
+    with pytest.raises(TypeError):
+        named["x"] = res(ROUTE, "x")  # type: ignore[index]  # shared by every stream: read-only
+
+
+def test_a_snapshot_of_per_type_mappings_equals_one_built_resource_by_resource() -> None:
+    from types import MappingProxyType
+
+    routes = MappingProxyType({"r1": res(ROUTE, "r1"), "r2": res(ROUTE, "r2")})
+    clusters = MappingProxyType({"c": res(CLUSTER, "c")})
+    extra = [res(LISTENER, "ready"), res(ROUTE, "ready")]
+    first = Snapshot.of_types({ROUTE: routes, CLUSTER: clusters, ENDPOINT: {}}, extra)
+    assert first == Snapshot.build([*routes.values(), *clusters.values(), *extra])
+    assert first.of_type(CLUSTER) is clusters  # kept as handed over
+    edited = MappingProxyType({"r1": res(ROUTE, "r1", "v2"), "r2": res(ROUTE, "r2")})
+    second = Snapshot.of_types({ROUTE: edited, CLUSTER: clusters}, extra, previous=first)
+    assert second == Snapshot.build([*edited.values(), *clusters.values(), *extra])
+    other_extra = [res(LISTENER, "ready", "v2"), extra[1]]
+    third = Snapshot.of_types({ROUTE: edited, CLUSTER: clusters}, other_extra, previous=second)
+    assert third == Snapshot.build([*edited.values(), *clusters.values(), *other_extra])
+    with pytest.raises(DuplicateResourceError, match="'r1'"):
+        Snapshot.of_types({ROUTE: routes}, [res(ROUTE, "r1")])

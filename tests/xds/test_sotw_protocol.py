@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.xds.client import contents_of, names_of, res, until
 from tests.xds.conftest import Env
 from xds_server.snapshot import content_version
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 
 
 async def test_every_response_has_a_fresh_nonce_and_a_content_version(env: Env) -> None:
@@ -377,3 +377,48 @@ async def test_a_cluster_warming_from_an_unacked_update_gets_its_endpoints_thoug
     await client.ack(cds)  # "b" warmed: the CDS ACK comes, then the update without "b"
     removal = await client.recv()
     assert removal.type_url == CLUSTER and names_of(removal) == ["a"]
+
+
+async def test_routing_scopes_are_a_full_set_that_waits_for_clusters_but_not_for_listeners(env: Env) -> None:
+    """SRDS: Envoy subscribes by wildcard and takes each response as the whole scope set;
+    scopes wait for the clusters their tables use, never for the listener (a warming
+    listener needs its scopes first)."""
+    env.set(res(CLUSTER, "c"), res(LISTENER, "l"), res(SCOPED_ROUTE, "s1"), res(ROUTE, "t1"))
+    client = env.client()
+    await client.request(CLUSTER)
+    await client.request(LISTENER)
+    await client.request(SCOPED_ROUTE)
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER
+    await client.expect_silence(0.15)  # listeners and scopes wait for the clusters
+    await client.ack(cds)
+    lds, srds = await client.recv(), await client.recv()
+    assert (lds.type_url, srds.type_url) == (LISTENER, SCOPED_ROUTE)  # SRDS did not wait for LDS's ACK
+    assert names_of(srds) == ["s1"]
+    await client.ack(srds)
+    env.set(res(CLUSTER, "c"), res(LISTENER, "l"), res(SCOPED_ROUTE, "s1"), res(SCOPED_ROUTE, "s2"),
+            res(ROUTE, "t1"))
+    assert names_of(await client.recv()) == ["s1", "s2"]  # the whole set, not the new scope alone
+
+
+async def test_old_scopes_are_kept_while_the_listener_that_selects_them_still_runs(env: Env) -> None:
+    """A listener change renames its scopes: the old ones stay on the client until it
+    holds the new listener (a NACKed listener keeps the old one, which needs them)."""
+    env.set(res(LISTENER, "l", "h1"), res(SCOPED_ROUTE, "l/h1/s"))
+    client = env.client()
+    await client.request(LISTENER)
+    await client.request(SCOPED_ROUTE)
+    await client.ack(await client.recv())
+    await client.ack(await client.recv())
+    env.set(res(LISTENER, "l", "h2"), res(SCOPED_ROUTE, "l/h2/s"))
+    lds, srds = await client.recv(), await client.recv()
+    assert lds.type_url == LISTENER and names_of(srds) == ["l/h1/s", "l/h2/s"]  # old one kept
+    await client.ack(srds)
+    await client.nack(lds, error="listener l: rejected")
+    await client.expect_silence()  # the old listener still runs: its scopes stay
+    env.set(res(LISTENER, "l", "h3"), res(SCOPED_ROUTE, "l/h3/s"))
+    lds, srds = await client.recv(), await client.recv()
+    assert {"l/h1/s", "l/h3/s"} <= set(names_of(srds))  # (it holds l/h2/s too: kept as well)
+    await client.ack(srds)
+    await client.ack(lds)
+    assert names_of(await client.recv()) == ["l/h3/s"]  # the listener caught up: old scopes go

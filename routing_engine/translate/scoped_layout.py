@@ -1,0 +1,194 @@
+"""One scoped listener's tables and scopes (translate/scopes.py) as the translator keeps
+them between runs: built whole, or patched where a few routes changed in place.
+
+A layout holds, per table, its routes (already serialized and framed) in listener order,
+grouped by key; where each route of the listener sits; and the resulting tables and
+scopes with their owners as a batch the translator adds in bulk. `patched` answers a
+one-route edit by rebuilding the table of that route (and the scope of its key, whose
+owners may change) and reusing every other resource object as it is: the cost follows
+the table, not the listener. It gives up (None) whenever the split itself could move:
+another tag or depth, other plugin routes, or a changed route with another key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
+
+from routing_engine import ir
+from routing_engine.api.resources import ObjectKey
+from routing_engine.translate import names, scopes
+from routing_engine.translate.wire import route_config_bytes
+from routing_engine.translate.xds import ROUTE, SCOPED_ROUTE
+from routing_engine.world import EnvoyResource
+
+Owners = tuple[ObjectKey, ...]
+MakeResource = Callable[[str, str, bytes], EnvoyResource]
+
+
+class Item(NamedTuple):
+    """One route in a table: `serial` identifies its content, `position` its place in the
+    listener (-1: a plugin's route). A tuple: a full compile makes 40,000 of them."""
+
+    serial: Hashable
+    body: bytes
+    owner: ObjectKey | None
+    key: scopes.Key
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A table or scope resource, what it was built from, and its owners."""
+
+    signature: Hashable
+    resource: EnvoyResource
+    owners: Owners
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedLayout:
+    depth: int
+    tag: str
+    extras: tuple[bytes, ...]
+    items: tuple[tuple[Item, ...], ...]  # per table index
+    where: tuple[tuple[int, int], ...]  # per listener route: (table, index in its items)
+    tables: Mapping[str, Built]  # by name
+    scopes: Mapping[str, Built]  # by name
+    resources: Mapping[str, Mapping[str, EnvoyResource]]  # type → name → resource
+    owners: Mapping[tuple[str, str], Owners]
+
+
+class Entry(Protocol):
+    """What the layout needs of a translated route (the translator's route entry)."""
+
+    @property
+    def serial(self) -> Hashable: ...
+
+    @property
+    def framed(self) -> bytes: ...
+
+    @property
+    def route(self) -> ir.Route: ...
+
+
+def _key(route: ir.Route, depth: int, cache: dict[tuple[str, int], scopes.Key]) -> scopes.Key:
+    value = route.match.path.value
+    found = cache.get((value, depth))
+    if found is None:
+        found = cache[(value, depth)] = scopes.key_of(value, depth)
+    return found
+
+
+def build(listener: ir.Listener, tag: str, depth: int, extras: Sequence[tuple[str, bytes]],
+          entries: Sequence[Entry], owners: Owners, make: MakeResource, previous: ScopedLayout | None,
+          key_cache: dict[tuple[str, int], scopes.Key]) -> ScopedLayout:
+    """The whole layout; resources equal to `previous`'s keep their objects. `extras`:
+    the plugins' routes as (path, framed body), before the listener's own."""
+    by_key: dict[scopes.Key, list[Item]] = {}
+    for path, body in extras:
+        k = scopes.key_of(path, depth)
+        by_key.setdefault(k, []).append(Item(body, body, None, k, -1))
+    for position, e in enumerate(entries):
+        k = _key(e.route, depth, key_cache)
+        by_key.setdefault(k, []).append(Item(e.serial, e.framed, e.route.owner, k, position))
+    count = scopes.table_count(len(by_key))
+    per_table: list[list[Item]] = [[] for _ in range(count)]
+    for k, found in by_key.items():
+        per_table[scopes.table_index(k, count)].extend(found)
+    where: list[tuple[int, int]] = [(0, 0)] * len(entries)
+    for t, found in enumerate(per_table):
+        for index, item in enumerate(found):
+            if item.position >= 0:
+                where[item.position] = (t, index)
+    items = tuple(tuple(found) for found in per_table)
+    before_tables = previous.tables if previous is not None else {}
+    before_scopes = previous.scopes if previous is not None else {}
+    tables: dict[str, Built] = {}
+    scoped: dict[str, Built] = {}
+    for t, found in enumerate(items):
+        if found:
+            name = names.route_table(listener, tag, t)
+            tables[name] = _table(name, found, owners, make, before_tables.get(name))
+            for k in dict.fromkeys(item.key for item in found):
+                scope_name = names.route_scope(listener, tag, k)
+                scoped[scope_name] = _scope(scope_name, name, tag, k, by_key[k], owners, make, before_scopes.get(scope_name))
+    return _layout(depth, tag, tuple(b for _, b in extras), items, tuple(where), tables, scoped)
+
+
+def patched(previous: ScopedLayout, listener: ir.Listener, tag: str, depth: int, extras: Sequence[tuple[str, bytes]],
+            entries: Sequence[Entry], changed: Sequence[int], owners: Owners, make: MakeResource,
+            key_cache: dict[tuple[str, int], scopes.Key]) -> ScopedLayout | None:
+    """`previous` with the routes at `changed` positions replaced; None when the split
+    itself may move (then `build`)."""
+    if (previous.depth != depth or previous.tag != tag or len(previous.where) != len(entries)
+            or previous.extras != tuple(b for _, b in extras)):
+        return None
+    items = list(previous.items)
+    touched: dict[int, list[Item]] = {}
+    for position in changed:
+        t, index = previous.where[position]
+        old = items[t][index] if t not in touched else touched[t][index]
+        e = entries[position]
+        k = _key(e.route, depth, key_cache)
+        if k != old.key:
+            return None
+        found = touched.get(t)
+        if found is None:
+            found = touched[t] = list(items[t])
+        found[index] = Item(e.serial, e.framed, e.route.owner, k, position)
+    tables = dict(previous.tables)
+    scoped = dict(previous.scopes)
+    for t, found in touched.items():
+        items[t] = tuple(found)
+        name = names.route_table(listener, tag, t)
+        tables[name] = _table(name, items[t], owners, make, previous.tables.get(name))
+        for k in {found[previous.where[p][1]].key for p in changed if previous.where[p][0] == t}:
+            scope_name = names.route_scope(listener, tag, k)
+            of_key = [item for item in items[t] if item.key == k]
+            scoped[scope_name] = _scope(scope_name, name, tag, k, of_key, owners, make, previous.scopes.get(scope_name))
+    return _layout(depth, tag, previous.extras, tuple(items), previous.where, tables, scoped, previous)
+
+
+def _table(name: str, found: Sequence[Item], owners: Owners, make: MakeResource, before: Built | None) -> Built:
+    signature = tuple(item.serial for item in found)
+    table_owners = tuple(sorted({item.owner for item in found if item.owner is not None})) or owners
+    if before is not None and before.signature == signature and before.owners == table_owners:
+        return before
+    body = route_config_bytes(name, [item.body for item in found], remove=scopes.SCOPE_HEADER)
+    return Built(signature, make(ROUTE, name, body), table_owners)
+
+
+def _scope(name: str, table: str, tag: str, key: scopes.Key, of_key: Sequence[Item], owners: Owners,
+           make: MakeResource, before: Built | None) -> Built:
+    """The scope of `key`, whose routes are `of_key`."""
+    scope_owners = tuple(sorted({i.owner for i in of_key if i.owner is not None})) or owners
+    if before is not None and before.signature == table and before.owners == scope_owners:
+        return before
+    return Built(table, make(SCOPED_ROUTE, name, scopes.scope(name, table, tag, key)), scope_owners)
+
+
+def _layout(depth: int, tag: str, extras: tuple[bytes, ...], items: tuple[tuple[Item, ...], ...],
+            where: tuple[tuple[int, int], ...], tables: dict[str, Built], scoped: dict[str, Built],
+            previous: ScopedLayout | None = None) -> ScopedLayout:
+    """The layout with its resources and owners as mappings for a bulk add: copied from
+    `previous` and patched where a table or scope changed."""
+    if previous is None:
+        routes = {n: b.resource for n, b in tables.items()}
+        scope_resources = {n: b.resource for n, b in scoped.items()}
+        owners = {(ROUTE, n): b.owners for n, b in tables.items()}
+        owners.update(((SCOPED_ROUTE, n), b.owners) for n, b in scoped.items())
+    else:
+        routes = dict(previous.resources[ROUTE])
+        scope_resources = dict(previous.resources[SCOPED_ROUTE])
+        owners = dict(previous.owners)
+        for n, b in tables.items():
+            if previous.tables.get(n) is not b:
+                routes[n], owners[(ROUTE, n)] = b.resource, b.owners
+        for n, b in scoped.items():
+            if previous.scopes.get(n) is not b:
+                scope_resources[n], owners[(SCOPED_ROUTE, n)] = b.resource, b.owners
+    return ScopedLayout(depth, tag, extras, items, where, MappingProxyType(tables), MappingProxyType(scoped),
+                        MappingProxyType({ROUTE: routes, SCOPED_ROUTE: scope_resources}), owners)
