@@ -82,12 +82,12 @@ def header_marker(color: str) -> str:
 # ---- processes -----------------------------------------------------------------------
 
 class MockEngine:
-    """One mock-engine replica (controller/mock_engine.py) on a free loopback port."""
+    """One mock-engine replica (controller/engines/mock_engine.py) on a free loopback port."""
 
     def __init__(self, color: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.mock_engine", "--port", str(self.port), "--model", "m",
+            [sys.executable, "-m", "controller.engines.mock_engine", "--port", str(self.port), "--model", "m",
              "--infer", f"infer-{color}", "--namespace", NS, "--max-running", "1024"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30

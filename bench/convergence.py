@@ -58,7 +58,7 @@ import yaml
 
 from bench import _stack
 from bench._common import BENCH, machine, percentiles, venv_python, write_result
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from modelroute.embedded import Embedded, EmbeddedOptions
 from routing_engine.api.resources import ObjectKey, Resource
 from tests.support import free_port, stop_process

@@ -36,7 +36,7 @@ from typing import Any
 
 from bench import _stack
 from bench._common import BENCH, machine, write_result
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
 from tests.support import free_port

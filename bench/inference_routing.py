@@ -46,7 +46,7 @@ import numpy as np
 import yaml
 
 from bench._common import BENCH, machine, write_result
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from modelroute.embedded import Embedded, EmbeddedOptions
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap

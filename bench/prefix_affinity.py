@@ -33,7 +33,7 @@ from typing import Any
 from bench import _stack
 from bench._common import machine, write_result
 from bench.dataplane import pin
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
 from routing_engine.translate.cluster import HASH_BALANCE_FACTOR

@@ -33,14 +33,14 @@ from typing import Any
 
 import yaml
 
-from controller.background import cancel_and_wait, spawn
-from controller.canary import Event
-from controller.canary_commands import COMMANDS_DIR
-from controller.canary_runner import CanaryRunner, CanaryStore, state_json
+from kit.tasks import cancel_and_wait, spawn
+from controller.canary.decisions import Event
+from controller.canary.commands import COMMANDS_DIR
+from controller.canary.runner import CanaryRunner, CanaryStore, state_json
 from controller.kubernetes.canary import (AnnotationCommands, Routes, StatusStore, live_weights, route_status,
                                          stored_state)
-from controller.stats_sink import StatsCollector, StatsListener, StatsTcpListener
-from controller.status_view import CanaryView, RouteView
+from controller.canary.stats_sink import StatsCollector, StatsListener, StatsTcpListener
+from controller.local.status_view import CanaryView, RouteView
 from modelroute.control_loop import ControlLoop
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import ObjectStatus

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller.status_view import FORMAT_VERSION, StatusDocument, percentages
+from controller.local.status_view import FORMAT_VERSION, StatusDocument, percentages
 
 KINDS = ("ModelServer", "ModelRoute", "ModelInfer", "Model", "AutoscalingPolicy")
 

@@ -46,8 +46,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from controller.background import cancel_and_wait, spawn
-from controller.debounce import Debouncer
+from kit.tasks import cancel_and_wait, spawn
+from kit.debounce import Debouncer
 from modelroute.metrics import ControlPlaneMetrics
 from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine

@@ -11,12 +11,12 @@ Status goes to `DIR/.modelroute/status.json` (what `modelroute status` reads). T
 object serves the end-to-end tests, which drive it in-process.
 
 It survives its users:
-- **one instance per directory and per port** (`controller.instance`): a lock in the run
+- **one instance per directory and per port** (`controller.local.instance`): a lock in the run
   directory and a bind check of every port before anything starts, so a second `up`
   fails at once naming the process in the way, instead of sharing ports through
   SO_REUSEPORT and overwriting the first one's run files;
 - **every child supervised and tied to us**: Envoy and redis-server are restarted with
-  backoff when they exit (`controller.supervisor`), replicas by their runtime; all of
+  backoff when they exit (`controller.local.supervisor`), replicas by their runtime; all of
   them get SIGTERM from the kernel when this process dies, however it dies; while
   Envoy is down the status says its servers are not Ready;
 - **drain before stop**: a replica that goes away is withdrawn from EDS and stopped only
@@ -24,7 +24,7 @@ It survives its users:
 - **honest status**: besides the engine's ModelServer and ModelRoute statuses, the
   ModelInfers, Models and AutoscalingPolicies as Kubernetes mode reports them, every
   rejected file and object (republished as soon as the provider's errors change), and
-  the state of each child process (`controller.embedded_status`).
+  the state of each child process (`controller.local.embedded_status`).
 
 Shared rate limits (`rateLimit.global`): the rate-limit service runs here too, on its own
 gRPC port (the Envoy bootstrap's `modelroute_ratelimit` cluster), with a private
@@ -54,21 +54,21 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from controller.background import cancel_and_wait, spawn
-from controller.embedded_status import with_gateway_down, with_rejections, workload_statuses
-from controller.engine_probe import EngineProbe
-from controller.envoy_process import EnvoyProcess
-from controller.experiment_metrics import CanaryCollector, VariantCollector
-from controller.file_provider import FileProvider
-from controller.instance import InstanceLock, check_ports, split_address
-from controller.ratelimit_limits import cluster_limits
-from controller.ratelimit_redis import LocalRedis, redis_for
-from controller.ratelimit_service import RunningService, ServiceOptions, start_ratelimit_service
-from controller.replicas import ReplicaRuntime
-from controller.status_view import RouteView, StatusWriter, status_path
-from controller.status_view import run_dir as run_dir_of
-from controller.supervisor import Supervisor
-from controller.tls import untrusted_material, watch_tls_files
+from kit.tasks import cancel_and_wait, spawn
+from controller.local.embedded_status import with_gateway_down, with_rejections, workload_statuses
+from controller.engines.probe import EngineProbe
+from controller.local.envoy_process import EnvoyProcess
+from controller.canary.experiment_metrics import CanaryCollector, VariantCollector
+from controller.local.file_provider import FileProvider
+from controller.local.instance import InstanceLock, check_ports, split_address
+from controller.ratelimit.limits import cluster_limits
+from controller.ratelimit.redis_server import LocalRedis, redis_for
+from controller.ratelimit.service import RunningService, ServiceOptions, start_ratelimit_service
+from controller.local.replicas import ReplicaRuntime
+from controller.local.status_view import RouteView, StatusWriter, status_path
+from controller.local.status_view import run_dir as run_dir_of
+from controller.local.supervisor import Supervisor
+from controller.certs.tls import untrusted_material, watch_tls_files
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.endpoint_drain import EndpointDrain
@@ -190,7 +190,7 @@ class Embedded:
         await self.stop()
 
     async def start(self, *, timeout: float = 30.0) -> None:
-        """Raises `controller.instance.InstanceConflict` (before starting or writing
+        """Raises `controller.local.instance.InstanceConflict` (before starting or writing
         anything) when another process serves the directory or holds a port."""
         self.lock.acquire()
         self._locked = True
@@ -221,8 +221,7 @@ class Embedded:
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                admin_host=None, authorize=authorized_group,
-                                               hooks=[self.loop.hooks, self.drain], registry=self.registry,
-                                               debounce=0.0, credentials=tls.credentials() if tls else None)
+                                               hooks=[self.loop.hooks, self.drain], registry=self.registry, credentials=tls.credentials() if tls else None)
         app = admin_app(ready=self.plane.ready, debug=self.plane.debug, registry=self.registry)
         add_routes(app, self.experiments())
         self.admin, self.admin_port = await start_admin(app, admin_host, admin_port)

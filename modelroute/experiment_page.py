@@ -12,7 +12,7 @@ Read-only by default. Actions exist only when the control plane was given a toke
 it). In a cluster only the leader's runner acts; a follower answers 503 and the page says
 to retry (the leader holds the Lease `modelroute`).
 
-The data: routes as the status shows them (`controller.status_view.route_json`, read off
+The data: routes as the status shows them (`controller.local.status_view.route_json`, read off
 the compiled IR, live canary weights included), each rollout's state, A/B report and
 history, and per destination a time series over the last `minutes` in `step`-second
 points from the stats every gateway pushes (`StatsCollector.series`): requests/s, success
@@ -35,9 +35,9 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.canary import Event
-from controller.stats_sink import StatsCollector, VariantWindow
-from controller.status_view import RouteView, route_json
+from controller.canary.decisions import Event
+from controller.canary.stats_sink import StatsCollector, VariantWindow
+from controller.local.status_view import RouteView, route_json
 from routing_engine import names
 from routing_engine.api.resources import ModelRoute, ObjectKey
 

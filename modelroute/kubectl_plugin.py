@@ -11,7 +11,7 @@ kubectl's conventions: kinds by plural, singular or short name (`modelroutes`,
 `modelroute`, `mr`); `-n NAMESPACE` (default: the kubeconfig context's namespace, else
 `default`), `-A` for every namespace, `-o wide|yaml|json`, `-l` label selectors,
 `--kubeconfig` and `--context`. The tables are `modelroute status`'s (one renderer,
-`controller.status_view.render_tables`, fed by `modelroute.cluster_status`), so the two
+`controller.local.status_view.render_tables`, fed by `modelroute.cluster_status`), so the two
 commands never disagree. Completion: `kubectl matrixinfer completion bash|zsh` for the
 standalone command; `kubectl matrixinfer <TAB>` works through the
 `kubectl_complete-matrixinfer` executable (kubectl >= 1.26).
@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from controller.kubernetes.resources import ENGINE_KINDS
-from controller.status_view import render_tables
+from controller.local.status_view import render_tables
 from modelroute import completion
 from modelroute.cluster_status import KINDS, document
 
@@ -53,7 +53,7 @@ def _connection_options(parser: argparse.ArgumentParser, *, all_namespaces: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from controller.canary import COMMANDS as ROLLOUT_ACTIONS
+    from controller.canary.decisions import COMMANDS as ROLLOUT_ACTIONS
     from modelroute.commands import validate
 
     parser = argparse.ArgumentParser(prog=PROG, description="MatrixInfer objects in the cluster of the kubeconfig")
@@ -195,7 +195,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 def describe_lines(kind: str, obj: dict[str, Any]) -> list[str]:
     """kubectl-describe-style text of one object (pure: tests call it directly)."""
-    from controller.ab_report import render as render_report
+    from controller.canary.ab_report import render as render_report
     from modelroute.commands.rollout import describe as describe_canary
 
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}

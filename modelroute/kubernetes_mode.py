@@ -53,22 +53,22 @@ from prometheus_client import CollectorRegistry
 
 from aiohttp import web
 
-from controller.background import cancel_and_wait, spawn
-from controller.experiment_metrics import CanaryCollector, VariantCollector
-from controller.instance import split_address
-from controller.engine_probe import EngineProbe
+from kit.tasks import cancel_and_wait, spawn
+from controller.canary.experiment_metrics import CanaryCollector, VariantCollector
+from controller.local.instance import split_address
+from controller.engines.probe import EngineProbe
 from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.runtime import KubernetesControlPlane
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget
 from controller.kubernetes.xds_certs import XdsCertificates
-from controller.pki import KeyPair
-from controller.tls import ServingTls, untrusted_material, watch_tls_files
-from controller.ratelimit_limits import cluster_limits
+from controller.certs.pki import KeyPair
+from controller.certs.tls import ServingTls, untrusted_material, watch_tls_files
+from controller.ratelimit.limits import cluster_limits
 from controller.kubernetes.resources import MODEL_ROUTE
-from controller.ratelimit_service import DEFAULT_REDIS_URL, RunningService, ServiceOptions, start_ratelimit_service
-from controller.status_view import RouteView
+from controller.ratelimit.service import DEFAULT_REDIS_URL, RunningService, ServiceOptions, start_ratelimit_service
+from controller.local.status_view import RouteView
 from modelroute.canary_wiring import ClusterCanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.experiment_page import ExperimentSource, add_routes
@@ -219,7 +219,7 @@ class KubernetesMode:
         # debounce 0: the control loop debounces world changes, once, before compiling.
         self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
                                                admin_host=None, authorize=authorized_group,
-                                               hooks=[self.loop.hooks], registry=self.registry, debounce=0.0,
+                                               hooks=[self.loop.hooks], registry=self.registry,
                                                credentials=self.xds_tls.credentials() if self.xds_tls else None)
         host, port = split_address(self.options.admin_address)
         app = admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry)

@@ -10,7 +10,7 @@ control plane only (tests run several in one process). On it:
   that has it, per input: objects, endpoints, canary weights), NACKs by owning object,
   objects by kind, informer lag (Kubernetes: a watch event's arrival → the world with it
   handed to the engine), and whether this replica leads;
-- the per-variant and rollout series (`controller.experiment_metrics`);
+- the per-variant and rollout series (`controller.canary.experiment_metrics`);
 - `ProcessWide`: what lives in the process-wide default registry: the process and Python
   runtime series, and the rate-limit service's (`modelroute_ratelimit_*`, one service per
   process). The rate-limit result series start at 0, so a dashboard shows 0, not "no
@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from controller import ratelimit_service
+from controller.ratelimit import service as ratelimit_service
 from routing_engine.api.resources import ObjectKey
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

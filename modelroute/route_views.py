@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from controller.status_view import GroupView, RouteView, SplitView
+from controller.local.status_view import GroupView, RouteView, SplitView
 from routing_engine import ir
 from routing_engine.api.resources import ModelRoute, Resource
 from routing_engine.world import Compiled

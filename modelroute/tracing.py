@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from controller.background import cancel_and_wait, spawn
-from controller.instance import split_address
+from kit.tasks import cancel_and_wait, spawn
+from controller.local.instance import split_address
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2

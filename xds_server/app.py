@@ -41,12 +41,10 @@ class ControlPlane:
         await self.grpc_server.stop(grace)
         if self.admin is not None:
             await self.admin.cleanup()
-        self.cache.close()
 
 
 async def start_control_plane(*, xds_address: str = "127.0.0.1:18000", admin_host: str | None = "127.0.0.1",
                               admin_port: int = 0, node_group: NodeGroup = default_node_group,
-                              debounce: float = 0.1, max_delay: float = 1.0,
                               on_ack: AckCallback | None = None, on_nack: NackCallback | None = None,
                               hooks: Sequence[Hooks] = (), registry: CollectorRegistry | None = None,
                               credentials: grpc.ServerCredentials | None = None, authorize: Authorize | None = None,
@@ -57,7 +55,7 @@ async def start_control_plane(*, xds_address: str = "127.0.0.1:18000", admin_hos
     metrics = XdsMetrics(registry)
     debug = DebugState()
     all_hooks = HookSet([metrics, debug, LogHooks(), StatusHooks(on_ack, on_nack), *hooks])
-    cache = SnapshotCache(node_group, debounce=debounce, max_delay=max_delay, hooks=all_hooks)
+    cache = SnapshotCache(node_group, hooks=all_hooks)
     server = XdsServer(cache, [all_hooks], authorize=authorize, limits=limits)
     grpc_server, port = await start_grpc(server, xds_address, credentials)
     plane = ControlPlane(cache, server, grpc_server, port, debug, metrics)

@@ -3,20 +3,20 @@
 Like go-control-plane's `SnapshotCache`, it never sees gRPC: the protocol layer asks
 "which group is this node in", "what is the current snapshot" and "call me back when
 there is a newer one". Which resources a given request receives is decided by the
-protocol layer from the snapshot it is handed.
+protocol layer from the snapshot it is handed. Like it too, the cache does not debounce:
+a snapshot is published when it is set (callers coalesce changes before they compile,
+e.g. the control loop's debouncer).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
 
 from xds_server.consistency import check_consistency
-from xds_server.debounce import Debouncer
 from xds_server.hooks import Hooks
 from xds_server.snapshot import DuplicateResourceError, Snapshot, content_version
 
@@ -49,46 +49,39 @@ class Watch:
 
 
 class SnapshotCache:
-    """`set_snapshot` must be called on the event loop thread (it may arm a debounce timer)."""
+    """`set_snapshot` must be called on the event loop thread (watch callbacks run there)."""
 
-    def __init__(self, node_group: NodeGroup = default_node_group, *, debounce: float = 0.1,
-                 max_delay: float = 1.0, hooks: Hooks | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, node_group: NodeGroup = default_node_group, *, hooks: Hooks | None = None) -> None:
         self._node_group = node_group
-        self._debounce = debounce
-        self._max_delay = max(max_delay, debounce)
         self._hooks = hooks or Hooks()
-        self._clock = clock
         self._published: dict[str, Snapshot] = {}
-        self._latest: dict[str, Snapshot] = {}  # the newest submitted (published or pending)
         # Verdicts from clients, by identity: the snapshot last rejected, the last accepted
         # one (and the one before, in case the last turns out to be partly rejected).
         self._rejected: dict[str, Snapshot] = {}
         self._good: dict[str, Snapshot] = {}
         self._previous_good: dict[str, Snapshot] = {}
-        self._debouncers: dict[str, Debouncer[Snapshot]] = {}
         self._watches: dict[str, set[Watch]] = {}
 
     def node_group(self, node: base_pb2.Node) -> str:
         return self._node_group(node)
 
     def set_snapshot(self, group: str, snapshot: Snapshot) -> None:
-        """Publish `snapshot` for `group` (debounced). A snapshot with the same content as
-        the latest one is ignored: recompiles that change nothing (e.g. after a status
-        write) must neither wake every stream nor push a pending change further back."""
-        latest = self._latest.get(group)
-        if latest is not None and latest.versions == snapshot.versions:
+        """Publish `snapshot` for `group` now. A snapshot with the same content as the
+        current one is ignored: recompiles that change nothing (e.g. after a status write)
+        must not wake every stream."""
+        current = self._published.get(group)
+        if current is not None and current.versions == snapshot.versions:
             return
-        self._latest[group] = snapshot
-        debouncer = self._debouncers.get(group)
-        if debouncer is None:
-            debouncer = Debouncer(lambda snap, g=group: self._publish(g, snap), window=self._debounce,
-                                  max_delay=self._max_delay, clock=self._clock)
-            self._debouncers[group] = debouncer
-        debouncer.submit(snapshot)
+        self._published[group] = snapshot
+        self._hooks.on_snapshot(group, snapshot)
+        for watch in list(self._watches.get(group, ())):
+            try:
+                watch.callback(snapshot)
+            except Exception:
+                log.exception("xds watch callback failed", extra={"node_group": group})
 
     def get_snapshot(self, group: str) -> Snapshot | None:
-        """What a new stream of this group starts from: the published (debounced) snapshot,
+        """What a new stream of this group starts from: the published snapshot,
         or, once a client NACKed it, the last snapshot a client accepted — so an Envoy that
         joins after a bad push still gets a working config."""
         current = self._published.get(group)
@@ -120,11 +113,8 @@ class SnapshotCache:
 
     def clear_snapshot(self, group: str) -> None:
         """Forget a group (its Envoys keep their config; new streams wait for a snapshot)."""
-        for table in (self._published, self._latest, self._rejected, self._good, self._previous_good):
+        for table in (self._published, self._rejected, self._good, self._previous_good):
             table.pop(group, None)
-        debouncer = self._debouncers.pop(group, None)
-        if debouncer is not None:
-            debouncer.cancel()
 
     def watch(self, group: str, callback: SnapshotCallback) -> Watch:
         watch = Watch(group, callback, self)
@@ -133,16 +123,3 @@ class SnapshotCache:
 
     def unwatch(self, watch: Watch) -> None:
         self._watches.get(watch.group, set()).discard(watch)
-
-    def close(self) -> None:
-        for debouncer in self._debouncers.values():
-            debouncer.cancel()
-
-    def _publish(self, group: str, snapshot: Snapshot) -> None:
-        self._published[group] = snapshot
-        self._hooks.on_snapshot(group, snapshot)
-        for watch in list(self._watches.get(group, ())):
-            try:
-                watch.callback(snapshot)
-            except Exception:
-                log.exception("xds watch callback failed", extra={"node_group": group})

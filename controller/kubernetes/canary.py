@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, fields
 from typing import Any
 
-from controller.canary import CanaryState
-from controller.canary_commands import RolloutCommand
+from controller.canary.decisions import CanaryState
+from controller.canary.commands import RolloutCommand
 from controller.kubernetes.interface import Obj
 from routing_engine.api.resources import ModelRoute, ObjectKey
 

@@ -26,7 +26,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from controller.background import cancel_and_wait, spawn
+from kit.tasks import cancel_and_wait, spawn
 from controller.kubernetes.informer import Handler, Informer
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.resources import SECRET

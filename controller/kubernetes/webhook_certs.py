@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from controller import pki
+from controller.certs import pki
 from controller.kubernetes.errors import ApiError, Conflict, NotFound
 from controller.kubernetes.informer import Change, Informer, Sleep
 from controller.kubernetes.interface import KubeApi, Obj

@@ -24,8 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from controller.kubernetes import admission
-from controller.pki import KeyPair, PkiError, matches
-from controller.tls import ServingTls
+from controller.certs.pki import KeyPair, PkiError, matches
+from controller.certs.tls import ServingTls
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ Decisions (KServe/Deployment conventions where the spec is silent):
 - LoRA adapters (ext, issue 18): the declared list goes to the container as
   `MODEL_LORA_ADAPTERS`, JSON in vLLM's `--lora-modules` form (`[{"name", "path"}]`);
   which adapters a pod really has loaded is read from the pod itself by the control
-  plane (`controller/engine_probe.py`), so a rollout never routes an adapter to a pod that
+  plane (`controller/engines/probe.py`), so a rollout never routes an adapter to a pod that
   does not have it yet.
 - Autoscaling: an AutoscalingPolicy whose targetRef names the ModelInfer wins over the
   inline `spec.autoscaling` (it is the registry-level, more specific object); with

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller import pki
+from controller.certs import pki
 from controller.kubernetes.errors import ApiError, NotFound
 from controller.kubernetes.informer import Change, Informer, Sleep
 from controller.kubernetes.interface import KubeApi, Obj

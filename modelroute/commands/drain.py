@@ -1,12 +1,12 @@
 """`modelroute drain`: the gateway pod's preStop hook. Drains the Envoy beside it and
-returns once no request is in flight (`controller.envoy_drain`); the kubelet's SIGTERM
+returns once no request is in flight (`controller.local.envoy_drain`); the kubelet's SIGTERM
 then stops Envoy without cutting anything."""
 
 from __future__ import annotations
 
 import argparse
 
-from controller.envoy_drain import DrainError, drain
+from controller.local.envoy_drain import DrainError, drain
 from modelroute.logs import configure_logging
 
 

@@ -3,7 +3,7 @@ of a running `modelroute up DIR` (SPEC 3.4, 4).
 
 `status` reads the status `modelroute up` writes (phase, live split, last decision, A/B
 report). The other actions go through the command queue under `DIR/.modelroute/rollout/`
-(`controller.canary_commands`): the command is queued, the running canary runner applies
+(`controller.canary.commands`): the command is queued, the running canary runner applies
 it within a fraction of a second and replies; with no answer within `--wait` seconds the
 command is withdrawn and the exit code is 1, so nothing is applied later by surprise.
 ROUTE is `name` (namespace `default`) or `namespace/name`.
@@ -28,11 +28,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from controller import canary_commands
-from controller.ab_report import render as render_report
-from controller.canary import COMMANDS
-from controller.instance import holder
-from controller.status_view import StatusUnavailable, read_status
+from controller.canary import commands as canary_commands
+from controller.canary.ab_report import render as render_report
+from controller.canary.decisions import COMMANDS
+from controller.local.instance import holder
+from controller.local.status_view import StatusUnavailable, read_status
 from modelroute.commands.status import not_running
 
 ACTIONS = ("status", *COMMANDS)

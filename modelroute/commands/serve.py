@@ -15,7 +15,7 @@ import signal
 import socket
 from pathlib import Path
 
-from controller.instance import InstanceConflict
+from controller.local.instance import InstanceConflict
 from modelroute.commands.up import add_admin_options, admin_settings
 from modelroute.embedded import UNPRIVILEGED_OFFSET, Embedded, EmbeddedOptions
 from modelroute.logs import add_log_level_option, configure_logging
@@ -143,7 +143,7 @@ async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ConfigError
     from controller.kubernetes.webhook_certs import WebhookTarget
-    from controller.ratelimit_service import ServiceOptions
+    from controller.ratelimit.service import ServiceOptions
     from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions, WebhookOptions, split_address
 
     for flag in ("admin_address", "stats_address", "ratelimit_address", "webhook_address"):

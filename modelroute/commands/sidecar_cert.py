@@ -18,7 +18,7 @@ import base64
 import os
 from pathlib import Path
 
-from controller import pki
+from controller.certs import pki
 from controller.kubernetes.status_writer import utc_now
 from controller.kubernetes.xds_certs import CA_SECRET, ca_state_of
 from xds_server.identity import sidecar_identity

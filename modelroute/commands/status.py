@@ -1,7 +1,7 @@
 """`modelroute status`: objects, phases, conditions, live splits and canary state.
 
 Embedded mode: as last written by `modelroute up` (DIR/.modelroute/status.json). When no
-`modelroute up` serves DIR any more (its lock, `controller.instance`, is free), the last
+`modelroute up` serves DIR any more (its lock, `controller.local.instance`, is free), the last
 status is still shown, under a line saying so, and the exit code is 1: nothing in it is
 live. `--kubernetes`: as the control plane wrote it into the cluster's objects.
 """
@@ -14,8 +14,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from controller.instance import holder
-from controller.status_view import StatusDocument, StatusUnavailable, read_status, render_status, run_dir
+from controller.local.instance import holder
+from controller.local.status_view import StatusDocument, StatusUnavailable, read_status, render_status, run_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,9 +11,9 @@ import asyncio
 import logging
 from pathlib import Path
 
-from controller.envoy_process import EnvoyError
-from controller.instance import InstanceConflict, split_address
-from controller.status_view import read_status, render_status
+from controller.local.envoy_process import EnvoyError
+from controller.local.instance import InstanceConflict, split_address
+from controller.local.status_view import read_status, render_status
 from modelroute.embedded import Embedded, EmbeddedOptions
 from modelroute.experiment_page import read_token
 from modelroute.logs import add_log_level_option, configure_logging

@@ -16,7 +16,7 @@ Every listener's HttpConnectionManager gets two access loggers (`patch_hcm`):
   the time to first token (first body byte of the answer: for a streamed answer its first
   chunk, for a JSON one the whole answer) and the prompt/completion tokens (from
   `translate.usage`). They reach the control plane with every other stat through the
-  statsd sink it already receives (`controller.stats_sink`), so per-request LLM metrics
+  statsd sink it already receives (`controller.canary.stats_sink`), so per-request LLM metrics
   need no second transport. Tag values are bounded: clusters come from the config,
   status codes from HTTP.
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.ab_report import build_report, counts, render, wilson_interval
-from controller.ab_test import SequentialTest
-from controller.stats_sink import VariantWindow
+from controller.canary.ab_report import build_report, counts, render, wilson_interval
+from controller.canary.ab_test import SequentialTest
+from controller.canary.stats_sink import VariantWindow
 
 
 def test_wilson_interval_matches_known_values() -> None:

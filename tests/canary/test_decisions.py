@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.canary import CanaryState, CommandRefused, Sample, Settings, command, decide, start
+from controller.canary.decisions import CanaryState, CommandRefused, Sample, Settings, command, decide, start
 
 SETTINGS = Settings(threshold=95, interval_s=2, step_weight=30, max_failures=2, min_requests=20)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.status_view import read_status
+from controller.local.status_view import read_status
 from tests.canary.rollout_support import (ROUTE, canary_manifests, new_port, set_fail_rate, steady_load, wait_phase,
                                           watch_splits)
 from tests.e2e.harness import running
@@ -73,7 +73,7 @@ async def test_a_canary_named_like_an_envoy_stat_scope_is_judged_too(tmp_path: P
 
 async def test_failing_canary_is_rolled_back_while_stable_keeps_serving(tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="controller.canary_runner")
+    caplog.set_level(logging.INFO, logger="controller.canary.runner")
     port = new_port()
     canary_manifests(tmp_path, port=port, interval="2s", step=30, max_failures=2, split=(70, 30))
     async with running(tmp_path) as app:

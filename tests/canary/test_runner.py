@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from controller import canary_commands
-from controller.canary_runner import CanaryRunner, CanaryStore, target_of
-from controller.stats_sink import VariantWindow
+from controller.canary import commands as canary_commands
+from controller.canary.runner import CanaryRunner, CanaryStore, target_of
+from controller.canary.stats_sink import VariantWindow
 from routing_engine.api.loader import load_text
 from routing_engine.api.resources import ModelRoute, ObjectKey
 
@@ -100,7 +100,7 @@ def test_steps_on_each_interval_and_promotes(tmp_path: Path) -> None:
 
 
 def test_failing_canary_rolls_back_and_reports_degraded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="controller.canary_runner")
+    caplog.set_level(logging.INFO, logger="controller.canary.runner")
     h = Harness(tmp_path)
     h.stats.canary_errors = 30
     h.runner.set_routes([route(**ANALYSIS)])

@@ -15,9 +15,9 @@ import math
 import numpy as np
 import yaml
 
-from controller.ab_test import SequentialTest, log_likelihood_ratios
-from controller.canary_runner import CanaryRunner
-from controller.stats_sink import StatsCollector
+from controller.canary.ab_test import SequentialTest, log_likelihood_ratios
+from controller.canary.runner import CanaryRunner
+from controller.canary.stats_sink import StatsCollector
 from routing_engine.api.loader import load_text
 from routing_engine.api.resources import ModelRoute, ObjectKey
 

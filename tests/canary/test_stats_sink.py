@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.stats_sink import StatsCollector, StatsListener, StatsTcpListener, parse_line
+from controller.canary.stats_sink import StatsCollector, StatsListener, StatsTcpListener, parse_line
 from routing_engine.names import stat_name
 from tests.support import envoy_binary
 from xds_server.bootstrap import StatsSink, render, render_dict
@@ -176,8 +176,8 @@ async def test_over_mtls_only_a_gateway_certificate_is_heard() -> None:
     import ssl
     import tempfile
 
-    from controller import pki
-    from controller.tls import ServingTls
+    from controller.certs import pki
+    from controller.certs.tls import ServingTls
     from xds_server.identity import GATEWAY_IDENTITY
 
     now = datetime.datetime.now(datetime.timezone.utc)

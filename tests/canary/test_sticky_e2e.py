@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from modelroute.embedded import Embedded, EmbeddedOptions
 from tests.canary.rollout_support import PATH
 from tests.e2e.harness import dest, infer, route, server, write_manifests

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.instance import InstanceConflict, InstanceLock, holder
-from controller.status_view import StatusWriter, status_path
+from controller.local.instance import InstanceConflict, InstanceLock, holder
+from controller.local.status_view import StatusWriter, status_path
 from modelroute.cli import main
 from tests.support import REPO
 
@@ -107,7 +107,7 @@ def test_status_of_a_directory_nobody_serves_says_so(tmp_path: Path, capsys: pyt
 def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     """SIGKILL leaves no chance to clean up: the kernel releases the lock anyway."""
     run_dir = tmp_path / ".modelroute"
-    code = ("import sys, time; from pathlib import Path; from controller.instance import InstanceLock; "
+    code = ("import sys, time; from pathlib import Path; from controller.local.instance import InstanceLock; "
             "InstanceLock(Path(sys.argv[1]), directory=Path('.')).acquire(); print('locked', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -23,7 +23,7 @@ def no_background_task_errors(request: pytest.FixtureRequest, caplog: pytest.Log
     if request.node.get_closest_marker("task_errors_expected"):
         return
     bad = [r.getMessage() for r in caplog.get_records("call") + caplog.get_records("teardown")
-           if r.name == "controller.background" and r.levelno >= logging.ERROR]
+           if r.name == "kit.tasks" and r.levelno >= logging.ERROR]
     assert not bad, f"background task failures: {bad}"
 
 

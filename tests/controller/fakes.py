@@ -6,7 +6,7 @@ import asyncio
 
 
 class FakeClock:
-    """`controller.debounce.Clock` whose time moves only through `advance`."""
+    """`kit.debounce.Clock` whose time moves only through `advance`."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start

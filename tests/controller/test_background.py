@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from controller.background import cancel_and_wait, spawn
+from kit.tasks import cancel_and_wait, spawn
 from tests.controller.fakes import settle
 
 
@@ -54,7 +54,7 @@ def test_children_die_with_their_parent() -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import subprocess, sys, time\n"
-         "from controller.background import child_preexec\n"
+         "from controller.local.processes import child_preexec\n"
          "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=child_preexec())\n"
          "print(child.pid, flush=True)\n"
          "time.sleep(60)\n"],

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from controller.background import cancel_and_wait
-from controller.debounce import BurstPolicy, Debouncer
+from kit.tasks import cancel_and_wait
+from kit.debounce import BurstPolicy, Debouncer
 from tests.controller.fakes import FakeClock, settle
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from controller.envoy_process import EnvoyProcess
-from controller.replicas import Endpoints, ReplicaRuntime
+from controller.local.envoy_process import EnvoyProcess
+from controller.local.replicas import Endpoints, ReplicaRuntime
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from tests.support import free_port
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.embedded_status import with_gateway_down, with_rejections, workload_statuses
-from controller.replicas import ReplicaStatus
+from controller.local.embedded_status import with_gateway_down, with_rejections, workload_statuses
+from controller.local.replicas import ReplicaStatus
 from routing_engine.api.errors import ManifestError
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey, Resource
 from routing_engine.world import ConditionView, ObjectStatus

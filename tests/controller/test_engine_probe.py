@@ -1,5 +1,5 @@
 """Issue #18: what the engines report becomes endpoint facts — loaded LoRA adapters from
-`/v1/models`, loadAware weights from `/metrics` (`controller.engine_load`)."""
+`/v1/models`, loadAware weights from `/metrics` (`controller.engines.load`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from controller.engine_load import (
+from controller.engines.load import (
     DEAD_BAND,
     LEVELS,
     MAX_WEIGHT,
@@ -17,7 +17,7 @@ from controller.engine_load import (
     quantized,
     weights,
 )
-from controller.engine_probe import EngineProbe, adapters_of, needs_of
+from controller.engines.probe import EngineProbe, adapters_of, needs_of
 from routing_engine.api.resources import KIND_BY_NAME, ModelInfer, ObjectKey, Resource
 from routing_engine.world import BackendEndpoint
 

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.envoy_drain import active_requests
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_drain import active_requests
+from controller.local.envoy_process import EnvoyProcess
 from tests.support import REPO, free_port
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from controller.envoy_process import EnvoyError, EnvoyProcess, find_envoy
+from controller.local.envoy_process import EnvoyError, EnvoyProcess, find_envoy
 from tests.support import envoy_binary, free_port
 
 pytestmark = pytest.mark.slow

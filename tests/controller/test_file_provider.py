@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.file_provider import FileProvider
+from controller.local.file_provider import FileProvider
 from routing_engine.api.resources import ModelInfer, ObjectKey, Resource
 
 
@@ -297,7 +297,7 @@ async def test_load_reads_once_and_start_serves_it_without_reading_again(tmp_pat
 
 def test_the_provider_never_opens_a_fifo_for_a_blocking_read(tmp_path: Path) -> None:
     # A regular file turned into a FIFO between the scan and the read must not hang the reader.
-    from controller.file_provider import _default_loader
+    from controller.local.file_provider import _default_loader
 
     os.mkfifo(tmp_path / "x.yaml")
     objects, errors = _default_loader([tmp_path / "x.yaml"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.instance import InstanceConflict, InstanceLock, check_ports, describe_process, port_holder
+from controller.local.instance import InstanceConflict, InstanceLock, check_ports, describe_process, port_holder
 from tests.support import REPO, free_port, stop_process, wait_until
 
 
@@ -33,7 +33,7 @@ def test_a_second_lock_on_a_directory_names_the_holder(tmp_path: Path) -> None:
 def test_a_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom pathlib import Path\nfrom controller.instance import InstanceLock\n"
+         "import sys, time\nfrom pathlib import Path\nfrom controller.local.instance import InstanceLock\n"
          f"InstanceLock(Path({str(tmp_path)!r}), directory=Path('.')).acquire()\n"
          "print('locked', flush=True)\ntime.sleep(60)\n"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)

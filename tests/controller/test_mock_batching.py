@@ -14,8 +14,8 @@ from dataclasses import replace
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.mock_batching import BLOCK_TOKENS, PrefixCache, Scheduler, Sequence, Timing
-from controller.mock_engine import Behaviour, Identity, MockEngine, parse_adapters
+from controller.engines.mock_batching import BLOCK_TOKENS, PrefixCache, Scheduler, Sequence, Timing
+from controller.engines.mock_engine import Behaviour, Identity, MockEngine, parse_adapters
 from xds.data.orca.v3 import orca_load_report_pb2
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.mock_engine import Behaviour, Identity, MockEngine
+from controller.engines.mock_engine import Behaviour, Identity, MockEngine
 from tests.support import REPO, free_port, stop_process, wait_until
 
 
@@ -138,7 +138,7 @@ async def test_requests_over_capacity_are_counted_waiting() -> None:
 
 def test_runs_as_a_module_and_exits_cleanly_on_sigterm() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model", "m",
+    proc = subprocess.Popen([sys.executable, "-m", "controller.engines.mock_engine", "--port", str(port), "--model", "m",
                              "--infer", "mi", "--replica", "3", "--fail-status", "418", "--fail-rate", "1"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

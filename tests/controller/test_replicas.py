@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.replicas import Endpoints, ReplicaRuntime, http_ok
-from controller.supervisor import Backoff
+from controller.local.replicas import Endpoints, ReplicaRuntime, http_ok
+from controller.local.supervisor import Backoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
 

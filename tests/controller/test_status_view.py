@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
-from controller.replicas import ReplicaStatus
-from controller.status_view import (CanaryView, GroupView, RouteView, SplitView, StatusUnavailable,
+from controller.local.replicas import ReplicaStatus
+from controller.local.status_view import (CanaryView, GroupView, RouteView, SplitView, StatusUnavailable,
                                     StatusWriter, percentages, read_status, render_status, status_path)
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ConditionView, ObjectStatus

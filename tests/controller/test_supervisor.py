@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.background import child_preexec
-from controller.processes import terminate
-from controller.supervisor import Backoff, Supervisor
+from controller.local.processes import child_preexec
+from controller.local.processes import terminate
+from controller.local.supervisor import Backoff, Supervisor
 
 
 class Sleeper:
@@ -120,7 +120,7 @@ def test_backoff_doubles_caps_and_resets_after_a_long_run() -> None:
 async def test_redis_server_is_restarted_on_its_port(tmp_path) -> None:
     import shutil
 
-    from controller.ratelimit_redis import LocalRedis
+    from controller.ratelimit.redis_server import LocalRedis
 
     binary = shutil.which("redis-server")
     assert binary is not None, "redis-server is installed by scripts/bootstrap.sh"

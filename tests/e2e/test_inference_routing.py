@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from controller.replicas import http_post_json
+from controller.local.replicas import http_post_json
 from modelroute.embedded import Embedded
 from tests.e2e.harness import Client, infer_key, running, server, write_manifests
 from tests.support import free_port

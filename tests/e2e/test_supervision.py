@@ -27,7 +27,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from controller.status_view import StatusUnavailable, read_status, run_dir
+from controller.local.status_view import StatusUnavailable, read_status, run_dir
 from modelroute.embedded import Embedded
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import BackendEndpoint

@@ -74,7 +74,7 @@ def endpoint_slice(name: str, *, service: str, ready: dict[str, bool], port: int
 
 async def mock_replica(infer: str, port: int) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model", "llama", "--infer", infer,
+        sys.executable, "-m", "controller.engines.mock_engine", "--port", str(port), "--model", "llama", "--infer", infer,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     return proc
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.resources import MODEL_ROUTE
 from modelroute.canary_wiring import merge_stats_sink, tcp_stats_sink

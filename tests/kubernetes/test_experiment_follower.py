@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from controller.canary import record, start
-from controller.status_view import GroupView, RouteView, SplitView
+from controller.canary.decisions import record, start
+from controller.local.status_view import GroupView, RouteView, SplitView
 from modelroute.canary_wiring import ClusterCanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.targets import Placement

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller import pki
+from controller.certs import pki
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.errors import ApiError
 from controller.kubernetes.resources import MODEL_INFER, MODEL_SERVER, SERVICE, VALIDATING_WEBHOOK

@@ -53,7 +53,7 @@ import yaml
 
 from controller.kubernetes.resources import ALL, LEASE, MODEL_SERVER, POD, SERVICE, VALIDATING_WEBHOOK, ResourceType
 from controller.kubernetes.xds_certs import GATEWAY_SECRET
-from controller.processes import terminate
+from controller.local.processes import terminate
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import server
 from tests.kubernetes.rendered import KUBECTL, render_text, rendered

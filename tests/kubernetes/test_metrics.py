@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from controller.kubernetes.client import KubeClient
 from modelroute.canary_wiring import merge_stats_sink, tcp_stats_sink
 from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions

@@ -13,9 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from controller.kubernetes.client import KubeClient
-from controller.ratelimit_service import ServiceOptions
+from controller.ratelimit.service import ServiceOptions
 from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import endpoint_slice, model, model_infer, server
@@ -56,7 +56,7 @@ async def test_global_limit_is_enforced_through_the_shared_service(api: KubeClie
     for doc in (model("m"), model_infer("m", model_name="m"), limited, slice_):
         fake_api.seed(doc)
     replica = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controller.mock_engine", "--port", str(replica_port), "--model", "m", "--infer", "m",
+        sys.executable, "-m", "controller.engines.mock_engine", "--port", str(replica_port), "--model", "m", "--infer", "m",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     mode = KubernetesMode(api, KubernetesOptions(
         identity="cp-0", system_namespace="matrixinfer-system", xds_host="127.0.0.1", xds_port=0,

@@ -7,7 +7,7 @@ import argparse
 import base64
 from pathlib import Path
 
-from controller import pki
+from controller.certs import pki
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.resources import SECRET
 from controller.kubernetes.xds_certs import XdsCertificates

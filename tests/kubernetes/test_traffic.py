@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.resources import MODEL_ROUTE
 from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions

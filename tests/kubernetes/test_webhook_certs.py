@@ -11,7 +11,7 @@ import datetime
 import ssl
 from typing import Any
 
-from controller import pki
+from controller.certs import pki
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.resources import MUTATING_WEBHOOK, SECRET, VALIDATING_WEBHOOK
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget, state_of

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.envoy_process import EnvoyProcess
-from controller.ratelimit_service import DECISIONS, REDIS_ERRORS, ServiceOptions
+from controller.local.envoy_process import EnvoyProcess
+from controller.ratelimit.service import DECISIONS, REDIS_ERRORS, ServiceOptions
 from modelroute.embedded import Embedded, EmbeddedOptions
 from tests.ratelimit.conftest import RedisProcess
 from tests.support import free_port
@@ -189,7 +189,7 @@ async def _charged(redis: RedisProcess, kind: str) -> int:
     """Tokens of `kind` charged to ModelServer default/m, over every window Redis holds."""
     import redis.asyncio as aioredis
 
-    from controller.ratelimit_windows import counter_key
+    from controller.ratelimit.windows import counter_key
 
     client = aioredis.Redis.from_url(redis.url)
     try:

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from controller.ratelimit_limits import ClusterLimit, cluster_limits
-from controller.ratelimit_service import RateLimitService, ServiceOptions
+from controller.ratelimit.limits import ClusterLimit, cluster_limits
+from controller.ratelimit.service import RateLimitService, ServiceOptions
 from envoy.service.ratelimit.v3 import rls_pb2
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from controller.ratelimit_windows import Charge, SlidingWindows, counter_key
+from controller.ratelimit.windows import Charge, SlidingWindows, counter_key
 from tests.ratelimit.conftest import RedisProcess
 
 MINUTE = 60_000

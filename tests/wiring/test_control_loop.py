@@ -6,7 +6,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-from controller.background import cancel_and_wait, spawn
+from kit.tasks import cancel_and_wait, spawn
 from modelroute import control_loop
 from modelroute.control_loop import ControlLoop
 from modelroute.targets import Placement
@@ -25,7 +25,7 @@ LLAMA = ObjectKey("ModelRoute", "default", "llama")
 async def _running_loop(statuses: list) -> tuple[ControlLoop, SnapshotCache, asyncio.Task]:
     loop = ControlLoop(placement=Placement(listen_address="127.0.0.1"),
                        on_status=lambda compiled, st: statuses.append(dict(st)))
-    cache = SnapshotCache(debounce=0.0)
+    cache = SnapshotCache()
     loop.attach(cache)
     return loop, cache, spawn(loop.debouncer.run(), name="test-loop")
 
@@ -61,7 +61,6 @@ async def test_objects_become_a_snapshot_and_one_edit_changes_one_resource() -> 
     finally:
         await cancel_and_wait(task)
         await loop.close()
-        cache.close()
 
 
 def _ack_everything(loop: ControlLoop) -> None:
@@ -111,7 +110,6 @@ async def test_a_rejected_edit_is_quarantined_the_old_version_serves_and_a_fix_c
     finally:
         await cancel_and_wait(task)
         await loop.close()
-        cache.close()
 
 
 async def test_a_new_node_group_is_compiled_when_its_first_envoy_connects() -> None:
@@ -128,7 +126,6 @@ async def test_a_new_node_group_is_compiled_when_its_first_envoy_connects() -> N
     finally:
         await cancel_and_wait(task)
         await loop.close()
-        cache.close()
 
 
 async def test_node_groups_are_collected_when_their_last_stream_is_gone() -> None:
@@ -159,7 +156,6 @@ async def test_node_groups_are_collected_when_their_last_stream_is_gone() -> Non
     finally:
         await cancel_and_wait(task)
         await loop.close()
-        cache.close()
 
 
 async def test_gateway_snapshots_carry_the_readiness_listener_and_sidecars_do_not() -> None:
@@ -170,7 +166,7 @@ async def test_gateway_snapshots_carry_the_readiness_listener_and_sidecars_do_no
     from xds_server import check_consistency
 
     loop = ControlLoop(placement=Placement(listen_address="10.0.0.7", readiness_port=19002))
-    cache = SnapshotCache(debounce=0.0)
+    cache = SnapshotCache()
     loop.attach(cache)
     task = spawn(loop.debouncer.run(), name="test-loop")
     try:
@@ -192,7 +188,6 @@ async def test_gateway_snapshots_carry_the_readiness_listener_and_sidecars_do_no
     finally:
         await cancel_and_wait(task)
         await loop.close()
-        cache.close()
 
 
 async def test_a_slow_compile_of_one_node_group_never_holds_back_another(monkeypatch) -> None:
@@ -233,7 +228,6 @@ async def test_a_slow_compile_of_one_node_group_never_holds_back_another(monkeyp
         release.set()
         await cancel_and_wait(task)
         await loop.close()
-        cache.close()
 
 
 async def test_a_replaced_scoped_listener_keeps_its_scopes_for_one_listener_generation() -> None:
@@ -261,4 +255,3 @@ async def test_a_replaced_scoped_listener_keeps_its_scopes_for_one_listener_gene
     finally:
         await cancel_and_wait(task)
         await loop.close()
-        cache.close()

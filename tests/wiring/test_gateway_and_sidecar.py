@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.envoy_process import EnvoyProcess
+from controller.local.envoy_process import EnvoyProcess
 from modelroute.embedded import Embedded, EmbeddedOptions
 from tests.support import free_port
 from xds_server.bootstrap import render_dict

@@ -52,7 +52,7 @@ class Env:
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
     recorder = Recorder()
-    cache = SnapshotCache(debounce=0)
+    cache = SnapshotCache()
     xds = XdsServer(cache, [recorder])
     grpc_server, port = await start_grpc(xds, "127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -64,4 +64,3 @@ async def env() -> AsyncIterator[Env]:
             client.close()
         await channel.close()
         await grpc_server.stop(grace=None)
-        cache.close()

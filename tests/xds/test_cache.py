@@ -14,7 +14,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from tests.xds.client import Res, res
 from xds_server.cache import DuplicateResourceError, Snapshot, SnapshotCache, check_consistency, content_version
-from xds_server.debounce import Debouncer
 from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 
@@ -80,7 +79,7 @@ async def test_node_group_is_node_cluster_by_default_and_overridable() -> None:
 
 
 async def test_watch_is_called_with_newer_snapshots_until_cancelled() -> None:
-    cache = SnapshotCache(debounce=0)
+    cache = SnapshotCache()
     seen: list[Snapshot] = []
     watch = cache.watch("g", seen.append)
     first = Snapshot.build([res(CLUSTER, "c1")])
@@ -92,53 +91,17 @@ async def test_watch_is_called_with_newer_snapshots_until_cancelled() -> None:
     assert cache.get_snapshot("g") is not first
 
 
-async def test_debounce_pushes_an_isolated_change_at_once_and_coalesces_a_burst() -> None:
-    published: list[tuple[str, float]] = []
-    debouncer: Debouncer[str] = Debouncer(lambda v: published.append((v, time.monotonic())),
-                                          window=0.2, max_delay=1.0)
-    start = time.monotonic()
-    debouncer.submit("a")
-    assert [v for v, _ in published] == ["a"]  # leading edge: no delay
-    debouncer.submit("b")
-    debouncer.submit("c")
-    assert [v for v, _ in published] == ["a"]
-    await asyncio.sleep(0.5)
-    assert [v for v, _ in published] == ["a", "c"]  # b coalesced away
-    assert 0.15 <= published[1][1] - start <= 0.45  # the window, far below max_delay
-    await asyncio.sleep(0.25)  # quiet again
-    debouncer.submit("d")
-    assert published[-1][0] == "d"
-
-
-async def test_debounce_caps_how_long_a_steady_burst_can_postpone_a_push() -> None:
-    published: list[tuple[int, float]] = []
-    debouncer: Debouncer[int] = Debouncer(lambda v: published.append((v, time.monotonic())),
-                                          window=0.15, max_delay=0.4)
-    debouncer.submit(0)
-    start = time.monotonic()
-    for i in range(1, 12):  # a change every 0.1 s never leaves a quiet 0.15 s window
-        await asyncio.sleep(0.1)
-        debouncer.submit(i)
-    assert len(published) >= 3
-    # The first coalesced change came at ~0.1 s; the cap publishes it by ~0.5 s.
-    assert 0.4 <= published[1][1] - start <= 0.75  # uncapped it would wait for the burst to end (~1.25 s)
-    assert published[1][0] in (4, 5)
-    debouncer.cancel()
-
-
-async def test_cache_debounces_per_group() -> None:
-    cache = SnapshotCache(debounce=0.2, max_delay=1.0)
+def test_a_snapshot_is_published_when_set_and_per_group() -> None:
+    """The cache does not debounce (the control loop does, before it compiles)."""
+    cache = SnapshotCache()
     seen: list[str] = []
     cache.watch("g", lambda s: seen.append("g"))
     cache.watch("h", lambda s: seen.append("h"))
     cache.set_snapshot("g", Snapshot.build([]))
     cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "c")]))
-    cache.set_snapshot("h", Snapshot.build([]))  # another group is not held back by g's burst
-    assert seen == ["g", "h"]
-    await asyncio.sleep(0.3)
-    assert seen == ["g", "h", "g"]
+    cache.set_snapshot("h", Snapshot.build([]))
+    assert seen == ["g", "g", "h"]
     assert CLUSTER in cache.get_snapshot("g").resources  # type: ignore[union-attr]
-    cache.close()
 
 
 def test_metadata_node_group_keys_by_role_and_scope() -> None:
@@ -161,24 +124,18 @@ def test_metadata_node_group_keys_by_role_and_scope() -> None:
     assert c != a
 
 
-async def test_a_snapshot_with_unchanged_content_is_ignored_and_does_not_postpone_a_pending_one() -> None:
-    """A recompile that changes nothing (e.g. after a status write) must not push a
-    coalesced change further back, nor wake every stream."""
-    published: list[tuple[Snapshot, float]] = []
-    cache = SnapshotCache(debounce=0.1, max_delay=1.0)
-    cache.watch("g", lambda snap: published.append((snap, time.monotonic())))
-    cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "a", "1")]))  # leading edge: at once
-    assert len(published) == 1
+def test_a_snapshot_with_unchanged_content_is_ignored() -> None:
+    """A recompile that changes nothing (e.g. after a status write) must not wake every
+    stream."""
+    published: list[Snapshot] = []
+    cache = SnapshotCache()
+    cache.watch("g", published.append)
+    first = Snapshot.build([res(CLUSTER, "a", "1")])
+    cache.set_snapshot("g", first)
+    cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "a", "1")]))  # same content: ignored
     changed = Snapshot.build([res(CLUSTER, "a", "2")])
-    cache.set_snapshot("g", changed)  # coalesced: due 0.1 s from now
-    submitted = time.monotonic()
-    for _ in range(10):  # the same content every 0.03 s for 0.3 s: ignored
-        await asyncio.sleep(0.03)
-        cache.set_snapshot("g", Snapshot.build([res(CLUSTER, "a", "2")]))
-    await asyncio.sleep(0.1)
-    assert [snap for snap, _ in published] == [published[0][0], changed]
-    assert published[1][1] - submitted < 0.2  # not postponed by the identical ones
-    cache.close()
+    cache.set_snapshot("g", changed)
+    assert published == [first, changed] and cache.get_snapshot("g") is changed
 
 
 def test_what_a_subscription_selects_is_computed_once_per_snapshot_for_every_stream() -> None:

@@ -63,7 +63,7 @@ async def test_a_gateway_gets_its_certificate_when_the_secret_appears_and_a_rene
     import json
     import subprocess
 
-    from controller import pki
+    from controller.certs import pki
     from tests.support import envoy_binary, kubelet_write, stop_process
     from xds_server.bootstrap import MountedTls, render_dict
     from xds_server.identity import GATEWAY_IDENTITY, authorized_group
@@ -76,7 +76,7 @@ async def test_a_gateway_gets_its_certificate_when_the_secret_appears_and_a_rene
     secret.mkdir()
     sds.mkdir()
     plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, registry=CollectorRegistry(),
-                                      authorize=authorized_group, debounce=0.0,
+                                      authorize=authorized_group,
                                       credentials=ServerTls(TlsMaterial(server.cert_pem, server.key_pem,
                                                                         ca.cert_pem)).credentials())
     port, admin = free_port(), free_port()

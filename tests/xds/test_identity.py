@@ -15,7 +15,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
-from controller import pki
+from controller.certs import pki
 from tests.xds.client import res
 from tests.xds.conftest import Recorder
 from xds_server.cache import Snapshot, SnapshotCache
@@ -58,7 +58,7 @@ async def plane(certs: Pki) -> AsyncIterator[Plane]:
     opened: list[str] = []
     recorder.on_stream_open = lambda stream: opened.append(stream.node_group)  # type: ignore[method-assign]
     recorder.opened = opened  # type: ignore[attr-defined]
-    cache = SnapshotCache(debounce=0)
+    cache = SnapshotCache()
     xds = XdsServer(cache, [recorder], authorize=authorized_group, limits=Limits(max_streams=3, max_names=100,
                                                                                   max_name_bytes=64))
     tls = ServerTls(TlsMaterial(certs.server.cert_pem, certs.server.key_pem, certs.ca.cert_pem))
@@ -69,7 +69,6 @@ async def plane(certs: Pki) -> AsyncIterator[Plane]:
         yield Plane(port, cache, recorder, xds)
     finally:
         await server.stop(None)
-        cache.close()
 
 
 def channel(plane: Plane, client: pki.KeyPair | None, ca: bytes | None) -> grpc.aio.Channel:

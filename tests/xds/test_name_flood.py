@@ -28,7 +28,7 @@ from xds_server import Snapshot, start_control_plane
 from tests.xds.client import res
 from xds_server.types import CLUSTER
 async def main():
-    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, debounce=0.0)
+    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None)
     plane.cache.set_snapshot("gateway", Snapshot.build([res(CLUSTER, "c")]))
     print(plane.xds_port, flush=True)
     await asyncio.Event().wait()

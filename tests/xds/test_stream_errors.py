@@ -23,7 +23,7 @@ class Exploding(Hooks):
 
 
 async def test_a_failing_hook_is_logged_and_the_stream_carries_on(caplog: pytest.LogCaptureFixture) -> None:
-    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, debounce=0,
+    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None,
                                       hooks=[Exploding()], registry=CollectorRegistry())
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{plane.xds_port}")
     client = AdsClient(channel)
@@ -43,7 +43,7 @@ async def test_a_failing_hook_is_logged_and_the_stream_carries_on(caplog: pytest
 
 
 async def test_an_ads_request_without_type_url_ends_the_stream_with_invalid_argument() -> None:
-    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, debounce=0,
+    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None,
                                       registry=CollectorRegistry())
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{plane.xds_port}") as channel:
@@ -58,7 +58,7 @@ async def test_an_ads_request_without_type_url_ends_the_stream_with_invalid_argu
 
 
 async def test_a_nonce_from_a_previous_stream_counts_as_an_initial_request() -> None:
-    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, debounce=0,
+    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None,
                                       registry=CollectorRegistry())
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{plane.xds_port}")
     client = AdsClient(channel)

@@ -1,7 +1,7 @@
 """Prometheus series of the traffic per variant and of the rollouts, read at scrape time.
 
 Per variant (one ModelServer, label `modelserver="<ns>/<name>"`), from what every
-gateway Envoy pushes (`controller.stats_sink`, summed since this control plane started):
+gateway Envoy pushes (`controller.canary.stats_sink`, summed since this control plane started):
 
 - `modelroute_variant_requests_total{code}`: requests by the status clients got;
 - `modelroute_variant_upstream_responses_total{code_class}`: upstream attempts by class
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from controller.canary_runner import CanaryRunner
-from controller.stats_sink import Histogram, StatsCollector
+from controller.canary.runner import CanaryRunner
+from controller.canary.stats_sink import Histogram, StatsCollector
 
 _BACKEND = "modelserver/"
 PHASES = ("Progressing", "Paused", "Promoted", "RolledBack")

@@ -1,26 +1,17 @@
 """Guarded background work: a task that crashes, or a never-ending one that returns, is
-logged with its name, never lost; a child process never outlives us.
+logged with its name, never lost.
 
 asyncio only reports an exception of a forgotten task when the task is garbage-collected
 (if ever), so a dead watcher or supervisor would otherwise go unnoticed while the system
-silently stops reacting. Every long-lived task in `controller/` is started through
-`spawn`, which keeps a strong reference and logs the outcome.
-
-Child processes (Envoy, replicas, redis-server) are stopped by PID on a clean shutdown;
-for the unclean one (the control plane SIGKILLed or crashing hard) `child_preexec` asks
-Linux to SIGTERM them when their parent dies, so no orphan keeps a port bound.
+silently stops reacting. Every long-lived task is started through `spawn`, which keeps
+a strong reference and logs the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import logging
-import os
-import signal
-import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -58,24 +49,3 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
         t.cancel()
     if live:
         await asyncio.gather(*live, return_exceptions=True)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """`preexec_fn` for child processes: SIGTERM the child when its parent dies (Linux;
-    elsewhere a no-op, and the clean shutdown path still stops every child).
-
-    With `parent` (the spawning process's PID, bound with functools.partial) the child
-    also closes the race where the parent dies between fork and prctl: the death signal
-    would then never come, so the child ends itself."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if parent is not None and os.getppid() != parent:
-            os._exit(1)
-
-
-def child_preexec() -> Callable[[], None]:
-    """The `preexec_fn` every child we start gets: dies with this process."""
-    return functools.partial(die_with_parent, os.getpid())

@@ -1,7 +1,7 @@
 """A private `redis-server` for embedded mode (`modelroute up`): the shared rate limit's
 counters, on a free loopback port, without persistence (limits are windows of at most a
 day; a restart forgetting them is acceptable). Started and stopped by PID like Envoy,
-dies with the control plane, and is kept running by a `controller.supervisor.Supervisor`
+dies with the control plane, and is kept running by a `controller.local.supervisor.Supervisor`
 (a restart keeps its port, so the rate-limit service's URL stays valid).
 
 Debian's `redis-server` is installed by scripts/bootstrap.sh. Without it, or with an
@@ -17,9 +17,9 @@ import shutil
 import socket
 from pathlib import Path
 
-from controller.background import child_preexec
-from controller.processes import terminate
-from controller.ratelimit_service import DEFAULT_REDIS_URL, ServiceOptions
+from controller.local.processes import child_preexec
+from controller.local.processes import terminate
+from controller.ratelimit.service import DEFAULT_REDIS_URL, ServiceOptions
 
 log = logging.getLogger("modelroute.ratelimit")
 

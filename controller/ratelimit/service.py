@@ -47,8 +47,8 @@ from prometheus_client import Counter, Gauge
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from controller.ratelimit_limits import ClusterLimit, describe
-from controller.ratelimit_windows import Charge, Outcome, SlidingWindows, counter_key
+from controller.ratelimit.limits import ClusterLimit, describe
+from controller.ratelimit.windows import Charge, Outcome, SlidingWindows, counter_key
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 log = logging.getLogger("modelroute.ratelimit")

@@ -1,6 +1,6 @@
 """The canary runner: every `analysis.interval`, per ModelRoute with `canary.enabled`,
 read the canary's responses of the interval from the stats Envoys pushed, decide
-(`controller.canary.decide`), apply the weights live, log the decision with its numbers,
+(`controller.canary.decisions.decide`), apply the weights live, log the decision with its numbers,
 and publish the state.
 
 - Targets come from the specs (`set_routes`): the group with exactly two destinations is
@@ -15,7 +15,7 @@ and publish the state.
   applied before its first push — instead of starting over. After a restart the
   first verdict waits one full interval (the stats of the old process are gone).
 - `modelroute rollout` commands arrive through a `CommandQueue` (embedded: the file queue
-  of `controller.canary_commands`; in a cluster: an annotation on the ModelRoute).
+  of `controller.canary.commands`; in a cluster: an annotation on the ModelRoute).
 - Without `analysis`, the split is a plain A/B experiment: nothing moves by itself, the
   report is still kept, and promote/abort still work.
 - What is measured is the canary ModelServer's cluster on every Envoy that pushes stats:
@@ -25,8 +25,8 @@ and publish the state.
   with the numbers (requests seen, what the route's traffic at this weight would need)
   and what to change, until a verdict is reached again. A canary that can never collect
   `minRequests` at its weight would otherwise hold forever without a word.
-- The A/B report (`controller.ab_report`) is refreshed at every verdict (every
-  REPORT_EVERY_S without analysis); its sequential test (`controller.ab_test`) is fed the
+- The A/B report (`controller.canary.ab_report`) is refreshed at every verdict (every
+  REPORT_EVERY_S without analysis); its sequential test (`controller.canary.ab_test`) is fed the
   counts of each refresh's own interval, up to the last complete stats bucket, so no
   request is counted twice or lost between two looks.
 - Per route, the decisions taken are counted (`decisions`) for the Prometheus series.
@@ -46,13 +46,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller import canary_commands
-from controller.ab_report import build_report, counts
-from controller.ab_test import SequentialTest
-from controller.canary import (COMMANDS, CanaryState, CommandRefused, Sample, Settings, command, decide, record,
+from controller.canary import commands as canary_commands
+from controller.canary.ab_report import build_report, counts
+from controller.canary.ab_test import SequentialTest
+from controller.canary.decisions import (COMMANDS, CanaryState, CommandRefused, Sample, Settings, command, decide, record,
                                start)
-from controller.files import write_json_atomically
-from controller.stats_sink import RESOLUTION_S, VariantWindow
+from kit.files import write_json_atomically
+from controller.canary.stats_sink import RESOLUTION_S, VariantWindow
 from routing_engine import names
 from routing_engine.api.resources import ModelRoute, ObjectKey, Resource
 from routing_engine.resolve.groups import destination

@@ -1,6 +1,6 @@
 """A/B report of a canary (or any two-way split): is the canary as good as the stable?
 
-Per variant, from the access log's per-request statistics (`controller.stats_sink`):
+Per variant, from the access log's per-request statistics (`controller.canary.stats_sink`):
 - requests as clients got them, by status class (2xx, 3xx, 4xx, 429 apart: rate limited,
   5xx), and the success rate (non-5xx share) with a Wilson score interval (honest at
   small counts and near 0 or 100 %, where the normal approximation is not);
@@ -11,11 +11,11 @@ Per variant, from the access log's per-request statistics (`controller.stats_sin
   (Σ completion tokens / Σ duration: what a client sees, prefill included).
 
 Between the variants: the difference of success rates and the sequential test of
-`controller.ab_test` (always-valid p-value: fed one interval at a time by the runner, so
+`controller.canary.ab_test` (always-valid p-value: fed one interval at a time by the runner, so
 looking at it at every interval costs no false alarms). The verdict says which way a
 significant difference goes.
 
-The canary's *rollout* verdict (`controller.canary.decide`) is SPEC 3.4's: the canary's
+The canary's *rollout* verdict (`controller.canary.decisions.decide`) is SPEC 3.4's: the canary's
 success rate per upstream attempt against `threshold`. The report is the comparison with
 the stable, for the user (status, `modelroute rollout status`, the experiment page).
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.ab_test import SequentialTest
-from controller.stats_sink import VariantWindow
+from controller.canary.ab_test import SequentialTest
+from controller.canary.stats_sink import VariantWindow
 
 CLASSES = ("2xx", "3xx", "4xx", "429", "5xx")
 

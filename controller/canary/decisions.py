@@ -2,7 +2,7 @@
 interval's sample and the time — no I/O, no clock of its own, so every rule is tested
 with plain values.
 
-Every `analysis.interval` the runner (`controller.canary_runner`) hands `decide` the
+Every `analysis.interval` the runner (`controller.canary.runner`) hands `decide` the
 canary's responses over that interval:
 - fewer than `minRequests`: hold (no verdict, not a failure);
 - success rate (non-5xx share) at or above `threshold`: the canary gains `stepWeight`,

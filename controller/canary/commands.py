@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.files import write_json_atomically
+from kit.files import write_json_atomically
 
 COMMANDS_DIR = "rollout"
 _REPLY = ".reply.json"

@@ -16,7 +16,7 @@ that mapping into `World.endpoints`, so the engine turns it into EDS.
   (`--adapters`); when the declared list changes, running replicas load and unload the
   difference through the engine's runtime LoRA API (vLLM's `/v1/load_lora_adapter` and
   `/v1/unload_lora_adapter`) instead of restarting. What each replica has loaded is read
-  back from it (`controller/engine_probe.py`), not assumed.
+  back from it (`controller/engines/probe.py`), not assumed.
 - **Drain before stop.** A replica that is scaled away, replaced, deleted or restarted
   for failing its probe is first withdrawn from the endpoints; the `drain` callback
   waits (bounded) until every Envoy has acknowledged the EDS update without it; only
@@ -43,9 +43,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
-from controller.background import cancel_and_wait, child_preexec, spawn
-from controller.processes import terminate
-from controller.supervisor import Backoff
+from controller.local.processes import child_preexec
+from kit.tasks import cancel_and_wait, spawn
+from controller.local.processes import terminate
+from controller.local.supervisor import Backoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
 
@@ -60,7 +61,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def mock_engine_command(infer: ModelInfer, replica: int, port: int) -> list[str]:
-    argv = [sys.executable, "-m", "controller.mock_engine", "--port", str(port), "--model",
+    argv = [sys.executable, "-m", "controller.engines.mock_engine", "--port", str(port), "--model",
             infer.spec.model_ref.name, "--infer", infer.metadata.name, "--namespace",
             infer.metadata.namespace, "--replica", str(replica)]
     if infer.spec.adapters:
@@ -69,7 +70,7 @@ def mock_engine_command(infer: ModelInfer, replica: int, port: int) -> list[str]
 
 
 def _child_env() -> dict[str, str]:
-    """The parent's environment, with this checkout importable (`-m controller.mock_engine`
+    """The parent's environment, with this checkout importable (`-m controller.engines.mock_engine`
     must work whatever the working directory)."""
     paths = [_PACKAGE_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from controller.kubernetes.registry_status import model_status, policy_target, policy_target_problem
 from controller.kubernetes.workloads import WorkloadError, infer_status, policy_for
-from controller.status_view import ReplicaCounts
+from controller.local.status_view import ReplicaCounts
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource
 from routing_engine.world import ConditionView, ObjectStatus
 

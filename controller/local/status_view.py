@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NotRequired, Protocol, TypedDict
 
-from controller.files import write_json_atomically
+from kit.files import write_json_atomically
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ObjectStatus
 
@@ -74,7 +74,7 @@ class CanaryView:
     last_success_rate: float | None = None
     failed_intervals: int = 0
     message: str = ""  # the last decision or command, with its numbers
-    report: Mapping[str, Any] | None = None  # A/B report (`controller.ab_report.ABReport.to_json`)
+    report: Mapping[str, Any] | None = None  # A/B report (`controller.canary.ab_report.ABReport.to_json`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class RouteView:
 
 
 class ReplicaCounts(Protocol):
-    """What the view needs of a ModelInfer's replicas (`controller.replicas.ReplicaStatus`)."""
+    """What the view needs of a ModelInfer's replicas (`controller.local.replicas.ReplicaStatus`)."""
 
     @property
     def desired(self) -> int: ...
@@ -99,7 +99,7 @@ class ReplicaCounts(Protocol):
 
 
 class ProcessState(Protocol):
-    """What the view shows of a child process (`controller.supervisor.ChildState`)."""
+    """What the view shows of a child process (`controller.local.supervisor.ChildState`)."""
 
     @property
     def name(self) -> str: ...
@@ -274,7 +274,7 @@ def render_tables(doc: StatusDocument, *, every_condition: bool = False) -> str:
                 if c.get("message"):
                     lines.append(f"{'':<32} {c['message']}")
                 if c.get("report"):
-                    from controller.ab_report import render as render_report  # numpy only when there is one
+                    from controller.canary.ab_report import render as render_report  # numpy only when there is one
                     lines.extend(f"{'':<32} {line}" for line in render_report(c["report"]))
     if doc.get("processes"):
         lines += ["", f"{'PROCESS':<12} {'STATE':<11} {'PID':<8} {'RESTARTS':<9}"]

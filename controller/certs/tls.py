@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from controller import pki
-from controller.pki import KeyPair
+from controller.certs import pki
+from controller.certs.pki import KeyPair
 from xds_server.tls import TlsMaterial
 
 log = logging.getLogger(__name__)

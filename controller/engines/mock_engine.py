@@ -36,7 +36,7 @@ Inference-aware routing (issue #18):
   sends adapter traffic to the wrong replica is seen. Other names are served as the base
   model (the mock is lenient: routes match arbitrary model names).
 
-Run: `python -m controller.mock_engine --port P --model NAME --infer NAME --replica N`.
+Run: `python -m controller.engines.mock_engine --port P --model NAME --infer NAME --replica N`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.mock_batching import RATE_WINDOW_S, Scheduler, Timing
+from controller.engines.mock_batching import RATE_WINDOW_S, Scheduler, Timing
 
 MOCK_NOTICE = "modelroute mock inference engine (not a real model)"
 # Headers only a proxy adds: a request carrying one did not come to the replica directly.
@@ -76,7 +76,7 @@ class Behaviour:
     fail_status: int = 500
     completion_tokens: int = 16
     healthy: bool = True  # False: GET /health answers 503, so readiness drops (failover demos)
-    # The queueing model (controller/mock_batching.Timing): off while both times are 0.
+    # The queueing model (controller/engines/mock_batching.Timing): off while both times are 0.
     decode_ms: float = 0.0
     prefill_ms_per_token: float = 0.0
     batch_slowdown: float = 0.0
@@ -538,7 +538,7 @@ class MockEngine:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m controller.mock_engine", description=MOCK_NOTICE)
+    p = argparse.ArgumentParser(prog="python -m controller.engines.mock_engine", description=MOCK_NOTICE)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--model", required=True, help="model name reported in responses")
@@ -553,7 +553,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-running", type=int, default=64, help="concurrent requests before queueing")
     p.add_argument("--seed", type=int, default=None, help="seed for fail_rate draws")
     p.add_argument("--adapters", default="", help="LoRA adapters loaded at start: name[=path],...")
-    timing = p.add_argument_group("queueing model (controller/mock_batching.py; off while both times are 0)")
+    timing = p.add_argument_group("queueing model (controller/engines/mock_batching.py; off while both times are 0)")
     timing.add_argument("--decode-ms", type=float, default=0.0, help="one decode step with one request running")
     timing.add_argument("--prefill-ms-per-token", type=float, default=0.0, help="per uncached prompt token")
     timing.add_argument("--batch-slowdown", type=float, default=0.0, help="step time added per extra running request")

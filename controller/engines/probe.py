@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 import aiohttp
 
-from controller.engine_load import EngineLoad, parse_metrics, weights
+from controller.engines.load import EngineLoad, parse_metrics, weights
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
 from routing_engine.world import BackendEndpoint
 

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import watchfiles
 
-from controller.background import cancel_and_wait, spawn
+from kit.tasks import cancel_and_wait, spawn
 from routing_engine.api.resources import ObjectKey, Resource
 
 log = logging.getLogger(__name__)

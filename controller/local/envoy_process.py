@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from controller.background import child_preexec
-from controller.processes import terminate
+from controller.local.processes import child_preexec
+from controller.local.processes import terminate
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ can tell the user that what the child serves is down.
 
 Before it: the wiring, which knows how to make the child (`factory`). After it:
 `on_change` (the wiring republishes the status) and `state()` for the status view.
-Replicas have their own loop (`controller.replicas`): a replica also gets a new port and
+Replicas have their own loop (`controller.local.replicas`): a replica also gets a new port and
 a readiness probe on every start; they share `Backoff`.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from controller.background import cancel_and_wait, spawn
+from kit.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger(__name__)
 
