@@ -17,6 +17,7 @@ RUN python -m venv /opt/modelroute
 COPY deploy/image/constraints.txt /src/constraints.txt
 RUN /opt/modelroute/bin/pip install --constraint /src/constraints.txt --requirement /src/constraints.txt
 COPY pyproject.toml README.md /src/
+COPY kit /src/kit
 COPY routing_engine /src/routing_engine
 COPY xds_server /src/xds_server
 COPY controller /src/controller

@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
+from envoy.config.metrics.v3 import stats_pb2
 
 from kit.tasks import cancel_and_wait, spawn
 from controller.canary.decisions import Event
@@ -45,6 +46,7 @@ from modelroute.control_loop import ControlLoop
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import ObjectStatus
 from xds_server.bootstrap import MountedTls, StatsSink
+from xds_server.types import type_url
 
 CANARY_FILE = "canary.json"
 # Envoy flushes counters this often: a verdict's window is accurate to it, so it is well
@@ -106,7 +108,7 @@ def tcp_stats_sink(host: str, port: int, *, flush_interval_ms: int = 1000,
     if tls is not None:
         cluster["transport_socket"] = tls.transport_socket(grpc=False)
     sink = {"name": "envoy.stat_sinks.statsd", "typed_config": {
-        "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink", "tcp_cluster_name": "modelroute_stats"}}
+        "@type": type_url(stats_pb2.StatsdSink), "tcp_cluster_name": "modelroute_stats"}}
     return {"stats_sinks": [sink], "stats_flush_interval": f"{flush_interval_ms / 1000:.3f}s", "cluster": cluster}
 
 

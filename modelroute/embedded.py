@@ -65,7 +65,7 @@ from controller.ratelimit.limits import cluster_limits
 from controller.ratelimit.redis_server import LocalRedis, redis_for
 from controller.ratelimit.service import RunningService, ServiceOptions, start_ratelimit_service
 from controller.local.replicas import ReplicaRuntime
-from controller.local.status_view import RouteView, StatusWriter, status_path
+from controller.local.status_view import RouteView, StatusFile, status_path
 from controller.local.status_view import run_dir as run_dir_of
 from controller.local.supervisor import Supervisor
 from controller.certs.tls import untrusted_material, watch_tls_files
@@ -142,7 +142,7 @@ class Embedded:
         self.placement = Placement(listen_address=options.listen_address,
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
         self.lock = InstanceLock(options.run_dir, directory=options.directory)
-        self.status_writer = StatusWriter(status_path(options.run_dir))
+        self.status_writer = StatusFile(status_path(options.run_dir))
         # One registry per instance: its /metrics shows this control plane only, and tests may
         # run several in one process.
         self.registry = CollectorRegistry()

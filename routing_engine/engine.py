@@ -28,7 +28,8 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import serialize
 from routing_engine.api.resources import ObjectKey
 from routing_engine.resolve import Resolver
-from routing_engine.translate import names, scopes
+from routing_engine import names
+from routing_engine.translate import scopes
 from routing_engine.translate.translator import TranslateError, Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, pack
 from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World

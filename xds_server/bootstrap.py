@@ -14,10 +14,15 @@ from string import Template
 from typing import Any, Literal
 
 import yaml
+from envoy.config.metrics.v3 import stats_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from xds_server.types import SECRET, type_url
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "envoy"
 
 Role = Literal["gateway", "sidecar"]
+_UPSTREAM_TLS = type_url(tls_pb2.UpstreamTlsContext)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +43,7 @@ class XdsTls:
                 "validation_context": {"trusted_ca": {"filename": str(self.ca)}},
                 "alpn_protocols": ["h2"],  # gRPC servers insist on ALPN h2
             },
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "@type": _UPSTREAM_TLS,
         }
         if self.server_name:
             context["sni"] = self.server_name
@@ -78,7 +83,7 @@ class MountedTls:
         if grpc:
             common["alpn_protocols"] = ["h2"]  # gRPC servers insist on ALPN h2
         return {"name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "@type": _UPSTREAM_TLS,
             "common_tls_context": common}}
 
     def sds_files(self) -> dict[str, str]:
@@ -87,7 +92,7 @@ class MountedTls:
         event Envoy reloads on) and only then creates the top-level `tls.crt` links of a
         newly populated volume, so a reload reading `tls.crt` could find it missing and
         never try again (seen with a Secret issued after the gateway started)."""
-        secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+        secret = SECRET
         data = f"{self.secret_dir}/..data"
         # Each secret watches the volume (it exists from the start, unlike `..data`).
         watched = {"path": self.secret_dir}
@@ -112,7 +117,7 @@ class StatsSink:
 
     def block(self) -> str:
         sink = {"name": "envoy.stat_sinks.statsd", "typed_config": {
-            "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink",
+            "@type": type_url(stats_pb2.StatsdSink),
             "address": {"socket_address": {"protocol": "UDP", "address": self.host, "port_value": int(self.port)}}}}
         interval = f"{self.flush_interval_ms / 1000:.3f}s"
         return f"stats_sinks: {json.dumps([sink])}\nstats_flush_interval: {interval}"

@@ -16,9 +16,9 @@ from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from xds_server.snapshot import Snapshot
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, XdsResource
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, XdsResource, type_url
 
-_HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_HCM_TYPE = type_url(hcm_pb2.HttpConnectionManager)
 
 
 # The references found in each resource, by (type, name, version): a push re-checks a

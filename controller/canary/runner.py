@@ -83,7 +83,7 @@ class StatsSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class CanaryPair:
     """What the spec says about one route's canary."""
 
     stable: ObjectKey
@@ -96,7 +96,7 @@ def _name(key: ObjectKey) -> str:
     return f"{key.namespace}/{key.name}"
 
 
-def target_of(route: ModelRoute) -> Target | None:
+def target_of(route: ModelRoute) -> CanaryPair | None:
     """The canary pair of a route with `canary.enabled`, or None (disabled, or no group of
     exactly two destinations: the engine reports that as ValidationFailed)."""
     spec = route.spec.canary
@@ -116,7 +116,7 @@ def target_of(route: ModelRoute) -> Target | None:
         begin = (100 - settings.step_weight, settings.step_weight)
     else:
         begin = DEFAULT_START
-    return Target(stable, canary, begin, settings)
+    return CanaryPair(stable, canary, begin, settings)
 
 
 def parse_route_key(text: str) -> ObjectKey:
@@ -195,7 +195,7 @@ class CanaryRunner:
         self._clock = clock
         self.poll_s = poll_s
         self.states: dict[ObjectKey, CanaryState] = store.load()
-        self._targets: dict[ObjectKey, Target] = {}
+        self._targets: dict[ObjectKey, CanaryPair] = {}
         now = clock()
         # Whatever was persisted resumes: its next verdict is one interval from now.
         self._window_start: dict[ObjectKey, float] = {k: now for k in self.states}
@@ -298,7 +298,7 @@ class CanaryRunner:
         if changed:
             self._commit()
 
-    def _refresh_report(self, key: ObjectKey, target: Target, state: CanaryState, now: float) -> None:
+    def _refresh_report(self, key: ObjectKey, target: CanaryPair, state: CanaryState, now: float) -> None:
         stable, canary = names.backend(target.stable), names.backend(target.canary)
         test, tested_until = self._tests.get(key, (SequentialTest(), state.started_at))
         until = max(tested_until, RESOLUTION_S * (now // RESOLUTION_S))  # complete stats buckets only

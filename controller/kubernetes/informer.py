@@ -33,6 +33,7 @@ from typing import Literal
 from controller.kubernetes.errors import ApiError, Gone
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.resources import ResourceType
+from kit.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,6 @@ class Change:
 
 Handler = Callable[[Change], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential delay after consecutive failures: initial, ×factor, capped."""
-
-    initial: float = 0.5
-    factor: float = 2.0
-    maximum: float = 30.0
-
-    def delay(self, failures: int) -> float:
-        return float(min(self.maximum, self.initial * self.factor ** max(0, failures - 1)))
 
 
 def cache_key(obj: Obj) -> CacheKey:

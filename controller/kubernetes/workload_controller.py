@@ -18,7 +18,8 @@ import logging
 from typing import TypeVar
 
 from controller.kubernetes.errors import ApiError
-from controller.kubernetes.informer import Backoff, Change, Informer, Sleep
+from controller.kubernetes.informer import Change, Informer, Sleep
+from kit.backoff import Backoff
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.provider import engine_view
 from controller.kubernetes.reconciler import ModelInferReconciler, ReconcileResult

@@ -46,7 +46,7 @@ from typing import IO, Any
 from controller.local.processes import child_preexec
 from kit.tasks import cancel_and_wait, spawn
 from controller.local.processes import terminate
-from controller.local.supervisor import Backoff
+from kit.backoff import Backoff, RestartBackoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
 
@@ -252,7 +252,7 @@ class ReplicaRuntime:
 
     def __init__(self, *, on_endpoints: Callable[[Endpoints], Any], log_dir: Path | None = None,
                  command: CommandFactory = mock_engine_command, probe_interval: float = 0.2,
-                 probe_timeout: float = 1.0, backoff_factory: Callable[[], Backoff] = Backoff,
+                 probe_timeout: float = 1.0, backoff_factory: Callable[[], RestartBackoff] = RestartBackoff,
                  drain: Drain = _no_drain, stop_grace: float = 3.0, unready_restart_after: float = 30.0) -> None:
         self._on_endpoints = on_endpoints
         self.log_dir = log_dir

@@ -7,7 +7,7 @@ state of the child processes (Envoy, redis-server), goes to one JSON file in the
 directory: `DIR/.modelroute/status.json` (hidden, so the file provider never reads it
 back).
 
-`StatusWriter.write(...)` is called by the wiring after every compile/ACK/replica change,
+`StatusFile.write(...)` is called by the wiring after every compile/ACK/replica change,
 rejected file and child process change; it writes only when the content changed,
 atomically (temp file + rename: a reader never sees half a file), and keeps each
 condition's `lastTransitionTime` until its status flips, as Kubernetes does.
@@ -137,7 +137,7 @@ def percentages(weights: Sequence[int]) -> list[float]:
 
 
 @dataclass
-class StatusWriter:
+class StatusFile:
     path: Path
     now: Callable[[], str] = _utcnow
     _last: dict[str, Any] | None = field(default=None, init=False)

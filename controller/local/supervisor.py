@@ -6,7 +6,7 @@ can tell the user that what the child serves is down.
 Before it: the wiring, which knows how to make the child (`factory`). After it:
 `on_change` (the wiring republishes the status) and `state()` for the status view.
 Replicas have their own loop (`controller.local.replicas`): a replica also gets a new port and
-a readiness probe on every start; they share `Backoff`.
+a readiness probe on every start; they share `kit.backoff.RestartBackoff`.
 """
 
 from __future__ import annotations
@@ -17,29 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from kit.backoff import RestartBackoff
 from kit.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "restarting", "stopped"]
-
-
-@dataclass
-class Backoff:
-    """Restart delay: doubles per crash, capped, and forgotten once a child has run
-    `reset_after` seconds (a child that crashes once a day restarts at once)."""
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    reset_after: float = 10.0
-    _current: float = 0.0
-
-    def next_delay(self, ran_for: float) -> float:
-        if ran_for >= self.reset_after or self._current == 0.0:
-            self._current = self.initial
-        else:
-            self._current = min(self._current * 2, self.maximum)
-        return self._current
 
 
 class Child(Protocol):
@@ -78,7 +61,7 @@ class Supervisor:
     exits until `await stop()`."""
 
     def __init__(self, name: str, factory: Callable[[], Child], *, on_change: Callable[[], object] = lambda: None,
-                 backoff_factory: Callable[[], Backoff] = Backoff) -> None:
+                 backoff_factory: Callable[[], RestartBackoff] = RestartBackoff) -> None:
         self.name = name
         self._factory = factory
         self._on_change = on_change

@@ -38,7 +38,8 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from routing_engine import ir
-from routing_engine.translate import names, usage
+from routing_engine import names
+from routing_engine.translate import usage
 from routing_engine.translate.plugin import RANKS, Plugin
 from routing_engine.translate.xds import pack
 

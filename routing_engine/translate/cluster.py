@@ -31,7 +31,7 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from routing_engine import ir
 from routing_engine.names import stat_name
-from routing_engine.translate import names
+from routing_engine import names
 from routing_engine.translate.xds import ads, length_delimited, millis, pack
 
 AGGREGATE_CLUSTER_TYPE = "envoy.clusters.aggregate"

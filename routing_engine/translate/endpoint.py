@@ -15,7 +15,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from routing_engine import ir
-from routing_engine.translate import names
+from routing_engine import names
 from routing_engine.translate.cluster import ADAPTER_KEY, LB_METADATA_NAMESPACE
 
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
 from routing_engine import ir
-from routing_engine.translate import names
+from routing_engine import names
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
 

@@ -32,7 +32,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
 from routing_engine.envoy_rules import parse_jwks_uri
 from routing_engine.jwks import provider_problem
-from routing_engine.translate import names
+from routing_engine import names
 from routing_engine.translate.plugin import RANKS, ExtraResource, HttpFilter, Plugin
 from routing_engine.translate.xds import CLUSTER, pack
 

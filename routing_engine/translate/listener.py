@@ -25,7 +25,8 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from routing_engine import ir
-from routing_engine.translate import names, scopes
+from routing_engine import names
+from routing_engine.translate import scopes
 from routing_engine.translate.plugin import Plugin
 from routing_engine.translate.xds import ads, pack, serialize
 

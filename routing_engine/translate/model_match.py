@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m
 from routing_engine import ir
-from routing_engine.translate import names
+from routing_engine import names
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
 

@@ -55,7 +55,8 @@ from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as rl_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from routing_engine import ir
-from routing_engine.translate import names, usage
+from routing_engine import names
+from routing_engine.translate import usage
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
 

@@ -46,7 +46,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from routing_engine import ir
 from routing_engine.envoy_rules.regex import glob_regex
-from routing_engine.translate import names
+from routing_engine import names
 from routing_engine.translate.cluster import ADAPTER_KEY, LB_METADATA_NAMESPACE
 from routing_engine.translate.xds import length_delimited, millis, pack
 

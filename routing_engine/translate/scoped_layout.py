@@ -19,7 +19,8 @@ from typing import NamedTuple, Protocol
 
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import names, scopes
+from routing_engine import names
+from routing_engine.translate import scopes
 from routing_engine.translate.wire import route_config_bytes
 from routing_engine.translate.xds import ROUTE, SCOPED_ROUTE
 from routing_engine.world import EnvoyResource

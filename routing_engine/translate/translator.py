@@ -47,7 +47,8 @@ from google.protobuf.message import Message
 
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import cluster, endpoint, listener, names, route, scoped_layout, scopes
+from routing_engine import names
+from routing_engine.translate import cluster, endpoint, listener, route, scoped_layout, scopes
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.plugin import Plugin, builtin, ordered
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER, serialize

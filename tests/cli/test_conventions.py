@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controller.local.instance import InstanceConflict, InstanceLock, holder
-from controller.local.status_view import StatusWriter, status_path
+from controller.local.status_view import StatusFile, status_path
 from modelroute.cli import main
 from tests.support import REPO
 
@@ -80,7 +80,7 @@ def test_validate_json_for_ci(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def _last_status(directory: Path) -> None:
-    StatusWriter(status_path(directory / ".modelroute"), now=lambda: "2026-01-01T00:00:00Z").write(statuses={})
+    StatusFile(status_path(directory / ".modelroute"), now=lambda: "2026-01-01T00:00:00Z").write(statuses={})
 
 
 def test_status_of_a_directory_nobody_serves_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

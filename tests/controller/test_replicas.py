@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from controller.local.replicas import Endpoints, ReplicaRuntime, http_ok
-from controller.local.supervisor import Backoff
+from kit.backoff import Backoff, RestartBackoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
 
@@ -189,7 +189,7 @@ async def test_failing_command_is_restarted_with_backoff_and_never_ready() -> No
         return [sys.executable, "-c", "import sys; sys.exit(3)"]
 
     rt = ReplicaRuntime(on_endpoints=rec, command=crashing,
-                        backoff_factory=lambda: Backoff(initial=0.05, maximum=0.2))
+                        backoff_factory=lambda: RestartBackoff(Backoff(initial=0.05, maximum=0.2)))
     try:
         await rt.reconcile([infer(A, 1)])
         deadline = time.monotonic() + 10
@@ -250,7 +250,7 @@ async def test_missing_binary_is_retried_not_fatal(caplog: pytest.LogCaptureFixt
     def missing(mi: ModelInfer, index: int, port: int) -> list[str]:
         return ["/nonexistent/engine"]
 
-    rt = ReplicaRuntime(on_endpoints=rec, command=missing, backoff_factory=lambda: Backoff(initial=0.02, maximum=0.05))
+    rt = ReplicaRuntime(on_endpoints=rec, command=missing, backoff_factory=lambda: RestartBackoff(Backoff(initial=0.02, maximum=0.05)))
     try:
         await rt.reconcile([infer(A, 1)])
         deadline = time.monotonic() + 5

@@ -10,7 +10,7 @@ import pytest
 
 from controller.local.replicas import ReplicaStatus
 from controller.local.status_view import (CanaryView, GroupView, RouteView, SplitView, StatusUnavailable,
-                                    StatusWriter, percentages, read_status, render_status, status_path)
+                                    StatusFile, percentages, read_status, render_status, status_path)
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ConditionView, ObjectStatus
 
@@ -43,7 +43,7 @@ def route_view(canary_weight: int = 20) -> RouteView:
 
 
 def test_writes_objects_routes_replicas_and_errors(tmp_path: Path) -> None:
-    writer = StatusWriter(status_path(tmp_path), now=Clock())
+    writer = StatusFile(status_path(tmp_path), now=Clock())
     assert writer.write(statuses={SERVER: server_status(), INFER: ObjectStatus("Pending", ())}, routes=[route_view()],
                         replicas={INFER: ReplicaStatus(desired=2, ready=1, restarts=3)},
                         errors={"bad.yaml": ["bad.yaml#1: ModelRoute default/x: spec.routes: is required"]})
@@ -65,7 +65,7 @@ def test_writes_objects_routes_replicas_and_errors(tmp_path: Path) -> None:
 def test_unchanged_content_is_not_rewritten_and_transitions_keep_their_time(tmp_path: Path) -> None:
     clock = Clock()
     path = status_path(tmp_path)
-    writer = StatusWriter(path, now=clock)
+    writer = StatusFile(path, now=clock)
     assert writer.write(statuses={SERVER: server_status()})
     clock.t = 5
     assert not writer.write(statuses={SERVER: server_status()})
@@ -77,14 +77,14 @@ def test_unchanged_content_is_not_rewritten_and_transitions_keep_their_time(tmp_
     assert conditions["Ready"]["lastTransitionTime"] == "2026-01-01T00:00:09Z"
     # A new writer (modelroute up restarted) keeps the times of conditions that did not flip.
     clock.t = 30
-    again = StatusWriter(path, now=clock)
+    again = StatusFile(path, now=clock)
     again.write(statuses={SERVER: server_status("False", "ModelInfer default/gone not found")}, routes=[route_view()])
     conditions = {c["type"]: c for c in read_status(path)["objects"][0]["conditions"]}
     assert conditions["Ready"]["lastTransitionTime"] == "2026-01-01T00:00:09Z"
 
 
 def test_live_split_change_is_written(tmp_path: Path) -> None:
-    writer = StatusWriter(status_path(tmp_path), now=Clock())
+    writer = StatusFile(status_path(tmp_path), now=Clock())
     writer.write(statuses={}, routes=[route_view(20)])
     assert writer.write(statuses={}, routes=[route_view(30)])
     assert read_status(tmp_path)["routes"][0]["canary"]["canaryWeight"] == 30
@@ -104,7 +104,7 @@ def test_reader_errors_are_clear(tmp_path: Path) -> None:
 
 
 def test_render_shows_endpoints_splits_problems_and_errors(tmp_path: Path) -> None:
-    writer = StatusWriter(status_path(tmp_path), now=Clock())
+    writer = StatusFile(status_path(tmp_path), now=Clock())
     writer.write(statuses={SERVER: server_status("False", "ModelInfer default/gone not found"),
                            INFER: ObjectStatus("Running", ())},
                  routes=[route_view()], replicas={INFER: ReplicaStatus(2, 2, 0)}, errors={"x.yaml": ["x.yaml: bad"]})

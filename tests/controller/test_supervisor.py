@@ -15,7 +15,8 @@ import pytest
 
 from controller.local.processes import child_preexec
 from controller.local.processes import terminate
-from controller.local.supervisor import Backoff, Supervisor
+from controller.local.supervisor import Supervisor
+from kit.backoff import Backoff, RestartBackoff
 
 
 class Sleeper:
@@ -61,7 +62,7 @@ def alive(pid: int) -> bool:
 
 async def test_a_killed_child_is_restarted_and_its_state_reported() -> None:
     changes: list[str] = []
-    supervisor = Supervisor("sleeper", Sleeper, backoff_factory=lambda: Backoff(initial=0.05),
+    supervisor = Supervisor("sleeper", Sleeper, backoff_factory=lambda: RestartBackoff(Backoff(initial=0.05)),
                             on_change=lambda: changes.append(supervisor.state().state))
     await supervisor.start()
     try:
@@ -99,7 +100,7 @@ async def test_a_failing_restart_is_retried_with_backoff(caplog: pytest.LogCaptu
         attempts += 1
         return Sleeper(fail_start=attempts in (2, 3))  # the first two restarts fail
 
-    supervisor = Supervisor("flaky", flaky, backoff_factory=lambda: Backoff(initial=0.02, maximum=0.05))
+    supervisor = Supervisor("flaky", flaky, backoff_factory=lambda: RestartBackoff(Backoff(initial=0.02, maximum=0.05)))
     await supervisor.start()
     try:
         pid = supervisor.state().pid
@@ -112,7 +113,7 @@ async def test_a_failing_restart_is_retried_with_backoff(caplog: pytest.LogCaptu
 
 
 def test_backoff_doubles_caps_and_resets_after_a_long_run() -> None:
-    b = Backoff(initial=0.1, maximum=0.5, reset_after=10)
+    b = RestartBackoff(Backoff(initial=0.1, maximum=0.5), reset_after=10)
     assert [b.next_delay(0.5) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
     assert b.next_delay(30.0) == 0.1
 
@@ -125,7 +126,7 @@ async def test_redis_server_is_restarted_on_its_port(tmp_path) -> None:
     binary = shutil.which("redis-server")
     assert binary is not None, "redis-server is installed by scripts/bootstrap.sh"
     redis = LocalRedis(tmp_path, binary)
-    supervisor = Supervisor("redis", lambda: redis, backoff_factory=lambda: Backoff(initial=0.05))
+    supervisor = Supervisor("redis", lambda: redis, backoff_factory=lambda: RestartBackoff(Backoff(initial=0.05)))
     await supervisor.start()
     try:
         port, pid = redis.port, supervisor.state().pid

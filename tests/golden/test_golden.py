@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from modelroute.envoy_check import validate_many
-from routing_engine.translate.consistency import dangling_references
+from tests.support.references import dangling_references
 from tests.golden import harness
 
 CASES = harness.cases()

@@ -19,7 +19,7 @@ from modelroute.envoy_check import validate
 from routing_engine import engine, serialize
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey
 from routing_engine.translate import Translator
-from routing_engine.translate.consistency import dangling_references
+from tests.support.references import dangling_references
 from routing_engine.translate.xds import ROUTE
 from routing_engine.world import BackendEndpoint, Target, World
 from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from controller.kubernetes.client import KubeClient
-from controller.kubernetes.informer import Backoff, Change, Informer
+from controller.kubernetes.informer import Change, Informer
+from kit.backoff import Backoff
 from controller.kubernetes.resources import MODEL_ROUTE
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import eventually, route, running

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from controller.kubernetes.client import KubeClient
-from controller.kubernetes.informer import Backoff
+from kit.backoff import Backoff
 from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER
 from controller.kubernetes.workload_controller import WorkloadController
 from tests.kubernetes.fakeapi import ApiFailure, FakeKubeApi

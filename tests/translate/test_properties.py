@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from modelroute.envoy_check import validate
 from routing_engine import engine, ir
 from routing_engine.translate import Translator, translate
-from routing_engine.translate.consistency import dangling_references
+from tests.support.references import dangling_references
 from routing_engine.translate.xds import ROUTE
 from routing_engine import serialize
 from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY, route_key, server_key, table_name

@@ -15,7 +15,7 @@ import pytest
 from modelroute.envoy_check import validate
 from routing_engine import engine, ir, serialize
 from routing_engine.translate import Translator, scopes, translate
-from routing_engine.translate.consistency import dangling_references
+from tests.support.references import dangling_references
 from routing_engine.translate.xds import LISTENER, ROUTE, SCOPED_ROUTE
 from tests.support import envoy_binary, free_port, stop_process, wait_until
 from tests.translate.builders import gateway, listener, route

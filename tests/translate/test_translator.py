@@ -100,7 +100,7 @@ def test_backends_without_routes_still_get_clusters() -> None:
 
 
 def test_every_reference_resolves_and_a_dangling_one_is_found() -> None:
-    from routing_engine.translate.consistency import dangling_references
+    from tests.support.references import dangling_references
 
     result = translate(world())
     assert dangling_references(result.resources) == []

@@ -1,8 +1,9 @@
-"""Cross-resource checks on a translation: every name a resource refers to exists.
+"""Cross-resource checks on a translation, for tests: every name a resource refers to
+exists.
 
-go-control-plane checks a snapshot for consistency before serving it; this is the same
-check on our output, run by tests (and available to the xDS server before it sets a
-snapshot): RDS names of listeners and of routing scopes, clusters of routes (weighted, aggregate members, the
+The xDS server checks what would stall Envoy's warming before it serves a snapshot
+(`xds_server.consistency`: EDS, RDS and SRDS names); this is the stricter check on the
+engine's whole output that the golden and property tests run: RDS names of listeners and of routing scopes, clusters of routes (weighted, aggregate members, the
 health check's clusters, JWKS fetch clusters), EDS assignments of EDS clusters, SDS secrets
 of TLS listeners. Clusters the bootstrap defines (`modelroute_admin`) count as present.
 """
@@ -18,7 +19,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import serialize
-from routing_engine.translate import names
+from routing_engine import names
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from routing_engine.world import EnvoyResource
 
