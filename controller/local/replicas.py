@@ -10,8 +10,11 @@ that mapping into `World.endpoints`, so the engine turns it into EDS.
   listed as UNHEALTHY it would still count in Envoy's panic threshold (below 50% healthy
   hosts Envoy routes to all of them), so scaling 1 → 3 would send traffic to processes
   that are not listening yet. A replica that was ready and fails its probe stays listed
-  as UNHEALTHY (a blip must not reshuffle the others); one that stays unready for
-  `unready_restart_after` seconds is restarted (a liveness rule).
+  as UNHEALTHY (a blip must not reshuffle the others); one that was ready and stays
+  unready for `unready_restart_after` seconds is restarted (a liveness rule). A replica
+  that has not been ready yet is loading (a real engine loads its weights for minutes):
+  it is restarted only when it is not ready `startup_timeout` seconds after its start
+  (Kubernetes' startup probe, which holds the liveness probe back until it succeeds).
 - **LoRA adapters** (issue 18): a replica starts with its ModelInfer's declared adapters
   (`--adapters`); when the declared list changes, running replicas load and unload the
   difference through the engine's runtime LoRA API (vLLM's `/v1/load_lora_adapter` and
@@ -179,7 +182,8 @@ class _Replica:
     async def _probe(self, proc: asyncio.subprocess.Process) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
-        last_ready = loop.time()  # the startup counts as ready for the liveness clock
+        started = last_ready = loop.time()
+        was_ready = False  # the liveness clock runs from the first ready probe on
         while True:
             assert self.port is not None
             ok = await http_ok(self.port, timeout=self.runtime.probe_timeout)
@@ -188,16 +192,18 @@ class _Replica:
             # single slow probe does not flap the endpoint (a crash is seen by wait()).
             ready = ok or (self.ready and failures < 2)
             if ok:
-                last_ready = loop.time()
+                last_ready, was_ready = loop.time(), True
             if ready != self.ready:
                 self.ready = ready
                 self.listed = self.listed or ready
                 log.info("replica %s: modelinfer=%s port=%s", "ready" if ready else "not ready", self.name,
                          self.port, extra={"modelinfer": self.name, "ready": ready})
                 self.runtime.changed()
-            if not ok and loop.time() - last_ready >= self.runtime.unready_restart_after:
-                log.warning("replica unready for %.0fs, restarting it: modelinfer=%s pid=%s",
-                            self.runtime.unready_restart_after, self.name, proc.pid,
+            unready_for = loop.time() - (last_ready if was_ready else started)
+            limit = self.runtime.unready_restart_after if was_ready else self.runtime.startup_timeout
+            if not ok and unready_for >= limit:
+                log.warning("replica %s for %.0fs, restarting it: modelinfer=%s pid=%s",
+                            "unready" if was_ready else "not ready since its start", limit, self.name, proc.pid,
                             extra={"modelinfer": self.name, "pid": proc.pid})
                 await self.drain_and_stop(proc)  # the supervisor sees the exit and restarts it
                 return
@@ -253,7 +259,8 @@ class ReplicaRuntime:
     def __init__(self, *, on_endpoints: Callable[[Endpoints], Any], log_dir: Path | None = None,
                  command: CommandFactory = mock_engine_command, probe_interval: float = 0.2,
                  probe_timeout: float = 1.0, backoff_factory: Callable[[], RestartBackoff] = RestartBackoff,
-                 drain: Drain = _no_drain, stop_grace: float = 3.0, unready_restart_after: float = 30.0) -> None:
+                 drain: Drain = _no_drain, stop_grace: float = 3.0, unready_restart_after: float = 30.0,
+                 startup_timeout: float = 600.0) -> None:
         self._on_endpoints = on_endpoints
         self.log_dir = log_dir
         self.command = command
@@ -263,6 +270,7 @@ class ReplicaRuntime:
         self.drain = drain
         self.stop_grace = stop_grace
         self.unready_restart_after = unready_restart_after
+        self.startup_timeout = startup_timeout
         self._infers: dict[ObjectKey, ModelInfer] = {}
         self._replicas: dict[ObjectKey, list[_Replica]] = {}
         self._pending: set[asyncio.Task[None]] = set()  # retirements and adapter updates: close() waits

@@ -315,3 +315,39 @@ async def test_a_replica_unready_too_long_is_drained_and_restarted() -> None:
         assert pid is not None and not alive(pid)
     finally:
         await rt.close()
+
+
+def slow_start(delay: float) -> Callable[[ModelInfer, int, int], list[str]]:
+    """The mock engine, started after `delay` seconds of loading (as a real engine loads
+    its weights before it answers its health probe)."""
+    from controller.local.replicas import mock_engine_command
+
+    def command(mi: ModelInfer, index: int, port: int) -> list[str]:
+        argv = mock_engine_command(mi, index, port)
+        loader = (f"import runpy, sys, time; time.sleep({delay}); sys.argv = ['mock_engine', *sys.argv[2:]]; "
+                  "runpy.run_module('controller.engines.mock_engine', run_name='__main__')")
+        return [sys.executable, "-c", loader, "--", *argv[3:]]  # (argv: python -m module ...)
+    return command
+
+
+async def test_a_loading_replica_is_not_restarted_by_the_liveness_rule_only_past_its_startup_timeout() -> None:
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec, command=slow_start(1.5), probe_interval=0.1, unready_restart_after=0.5,
+                        startup_timeout=30.0)
+    try:
+        await rt.reconcile([infer(A, 1)])
+        await rec.until(lambda e: healthy(e, A, 1), "ready after loading for 1.5 s", timeout=10)
+        assert rt.status()[A].restarts == 0  # 1.5 s unready while loading is not 0.5 s unready after ready
+    finally:
+        await rt.close()
+    rec = Recorder()
+    rt = ReplicaRuntime(on_endpoints=rec, command=slow_start(60), probe_interval=0.1, unready_restart_after=0.5,
+                        startup_timeout=1.0)
+    try:
+        await rt.reconcile([infer(A, 1)])
+        deadline = time.monotonic() + 10
+        while rt.status()[A].restarts < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert rt.status()[A].restarts >= 1  # never ready within its startup timeout: restarted
+    finally:
+        await rt.close()

@@ -241,6 +241,9 @@ async def test_an_object_envoy_rejects_is_held_back_alone_and_never_serves_witho
             await served_by_within(port, "/v1/models/cured/infer", "cured", since, headers={"x-api-key": API_KEY},
                                    limit=PROMISE + 1.0)  # + the new replica's start
             assert not app.loop.quarantine.rejected
+            # Served is not yet Programmed: a later compile (e.g. the new replica's
+            # endpoint weights) may still await its ACK.
+            await app.wait_ready(timeout=PROMISE)
             assert all(v.get("Programmed", "True").startswith("True") for v in statuses(app).values()), \
                 json.dumps({str(k): v for k, v in statuses(app).items()}, indent=1)
 
