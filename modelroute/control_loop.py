@@ -338,6 +338,7 @@ class ControlLoop:
         while True:
             await self._status_wanted.wait()
             self._status_wanted.clear()
+            started = time.monotonic()
             requested = self._status_requested
             compiled = self.compiled.get(GATEWAY)
             if compiled is not None:
@@ -350,6 +351,10 @@ class ControlLoop:
                     log.exception("status callback failed")
             self._status_done = requested
             self._status_published.set()
+            # Paced: at 10,000 objects a publication takes a good part of a second of CPU
+            # (building and writing every status), which every push and ACK would wait
+            # behind if one followed another on each ACK; as long again is left to them.
+            await asyncio.sleep(min(time.monotonic() - started, 1.0))
 
     async def _push(self) -> None:
         """Hand the latest world to every node group's worker (the debouncer's push)."""

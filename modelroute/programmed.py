@@ -32,6 +32,10 @@ _VERSIONS_KEPT = 4
 _GONE_KEPT = 256
 
 
+_PENDING = ConditionView("Programmed", "Unknown", "Pending", "waiting for Envoy to accept it")
+_PROGRAMMED = ConditionView("Programmed", "True", "Programmed", "Envoy accepted the configuration")
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """The current compile has resources Envoy rejected: which, whose, and why."""
@@ -43,20 +47,70 @@ class Rejected:
 
 @dataclass(slots=True)
 class ProgrammedTracker:
+    """Verdicts per resource version, and which resources of the current compile are not
+    accepted yet (or rejected), kept up to date as compiles and verdicts come in: the
+    questions asked on every ACK (`rejected`, `all_accepted`) cost what is unsettled, not
+    the 50,000 resources of a 10,000-route world. A compile costs what changed in it: a
+    type whose mapping is the very object of the last compile is skipped (the engine
+    hands unchanged types on as they are)."""
+
     owners: Mapping[ResourceId, tuple[ObjectKey, ...]] = field(default_factory=dict)
-    versions: Mapping[ResourceId, str] = field(default_factory=dict)  # of the current compile
+    versions: dict[ResourceId, str] = field(default_factory=dict)  # of the current compile
     # resource → {version: None (accepted) | Envoy's message (rejected)}, oldest first
     _verdicts: dict[ResourceId, dict[str, str | None]] = field(default_factory=dict)
+    # Resources of the current compile not accepted at their current version, and those
+    # of them rejected at it (with Envoy's message).
+    _unsettled: set[ResourceId] = field(default_factory=set)
+    _failed: dict[ResourceId, str] = field(default_factory=dict)
+    _types: dict[str, Mapping[str, EnvoyResource]] = field(default_factory=dict)  # the last compile's
+    _everyone: tuple[object, frozenset[ObjectKey]] | None = None  # (owners mapping, all its owners)
 
     def use(self, owners: Mapping[ResourceId, tuple[ObjectKey, ...]],
             resources: Mapping[str, Mapping[str, EnvoyResource]]) -> None:
         """A new compile: judge its resources from now on. Verdicts of resources that are
         gone are kept, a bounded number of them, most recent first."""
         self.owners = owners
-        self.versions = {(t, n): r.version for t, by_name in resources.items() for n, r in by_name.items()}
-        gone = [rid for rid in self._verdicts if rid not in owners]  # oldest first
-        for rid in gone[:max(0, len(gone) - max(_GONE_KEPT, len(owners)))]:
-            del self._verdicts[rid]
+        for type_url in [t for t in self._types if t not in resources]:
+            for name in self._types.pop(type_url):
+                self._forget((type_url, name))
+        for type_url, by_name in resources.items():
+            before = self._types.get(type_url)
+            if before is by_name:
+                continue
+            self._types[type_url] = by_name
+            if before:
+                for name in before.keys() - by_name.keys():
+                    self._forget((type_url, name))
+            for name, resource in by_name.items():
+                rid = (type_url, name)
+                if self.versions.get(rid) != resource.version:
+                    self.versions[rid] = resource.version
+                    self._settle(rid)
+        # Verdicts of resources no longer compiled: at most max(_GONE_KEPT, resources)
+        # of them (trimmed only when there may be more: a scan of every verdict).
+        bound = max(_GONE_KEPT, len(self.versions))
+        if len(self._verdicts) - len(self.versions) > bound:
+            gone = [rid for rid in self._verdicts if rid not in self.versions]  # oldest first
+            for rid in gone[:max(0, len(gone) - bound)]:
+                del self._verdicts[rid]
+
+    def _forget(self, rid: ResourceId) -> None:
+        self.versions.pop(rid, None)
+        self._unsettled.discard(rid)
+        self._failed.pop(rid, None)
+
+    def _settle(self, rid: ResourceId) -> None:
+        """Update the unsettled and failed sets for `rid` at its current version."""
+        known, error = self._state(rid)
+        if known and error is None:
+            self._unsettled.discard(rid)
+            self._failed.pop(rid, None)
+            return
+        self._unsettled.add(rid)
+        if known:
+            self._failed[rid] = error or ""
+        else:
+            self._failed.pop(rid, None)
 
     def ack(self, type_url: str, resources: Mapping[str, str]) -> None:
         for name, version in resources.items():
@@ -74,6 +128,8 @@ class ProgrammedTracker:
         known[version] = verdict
         while len(known) > _VERSIONS_KEPT:
             del known[next(iter(known))]
+        if self.versions.get(rid) == version:
+            self._settle(rid)
 
     def _state(self, rid: ResourceId) -> tuple[bool, str | None]:
         """(known, error) of the current version of `rid`."""
@@ -85,38 +141,36 @@ class ProgrammedTracker:
 
     def rejected(self) -> Rejected | None:
         """The current compile's rejected resources, if any."""
-        found = sorted((rid, error) for rid in self.owners for known, error in [self._state(rid)]
-                       if known and error is not None)  # sorted when found: rare, and 10,000s of ids otherwise
-        if not found:
+        if not self._failed:
             return None
-        owners = frozenset(o for rid, _ in found for o in self.owners[rid])
-        return Rejected(tuple(rid for rid, _ in found), owners, found[0][1] or "")
+        found = sorted(self._failed.items())
+        owners = frozenset(o for rid, _ in found for o in self.owners.get(rid, ()))
+        return Rejected(tuple(rid for rid, _ in found), owners, found[0][1])
 
     def all_accepted(self) -> bool:
-        return bool(self.owners) and all(self._state(rid) == (True, None) for rid in self.owners)
+        return bool(self.versions) and not self._unsettled
 
     def conditions(self) -> dict[ObjectKey, ConditionView]:
         """Programmed per owner: False if any of its resources was rejected, True once
         all of them were accepted, Unknown while some wait for Envoy."""
-        pending: dict[ObjectKey, int] = {}
+        if self._everyone is None or self._everyone[0] is not self.owners:
+            self._everyone = (self.owners, frozenset(o for keys in self.owners.values() for o in keys))
+        pending: set[ObjectKey] = set()
         failed: dict[ObjectKey, str] = {}
-        for rid, owner_keys in self.owners.items():
-            known, error = self._state(rid)
-            for owner in owner_keys:
-                pending.setdefault(owner, 0)
-                if not known:
-                    pending[owner] += 1
-                elif error is not None:
+        for rid in sorted(self._unsettled):
+            error = self._failed.get(rid)
+            for owner in self.owners.get(rid, ()):
+                if error is not None:
                     failed.setdefault(owner, error)
+                else:
+                    pending.add(owner)
         result: dict[ObjectKey, ConditionView] = {}
-        for owner in sorted(pending):
+        for owner in sorted(self._everyone[1]):
             if owner in failed:
                 result[owner] = ConditionView("Programmed", "False", "ValidationFailed",
                                               f"Envoy rejected the configuration: {failed[owner]}")
-            elif pending[owner]:
-                result[owner] = ConditionView("Programmed", "Unknown", "Pending", "waiting for Envoy to accept it")
             else:
-                result[owner] = ConditionView("Programmed", "True", "Programmed", "Envoy accepted the configuration")
+                result[owner] = _PENDING if owner in pending else _PROGRAMMED
         return result
 
 

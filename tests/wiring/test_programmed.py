@@ -98,3 +98,70 @@ def test_a_resource_that_leaves_and_comes_back_keeps_its_verdict():
     tracker.use({(C, "modelserver/default/b"): (B,)}, {C: _resources()[C]})  # the table left
     tracker.use(OWNERS, _resources())  # and came back
     assert tracker.all_accepted()
+
+
+# --- the incremental bookkeeping answers as a full scan would ---------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+NAMES = ["t0", "t1", "t2", "t3"]
+KEYS = [A, B, ObjectKey("ModelServer", "default", "c")]
+
+
+def _scan(tracker: ProgrammedTracker) -> tuple[bool, frozenset, dict]:  # type: ignore[type-arg]
+    """What `all_accepted`, `rejected` and `conditions` mean, by scanning every resource
+    of the current compile (the definition the bookkeeping must agree with)."""
+    states = {rid: tracker._state(rid) for rid in tracker.owners}
+    accepted = bool(tracker.owners) and all(s == (True, None) for s in states.values())
+    failed = frozenset(rid for rid, (known, error) in states.items() if known and error is not None)
+    conditions: dict = {}
+    for rid, owners in sorted(tracker.owners.items()):
+        known, error = states[rid]
+        for owner in owners:
+            now = conditions.get(owner, "True")
+            if known and error is not None:
+                conditions[owner] = "False"
+            elif not known and now != "False":
+                conditions[owner] = "Unknown"
+            else:
+                conditions.setdefault(owner, now)
+    return accepted, failed, conditions
+
+
+compiles = st.dictionaries(st.tuples(st.sampled_from([R, C]), st.sampled_from(NAMES)),
+                           st.tuples(st.sampled_from(["v1", "v2", "v3"]), st.sets(st.sampled_from(KEYS), max_size=2)),
+                           max_size=6)
+steps = st.lists(st.one_of(
+    st.tuples(st.just("use"), compiles, st.booleans()),
+    st.tuples(st.just("ack"), st.sampled_from([R, C]), st.dictionaries(st.sampled_from(NAMES),
+                                                                       st.sampled_from(["v1", "v2", "v3"]), max_size=3)),
+    st.tuples(st.just("nack"), st.sampled_from([R, C]), st.dictionaries(st.sampled_from(NAMES),
+                                                                        st.sampled_from(["v1", "v2", "v3"]), max_size=3)),
+), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_the_incremental_verdicts_agree_with_a_scan_of_every_resource(sequence) -> None:  # type: ignore[no-untyped-def]
+    tracker = ProgrammedTracker()
+    last: dict = {}
+    for step in sequence:
+        if step[0] == "use":
+            _, compiled, reuse = step
+            by_type: dict = {}
+            for (t, n), (v, _owners) in compiled.items():
+                by_type.setdefault(t, {})[n] = EnvoyResource(t, n, b"", v)
+            if reuse:  # a type unchanged since the last compile is handed on as the same object
+                by_type = {t: last[t] if t in last and {n: r.version for n, r in last[t].items()}
+                           == {n: r.version for n, r in m.items()} else m for t, m in by_type.items()}
+            last = by_type
+            tracker.use({rid: tuple(sorted(o)) for rid, (_, o) in compiled.items()}, by_type)
+        elif step[0] == "ack":
+            tracker.ack(step[1], step[2])
+        else:
+            tracker.nack(step[1], step[2], "rejected " + ",".join(sorted(step[2])[:1]))
+        accepted, failed, conditions = _scan(tracker)
+        assert tracker.all_accepted() == accepted
+        rejected = tracker.rejected()
+        assert (frozenset(rejected.resources) if rejected else frozenset()) == failed
+        assert {k: c.status for k, c in tracker.conditions().items()} == conditions
