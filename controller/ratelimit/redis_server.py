@@ -17,8 +17,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from controller.local.processes import child_preexec
-from controller.local.processes import terminate
+from controller.local.processes import child_preexec, terminate
 from controller.ratelimit.service import DEFAULT_REDIS_URL, ServiceOptions
 
 log = logging.getLogger("modelroute.ratelimit")
