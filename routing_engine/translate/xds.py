@@ -1,6 +1,6 @@
-"""Small proto helpers every translate module shares: type URLs (derived from the
-protos, as `xds_server.types` derives its own), deterministic `Any` packing, the ADS
-config source, durations, and wire-level field encoding.
+"""Small proto helpers every translate module shares: type URLs (`kit.type_urls`),
+deterministic `Any` packing, the ADS config source, durations, and wire-level field
+encoding.
 
 Why wire-level encoding: a RouteConfiguration with 10,000 routes is re-serialized on
 every edit of any one of them. Protobuf's wire format lets a repeated message field be
@@ -15,29 +15,14 @@ from __future__ import annotations
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2, scoped_route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
+from kit.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE, SECRET, type_url
 
-def type_url(message: type[Message]) -> str:
-    """The type URL of a proto message class (as `Any.Pack` writes it): derived from the
-    protos, never written by hand."""
-    return "type.googleapis.com/" + message.DESCRIPTOR.full_name
+__all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "SCOPED_ROUTE", "SECRET", "TYPE_ORDER", "ads",
+           "length_delimited", "millis", "pack", "serialize", "type_url"]
 
-
-LISTENER = type_url(listener_pb2.Listener)
-ROUTE = type_url(route_pb2.RouteConfiguration)
-SCOPED_ROUTE = type_url(scoped_route_pb2.ScopedRouteConfiguration)
-CLUSTER = type_url(cluster_pb2.Cluster)
-ENDPOINT = type_url(endpoint_pb2.ClusterLoadAssignment)
-SECRET = type_url(secret_pb2.Secret)
-
-# Output order of the resource types (the order ADS wants them applied in).
-TYPE_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE, SECRET)
+TYPE_ORDER = PUSH_ORDER  # the engine outputs resources in the order ADS applies them
 
 
 def pack(message: Message) -> any_pb2.Any:
