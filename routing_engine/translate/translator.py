@@ -162,7 +162,7 @@ class _ListenerEntry:
     owners: tuple[ObjectKey, ...]  # sorted
     # Its route table(s) and routing scopes with their owners, added in bulk.
     tables: _Batch
-    key: Hashable  # the Listener's cache key: its fields plus its routes' serials
+    key: tuple[Any, ...]  # the Listener's cache key: its fields, its routes' serials, its scope depth
     resource: EnvoyResource
     failovers: Mapping[tuple[str, str], frozenset[ObjectKey]]  # pair → route owners
     layout: scoped_layout.ScopedLayout | None = None  # a scoped listener's split (translate/scopes.py)
@@ -294,7 +294,7 @@ class Translator:
                 and all(entries[p].depth == previous.routes[p].depth
                         and self._facets(entries[p].route) == self._facets(previous.routes[p].route) for p in changed):
             key = previous.key  # routes edited in place, nothing the listener reads of them changed
-            depth = key[-1]
+            depth: int = key[-1]
         else:
             depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
                                         len(extras) + len(entries)) if self.scoped else 0
@@ -313,7 +313,7 @@ class Translator:
         if depth:
             layout = self._layout(lst, tag, depth, extras, extra_bodies, entries, owners, previous, changed, stats)
             tables.resources[ROUTE], tables.resources[SCOPED_ROUTE] = layout.resources[ROUTE], layout.resources[SCOPED_ROUTE]
-            tables.owners = layout.owners  # type: ignore[assignment]
+            tables.owners = layout.owners
         else:
             name = names.route_config(lst, tag)
             tables.add(make_resource(ROUTE, name, route_config_bytes(name, [*extra_bodies, *(e.framed for e in entries)])),
@@ -447,7 +447,7 @@ class Translator:
         return tuple(p.listener_facet(r) for p in self.plugins)
 
     def route_message(self, r: ir.Route) -> Message:
-        proto = route.build_route(r)
+        proto: Message = route.build_route(r)
         for plugin in self.plugins:
             plugin.patch_route(r, proto)
         return proto
@@ -544,7 +544,7 @@ _LISTENER_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(ir.Listener) 
 
 
 def _listener_fields(lst: ir.Listener) -> tuple[Any, ...]:
-    return _LISTENER_FIELDS(lst)  # type: ignore[no-any-return]
+    return _LISTENER_FIELDS(lst)
 _NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,
