@@ -45,6 +45,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from envoy.config.route.v3 import route_components_pb2
+
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
 from routing_engine import names
@@ -333,12 +335,13 @@ class Translator:
         return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
                               resource, kept, layout, extra_bodies)
 
-    def _layout(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[Message], extra_bodies: Sequence[bytes],
+    def _layout(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[route_components_pb2.Route],
+                extra_bodies: Sequence[bytes],
                 entries: Sequence[_RouteEntry], owners: tuple[ObjectKey, ...], previous: _ListenerEntry | None,
                 changed: Sequence[int] | None, stats: CacheStats) -> scoped_layout.ScopedLayout:
         """A scoped listener's tables and scopes: last run's patched where routes changed
         in place, else built whole (reusing every resource that came out the same)."""
-        paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, body)  # type: ignore[attr-defined]
+        paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, body)
                  for e, body in zip(extras, extra_bodies)]
         before = previous.layout if previous is not None else None
         if before is not None and changed is not None:
