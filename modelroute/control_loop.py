@@ -124,7 +124,7 @@ class _GroupWork:
     # Input kind → when its first change not compiled yet arrived (gateway group only:
     # edit→served); kept across pushes that land while a compile runs.
     pending: dict[str, float] = field(default_factory=dict)
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
 
 
 class ControlLoop:
@@ -169,7 +169,7 @@ class ControlLoop:
         self.generation = 0  # completed pushes, for tests and waits
         self._pushed = asyncio.Event()
         self._changes = 0  # inputs received
-        self._status_task: asyncio.Task | None = None
+        self._status_task: asyncio.Task[None] | None = None
         self._status_wanted = asyncio.Event()
         self._status_published = asyncio.Event()
         self._status_requested = 0

@@ -167,9 +167,9 @@ class Embedded:
         self.ratelimit: RunningService | None = None
         self.redis: LocalRedis | None = None
         self._redis_supervisor: Supervisor | None = None
-        self._debounce_task: asyncio.Task | None = None
-        self._tls_task: asyncio.Task | None = None
-        self._probe_task: asyncio.Task | None = None
+        self._debounce_task: asyncio.Task[None] | None = None
+        self._tls_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self._locked = False
 
     @property

@@ -73,13 +73,13 @@ class EndpointDrain(Hooks):
         if type_url == ENDPOINT and (view := self._streams.get(stream.stream_id)) is not None:
             view.sent = version
 
-    def on_ack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
         if type_url == ENDPOINT and (view := self._streams.get(stream.stream_id)) is not None:
             view.acked, view.sent = version, None
             self._wake()
 
-    def on_nack(self, stream: StreamInfo, type_url: str, version: str, names: Sequence[str],
+    def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         if type_url == ENDPOINT and (view := self._streams.get(stream.stream_id)) is not None:
             view.sent = None  # the Envoy keeps what it held
@@ -128,7 +128,8 @@ class EndpointDrain(Hooks):
         cached = self._addresses.get((group, version))
         if cached is not None:
             return cached
-        resources = self._history.get(group, {}).get(version)
+        history = self._history.get(group)
+        resources = history.get(version) if history is not None else None
         if resources is None:
             return None
         found: set[Address] = set()

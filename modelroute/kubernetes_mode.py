@@ -188,17 +188,17 @@ class KubernetesMode:
                                               on_informer_lag=self.metrics.informer_lag.observe)
         routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
-        self.canary = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),
-                                          stats_host=stats_host or "0.0.0.0", stats_port=int(stats_port),
-                                          stats_tls=self.stats_tls.context if self.stats_tls else None)
+        self.canary: ClusterCanaryWiring = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),
+                                                               stats_host=stats_host or "0.0.0.0", stats_port=int(stats_port),
+                                                               stats_tls=self.stats_tls.context if self.stats_tls else None)
         self.registry.register(VariantCollector(self.canary.stats))
         self.registry.register(CanaryCollector(lambda: self.canary.runner))
         self.plane: ControlPlane | None = None
         self.ratelimit: RunningService | None = None
         self._statuses: Mapping[ObjectKey, ObjectStatus] | None = None
         self._extras: Mapping[ObjectKey, Mapping[str, Any]] = {}
-        self._statuses_changed = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._statuses_changed: asyncio.Event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self.admin: web.AppRunner | None = None
         self.admin_port: int | None = None
         self.webhook: web.AppRunner | None = None

@@ -46,4 +46,5 @@ class RetiredScopes:
 
 
 def _table(scope: EnvoyResource) -> str:
-    return scoped_route_pb2.ScopedRouteConfiguration.FromString(scope.body).route_configuration_name
+    name: str = scoped_route_pb2.ScopedRouteConfiguration.FromString(scope.body).route_configuration_name
+    return name

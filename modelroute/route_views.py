@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from controller.local.status_view import GroupView, RouteView, SplitView
 from routing_engine import ir
-from routing_engine.api.resources import ModelRoute, Resource
+from routing_engine.api.resources import ModelRoute, ObjectKey, Resource
 from routing_engine.world import Compiled
 
 
@@ -36,8 +36,8 @@ def route_views(compiled: Compiled, objects: Sequence[Resource]) -> list[RouteVi
     server_of = {b.name: b.owner for b in gateway.backends}
     specs = {o.key: o for o in objects if isinstance(o, ModelRoute)}
     seen: set[str] = set()
-    groups: dict = {}
-    front_doors: dict = {}
+    groups: dict[ObjectKey, list[GroupView]] = {}
+    front_doors: dict[ObjectKey, str] = {}
     for listener in gateway.listeners:
         for route in listener.routes:
             if route.owner.kind != "ModelRoute" or route.name in seen or route.derived_from is not None:

@@ -10,7 +10,9 @@ group name back into the `Target` the engine compiles for.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import Target
@@ -33,7 +35,7 @@ class Placement:
     reserved_ports: frozenset[int] = frozenset()
 
 
-def _names(scope: dict, key: str) -> frozenset[str] | None:
+def _names(scope: Mapping[str, Any], key: str) -> frozenset[str] | None:
     value = scope.get(key)
     if value is None:
         return None

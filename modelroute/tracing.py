@@ -148,6 +148,8 @@ class OtlpTracer(Tracer):
             scope = spans.instrumentation_library_spans.add()
             scope.instrumentation_library.name = "modelroute"
             scope.spans.extend(batch)
+            call: grpc.aio.UnaryUnaryMultiCallable[trace_service_pb2.ExportTraceServiceRequest,
+                                                   trace_service_pb2.ExportTraceServiceResponse]
             call = self._channel.unary_unary(EXPORT, request_serializer=lambda m: m.SerializeToString(),
                                              response_deserializer=trace_service_pb2.ExportTraceServiceResponse.FromString)
             try:

@@ -95,11 +95,11 @@ def _inline_scopes(hcm: Any, routes: Mapping[str, EnvoyResource], scoped: Mappin
     tag = early.mutations[0].append.header.value.split("%", 1)[0]
     inline = hcm.scoped_routes.scoped_route_configurations_list
     for _, resource in sorted(scoped.items()):
-        scope = serialize.parse(resource)
+        scope: Any = serialize.parse(resource)
         if scope.key.fragments[0].string_key != tag:
             continue
         key = tuple(f.string_key for f in scope.key.fragments[1:])
-        table = serialize.parse(routes[scope.route_configuration_name])
+        table: Any = serialize.parse(routes[scope.route_configuration_name])
         for vhost in table.virtual_hosts:
             kept = [r for r in vhost.routes if _route_key(r.match, depth) in (None, key)]
             del vhost.routes[:]
@@ -116,7 +116,7 @@ def _route_key(match: Any, depth: int) -> tuple[str, ...] | None:
 
 def _static_listener(resource: EnvoyResource, routes: Mapping[str, EnvoyResource],
                      scoped: Mapping[str, EnvoyResource]) -> Any:
-    listener = serialize.parse(resource)
+    listener: Any = serialize.parse(resource)
     for chain in listener.filter_chains:
         for network_filter in chain.filters:
             hcm = hcm_pb2.HttpConnectionManager()
@@ -139,7 +139,7 @@ def _static_listener(resource: EnvoyResource, routes: Mapping[str, EnvoyResource
 
 
 def _static_cluster(resource: EnvoyResource, endpoints: Mapping[str, EnvoyResource]) -> Any:
-    cluster = serialize.parse(resource)
+    cluster: Any = serialize.parse(resource)
     if cluster.type == cluster_pb2.Cluster.EDS:
         service = cluster.eds_cluster_config.service_name or cluster.name
         cluster.ClearField("eds_cluster_config")

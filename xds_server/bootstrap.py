@@ -153,4 +153,5 @@ def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port:
 
 
 def render_dict(role: Role, **kwargs: Any) -> dict[str, Any]:
-    return yaml.safe_load(render(role, **kwargs))
+    config: dict[str, Any] = yaml.safe_load(render(role, **kwargs))
+    return config

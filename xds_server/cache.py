@@ -31,7 +31,8 @@ SnapshotCallback = Callable[[Snapshot], None]
 
 def default_node_group(node: base_pb2.Node) -> str:
     """Envoys share a snapshot when they share `node.cluster` (the bootstrap sets it to role/scope)."""
-    return node.cluster
+    group: str = node.cluster
+    return group
 
 
 @dataclass(eq=False, slots=True)

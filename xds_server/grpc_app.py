@@ -8,6 +8,7 @@ snapshot.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.service.cluster.v3 import cds_pb2_grpc
@@ -25,6 +26,10 @@ from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, WILDCAR
 
 DiscoveryRequests = AsyncIterator[discovery_pb2.DiscoveryRequest]
 DeltaRequests = AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]
+DiscoveryResponses = AsyncIterator[discovery_pb2.DiscoveryResponse]
+DeltaResponses = AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]
+SotwContext = grpc.aio.ServicerContext[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]
+DeltaContext = grpc.aio.ServicerContext[discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse]
 
 
 # Requests are small (a subscription of 50,000 names of ~60 bytes is 3 MB); anything
@@ -35,8 +40,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_STREAMS_PER_CONNECTION = 100
 
 
-async def _sotw(xds: XdsServer, requests: DiscoveryRequests, context: grpc.aio.ServicerContext,
-                kind: str, type_url: str | None) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+async def _sotw(xds: XdsServer, requests: DiscoveryRequests, context: SotwContext,
+                kind: str, type_url: str | None) -> DiscoveryResponses:
     try:
         async for response in xds.stream_sotw(requests, kind=kind, type_url=type_url, peer=peer_of(context)):
             yield response
@@ -44,8 +49,8 @@ async def _sotw(xds: XdsServer, requests: DiscoveryRequests, context: grpc.aio.S
         await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 
 
-async def _delta(xds: XdsServer, requests: DeltaRequests, context: grpc.aio.ServicerContext,
-                 kind: str, type_url: str | None) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+async def _delta(xds: XdsServer, requests: DeltaRequests, context: DeltaContext,
+                 kind: str, type_url: str | None) -> DeltaResponses:
     try:
         async for response in xds.stream_delta(requests, kind=kind, type_url=type_url, peer=peer_of(context)):
             yield response
@@ -53,7 +58,7 @@ async def _delta(xds: XdsServer, requests: DeltaRequests, context: grpc.aio.Serv
         await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 
 
-async def _fetch(xds: XdsServer, request: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext,
+async def _fetch(xds: XdsServer, request: discovery_pb2.DiscoveryRequest, context: SotwContext,
                  type_url: str) -> discovery_pb2.DiscoveryResponse:
     try:
         group = xds.group_of(request.node, peer_of(context))
@@ -64,23 +69,26 @@ async def _fetch(xds: XdsServer, request: discovery_pb2.DiscoveryRequest, contex
         await context.abort(grpc.StatusCode.UNAVAILABLE, "no snapshot for this node yet")
     names = set(request.resource_names)
     wildcard = type_url in WILDCARD_TYPES and (not names or WILDCARD in names)
-    selected = select(snapshot.of_type(type_url), names - {WILDCARD}, wildcard)  # type: ignore[union-attr]
+    selected = select(snapshot.of_type(type_url), names - {WILDCARD}, wildcard)
     response = discovery_pb2.DiscoveryResponse(
         type_url=type_url, version_info=content_version((n, r.version) for n, r in selected.items()))
-    response.resources.extend(snapshot.as_any(r) for r in selected.values())  # type: ignore[union-attr]
+    response.resources.extend(snapshot.as_any(r) for r in selected.values())
     return response
 
 
-class AggregatedService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+# xds-protos ships no stubs (docs/decisions.md, "Types"): its generated servicer bases are Any.
+class AggregatedService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(self, xds: XdsServer) -> None:
         self._xds = xds
 
     # grpc.aio recognises streaming handlers by being async generator functions.
-    async def StreamAggregatedResources(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def StreamAggregatedResources(self, request_iterator: DiscoveryRequests,  # noqa: N802
+                                        context: SotwContext) -> DiscoveryResponses:
         async for response in _sotw(self._xds, request_iterator, context, "ads", None):
             yield response
 
-    async def DeltaAggregatedResources(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def DeltaAggregatedResources(self, request_iterator: DeltaRequests,  # noqa: N802
+                                       context: DeltaContext) -> DeltaResponses:
         async for response in _delta(self._xds, request_iterator, context, "ads-delta", None):
             yield response
 
@@ -88,19 +96,21 @@ class AggregatedService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 def _single_type_servicer(base: type, stream: str, delta: str, fetch: str, type_url: str) -> type:
     """A servicer class for one resource type, e.g. LDS's StreamListeners/DeltaListeners/FetchListeners."""
     kind = short_name(type_url).lower()
+    # `self` is an instance of the class built below with type(): Any to the checker.
 
-    def __init__(self, xds: XdsServer) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self: Any, xds: XdsServer) -> None:
         self._xds = xds
 
-    async def stream_method(self, request_iterator, context):  # type: ignore[no-untyped-def]
+    async def stream_method(self: Any, request_iterator: DiscoveryRequests, context: SotwContext) -> DiscoveryResponses:
         async for response in _sotw(self._xds, request_iterator, context, kind, type_url):
             yield response
 
-    async def delta_method(self, request_iterator, context):  # type: ignore[no-untyped-def]
+    async def delta_method(self: Any, request_iterator: DeltaRequests, context: DeltaContext) -> DeltaResponses:
         async for response in _delta(self._xds, request_iterator, context, f"{kind}-delta", type_url):
             yield response
 
-    async def fetch_method(self, request, context):  # type: ignore[no-untyped-def]
+    async def fetch_method(self: Any, request: discovery_pb2.DiscoveryRequest,
+                           context: SotwContext) -> discovery_pb2.DiscoveryResponse:
         return await _fetch(self._xds, request, context, type_url)
 
     return type(f"{kind.upper()}Service", (base,), {

@@ -152,8 +152,8 @@ class XdsServer:
                 else:
                     read_ahead.release()
                     _check_type(event, type_url)
-                    _check_limits(event, session, self.limits)  # type: ignore[arg-type]
-                    responses = session.on_request(event)  # type: ignore[arg-type]
+                    _check_limits(event, session, self.limits)
+                    responses = session.on_request(event)
                 for response in responses:
                     yield response
                 event = await queue.get()

@@ -37,7 +37,7 @@ Per-type services (not ADS) are independent streams: each type is sent on its ow
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -85,7 +85,9 @@ def _no_verdict(snapshot: Snapshot, accepted: bool) -> None:
 
 class TypeState(Protocol):
     inflight: Inflight | None
-    names: set[str]
+
+    @property
+    def names(self) -> Set[str]: ...  # read-only here: SotW keeps a frozenset, Delta a set
 
 
 State = TypeVar("State", bound=TypeState)

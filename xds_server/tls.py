@@ -57,7 +57,9 @@ class ServerTls:
                 seen[0] = self._generation
                 return _configuration(self._material)
 
-        return grpc.dynamic_ssl_server_credentials(_configuration(self._material), fetch,
+        # gRPC keeps the current configuration when the fetcher returns None (its documented
+        # "no change"); types-grpcio's stub does not allow None.
+        return grpc.dynamic_ssl_server_credentials(_configuration(self._material), fetch,  # type: ignore[arg-type]
                                                    require_client_authentication=True)
 
 

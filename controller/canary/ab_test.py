@@ -43,7 +43,8 @@ def _log_choose(n: int, k: np.ndarray) -> np.ndarray:
 
 def _log_sum_exp(values: np.ndarray, axis: int = -1) -> np.ndarray:
     top = values.max(axis=axis, keepdims=True)
-    return np.squeeze(top, axis=axis) + np.log(np.exp(values - top).sum(axis=axis))
+    total: np.ndarray = np.squeeze(top, axis=axis) + np.log(np.exp(values - top).sum(axis=axis))
+    return total
 
 
 def log_likelihood_ratios(stable_failures: int, stable_requests: int, canary_failures: int,
@@ -57,7 +58,8 @@ def log_likelihood_ratios(stable_failures: int, stable_requests: int, canary_fai
     support = np.arange(low, high + 1)
     central = _log_choose(canary_requests, support) + _log_choose(stable_requests, failures - support)
     tilted = central[None, :] + _LOG_PSI[:, None] * support[None, :]
-    return _LOG_PSI * canary_failures - _log_sum_exp(tilted) + float(_log_sum_exp(central))
+    ratios: np.ndarray = _LOG_PSI * canary_failures - _log_sum_exp(tilted) + float(_log_sum_exp(central))
+    return ratios
 
 
 @dataclass(frozen=True, slots=True)

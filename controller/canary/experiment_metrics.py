@@ -54,7 +54,8 @@ def server_of(stat: str) -> str | None:
 
 
 def _buckets(h: Histogram, scale: float) -> list[tuple[str, float]]:
-    running, out = 0, []
+    running = 0
+    out: list[tuple[str, float]] = []
     for bound, n in zip((*h.bounds, float("inf")), h.counts or [0] * (len(h.bounds) + 1)):
         running += n
         out.append(("+Inf" if bound == float("inf") else repr(round(bound * scale, 9)), running))

@@ -331,7 +331,7 @@ class CanaryRunner:
             return False, f"unknown command {what!r} (use one of {', '.join(COMMANDS)})"
         now = self._clock()
         try:
-            new = command(state, what, now=now)  # type: ignore[arg-type]
+            new = command(state, what, now=now)
         except CommandRefused as err:
             return False, f"ModelRoute {key.namespace}/{key.name}: {err}"
         self.states[key] = record(new, what, now=now)

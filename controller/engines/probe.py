@@ -103,8 +103,10 @@ class EngineProbe:
                  fetch: Fetch | None = None) -> None:
         self._publish = publish
         self.interval = interval
-        self._own_fetch = HttpFetch(timeout) if fetch is None else None
-        self._fetch: Fetch = fetch if fetch is not None else self._own_fetch  # type: ignore[assignment]
+        self._own_fetch: HttpFetch | None = None
+        if fetch is None:
+            fetch = self._own_fetch = HttpFetch(timeout)
+        self._fetch: Fetch = fetch
         self._needs: dict[ObjectKey, Needs] = {}
         self._raw: Endpoints = MappingProxyType({})
         self._adapters: dict[Address, tuple[str, ...]] = {}

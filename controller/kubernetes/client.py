@@ -56,6 +56,7 @@ class KubeClient:
         from kubernetes.client import Configuration
 
         cfg = Configuration()
+        # kubernetes.config's loaders are unannotated (the package's py.typed notwithstanding).
         try:
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=path, context=context, client_configuration=cfg)

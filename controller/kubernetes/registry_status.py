@@ -15,13 +15,19 @@ of what the workload controller caches; `WorkloadController` writes them (leader
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from controller.kubernetes.interface import Obj
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer
 from routing_engine.world import ConditionView, ObjectStatus
 
 _HPA_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
+
+
+def _condition_status(value: object) -> Literal["True", "False", "Unknown"]:
+    """A condition status read from the API server: "True", "False", else "Unknown"."""
+    text = str(value)
+    return "True" if text == "True" else "False" if text == "False" else "Unknown"
 
 
 def model_status(model: Model, infers: Iterable[ModelInfer]) -> ObjectStatus:
@@ -73,6 +79,6 @@ def policy_status(policy: AutoscalingPolicy, infer: ModelInfer | None, winner: A
                                 f"{current} replicas, {desired} desired")]
     for cond in status.get("conditions") or ():
         if cond.get("type") in _HPA_CONDITIONS:
-            conditions.append(ConditionView(str(cond["type"]), str(cond.get("status", "Unknown")),
+            conditions.append(ConditionView(str(cond["type"]), _condition_status(cond.get("status", "Unknown")),
                                             str(cond.get("reason", "")), str(cond.get("message", ""))))
     return ObjectStatus("", tuple(conditions)), {"currentReplicas": current, "desiredReplicas": desired}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from kit.tasks import cancel_and_wait, spawn
@@ -35,6 +36,11 @@ from controller.kubernetes.resources import SECRET
 NEVER_MATERIAL = ("kubernetes.io/service-account-token", "helm.sh/release.v1", "kubernetes.io/dockerconfigjson",
                   "kubernetes.io/dockercfg", "bootstrap.kubernetes.io/token")
 FIELD_SELECTOR = ",".join(f"type!={t}" for t in NEVER_MATERIAL)
+
+
+def _named(names: frozenset[str], obj: Obj) -> bool:
+    """Whether a Secret is one of `names` (what the informer of its namespace keeps)."""
+    return obj.get("metadata", {}).get("name") in names
 
 
 def secret_refs(servers: Iterable[Obj]) -> dict[str, frozenset[str]]:
@@ -83,7 +89,7 @@ class ReferencedSecrets:
                 continue
             await self._stop(namespace)
             informer = Informer(self._api, SECRET, self._changed, namespace=namespace, field_selector=FIELD_SELECTOR,
-                                keep=lambda o, names=names: o.get("metadata", {}).get("name") in names,
+                                keep=partial(_named, names),
                                 resync_period=None, watch_timeout=self._watch_timeout)
             self._running[namespace] = (informer, spawn(informer.run(), name=f"secrets in {namespace}"))
             self._wanted[namespace] = names

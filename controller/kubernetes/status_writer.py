@@ -53,9 +53,10 @@ def desired_status(status: ObjectStatus, *, current: Mapping[str, Any] | None, g
     conditions = []
     for cond in status.conditions:
         before = previous.get(cond.type)
-        moved = before is None or before.get("status") != cond.status or not before.get("lastTransitionTime")
+        # The time carried over while the status holds; `now` when it moved (or had none).
+        kept = before.get("lastTransitionTime") if before is not None and before.get("status") == cond.status else None
         entry: Obj = {"type": cond.type, "status": cond.status, "reason": cond.reason, "message": cond.message,
-                      "lastTransitionTime": now if moved else before["lastTransitionTime"]}  # type: ignore[index]
+                      "lastTransitionTime": kept or now}
         if generation is not None:
             entry["observedGeneration"] = generation
         conditions.append(entry)

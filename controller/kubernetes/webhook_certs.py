@@ -199,7 +199,7 @@ class WebhookCertificates:
 
     # --- every replica ------------------------------------------------------------------
 
-    def follower(self, on_certificate: Callable[[pki.KeyPair], None]) -> Informer:
+    def follower(self, on_certificate: Callable[[pki.KeyPair], object]) -> Informer:
         """An informer on the Secret alone that hands each usable serving certificate to
         `on_certificate` (run it with `.run()`)."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controller.kubernetes.errors import ApiError
 from controller.kubernetes.informer import Change, Informer, Sleep
@@ -44,13 +44,12 @@ class WorkloadController:
         self._reconciler = ModelInferReconciler(api, self._status)
         self._backoff = backoff
         self._sleep = sleep
-        opts = dict(namespace=namespace, resync_period=resync_period, sleep=sleep)
-        self.infers = Informer(api, MODEL_INFER, self._on_infer, **opts)  # type: ignore[arg-type]
-        self.models = Informer(api, MODEL, self._on_model, **opts)  # type: ignore[arg-type]
-        self.policies = Informer(api, AUTOSCALING_POLICY, self._on_policy, **opts)  # type: ignore[arg-type]
-        self.deployments = Informer(api, DEPLOYMENT, self._on_deployment, label_selector=INFER_LABEL,
-                                    **opts)  # type: ignore[arg-type]
-        self.hpas = Informer(api, HPA, self._on_hpa, label_selector=INFER_LABEL, **opts)  # type: ignore[arg-type]
+        opts: dict[str, Any] = dict(namespace=namespace, resync_period=resync_period, sleep=sleep)
+        self.infers = Informer(api, MODEL_INFER, self._on_infer, **opts)
+        self.models = Informer(api, MODEL, self._on_model, **opts)
+        self.policies = Informer(api, AUTOSCALING_POLICY, self._on_policy, **opts)
+        self.deployments = Informer(api, DEPLOYMENT, self._on_deployment, label_selector=INFER_LABEL, **opts)
+        self.hpas = Informer(api, HPA, self._on_hpa, label_selector=INFER_LABEL, **opts)
         self._registry_dirty = asyncio.Event()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()

@@ -61,11 +61,11 @@ def workload_statuses(objects: Iterable[Resource], replicas: Mapping[ObjectKey, 
     by_key = {i.key: i for i in infers}
     for policy in policies:
         ref = policy.spec.target_ref
-        infer = by_key.get(ObjectKey(ModelInfer.KIND, policy.metadata.namespace, ref.name)) \
+        target = by_key.get(ObjectKey(ModelInfer.KIND, policy.metadata.namespace, ref.name)) \
             if ref.kind == ModelInfer.KIND else None
-        winner = policy_for(infer, policies) if infer is not None else None
-        problem = policy_target_problem(policy, infer, winner)
-        counts = replicas.get(infer.key) if infer is not None else None
+        winner = policy_for(target, policies) if target is not None else None
+        problem = policy_target_problem(policy, target, winner)
+        counts = replicas.get(target.key) if target is not None else None
         current = counts.ready if counts is not None else 0
         desired = counts.desired if counts is not None else 0
         extras[policy.key] = {"currentReplicas": current, "desiredReplicas": desired}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NotRequired, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict, cast
 
 from kit.files import write_json_atomically
 from routing_engine.api.resources import ObjectKey
@@ -238,7 +238,7 @@ def read_status(path: Path) -> StatusDocument:
         raise StatusUnavailable(f"status file {path} cannot be read: {err}") from err
     if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
         raise StatusUnavailable(f"status file {path} has an unknown format (expected version {FORMAT_VERSION})")
-    return doc  # type: ignore[return-value]
+    return cast(StatusDocument, doc)  # its format version checked above
 
 
 def render_status(doc: StatusDocument) -> str:

@@ -96,7 +96,8 @@ class _Plan:
     unit: str = "second"
 
 
-class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
+# xds-protos ships no stubs (docs/decisions.md, "Types"): its generated servicer base is Any.
+class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     def __init__(self, options: ServiceOptions = ServiceOptions()) -> None:
         self.options = options
         self.client = aioredis.Redis.from_url(
@@ -149,7 +150,8 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         return plan
 
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,  # noqa: N802 (gRPC name)
-                              context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
+                              context: grpc.aio.ServicerContext[rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse],
+                              ) -> rls_pb2.RateLimitResponse:
         plans = self.plan(request) if request.domain == DOMAIN else [_Plan() for _ in request.descriptors]
         charges = [c for p in plans for c in p.charges]
         outcomes = await self._decide(charges)

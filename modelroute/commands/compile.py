@@ -28,7 +28,7 @@ from routing_engine.world import Compiled, Target, World
 _ERROR_CONDITIONS = ("Accepted", "ResolvedRefs")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "compile",
         help="compile manifests to Envoy resources, offline",

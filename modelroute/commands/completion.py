@@ -9,7 +9,7 @@ import argparse
 from modelroute.completion import SHELLS, script
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
                        description="Print a shell completion script: source <(modelroute completion bash)")
     p.add_argument("shell", choices=sorted(SHELLS))

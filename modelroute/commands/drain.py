@@ -10,7 +10,7 @@ from controller.local.envoy_drain import DrainError, drain
 from modelroute.logs import configure_logging
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("drain", help="gateway preStop hook: drain the local Envoy, wait for in-flight requests")
     p.add_argument("--admin-address", default="127.0.0.1:19000", help="the Envoy's admin HOST:PORT (loopback)")
     p.add_argument("--min-drain-s", type=float, default=5.0,

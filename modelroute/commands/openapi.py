@@ -12,7 +12,7 @@ import yaml
 from routing_engine.api.openapi import document
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("openapi", help="print the OpenAPI 3 description of the API",
                        description="Print the OpenAPI 3 description of the MatrixInfer API (generated from the models).")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="document format (default yaml)")

@@ -38,7 +38,7 @@ from modelroute.commands.status import not_running
 ACTIONS = ("status", *COMMANDS)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("rollout", help="canary control: status, promote, abort, pause, resume")
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("route", help="the ModelRoute: name or namespace/name")

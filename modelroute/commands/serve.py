@@ -14,14 +14,17 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Literal
 
 from controller.local.instance import InstanceConflict
 from modelroute.commands.up import add_admin_options, admin_settings
 from modelroute.embedded import UNPRIVILEGED_OFFSET, Embedded, EmbeddedOptions
 from modelroute.logs import add_log_level_option, configure_logging
 
+XdsTls = Literal["auto", "files", "off"]  # --xds-tls
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="control plane only: xDS server fed by a provider (file or kubernetes)")
     p.add_argument("--provider", choices=["file", "kubernetes"], default="file")
     p.add_argument("--dir", type=Path, default=Path("examples/quickstart"), help="manifests (file provider)")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     kubernetes = args.provider == "kubernetes"
     address = args.xds_address or ("0.0.0.0:18000" if kubernetes else "127.0.0.1:18000")
     host, _, port = address.rpartition(":")
-    tls = args.xds_tls or ("auto" if kubernetes else "off")
+    tls: XdsTls = args.xds_tls or ("auto" if kubernetes else "off")
     if tls == "files" and (args.xds_tls_dir is None or not args.xds_tls_dir.is_dir()):
         print(f"modelroute serve: --xds-tls files needs --xds-tls-dir DIR with tls.crt, tls.key, ca.crt "
               f"(got {args.xds_tls_dir})")
@@ -139,12 +142,13 @@ async def _serve(options: EmbeddedOptions) -> int:
     return 0
 
 
-async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls: str, token: str | None) -> int:
+async def _serve_kubernetes(args: argparse.Namespace, host: str, port: int, tls: XdsTls, token: str | None) -> int:
     from controller.kubernetes.client import KubeClient
     from controller.kubernetes.errors import ConfigError
     from controller.kubernetes.webhook_certs import WebhookTarget
     from controller.ratelimit.service import ServiceOptions
-    from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions, WebhookOptions, split_address
+    from controller.local.instance import split_address
+    from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions, WebhookOptions
 
     for flag in ("admin_address", "stats_address", "ratelimit_address", "webhook_address"):
         value = getattr(args, flag)

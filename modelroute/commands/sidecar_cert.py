@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import os
+from typing import Any
 from pathlib import Path
 
 from controller.certs import pki
@@ -26,7 +27,7 @@ from xds_server.identity import sidecar_identity
 SECRET = "modelroute-sidecar-xds"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sidecar-cert", help="issue the xDS client certificate of one namespace's sidecars")
     p.add_argument("namespace", help="the namespace whose sidecars it is for (and the only one they are served)")
     p.add_argument("--kubeconfig", default=None, help="default $KUBECONFIG")
@@ -69,7 +70,7 @@ async def _run(args: argparse.Namespace) -> int:
                 path.write_bytes(data)
             print(f"wrote {', '.join(sorted(files))} into {args.out} for {sidecar_identity(args.namespace)}")
             return 0
-        secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
                   "metadata": {"name": SECRET, "namespace": args.namespace},
                   "data": {k: base64.b64encode(v).decode() for k, v in files.items()}}
         try:

@@ -18,7 +18,7 @@ from controller.local.instance import holder
 from controller.local.status_view import StatusDocument, StatusUnavailable, read_status, render_status, run_dir
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="show routes, live splits and canary state")
     p.add_argument("--dir", type=Path, default=Path("examples/quickstart"),
                    help="the directory `modelroute up` serves")

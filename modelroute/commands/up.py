@@ -47,7 +47,7 @@ def admin_settings(args: argparse.Namespace, command: str) -> tuple[str, str | N
         return f"modelroute {command}: {err}"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="embedded mode: serve a directory of manifests through a local Envoy")
     p.add_argument("directory", nargs="?", default="examples/quickstart", type=Path)
     p.add_argument("--xds-port", type=int, default=18000, help="control plane port on 127.0.0.1 (0: any free)")

@@ -22,7 +22,7 @@ from routing_engine.api.loader import MAX_MANIFEST_BYTES, load_manifests, load_t
 from routing_engine.api.resources import KINDS, Resource
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "validate",
         help="check manifests against the admission rules",

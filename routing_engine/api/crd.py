@@ -288,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             (CRD_DIR / name).write_text(text)
         print(f"wrote {len(files)} CRDs to {CRD_DIR}")
         return 0
-    stale = [name for name, text in files.items() if not (CRD_DIR / name).exists() or (CRD_DIR / name).read_text() != text]
-    for name in stale:
+    outdated = [name for name, text in files.items() if not (CRD_DIR / name).exists() or (CRD_DIR / name).read_text() != text]
+    for name in outdated:
         print(f"crds/{name} is out of date")
-    return 1 if stale else 0
+    return 1 if outdated else 0
 
 
 if __name__ == "__main__":

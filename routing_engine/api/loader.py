@@ -22,7 +22,7 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -35,10 +35,13 @@ __all__ = ["MANIFEST_SUFFIXES", "ManifestError", "load_manifests", "load_text", 
 
 log = logging.getLogger(__name__)
 
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml if built
+if TYPE_CHECKING:  # CSafeLoader has SafeLoader's interface; a class chosen at run time is no base to a checker
+    _BaseLoader = yaml.SafeLoader
+else:
+    _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml if built
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _Loader(_BaseLoader):
     """Safe loading that, like kubectl, rejects a key written twice in one mapping instead
     of silently keeping the last (a second `routing:` block would hide the first)."""
 

@@ -59,7 +59,7 @@ def _narrowed(route: ir.Route, adapter: str, backends: Mapping[str, ir.Backend])
 def expand(route: ir.Route, backends: Mapping[str, ir.Backend]) -> tuple[ir.Route, ...]:
     """The routes that replace `route` on its listener (itself included, last)."""
     reached = [backends[wb.backend] for wb in route.backends if wb.backend in backends]
-    spares = [backends[wb.failover_to] for wb in route.backends if wb.failover_to in backends]
+    spares = [backends[wb.failover_to] for wb in route.backends if wb.failover_to is not None and wb.failover_to in backends]
     sticky = route.hash_header is not None and len(route.backends) > 1  # its hash must pick the variant alone
     if not sticky and not route.prefix_hash and any(b.load_balancing == "prefixAffinity" for b in (*reached, *spares)):
         route = replace(route, prefix_hash=True)

@@ -63,6 +63,7 @@ def tls_certificate(server: ModelServer, index: ObjectIndex) -> Material[ir.TlsC
     if refused is not None:
         rule = f"Secret {_where(secret)}: {refused}"
         return Material(ref_problems=(problem(VALIDATION_FAILED, server.key, field, rule),))
+    assert cert is not None and key is not None  # certificate_problem refuses a missing one
     name = names.tls_certificate(secret.metadata.namespace, secret.metadata.name)
     return Material(ir.TlsCertificate(name=name, cert_chain=cert, private_key=key))
 

@@ -32,7 +32,7 @@ from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from routing_engine import ir
 from routing_engine.names import stat_name
 from routing_engine import names
-from routing_engine.translate.xds import ads, length_delimited, millis, pack
+from routing_engine.translate.xds import ads, length_delimited, millis, pack, serialize
 
 AGGREGATE_CLUSTER_TYPE = "envoy.clusters.aggregate"
 LB_METADATA_NAMESPACE = "envoy.lb"  # where Envoy's subset load balancer reads endpoint metadata
@@ -109,7 +109,7 @@ def _backend_template(connect_timeout_ms: int, load_balancing: str = "leastReque
 
 @lru_cache(maxsize=64)
 def _template_bytes(connect_timeout_ms: int, load_balancing: str = "leastRequest", adapters: bool = False) -> bytes:
-    return _backend_template(connect_timeout_ms, load_balancing, adapters).SerializeToString(deterministic=True)
+    return serialize(_backend_template(connect_timeout_ms, load_balancing, adapters))
 
 
 def backend_cluster_bytes(backend: ir.Backend) -> bytes:

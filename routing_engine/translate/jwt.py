@@ -30,6 +30,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
+from routing_engine.api.resources import ObjectKey
 from routing_engine.envoy_rules import parse_jwks_uri
 from routing_engine.jwks import provider_problem
 from routing_engine import names
@@ -141,7 +142,7 @@ class JwtPlugin(Plugin):
 
     def extra_resources(self, gateway: ir.Gateway) -> Iterable[ExtraResource]:
         remote: dict[str, ir.JwtProvider] = {}
-        owners: dict[str, set] = {}
+        owners: dict[str, set[ObjectKey]] = {}
         for listener in gateway.listeners:
             for route in listener.routes:
                 if not route.auth:  # most routes: skipped without a call (10,000s per compile)

@@ -84,5 +84,6 @@ def route_config_name(proto: listener_pb2.Listener) -> str:
     for chain in proto.filter_chains:
         for network_filter in chain.filters:
             if network_filter.name == HCM_FILTER and network_filter.typed_config.Unpack(hcm):
-                return hcm.rds.route_config_name
+                name: str = hcm.rds.route_config_name
+                return name
     raise ValueError(f"listener {proto.name!r} has no HttpConnectionManager")

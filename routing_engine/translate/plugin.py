@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TypeAlias
 
 from google.protobuf.message import Message
 
@@ -58,7 +59,7 @@ RANKS: dict[str, int] = {
 }
 ROUTER_RANK = 10_000
 
-HttpFilter = hcm_pb2.HttpFilter
+HttpFilter: TypeAlias = hcm_pb2.HttpFilter
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ from routing_engine import ir
 from routing_engine.envoy_rules.regex import glob_regex
 from routing_engine import names
 from routing_engine.translate.cluster import ADAPTER_KEY, LB_METADATA_NAMESPACE
-from routing_engine.translate.xds import length_delimited, millis, pack
+from routing_engine.translate.xds import length_delimited, millis, pack, serialize
 
 SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-status-codes"
 RETRIABLE_STATUS_CODES = (503,)
@@ -162,8 +162,8 @@ def route_config_bytes(name: str, route_bytes: Iterable[bytes]) -> bytes:
     """A serialized RouteConfiguration `{name, virtual_hosts: [{name: "*", domains: ["*"],
     routes}]}` assembled from already-serialized routes. Byte-identical to building the
     message and serializing it deterministically (fields are emitted in number order)."""
-    head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
-    vhost_head = rc.VirtualHost(name=VIRTUAL_HOST, domains=["*"]).SerializeToString(deterministic=True)
+    head = serialize(route_pb2.RouteConfiguration(name=name))
+    vhost_head = serialize(rc.VirtualHost(name=VIRTUAL_HOST, domains=["*"]))
     vhost = vhost_head + b"".join(length_delimited(_VIRTUAL_HOST_ROUTES, body) for body in route_bytes)
     return head + length_delimited(_ROUTE_CONFIG_VIRTUAL_HOSTS, vhost)
 

@@ -58,8 +58,9 @@ class ScopedLayout:
     where: tuple[tuple[int, int], ...]  # per listener route: (table, index in its items)
     tables: Mapping[str, Built]  # by name
     scopes: Mapping[str, Built]  # by name
-    resources: Mapping[str, Mapping[str, EnvoyResource]]  # type → name → resource
-    owners: Mapping[tuple[str, str], Owners]
+    # Dicts, added to the translator's output in bulk as they are; never changed after.
+    resources: Mapping[str, dict[str, EnvoyResource]]  # type → name → resource
+    owners: dict[tuple[str, str], Owners]
 
 
 class Entry(Protocol):
@@ -109,11 +110,11 @@ def build(listener: ir.Listener, tag: str, depth: int, extras: Sequence[tuple[st
     before_scopes = previous.scopes if previous is not None else {}
     tables: dict[str, Built] = {}
     scoped: dict[str, Built] = {}
-    for t, found in enumerate(items):
-        if found:
+    for t, table_items in enumerate(items):
+        if table_items:
             name = names.route_table(listener, tag, t)
-            tables[name] = _table(name, found, owners, make, before_tables.get(name))
-            for k in dict.fromkeys(item.key for item in found):
+            tables[name] = _table(name, table_items, owners, make, before_tables.get(name))
+            for k in dict.fromkeys(item.key for item in table_items):
                 scope_name = names.route_scope(listener, tag, k)
                 scoped[scope_name] = _scope(scope_name, name, tag, k, by_key[k], owners, make, before_scopes.get(scope_name))
     return _layout(depth, tag, tuple(b for _, b in extras), items, tuple(where), tables, scoped)

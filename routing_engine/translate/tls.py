@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
+from routing_engine.api.resources import ObjectKey
 from routing_engine.translate.plugin import RANKS, ExtraResource, Plugin
 from routing_engine.translate.secret import tls_secret
 from routing_engine.translate.xds import SECRET, ads, pack
@@ -42,7 +43,7 @@ class TlsPlugin(Plugin):
             chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls(listener.tls)))
 
     def extra_resources(self, gateway: ir.Gateway) -> Iterable[ExtraResource]:
-        certificates: dict[str, tuple[ir.TlsCertificate, set]] = {}
+        certificates: dict[str, tuple[ir.TlsCertificate, set[ObjectKey]]] = {}
         for listener in gateway.listeners:
             if listener.tls is not None:
                 entry = certificates.setdefault(listener.tls.name, (listener.tls, set()))

@@ -45,6 +45,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from envoy.config.route.v3 import route_components_pb2
+
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
 from routing_engine import names
@@ -162,7 +164,7 @@ class _ListenerEntry:
     owners: tuple[ObjectKey, ...]  # sorted
     # Its route table(s) and routing scopes with their owners, added in bulk.
     tables: _Batch
-    key: Hashable  # the Listener's cache key: its fields plus its routes' serials
+    key: tuple[Any, ...]  # the Listener's cache key: its fields, its routes' serials, its scope depth
     resource: EnvoyResource
     failovers: Mapping[tuple[str, str], frozenset[ObjectKey]]  # pair → route owners
     layout: scoped_layout.ScopedLayout | None = None  # a scoped listener's split (translate/scopes.py)
@@ -294,7 +296,7 @@ class Translator:
                 and all(entries[p].depth == previous.routes[p].depth
                         and self._facets(entries[p].route) == self._facets(previous.routes[p].route) for p in changed):
             key = previous.key  # routes edited in place, nothing the listener reads of them changed
-            depth = key[-1]
+            depth: int = key[-1]
         else:
             depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
                                         len(extras) + len(entries)) if self.scoped else 0
@@ -313,7 +315,7 @@ class Translator:
         if depth:
             layout = self._layout(lst, tag, depth, extras, extra_bodies, entries, owners, previous, changed, stats)
             tables.resources[ROUTE], tables.resources[SCOPED_ROUTE] = layout.resources[ROUTE], layout.resources[SCOPED_ROUTE]
-            tables.owners = layout.owners  # type: ignore[assignment]
+            tables.owners = layout.owners
         else:
             name = names.route_config(lst, tag)
             tables.add(make_resource(ROUTE, name, route_config_bytes(name, [*extra_bodies, *(e.framed for e in entries)])),
@@ -333,12 +335,13 @@ class Translator:
         return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
                               resource, kept, layout, extra_bodies)
 
-    def _layout(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[Message], extra_bodies: Sequence[bytes],
+    def _layout(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[route_components_pb2.Route],
+                extra_bodies: Sequence[bytes],
                 entries: Sequence[_RouteEntry], owners: tuple[ObjectKey, ...], previous: _ListenerEntry | None,
                 changed: Sequence[int] | None, stats: CacheStats) -> scoped_layout.ScopedLayout:
         """A scoped listener's tables and scopes: last run's patched where routes changed
         in place, else built whole (reusing every resource that came out the same)."""
-        paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, body)  # type: ignore[attr-defined]
+        paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, body)
                  for e, body in zip(extras, extra_bodies)]
         before = previous.layout if previous is not None else None
         if before is not None and changed is not None:
@@ -447,7 +450,7 @@ class Translator:
         return tuple(p.listener_facet(r) for p in self.plugins)
 
     def route_message(self, r: ir.Route) -> Message:
-        proto = route.build_route(r)
+        proto: Message = route.build_route(r)
         for plugin in self.plugins:
             plugin.patch_route(r, proto)
         return proto
@@ -544,7 +547,7 @@ _LISTENER_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(ir.Listener) 
 
 
 def _listener_fields(lst: ir.Listener) -> tuple[Any, ...]:
-    return _LISTENER_FIELDS(lst)  # type: ignore[no-any-return]
+    return _LISTENER_FIELDS(lst)
 _NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from routing_engine.translate import route
-from routing_engine.translate.xds import length_delimited
+from routing_engine.translate.xds import length_delimited, serialize
 
 _VIRTUAL_HOST_ROUTES = route_components_pb2.VirtualHost.DESCRIPTOR.fields_by_name["routes"].number
 _ROUTE_CONFIG_VIRTUAL_HOSTS = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number
 _ROUTE_CONFIG_HEADERS_TO_REMOVE = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["request_headers_to_remove"].number
-_VHOST_HEAD = route_components_pb2.VirtualHost(name=route.VIRTUAL_HOST, domains=["*"]).SerializeToString(deterministic=True)
+_VHOST_HEAD = serialize(route_components_pb2.VirtualHost(name=route.VIRTUAL_HOST, domains=["*"]))
 
 
 def framed_route(body: bytes) -> bytes:
@@ -31,7 +31,7 @@ def route_config_bytes(name: str, framed: Sequence[bytes], *, remove: str | None
     10,000 routes again on every compile costs more than all the rest of an edit).
     Byte-identical to it (tested). `remove`: a request header the table removes before
     forwarding (a field numbered after the virtual hosts, so appended)."""
-    head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
+    head = serialize(route_pb2.RouteConfiguration(name=name))
     body = head + length_delimited(_ROUTE_CONFIG_VIRTUAL_HOSTS, _VHOST_HEAD + b"".join(framed))
     if remove is not None:
         body += length_delimited(_ROUTE_CONFIG_HEADERS_TO_REMOVE, remove.encode())
