@@ -23,6 +23,9 @@ integer rank is refused by `ordered`, so forgetting it fails loudly, not silentl
 Third-party plugins are objects published in the `modelroute.plugins` entry-point group.
 `discover` reads installed package metadata (I/O), so it runs at start-up in the CLI or
 server, never inside the pure compile; its result is passed to `Translator(plugins=...)`.
+
+This module imports no feature: the built-in ones are listed in `builtin.py`, above them.
+Plugin authors and callers outside the engine use the stable surface `routing_engine.plugins`.
 """
 
 from __future__ import annotations
@@ -122,35 +125,18 @@ def ordered(plugins: Iterable[Plugin]) -> tuple[Plugin, ...]:
     return tuple(sorted(checked, key=lambda p: (p.rank, p.name)))
 
 
-def builtin() -> tuple[Plugin, ...]:
-    """The built-in features, in one list (imported here, not registered on import)."""
-    from routing_engine.translate.access_log import AccessLogPlugin
-    from routing_engine.translate.apikey import ApiKeyPlugin
-    from routing_engine.translate.health import HealthPlugin
-    from routing_engine.translate.jwt import JwtPlugin
-    from routing_engine.translate.model_match import ModelMatchPlugin
-    from routing_engine.translate.models_list import ModelsListPlugin
-    from routing_engine.translate.prefix_affinity import PrefixAffinityPlugin
-    from routing_engine.translate.ratelimit import RateLimitPlugin
-    from routing_engine.translate.tls import TlsPlugin
-    from routing_engine.translate.usage import UsagePlugin
-
-    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(),
-                    PrefixAffinityPlugin(), UsagePlugin(), TlsPlugin(), ModelsListPlugin(), AccessLogPlugin()])
-
-
 def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:
     """Third-party plugins from installed packages: each entry point names a Plugin
     subclass or instance. Reads package metadata, so call it at start-up only."""
     found: list[Plugin] = []
     for entry in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
-        loaded = entry.load()
+        try:
+            loaded = entry.load()
+        except Exception as err:  # a broken plugin package: say which, not a bare traceback
+            raise PluginError(f"entry point {entry.name!r} in {group} ({entry.value}) could not be loaded: "
+                              f"{type(err).__name__}: {err}") from err
         plugin = loaded() if isinstance(loaded, type) else loaded
         if not isinstance(plugin, Plugin):
             raise PluginError(f"entry point {entry.name!r} in {group} is not a modelroute Plugin")
         found.append(plugin)
     return tuple(found)
-
-
-def with_builtin(extra: Iterable[Plugin] = ()) -> tuple[Plugin, ...]:
-    return ordered([*builtin(), *extra])
