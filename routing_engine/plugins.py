@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
+from routing_engine.api.types import FieldError
+from routing_engine.api.types import Spec as ExtensionSpec
 from routing_engine.translate.builtin import builtin, with_builtin
 from routing_engine.translate.plugin import (
     ENTRY_POINT_GROUP,
@@ -31,6 +33,7 @@ from routing_engine.translate.plugin import (
     Plugin,
     PluginError,
     discover,
+    extension_models,
     ordered,
 )
 from routing_engine.translate.tracing import TracingPlugin, TracingSettings
@@ -40,7 +43,10 @@ __all__ = [
     # writing a plugin
     "Plugin", "HttpFilter", "ExtraResource", "RANKS", "ROUTER_RANK", "ir", "ObjectKey", "pack", "type_url",
     "CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "SECRET",
+    # a plugin's `spec.extensions` key: its model's base (camelCase on the wire, unknown
+    # fields refused with a hint, immutable) and the error a cross-field rule raises
+    "ExtensionSpec", "FieldError",
     # assembling the plugin list
-    "ENTRY_POINT_GROUP", "PluginError", "builtin", "discover", "ordered", "with_builtin",
+    "ENTRY_POINT_GROUP", "PluginError", "builtin", "discover", "extension_models", "ordered", "with_builtin",
     "TracingPlugin", "TracingSettings",
 ]

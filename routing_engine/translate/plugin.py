@@ -15,6 +15,12 @@ given only IR objects and the proto it edits:
   is rebuilt after a route edit only when some plugin's facet of that route changed);
   the default is the whole route, which is always safe.
 
+A plugin configured per ModelServer owns the key of its name in the server's
+`spec.extensions` and names the pydantic model of its value in `extension`: the engine
+validates the key against it (`routing_engine.api.extensions`; a bad value fails that
+server alone, naming the field) and hands the parsed value to the hooks through the IR
+(`ir.Route.extensions`, `ir.Listener.extensions`).
+
 Filter order is explicit: each plugin carries its `rank` (lower runs first; ties break by
 name so the order never changes between compiles and listeners never drain for nothing).
 The table of built-in ranks is `RANKS`; the router is always last. A plugin without an
@@ -35,6 +41,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from google.protobuf.message import Message
+from pydantic import BaseModel
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -83,6 +90,8 @@ class Plugin:
 
     name: str = ""
     rank: int | None = None
+    # The model of `spec.extensions.<name>` (None: the plugin owns no key).
+    extension: type[BaseModel] | None = None
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return ()
@@ -123,6 +132,12 @@ def ordered(plugins: Iterable[Plugin]) -> tuple[Plugin, ...]:
         seen.add(plugin.name)
         checked.append(plugin)
     return tuple(sorted(checked, key=lambda p: (p.rank, p.name)))
+
+
+def extension_models(plugins: Iterable[Plugin]) -> dict[str, type[BaseModel]]:
+    """The `spec.extensions` keys these plugins own, with the model of each one's value
+    (what `resolve` and `modelroute validate` check a ModelServer's keys against)."""
+    return {p.name: p.extension for p in plugins if p.extension is not None}
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:
