@@ -38,11 +38,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
+
+from pydantic_core import to_json
 
 from routing_engine import ir, names
 from routing_engine.api.extensions import ExtensionModels, parse_extensions
-from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey
-from routing_engine.api.types import parse_duration_ms
+from routing_engine.api.resources import ModelInfer, ModelServer, ModelServerSpec, ObjectKey
+from routing_engine.api.types import ForPlugin, parse_duration_ms
 from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, VALIDATION_FAILED, Problem, problem
 from routing_engine.resolve.material import Material, auth_policy, tls_certificate
 from routing_engine.resolve.matching import prefix_path
@@ -52,6 +55,10 @@ from routing_engine.world import BackendEndpoint, Target
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_RETRIES = 2
 NO_EXTENSIONS: ExtensionModels = MappingProxyType({})
+# (field, plugin) of the ModelServerSpec fields marked `ForPlugin`: handed over like extensions.
+PLUGIN_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    (name, mark.plugin) for name, info in ModelServerSpec.model_fields.items()
+    for mark in info.metadata if isinstance(mark, ForPlugin))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,17 +157,26 @@ def own_checks(
 
 
 def server_extensions(server: ModelServer, models: ExtensionModels) -> Material[tuple[ir.Extension, ...]]:
-    """`spec.extensions` checked against the installed plugins' models. A problem fails
-    the server closed, like unusable TLS or auth material: a plugin may enforce a policy,
-    and serving without it would be serving something the user did not write."""
+    """What the plugins get of this server: its `spec.extensions`, checked against the
+    installed plugins' models, and its fields marked `ForPlugin` (the API model checked
+    those already). A problem fails the server closed, like unusable TLS or auth
+    material: a plugin may enforce a policy, and serving without it would be serving
+    something the user did not write."""
+    marked = [(plugin, value) for name, plugin in PLUGIN_FIELDS if (value := getattr(server.spec, name)) is not None]
     raw = server.spec.extensions
-    if not raw:
+    if not raw and not marked:
         return Material(())
-    values, problems = parse_extensions(raw, models)
+    values, problems = parse_extensions(raw, models) if raw else ((), ())
     if problems:
         return Material(spec_problems=tuple(problem(VALIDATION_FAILED, server.key, field, rule)
                                             for field, rule in problems))
-    return Material(tuple(ir.Extension(name, server.key, value.model_dump_json(), value) for name, value in values))
+    found = sorted([*marked, *values], key=lambda item: item[0])
+    return Material(tuple(ir.Extension(plugin, server.key, _canonical(value), value) for plugin, value in found))
+
+
+def _canonical(value: Any) -> str:
+    """The value as JSON (a model's fields in their order): what IR equality goes by."""
+    return to_json(value).decode()
 
 
 def _forbidden_rule(target: ObjectKey, namespace: str) -> str:

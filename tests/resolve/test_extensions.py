@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from envoy.config.route.v3 import route_pb2
 from routing_engine import engine, ir, plugins
 from routing_engine.api.loader import load_manifests
 from routing_engine.translate import Translator
 from routing_engine.translate.xds import ROUTE
 from routing_engine.api.resources import Resource
+from routing_engine.resolve import servers
 from routing_engine.world import Compiled, Target, World
 from tests.resolve.build import infer, ms, route, server, to, up
-from tests.support.plugins import Exploding, RequestHeadersPlugin
+from tests.support.plugins import Exploding, RequestHeadersPlugin, RequestHeadersSpec
 from tests.translate.builders import table_name
 
 PLUGINS = plugins.with_builtin([RequestHeadersPlugin(), Exploding()])
@@ -143,3 +146,16 @@ def test_validate_checks_extensions_per_file_and_document_when_given_the_models(
     assert not objects and [str(e) for e in errors] == [
         f'{manifest}#1: ModelServer default/a: spec.extensions.requestHeaders.add: header name "X-Tier" must be '
         'lower case letters, digits and "-"']
+
+
+def test_a_field_marked_for_a_plugin_reaches_it_like_an_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first-class spec field marked `ForPlugin` (how a built-in per-server filter gets
+    its settings, docs/adding-a-filter.md) goes through the same channel, no resolve code
+    of its own. No field is marked today, so one is marked here for the test."""
+    monkeypatch.setattr(servers, "PLUGIN_FIELDS", (("load_balancing", "balancer"),))
+    compiled = compile_(infer("a"), server("a", "/v1/a", loadBalancing="prefixAffinity", extensions=headers("gold")),
+                        infer("b"), server("b", "/v1/b"))
+    assert [(e.plugin, e.value, e.canonical) for e in ir_route(compiled, "modelserver/default/a").extensions] == [
+        ("balancer", "prefixAffinity", '"prefixAffinity"'), ("requestHeaders", RequestHeadersSpec(add={"x-tier": "gold"}),
+                                                             '{"add":{"x-tier":"gold"}}')]
+    assert ir_route(compiled, "modelserver/default/b").extensions == ()
