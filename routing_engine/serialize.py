@@ -102,13 +102,12 @@ def load_types(message: Message) -> int:
 
 def _anys(message: Message) -> Iterator[any_pb2.Any]:
     """Every `Any` in `message`, depth first, each one's own content included."""
-    if message.DESCRIPTOR.full_name == any_pb2.Any.DESCRIPTOR.full_name:
-        packed: any_pb2.Any = message  # type: ignore[assignment]
-        yield packed
-        name = packed.TypeName()
+    if isinstance(message, any_pb2.Any):
+        yield message
+        name = message.TypeName()
         if name and _known(name):
             inner = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(name))()
-            inner.ParseFromString(packed.value)
+            inner.ParseFromString(message.value)
             yield from _anys(inner)
         return
     for field, value in message.ListFields():
