@@ -57,8 +57,9 @@ from modelroute.targets import GATEWAY, Placement, target_for_group
 from modelroute.tracing import NO_TRACING, Span, Tracer
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
-from routing_engine.translate import Translator, plugin
-from routing_engine.translate.plugin import Plugin
+from routing_engine import plugins as plugin
+from routing_engine.plugins import Plugin
+from routing_engine.translate import Translator
 from routing_engine.world import BackendEndpoint, Compiled, EnvoyResource, ObjectStatus, Target, World
 from xds_server import Hooks, Snapshot, SnapshotCache, StreamInfo, check_consistency
 

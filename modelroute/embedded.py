@@ -78,7 +78,7 @@ from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from modelroute.tracing import tracing
 from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
-from routing_engine.translate.plugin import Plugin
+from routing_engine.plugins import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
 from xds_server import ControlPlane, start_control_plane
 from xds_server.identity import authorized_group

@@ -35,9 +35,8 @@ from controller.local.instance import split_address
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
-from routing_engine.translate import plugin
-from routing_engine.translate.plugin import Plugin
-from routing_engine.translate.tracing import TracingPlugin, TracingSettings
+from routing_engine import plugins as plugin
+from routing_engine.plugins import Plugin, TracingPlugin, TracingSettings
 
 log = logging.getLogger("modelroute.tracing")
 

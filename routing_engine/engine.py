@@ -30,6 +30,7 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.resolve import Resolver
 from routing_engine import names
 from routing_engine.translate import scopes
+from routing_engine.translate.plugin import extension_models
 from routing_engine.translate.translator import TranslateError, Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, pack
 from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World
@@ -39,8 +40,9 @@ ADMIN_PORT = 9901
 
 def compile(world: World, target: Target, *, translator: Translator | None = None,  # noqa: A001
             resolver: Resolver | None = None) -> Compiled:
-    resolution = (resolver or Resolver()).resolve(world, target)
-    result = (translator or Translator()).translate(resolution.gateway)
+    translator = translator or Translator()
+    resolution = (resolver or Resolver(extension_models(translator.plugins))).resolve(world, target)
+    result = translator.translate(resolution.gateway)
     statuses = with_translate_errors(resolution.statuses, result.errors)
     return Compiled(resources=result.resources, statuses=statuses, owners=result.owners,
                     gateway=resolution.gateway)
@@ -53,8 +55,8 @@ class Compiler:
     the same as a fresh `compile` (tests compare them after random edit sequences)."""
 
     def __init__(self, translator: Translator | None = None) -> None:
-        self.resolver = Resolver()
         self.translator = translator or Translator()
+        self.resolver = Resolver(extension_models(self.translator.plugins))  # the keys its plugins own
 
     def compile(self, world: World, target: Target) -> Compiled:
         return compile(world, target, translator=self.translator, resolver=self.resolver)

@@ -12,7 +12,7 @@ Units: durations in milliseconds, weights as given (translate normalizes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from routing_engine.api.resources import ObjectKey
 
@@ -95,6 +95,22 @@ class TlsCertificate:
     private_key: bytes = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """One ModelServer's `spec.extensions.<plugin>`, as the plugin's model parsed it
+    (`value`, the model instance). Compared and hashed by `canonical` (the value as JSON,
+    fields in the model's order), so IR objects stay hashable whatever the model holds."""
+
+    plugin: str
+    server: ObjectKey
+    canonical: str
+    value: Any = field(compare=False, hash=False, repr=False)
+
+
+def extensions_of(extensions: tuple[Extension, ...], plugin: str) -> tuple[Extension, ...]:
+    return tuple(e for e in extensions if e.plugin == plugin)
+
+
 # --- routes -------------------------------------------------------------------------
 
 
@@ -127,6 +143,14 @@ class Route:
     derived_from: str | None = None
     # Pick the endpoint by a hash of the prompt's prefix (a backend is prefixAffinity).
     prefix_hash: bool = False
+    # The plugins' `spec.extensions` of every ModelServer whose policies apply here, as for
+    # `auth`: the servers it can send to and those owning the path it matches; sorted by
+    # (plugin, server). How values of several servers combine is the plugin's rule.
+    extensions: tuple[Extension, ...] = ()
+
+    def extension(self, plugin: str) -> tuple[Extension, ...]:
+        """This route's values of one plugin's key, one per server that sets it."""
+        return extensions_of(self.extensions, plugin)
 
 
 # --- listeners ----------------------------------------------------------------------
@@ -145,6 +169,12 @@ class Listener:
     ready_backends: tuple[str, ...] = ()
     # Rate limits of the servers reachable through this listener, by Backend.name.
     rate_limits: tuple[tuple[str, RateLimit], ...] = ()
+    # The plugins' `spec.extensions` of the ModelServers on this port, sorted by (plugin, server).
+    extensions: tuple[Extension, ...] = ()
+
+    def extension(self, plugin: str) -> tuple[Extension, ...]:
+        """This port's values of one plugin's key, one per server on it that sets it."""
+        return extensions_of(self.extensions, plugin)
 
 
 # --- backends -----------------------------------------------------------------------

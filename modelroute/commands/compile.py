@@ -21,7 +21,8 @@ import yaml
 
 from routing_engine import engine
 from routing_engine.api.loader import load_manifests
-from routing_engine.translate import Translator, plugin
+from routing_engine import plugins as plugin
+from routing_engine.translate import Translator
 from routing_engine.world import Compiled, Target, World
 
 # Condition types whose status False means the object (or part of it) is not served.

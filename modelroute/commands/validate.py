@@ -5,7 +5,8 @@ exit code is 1 when there is any error or nothing to validate, 0 otherwise with 
 summary. `-o json` prints one JSON document instead (for CI annotations): `valid`, the
 `objects` found and the `errors`, each with its file, document index, object, field path
 and rule as separate fields. Only single-object rules are checked here; references between objects are the
-engine's job (`modelroute compile`).
+engine's job (`modelroute compile`). A ModelServer's `spec.extensions` is checked against the plugins
+installed next to this command (built in and `modelroute.plugins` entry points), as the engine will.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from routing_engine import plugins
 from routing_engine.api.errors import ManifestError
 from routing_engine.api.loader import MAX_MANIFEST_BYTES, load_manifests, load_text
 from routing_engine.api.resources import KINDS, Resource
@@ -45,9 +47,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     paths: list[str] = args.paths
-    objects, errors = load_manifests(p for p in paths if p != "-")
+    try:
+        extensions = plugins.extension_models(plugins.with_builtin(plugins.discover()))
+    except plugins.PluginError as err:
+        print(f"modelroute validate: {err}", file=sys.stderr)
+        return 1
+    objects, errors = load_manifests((p for p in paths if p != "-"), extensions=extensions)
     if "-" in paths:
-        found, errs = load_text(sys.stdin.read(MAX_MANIFEST_BYTES + 1), "<stdin>")
+        found, errs = load_text(sys.stdin.read(MAX_MANIFEST_BYTES + 1), "<stdin>", extensions=extensions)
         objects.extend(found)
         errors.extend(errs)
     if args.output == "json":

@@ -7,6 +7,10 @@ because one broken file must never take down the routes defined by the others. T
 provider and `modelroute validate` call `load_manifests`; the Kubernetes provider, which
 gets one object at a time from the API server, calls `parse_document`.
 
+`spec.extensions` (the keys plugins own) is checked only when the caller passes the
+installed plugins' models (`extensions=`, as `modelroute validate` does): what a key may
+hold is known only to the plugins, and the engine checks it again when it compiles.
+
 Decisions: document indexes are 1-based; a file with a YAML syntax error contributes no
 objects at all (a half-saved file must not half-apply); an object defined twice keeps its
 first definition and the later one is reported. In a directory only regular files are
@@ -28,7 +32,8 @@ import yaml
 from pydantic import ValidationError
 
 from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line, show
-from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ObjectKey, Resource, Secret
+from routing_engine.api.extensions import ExtensionModels, parse_extensions
+from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ModelServer, ObjectKey, Resource, Secret
 from routing_engine.envoy_rules import certificate_problem, jwks_problem
 
 __all__ = ["MANIFEST_SUFFIXES", "ManifestError", "load_manifests", "load_text", "parse_document"]
@@ -68,12 +73,13 @@ MAX_DEPTH = 64
 _SUPPORTED = ", ".join(f"{cls.KIND} ({cls.API_VERSION})" for cls in KIND_BY_NAME.values())
 
 
-def load_manifests(paths: Iterable[str | Path], *, regular_files_only: bool = False
-                   ) -> tuple[list[Resource], list[ManifestError]]:
+def load_manifests(paths: Iterable[str | Path], *, regular_files_only: bool = False,
+                   extensions: ExtensionModels | None = None) -> tuple[list[Resource], list[ManifestError]]:
     """All objects and all errors from `paths`, in a deterministic order (paths as given,
     directory contents sorted). Duplicates are detected across all files.
     `regular_files_only` (a watcher's reads): a named path that is not a regular file is
-    an error rather than a read that may never return."""
+    an error rather than a read that may never return. `extensions`: the installed
+    plugins' models, to check ModelServers' `spec.extensions` against (None: unchecked)."""
     objects: list[Resource] = []
     errors: list[ManifestError] = []
     seen: dict[ObjectKey, str] = {}
@@ -82,22 +88,24 @@ def load_manifests(paths: Iterable[str | Path], *, regular_files_only: bool = Fa
             text = _read(file, errors, regular_only=regular_files_only)
             if text is None:
                 continue
-            found, errs = _load_text(text, str(file), seen)
+            found, errs = _load_text(text, str(file), seen, extensions)
             objects.extend(found)
             errors.extend(errs)
     return objects, errors
 
 
-def load_text(text: str, source: str) -> tuple[list[Resource], list[ManifestError]]:
+def load_text(text: str, source: str, *, extensions: ExtensionModels | None = None
+              ) -> tuple[list[Resource], list[ManifestError]]:
     """Objects and errors from one file's text; `source` names it in errors and decides
     JSON (`*.json`) or YAML parsing."""
     size = len(text.encode())
     if size > MAX_MANIFEST_BYTES:
         return [], [_too_large(source, size)]
-    return _load_text(text, source, {})
+    return _load_text(text, source, {}, extensions)
 
 
-def _load_text(text: str, source: str, seen: dict[ObjectKey, str]) -> tuple[list[Resource], list[ManifestError]]:
+def _load_text(text: str, source: str, seen: dict[ObjectKey, str], extensions: ExtensionModels | None = None
+               ) -> tuple[list[Resource], list[ManifestError]]:
     """`load_text`, with `seen` (object → where it was defined) shared across files."""
     docs, syntax_error = _parse_text(text, source)
     if syntax_error is not None:
@@ -119,6 +127,10 @@ def _load_text(text: str, source: str, seen: dict[ObjectKey, str]) -> tuple[list
             if isinstance(obj, Secret):
                 errs = [_error(source, index, item, format_path((*prefix, *where)), rule)
                         for where, rule in secret_problems(obj)]
+                obj = None if errs else obj
+            if isinstance(obj, ModelServer) and obj.spec.extensions and extensions is not None:
+                errs = [_error(source, index, item, format_path(prefix) + ("." if prefix else "") + where, rule)
+                        for where, rule in parse_extensions(obj.spec.extensions, extensions)[1]]
                 obj = None if errs else obj
             errors.extend(errs)
             if obj is not None:

@@ -293,6 +293,11 @@ class ModelServerSpec(Spec):
                                   "replica's measured speed, queue and KV-cache use, read from its metrics), "
                                   "prefixAffinity (requests whose prompts start alike go to the same replica, to "
                                   "reuse its prefix cache, within 1.5x the average load)")
+    extensions: dict[str, Any] = Field(
+        default_factory=dict, description="(ext) Settings owned by plugins, one key per plugin (its name, e.g. "
+                                          "cors): each installed plugin validates its own key; a key no installed "
+                                          "plugin owns, or a value its plugin refuses, keeps the server from being "
+                                          "served")
 
 
 _STATUS = "Status written by the controller; read only"

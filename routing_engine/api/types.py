@@ -8,6 +8,7 @@ round-trip unchanged) and are parsed to milliseconds where the engine needs a nu
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -58,6 +59,16 @@ class FieldError(ValueError):
         shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path).lstrip(".")
         super().__init__(f"{shown}: {rule}")
         self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class ForPlugin:
+    """Marks a ModelServerSpec field whose value belongs to one plugin as it is (in
+    `Annotated[..., ForPlugin("name")]`): resolve hands it to the plugin the way it hands
+    a `spec.extensions` key (`ir.Route.extensions`), so a built-in per-server filter with
+    a first-class field needs no resolve code (docs/adding-a-filter.md)."""
+
+    plugin: str
 
 
 class Spec(BaseModel):

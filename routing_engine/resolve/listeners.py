@@ -12,7 +12,8 @@
 - `tls`: the certificate of the port (servers sharing a port agree on it, see
   `servers`); `ready_backends`: the backends of the servers on the port;
   `rate_limits`: (backend, limit) of every rate-limited server some route of the
-  listener can send to, failover targets included, sorted by backend name.
+  listener can send to, failover targets included, sorted by backend name;
+  `extensions`: the plugins' `spec.extensions` of the servers on the port.
 - Scope (SPEC 3.6): a sidecar limited by `target.namespaces` / `target.servers` gets
   only the servers in scope, and a ModelRoute only if every ModelServer it references
   and every owner of its front door is in scope (it is installed on the owner's
@@ -313,6 +314,7 @@ def _listener(
         tls=next((s.tls for s in on_port if s.tls is not None), None),
         ready_backends=tuple(sorted(s.backend.name for s in on_port if s.backend is not None)),
         rate_limits=rate_limits,
+        extensions=tuple(sorted((e for s in on_port for e in s.extensions), key=lambda e: (e.plugin, e.server))),
     )
 
 

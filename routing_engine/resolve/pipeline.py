@@ -36,12 +36,13 @@ from types import MappingProxyType
 from typing import Any
 
 from routing_engine import ir
+from routing_engine.api.extensions import ExtensionModels
 from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource, Secret
 from routing_engine.resolve.conditions import Problem
 from routing_engine.resolve.listeners import Assembler, in_scope, route_in_scope
 from routing_engine.resolve.objects import AgeKey, ObjectIndex, age_key, choose
 from routing_engine.resolve.routes import UNDER, RouteOutcome, Served, resolve_route
-from routing_engine.resolve.servers import Own, ServerOutcome, claims, outcome, own_checks
+from routing_engine.resolve.servers import NO_EXTENSIONS, Own, ServerOutcome, claims, outcome, own_checks
 from routing_engine.resolve.status import route_status, server_status
 from routing_engine.world import BackendEndpoint, ObjectStatus, Target, World
 
@@ -52,10 +53,11 @@ class Resolution:
     statuses: Mapping[ObjectKey, ObjectStatus]  # sorted by key, read-only
 
 
-def resolve(world: World, target: Target) -> Resolution:
+def resolve(world: World, target: Target, extensions: ExtensionModels = NO_EXTENSIONS) -> Resolution:
     """Never raises for objects pydantic accepted: every broken rule becomes a condition
-    on the object that broke it, and everything else compiles."""
-    return Resolver().resolve(world, target)
+    on the object that broke it, and everything else compiles. `extensions`: the models
+    of the installed plugins' `spec.extensions` keys (none: every key is refused)."""
+    return Resolver(extensions).resolve(world, target)
 
 
 @dataclass(slots=True)
@@ -87,9 +89,11 @@ def _same(a: Any, b: Any) -> bool:
 class Resolver:
     """`resolve` with memory across calls; see the module docstring for what each
     memoized outcome depends on. Not thread-safe: one per target, used by one compile at
-    a time. A call with another target than the last starts from scratch."""
+    a time. A call with another target than the last starts from scratch. `extensions`:
+    the models of the installed plugins' `spec.extensions` keys (`Plugin.extension`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, extensions: ExtensionModels = NO_EXTENSIONS) -> None:
+        self._extensions = extensions
         self._reset(None)
 
     def _reset(self, target: Target | None) -> None:
@@ -227,13 +231,14 @@ class Resolver:
                 memo.server = server
                 memos[key] = memo
                 continue
-            own = own_checks(server, index, endpoints)
-            if memo is None or memo.own.tls != own.tls or memo.own.auth.ok != own.auth.ok:
+            own = own_checks(server, index, endpoints, self._extensions)
+            if (memo is None or memo.own.tls != own.tls or memo.own.auth.ok != own.auth.ok
+                    or memo.own.extensions.ok != own.extensions.ok):
                 claims_changed = True
             age = memo.age if memo is not None else age_key(server)
             memos[key] = _ServerMemo(server, infer_key, infer, found, namespace_secrets, own, age)
         if claims_changed:
-            contenders = [m for m in memos.values() if m.own.tls.ok and m.own.auth.ok]
+            contenders = [m for m in memos.values() if m.own.ok]
             contenders.sort(key=lambda m: m.age)
             self._lost = claims([m.server for m in contenders], {k: m.own for k, m in memos.items()}, target)
         outcomes: dict[ObjectKey, ServerOutcome] = {}

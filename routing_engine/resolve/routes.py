@@ -21,6 +21,9 @@
   deduplicated and sorted by name; all must pass. So a split never lets a request reach
   a model its own server would have refused, and a ModelRoute cannot strip the auth off
   a path it takes over.
+- Extensions: a route carries the `spec.extensions` of the same servers as for auth
+  (one entry per plugin and server); how several servers' values combine is each
+  plugin's rule.
 - Path ownership across namespaces: taking over a path owned by a ModelServer in another
   namespace (front door or `match.path`) needs that server's permission, exactly like a
   reference (annotation `networking.matrixinfer.ai/allow-from`); otherwise
@@ -84,12 +87,15 @@ class Served:
         self.probed: set[str] | None = None
         self._by_path: dict[str, list[ServerOutcome]] = {}
         self._auth: dict[str, ir.AuthPolicy] = {}
+        self._extensions: dict[str, tuple[ir.Extension, ...]] = {}
         self.tls_ports: set[int] = set()  # listener ports that serve TLS (one mode per port)
         for outcome in servers.values():
             if outcome.backend is not None:
                 self._by_path.setdefault(outcome.path, []).append(outcome)
                 if outcome.auth is not None:
                     self._auth[outcome.backend.name] = outcome.auth
+                if outcome.extensions:
+                    self._extensions[outcome.backend.name] = outcome.extensions
                 if outcome.tls is not None:
                     self.tls_ports.add(outcome.port)
         self._paths = sorted(self._by_path)
@@ -98,6 +104,13 @@ class Served:
         """The auth policies of these backends' servers, deduplicated, sorted by name."""
         policies = {p.name: p for b in backends if (p := self._auth.get(b)) is not None}
         return tuple(policies[name] for name in sorted(policies))
+
+    def extensions(self, backends: set[str]) -> tuple[ir.Extension, ...]:
+        """The `spec.extensions` of these backends' servers, sorted by (plugin, server)."""
+        if not self._extensions:
+            return ()
+        found = [e for b in backends for e in self._extensions.get(b, ())]
+        return tuple(sorted(found, key=lambda e: (e.plugin, e.server)))
 
     def owner_backends(self, path: str) -> set[str]:
         """Backends of the servers a claim on `path` covers: its owner and every server
@@ -268,6 +281,7 @@ def _routes(
                 retries=group.retries,
                 auth=served.auth(reachable),
                 hash_header=group.hash_header,
+                extensions=served.extensions(reachable),
             )
         )
     if fallback is not None and spare is not None:
@@ -281,6 +295,7 @@ def _routes(
                 timeout_ms=target.timeout_ms if target.timeout_ms is not None else DEFAULT_TIMEOUT_MS,
                 retries=target.retries if target.retries is not None else DEFAULT_RETRIES,
                 auth=served.auth({spare} | served.owner_backends(front_door)),
+                extensions=served.extensions({spare} | served.owner_backends(front_door)),
             )
         )
     return tuple(routes)

@@ -1,7 +1,8 @@
 """ModelServers → backends, server routes and per-port claims (SPEC 3.1).
 
-Each server is first checked on its own (ModelInfer reference, TLS and auth Secrets),
-then servers that passed compete for ports and paths:
+Each server is first checked on its own (ModelInfer reference, TLS and auth Secrets,
+`spec.extensions` against the installed plugins' models), then servers that passed
+compete for ports and paths:
 - the oldest server on a port (metadata.creationTimestamp, then namespace/name) decides
   the port's TLS mode — plain HTTP, or TLS with one particular Secret; a younger server
   asking for another mode is Failed (`NetworkPolicyViolation`, naming the winner);
@@ -36,11 +37,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from pydantic_core import to_json
 
 from routing_engine import ir, names
-from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey
-from routing_engine.api.types import parse_duration_ms
-from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, Problem, problem
+from routing_engine.api.extensions import ExtensionModels, parse_extensions
+from routing_engine.api.resources import ModelInfer, ModelServer, ModelServerSpec, ObjectKey
+from routing_engine.api.types import ForPlugin, parse_duration_ms
+from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, VALIDATION_FAILED, Problem, problem
 from routing_engine.resolve.material import Material, auth_policy, tls_certificate
 from routing_engine.resolve.matching import prefix_path
 from routing_engine.resolve.objects import ObjectIndex, age_key, allows_from
@@ -48,6 +54,11 @@ from routing_engine.world import BackendEndpoint, Target
 
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_RETRIES = 2
+NO_EXTENSIONS: ExtensionModels = MappingProxyType({})
+# (field, plugin) of the ModelServerSpec fields marked `ForPlugin`: handed over like extensions.
+PLUGIN_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    (name, mark.plugin) for name, info in ModelServerSpec.model_fields.items()
+    for mark in info.metadata if isinstance(mark, ForPlugin))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,7 @@ class ServerOutcome:
     rate_limit: ir.RateLimit | None
     timeout_ms: int | None  # the explicit routing.timeout, if any
     retries: int | None  # the explicit routing.retries, if any
+    extensions: tuple[ir.Extension, ...] = ()  # its `spec.extensions`, parsed (compiled servers only)
 
     @property
     def compiled(self) -> bool:
@@ -89,24 +101,32 @@ class Own:
     adapters: tuple[str, ...]  # the ModelInfer's declared LoRA adapters, sorted
     tls: Material[ir.TlsCertificate]
     auth: Material[ir.AuthPolicy]
+    extensions: Material[tuple[ir.Extension, ...]] = Material(())
+
+    @property
+    def ok(self) -> bool:
+        """Whether the server may claim its port and path (its spec and material are usable)."""
+        return self.tls.ok and self.auth.ok and self.extensions.ok
 
 
 def resolve_servers(
-    index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]], target: Target
+    index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]], target: Target,
+    extensions: ExtensionModels = NO_EXTENSIONS,
 ) -> dict[ObjectKey, ServerOutcome]:
     """Every ModelServer of the world, by key (sorted).
 
     Claims are made on listener ports (`target.port(service.port)`), not on the ports
     as written: with a privileged-port offset, 80 and 10080 can become one listener,
     and one listener can only have one TLS mode."""
-    own = {key: own_checks(server, index, endpoints) for key, server in index.servers.items()}
-    contenders = [s for s in index.servers.values() if own[s.key].tls.ok and own[s.key].auth.ok]
+    own = {key: own_checks(server, index, endpoints, extensions) for key, server in index.servers.items()}
+    contenders = [s for s in index.servers.values() if own[s.key].ok]
     lost = claims(sorted(contenders, key=age_key), own, target)
     return {key: outcome(server, own[key], lost.get(key), target) for key, server in index.servers.items()}
 
 
 def own_checks(
-    server: ModelServer, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]
+    server: ModelServer, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]],
+    extensions: ExtensionModels = NO_EXTENSIONS,
 ) -> Own:
     spec = server.spec
     infer_key = spec.model_infer_ref.resolve(ModelInfer.KIND, server.metadata.namespace)
@@ -132,7 +152,31 @@ def own_checks(
                               e.weight if weighted else None)
                   for e in endpoints.get(infer_key, ())}
         found = tuple(sorted(unique, key=lambda e: (e.address, e.port, not e.healthy, e.adapters, e.weight or 0)))
-    return Own(problems, forbidden, found, adapters, tls_certificate(server, index), auth_policy(server, index))
+    return Own(problems, forbidden, found, adapters, tls_certificate(server, index), auth_policy(server, index),
+               server_extensions(server, extensions))
+
+
+def server_extensions(server: ModelServer, models: ExtensionModels) -> Material[tuple[ir.Extension, ...]]:
+    """What the plugins get of this server: its `spec.extensions`, checked against the
+    installed plugins' models, and its fields marked `ForPlugin` (the API model checked
+    those already). A problem fails the server closed, like unusable TLS or auth
+    material: a plugin may enforce a policy, and serving without it would be serving
+    something the user did not write."""
+    marked = [(plugin, value) for name, plugin in PLUGIN_FIELDS if (value := getattr(server.spec, name)) is not None]
+    raw = server.spec.extensions
+    if not raw and not marked:
+        return Material(())
+    values, problems = parse_extensions(raw, models) if raw else ((), ())
+    if problems:
+        return Material(spec_problems=tuple(problem(VALIDATION_FAILED, server.key, field, rule)
+                                            for field, rule in problems))
+    found = sorted([*marked, *values], key=lambda item: item[0])
+    return Material(tuple(ir.Extension(plugin, server.key, _canonical(value), value) for plugin, value in found))
+
+
+def _canonical(value: Any) -> str:
+    """The value as JSON (a model's fields in their order): what IR equality goes by."""
+    return to_json(value).decode()
 
 
 def _forbidden_rule(target: ObjectKey, namespace: str) -> str:
@@ -221,6 +265,7 @@ def claims(contenders: list[ModelServer], own: Mapping[ObjectKey, Own], target: 
 def outcome(server: ModelServer, own: Own, conflict: Problem | None, target: Target) -> ServerOutcome:
     ref_problems = own.infer_problems + own.tls.ref_problems + own.auth.ref_problems
     problems = own.tls.ref_problems + own.tls.spec_problems + own.auth.ref_problems + own.auth.spec_problems
+    problems += own.extensions.spec_problems
     if conflict is not None:
         problems += (conflict,)
     spec = server.spec
@@ -240,6 +285,7 @@ def outcome(server: ModelServer, own: Own, conflict: Problem | None, target: Tar
             timeout_ms=timeout if timeout is not None else DEFAULT_TIMEOUT_MS,
             retries=spec.routing.retries if spec.routing.retries is not None else DEFAULT_RETRIES,
             auth=(own.auth.value,) if own.auth.value is not None else (),
+            extensions=own.extensions.value or (),
         )
     limit = spec.rate_limit
     rate_limit = None
@@ -261,4 +307,5 @@ def outcome(server: ModelServer, own: Own, conflict: Problem | None, target: Tar
         rate_limit=rate_limit,
         timeout_ms=timeout,
         retries=spec.routing.retries,
+        extensions=(own.extensions.value or ()) if compiled else (),
     )

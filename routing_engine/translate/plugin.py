@@ -15,6 +15,12 @@ given only IR objects and the proto it edits:
   is rebuilt after a route edit only when some plugin's facet of that route changed);
   the default is the whole route, which is always safe.
 
+A plugin configured per ModelServer owns the key of its name in the server's
+`spec.extensions` and names the pydantic model of its value in `extension`: the engine
+validates the key against it (`routing_engine.api.extensions`; a bad value fails that
+server alone, naming the field) and hands the parsed value to the hooks through the IR
+(`ir.Route.extensions`, `ir.Listener.extensions`).
+
 Filter order is explicit: each plugin carries its `rank` (lower runs first; ties break by
 name so the order never changes between compiles and listeners never drain for nothing).
 The table of built-in ranks is `RANKS`; the router is always last. A plugin without an
@@ -23,6 +29,9 @@ integer rank is refused by `ordered`, so forgetting it fails loudly, not silentl
 Third-party plugins are objects published in the `modelroute.plugins` entry-point group.
 `discover` reads installed package metadata (I/O), so it runs at start-up in the CLI or
 server, never inside the pure compile; its result is passed to `Translator(plugins=...)`.
+
+This module imports no feature: the built-in ones are listed in `builtin.py`, above them.
+Plugin authors and callers outside the engine use the stable surface `routing_engine.plugins`.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from importlib import metadata
 from typing import TypeAlias
 
 from google.protobuf.message import Message
+from pydantic import BaseModel
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -81,6 +91,8 @@ class Plugin:
 
     name: str = ""
     rank: int | None = None
+    # The model of `spec.extensions.<name>` (None: the plugin owns no key).
+    extension: type[BaseModel] | None = None
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         return ()
@@ -123,21 +135,10 @@ def ordered(plugins: Iterable[Plugin]) -> tuple[Plugin, ...]:
     return tuple(sorted(checked, key=lambda p: (p.rank, p.name)))
 
 
-def builtin() -> tuple[Plugin, ...]:
-    """The built-in features, in one list (imported here, not registered on import)."""
-    from routing_engine.translate.access_log import AccessLogPlugin
-    from routing_engine.translate.apikey import ApiKeyPlugin
-    from routing_engine.translate.health import HealthPlugin
-    from routing_engine.translate.jwt import JwtPlugin
-    from routing_engine.translate.model_match import ModelMatchPlugin
-    from routing_engine.translate.models_list import ModelsListPlugin
-    from routing_engine.translate.prefix_affinity import PrefixAffinityPlugin
-    from routing_engine.translate.ratelimit import RateLimitPlugin
-    from routing_engine.translate.tls import TlsPlugin
-    from routing_engine.translate.usage import UsagePlugin
-
-    return ordered([HealthPlugin(), ModelMatchPlugin(), JwtPlugin(), ApiKeyPlugin(), RateLimitPlugin(),
-                    PrefixAffinityPlugin(), UsagePlugin(), TlsPlugin(), ModelsListPlugin(), AccessLogPlugin()])
+def extension_models(plugins: Iterable[Plugin]) -> dict[str, type[BaseModel]]:
+    """The `spec.extensions` keys these plugins own, with the model of each one's value
+    (what `resolve` and `modelroute validate` check a ModelServer's keys against)."""
+    return {p.name: p.extension for p in plugins if p.extension is not None}
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:
@@ -145,13 +146,13 @@ def discover(group: str = ENTRY_POINT_GROUP) -> tuple[Plugin, ...]:
     subclass or instance. Reads package metadata, so call it at start-up only."""
     found: list[Plugin] = []
     for entry in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
-        loaded = entry.load()
+        try:
+            loaded = entry.load()
+        except Exception as err:  # a broken plugin package: say which, not a bare traceback
+            raise PluginError(f"entry point {entry.name!r} in {group} ({entry.value}) could not be loaded: "
+                              f"{type(err).__name__}: {err}") from err
         plugin = loaded() if isinstance(loaded, type) else loaded
         if not isinstance(plugin, Plugin):
             raise PluginError(f"entry point {entry.name!r} in {group} is not a modelroute Plugin")
         found.append(plugin)
     return tuple(found)
-
-
-def with_builtin(extra: Iterable[Plugin] = ()) -> tuple[Plugin, ...]:
-    return ordered([*builtin(), *extra])

@@ -52,7 +52,8 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine import names
 from routing_engine.translate import cluster, endpoint, listener, route, scoped_layout, scopes
 from routing_engine.translate.wire import framed_route, route_config_bytes
-from routing_engine.translate.plugin import Plugin, builtin, ordered
+from routing_engine.translate.builtin import builtin
+from routing_engine.translate.plugin import Plugin, ordered
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER, serialize
 from routing_engine.world import EnvoyResource
 

@@ -22,8 +22,8 @@ from google.protobuf import any_pb2
 from modelroute.programmed import with_programmed
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import plugin
-from routing_engine.translate.plugin import HttpFilter, Plugin
+from routing_engine import plugins as plugin
+from routing_engine.plugins import HttpFilter, Plugin
 from routing_engine.translate.xds import LISTENER as LISTENER_TYPE
 from routing_engine.translate.xds import ROUTE, SCOPED_ROUTE
 from tests.e2e.harness import Client, KeepAlive, dest, infer, route, running, secret, server, write_manifests

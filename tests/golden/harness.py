@@ -2,7 +2,9 @@
 
 A case is a directory under `tests/golden/` holding `input.yaml` (manifests, as a user
 would `kubectl apply` them) and optionally `world.yaml` (what the controller and the
-Envoy add: `endpoints` per ModelInfer, `live_weights` per ModelRoute, the `target`).
+Envoy add: `endpoints` per ModelInfer, `live_weights` per ModelRoute, the `target`; and
+`plugins`, installed next to the built-in ones: `module:Class` as an entry point names
+one, e.g. `tests.support.plugins:RequestHeadersPlugin`).
 Every file in `examples/seeds/` is a case too, under `tests/golden/seeds/<stem>/`, so a
 new seed is covered without copying it; `seeds/all/` compiles all seeds together.
 `pytest --update-golden` rewrites the outputs and deletes outputs whose input is gone.
@@ -13,14 +15,16 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from routing_engine import engine, serialize
+from routing_engine import engine, plugins, serialize
 from routing_engine.api.loader import load_manifests
 from routing_engine.api.resources import ObjectKey
+from routing_engine.translate import Translator
 from routing_engine.world import BackendEndpoint, Compiled, Target, World
 
 GOLDEN = Path(__file__).resolve().parent
@@ -54,6 +58,14 @@ def cases() -> list[Case]:
 def _key(text: str, kind: str) -> ObjectKey:
     namespace, _, name = text.rpartition("/")
     return ObjectKey(kind, namespace or "default", name)
+
+
+def load_plugins(case: Case) -> tuple[plugins.Plugin, ...]:
+    """The built-in plugins plus those the case's world.yaml names, loaded as entry points are."""
+    extra: dict[str, Any] = yaml.safe_load(case.world_file.read_text()) if case.world_file else {}
+    named = [metadata.EntryPoint(name=value, value=value, group=plugins.ENTRY_POINT_GROUP).load()
+             for value in extra.get("plugins") or ()]
+    return plugins.with_builtin(p() if isinstance(p, type) else p for p in named)
 
 
 def load_world(case: Case) -> tuple[World, Target, list[str]]:
@@ -99,7 +111,7 @@ def render(case: Case) -> tuple[dict[str, str], dict[str, Any]]:
 
 def render_all(case: Case) -> tuple[dict[str, str], dict[str, Any], Compiled]:
     world, target, errors = load_world(case)
-    compiled = engine.compile(world, target)
+    compiled = engine.compile(world, target, translator=Translator(load_plugins(case)))
     docs: dict[str, Any] = dict(serialize.sections(compiled.resources))
     docs["statuses"] = _statuses(compiled, errors)
     texts = {f"{name}.yaml": yaml.safe_dump(docs[name], sort_keys=False, width=120) for name in OUTPUTS}

@@ -14,7 +14,7 @@ from controller.kubernetes.client import KubeClient
 from modelroute.canary_wiring import merge_stats_sink, tcp_stats_sink
 from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import plugin
+from routing_engine import plugins as plugin
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import endpoint_slice, eventually, mock_replica, model, model_infer, server
 from tests.observability.promql import missing, queries, scrape

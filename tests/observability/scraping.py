@@ -14,7 +14,7 @@ import aiohttp
 from google.protobuf import any_pb2
 
 from routing_engine import ir
-from routing_engine.translate.plugin import HttpFilter, Plugin
+from routing_engine.plugins import HttpFilter, Plugin
 from tests.observability.promql import scrape
 
 # Every series named by issue #16's "Control-plane metrics" (sample names: a histogram by

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import plugin
+from routing_engine import plugins as plugin
 from tests.e2e.harness import infer, running, server, write_manifests
 from tests.observability.promql import missing, queries, references, scrape
 from tests.observability.scraping import RefusedByEnvoy, canary_route, drive, scrape_until_complete

@@ -1,7 +1,7 @@
 """A `Compiler` kept across compiles (what the control loop does) gives exactly what a
 fresh compile gives, after any sequence of edits: byte-identical resources, equal
 statuses, owners and IR. Edits cover everything a memoized outcome depends on —
-routes, servers (port, path, TLS, auth, age, allow-from), ModelInfers, Secrets,
+routes, servers (port, path, TLS, auth, age, allow-from, plugin extensions), ModelInfers, Secrets,
 endpoints, live weights, additions and deletions — and providers that hand back a new
 but equal object for an unchanged manifest."""
 
@@ -18,9 +18,11 @@ from routing_engine.translate import scopes
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from routing_engine import engine
+from routing_engine import engine, plugins
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey, Resource
+from routing_engine.translate import Translator
 from routing_engine.world import BackendEndpoint, Compiled, Target, World
+from tests.support.plugins import RequestHeadersPlugin
 from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY
 from tests.translate.builders import table_name
 
@@ -32,6 +34,10 @@ PATHS = ["/v1", "/v1/a", "/v1/a/b", "/v1/b", "/v2", "/"]
 ADAPTERS = ["sql", "chat"]  # LoRA adapters a ModelInfer may declare (issue 18)
 ALLOW = "networking.matrixinfer.ai/allow-from"
 TARGETS = [Target(), Target(role="sidecar", privileged_port_offset=10000, namespaces=frozenset({"default"}))]
+PLUGINS = plugins.with_builtin([RequestHeadersPlugin()])
+# spec.extensions a server may have: none, valid values, a value the plugin refuses
+EXTENSIONS = [None, {"requestHeaders": {"add": {"x-tier": "gold"}}}, {"requestHeaders": {"add": {"x-tier": "silver"}}},
+              {"requestHeaders": {"add": {}}}]
 
 
 def secret_docs(namespace: str, variant: int) -> list[dict[str, Any]]:
@@ -72,6 +78,9 @@ def server_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
     balancing = draw(st.sampled_from([None, "leastRequest", "loadAware", "prefixAffinity"]))
     if balancing is not None:
         spec["loadBalancing"] = balancing
+    extensions = draw(st.sampled_from(EXTENSIONS))
+    if extensions is not None:
+        spec["extensions"] = extensions
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if draw(st.booleans()):
         metadata["annotations"] = {ALLOW: draw(st.sampled_from(["*", "team", "default"]))}
@@ -220,10 +229,10 @@ def _random_edits(data: st.DataObject, target: Target) -> None:
         state.docs[f"infer/default/{name}"] = infer_doc(name, "default", False)
     for name in ROUTES[:2]:
         state.docs[f"route/{name}"] = data.draw(route_doc(name))
-    compiler = engine.Compiler()
+    compiler = engine.Compiler(Translator(PLUGINS))
     for _ in range(data.draw(st.integers(1, 12))):
         world = state.world(reparse=data.draw(st.integers(0, 4)) == 0)
-        assert_same(compiler.compile(world, target), engine.compile(world, target))
+        assert_same(compiler.compile(world, target), engine.compile(world, target, translator=Translator(PLUGINS)))
         data.draw(edit(state))
 
 

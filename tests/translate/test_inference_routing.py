@@ -15,7 +15,7 @@ from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from routing_engine import ir
 from routing_engine.translate import cluster, endpoint
 from routing_engine.translate.models_list import ModelsListPlugin
-from routing_engine.translate.plugin import RANKS, builtin
+from routing_engine.plugins import RANKS, builtin
 from routing_engine.translate.prefix_affinity import PREFIX_BYTES, PREFIX_HASH_FILTER, PrefixAffinityPlugin
 from routing_engine.translate.route import PREFIX_HASH_HEADER, build_route
 from routing_engine.translate.translator import Translator
