@@ -111,10 +111,11 @@ def _anys(message: Message) -> Iterator[any_pb2.Any]:
             yield from _anys(inner)
         return
     for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
+        entry = field.message_type
+        if field.type != FieldDescriptor.TYPE_MESSAGE or entry is None:
             continue
-        if field.message_type.GetOptions().map_entry:
-            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+        if entry.GetOptions().map_entry:
+            if entry.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
                 for item in value.values():
                     yield from _anys(item)
         elif field.is_repeated:
