@@ -16,7 +16,7 @@ dynamic case). `modelroute compile` prints it and tests feed it to `envoy --mode
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -30,6 +30,7 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.resolve import Resolver
 from routing_engine import names
 from routing_engine.translate import scopes
+from routing_engine.translate.plugin import Plugin
 from routing_engine.translate.translator import TranslateError, Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, pack
 from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World
@@ -50,11 +51,13 @@ class Compiler:
     """`compile` with memory: a `Resolver` and a `Translator` kept together, for
     successive compiles of one target (the control loop keeps one per node group). A
     one-route edit then re-resolves and re-serializes that route only; the output is
-    the same as a fresh `compile` (tests compare them after random edit sequences)."""
+    the same as a fresh `compile` (tests compare them after random edit sequences).
+    `plugins`: the features to translate with (None: the built-in ones); callers pass
+    them here and never build a `Translator` themselves."""
 
-    def __init__(self, translator: Translator | None = None) -> None:
+    def __init__(self, plugins: Sequence[Plugin] | None = None) -> None:
         self.resolver = Resolver()
-        self.translator = translator or Translator()
+        self.translator = Translator(plugins)
 
     def compile(self, world: World, target: Target) -> Compiled:
         return compile(world, target, translator=self.translator, resolver=self.resolver)
