@@ -58,7 +58,7 @@ def server_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
                     "timeout": draw(st.sampled_from(["500ms", "30s"])), "retries": draw(st.integers(0, 3))},
     }
     if draw(st.booleans()):
-        spec["rateLimit"] = {"enabled": True, "requestsPerSecond": draw(st.integers(1, 50))}
+        spec["rateLimit"] = {"enabled": True, "requestsPerSecond": draw(st.integers(1, 50)), "global": draw(st.booleans())}
     auth = draw(st.sampled_from([None, "jwt-uri", "jwt-secret", "apiKey"]))
     if auth == "jwt-uri":
         spec["authentication"] = {"enabled": True, "type": "jwt",
