@@ -44,7 +44,7 @@ def compile(world: World, target: Target, *, translator: Translator | None = Non
     result = (translator or Translator()).translate(resolution.gateway)
     statuses = with_translate_errors(resolution.statuses, result.errors)
     return Compiled(resources=result.resources, statuses=statuses, owners=result.owners,
-                    gateway=resolution.gateway)
+                    gateway=resolution.gateway, routes=resolution.routes)
 
 
 class Compiler:

@@ -1,6 +1,6 @@
 """A `Compiler` kept across compiles (what the control loop does) gives exactly what a
 fresh compile gives, after any sequence of edits: byte-identical resources, equal
-statuses, owners and IR. Edits cover everything a memoized outcome depends on —
+statuses, owners, IR and served routes. Edits cover everything a memoized outcome depends on —
 routes, servers (port, path, TLS, auth, age, allow-from), ModelInfers, Secrets,
 endpoints, live weights, additions and deletions — and providers that hand back a new
 but equal object for an unchanged manifest."""
@@ -188,6 +188,8 @@ def assert_same(incremental: Compiled, fresh: Compiled) -> None:
     assert list(incremental.statuses) == list(fresh.statuses)
     assert dict(incremental.owners) == dict(fresh.owners)
     assert incremental.gateway == fresh.gateway
+    assert dict(incremental.routes) == dict(fresh.routes)
+    assert list(incremental.routes) == list(fresh.routes)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
