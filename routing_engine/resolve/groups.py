@@ -2,12 +2,13 @@
 
 - Entries whose matches are identical in normal form (`matching.route_match`) form one
   group, in first-appearance order; group `n` becomes route `modelroute/ns/name/n`.
-- Weights are handed to translate as integers it normalizes. All entries without a
-  weight: equal shares (1 each). Some without: the weighted ones keep theirs and the
-  others share what is left of 100 equally (the remainder to the earliest), nothing if
-  the others already use 100. A group whose weights are all 0 is `ValidationFailed`:
-  it would send its traffic nowhere. An entry naming the same ModelServer as an
-  earlier one in its group adds its weight to it (one cluster once per route).
+- Weights are handed to translate as integers it normalizes (`routing_engine.weights`:
+  all entries without a weight: equal shares (1 each); some without: the weighted ones
+  keep theirs and the others share what is left of 100 equally, the remainder to the
+  earliest, nothing if the others already use 100). A group whose weights are all 0 is
+  `ValidationFailed`: it would send its traffic nowhere. An entry naming the same
+  ModelServer as an earlier one in its group adds its weight to it (one cluster once
+  per route).
 - `canary.enabled` needs exactly one group with exactly two entries: the first is
   stable, the second canary (`canary_group`: what the canary runner rolls out, through
   `routing_engine.canaries`); their weights are the live weights the canary controller
@@ -34,6 +35,7 @@ from routing_engine.api.types import parse_duration_ms
 from routing_engine.resolve.conditions import VALIDATION_FAILED, Problem, problem
 from routing_engine.resolve.matching import route_match
 from routing_engine.resolve.servers import DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, ServerOutcome
+from routing_engine.weights import shares
 from routing_engine.world import CanaryGroup
 
 DEFAULT_CANARY_START = (90, 10)
@@ -102,7 +104,7 @@ def build_groups(
     names come from keys); the caller decides whether unresolved references fail the
     route."""
     grouped = by_match(route, front_door)
-    weights = {match: _shares(route, entries) for match, entries in grouped.items()}
+    weights = {match: shares([route.spec.routes[i].weight for i in entries]) for match, entries in grouped.items()}
     problems: list[Problem] = []
     canary = route.spec.canary
     sticky: ir.RouteMatch | None = None
@@ -132,18 +134,6 @@ def build_groups(
             group = replace(group, hash_header=canary.sticky_header.lower())
         groups.append(group)
     return tuple(groups), tuple(problems)
-
-
-def _shares(route: ModelRoute, entries: Sequence[int]) -> list[int]:
-    given = [route.spec.routes[i].weight for i in entries]
-    if all(w is None for w in given):
-        return [1] * len(given)
-    missing = [n for n, w in enumerate(given) if w is None]
-    left = max(0, 100 - sum(w for w in given if w is not None))
-    shares = [w if w is not None else 0 for w in given]
-    for rank, n in enumerate(missing):
-        shares[n] = left // len(missing) + (1 if rank < left % len(missing) else 0)
-    return shares
 
 
 def _group(
