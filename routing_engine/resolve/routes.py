@@ -147,7 +147,7 @@ def resolve_route(
     if fallback is not None:
         refs.append((fallback, "spec.fallback.modelServerRef"))
     ref_problems = tuple(p for key, field in refs if (p := _check_ref(route, key, field, index, servers)) is not None)
-    front_door = front_door_of(route, index.servers)
+    front_door = _front_door(route, fallback if fallback is not None else dests[0], index.servers)
     groups, invalid = build_groups(route, dests, front_door or _UNKNOWN_FRONT_DOOR, servers, live)
     problems = ref_problems + invalid
     referenced = sorted({key for key, _ in refs})
@@ -242,11 +242,16 @@ def _path_problems(route: ModelRoute, front_door: str, groups: Sequence[Group], 
 def front_door_of(route: ModelRoute, servers: Mapping[ObjectKey, ModelServer]) -> str | None:
     """`spec.path`, else the `routing.path` of the fallback's server, else of the first
     destination's; None when that server does not exist (the route fails anyway)."""
-    if route.spec.path is not None:
-        return prefix_path(route.spec.path)
     spec = route.spec
     first = (spec.fallback.model_server_ref.resolve(ModelServer.KIND, route.metadata.namespace) if spec.fallback
              else destination(route, 0))
+    return _front_door(route, first, servers)
+
+
+def _front_door(route: ModelRoute, first: ObjectKey, servers: Mapping[ObjectKey, ModelServer]) -> str | None:
+    """`front_door_of`, with `first` (the fallback, else the first destination) known."""
+    if route.spec.path is not None:
+        return prefix_path(route.spec.path)
     server = servers.get(first)
     return prefix_path(server.spec.routing.path) if server is not None else None
 
