@@ -4,8 +4,12 @@ the cluster, shown in the same tables as embedded mode's status view.
 Phases, conditions, endpoints, replica counts and the canary state come from each
 object's `status` (written by the leader); a route's splits are read from its spec, with
 the canary group's weights replaced by the live ones in `status.canary` (what Envoy is
-serving). Missing weights follow the engine's rule (`routing_engine/resolve/groups.py`):
-equal shares, or an equal share of what the written weights leave of 100.
+serving). Missing weights follow the engine's rule (`routing_engine.weights`): equal
+shares, or an equal share of what the written weights leave of 100.
+
+This reads specs, not a compile: it runs where `modelroute status --kubernetes` runs,
+against what the API server stores, and the control plane writes no splits into the
+status beyond the canary's live weights.
 """
 
 from __future__ import annotations
@@ -15,18 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.local.status_view import FORMAT_VERSION, StatusDocument, percentages
+from routing_engine.weights import shares
 
 KINDS = ("ModelServer", "ModelRoute", "ModelInfer", "Model", "AutoscalingPolicy")
-
-
-def _weights(written: Sequence[int | None]) -> list[int]:
-    if all(w is None for w in written):
-        return [1] * len(written)
-    missing = [i for i, w in enumerate(written) if w is None]
-    left = max(0, 100 - sum(w for w in written if w is not None))
-    share, extra = divmod(left, len(missing)) if missing else (0, 0)
-    return [w if w is not None else share + (1 if missing.index(i) < extra else 0)
-            for i, w in enumerate(written)]
 
 
 def _describe(match: Mapping[str, Any]) -> str:
@@ -44,7 +39,7 @@ def _route(obj: Mapping[str, Any]) -> dict[str, Any]:
     canary = status.get("canary") if (spec.get("canary") or {}).get("enabled") else None
     out_groups = []
     for entries in groups.values():
-        weights = _weights([e.get("weight") for e in entries])
+        weights = shares([e.get("weight") for e in entries])
         roles: list[str | None] = [None] * len(entries)
         if canary and len(entries) == 2:
             weights = [int(canary.get("stableWeight", weights[0])), int(canary.get("canaryWeight", weights[1]))]

@@ -16,7 +16,7 @@ with the cyclic GC paused (`gc_paused`), and the heap alive after the first one 
 frozen out of later collections (`freeze_heap`).
 A group is compiled from the moment its first Envoy connects; the gateway group is always
 compiled, because statuses come from the unscoped gateway compile. Gateway snapshots also
-carry the readiness listener when the placement has one (`modelroute.readiness`).
+carry the readiness listener when the placement has one (`routing_engine.readiness`).
 
 Metrics (`modelroute.metrics`, optional): compile time per group, objects by kind,
 NACKs by owning object, and edit→served: each input kind (objects, endpoints, canary
@@ -51,7 +51,7 @@ from kit.debounce import Debouncer
 from modelroute.metrics import ControlPlaneMetrics
 from modelroute.programmed import ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
-from modelroute.readiness import readiness_resources
+from routing_engine.readiness import readiness_resources
 from modelroute.retired_scopes import RetiredScopes
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from modelroute.tracing import NO_TRACING, Span, Tracer
@@ -59,7 +59,6 @@ from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.engine import Compiler
 from routing_engine import plugins as plugin
 from routing_engine.plugins import Plugin
-from routing_engine.translate import Translator
 from routing_engine.world import BackendEndpoint, Compiled, EnvoyResource, ObjectStatus, Target, World
 from xds_server import Hooks, Snapshot, SnapshotCache, StreamInfo, check_consistency
 
@@ -396,7 +395,7 @@ class ControlLoop:
         started = time.perf_counter()
         compiler = self._compilers.get(group)
         if compiler is None:
-            compiler = self._compilers[group] = Compiler(Translator(self._plugins))
+            compiler = self._compilers[group] = Compiler(self._plugins)
         target = target_for_group(group, self.placement)
         # Compiling is pure CPU; a thread keeps the xDS streams answering meanwhile.
         try:

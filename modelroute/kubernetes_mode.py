@@ -37,7 +37,7 @@ snapshot for the same reason.
 Gateways run unprivileged: manifest ports below 1024 get `privileged_port_offset` (the
 gateway Service maps the port back), one exposure per port (`Target.one_exposure_per_port`),
 and every gateway snapshot carries the readiness listener on `gateway_readiness_port`
-(`modelroute.readiness`); that port and the gateway's admin port are reserved.
+(`routing_engine.readiness`); that port and the gateway's admin port are reserved.
 """
 
 from __future__ import annotations

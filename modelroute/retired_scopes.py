@@ -19,8 +19,8 @@ is unchanged), so they have no owners and take no part in Programmed.
 from __future__ import annotations
 
 from envoy.config.route.v3 import scoped_route_pb2
-from routing_engine.translate.xds import LISTENER, ROUTE, SCOPED_ROUTE
 from routing_engine.world import Compiled, EnvoyResource
+from xds_server.types import LISTENER, ROUTE, SCOPED_ROUTE
 
 
 class RetiredScopes:

@@ -1,6 +1,6 @@
-"""What each ModelRoute's traffic split is, read off the IR Envoy was actually given.
+"""What each ModelRoute's traffic split is, as the engine served it (`Compiled.routes`).
 
-The status view and `modelroute up` show splits from the compiled IR, never from a second
+The status view and `modelroute up` show splits from the compile, never from a second
 reading of the spec, so what is shown is what is served (live canary weights included).
 """
 
@@ -30,29 +30,19 @@ def _op(m: ir.StringMatch) -> str:
 
 
 def route_views(compiled: Compiled, objects: Sequence[Resource]) -> list[RouteView]:
-    gateway = compiled.gateway
-    if gateway is None:
-        return []
-    server_of = {b.name: b.owner for b in gateway.backends}
+    """One view per ModelRoute the compile installed (`Compiled.routes`), in key order.
+    The front door shown is the one written (`spec.path`), else, for a route with a
+    fallback, the path its catch-all serves."""
     specs = {o.key: o for o in objects if isinstance(o, ModelRoute)}
-    seen: set[str] = set()
-    groups: dict[ObjectKey, list[GroupView]] = {}
-    front_doors: dict[ObjectKey, str] = {}
-    for listener in gateway.listeners:
-        for route in listener.routes:
-            if route.owner.kind != "ModelRoute" or route.name in seen or route.derived_from is not None:
-                continue  # a LoRA adapter's copy of a group (issue 18) is part of that group
-            seen.add(route.name)
-            is_fallback = route.name.endswith("/fallback")
-            if is_fallback:
-                front_doors[route.owner] = route.match.path.value
-            splits = tuple(SplitView(destination=f"{server_of[b.backend].namespace}/{server_of[b.backend].name}",
-                                     weight=b.weight) for b in route.backends if b.backend in server_of)
-            groups.setdefault(route.owner, []).append(GroupView(describe_match(route.match, fallback=is_fallback),
-                                                                splits))
     views = []
-    for key in sorted(groups):
+    for key, served in compiled.routes.items():
+        groups = tuple(GroupView(describe_match(g.match, fallback=g.fallback),
+                                 tuple(SplitView(f"{s.server.namespace}/{s.server.name}", s.weight) for s in g.splits))
+                       for g in served.groups)
         spec = specs.get(key)
-        front = spec.spec.path if spec is not None and spec.spec.path else front_doors.get(key)
-        views.append(RouteView(key=key, front_door=front, groups=tuple(groups[key])))
+        if spec is not None and spec.spec.path:
+            front: str | None = spec.spec.path
+        else:
+            front = next((g.match.path.value for g in served.groups if g.fallback), None)
+        views.append(RouteView(key=key, front_door=front, groups=groups))
     return views

@@ -16,7 +16,7 @@ dynamic case). `modelroute compile` prints it and tests feed it to `envoy --mode
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -30,7 +30,7 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.resolve import Resolver
 from routing_engine import names
 from routing_engine.translate import scopes
-from routing_engine.translate.plugin import extension_models
+from routing_engine.translate.plugin import Plugin, extension_models
 from routing_engine.translate.translator import TranslateError, Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, pack
 from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World
@@ -45,17 +45,19 @@ def compile(world: World, target: Target, *, translator: Translator | None = Non
     result = translator.translate(resolution.gateway)
     statuses = with_translate_errors(resolution.statuses, result.errors)
     return Compiled(resources=result.resources, statuses=statuses, owners=result.owners,
-                    gateway=resolution.gateway)
+                    gateway=resolution.gateway, routes=resolution.routes)
 
 
 class Compiler:
     """`compile` with memory: a `Resolver` and a `Translator` kept together, for
     successive compiles of one target (the control loop keeps one per node group). A
     one-route edit then re-resolves and re-serializes that route only; the output is
-    the same as a fresh `compile` (tests compare them after random edit sequences)."""
+    the same as a fresh `compile` (tests compare them after random edit sequences).
+    `plugins`: the features to translate with (None: the built-in ones); callers pass
+    them here and never build a `Translator` themselves."""
 
-    def __init__(self, translator: Translator | None = None) -> None:
-        self.translator = translator or Translator()
+    def __init__(self, plugins: Sequence[Plugin] | None = None) -> None:
+        self.translator = Translator(plugins)
         self.resolver = Resolver(extension_models(self.translator.plugins))  # the keys its plugins own
 
     def compile(self, world: World, target: Target) -> Compiled:

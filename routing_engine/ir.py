@@ -61,6 +61,17 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedLimit:
+    """One row of the shared rate-limit service's table: requests Envoy sends to `cluster`
+    (a server's own cluster, or a failover aggregate to it) draw from the shared limit of
+    the ModelServer `server` (`routing_engine.rate_limits`)."""
+
+    cluster: str
+    server: ObjectKey
+    limit: RateLimit
+
+
+@dataclass(frozen=True, slots=True)
 class JwtProvider:
     """One issuer's JWT requirements. Keys come from `jwks_uri` (fetched by Envoy through
     the cluster `jwks_cluster`) or inline from a Secret (`jwks_inline`)."""
@@ -212,7 +223,10 @@ class Backend:
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
-    """Everything one Envoy (or one scope of sidecars) should serve."""
+    """Everything one Envoy (or one scope of sidecars) should serve. `shared_limits` is
+    not translated: it is what the shared rate-limit service must enforce for these
+    listeners (every cluster their shared-limit descriptors can name), sorted by cluster."""
 
     listeners: tuple[Listener, ...]
     backends: tuple[Backend, ...]
+    shared_limits: tuple[SharedLimit, ...] = ()

@@ -3,7 +3,9 @@
 The engine is a pure function `compile(world, target) -> Compiled`: no I/O, no clocks.
 Providers (files, Kubernetes) build a `World`; the controller adds endpoints and live
 canary weights; the xDS server serves `Compiled.resources`; the status writer publishes
-`Compiled.statuses`.
+`Compiled.statuses`; status views show `Compiled.routes` (each ModelRoute's split as
+served); the shared rate-limit service enforces `Compiled.gateway.shared_limits`. What
+the canary runner rolls out (`CanaryGroup`) comes from `routing_engine.canaries`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from routing_engine.api.resources import ObjectKey, Resource
+from routing_engine.api.resources import CanaryAnalysis, ObjectKey, Resource
 
 if TYPE_CHECKING:
     from routing_engine import ir
@@ -109,11 +111,52 @@ class EnvoyResource:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedSplit:
+    server: ObjectKey  # the ModelServer
+    weight: int  # as served (live canary weights included), before translate normalizes
+
+
+@dataclass(frozen=True, slots=True)
+class ServedGroup:
+    """One group of a ModelRoute (SPEC 3.3) as Envoy was given it. A LoRA adapter's copies
+    of a group (issue 18) are part of the group, not groups of their own."""
+
+    match: ir.RouteMatch  # in normal form; the fallback's is its front door (segment prefix)
+    splits: tuple[ServedSplit, ...]
+    fallback: bool = False  # the catch-all sending what no group matched to `spec.fallback`
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRoute:
+    """What one ModelRoute serves on the target: its groups in match order, then its
+    fallback catch-all. Only ModelRoutes installed for the target have one."""
+
+    front_door: str
+    groups: tuple[ServedGroup, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryGroup:
+    """A ModelRoute's canary (SPEC 3.4), from the engine's grouping of its entries (the real
+    front door): its one group of exactly two destinations, stable (written first) then
+    canary. What the canary runner rolls out."""
+
+    stable: ObjectKey
+    canary: ObjectKey
+    # Where a rollout starts: trafficSplit, else (100 - stepWeight, stepWeight) with an
+    # analysis, else 90/10.
+    start: tuple[int, int]
+    analysis: CanaryAnalysis | None  # None: an A/B experiment nothing moves by itself
+
+
+@dataclass(frozen=True, slots=True)
 class Compiled:
     # type_url → name → resource
     resources: Mapping[str, Mapping[str, EnvoyResource]]
     statuses: Mapping[ObjectKey, ObjectStatus]
     # (type_url, name) → the objects whose spec produced it, for NACK → Programmed=False
     owners: Mapping[tuple[str, str], tuple[ObjectKey, ...]] = field(default_factory=lambda: _EMPTY)
-    # What the resources were translated from: the wiring reads live splits from it.
+    # What the resources were translated from (with the shared rate-limit table).
     gateway: ir.Gateway | None = None
+    # ModelRoute → what it serves, in key order: the splits status views show.
+    routes: Mapping[ObjectKey, ServedRoute] = field(default_factory=lambda: _EMPTY)

@@ -3,10 +3,13 @@ read the canary's responses of the interval from the stats Envoys pushed, decide
 (`controller.canary.decisions.decide`), apply the weights live, log the decision with its numbers,
 and publish the state.
 
-- Targets come from the specs (`set_routes`): the group with exactly two destinations is
-  stable then canary (SPEC 3.4). A rollout is of one (stable, canary) pair; a spec that
-  names another pair starts a new rollout at `trafficSplit` (default 90/10); a spec
-  without `canary.enabled` ends it and the spec's own weights apply again.
+- Targets come from the specs (`set_routes`), as the engine groups them
+  (`routing_engine.canaries`: the group with exactly two destinations is stable then
+  canary, SPEC 3.4). They are read before the control loop compiles the same objects, so
+  a new rollout's weights are in place for the first compile of its route. A rollout is
+  of one (stable, canary) pair; a spec that names another pair starts a new rollout at
+  the engine's start weights (`trafficSplit`, default 90/10); a spec without
+  `canary.enabled` ends it and the spec's own weights apply again.
 - Weights go out through `apply_weights` (the control loop's `set_live_weights`: the
   engine replaces the group's split, the spec is never rewritten).
 - The state is persisted (`StateStore`: embedded `CanaryStore`, JSON, atomic; in a
@@ -55,14 +58,12 @@ from kit.files import write_json_atomically
 from controller.canary.stats_sink import RESOLUTION_S, VariantWindow
 from routing_engine import names
 from routing_engine.api.resources import ModelRoute, ObjectKey, Resource
-from routing_engine.resolve.groups import destination
-from routing_engine.resolve.matching import route_match
-from routing_engine.world import ConditionView
+from routing_engine.canaries import canary_groups
+from routing_engine.world import CanaryGroup, ConditionView
 
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
-DEFAULT_START = (90, 10)
 REPORT_EVERY_S = 5.0  # report refresh for A/B splits without analysis
 
 
@@ -84,39 +85,22 @@ class StatsSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CanaryPair:
-    """What the spec says about one route's canary."""
+    """What the spec says about one route's canary (the engine's `CanaryGroup`), with its
+    analysis in numbers."""
 
     stable: ObjectKey
     canary: ObjectKey
     start: tuple[int, int]
     settings: Settings | None  # None: no analysis (A/B experiment)
 
+    @classmethod
+    def of(cls, group: CanaryGroup) -> CanaryPair:
+        settings = Settings.from_spec(group.analysis) if group.analysis is not None else None
+        return cls(group.stable, group.canary, group.start, settings)
+
 
 def _name(key: ObjectKey) -> str:
     return f"{key.namespace}/{key.name}"
-
-
-def target_of(route: ModelRoute) -> CanaryPair | None:
-    """The canary pair of a route with `canary.enabled`, or None (disabled, or no group of
-    exactly two destinations: the engine reports that as ValidationFailed)."""
-    spec = route.spec.canary
-    if spec is None or not spec.enabled:
-        return None
-    groups: dict[Any, list[int]] = {}
-    for i, entry in enumerate(route.spec.routes):
-        groups.setdefault(route_match(entry.match, "/"), []).append(i)
-    pairs = [entries for entries in groups.values() if len(entries) == 2]
-    if len(pairs) != 1:
-        return None
-    stable, canary = (destination(route, i) for i in pairs[0])
-    settings = Settings.from_spec(spec.analysis) if spec.analysis is not None else None
-    if spec.traffic_split is not None:
-        begin = (spec.traffic_split.stable, spec.traffic_split.canary)
-    elif settings is not None:
-        begin = (100 - settings.step_weight, settings.step_weight)
-    else:
-        begin = DEFAULT_START
-    return CanaryPair(stable, canary, begin, settings)
 
 
 def parse_route_key(text: str) -> ObjectKey:
@@ -215,7 +199,7 @@ class CanaryRunner:
     def set_routes(self, objects: Iterable[Resource]) -> None:
         """Reconcile rollouts with the specs: start, keep, restart or end each one."""
         now = self._clock()
-        targets = {o.key: t for o in objects if isinstance(o, ModelRoute) and (t := target_of(o)) is not None}
+        targets = {key: CanaryPair.of(group) for key, group in canary_groups(objects).items()}
         self._targets = targets
         changed = False
         for key in [k for k in self.states if k not in targets]:

@@ -2,9 +2,10 @@
 shared limit of the ModelServer that owns it.
 
 Envoy's descriptors name the cluster the router picked (`destination_cluster`); the
-service needs the ModelServer behind it, its requests/s and token budgets. Failover
-aggregates map to their primary, so both share one counter. Built by the wiring from
-`Compiled.gateway` (the unscoped compile: every sidecar's clusters are among its).
+service needs the ModelServer behind it, its requests/s and token budgets. The engine
+names them (`ir.Gateway.shared_limits`: failover aggregates map to their primary, so both
+share one counter); this reads them off `Compiled.gateway` of the unscoped compile (every
+sidecar's clusters are among its).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from routing_engine import ir
-from routing_engine.translate.ratelimit import limited_destinations
 
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -34,13 +34,9 @@ class ClusterLimit:
 def cluster_limits(gateways: Iterable[ir.Gateway]) -> dict[str, ClusterLimit]:
     limits: dict[str, ClusterLimit] = {}
     for gateway in gateways:
-        owners = {backend.name: backend.owner for backend in gateway.backends}
-        for listener in gateway.listeners:
-            for cluster, (backend, limit) in limited_destinations(listener, shared=True).items():
-                owner = owners.get(backend)
-                if owner is None:
-                    continue
-                limits[cluster] = ClusterLimit(f"{owner.namespace}/{owner.name}", limit.requests_per_second,
+        for row in gateway.shared_limits:
+            limit = row.limit
+            limits[row.cluster] = ClusterLimit(f"{row.server.namespace}/{row.server.name}", limit.requests_per_second,
                                                limit.input_tokens, limit.output_tokens, limit.token_unit)
     return limits
 

@@ -22,7 +22,6 @@ import yaml
 from routing_engine import engine
 from routing_engine.api.loader import load_manifests
 from routing_engine import plugins as plugin
-from routing_engine.translate import Translator
 from routing_engine.world import Compiled, Target, World
 
 # Condition types whose status False means the object (or part of it) is not served.
@@ -77,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
         # would look like success).
         print(f"modelroute compile: no objects found in {' '.join(args.paths)}", file=sys.stderr)
         return 1
-    translator = Translator(plugin.with_builtin(plugin.discover()))
+    compiler = engine.Compiler(plugin.with_builtin(plugin.discover()))
     target = Target(role=args.role, privileged_port_offset=args.port_offset)
-    compiled = engine.compile(World(objects=tuple(objects)), target, translator=translator)
+    compiled = compiler.compile(World(objects=tuple(objects)), target)
     failed = problems(compiled)
     for line in failed:
         print(line, file=sys.stderr)

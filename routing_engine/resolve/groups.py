@@ -2,16 +2,20 @@
 
 - Entries whose matches are identical in normal form (`matching.route_match`) form one
   group, in first-appearance order; group `n` becomes route `modelroute/ns/name/n`.
-- Weights are handed to translate as integers it normalizes. All entries without a
-  weight: equal shares (1 each). Some without: the weighted ones keep theirs and the
-  others share what is left of 100 equally (the remainder to the earliest), nothing if
-  the others already use 100. A group whose weights are all 0 is `ValidationFailed`:
-  it would send its traffic nowhere. An entry naming the same ModelServer as an
-  earlier one in its group adds its weight to it (one cluster once per route).
+- Weights are handed to translate as integers it normalizes (`routing_engine.weights`:
+  all entries without a weight: equal shares (1 each); some without: the weighted ones
+  keep theirs and the others share what is left of 100 equally, the remainder to the
+  earliest, nothing if the others already use 100). A group whose weights are all 0 is
+  `ValidationFailed`: it would send its traffic nowhere. An entry naming the same
+  ModelServer as an earlier one in its group adds its weight to it (one cluster once
+  per route).
 - `canary.enabled` needs exactly one group with exactly two entries: the first is
-  stable, the second canary; their weights are the live weights the canary controller
+  stable, the second canary (`canary_group`: what the canary runner rolls out, through
+  `routing_engine.canaries`); their weights are the live weights the canary controller
   set (`World.live_weights`, ignored unless both are percentages, so a controller bug
   never yields a weight Envoy rejects), else `trafficSplit`, else the entries' own.
+  A rollout starts at `trafficSplit`, else (100 - stepWeight, stepWeight) with an
+  analysis, else 90/10 (`start_weights`).
   Live weights of (0, 0) make the group all-zero, which fails like any other.
   With `canary.stickyHeader` (ext) the canary group carries that header as its
   `hash_header`: Envoy hashes it to pick the variant, so a user keeps one variant.
@@ -26,11 +30,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from routing_engine import ir, names
-from routing_engine.api.resources import ModelRoute, ModelServer, ObjectKey
+from routing_engine.api.resources import CanarySpec, ModelRoute, ModelServer, ObjectKey
 from routing_engine.api.types import parse_duration_ms
 from routing_engine.resolve.conditions import VALIDATION_FAILED, Problem, problem
 from routing_engine.resolve.matching import route_match
 from routing_engine.resolve.servers import DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, ServerOutcome
+from routing_engine.weights import shares
+from routing_engine.world import CanaryGroup
+
+DEFAULT_CANARY_START = (90, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,42 @@ def destination(route: ModelRoute, entry: int) -> ObjectKey:
     return ref.resolve(ModelServer.KIND, route.metadata.namespace)
 
 
+def by_match(route: ModelRoute, front_door: str) -> dict[ir.RouteMatch, list[int]]:
+    """The route's groups: entry indexes by match in normal form, in first-appearance order."""
+    found: dict[ir.RouteMatch, list[int]] = {}
+    for i, entry in enumerate(route.spec.routes):
+        found.setdefault(route_match(entry.match, front_door), []).append(i)
+    return found
+
+
+def _pairs(groups: Mapping[ir.RouteMatch, list[int]]) -> list[ir.RouteMatch]:
+    """The groups a canary could be: exactly two entries."""
+    return [match for match, entries in groups.items() if len(entries) == 2]
+
+
+def start_weights(canary: CanarySpec) -> tuple[int, int]:
+    if canary.traffic_split is not None:
+        return canary.traffic_split.stable, canary.traffic_split.canary
+    if canary.analysis is not None:
+        return 100 - canary.analysis.step_weight, canary.analysis.step_weight
+    return DEFAULT_CANARY_START
+
+
+def canary_group(route: ModelRoute, front_door: str) -> CanaryGroup | None:
+    """The route's canary when `canary.enabled` and exactly one group has exactly two
+    entries (otherwise `build_groups` reports ValidationFailed), grouped as `build_groups`
+    groups them with this front door."""
+    canary = route.spec.canary
+    if canary is None or not canary.enabled:
+        return None
+    groups = by_match(route, front_door)
+    pairs = _pairs(groups)
+    if len(pairs) != 1:
+        return None
+    stable, second = groups[pairs[0]]
+    return CanaryGroup(destination(route, stable), destination(route, second), start_weights(canary), canary.analysis)
+
+
 def build_groups(
     route: ModelRoute,
     dests: Sequence[ObjectKey],
@@ -59,15 +103,13 @@ def build_groups(
     `dests[i]` is entry i's ModelServer. Destinations need not resolve here (backend
     names come from keys); the caller decides whether unresolved references fail the
     route."""
-    by_match: dict[ir.RouteMatch, list[int]] = {}
-    for i, entry in enumerate(route.spec.routes):
-        by_match.setdefault(route_match(entry.match, front_door), []).append(i)
-    weights = {match: _shares(route, entries) for match, entries in by_match.items()}
+    grouped = by_match(route, front_door)
+    weights = {match: shares([route.spec.routes[i].weight for i in entries]) for match, entries in grouped.items()}
     problems: list[Problem] = []
     canary = route.spec.canary
     sticky: ir.RouteMatch | None = None
     if canary is not None and canary.enabled:
-        pairs = [match for match, entries in by_match.items() if len(entries) == 2]
+        pairs = _pairs(grouped)
         if len(pairs) != 1:
             rule = (
                 "canary needs exactly one group (entries with identical match) with exactly two "
@@ -81,7 +123,7 @@ def build_groups(
         if len(pairs) == 1 and canary.sticky_header:
             sticky = pairs[0]
     groups: list[Group] = []
-    for match, entries in by_match.items():
+    for match, entries in grouped.items():
         if not any(weights[match]):
             fields = ", ".join(f"spec.routes[{i}]" for i in entries)
             rule = f"the weights of one group ({fields}) are all 0; at least one must be positive"
@@ -92,18 +134,6 @@ def build_groups(
             group = replace(group, hash_header=canary.sticky_header.lower())
         groups.append(group)
     return tuple(groups), tuple(problems)
-
-
-def _shares(route: ModelRoute, entries: Sequence[int]) -> list[int]:
-    given = [route.spec.routes[i].weight for i in entries]
-    if all(w is None for w in given):
-        return [1] * len(given)
-    missing = [n for n, w in enumerate(given) if w is None]
-    left = max(0, 100 - sum(w for w in given if w is not None))
-    shares = [w if w is not None else 0 for w in given]
-    for rank, n in enumerate(missing):
-        shares[n] = left // len(missing) + (1 if rank < left % len(missing) else 0)
-    return shares
 
 
 def _group(

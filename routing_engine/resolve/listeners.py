@@ -14,6 +14,9 @@
   `rate_limits`: (backend, limit) of every rate-limited server some route of the
   listener can send to, failover targets included, sorted by backend name;
   `extensions`: the plugins' `spec.extensions` of the servers on the port.
+- `Gateway.shared_limits`: every cluster of the listeners whose requests draw from a
+  shared limit (`rateLimit.global`), with the server owning it: the rate-limit service's
+  table (`routing_engine.rate_limits`), kept per listener while the listener is the same.
 - Scope (SPEC 3.6): a sidecar limited by `target.namespaces` / `target.servers` gets
   only the servers in scope, and a ModelRoute only if every ModelServer it references
   and every owner of its front door is in scope (it is installed on the owner's
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 from routing_engine import ir, names
 from routing_engine.api.resources import ModelRoute, ObjectKey
+from routing_engine.rate_limits import shared_limits
 from routing_engine.resolve.inference import Expander, special_backends
 from routing_engine.resolve.objects import AgeKey, age_key
 from routing_engine.resolve.routes import RouteOutcome
@@ -62,6 +66,7 @@ class _ServerSide:
     backends: tuple[ir.Backend, ...]
     by_name: dict[str, ir.Backend]
     special: frozenset[str]  # backends with adapters or prefix affinity (`inference`)
+    owners: dict[str, ObjectKey]  # backend name → its server, when some server has a shared limit
 
 
 def in_scope(server: ObjectKey, target: Target) -> bool:
@@ -98,6 +103,8 @@ class Assembler:
         # back while neither changed, which lets translate skip the whole listener.
         self._listeners: dict[int, tuple[_ServerSide, tuple[RouteOutcome, ...], ir.Listener]] = {}
         self._expander = Expander()
+        # listener name → (listener, its shared limits): the same listener object, the same rows
+        self._shared: dict[str, tuple[ir.Listener, tuple[ir.SharedLimit, ...]]] = {}
         # The last assembly, its shadowing per port, and where each installed ModelRoute
         # sits on its port (for `_patched`).
         self._last: Assembly | None = None
@@ -150,7 +157,8 @@ class Assembler:
         self._shadows, self._listeners = shadows, built
         shadowed = _everywhere(found_on, routes)
         self._last_found = dict(found_on)
-        self._last = Assembly(ir.Gateway(tuple(listeners), side.backends), shadowed)
+        self._last = Assembly(ir.Gateway(tuple(listeners), side.backends, self._shared_limits(listeners, side)),
+                              shadowed)
         self._where = {}
         return self._last
 
@@ -208,8 +216,29 @@ class Assembler:
                 self._shadows[p][1] is not self._last_found.get(p) for p in by_port):
             shadowed = _everywhere({p: memo[1] for p, memo in self._shadows.items()}, routes)
         self._last_found = {p: memo[1] for p, memo in self._shadows.items()}
-        self._last = Assembly(ir.Gateway(tuple(listeners), self._last.gateway.backends), shadowed)
+        gateway = ir.Gateway(tuple(listeners), self._last.gateway.backends,
+                             self._shared_limits(listeners, self._side))
+        self._last = Assembly(gateway, shadowed)
         return self._last
+
+    def _shared_limits(self, listeners: Sequence[ir.Listener], side: _ServerSide) -> tuple[ir.SharedLimit, ...]:
+        """The gateway's shared-limit table: each listener's rows, recomputed only for a
+        listener object not seen last time; a cluster reachable on several ports is
+        one row (same server, same limit)."""
+        if not side.owners:
+            self._shared = {}
+            return ()
+        memo: dict[str, tuple[ir.Listener, tuple[ir.SharedLimit, ...]]] = {}
+        rows: dict[str, ir.SharedLimit] = {}
+        for lst in listeners:
+            known = self._shared.get(lst.name)
+            if known is None or known[0] is not lst:
+                known = (lst, shared_limits(lst, side.owners))
+            memo[lst.name] = known
+            for row in known[1]:
+                rows.setdefault(row.cluster, row)
+        self._shared = memo
+        return tuple(rows[cluster] for cluster in sorted(rows))
 
     def _index(self, port: int, installed: Sequence[RouteOutcome]) -> dict[ObjectKey, tuple[int, int]]:
         """ModelRoute → (its place among the port's installed routes, the offset of its
@@ -237,7 +266,9 @@ class Assembler:
         for s in scoped:
             servers_on.setdefault(s.port, []).append(s)
         backends = tuple(sorted((s.backend for s in scoped if s.backend is not None), key=lambda b: b.name))
-        return _ServerSide(servers_on, limits, backends, {b.name: b for b in backends}, special_backends(backends))
+        owners = {b.name: b.owner for b in backends} if any(l.shared for l in limits.values()) else {}
+        return _ServerSide(servers_on, limits, backends, {b.name: b for b in backends}, special_backends(backends),
+                           owners)
 
     def _ordered(self, routes: Mapping[ObjectKey, RouteOutcome], changed: set[ObjectKey] | None) -> list[RouteOutcome]:
         """Compiled in-scope ModelRoutes in match order: longer front door first, then

@@ -5,7 +5,8 @@ Phases, each a pure function of the previous ones' results:
 2. `servers`: each ModelServer checked alone, then port/path/TLS claims world-wide;
 3. `routes`: each ModelRoute's references, front door, owner, groups, fallback;
 4. `listeners`: scope applied, listeners ordered, shadowing found;
-5. `status`: one `ObjectStatus` per in-scope ModelServer and ModelRoute.
+5. `status`: one `ObjectStatus` per in-scope ModelServer and ModelRoute;
+6. `served`: what each installed ModelRoute serves (`Compiled.routes`).
 `translate` turns the resulting `ir.Gateway` into Envoy protos.
 
 `Resolver` runs the same phases with memory across calls (one per target, kept next
@@ -42,15 +43,17 @@ from routing_engine.resolve.conditions import Problem
 from routing_engine.resolve.listeners import Assembler, in_scope, route_in_scope
 from routing_engine.resolve.objects import AgeKey, ObjectIndex, age_key, choose
 from routing_engine.resolve.routes import UNDER, RouteOutcome, Served, resolve_route
+from routing_engine.resolve.served import ServedRoutes
 from routing_engine.resolve.servers import NO_EXTENSIONS, Own, ServerOutcome, claims, outcome, own_checks
 from routing_engine.resolve.status import route_status, server_status
-from routing_engine.world import BackendEndpoint, ObjectStatus, Target, World
+from routing_engine.world import BackendEndpoint, ObjectStatus, ServedRoute, Target, World
 
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
     gateway: ir.Gateway
     statuses: Mapping[ObjectKey, ObjectStatus]  # sorted by key, read-only
+    routes: Mapping[ObjectKey, ServedRoute]  # installed ModelRoutes, sorted by key, read-only
 
 
 def resolve(world: World, target: Target, extensions: ExtensionModels = NO_EXTENSIONS) -> Resolution:
@@ -113,6 +116,7 @@ class Resolver:
         self._served: Served | None = None
         self._routes: dict[ObjectKey, _RouteMemo] = {}
         self._assembler = Assembler(target) if target is not None else None
+        self._served_routes = ServedRoutes(target) if target is not None else None
         self._server_statuses: dict[ObjectKey, tuple[ServerOutcome, ObjectStatus]] = {}
         self._route_statuses: dict[ObjectKey, tuple[RouteOutcome, Mapping[int, str], ObjectStatus]] = {}
         self._backends_of: tuple[Mapping[ObjectKey, ServerOutcome] | None, Mapping[str, ServerOutcome]] = (None, {})
@@ -121,9 +125,9 @@ class Resolver:
             None, {})
 
     def resolve(self, world: World, target: Target) -> Resolution:
-        if target != self._target or self._assembler is None:
+        if target != self._target or self._assembler is None or self._served_routes is None:
             self._reset(target)
-        assert self._assembler is not None
+        assert self._assembler is not None and self._served_routes is not None
         index = self._index(world.objects)
         before = self._outcomes
         servers, servers_changed = self._resolve_servers(index, world.endpoints, target)
@@ -134,7 +138,8 @@ class Resolver:
         routes, routes_changed = self._resolve_routes(index, served, servers_changed, moved_paths, world.live_weights)
         assembly = self._assembler.assemble(servers, bool(servers_changed), routes, routes_changed)
         statuses = self._statuses(servers, servers_changed, routes, routes_changed, assembly.shadowed, target)
-        return Resolution(assembly.gateway, statuses)
+        served_routes = self._served_routes.build(routes, routes_changed, servers)
+        return Resolution(assembly.gateway, statuses, served_routes)
 
     # --- phases ------------------------------------------------------------------------
 

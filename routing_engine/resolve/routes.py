@@ -45,10 +45,15 @@ from routing_engine.resolve.conditions import (
     Problem,
     problem,
 )
-from routing_engine.resolve.groups import Group, build_groups, destination
+from routing_engine.resolve.groups import Group, build_groups, canary_group, destination
 from routing_engine.resolve.matching import front_door_match, prefix_path, segments
 from routing_engine.resolve.objects import ObjectIndex, allows_from
 from routing_engine.resolve.servers import DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, ServerOutcome
+from routing_engine.world import CanaryGroup
+
+# Entries of a route whose front door is unknown (its first server does not exist: it
+# fails anyway) are grouped as if it were the root.
+_UNKNOWN_FRONT_DOOR = "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +160,8 @@ def resolve_route(
     if fallback is not None:
         refs.append((fallback, "spec.fallback.modelServerRef"))
     ref_problems = tuple(p for key, field in refs if (p := _check_ref(route, key, field, index, servers)) is not None)
-    front_door = _front_door(route, fallback if fallback is not None else dests[0], index)
-    groups, invalid = build_groups(route, dests, front_door or "/", servers, live)
+    front_door = _front_door(route, fallback if fallback is not None else dests[0], index.servers)
+    groups, invalid = build_groups(route, dests, front_door or _UNKNOWN_FRONT_DOOR, servers, live)
     problems = ref_problems + invalid
     referenced = sorted({key for key, _ in refs})
     if problems or front_door is None:
@@ -247,13 +252,26 @@ def _path_problems(route: ModelRoute, front_door: str, groups: Sequence[Group], 
     return tuple(found)
 
 
-def _front_door(route: ModelRoute, first: ObjectKey, index: ObjectIndex) -> str | None:
-    """`spec.path`, else the `routing.path` of `first` (the fallback, else the first
-    destination); None when that server does not exist (the route fails anyway)."""
+def front_door_of(route: ModelRoute, servers: Mapping[ObjectKey, ModelServer]) -> str | None:
+    """`spec.path`, else the `routing.path` of the fallback's server, else of the first
+    destination's; None when that server does not exist (the route fails anyway)."""
+    spec = route.spec
+    first = (spec.fallback.model_server_ref.resolve(ModelServer.KIND, route.metadata.namespace) if spec.fallback
+             else destination(route, 0))
+    return _front_door(route, first, servers)
+
+
+def _front_door(route: ModelRoute, first: ObjectKey, servers: Mapping[ObjectKey, ModelServer]) -> str | None:
+    """`front_door_of`, with `first` (the fallback, else the first destination) known."""
     if route.spec.path is not None:
         return prefix_path(route.spec.path)
-    server = index.servers.get(first)
+    server = servers.get(first)
     return prefix_path(server.spec.routing.path) if server is not None else None
+
+
+def canary_of(route: ModelRoute, servers: Mapping[ObjectKey, ModelServer]) -> CanaryGroup | None:
+    """The route's canary, grouped exactly as `resolve_route` groups its entries."""
+    return canary_group(route, front_door_of(route, servers) or _UNKNOWN_FRONT_DOOR)
 
 
 def _routes(

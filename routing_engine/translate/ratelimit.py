@@ -16,6 +16,9 @@ over to the fallback still count against the primary's bucket.
 
 Over limit: 429 with `x-ratelimit-*` headers (draft 03).
 
+Which clusters draw from which server's limit is `routing_engine.rate_limits`' rule,
+shared with the rate-limit service's table.
+
 Shared limits (`rateLimit.global`, ext) get no local bucket: the listener gets the
 `envoy.filters.http.ratelimit` filter instead, asking the rate-limit service (cluster
 `modelroute_ratelimit`, a static cluster of the bootstrap templates, like
@@ -56,6 +59,7 @@ from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as rl_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from routing_engine import ir
 from routing_engine import names
+from routing_engine.rate_limits import limited_destinations
 from routing_engine.translate import usage
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
@@ -85,18 +89,6 @@ def limited_clusters(listener: ir.Listener, *, shared: bool = False) -> dict[str
     """Cluster name → the limit of requests sent to it, on this listener (local limits,
     or with `shared` the global ones)."""
     return {cluster: limit for cluster, (_, limit) in limited_destinations(listener, shared=shared).items()}
-
-
-def limited_destinations(listener: ir.Listener, *, shared: bool = False) -> dict[str, tuple[str, ir.RateLimit]]:
-    """Cluster name → (backend that owns the limit, limit): a failover aggregate maps to
-    its primary. The rate-limit service is handed this for the shared limits."""
-    own = {backend: limit for backend, limit in listener.rate_limits if limit.shared == shared}
-    clusters = {names.cluster(backend): (backend, limit) for backend, limit in own.items()}
-    for route in listener.routes:
-        for wb in route.backends:
-            if wb.backend in own:
-                clusters.setdefault(names.destination(wb), (wb.backend, own[wb.backend]))
-    return clusters
 
 
 def _always() -> base_pb2.RuntimeFractionalPercent:

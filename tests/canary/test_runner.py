@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from controller.canary import commands as canary_commands
-from controller.canary.runner import CanaryRunner, CanaryStore, target_of
+from controller.canary.runner import CanaryPair, CanaryRunner, CanaryStore
 from controller.canary.stats_sink import VariantWindow
 from routing_engine.api.loader import load_text
+from routing_engine.canaries import canary_groups
 from routing_engine.api.resources import ModelRoute, ObjectKey
 
 KEY = ObjectKey("ModelRoute", "default", "chat")
@@ -75,10 +76,26 @@ class Harness:
 
 
 def test_target_is_the_two_destination_group() -> None:
-    target = target_of(route(**ANALYSIS))
-    assert target is not None and (target.stable.name, target.canary.name, target.start) == ("v1", "v2", (90, 10))
+    target = CanaryPair.of(canary_groups([route(**ANALYSIS)])[KEY])
+    assert (target.stable.name, target.canary.name, target.start) == ("v1", "v2", (90, 10))
     assert target.settings is not None and target.settings.interval_s == 2.0
-    assert target_of(route(enabled=False)) is None
+    assert canary_groups([route(enabled=False)]) == {}
+
+
+def test_the_pair_is_grouped_under_the_real_front_door(tmp_path: Path) -> None:
+    """The front door is spec.path `/v1/chat`: an entry matching `/v1/chat/*` is in the
+    group of an entry without a path, as the engine serves it, so the rollout runs."""
+    doc = {"apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelRoute", "metadata": {"name": "chat"},
+           "spec": {"path": "/v1/chat", "routes": [
+               {"destination": {"modelServerRef": {"name": "v1"}}},
+               {"destination": {"modelServerRef": {"name": "v2"}}, "match": {"path": "/v1/chat/*"}}],
+               "canary": {"enabled": True, "trafficSplit": {"stable": 80, "canary": 20}}}}
+    (obj,), errors = load_text(yaml.safe_dump(doc), "test")
+    assert not errors
+    h = Harness(tmp_path)
+    h.runner.set_routes([obj])
+    assert h.applied[-1] == {KEY: (80, 20)}
+    assert (h.runner.states[KEY].stable, h.runner.states[KEY].canary) == ("default/v1", "default/v2")
 
 
 def test_steps_on_each_interval_and_promotes(tmp_path: Path) -> None:

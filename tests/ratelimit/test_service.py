@@ -13,9 +13,10 @@ from prometheus_client import REGISTRY, generate_latest
 from controller.ratelimit.limits import ClusterLimit, cluster_limits
 from controller.ratelimit.service import RateLimitService, ServiceOptions
 from envoy.service.ratelimit.v3 import rls_pb2
-from routing_engine import ir
-from routing_engine.api.resources import ObjectKey
+from routing_engine import engine
+from routing_engine.world import Target, World
 from tests.ratelimit.conftest import RedisProcess
+from tests.resolve.build import route, server, to
 
 OK, OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
 CLUSTER = "modelserver/default/m"
@@ -111,18 +112,16 @@ async def test_redis_down_answers_by_the_mode_quickly(redis_server: RedisProcess
 
 
 def test_limits_follow_the_compiled_gateway_failover_clusters_included() -> None:
-    owner = ObjectKey("ModelServer", "default", "m")
-    limit = ir.RateLimit(7, 7, True, None, 500, "hour")
-    route = ir.Route(name="r", owner=owner, match=ir.RouteMatch(ir.PathMatch("segment_prefix", "/m")),
-                     backends=(ir.WeightedBackend("modelserver/default/m", 1, failover_to="modelserver/default/b"),),
-                     timeout_ms=1000, retries=0)
-    listener = ir.Listener(name="listener/80", address="127.0.0.1", port=80, routes=(route,),
-                           rate_limits=(("modelserver/default/m", limit),))
-    gateway = ir.Gateway((listener,), (ir.Backend("modelserver/default/m", owner, ()),))
-    limits = cluster_limits([gateway])
+    limit = {"enabled": True, "requestsPerSecond": 7, "global": True, "outputTokensPerUnit": 500, "unit": "hour"}
+    objects = [server("m", "/m", rateLimit=limit), server("b", "/b"),
+               route("r", {"routes": [to("m")], "fallback": {"modelServerRef": {"name": "b"}}})]
+    compiled = engine.compile(World(tuple(objects)), Target())
+    assert compiled.gateway is not None
+    limits = cluster_limits([compiled.gateway])
     assert set(limits) == {"modelserver/default/m", "failover/modelserver/default/m/modelserver/default/b"}
     assert {l.server for l in limits.values()} == {"default/m"}  # one counter for both
     assert limits["modelserver/default/m"].token_window_ms == 3_600_000
+    assert (limits["modelserver/default/m"].requests_per_second, limits["modelserver/default/m"].output_tokens) == (7, 500)
 
 
 def test_options_from_the_environment() -> None:

@@ -108,6 +108,27 @@ def test_rate_limits_of_servers_reachable_through_each_listener() -> None:
     assert cond(res, mr("r"), "Accepted").status == "True"
 
 
+def test_shared_limits_name_every_cluster_that_draws_from_a_servers_shared_limit() -> None:
+    """The rate-limit service's table: a server's own cluster and every failover aggregate
+    to it (its descriptors name the aggregate), one row per cluster across listeners;
+    local limits are not in it."""
+    shared = {"enabled": True, "requestsPerSecond": 10, "global": True, "inputTokensPerUnit": 100}
+    res = run([
+        server("a", "/a", 8080, rateLimit={"enabled": True, "requestsPerSecond": 5}),
+        server("b", "/b", 9090, rateLimit=shared),
+        server("c", "/c", 9090),
+        server("d", "/d", 8080),
+        route("r", {"path": "/c/x", "routes": [to("b"), to("a")], "fallback": {"modelServerRef": {"name": "c"}}}),
+        route("s", {"path": "/d/x", "routes": [to("b")]}),
+    ])
+    limit = ir.RateLimit(10, 10, shared=True, input_tokens=100)
+    assert res.gateway.shared_limits == (
+        ir.SharedLimit("failover/modelserver/default/b/modelserver/default/c", ms("b"), limit),
+        ir.SharedLimit("modelserver/default/b", ms("b"), limit),
+    )
+    assert run([server("a", "/a", rateLimit={"enabled": True, "requestsPerSecond": 5})]).gateway.shared_limits == ()
+
+
 def test_api_key_value_that_is_not_utf8_fails_closed() -> None:
     from routing_engine.api.resources import KIND_BY_NAME
 

@@ -3,11 +3,17 @@ trafficSplit or the entries."""
 
 from __future__ import annotations
 
-from routing_engine.api.resources import Resource
-
 from typing import Any
 
-from tests.resolve.build import cond, ir_route, mr, route, run, server, to
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from routing_engine.api.resources import KIND_BY_NAME, ModelRoute, Resource
+from routing_engine.canaries import canary_groups
+from routing_engine.world import ServedSplit
+from tests.resolve.build import cond, ir_route, mr, ms, route, run, server, to
+from tests.resolve.test_incremental import ROUTES, SERVERS, route_doc, server_doc
 
 
 def servers() -> list[Resource]:
@@ -74,3 +80,86 @@ def test_two_eligible_groups_are_ambiguous() -> None:
 def test_out_of_range_live_weights_are_ignored() -> None:
     res = run(servers() + [canary_route(trafficSplit={"stable": 90, "canary": 10})], live_weights={mr("r"): (-5, 105)})
     assert weights(res, 1) == [("stable", 90), ("canary", 10)]
+
+
+# --- the canary groups the runner rolls out (routing_engine.canaries) ----------------
+
+
+def test_canary_groups_name_stable_then_canary_with_start_and_analysis() -> None:
+    analysis = {"threshold": 95, "interval": "1m", "stepWeight": 25}
+    found = canary_groups(servers() + [canary_route(trafficSplit={"stable": 80, "canary": 20}, analysis=analysis)])
+    assert list(found) == [mr("r")]
+    group = found[mr("r")]
+    assert (group.stable, group.canary, group.start) == (ms("stable"), ms("canary"), (80, 20))
+    assert group.analysis is not None and (group.analysis.threshold, group.analysis.step_weight) == (95, 25)
+
+
+def test_canary_start_without_traffic_split() -> None:
+    stepped = canary_groups(servers() + [canary_route(analysis={"threshold": 95, "interval": "1m", "stepWeight": 25})])
+    assert stepped[mr("r")].start == (75, 25)
+    plain = canary_groups(servers() + [canary_route()])[mr("r")]
+    assert (plain.start, plain.analysis) == ((90, 10), None)
+
+
+def test_no_canary_group_without_canary_or_an_eligible_group() -> None:
+    assert canary_groups(servers() + [route("r", {"routes": [to("stable"), to("canary")]})]) == {}
+    ambiguous = route("r", {"routes": [to("stable"), to("canary"), to("stable", match=ELSEWHERE),
+                                       to("other", match=ELSEWHERE)], "canary": {"enabled": True}})
+    assert canary_groups(servers() + [ambiguous]) == {}
+
+
+def test_canary_groups_use_the_real_front_door() -> None:
+    """The front door here is the fallback's path `/v1/m2`: an entry matching `/v1/m2/*`
+    is in the same group as an entry without a path (grouped under "/" they would be
+    two groups of one and no canary)."""
+    r = route("r", {"fallback": {"modelServerRef": {"name": "canary"}},
+                    "routes": [to("stable"), to("canary", match={"path": "/v1/m2/*"})],
+                    "canary": {"enabled": True, "trafficSplit": {"stable": 70, "canary": 30}}})
+    found = canary_groups(servers() + [r])
+    assert (found[mr("r")].stable, found[mr("r")].canary) == (ms("stable"), ms("canary"))
+    served = run(servers() + [r], live_weights={mr("r"): (40, 60)}).routes[mr("r")]
+    assert served.groups[0].splits == (ServedSplit(ms("stable"), 40), ServedSplit(ms("canary"), 60))
+
+
+@st.composite
+def canary_route_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    """A ModelRoute with canary.enabled whose entries may name a path: a front door
+    (spec.path, else its first server's) and an entry path that may or may not be the
+    same segment prefix, so the grouping depends on the real front door."""
+    entries = []
+    for _ in range(draw(st.integers(2, 3))):
+        entry: dict[str, Any] = {"destination": {"modelServerRef": {"name": draw(st.sampled_from(SERVERS[:4]))}}}
+        if draw(st.booleans()):
+            entry["match"] = {"path": draw(st.sampled_from(["/v1/*", "/v1/a/*", "/v2/*", "/*"]))}
+        entries.append(entry)
+    spec: dict[str, Any] = {"routes": entries, "canary": {"enabled": True}}
+    if draw(st.booleans()):
+        spec["path"] = draw(st.sampled_from(["/v1", "/v1/a", "/v2", "/"]))
+    return {"apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelRoute",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_canary_groups_are_the_groups_the_engine_serves(data: st.DataObject) -> None:
+    """For any world: a served route with canary.enabled has a canary group, and its two
+    destinations are, stable first, the splits of one of its served groups; a route
+    without one is not served (ValidationFailed)."""
+    docs = [data.draw(server_doc(name)) for name in SERVERS[:4]]
+    docs += [data.draw(route_doc(name)) for name in ROUTES[:2]]
+    docs += [data.draw(canary_route_doc(name)) for name in ROUTES[2:]]
+    objs: list[Resource] = []
+    for doc in docs:
+        try:
+            objs.append(KIND_BY_NAME[doc["kind"]].model_validate(doc))
+        except ValidationError:  # what the model refuses never reaches the engine
+            continue
+    found = canary_groups(objs)
+    served = run(objs).routes
+    for obj in objs:
+        if not isinstance(obj, ModelRoute) or obj.key not in served or not (obj.spec.canary and obj.spec.canary.enabled):
+            continue
+        group = found[obj.key]
+        pairs = [[s.server for s in g.splits] for g in served[obj.key].groups if not g.fallback]
+        expected = [group.stable] if group.stable == group.canary else [group.stable, group.canary]
+        assert expected in pairs

@@ -122,7 +122,7 @@ def test_a_failed_server_holds_no_path_and_fixing_it_takes_the_path_back() -> No
 
 
 def test_an_edited_value_changes_the_output_of_a_kept_compiler_as_of_a_fresh_one() -> None:
-    compiler = engine.Compiler(Translator(PLUGINS))
+    compiler = engine.Compiler(PLUGINS)
     objs = [infer("a"), server("a", "/v1/a", extensions=headers("gold")),
             route("r", {"path": "/v1/x", "routes": [to("a")]})]
     first = compiler.compile(World(tuple(objs), up("a")), Target())

@@ -1,6 +1,6 @@
 """A `Compiler` kept across compiles (what the control loop does) gives exactly what a
 fresh compile gives, after any sequence of edits: byte-identical resources, equal
-statuses, owners and IR. Edits cover everything a memoized outcome depends on —
+statuses, owners, IR and served routes. Edits cover everything a memoized outcome depends on —
 routes, servers (port, path, TLS, auth, age, allow-from, plugin extensions), ModelInfers, Secrets,
 endpoints, live weights, additions and deletions — and providers that hand back a new
 but equal object for an unchanged manifest."""
@@ -64,7 +64,7 @@ def server_doc(draw: st.DrawFn, name: str) -> dict[str, Any]:
                     "timeout": draw(st.sampled_from(["500ms", "30s"])), "retries": draw(st.integers(0, 3))},
     }
     if draw(st.booleans()):
-        spec["rateLimit"] = {"enabled": True, "requestsPerSecond": draw(st.integers(1, 50))}
+        spec["rateLimit"] = {"enabled": True, "requestsPerSecond": draw(st.integers(1, 50)), "global": draw(st.booleans())}
     auth = draw(st.sampled_from([None, "jwt-uri", "jwt-secret", "apiKey"]))
     if auth == "jwt-uri":
         spec["authentication"] = {"enabled": True, "type": "jwt",
@@ -197,6 +197,8 @@ def assert_same(incremental: Compiled, fresh: Compiled) -> None:
     assert list(incremental.statuses) == list(fresh.statuses)
     assert dict(incremental.owners) == dict(fresh.owners)
     assert incremental.gateway == fresh.gateway
+    assert dict(incremental.routes) == dict(fresh.routes)
+    assert list(incremental.routes) == list(fresh.routes)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -229,7 +231,7 @@ def _random_edits(data: st.DataObject, target: Target) -> None:
         state.docs[f"infer/default/{name}"] = infer_doc(name, "default", False)
     for name in ROUTES[:2]:
         state.docs[f"route/{name}"] = data.draw(route_doc(name))
-    compiler = engine.Compiler(Translator(PLUGINS))
+    compiler = engine.Compiler(PLUGINS)
     for _ in range(data.draw(st.integers(1, 12))):
         world = state.world(reparse=data.draw(st.integers(0, 4)) == 0)
         assert_same(compiler.compile(world, target), engine.compile(world, target, translator=Translator(PLUGINS)))

@@ -162,7 +162,7 @@ async def test_gateway_snapshots_carry_the_readiness_listener_and_sidecars_do_no
     from envoy.config.listener.v3 import listener_pb2
     from envoy.config.route.v3 import route_pb2
 
-    from modelroute.readiness import NAME
+    from routing_engine.readiness import NAME
     from xds_server import check_consistency
 
     loop = ControlLoop(placement=Placement(listen_address="10.0.0.7", readiness_port=19002))

@@ -9,9 +9,10 @@ response; like the engine's listeners it takes its routes by RDS, and Envoy acti
 listener only when its RouteConfiguration has arrived, which comes in the same RDS
 response as every other listener's routes: Ready means the routes are in place too.
 
-It is not an engine resource: it depends on how the gateway is deployed (its probe's
-port), not on any manifest. The port is reserved (`Target.reserved_ports`), so no
-ModelServer can ask for it.
+It is not compiled from manifests: it depends on how the gateway is deployed (its
+probe's port), so the control loop adds it beside each gateway compile. It is built here,
+with the engine's proto helpers, because the engine is where Envoy protos are made; the
+port is reserved (`Target.reserved_ports`), so no ModelServer can ask for it.
 """
 
 from __future__ import annotations
