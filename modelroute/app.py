@@ -34,7 +34,6 @@ limits per destination cluster (`ControlLoop.on_compiled`), before Envoy has the
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -67,10 +66,6 @@ from xds_server import ControlPlane, Hooks, start_control_plane
 from xds_server.http import admin_app, start_admin
 from xds_server.identity import authorized_group
 from xds_server.tls import ServerTls
-
-log = logging.getLogger("modelroute.app")
-
-
 
 
 class StatusSink(Protocol):

@@ -63,7 +63,7 @@ from controller.local.status_view import StatusFile, status_path
 from controller.local.status_view import run_dir as run_dir_of
 from controller.local.supervisor import Supervisor
 from controller.provider import ProviderState, errors_by_file
-from controller.ratelimit.redis_server import LocalRedis, redis_for
+from controller.ratelimit.redis_server import redis_for
 from controller.ratelimit.service import RunningService, ServiceOptions
 from kit.tasks import cancel_and_wait, spawn
 from modelroute.app import App, AppOptions

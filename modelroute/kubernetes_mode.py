@@ -141,6 +141,10 @@ def placement_of(options: KubernetesOptions) -> Placement:
 
 
 class KubernetesMode:
+    # Set in __init__ after the leader tasks and the cluster side that refer to them.
+    canary: ClusterCanaryWiring
+    status: ClusterStatusSink
+
     def __init__(self, api: KubeApi, options: KubernetesOptions) -> None:
         self.options = options
         placement = placement_of(options)
