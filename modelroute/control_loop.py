@@ -2,8 +2,9 @@
 
 Before it: providers (`set_objects`), the replica runtime or EndpointSlices
 (`set_endpoints`), the canary controller (`set_live_weights`). After it: the xDS
-snapshot cache, and a status callback with every object's status, `Programmed`
-included once Envoy has answered.
+snapshot cache, the subscribers of the engine's output (`on_compiled`: every gateway
+compile, e.g. the shared rate-limit service's limits), and a status callback with every
+object's status, `Programmed` included once Envoy has answered.
 
 Changes are debounced once, here, before compiling (leading edge, so an isolated edit is
 compiled at once; bursts coalesce; a cap bounds the delay; SPEC 5). Each node group keeps
@@ -66,6 +67,8 @@ log = logging.getLogger("modelroute.control")
 
 # May be a coroutine function: it runs in the status publisher task, never on the push path.
 StatusCallback = Callable[[Compiled, Mapping[ObjectKey, ObjectStatus]], Awaitable[None] | None]
+# Runs on the push path, before the compile's snapshot is handed to the cache: quick.
+CompiledCallback = Callable[[Compiled], None]
 
 
 _gc_lock = threading.Lock()
@@ -147,6 +150,7 @@ class ControlLoop:
         # None: the built-in features plus the `modelroute.plugins` entry points.
         self._plugins = plugin.with_builtin(plugin.discover()) if plugins is None else tuple(plugins)
         self._on_status = on_status
+        self._on_compiled: list[CompiledCallback] = []
         self._readiness: tuple[EnvoyResource, ...] = ()
         if placement.readiness_port is not None:
             self._readiness = readiness_resources(placement.listen_address or "0.0.0.0", placement.readiness_port)
@@ -177,6 +181,13 @@ class ControlLoop:
 
     def attach(self, cache: SnapshotCache) -> None:
         self._cache = cache
+
+    def on_compiled(self, callback: CompiledCallback) -> None:
+        """Call `callback` with every gateway compile (the unscoped one: every sidecar's
+        resources are among its) as soon as it is made, before its snapshot reaches the
+        cache, so what it configures is in place before any Envoy has the config. An
+        exception is logged; the push goes on."""
+        self._on_compiled.append(callback)
 
     # --- inputs ----------------------------------------------------------------------
 
@@ -416,6 +427,12 @@ class ControlLoop:
             span.set(error="inconsistent snapshot")
             return
         self.compiled[group] = compiled
+        if group == GATEWAY:
+            for callback in self._on_compiled:
+                try:
+                    callback(compiled)
+                except Exception:
+                    log.exception("compile subscriber failed: group=%s", group, extra={"node_group": group})
         if self._cache is not None:
             self._cache.set_snapshot(group, snapshot)
             await asyncio.sleep(0)  # the streams take the snapshot before the bookkeeping below

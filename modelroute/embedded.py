@@ -1,14 +1,16 @@
 """Embedded mode (`modelroute up DIR`): the whole product on one machine, no cluster.
 
-    DIR ──► FileProvider ──► ControlLoop ──► xDS server ──► Envoy (gateway) ──► replicas
-                 │                ▲                                               │
-                 └─ ModelInfers ─►ReplicaRuntime ── endpoints (EDS) ──────────────┘
+    DIR ──► FileProvider ──► App (ControlLoop) ──► xDS server ──► Envoy (gateway) ──► replicas
+                                 │      ▲                                                │
+                     ModelInfers └─►ReplicaRuntime ── endpoints (EDS) ───────────────────┘
 
-The file provider publishes the manifests; the replica runtime runs each ModelInfer's
-replicas as local processes (the mock engine) and reports their endpoints; the control
-loop compiles and pushes; one Envoy is started from the gateway bootstrap template.
-Status goes to `DIR/.modelroute/status.json` (what `modelroute status` reads). The same
-object serves the end-to-end tests, which drive it in-process.
+The application (`modelroute.app.App`, shared with Kubernetes mode) gets three parts
+from here: the file provider (the manifests), the replica runtime as workload runtime
+(each ModelInfer's replicas as local processes, the mock engine, whose endpoints it
+reports), and the status file as status sink (`DIR/.modelroute/status.json`, what
+`modelroute status` reads). Around it, this mode starts one gateway Envoy from the
+bootstrap template. The same object serves the end-to-end tests, which drive it
+in-process.
 
 It survives its users:
 - **one instance per directory and per port** (`controller.local.instance`): a lock in the run
@@ -26,10 +28,9 @@ It survives its users:
   rejected file and object (republished as soon as the provider's errors change), and
   the state of each child process (`controller.local.embedded_status`).
 
-Shared rate limits (`rateLimit.global`): the rate-limit service runs here too, on its own
+Shared rate limits (`rateLimit.global`): the app's rate-limit service runs on its own
 gRPC port (the Envoy bootstrap's `modelroute_ratelimit` cluster), with a private
-`redis-server` unless `ratelimit.redis_url` names one; every gateway compile hands it
-the limits per destination cluster.
+`redis-server` unless `ratelimit.redis_url` names one.
 
 Ports below 1024 in a manifest are moved up by `privileged_port_offset` when not running
 as root (default 10000: 443 → 10443), and the printed URLs say so.
@@ -51,40 +52,32 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry
-
-from kit.tasks import cancel_and_wait, spawn
-from controller.local.embedded_status import with_gateway_down, with_rejections, workload_statuses
+from controller.certs.tls import untrusted_material, watch_tls_files
 from controller.engines.probe import EngineProbe
+from controller.local.embedded_status import with_gateway_down, with_rejections, workload_statuses
 from controller.local.envoy_process import EnvoyProcess
-from controller.canary.experiment_metrics import CanaryCollector, VariantCollector
 from controller.local.file_provider import FileProvider
 from controller.local.instance import InstanceLock, check_ports, split_address
-from controller.ratelimit.limits import cluster_limits
-from controller.ratelimit.redis_server import LocalRedis, redis_for
-from controller.ratelimit.service import RunningService, ServiceOptions, start_ratelimit_service
 from controller.local.replicas import ReplicaRuntime
-from controller.local.status_view import RouteView, StatusFile, status_path
+from controller.local.status_view import StatusFile, status_path
 from controller.local.status_view import run_dir as run_dir_of
 from controller.local.supervisor import Supervisor
-from controller.certs.tls import untrusted_material, watch_tls_files
+from controller.provider import ProviderState, errors_by_file
+from controller.ratelimit.redis_server import redis_for
+from controller.ratelimit.service import RunningService, ServiceOptions
+from kit.tasks import cancel_and_wait, spawn
+from modelroute.app import App, AppOptions
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.control_loop import ControlLoop
 from modelroute.endpoint_drain import EndpointDrain
-from modelroute.experiment_page import ExperimentSource, add_routes
-from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
-from modelroute.tracing import tracing
-from routing_engine.api.resources import ModelInfer, ModelServer, ObjectKey, Resource
+from routing_engine.api.resources import ModelServer, ObjectKey, Resource
 from routing_engine.plugins import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
-from xds_server import ControlPlane, start_control_plane
-from xds_server.identity import authorized_group
-from xds_server.tls import ServerTls
+from xds_server import ControlPlane
 from xds_server.bootstrap import render_dict
-from xds_server.http import admin_app, start_admin
+from xds_server.tls import ServerTls
 
 log = logging.getLogger("modelroute.embedded")
 
@@ -132,6 +125,12 @@ class EmbeddedOptions:
     def run_dir(self) -> Path:
         return run_dir_of(self.directory)
 
+    @property
+    def ratelimit_bind_port(self) -> int:
+        if self.ratelimit_port is not None:
+            return self.ratelimit_port
+        return self.xds_port + 1 if self.xds_port else 0
+
 
 class Embedded:
     """`await start()` … `await stop()`, or `async with Embedded(options) as app`."""
@@ -142,35 +141,49 @@ class Embedded:
         self.placement = Placement(listen_address=options.listen_address,
                                    privileged_port_offset=default_port_offset() if offset is None else offset)
         self.lock = InstanceLock(options.run_dir, directory=options.directory)
-        self.status_writer = StatusFile(status_path(options.run_dir))
-        # One registry per instance: its /metrics shows this control plane only, and tests may
-        # run several in one process.
-        self.registry = CollectorRegistry()
-        self.metrics = ControlPlaneMetrics(self.registry)
-        self.metrics.leader.set(1)  # the only instance: it writes the status and judges rollouts
-        self.tracer, plugins = tracing(options.otlp_endpoint, options.trace_sampling, options.plugins)
-        self.loop = ControlLoop(placement=self.placement, on_status=self._write_status, plugins=plugins,
-                                metrics=self.metrics, tracer=self.tracer)
+        ratelimit, self.redis = redis_for(options.ratelimit, options.run_dir)
+        # mTLS with remote Envoys: a throwaway certificate nobody trusts until the files are read.
+        tls = ServerTls(untrusted_material()) if options.xds_tls_dir is not None else None
+        self.app = App(AppOptions(
+            mode="embedded", placement=self.placement, xds_address=f"{options.xds_host}:{options.xds_port}",
+            ratelimit_address=f"{options.xds_host}:{options.ratelimit_bind_port}", ratelimit=ratelimit,
+            admin_address=options.admin_address, experiment_token=options.experiment_token, plugins=options.plugins,
+            otlp_endpoint=options.otlp_endpoint, trace_sampling=options.trace_sampling), tls=tls)
+        self.app.metrics.leader.set(1)  # the only instance: it writes the status and judges rollouts
         self.canary = CanaryWiring(options.run_dir, self.loop)  # resumes persisted rollouts
-        self.registry.register(VariantCollector(self.canary.stats))
-        self.registry.register(CanaryCollector(lambda: self.canary.runner))
         self.drain = EndpointDrain()
-        # replicas → what the engines report (adapters, load) → the control loop
-        self.probe = EngineProbe(self.loop.set_endpoints)
-        self.replicas = ReplicaRuntime(on_endpoints=self.probe.set_endpoints, log_dir=options.run_dir / "replicas",
+        self.replicas = ReplicaRuntime(on_endpoints=self.app.workload_endpoints, log_dir=options.run_dir / "replicas",
                                        drain=self._drain)
-        self.provider = FileProvider(options.directory, self._on_objects, on_errors=self.loop.publish_status)
-        self.plane: ControlPlane | None = None
-        self.admin: web.AppRunner | None = None
-        self.admin_port: int | None = None
+        self.provider = FileProvider(options.directory)
+        self.status = StatusFileSink(StatusFile(status_path(options.run_dir)), self.app, self.canary, self.replicas,
+                                     lambda: self.supervisors, lambda: self.gateway)
+        self.app.plug(provider=self.provider, workloads=self.replicas, status=self.status, canary=self.canary,
+                      hooks=[self.drain])
         self.gateway: Supervisor | None = None  # the gateway Envoy
-        self.ratelimit: RunningService | None = None
-        self.redis: LocalRedis | None = None
         self._redis_supervisor: Supervisor | None = None
-        self._debounce_task: asyncio.Task[None] | None = None
         self._tls_task: asyncio.Task[None] | None = None
-        self._probe_task: asyncio.Task[None] | None = None
         self._locked = False
+
+    # The app's parts, by the names the tests and benchmarks use.
+    @property
+    def loop(self) -> ControlLoop:
+        return self.app.loop
+
+    @property
+    def probe(self) -> EngineProbe:
+        return self.app.probe
+
+    @property
+    def plane(self) -> ControlPlane | None:
+        return self.app.plane
+
+    @property
+    def ratelimit(self) -> RunningService | None:
+        return self.app.ratelimit
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.app.admin_port
 
     @property
     def envoy(self) -> EnvoyProcess | None:
@@ -194,59 +207,30 @@ class Embedded:
         anything) when another process serves the directory or holds a port."""
         self.lock.acquire()
         self._locked = True
-        ratelimit_options, self.redis = redis_for(self.options.ratelimit, self.options.run_dir)
-        rls_port = self.options.ratelimit_port
-        if rls_port is None:
-            rls_port = self.options.xds_port + 1 if self.options.xds_port else 0
         admin_host, admin_port = split_address(self.options.admin_address)
         check_ports([(self.options.xds_host, self.options.xds_port, "xDS"),
-                     (self.options.xds_host, rls_port, "rate-limit service"),
+                     (self.options.xds_host, self.options.ratelimit_bind_port, "rate-limit service"),
                      (admin_host, admin_port, "admin and experiment page")])
-        objects = await self.provider.load()
+        first = await self.provider.load()
         if self.options.start_envoy:
-            check_ports(self._listener_ports(objects))
+            check_ports(self._listener_ports(first.objects))
         if self.redis is not None:
             redis = self.redis
             self._redis_supervisor = Supervisor("redis", lambda: redis, on_change=self.loop.publish_status)
             await self._redis_supervisor.start()
-        tls: ServerTls | None = None
-        if self.options.xds_tls_dir is not None:
+        if self.app.tls is not None:
             if self.options.start_envoy:
                 raise ValueError("xDS mTLS needs Envoys with client certificates: not with our own Envoy")
-            tls = ServerTls(untrusted_material())
-            self._tls_task = spawn(watch_tls_files(self.options.xds_tls_dir, tls.update), name="xds certificate files")
-        self.ratelimit = await start_ratelimit_service(f"{self.options.xds_host}:{rls_port}", ratelimit_options,
-                                                       credentials=tls.credentials() if tls else None)
-        await self.tracer.start()
-        # debounce 0: the control loop debounces world changes, once, before compiling.
-        self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               admin_host=None, authorize=authorized_group,
-                                               hooks=[self.loop.hooks, self.drain], registry=self.registry, credentials=tls.credentials() if tls else None)
-        app = admin_app(ready=self.plane.ready, debug=self.plane.debug, registry=self.registry)
-        add_routes(app, self.experiments())
-        self.admin, self.admin_port = await start_admin(app, admin_host, admin_port)
-        self.loop.attach(self.plane.cache)
-        await self.canary.start()
-        self._debounce_task = spawn(self.loop.debouncer.run(), name="control-loop")
-        self._probe_task = spawn(self.probe.run(), name="engine-probe")
-        before = self.loop.generation
-        await self.provider.start()
-        await self.loop.wait_pushed(before, timeout=timeout)
+            assert self.options.xds_tls_dir is not None
+            self._tls_task = spawn(watch_tls_files(self.options.xds_tls_dir, self.app.tls.update),
+                                   name="xds certificate files")
+        await self.app.start(wait_compiled=timeout)
         if self.options.start_envoy:
             self.gateway = Supervisor("gateway", self._make_gateway, on_change=self.loop.publish_status)
             await self.gateway.start()
+        assert self.plane is not None
         log.info("embedded mode up: dir=%s xds_port=%s admin_port=%s", self.options.directory, self.plane.xds_port,
                  self.admin_port)
-
-    def experiments(self) -> ExperimentSource:
-        """What the experiment page reads of this instance."""
-        def views() -> list[RouteView]:
-            compiled = self.loop.compiled.get(GATEWAY)
-            return [] if compiled is None else route_views(compiled, self.loop.objects)
-
-        return ExperimentSource(mode="embedded", views=views, rollouts=self.canary.rollouts, stats=self.canary.stats,
-                                command=self.canary.command, leading=lambda: True,
-                                token=self.options.experiment_token)
 
     def _listener_ports(self, objects: Sequence[Resource]) -> list[tuple[str, int, str]]:
         """(address, port, purpose) of every listener the gateway Envoy will bind."""
@@ -275,20 +259,8 @@ class Embedded:
         plane; release the directory."""
         if self.gateway is not None:
             await self.gateway.stop()
-        await self.provider.close()
-        await self.replicas.close()
-        await cancel_and_wait(self._debounce_task, self._tls_task, self._probe_task)
-        await self.probe.close()
-        await self.loop.close()
-        await self.canary.stop()
-        if self.admin is not None:
-            await self.admin.cleanup()
-            self.admin = None
-        await self.tracer.stop()
-        if self.plane is not None:
-            await self.plane.stop()
-        if self.ratelimit is not None:
-            await self.ratelimit.stop()
+        await self.app.stop()
+        await cancel_and_wait(self._tls_task)
         if self._redis_supervisor is not None:
             await self._redis_supervisor.stop()
         if self._locked:
@@ -325,32 +297,42 @@ class Embedded:
         finally:
             await self.stop()
 
-    async def _on_objects(self, objects: Sequence[Resource]) -> None:
-        self.canary.set_routes(objects)
-        self.loop.set_objects(objects)
-        self.probe.set_objects(objects)
-        await self.replicas.reconcile(o for o in objects if isinstance(o, ModelInfer))
 
-    async def _write_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
+class StatusFileSink:
+    """Embedded mode's status sink: `DIR/.modelroute/status.json` (`StatusFile`), with
+    what a cluster would report besides the engine's statuses (ModelInfers, Models and
+    policies from the replicas, the provider's rejected objects and files) and the state
+    of the child processes."""
+
+    def __init__(self, file: StatusFile, app: App, canary: CanaryWiring, replicas: ReplicaRuntime,
+                 children: Callable[[], Sequence[Supervisor]], gateway: Callable[[], Supervisor | None]) -> None:
+        self.file = file
+        self._app = app
+        self._canary = canary
+        self._replicas = replicas
+        self._children = children
+        self._gateway = gateway
+
+    async def publish(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
         """The pure, heavy parts (route views, statuses, the JSON document) run in a thread
         so that the event loop keeps serving xDS; what reads live state (canary runner,
-        replicas, file errors, children) is read on the loop."""
-        if self.ratelimit is not None and compiled.gateway is not None:  # the unscoped compile
-            self.ratelimit.service.set_limits(cluster_limits([compiled.gateway]))
-        objects = self.loop.objects
+        replicas, provider state, children) is read on the loop."""
+        objects = self._app.loop.objects
         views = await asyncio.to_thread(route_views, compiled, objects)
-        statuses, routes = self.canary.status(statuses, views)
-        replicas, rejected, errors = self.replicas.status(), self.provider.load_errors(), self.provider.errors
-        processes = [s.state() for s in self.supervisors]
-        gateway = self.gateway.state() if self.gateway is not None else None
+        statuses, routes = self._canary.status(statuses, views)
+        state = self._app.state or ProviderState()
+        replicas = self._replicas.status()
+        processes = [s.state() for s in self._children()]
+        supervisor = self._gateway()
+        gateway = supervisor.state() if supervisor is not None else None
 
         def document() -> None:
             workloads, extras = workload_statuses(objects, replicas)
-            merged = with_rejections({**statuses, **workloads}, rejected)
+            merged = with_rejections({**statuses, **workloads}, state.errors)
             if gateway is not None and not gateway.running:
                 merged = with_gateway_down(merged, f"the gateway Envoy is not running ({gateway.state}: "
                                                    f"{gateway.message or 'starting'})")
-            self.status_writer.write(statuses=merged, routes=routes, replicas=replicas, errors=errors,
-                                     extras=extras, processes=processes)
+            self.file.write(statuses=merged, routes=routes, replicas=replicas, errors=errors_by_file(state.errors),
+                            extras=extras, processes=processes)
 
         await asyncio.to_thread(document)

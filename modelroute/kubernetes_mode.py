@@ -1,17 +1,23 @@
-"""Kubernetes mode (`modelroute serve --provider kubernetes`): the same control loop as
-embedded mode, fed by the cluster instead of a directory.
+"""Kubernetes mode (`modelroute serve --provider kubernetes`): the same application as
+embedded mode (`modelroute.app.App`), fed by the cluster instead of a directory.
 
-    API server ──► KubernetesControlPlane ──► ControlLoop ──► xDS server ──► Envoy gateways
-       ▲              (informers; leader: workloads,            │
-       └──────────── gateway Services, status) ◄── statuses ────┘
+    API server ──► KubernetesProvider ──► App (ControlLoop) ──► xDS server ──► Envoy gateways
+       ▲                                   │       │
+       │           KubernetesControlPlane ◄┘ state │ statuses
+       └────────── (leader: workloads, gateway     ▼
+                    Services, status) ◄──── ClusterStatusSink
 
-Every replica serves xDS; only the leader writes (Deployments, Services, status). Status
-writes are network calls, so they run in their own task and always write the newest
-statuses: a burst of compiles costs one round of writes, not one per compile.
+The app gets three parts from here: the Kubernetes provider (informers: objects,
+EndpointSlices, errors), the cluster side as workload runtime
+(`controller.kubernetes.runtime`: leader election; the leader's Deployments, gateway
+Services and ValidationFailed statuses) and the cluster status sink. Every replica
+serves xDS; only the leader writes (Deployments, Services, status). Status writes are
+network calls, so they run in their own task and always write the newest statuses: a
+burst of compiles costs one round of writes, not one per compile.
 
-Shared rate limits (`rateLimit.global`): every replica runs the rate-limit service
+Shared rate limits (`rateLimit.global`): every replica runs the app's rate-limit service
 (gRPC, `ratelimit_address`, by default the xDS port + 1: the gateway bootstrap's
-`modelroute_ratelimit` cluster) and hands it the limits of each gateway compile. The
+`modelroute_ratelimit` cluster), fed with the limits of each gateway compile. The
 counters live in the Redis named by `MODELROUTE_REDIS_URL` / `--redis-url`, which is what
 makes the limit shared by every gateway and every replica. In a cluster there is no
 private redis-server: without a configured Redis the service says so loudly at start
@@ -32,7 +38,7 @@ own Secret, `controller.kubernetes.webhook_certs`, or from files another issuer 
 `/readyz` answers 200 once this replica has compiled the cluster as listed (so the xDS
 Service never sends an Envoy to a replica that would serve it an empty world) and, with
 a webhook, serves a certificate. The xDS cache is attached only at the provider's first
-snapshot for the same reason.
+state for the same reason (the app does so in every mode).
 
 Gateways run unprivileged: manifest ports below 1024 get `privileged_port_offset` (the
 gateway Service maps the port back), one exposure per port (`Target.one_exposure_per_port`),
@@ -44,48 +50,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry
-
 from aiohttp import web
 
-from kit.tasks import cancel_and_wait, spawn
-from controller.canary.experiment_metrics import CanaryCollector, VariantCollector
-from controller.local.instance import split_address
+from controller.certs.pki import KeyPair
+from controller.certs.tls import ServingTls, untrusted_material, watch_tls_files
 from controller.engines.probe import EngineProbe
 from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
+from controller.kubernetes.provider import KubernetesProvider
+from controller.kubernetes.resources import MODEL_ROUTE
 from controller.kubernetes.runtime import KubernetesControlPlane
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget
 from controller.kubernetes.xds_certs import XdsCertificates
-from controller.certs.pki import KeyPair
-from controller.certs.tls import ServingTls, untrusted_material, watch_tls_files
-from controller.ratelimit.limits import cluster_limits
-from controller.kubernetes.resources import MODEL_ROUTE
-from controller.ratelimit.service import DEFAULT_REDIS_URL, RunningService, ServiceOptions, start_ratelimit_service
-from controller.local.status_view import RouteView
+from controller.local.instance import split_address
+from controller.ratelimit.service import DEFAULT_REDIS_URL, RunningService, ServiceOptions
+from kit.tasks import cancel_and_wait, spawn
+from modelroute.app import App, AppOptions
 from modelroute.canary_wiring import ClusterCanaryWiring
 from modelroute.control_loop import ControlLoop
-from modelroute.experiment_page import ExperimentSource, add_routes
-from modelroute.metrics import ControlPlaneMetrics
-from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
-from modelroute.tracing import tracing
-from routing_engine.api.resources import ObjectKey, Resource
+from routing_engine.api.resources import ObjectKey
 from routing_engine.plugins import Plugin
-from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
-from xds_server import ControlPlane, start_control_plane
-from xds_server.identity import authorized_group
+from routing_engine.world import Compiled, ObjectStatus
+from xds_server import ControlPlane
 from xds_server.tls import ServerTls, TlsMaterial
-from xds_server.http import admin_app, start_admin
 
 log = logging.getLogger("modelroute.kubernetes")
-
 
 # The gateway bootstrap's Envoy admin port (deploy/: loopback only); no listener may take it.
 GATEWAY_ADMIN_PORT = 19000
@@ -145,21 +141,13 @@ def placement_of(options: KubernetesOptions) -> Placement:
 
 
 class KubernetesMode:
+    # Set in __init__ after the leader tasks and the cluster side that refer to them.
+    canary: ClusterCanaryWiring
+    status: ClusterStatusSink
+
     def __init__(self, api: KubeApi, options: KubernetesOptions) -> None:
         self.options = options
         placement = placement_of(options)
-        # One registry per instance: its /metrics shows this control plane only, and tests may
-        # run several in one process.
-        self.registry = CollectorRegistry()
-        self.metrics = ControlPlaneMetrics(self.registry)
-        self.tracer, plugins = tracing(options.otlp_endpoint, options.trace_sampling, options.plugins)
-        self.loop = ControlLoop(placement=placement, on_status=self._on_status, metrics=self.metrics,
-                                plugins=plugins, tracer=self.tracer)
-        # EndpointSlices → what the engines report (adapters, load) → the control loop
-        self.probe = EngineProbe(self.loop.set_endpoints)
-        self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
-        self.certificates: WebhookCertificates | None = None
-        leader_tasks = {"canary runner": lambda: self.canary.lead(), "leader metric": self._leading}
         # The server side of the mTLS with the gateways: a throwaway certificate nobody
         # trusts until the real material arrives (handshakes fail meanwhile; /readyz says so).
         self.xds_tls: ServerTls | None = None
@@ -169,41 +157,63 @@ class KubernetesMode:
         if options.xds_tls != "off":
             self.xds_tls = ServerTls(untrusted_material())
             self.stats_tls = ServingTls(name="stats")
-            if options.xds_tls == "auto":
-                self.xds_certificates = XdsCertificates(api, options.system_namespace)
-                leader_tasks["xds certificates"] = self.xds_certificates.lead
+        self.app = App(AppOptions(
+            mode="kubernetes", placement=placement, xds_address=f"{options.xds_host}:{options.xds_port}",
+            ratelimit_address=options.ratelimit_bind(), ratelimit=options.ratelimit,
+            admin_address=options.admin_address, experiment_token=options.experiment_token, plugins=options.plugins,
+            otlp_endpoint=options.otlp_endpoint, trace_sampling=options.trace_sampling), tls=self.xds_tls)
+        self.webhook_tls: ServingTls | None = ServingTls() if options.webhook is not None else None
+        self.certificates: WebhookCertificates | None = None
+        leader_tasks = {"canary runner": lambda: self.canary.lead(), "leader metric": self._leading}
+        if options.xds_tls == "auto":
+            self.xds_certificates = XdsCertificates(api, options.system_namespace)
+            leader_tasks["xds certificates"] = self.xds_certificates.lead
         if options.webhook is not None and options.webhook.cert_dir is None:
             certificates = WebhookCertificates(api, options.webhook.target)
             self.certificates = certificates
             leader_tasks["webhook certificates"] = certificates.lead
-        self.cluster = KubernetesControlPlane(api, self, identity=options.identity,
+        self.provider = KubernetesProvider(api, namespace=options.watch_namespace,
+                                           on_lag=self.app.metrics.informer_lag.observe)
+        self.cluster = KubernetesControlPlane(api, identity=options.identity,
                                               system_namespace=options.system_namespace,
                                               watch_namespace=options.watch_namespace,
                                               target=target_for_group(GATEWAY, placement),
                                               elector=LeaderElector(api, namespace=options.system_namespace,
                                                                     name="modelroute", identity=options.identity,
                                                                     retry_period=options.lease_retry_s),
-                                              leader_tasks=leader_tasks,
-                                              on_endpoints=lambda: self._statuses_changed.set(),
-                                              on_informer_lag=self.metrics.informer_lag.observe)
-        routes = self.cluster.provider.informers[MODEL_ROUTE.kind]
+                                              leader_tasks=leader_tasks, on_endpoints=lambda: self.status.changed())
+        routes = self.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
-        self.canary: ClusterCanaryWiring = ClusterCanaryWiring(self.loop, lambda: list(routes.cache.values()),
-                                                               stats_host=stats_host or "0.0.0.0", stats_port=int(stats_port),
-                                                               stats_tls=self.stats_tls.context if self.stats_tls else None)
-        self.registry.register(VariantCollector(self.canary.stats))
-        self.registry.register(CanaryCollector(lambda: self.canary.runner))
-        self.plane: ControlPlane | None = None
-        self.ratelimit: RunningService | None = None
-        self._statuses: Mapping[ObjectKey, ObjectStatus] | None = None
-        self._extras: Mapping[ObjectKey, Mapping[str, Any]] = {}
-        self._statuses_changed: asyncio.Event = asyncio.Event()
+        self.canary: ClusterCanaryWiring = ClusterCanaryWiring(
+            self.loop, lambda: list(routes.cache.values()), stats_host=stats_host or "0.0.0.0",
+            stats_port=int(stats_port), stats_tls=self.stats_tls.context if self.stats_tls else None)
+        self.status = ClusterStatusSink(self.cluster, self.canary)
+        self.app.plug(provider=self.provider, workloads=self.cluster, status=self.status, canary=self.canary,
+                      ready=self._certificates_ready)
         self._tasks: list[asyncio.Task[None]] = []
-        self.admin: web.AppRunner | None = None
-        self.admin_port: int | None = None
         self.webhook: web.AppRunner | None = None
         self.webhook_port: int | None = None
-        self._listed = False  # the provider's first snapshot arrived (the xDS cache is attached)
+
+    # The app's parts, by the names the tests use.
+    @property
+    def loop(self) -> ControlLoop:
+        return self.app.loop
+
+    @property
+    def probe(self) -> EngineProbe:
+        return self.app.probe
+
+    @property
+    def plane(self) -> ControlPlane | None:
+        return self.app.plane
+
+    @property
+    def ratelimit(self) -> RunningService | None:
+        return self.app.ratelimit
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.app.admin_port
 
     async def start(self) -> None:
         options = self.options.ratelimit
@@ -213,23 +223,8 @@ class KubernetesMode:
                       "reached, answering %s", DEFAULT_REDIS_URL,
                       "fail-open (every request allowed)" if options.fail_open
                       else "fail-closed (every request to a limited server refused)")
-        self.ratelimit = await start_ratelimit_service(
-            self.options.ratelimit_bind(), options, credentials=self.xds_tls.credentials() if self.xds_tls else None)
-        await self.tracer.start()
-        # debounce 0: the control loop debounces world changes, once, before compiling.
-        self.plane = await start_control_plane(xds_address=f"{self.options.xds_host}:{self.options.xds_port}",
-                                               admin_host=None, authorize=authorized_group,
-                                               hooks=[self.loop.hooks], registry=self.registry,
-                                               credentials=self.xds_tls.credentials() if self.xds_tls else None)
-        host, port = split_address(self.options.admin_address)
-        app = admin_app(ready=self.ready, debug=self.plane.debug, registry=self.registry)
-        add_routes(app, self.experiments())
-        self.admin, self.admin_port = await start_admin(app, host, port)
-        await self.canary.start()
-        self._tasks = [spawn(self.loop.debouncer.run(), name="control-loop"),
-                       spawn(self.probe.run(), name="engine-probe"),
-                       spawn(self.cluster.run(), name="kubernetes"),
-                       spawn(self._write_statuses(), name="status-writer")]
+        self._tasks = [spawn(self.status.run(), name="status-writer")]
+        await self.app.start()
         if self.xds_certificates is not None:
             self._tasks.append(spawn(self.xds_certificates.follower(self.use_tls).run(), name="xds certificate"))
         elif self.options.xds_tls == "files" and self.options.xds_tls_dir is not None:
@@ -244,34 +239,23 @@ class KubernetesMode:
             elif self.certificates is not None:
                 follower = self.certificates.follower(self.webhook_tls.load)
                 self._tasks.append(spawn(follower.run(), name="webhook certificate"))
+        assert self.plane is not None and self.ratelimit is not None
         log.info("kubernetes mode up: xds_port=%s ratelimit_port=%s stats_port=%s admin_port=%s webhook_port=%s "
                  "identity=%s", self.plane.xds_port, self.ratelimit.port, self.canary.port, self.admin_port,
                  self.webhook_port, self.options.identity)
 
-    def experiments(self) -> ExperimentSource:
-        """What the experiment page reads of this replica (rollouts: the leader's runner, or
-        the statuses it wrote)."""
-        def views() -> list[RouteView]:
-            compiled = self.loop.compiled.get(GATEWAY)
-            return [] if compiled is None else route_views(compiled, self.loop.objects)
-
-        return ExperimentSource(mode="kubernetes", views=views, rollouts=self.canary.rollouts,
-                                stats=self.canary.stats, command=self.canary.command,
-                                leading=lambda: self.canary.runner is not None, token=self.options.experiment_token)
-
     async def _leading(self) -> None:
         """A leader task: `modelroute_leader` is 1 while it runs."""
-        self.metrics.leader.set(1)
+        self.app.metrics.leader.set(1)
         try:
             await asyncio.Event().wait()
         finally:
-            self.metrics.leader.set(0)
+            self.app.metrics.leader.set(0)
 
-    def ready(self) -> bool:
-        """/readyz: the cluster as listed is compiled and served, and the webhook (if any)
-        and the gateways' mTLS (if on) have their certificates."""
-        serving = self.plane is not None and self._listed and self.plane.ready()
-        return serving and self._tls_ready and (self.webhook_tls is None or self.webhook_tls.ready)
+    def _certificates_ready(self) -> bool:
+        """What else /readyz waits for: the webhook (if any) and the gateways' mTLS (if on)
+        have their certificates."""
+        return self._tls_ready and (self.webhook_tls is None or self.webhook_tls.ready)
 
     def use_tls(self, material: TlsMaterial) -> None:
         """The mTLS material for the gateways' channels (xDS, rate limits, stats), from the
@@ -284,43 +268,37 @@ class KubernetesMode:
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
-        await self.probe.close()
-        await self.loop.close()
-        await self.canary.stop()
-        for runner in (self.webhook, self.admin):
-            if runner is not None:
-                await runner.cleanup()
-        if self.plane is not None:
-            await self.plane.stop()
-        if self.ratelimit is not None:
-            await self.ratelimit.stop()
-        await self.tracer.stop()
+        await self.app.stop()
+        if self.webhook is not None:
+            await self.webhook.cleanup()
 
-    # The world sink of the cluster side: the canary sees the routes before the engine does,
-    # so a rollout's weights are in place for the compile of its route.
-    def set_objects(self, objects: Sequence[Resource]) -> None:
-        if not self._listed and self.plane is not None:
-            # Until now the loop compiled an empty world (nothing listed yet): never serve it.
-            self.loop.attach(self.plane.cache)
-            self._listed = True
-        self.canary.set_routes(objects)
-        self.loop.set_objects(objects)
-        self.probe.set_objects(objects)
 
-    def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None:
-        self.probe.set_endpoints(endpoints)
+class ClusterStatusSink:
+    """Kubernetes mode's status sink: the engine's statuses with each rollout's status
+    fields, written by the leader (`KubernetesControlPlane.write_statuses`, which also
+    tells every replica which ModelServers get a gateway Service) in a task of its own
+    (`run`) that always writes the newest."""
 
-    def _on_status(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
-        if self.ratelimit is not None and compiled.gateway is not None:  # the unscoped compile
-            self.ratelimit.service.set_limits(cluster_limits([compiled.gateway]))
-        self._statuses, self._extras = self.canary.status(statuses)
-        self._statuses_changed.set()
+    def __init__(self, cluster: KubernetesControlPlane, canary: ClusterCanaryWiring) -> None:
+        self._cluster = cluster
+        self._canary = canary
+        self._statuses: Mapping[ObjectKey, ObjectStatus] | None = None
+        self._extras: Mapping[ObjectKey, Mapping[str, Any]] = {}
+        self._changed = asyncio.Event()
 
-    async def _write_statuses(self) -> None:
+    def changed(self) -> None:
+        """Write the statuses again (a gateway Service's endpoint changed)."""
+        self._changed.set()
+
+    def publish(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
+        self._statuses, self._extras = self._canary.status(statuses)
+        self._changed.set()
+
+    async def run(self) -> None:
         while True:
-            await self._statuses_changed.wait()
-            self._statuses_changed.clear()
+            await self._changed.wait()
+            self._changed.clear()
             if self._statuses is not None:
-                written = await self.cluster.write_statuses(self._statuses, self._extras)
+                written = await self._cluster.write_statuses(self._statuses, self._extras)
                 if written:
                     log.info("statuses written: count=%d", written)

@@ -3,8 +3,8 @@
 One informer per kind (ModelServer, ModelRoute, ModelInfer, Model, AutoscalingPolicy)
 plus EndpointSlices of the ModelInfer Services, plus the Secrets ModelServers reference
 and no others (`secrets`). Whenever something changed, the caches are turned into a
-`Snapshot` (validated objects, endpoints per ModelInfer, and the validation errors of
-objects that were left out) and handed to `publish`.
+`ProviderState` (`controller.provider`: validated objects, endpoints per ModelInfer, and
+the validation errors of objects that were left out) and handed to `publish`.
 
 - Nothing is published before every informer has listed once: a half-listed cluster
   would look like deleted routes and drop live traffic. Before each publish, the Secrets
@@ -13,7 +13,7 @@ objects that were left out) and handed to `publish`.
 - Changes that arrive while `publish` runs are coalesced into the next snapshot (the
   first change after a quiet period goes out at once); an unchanged snapshot (resync,
   bookmarks, a status-only write) is not published again.
-- An invalid object is reported in `Snapshot.errors` and left out; every other object
+- An invalid object is reported in the state's `errors` and left out; every other object
   is still published (SPEC 3.5).
 - `on_lag` (metrics) is told, at each publish, how long ago the first change it carries
   arrived from a watch (the informer lag the user sees: watch → engine).
@@ -31,8 +31,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from types import MappingProxyType
 
 from controller.kubernetes.informer import Change, Informer
@@ -40,29 +39,17 @@ from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.resources import ENDPOINT_SLICE, ENGINE_KINDS, MODEL_INFER, MODEL_SERVER, SECRET
 from controller.kubernetes.secrets import ReferencedSecrets, secret_refs
 from controller.kubernetes.workloads import INFER_LABEL
+from controller.provider import ProviderState, Publish
+from kit.tasks import cancel_and_wait, spawn
 from routing_engine.api.errors import ManifestError
 from routing_engine.api.loader import parse_document
 from routing_engine.api.resources import ObjectKey, Resource
-from routing_engine.world import BackendEndpoint, World
+from routing_engine.world import BackendEndpoint
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SOURCE = "kubernetes"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    objects: tuple[Resource, ...]
-    endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = field(default_factory=dict)
-    errors: tuple[ManifestError, ...] = ()
-
-    def world(self, live_weights: Mapping[ObjectKey, tuple[int, int]] | None = None) -> World:
-        return World(self.objects, MappingProxyType(dict(self.endpoints)),
-                     MappingProxyType(dict(live_weights or {})))
-
-
-Publish = Callable[[Snapshot], Awaitable[None]]
 
 
 def engine_view(doc: Obj) -> Obj:
@@ -128,18 +115,20 @@ def endpoints_from_slices(slices: Iterable[Obj], infers: Iterable[ObjectKey]
     return {k: tuple(sorted(v, key=lambda e: (e.address, e.port or 0))) for k, v in sorted(found.items())}
 
 
-def build_snapshot(engine_objects: Iterable[Obj], slices: Iterable[Obj],
-                   cache: dict[str, Parsed] | None = None) -> Snapshot:
+def build_state(engine_objects: Iterable[Obj], slices: Iterable[Obj],
+                cache: dict[str, Parsed] | None = None) -> ProviderState:
     objects, errors = parse_objects(engine_objects, cache)
     infers = [o.key for o in objects if o.KIND == MODEL_INFER.kind]
-    return Snapshot(tuple(objects), MappingProxyType(endpoints_from_slices(slices, infers)), tuple(errors))
+    return ProviderState(tuple(objects), MappingProxyType(endpoints_from_slices(slices, infers)), tuple(errors))
 
 
 class KubernetesProvider:
-    def __init__(self, api: KubeApi, publish: Publish, *, namespace: str | None = None,
+    """A `Provider` (`start(publish)`/`close()`); `run(publish)` is the same until cancelled."""
+
+    def __init__(self, api: KubeApi, *, namespace: str | None = None,
                  resync_period: float | None = 600.0, watch_timeout: int = 300,
                  on_lag: Callable[[float], None] | None = None) -> None:
-        self._publish = publish
+        self._task: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
         self._dirty_since: float | None = None  # arrival of the first change not published yet
         self._on_lag = on_lag
@@ -150,7 +139,7 @@ class KubernetesProvider:
         self.slices = Informer(api, ENDPOINT_SLICE, self._changed, label_selector=INFER_LABEL,
                                **options)  # type: ignore[arg-type]
         self.secrets = ReferencedSecrets(api, self._changed, watch_timeout=watch_timeout)
-        self.last: Snapshot | None = None
+        self.last: ProviderState | None = None
         self._parsed: dict[str, Parsed] = {}
 
     async def _changed(self, change: Change) -> None:
@@ -159,12 +148,19 @@ class KubernetesProvider:
                 self._dirty_since = time.monotonic()
             self._dirty.set()
 
-    def snapshot(self) -> Snapshot:
+    def state(self) -> ProviderState:
         engine_objects = [o for inf in self.informers.values() for o in inf.cache.values()]
         engine_objects += self.secrets.objects()
-        return build_snapshot(engine_objects, self.slices.cache.values(), self._parsed)
+        return build_state(engine_objects, self.slices.cache.values(), self._parsed)
 
-    async def run(self) -> None:
+    async def start(self, publish: Publish) -> None:
+        """Watch in the background: the first state once every informer listed."""
+        self._task = spawn(self.run(publish), name="kubernetes provider")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)
+
+    async def run(self, publish: Publish) -> None:
         """Watch and publish until cancelled."""
         everything = [*self.informers.values(), self.slices]
         try:
@@ -172,23 +168,23 @@ class KubernetesProvider:
                 for informer in everything:
                     group.create_task(informer.run(), name=f"informer {informer.rtype}")
                 await asyncio.gather(*(i.synced.wait() for i in everything))
-                await self._publish_changes()
+                await self._publish_changes(publish)
         finally:
             await self.secrets.close()
 
-    async def _publish_changes(self) -> None:
+    async def _publish_changes(self, publish: Publish) -> None:
         servers = self.informers[MODEL_SERVER.kind]
         while True:
             self._dirty.clear()
             since, self._dirty_since = self._dirty_since, None
             await self.secrets.want(secret_refs(servers.cache.values()))
             await self.secrets.settled()
-            snapshot = self.snapshot()
-            if snapshot != self.last:
-                for error in snapshot.errors:
+            state = self.state()
+            if state != self.last:
+                for error in state.errors:
                     log.warning("invalid object left out", extra={"error": str(error)})
-                await self._publish(snapshot)
-                self.last = snapshot
+                await publish(state)
+                self.last = state
                 if since is not None and self._on_lag is not None:
                     self._on_lag(time.monotonic() - since)
             await self._dirty.wait()

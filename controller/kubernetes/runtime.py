@@ -1,14 +1,20 @@
-"""The Kubernetes mode assembled: what `modelroute serve --provider kubernetes` runs.
+"""The cluster side of Kubernetes mode: leader election and what only the leader writes.
 
-    provider ──► sink.set_objects / set_endpoints (every replica: all serve xDS)
+    provider states (`apply`, every replica) ──► the latest, for the leader's loops
     leader only: WorkloadController (ModelInfer → Deployment/Service/HPA + status)
                  gateway Services of the ModelServers (+ sweep of stale ones)
-                 status writes: engine statuses (`write_statuses`, given the sink's
-                 status callback) and ValidationFailed for objects left out as invalid,
+                 status writes: engine statuses (`write_statuses`, called by the
+                 mode's status sink) and ValidationFailed for objects left out as invalid,
                  with Kubernetes Events for what changed (`events`)
                  whatever else the mode leads (`leader_tasks`: the canary runner)
                  the label `LEADER_LABEL` on its own pod, which the stats Service
                  selects: gateways push their stats to the leader (its canary runner)
+
+The application (`modelroute.app.App`) plugs this in as Kubernetes mode's workload
+runtime: the cluster runs the workloads (from the Deployments the leader's workload
+controller writes), their endpoints come back as EndpointSlices in the provider's state,
+and every provider state is handed here (`apply`). Kubernetes mode's status sink writes
+the engine's statuses through `write_statuses`.
 
 The engine's status of a ModelInfer is not written: the workload controller owns it
 (from the Deployment). A ModelServer's `serviceEndpoint` is the gateway Service's
@@ -25,39 +31,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from controller.kubernetes import gateway
 from controller.kubernetes.errors import ApiError, NotFound
 from controller.kubernetes.events import EventRecorder
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
-from controller.kubernetes.provider import KubernetesProvider, Snapshot
 from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, POD, SECRET
 from controller.kubernetes.status_writer import StatusWriter
 from controller.kubernetes.workload_controller import WorkloadController
-from routing_engine.api.resources import ModelServer, ObjectKey, Resource
-from routing_engine.world import BackendEndpoint, ConditionView, ObjectStatus, Target
+from controller.provider import ProviderState
+from kit.tasks import cancel_and_wait, spawn
+from routing_engine.api.resources import ModelServer, ObjectKey
+from routing_engine.world import ConditionView, ObjectStatus, Target
 
 log = logging.getLogger(__name__)
 
 LEADER_LABEL = "modelroute.matrixinfer.ai/leader"
 
 
-class WorldSink(Protocol):
-    """Where snapshots go (modelroute.control_loop.ControlLoop has this shape)."""
-
-    def set_objects(self, objects: Sequence[Resource]) -> None: ...
-
-    def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None: ...
-
-
-def invalid_statuses(snapshot: Snapshot) -> dict[ObjectKey, ObjectStatus]:
+def invalid_statuses(state: ProviderState) -> dict[ObjectKey, ObjectStatus]:
     """Failed/ValidationFailed for every object the provider left out, all rules in one message."""
     messages: dict[ObjectKey, list[str]] = {}
-    for error in snapshot.errors:
+    for error in state.errors:
         key = error.object_key
         if key is not None and key.kind in ENGINE_KINDS and key.kind != SECRET.kind:
             messages.setdefault(key, []).append(f"{error.path}: {error.rule}" if error.path else error.rule)
@@ -66,42 +65,46 @@ def invalid_statuses(snapshot: Snapshot) -> dict[ObjectKey, ObjectStatus]:
 
 
 class KubernetesControlPlane:
-    def __init__(self, api: KubeApi, sink: WorldSink, *, identity: str, system_namespace: str,
+    """`run()` until cancelled (leader election, and while leading the leader's work), or
+    `start()` … `close()`; `apply(state)` with every provider state."""
+
+    def __init__(self, api: KubeApi, *, identity: str, system_namespace: str,
                  watch_namespace: str | None = None, target: Target = Target(),
                  elector: LeaderElector | None = None, status: StatusWriter | None = None,
                  leader_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
-                 on_endpoints: Callable[[], None] = lambda: None,
-                 on_informer_lag: Callable[[float], None] | None = None) -> None:
+                 on_endpoints: Callable[[], None] = lambda: None) -> None:
         """`on_endpoints` is called when a gateway Service's endpoint changed (the statuses
-        should be written again to carry it); `on_informer_lag` with the provider's lag at
-        each publish (metrics)."""
+        should be written again to carry it)."""
         self._api = api
         self._identity = identity
         self._leader_tasks = dict(leader_tasks or {})
-        self._sink = sink
         self._system_namespace = system_namespace
         self._target = target
-        self.provider = KubernetesProvider(api, self._publish, namespace=watch_namespace, on_lag=on_informer_lag)
         self.elector = elector or LeaderElector(api, namespace=system_namespace, name="modelroute",
                                                 identity=identity)
         self.status = status or StatusWriter(api, events=EventRecorder(api, instance=identity))
         self.workloads = WorkloadController(api, status=self.status, namespace=watch_namespace)
-        self._latest: Snapshot | None = None
+        self._latest: ProviderState | None = None
         self._changed = asyncio.Event()
         self.endpoints: dict[ObjectKey, str] = {}  # ModelServer → serviceEndpoint from its Service
         self._served: frozenset[ObjectKey] | None = None  # ModelServers the engine compiled
         self._on_endpoints = on_endpoints
+        self._task: asyncio.Task[None] | None = None
 
-    async def _publish(self, snapshot: Snapshot) -> None:
-        self._sink.set_objects(snapshot.objects)
-        self._sink.set_endpoints(snapshot.endpoints)
-        self._latest = snapshot
+    async def apply(self, state: ProviderState) -> None:
+        """The provider's latest state: the leader converges the gateway Services and the
+        ValidationFailed statuses to it."""
+        self._latest = state
         self._changed.set()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.provider.run(), name="kubernetes provider")
-            group.create_task(self.elector.run(self._lead), name="leader election")
+        await self.elector.run(self._lead)
+
+    async def start(self) -> None:
+        self._task = spawn(self.run(), name="kubernetes")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)
 
     async def _lead(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -134,23 +137,23 @@ class KubernetesControlPlane:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            snapshot = self._latest
-            if snapshot is None:
+            state = self._latest
+            if state is None:
                 continue
             try:
-                await self._gateway_services(snapshot)
-                for key, status in invalid_statuses(snapshot).items():
+                await self._gateway_services(state)
+                for key, status in invalid_statuses(state).items():
                     await self.status.write(ENGINE_KINDS[key.kind], key.namespace, key.name, status)
             except ApiError as err:
                 log.warning("gateway services not converged; retrying on the next change",
                             extra={"error": str(err)})
 
-    async def _gateway_services(self, snapshot: Snapshot) -> None:
+    async def _gateway_services(self, state: ProviderState) -> None:
         """One Service per compiled ModelServer, none for the others (module docstring)."""
         served = self._served
         if served is None:
             return  # the engine has not said yet which servers it compiled
-        servers = [o for o in snapshot.objects if isinstance(o, ModelServer) and o.key in served]
+        servers = [o for o in state.objects if isinstance(o, ModelServer) and o.key in served]
         before = dict(self.endpoints)
         for server in servers:
             endpoint, _ = await gateway.reconcile(self._api, server, namespace=self._system_namespace,

@@ -1,17 +1,18 @@
 """File provider: a directory of manifests (what `kubectl apply -f DIR` would read) → the
 list of objects the engine compiles, republished on every edit.
 
-Before it: the user's editor. After it: an async `publish(objects)` callback (the wiring
-puts them into the `World` and notifies the debouncer), and `on_errors()` whenever the
-rejected files change (the wiring republishes the status even when no object changed).
+Before it: the user's editor. After it: the `publish` callback of a `Provider`
+(`controller.provider`), handed a `ProviderState` whenever the objects or the errors
+changed (so a broken save reaches the status view even when no object changed). A
+directory observes no endpoints: embedded mode's come from its replica runtime.
 Parsing and validation are the loader's (`routing_engine.api.loader`); this module adds
 the watching and the rules that keep traffic up while someone edits:
 
 - **last good version keeps serving.** An object whose document has errors keeps its last
   good definition; a file that cannot be read as a whole (YAML syntax error, a document
   without kind/name) keeps its whole last good version. A file that was never good
-  contributes nothing. Errors are logged naming file and rule, and kept in `errors` for
-  the status view until the file is fixed or deleted.
+  contributes nothing. Errors are logged naming file and rule, and kept in the state's
+  errors (listed per file by `errors`) until the file is fixed or deleted.
 - **a file being written is not read half-way.** Saving in place (`cmd > route.yaml`, an
   editor that truncates first) shows the watcher an empty, then a partial file. So a
   change is applied at once only when it cannot be half a save: a file replaced whole
@@ -38,15 +39,16 @@ import asyncio
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 import watchfiles
 
+from controller.provider import ProviderState, Publish, errors_by_file
 from kit.tasks import cancel_and_wait, spawn
+from routing_engine.api.errors import ManifestError
 from routing_engine.api.resources import ObjectKey, Resource
 
 log = logging.getLogger(__name__)
@@ -54,21 +56,10 @@ log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class LoadError(Protocol):
-    """What the loader reports (routing_engine.api.errors.ManifestError)."""
-
-    @property
-    def file(self) -> str: ...
-
-    @property
-    def object_key(self) -> ObjectKey | None: ...
+Loader = Callable[[Sequence[Path]], tuple[Sequence[Resource], Sequence[ManifestError]]]
 
 
-Loader = Callable[[Sequence[Path]], tuple[Sequence[Resource], Sequence[LoadError]]]
-Publish = Callable[[tuple[Resource, ...]], Awaitable[None]]
-
-
-def _default_loader(paths: Sequence[Path]) -> tuple[Sequence[Resource], Sequence[LoadError]]:
+def _default_loader(paths: Sequence[Path]) -> tuple[Sequence[Resource], Sequence[ManifestError]]:
     # Imported at call time: the loader is another layer's module and may change freely.
     from routing_engine.api.loader import load_manifests
 
@@ -125,62 +116,69 @@ def is_manifest(root: Path, path: Path) -> bool:
 
 
 class FileProvider:
-    """`await start()` loads and publishes once, then watches; `await close()` stops."""
+    """A `Provider`: `await start(publish)` loads and publishes once, then watches;
+    `await close()` stops."""
 
-    def __init__(self, directory: Path, publish: Publish, *, loader: Loader = _default_loader,
-                 debounce_ms: int = 50, step_ms: int = 10, quiet_s: float = QUIET_S,
-                 on_errors: Callable[[], object] | None = None) -> None:
+    def __init__(self, directory: Path, *, loader: Loader = _default_loader,
+                 debounce_ms: int = 50, step_ms: int = 10, quiet_s: float = QUIET_S) -> None:
         self.directory = Path(directory).resolve()
-        self._publish = publish
+        self._publish: Publish | None = None
         self._load = loader
         self._debounce_ms, self._step_ms = debounce_ms, step_ms
         self._quiet_s = quiet_s
-        self._on_errors = on_errors
         self._serving: dict[Path, tuple[Resource, ...]] = {}  # file → its last good objects
-        self._errors: dict[Path, tuple[LoadError, ...]] = {}
+        self._errors: dict[Path, tuple[ManifestError, ...]] = {}
         self._duplicates: dict[Path, tuple[str, ...]] = {}
         self._irregular: dict[Path, str] = {}  # manifest-named paths that are no regular file
         self._applied: dict[Path, _Stamp] = {}  # the version of each file last applied
         self._unsettled: dict[Path, tuple[_Stamp | None, float]] = {}  # held: (version seen, since when)
-        self._published: tuple[Resource, ...] | None = None
+        self._published: ProviderState | None = None
         self._lock = asyncio.Lock()
         self._held = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._settler: asyncio.Task[None] | None = None
         self._loaded = False
-        self.publishes = 0
+        self.publishes = 0  # how many times the published objects changed (an error alone changes none)
 
     @property
     def objects(self) -> tuple[Resource, ...]:
-        return self._published or ()
+        return self._published.objects if self._published is not None else ()
 
     @property
     def errors(self) -> Mapping[str, tuple[str, ...]]:
         """File → its current error messages (loader errors, cross-file duplicates, and
         paths that are not regular files)."""
-        files = sorted(set(self._errors) | set(self._duplicates) | set(self._irregular))
-        return MappingProxyType({
-            str(f): tuple(map(str, self._errors.get(f, ()))) + self._duplicates.get(f, ())
-            + ((f"{f}: is {self._irregular[f]}, not a regular file; ignored",) if f in self._irregular else ())
-            for f in files})
+        return errors_by_file(self._all_errors())
 
-    def load_errors(self) -> tuple[LoadError, ...]:
-        """The loader's error objects (with `object_key`), for ValidationFailed conditions."""
-        return tuple(e for f in sorted(self._errors) for e in self._errors[f])
+    def _all_errors(self) -> tuple[ManifestError, ...]:
+        """Every file's errors, by file: the loader's (an object's carry its key: it is
+        rejected), then notes that reject no object (a later duplicate definition, which
+        is ignored while the first serves; a path that is no regular file)."""
+        found: list[ManifestError] = []
+        for f in sorted(set(self._errors) | set(self._duplicates) | set(self._irregular)):
+            found += self._errors.get(f, ())
+            found += (_note(f, text) for text in self._duplicates.get(f, ()))
+            if f in self._irregular:
+                found.append(_note(f, f"is {self._irregular[f]}, not a regular file; ignored"))
+        return tuple(found)
 
-    async def load(self) -> tuple[Resource, ...]:
+    def _state(self) -> ProviderState:
+        return ProviderState(self._merged(), errors=self._all_errors())
+
+    async def load(self) -> ProviderState:
         """Read the directory once, without publishing or watching: what `start()` will
         serve (it re-reads only what changed meanwhile). For checks before starting."""
         if not self.directory.is_dir():
             raise FileNotFoundError(f"manifest directory {self.directory} does not exist")
         await self._refresh(None, publish=False)
         self._loaded = True
-        return self._merged()
+        return self._state()
 
-    async def start(self) -> None:
+    async def start(self, publish: Publish) -> None:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"manifest directory {self.directory} does not exist")
+        self._publish = publish
         changes = watchfiles.awatch(self.directory, debounce=self._debounce_ms, step=self._step_ms,
                                     stop_event=self._stop,
                                     # Directories too: a directory moved in or removed may be the only event.
@@ -257,7 +255,6 @@ class FileProvider:
         """Reload `changed` files (None: all, at start, when nothing is held) and the
         files that appeared, vanished, changed unseen or are held."""
         async with self._lock:
-            before = dict(self.errors)
             now = asyncio.get_running_loop().time()
             initial = changed is None
             files = self._scan()
@@ -284,14 +281,9 @@ class FileProvider:
                 await self._republish()
             if self._unsettled:
                 self._held.set()
-            if dict(self.errors) != before and self._on_errors is not None:
-                try:
-                    self._on_errors()
-                except Exception:
-                    log.exception("errors callback failed: directory=%s", self.directory)
 
     def _suspicious(self, file: Path, stamp: _Stamp, objects: tuple[Resource, ...],
-                    errors: tuple[LoadError, ...]) -> bool:
+                    errors: tuple[ManifestError, ...]) -> bool:
         """Could this be a half-written save? (see the module docstring)"""
         if errors:
             return True
@@ -319,7 +311,7 @@ class FileProvider:
         if self._errors.pop(file, None) is not None:
             log.info("broken manifest deleted: file=%s", file, extra={"file": str(file)})
 
-    def _apply(self, file: Path, objects: tuple[Resource, ...], errors: tuple[LoadError, ...]) -> None:
+    def _apply(self, file: Path, objects: tuple[Resource, ...], errors: tuple[ManifestError, ...]) -> None:
         previous = self._serving.get(file, ())
         if not errors:
             self._serving[file] = objects
@@ -337,13 +329,14 @@ class FileProvider:
         self._serving[file] = objects + kept
 
     async def _republish(self) -> None:
-        result = self._merged()
-        if result == self._published:
+        state, before = self._state(), self._published
+        if state == before or self._publish is None:
             return
-        self._published = result
-        self.publishes += 1
+        self._published = state
+        if before is None or state.objects != before.objects:
+            self.publishes += 1
         try:
-            await self._publish(result)
+            await self._publish(state)
         except Exception:
             log.exception("publish failed: directory=%s", self.directory, extra={"directory": str(self.directory)})
 
@@ -356,7 +349,7 @@ class FileProvider:
         for f in sorted(self._serving):  # held deleted files included: they serve until settled
             for obj in self._serving[f]:
                 if obj.key in owner:
-                    msg = f"{f}: {obj.key}: duplicate: already defined in {owner[obj.key]}; ignored"
+                    msg = f"{obj.key}: duplicate: already defined in {owner[obj.key]}; ignored"
                     self._duplicates[f] = self._duplicates.get(f, ()) + (msg,)
                     log.warning("duplicate object ignored: file=%s object=%s first=%s", f, obj.key, owner[obj.key],
                                 extra={"file": str(f), "object": str(obj.key)})
@@ -364,3 +357,8 @@ class FileProvider:
                 owner[obj.key] = f
                 merged.append(obj)
         return tuple(merged)
+
+
+def _note(file: Path, rule: str) -> ManifestError:
+    """An error of the file that names no object: it rejects none (`object_key` is None)."""
+    return ManifestError(file=str(file), index=None, kind=None, namespace=None, name=None, path="", rule=rule)

@@ -27,8 +27,9 @@ that mapping into `World.endpoints`, so the engine turns it into EDS.
   after a grace. Stopping happens in the background, so a slow replica never holds up
   the next configuration change; `close()` waits for all of them.
 
-Before: the file provider's ModelInfers (`reconcile`). After: the `on_endpoints` callback
-(world update + debouncer) and `ReplicaStatus` for the status view. Each replica has one
+Before: the provider state's ModelInfers (`apply`: embedded mode's workload runtime,
+`modelroute.app.WorkloadRuntime`; or `reconcile`). After: the `on_endpoints` callback
+(the application merges them into the world) and `ReplicaStatus` for the status view. Each replica has one
 guarded supervisor task; processes die with the control plane (`child_preexec`).
 """
 
@@ -46,9 +47,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
-from controller.local.processes import child_preexec
+from controller.local.processes import child_preexec, terminate
+from controller.provider import ProviderState
 from kit.tasks import cancel_and_wait, spawn
-from controller.local.processes import terminate
 from kit.backoff import Backoff, RestartBackoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
 from routing_engine.world import BackendEndpoint
@@ -283,6 +284,13 @@ class ReplicaRuntime:
             return open(os.devnull, "wb")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         return open(self.log_dir / f"{infer.metadata.namespace}.{infer.metadata.name}-{index}.log", "ab")
+
+    async def start(self) -> None:
+        """Nothing runs before the first `apply`."""
+
+    async def apply(self, state: ProviderState) -> None:
+        """Run what the state's ModelInfers ask for."""
+        await self.reconcile(o for o in state.objects if isinstance(o, ModelInfer))
 
     async def reconcile(self, infers: Iterable[ModelInfer]) -> None:
         """Make the running replicas match `infers`: start, scale, replace, delete.

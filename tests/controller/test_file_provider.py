@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from controller.local.file_provider import FileProvider
+from controller.provider import ProviderState
 from routing_engine.api.resources import ModelInfer, ObjectKey, Resource
 
 
@@ -43,11 +44,23 @@ def mi(name: str, namespace: str = "default") -> ObjectKey:
 
 
 class Published:
+    """Every state published; `history`: the objects, each time they changed (a state whose
+    only change is its errors adds none)."""
+
     def __init__(self) -> None:
+        self.states: list[ProviderState] = []
         self.history: list[tuple[Resource, ...]] = []
 
-    async def __call__(self, objects: tuple[Resource, ...]) -> None:
-        self.history.append(objects)
+    async def __call__(self, state: ProviderState) -> None:
+        if not self.states or state.objects != self.states[-1].objects:
+            self.history.append(state.objects)
+        self.states.append(state)
+
+    @property
+    def error_changes(self) -> int:
+        """States published whose errors differ from the state before."""
+        return sum(1 for before, after in zip([ProviderState(), *self.states], self.states)
+                   if after.errors != before.errors)
 
     @property
     def keys(self) -> set[ObjectKey]:
@@ -75,8 +88,8 @@ async def watched(tmp_path: Path) -> AsyncIterator[tuple[Path, Published, FilePr
     (tmp_path / ".modelroute" / "status.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("not a manifest")
     published = Published()
-    provider = FileProvider(tmp_path, published, debounce_ms=50, step_ms=10)
-    await provider.start()
+    provider = FileProvider(tmp_path, debounce_ms=50, step_ms=10)
+    await provider.start(published)
     try:
         yield tmp_path, published, provider
     finally:
@@ -124,7 +137,7 @@ async def test_invalid_object_keeps_its_last_good_definition_while_neighbours_up
     assert published.get(mi("beta")).spec.replicas == 2  # last good definition
     [message] = provider.errors[str(d / "nested" / "b.yml")]
     assert "ModelInfer default/beta" in message and "spec.replicas" in message
-    assert [e.object_key for e in provider.load_errors()] == [mi("beta")]
+    assert [e.object_key for e in published.states[-1].errors] == [mi("beta")]
     (d / "nested" / "b.yml").unlink()
     await published.until(lambda: published.keys == {mi("alpha")}, "deleted broken file")
     assert provider.errors == {}
@@ -143,23 +156,23 @@ async def test_never_good_file_contributes_nothing_and_duplicates_are_reported(w
 
 
 async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    async def publish(objects: tuple[Resource, ...]) -> None:
+    async def publish(state: ProviderState) -> None:
         raise AssertionError("must not publish")
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        await FileProvider(tmp_path / "nope", publish).start()
+        await FileProvider(tmp_path / "nope").start(publish)
 
 
 async def test_failing_publish_is_logged_and_watching_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     calls: list[int] = []
 
-    async def publish(objects: tuple[Resource, ...]) -> None:
-        calls.append(len(objects))
+    async def publish(state: ProviderState) -> None:
+        calls.append(len(state.objects))
         if len(calls) == 1:
             raise RuntimeError("engine down")
 
-    provider = FileProvider(tmp_path, publish)
-    await provider.start()
+    provider = FileProvider(tmp_path)
+    await provider.start(publish)
     try:
         (tmp_path / "x.yaml").write_text(infer_yaml("x"))
         deadline = time.monotonic() + 10
@@ -185,15 +198,14 @@ async def test_removing_and_moving_in_whole_directories(watched, tmp_path_factor
 
 
 @pytest.fixture
-async def quiet(tmp_path: Path) -> AsyncIterator[tuple[Path, Published, FileProvider, list[int]]]:
-    """One file, a long quiet period (1 s: what is held is visibly held), error callbacks counted."""
+async def quiet(tmp_path: Path) -> AsyncIterator[tuple[Path, Published, FileProvider]]:
+    """One file, a long quiet period (1 s: what is held is visibly held)."""
     (tmp_path / "a.yaml").write_text(infer_yaml("alpha") + "---\n" + infer_yaml("beta"))
     published = Published()
-    calls: list[int] = []
-    provider = FileProvider(tmp_path, published, quiet_s=1.0, on_errors=lambda: calls.append(1))
-    await provider.start()
+    provider = FileProvider(tmp_path, quiet_s=1.0)
+    await provider.start(published)
     try:
-        yield tmp_path, published, provider, calls
+        yield tmp_path, published, provider
     finally:
         await provider.close()
 
@@ -205,7 +217,7 @@ def replace_file(path: Path, text: str) -> None:
 
 
 async def test_a_slow_save_in_place_is_applied_only_once_quiet(quiet) -> None:
-    d, published, _, _ = quiet
+    d, published, _ = quiet
     with open(d / "a.yaml", "w") as out:  # truncated: empty for a while, then half written
         out.flush()
         await asyncio.sleep(0.3)
@@ -223,7 +235,7 @@ async def test_a_slow_save_in_place_is_applied_only_once_quiet(quiet) -> None:
 
 
 async def test_a_file_replaced_whole_is_applied_at_once(quiet) -> None:
-    d, published, _, _ = quiet
+    d, published, _ = quiet
     replace_file(d / "a.yaml", infer_yaml("alpha", replicas=3) + "---\n" + infer_yaml("beta"))
     written = time.monotonic()
     await published.until(lambda: published.get(mi("alpha")).spec.replicas == 3, "the replaced file")
@@ -231,7 +243,7 @@ async def test_a_file_replaced_whole_is_applied_at_once(quiet) -> None:
 
 
 async def test_emptied_and_deleted_files_lose_their_objects_once_quiet(quiet) -> None:
-    d, published, _, _ = quiet
+    d, published, _ = quiet
     (d / "b.yaml").write_text(infer_yaml("gamma"))
     await published.until(lambda: mi("gamma") in published.keys, "new file")
     (d / "a.yaml").write_text("")
@@ -245,7 +257,7 @@ async def test_emptied_and_deleted_files_lose_their_objects_once_quiet(quiet) ->
 
 
 async def test_a_file_deleted_and_written_again_never_loses_its_objects(quiet) -> None:
-    d, published, _, _ = quiet
+    d, published, _ = quiet
     text = (d / "a.yaml").read_text()
     (d / "a.yaml").rename(d / "a.yaml~")  # an editor: keep a backup, write the new file
     await asyncio.sleep(0.2)
@@ -255,18 +267,20 @@ async def test_a_file_deleted_and_written_again_never_loses_its_objects(quiet) -
 
 
 async def test_a_broken_save_reports_its_error_though_no_object_changes(quiet) -> None:
-    d, published, provider, calls = quiet
+    d, published, provider = quiet
     count = len(published.history)
     replace_file(d / "a.yaml", "kind: [unclosed\n")
     await published.until(lambda: str(d / "a.yaml") in provider.errors, "the error")
-    assert calls == [1] and len(published.history) == count  # told, though nothing was republished
+    # told (a state with the error), though no object changed
+    assert published.error_changes == 1 and len(published.history) == count
+    assert [str(e) for e in published.states[-1].errors] == list(provider.errors[str(d / "a.yaml")])
     replace_file(d / "a.yaml", infer_yaml("alpha"))
     await published.until(lambda: provider.errors == {}, "the fix")
-    assert calls == [1, 1]
+    assert published.error_changes == 2 and published.states[-1].errors == ()
 
 
 async def test_a_fifo_is_ignored_and_reported_and_edits_still_apply(quiet) -> None:
-    d, published, provider, calls = quiet
+    d, published, provider = quiet
     os.mkfifo(d / "pipe.yaml")
     await published.until(lambda: str(d / "pipe.yaml") in provider.errors, "the FIFO reported")
     assert provider.errors[str(d / "pipe.yaml")] == (f"{d / 'pipe.yaml'}: is a FIFO, not a regular file; ignored",)
@@ -286,9 +300,9 @@ async def test_load_reads_once_and_start_serves_it_without_reading_again(tmp_pat
         reads.extend(paths)
         return load_manifests(paths)
 
-    provider = FileProvider(tmp_path, published, loader=loader)
-    assert [o.key for o in await provider.load()] == [mi("alpha")] and published.history == []
-    await provider.start()
+    provider = FileProvider(tmp_path, loader=loader)
+    assert [o.key for o in (await provider.load()).objects] == [mi("alpha")] and published.history == []
+    await provider.start(published)
     try:
         assert published.keys == {mi("alpha")} and reads == [tmp_path / "a.yaml"]
     finally:

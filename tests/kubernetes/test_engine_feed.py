@@ -5,7 +5,8 @@ in-cluster half of "kubectl apply changes live traffic" without Envoy."""
 from __future__ import annotations
 
 from controller.kubernetes.client import KubeClient
-from controller.kubernetes.provider import KubernetesProvider, Snapshot
+from controller.kubernetes.provider import KubernetesProvider
+from controller.provider import ProviderState
 from controller.kubernetes.resources import ENDPOINT_SLICE, MODEL_ROUTE
 from modelroute.control_loop import ControlLoop
 from modelroute.targets import GATEWAY, Placement
@@ -29,11 +30,11 @@ async def test_route_and_endpoint_changes_reach_the_compiled_config(api: KubeCli
         fake_api.seed(doc)
     loop = ControlLoop(placement=Placement(listen_address="127.0.0.1"), window=0.01, max_delay=0.05)
 
-    async def publish(snapshot: Snapshot) -> None:
-        loop.set_objects(snapshot.objects)
-        loop.set_endpoints(snapshot.endpoints)
+    async def publish(state: ProviderState) -> None:
+        loop.set_objects(state.objects)
+        loop.set_endpoints(state.endpoints)
 
-    async with running(loop.debouncer.run()), running(KubernetesProvider(api, publish).run()):
+    async with running(loop.debouncer.run()), running(KubernetesProvider(api).run(publish)):
         await eventually(lambda: b"/v1/chat" in bodies(loop, ROUTES), what="the route compiled")
         await api.patch(MODEL_ROUTE, "default", "r1", {"spec": {"path": "/v1/completions"}})
         await eventually(lambda: b"/v1/completions" in bodies(loop, ROUTES) and b"/v1/chat" not in

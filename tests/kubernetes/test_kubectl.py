@@ -44,7 +44,7 @@ async def test_kubectl_apply_changes_what_the_provider_publishes(
     manifest = tmp_path / "route.yaml"
     doc = route("canary-route", path="/v1/chat", server="llama-server")
     del doc["metadata"]["namespace"]
-    async with running(KubernetesProvider(api, published).run()):
+    async with running(KubernetesProvider(api).run(published)):
         assert (await published.next()).objects == ()
         manifest.write_text(yaml.safe_dump(doc))
         out = await kubectl(fake_api.url, tmp_path, "apply", "--validate=false", "-f", str(manifest))

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from controller.kubernetes.client import KubeClient
-from controller.kubernetes.provider import KubernetesProvider, Snapshot, build_snapshot, endpoints_from_slices
+from controller.kubernetes.provider import KubernetesProvider, build_state, endpoints_from_slices
+from controller.provider import ProviderState
 from controller.kubernetes.resources import ENDPOINT_SLICE, MODEL_ROUTE
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import BackendEndpoint
@@ -27,12 +28,12 @@ def labelled(slice_: dict) -> dict:
 
 class Published:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Snapshot] = asyncio.Queue()
+        self.queue: asyncio.Queue[ProviderState] = asyncio.Queue()
 
-    async def __call__(self, snapshot: Snapshot) -> None:
-        self.queue.put_nowait(snapshot)
+    async def __call__(self, state: ProviderState) -> None:
+        self.queue.put_nowait(state)
 
-    async def next(self, timeout: float = 5.0) -> Snapshot:
+    async def next(self, timeout: float = 5.0) -> ProviderState:
         return await asyncio.wait_for(self.queue.get(), timeout)
 
 
@@ -41,12 +42,12 @@ async def provider(api: KubeClient, fake_api: FakeKubeApi) -> AsyncIterator[tupl
     for doc in (model(), model_infer(), server("llama-server", infer="llama-infer"), route("r1", server="llama-server")):
         fake_api.seed(doc)
     published = Published()
-    p = KubernetesProvider(api, published)
-    async with running(p.run()):
+    p = KubernetesProvider(api)
+    async with running(p.run(published)):
         yield p, published
 
 
-def names(snapshot: Snapshot, kind: str) -> list[str]:
+def names(snapshot: ProviderState, kind: str) -> list[str]:
     return [o.metadata.name for o in snapshot.objects if o.KIND == kind]
 
 
@@ -63,7 +64,7 @@ def test_endpoints_from_slices_merge_and_keep_readiness() -> None:
 def test_invalid_object_reported_and_left_out() -> None:
     bad = route("bad")
     bad["spec"]["routes"][0]["timeout"] = "30"
-    snapshot = build_snapshot([route("good"), bad], [])
+    snapshot = build_state([route("good"), bad], [])
     assert names(snapshot, "ModelRoute") == ["good"]
     assert len(snapshot.errors) == 1
     assert "ModelRoute default/bad" in str(snapshot.errors[0])

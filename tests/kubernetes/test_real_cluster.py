@@ -69,7 +69,7 @@ async def test_kubectl_apply_reaches_the_provider(cluster: KubeClient, namespace
     del doc["metadata"]["namespace"]
     manifest = tmp_path / "route.yaml"
     manifest.write_text(yaml.safe_dump(doc))
-    async with running(KubernetesProvider(cluster, published, namespace=namespace).run()):
+    async with running(KubernetesProvider(cluster, namespace=namespace).run(published)):
         assert (await published.next(30)).objects == ()
         # --validate=false: the fake API (which also runs this suite) publishes no OpenAPI; a
         # real API server still checks the object against the CRD's structural schema.

@@ -14,7 +14,7 @@ from controller.kubernetes.workload_controller import WorkloadController
 from routing_engine.api.resources import AutoscalingPolicy, ModelInfer
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import eventually, model, model_infer, running
-from tests.kubernetes.test_runtime import Sink, plane
+from tests.kubernetes.test_runtime import Sink, plane, replica
 
 
 def policy(name: str, target: str) -> dict[str, Any]:
@@ -80,7 +80,7 @@ async def test_invalid_model_is_failed_with_validation_failed(api: KubeClient, f
     fake_api.seed(model())
     sink = Sink()
     leader = plane(api, sink, "a")
-    async with running(leader.run()):
+    async with replica(api, sink, leader):
         await eventually(lambda: status(fake_api, MODEL, "broken").get("phase") == "Failed", what="Failed")
         await eventually(lambda: status(fake_api, MODEL, "llama-7b").get("phase") == "Ready", what="Ready")
     (cond,) = status(fake_api, MODEL, "broken")["conditions"]

@@ -1,17 +1,20 @@
-"""The assembled Kubernetes mode against the fake API: every replica publishes to its
-sink; only the leader creates workloads and gateway Services and writes status
-(engine statuses with the Service's endpoint, ValidationFailed for invalid objects)."""
+"""The cluster side of Kubernetes mode against the fake API: every replica's provider
+states reach it; only the leader creates workloads and gateway Services and writes
+status (engine statuses with the Service's endpoint, ValidationFailed for invalid objects)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.leader import LeaderElector
+from controller.kubernetes.provider import KubernetesProvider
 from controller.kubernetes.resources import DEPLOYMENT, MODEL_INFER, MODEL_ROUTE, MODEL_SERVER, SERVICE
 from controller.kubernetes.runtime import KubernetesControlPlane
+from controller.provider import ProviderState
 from routing_engine.api.resources import ObjectKey, Resource
-from routing_engine.world import BackendEndpoint, ConditionView, ObjectStatus
+from routing_engine.world import ConditionView, ObjectStatus
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import eventually, model, model_infer, route, running, server
 
@@ -19,21 +22,32 @@ NS = "matrixinfer-system"
 
 
 class Sink:
+    """A replica's provider states: recorded, and handed to its cluster side (as the App does)."""
+
     def __init__(self) -> None:
         self.objects: tuple[Resource, ...] = ()
-        self.endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = {}
+        self.plane: KubernetesControlPlane | None = None
 
-    def set_objects(self, objects: Sequence[Resource]) -> None:
-        self.objects = tuple(objects)
-
-    def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None:
-        self.endpoints = endpoints
+    async def __call__(self, state: ProviderState) -> None:
+        self.objects = state.objects
+        if self.plane is not None:
+            await self.plane.apply(state)
 
 
 def plane(api: KubeClient, sink: Sink, identity: str) -> KubernetesControlPlane:
     elector = LeaderElector(api, namespace=NS, name="modelroute", identity=identity,
                             lease_duration=30, renew_deadline=20, retry_period=0.05)
-    return KubernetesControlPlane(api, sink, identity=identity, system_namespace=NS, elector=elector)
+    sink.plane = KubernetesControlPlane(api, identity=identity, system_namespace=NS, elector=elector)
+    return sink.plane
+
+
+@asynccontextmanager
+async def replica(api: KubeClient, sink: Sink, plane: KubernetesControlPlane) -> AsyncIterator[None]:
+    """One replica's provider and cluster side, running."""
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(running(KubernetesProvider(api).run(sink)))
+        await stack.enter_async_context(running(plane.run()))
+        yield
 
 
 async def test_leader_runs_workloads_gateway_and_status(api: KubeClient, fake_api: FakeKubeApi) -> None:
@@ -44,10 +58,10 @@ async def test_leader_runs_workloads_gateway_and_status(api: KubeClient, fake_ap
         fake_api.seed(doc)
     leader_sink, follower_sink = Sink(), Sink()
     leader = plane(api, leader_sink, "a")
-    async with running(leader.run()):
+    async with replica(api, leader_sink, leader):
         await eventually(lambda: leader.elector.is_leader, what="leadership")
         follower = plane(api, follower_sink, "b")
-        async with running(follower.run()):
+        async with replica(api, follower_sink, follower):
             await eventually(lambda: len(follower_sink.objects) == 4, what="the follower's snapshot")
             await eventually(lambda: len(leader_sink.objects) == 4, what="the leader's snapshot")
             await eventually(lambda: fake_api.read(DEPLOYMENT, "default", "llama-infer") is not None,
@@ -86,14 +100,16 @@ async def test_a_refused_server_gets_no_gateway_service_and_loses_the_one_it_had
     for doc in (model(), model_infer(), server("internal", infer="llama-infer"), public):
         fake_api.seed(doc)
     endpoint_changes: list[int] = []
-    leader = KubernetesControlPlane(api, Sink(), identity="a", system_namespace=NS,
-                                    elector=LeaderElector(api, namespace=NS, name="modelroute", identity="a",
-                                                          lease_duration=30, renew_deadline=20, retry_period=0.05),
-                                    on_endpoints=lambda: endpoint_changes.append(1))
+    sink = Sink()
+    leader = sink.plane = KubernetesControlPlane(
+        api, identity="a", system_namespace=NS,
+        elector=LeaderElector(api, namespace=NS, name="modelroute", identity="a", lease_duration=30,
+                              renew_deadline=20, retry_period=0.05),
+        on_endpoints=lambda: endpoint_changes.append(1))
     accepted = ConditionView("Accepted", "True", "Accepted")
     refused = ConditionView("Accepted", "False", "NetworkPolicyViolation", "port 8080 is exposed as ClusterIP")
     internal, public_key = ObjectKey("ModelServer", "default", "internal"), ObjectKey("ModelServer", "default", "public")
-    async with running(leader.run()):
+    async with replica(api, sink, leader):
         await eventually(lambda: leader.elector.is_leader, what="leadership")
         await leader.write_statuses({internal: ObjectStatus("Pending", (accepted,)),
                                      public_key: ObjectStatus("Pending", (accepted,))})

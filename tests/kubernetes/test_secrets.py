@@ -44,8 +44,8 @@ async def test_only_referenced_secrets_are_published_and_kept(api: KubeClient, f
                 secret("cert", namespace="elsewhere"), tls_server("a", "cert")):
         fake_api.seed(doc)
     published = Published()
-    provider = KubernetesProvider(api, published)
-    async with running(provider.run()):
+    provider = KubernetesProvider(api)
+    async with running(provider.run(published)):
         first = await published.next()
         assert names(first, "Secret") == ["cert"]
         assert [o.metadata.namespace for o in first.objects if o.KIND == "Secret"] == ["default"]
@@ -83,7 +83,7 @@ async def test_a_namespace_the_control_plane_cannot_read_holds_up_nobody(api: Ku
 
     fake_api.forbid(SECRET, "locked")  # RBAC bound per namespace, not for this one
     published = Published()
-    async with running(KubernetesProvider(api, published).run()):
+    async with running(KubernetesProvider(api).run(published)):
         first = await published.next()
         assert [(o.metadata.namespace, o.metadata.name) for o in first.objects if o.KIND == "Secret"] == [
             ("default", "cert")]

@@ -13,6 +13,7 @@ from modelroute.targets import Placement
 from tests.translate.builders import table_name
 from routing_engine.api.loader import load_manifests
 from routing_engine.api.resources import ModelRoute, ObjectKey
+from routing_engine.world import Compiled
 from xds_server import SnapshotCache, StreamInfo, check_consistency
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
@@ -58,6 +59,33 @@ async def test_objects_become_a_snapshot_and_one_edit_changes_one_resource() -> 
         after = _versions(cache)
         changed = sorted(k for k in after if before.get(k) != after[k])
         assert changed == [(ROUTE, table_name(loop.compiled["gateway"].resources, "listener/8080"))]
+    finally:
+        await cancel_and_wait(task)
+        await loop.close()
+
+
+async def test_compile_subscribers_get_each_gateway_compile_before_its_snapshot_is_served(caplog) -> None:
+    loop, cache, task = await _running_loop([])
+    seen: list[tuple[Compiled, object]] = []  # each compile, and the cache's snapshot when it came
+
+    def broken(compiled: Compiled) -> None:
+        raise RuntimeError("subscriber bug")
+
+    loop.on_compiled(broken)  # logged; neither the push nor the next subscriber is held up
+    loop.on_compiled(lambda compiled: seen.append((compiled, cache.get_snapshot("gateway"))))
+    loop.add_group("sidecar")  # compiled too, not handed to subscribers
+    try:
+        objects, _ = load_manifests([QUICKSTART])
+        loop.set_objects(objects)
+        await loop.wait_synced(timeout=10)
+        first = cache.get_snapshot("gateway")
+        loop.set_objects([_weights(o, 50, 50) if isinstance(o, ModelRoute) else o for o in objects])
+        await loop.wait_synced(timeout=10)
+        assert [c for c, _ in seen][-1] is loop.compiled["gateway"]
+        assert all(c is not loop.compiled["sidecar"] for c, _ in seen)
+        # Each compile reached the subscriber while the cache still held the snapshot before it.
+        assert seen[-1][1] is first and first is not cache.get_snapshot("gateway")
+        assert "compile subscriber failed" in caplog.text
     finally:
         await cancel_and_wait(task)
         await loop.close()
