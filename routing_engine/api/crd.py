@@ -257,7 +257,7 @@ def crd_for(cls: type[Resource]) -> dict[str, Any]:
     }
 
 
-class _NoAliasDumper(yaml.SafeDumper):
+class NoAliasDumper(yaml.SafeDumper):
     """Shared sub-schemas are written out in full: `&id001` anchors confuse readers."""
 
     def ignore_aliases(self, data: Any) -> bool:
@@ -269,7 +269,7 @@ def rendered() -> dict[str, str]:
     out = {}
     for cls in CRD_KINDS:
         crd = crd_for(cls)
-        text = yaml.dump(crd, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=1000)
+        text = yaml.dump(crd, Dumper=NoAliasDumper, sort_keys=False, default_flow_style=False, width=1000)
         out[f"{crd['metadata']['name']}.yaml"] = _HEADER + text
     return out
 

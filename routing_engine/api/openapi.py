@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from routing_engine.api.crd import CRD_KINDS, crd_for
+from routing_engine.api.crd import CRD_KINDS, NoAliasDumper, crd_for
 from routing_engine.api.resources import ModelInfer, Resource
 
 OPENAPI_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
@@ -225,15 +225,10 @@ def document(version: str | None = None) -> dict[str, Any]:
     }
 
 
-class _NoAliasDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def rendered(version: str = "v1alpha1") -> str:
     """The YAML text; the checked-in copy is versioned by the API (v1alpha1), not by the
     package, so it does not change with every release."""
-    return _HEADER + yaml.dump(document(version), Dumper=_NoAliasDumper, sort_keys=False, width=1000)
+    return _HEADER + yaml.dump(document(version), Dumper=NoAliasDumper, sort_keys=False, width=1000)
 
 
 def main(argv: list[str] | None = None) -> int:
