@@ -353,7 +353,10 @@ class ControlLoop:
             requested = self._status_requested
             compiled = self.compiled.get(GATEWAY)
             if compiled is not None:
-                statuses = self.quarantine.statuses(with_programmed(compiled.statuses, self.tracker.conditions()))
+                # The conditions are read here (verdicts change on the loop); merging them
+                # into every object's status is pure and O(objects): in a thread.
+                programmed = await asyncio.to_thread(with_programmed, compiled.statuses, self.tracker.conditions())
+                statuses = self.quarantine.statuses(programmed)
                 try:
                     result = self._on_status(compiled, statuses)
                     if inspect.isawaitable(result):

@@ -63,7 +63,7 @@ class ProgrammedTracker:
     _unsettled: set[ResourceId] = field(default_factory=set)
     _failed: dict[ResourceId, str] = field(default_factory=dict)
     _types: dict[str, Mapping[str, EnvoyResource]] = field(default_factory=dict)  # the last compile's
-    _everyone: tuple[object, frozenset[ObjectKey]] | None = None  # (owners mapping, all its owners)
+    _everyone: tuple[object, tuple[ObjectKey, ...]] | None = None  # (owners mapping, all its owners, sorted)
 
     def use(self, owners: Mapping[ResourceId, tuple[ObjectKey, ...]],
             resources: Mapping[str, Mapping[str, EnvoyResource]]) -> None:
@@ -154,7 +154,7 @@ class ProgrammedTracker:
         """Programmed per owner: False if any of its resources was rejected, True once
         all of them were accepted, Unknown while some wait for Envoy."""
         if self._everyone is None or self._everyone[0] is not self.owners:
-            self._everyone = (self.owners, frozenset(o for keys in self.owners.values() for o in keys))
+            self._everyone = (self.owners, tuple(sorted({o for keys in self.owners.values() for o in keys})))
         pending: set[ObjectKey] = set()
         failed: dict[ObjectKey, str] = {}
         for rid in sorted(self._unsettled):
@@ -165,7 +165,7 @@ class ProgrammedTracker:
                 else:
                     pending.add(owner)
         result: dict[ObjectKey, ConditionView] = {}
-        for owner in sorted(self._everyone[1]):
+        for owner in self._everyone[1]:
             if owner in failed:
                 result[owner] = ConditionView("Programmed", "False", "ValidationFailed",
                                               f"Envoy rejected the configuration: {failed[owner]}")

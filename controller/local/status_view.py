@@ -177,7 +177,7 @@ class StatusFile:
             return False
         self._last = body
         doc = {"version": FORMAT_VERSION, "updatedAt": now, **{k: v for k, v in body.items() if k != "version"}}
-        write_json_atomically(self.path, doc)
+        write_json_atomically(self.path, doc, indent=None)  # read by `modelroute status`, not by eye
         return True
 
     def _object(self, key: ObjectKey, status: ObjectStatus, counts: ReplicaCounts | None,
