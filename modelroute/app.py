@@ -286,3 +286,30 @@ class App:
     def _publish_status(self, compiled: Compiled,
                         statuses: Mapping[ObjectKey, ObjectStatus]) -> Awaitable[None] | None:
         return self.plugs.status.publish(compiled, statuses)
+
+
+class RunMode:
+    """What a run mode (`Embedded`, `KubernetesMode`) shows of its App, by the names the
+    CLI, tests and benchmarks use."""
+
+    app: App
+
+    @property
+    def loop(self) -> ControlLoop:
+        return self.app.loop
+
+    @property
+    def probe(self) -> EngineProbe:
+        return self.app.probe
+
+    @property
+    def plane(self) -> ControlPlane | None:
+        return self.app.plane
+
+    @property
+    def ratelimit(self) -> RunningService | None:
+        return self.app.ratelimit
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.app.admin_port

@@ -53,7 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.certs.tls import untrusted_material, watch_tls_files
-from controller.engines.probe import EngineProbe
 from controller.local.embedded_status import with_gateway_down, with_rejections, workload_statuses
 from controller.local.envoy_process import EnvoyProcess
 from controller.local.file_provider import FileProvider
@@ -64,18 +63,16 @@ from controller.local.status_view import run_dir as run_dir_of
 from controller.local.supervisor import Supervisor
 from controller.provider import ProviderState, errors_by_file
 from controller.ratelimit.redis_server import redis_for
-from controller.ratelimit.service import RunningService, ServiceOptions
+from controller.ratelimit.service import ServiceOptions
 from kit.tasks import cancel_and_wait, spawn
-from modelroute.app import App, AppOptions
+from modelroute.app import App, AppOptions, RunMode
 from modelroute.canary_wiring import CanaryWiring
-from modelroute.control_loop import ControlLoop
 from modelroute.endpoint_drain import EndpointDrain
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ModelServer, ObjectKey, Resource
 from routing_engine.plugins import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, ObjectStatus
-from xds_server import ControlPlane
 from xds_server.bootstrap import render_dict
 from xds_server.tls import ServerTls
 
@@ -132,7 +129,7 @@ class EmbeddedOptions:
         return self.xds_port + 1 if self.xds_port else 0
 
 
-class Embedded:
+class Embedded(RunMode):
     """`await start()` … `await stop()`, or `async with Embedded(options) as app`."""
 
     def __init__(self, options: EmbeddedOptions) -> None:
@@ -163,27 +160,6 @@ class Embedded:
         self._redis_supervisor: Supervisor | None = None
         self._tls_task: asyncio.Task[None] | None = None
         self._locked = False
-
-    # The app's parts, by the names the tests and benchmarks use.
-    @property
-    def loop(self) -> ControlLoop:
-        return self.app.loop
-
-    @property
-    def probe(self) -> EngineProbe:
-        return self.app.probe
-
-    @property
-    def plane(self) -> ControlPlane | None:
-        return self.app.plane
-
-    @property
-    def ratelimit(self) -> RunningService | None:
-        return self.app.ratelimit
-
-    @property
-    def admin_port(self) -> int | None:
-        return self.app.admin_port
 
     @property
     def envoy(self) -> EnvoyProcess | None:

@@ -59,7 +59,6 @@ from aiohttp import web
 
 from controller.certs.pki import KeyPair
 from controller.certs.tls import ServingTls, untrusted_material, watch_tls_files
-from controller.engines.probe import EngineProbe
 from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi
 from controller.kubernetes.leader import LeaderElector
@@ -69,16 +68,14 @@ from controller.kubernetes.runtime import KubernetesControlPlane
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget
 from controller.kubernetes.xds_certs import XdsCertificates
 from controller.local.instance import split_address
-from controller.ratelimit.service import DEFAULT_REDIS_URL, RunningService, ServiceOptions
+from controller.ratelimit.service import DEFAULT_REDIS_URL, ServiceOptions
 from kit.tasks import cancel_and_wait, spawn
-from modelroute.app import App, AppOptions
+from modelroute.app import App, AppOptions, RunMode
 from modelroute.canary_wiring import ClusterCanaryWiring
-from modelroute.control_loop import ControlLoop
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey
 from routing_engine.plugins import Plugin
 from routing_engine.world import Compiled, ObjectStatus
-from xds_server import ControlPlane
 from xds_server.tls import ServerTls, TlsMaterial
 
 log = logging.getLogger("modelroute.kubernetes")
@@ -140,7 +137,7 @@ def placement_of(options: KubernetesOptions) -> Placement:
                      one_exposure_per_port=True, readiness_port=readiness, reserved_ports=frozenset(reserved))
 
 
-class KubernetesMode:
+class KubernetesMode(RunMode):
     # Set in __init__ after the leader tasks and the cluster side that refer to them.
     canary: ClusterCanaryWiring
     status: ClusterStatusSink
@@ -193,27 +190,6 @@ class KubernetesMode:
         self._tasks: list[asyncio.Task[None]] = []
         self.webhook: web.AppRunner | None = None
         self.webhook_port: int | None = None
-
-    # The app's parts, by the names the tests use.
-    @property
-    def loop(self) -> ControlLoop:
-        return self.app.loop
-
-    @property
-    def probe(self) -> EngineProbe:
-        return self.app.probe
-
-    @property
-    def plane(self) -> ControlPlane | None:
-        return self.app.plane
-
-    @property
-    def ratelimit(self) -> RunningService | None:
-        return self.app.ratelimit
-
-    @property
-    def admin_port(self) -> int | None:
-        return self.app.admin_port
 
     async def start(self) -> None:
         options = self.options.ratelimit
