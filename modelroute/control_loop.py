@@ -50,7 +50,7 @@ from types import MappingProxyType
 from kit.tasks import cancel_and_wait, spawn
 from kit.debounce import Debouncer
 from modelroute.metrics import ControlPlaneMetrics
-from modelroute.programmed import ProgrammedTracker, with_programmed
+from modelroute.programmed import Merged, ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
 from routing_engine.readiness import readiness_resources
 from modelroute.retired_scopes import RetiredScopes
@@ -178,6 +178,7 @@ class ControlLoop:
         self._status_published = asyncio.Event()
         self._status_requested = 0
         self._status_done = 0
+        self._merged: Merged = {}  # the status publisher's memory of merged statuses
 
     def attach(self, cache: SnapshotCache) -> None:
         self._cache = cache
@@ -353,9 +354,11 @@ class ControlLoop:
             requested = self._status_requested
             compiled = self.compiled.get(GATEWAY)
             if compiled is not None:
-                # The conditions are read here (verdicts change on the loop); merging them
-                # into every object's status is pure and O(objects): in a thread.
-                programmed = await asyncio.to_thread(with_programmed, compiled.statuses, self.tracker.conditions())
+                # The verdicts are read here (they change on the loop); turning them into
+                # every object's status is pure and O(objects): in a thread.
+                verdicts = self.tracker.verdicts()
+                programmed = await asyncio.to_thread(
+                    lambda: with_programmed(compiled.statuses, verdicts.conditions(), self._merged))
                 statuses = self.quarantine.statuses(programmed)
                 try:
                     result = self._on_status(compiled, statuses)

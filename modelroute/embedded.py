@@ -68,7 +68,7 @@ from kit.tasks import cancel_and_wait, spawn
 from modelroute.app import App, AppOptions, RunMode
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.endpoint_drain import EndpointDrain
-from modelroute.route_views import route_views
+from modelroute.route_views import ViewMemo, route_views
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ModelServer, ObjectKey, Resource
 from routing_engine.plugins import Plugin
@@ -288,13 +288,14 @@ class StatusFileSink:
         self._replicas = replicas
         self._children = children
         self._gateway = gateway
+        self._views: ViewMemo = {}  # route views kept between publications (unchanged routes: same objects)
 
     async def publish(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
         """The pure, heavy parts (route views, statuses, the JSON document) run in a thread
         so that the event loop keeps serving xDS; what reads live state (canary runner,
         replicas, provider state, children) is read on the loop."""
         objects = self._app.loop.objects
-        views = await asyncio.to_thread(route_views, compiled, objects)
+        views = await asyncio.to_thread(route_views, compiled, objects, self._views)
         statuses, routes = self._canary.status(statuses, views)
         state = self._app.state or ProviderState()
         replicas = self._replicas.status()

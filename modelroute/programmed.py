@@ -63,7 +63,6 @@ class ProgrammedTracker:
     _unsettled: set[ResourceId] = field(default_factory=set)
     _failed: dict[ResourceId, str] = field(default_factory=dict)
     _types: dict[str, Mapping[str, EnvoyResource]] = field(default_factory=dict)  # the last compile's
-    _everyone: tuple[object, tuple[ObjectKey, ...]] | None = None  # (owners mapping, all its owners, sorted)
 
     def use(self, owners: Mapping[ResourceId, tuple[ObjectKey, ...]],
             resources: Mapping[str, Mapping[str, EnvoyResource]]) -> None:
@@ -150,11 +149,9 @@ class ProgrammedTracker:
     def all_accepted(self) -> bool:
         return bool(self.versions) and not self._unsettled
 
-    def conditions(self) -> dict[ObjectKey, ConditionView]:
-        """Programmed per owner: False if any of its resources was rejected, True once
-        all of them were accepted, Unknown while some wait for Envoy."""
-        if self._everyone is None or self._everyone[0] is not self.owners:
-            self._everyone = (self.owners, tuple(sorted({o for keys in self.owners.values() for o in keys})))
+    def verdicts(self) -> Verdicts:
+        """What `conditions` needs, read now (costs what is unsettled): the rest of the work
+        is pure and may run in a thread while verdicts keep coming in."""
         pending: set[ObjectKey] = set()
         failed: dict[ObjectKey, str] = {}
         for rid in sorted(self._unsettled):
@@ -164,26 +161,59 @@ class ProgrammedTracker:
                     failed.setdefault(owner, error)
                 else:
                     pending.add(owner)
+        return Verdicts(self.owners, MappingProxyType(failed), frozenset(pending))
+
+    def conditions(self) -> dict[ObjectKey, ConditionView]:
+        """Programmed per owner: False if any of its resources was rejected, True once
+        all of them were accepted, Unknown while some wait for Envoy."""
+        return self.verdicts().conditions()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """The tracker's verdicts on one compile, for `conditions` (pure)."""
+
+    owners: Mapping[ResourceId, tuple[ObjectKey, ...]]
+    failed: Mapping[ObjectKey, str]  # owner → Envoy's message for one of its rejected resources
+    pending: frozenset[ObjectKey]  # owners with resources Envoy has not accepted yet
+
+    def conditions(self) -> dict[ObjectKey, ConditionView]:
         result: dict[ObjectKey, ConditionView] = {}
-        for owner in self._everyone[1]:
-            if owner in failed:
+        for owner in sorted({o for keys in self.owners.values() for o in keys}):
+            if owner in self.failed:
                 result[owner] = ConditionView("Programmed", "False", "ValidationFailed",
-                                              f"Envoy rejected the configuration: {failed[owner]}")
+                                              f"Envoy rejected the configuration: {self.failed[owner]}")
             else:
-                result[owner] = _PENDING if owner in pending else _PROGRAMMED
+                result[owner] = _PENDING if owner in self.pending else _PROGRAMMED
         return result
 
 
-def with_programmed(statuses: Mapping[ObjectKey, ObjectStatus],
-                    programmed: Mapping[ObjectKey, ConditionView]) -> Mapping[ObjectKey, ObjectStatus]:
-    """Statuses with the Programmed condition added; a rejected object's phase is Failed."""
+Merged = dict[ObjectKey, tuple[ObjectStatus, ConditionView, ObjectStatus]]
+"""`with_programmed`'s memory: key → (status, condition, the status merged from them)."""
+
+
+def with_programmed(statuses: Mapping[ObjectKey, ObjectStatus], programmed: Mapping[ObjectKey, ConditionView],
+                    memo: Merged | None = None) -> Mapping[ObjectKey, ObjectStatus]:
+    """Statuses with the Programmed condition added; a rejected object's phase is Failed.
+    With `memo` (kept by the caller between calls), an object whose status and condition
+    are the very objects of the last call gets the very status merged then, so the
+    writers downstream can tell an unchanged object by identity."""
     merged: dict[ObjectKey, ObjectStatus] = {}
+    kept: Merged = {}
     for key, status in statuses.items():
         condition = programmed.get(key)
         if condition is None:
             merged[key] = status
             continue
-        conditions = (*(c for c in status.conditions if c.type != "Programmed"), condition)
-        phase = "Failed" if condition.status == "False" else status.phase
-        merged[key] = ObjectStatus(phase, conditions, status.service_endpoint, status.active_routes)
+        known = memo.get(key) if memo is not None else None
+        if known is not None and known[0] is status and known[1] is condition:
+            merged[key] = known[2]
+        else:
+            conditions = (*(c for c in status.conditions if c.type != "Programmed"), condition)
+            phase = "Failed" if condition.status == "False" else status.phase
+            merged[key] = ObjectStatus(phase, conditions, status.service_endpoint, status.active_routes)
+        kept[key] = (status, condition, merged[key])
+    if memo is not None:
+        memo.clear()
+        memo.update(kept)
     return MappingProxyType(merged)

@@ -127,6 +127,8 @@ class FileProvider:
         self._debounce_ms, self._step_ms = debounce_ms, step_ms
         self._quiet_s = quiet_s
         self._serving: dict[Path, tuple[Resource, ...]] = {}  # file → its last good objects
+        # ... their keys, and whether the file defines each key once (cached per version)
+        self._keys: dict[Path, tuple[tuple[Resource, ...], tuple[ObjectKey, ...], bool]] = {}
         self._errors: dict[Path, tuple[ManifestError, ...]] = {}
         self._duplicates: dict[Path, tuple[str, ...]] = {}
         self._irregular: dict[Path, str] = {}  # manifest-named paths that are no regular file
@@ -306,6 +308,7 @@ class FileProvider:
 
     def _forget(self, file: Path) -> None:
         self._serving.pop(file, None)
+        self._keys.pop(file, None)
         self._applied.pop(file, None)
         self._unsettled.pop(file, None)
         if self._errors.pop(file, None) is not None:
@@ -347,7 +350,17 @@ class FileProvider:
         owner: dict[ObjectKey, Path] = {}
         self._duplicates.clear()
         for f in sorted(self._serving):  # held deleted files included: they serve until settled
-            for obj in self._serving[f]:
+            objects = self._serving[f]
+            keys = self._keys.get(f)
+            if keys is None or keys[0] is not objects:
+                found = tuple(o.key for o in objects)
+                keys = self._keys[f] = (objects, found, len(set(found)) == len(found))
+            if keys[2] and owner.keys().isdisjoint(keys[1]):
+                # No duplicate in it: the whole file at once (10,000s of objects per edit).
+                owner.update(dict.fromkeys(keys[1], f))
+                merged.extend(objects)
+                continue
+            for obj in objects:
                 if obj.key in owner:
                     msg = f"{obj.key}: duplicate: already defined in {owner[obj.key]}; ignored"
                     self._duplicates[f] = self._duplicates.get(f, ()) + (msg,)
