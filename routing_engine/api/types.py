@@ -44,7 +44,9 @@ QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-MAX_DURATION_MS = 315_576_000_000  # protobuf Duration's bound, so Envoy never rejects one
+# About 10 years: far inside protobuf Duration's bound (315,576,000,000 s, 10,000 years)
+# and Envoy's millisecond conversions, so Envoy never rejects one.
+MAX_DURATION_MS = 315_576_000_000
 
 
 class FieldError(ValueError):
@@ -103,7 +105,7 @@ def _check_duration(text: str) -> str:
     if ms <= 0:
         raise ValueError(f'"{text}" must be a positive duration')
     if ms > MAX_DURATION_MS:
-        raise ValueError(f'"{text}" is longer than 10000 years')
+        raise ValueError(f'"{text}" is longer than {MAX_DURATION_MS // 1000}s (about 10 years)')
     return text
 
 

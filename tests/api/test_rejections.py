@@ -64,6 +64,8 @@ CASES = [
     Case("timeout-bare-number", MS, "spec.routing.timeout", "30", "spec.routing.timeout", '"30" is not a duration (use 30s)'),
     Case("timeout-words", MS, "spec.routing.timeout", "abc", "spec.routing.timeout", "is not a duration"),
     Case("timeout-zero", MS, "spec.routing.timeout", "0s", "spec.routing.timeout", "positive duration"),
+    Case("timeout-too-long", MS, "spec.routing.timeout", "87660h1s", "spec.routing.timeout",
+         '"87660h1s" is longer than 315576000s (about 10 years)', crd=False),
     Case("timeout-int", MS, "spec.routing.timeout", 30, "spec.routing.timeout", "must be a string"),
     Case("interval-bare", MR, "spec.canary.analysis.interval", "5", "spec.canary.analysis.interval", "use 5s"),
     Case("route-timeout", MR, "spec.routes[0].timeout", "1 m", "spec.routes[0].timeout", "is not a duration"),
