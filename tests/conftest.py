@@ -21,3 +21,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite tests/golden/*/ expected outputs from the current engine (and remove stale ones)",
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_initial_fetch_timeout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Every Envoy a test starts through `EnvoyProcess` (directly, or in an embedded world)
+    is asked, before it is stopped, whether any xDS fetch timed out; the test fails if one
+    did. Envoy's 15 s `initial_fetch_timeout` must never be what makes a test pass. Tests
+    that provoke one on purpose are marked `expects_fetch_timeout`."""
+    from controller.local.envoy_process import EnvoyProcess
+    from tests.support import fetch_timeouts
+
+    found: list[tuple[str, dict[str, int]]] = []
+    original = EnvoyProcess.stop
+
+    async def stop(self: EnvoyProcess, *, grace: float = 5.0) -> int | None:
+        if self.running:
+            try:
+                timed_out = await fetch_timeouts(self)
+            except Exception:  # admin gone (a test killed it): nothing to ask
+                timed_out = {}
+            if timed_out:
+                found.append((self.name, timed_out))
+        return await original(self, grace=grace)
+
+    monkeypatch.setattr(EnvoyProcess, "stop", stop)
+    yield
+    if found and request.node.get_closest_marker("expects_fetch_timeout") is None:
+        pytest.fail(f"Envoy's initial_fetch_timeout fired (the control plane never answered): {found}")

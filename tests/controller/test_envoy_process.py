@@ -101,3 +101,31 @@ async def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     envoy = EnvoyProcess(direct_response_bootstrap(free_port(), "x"), tmp_path, binary=str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError):
         await envoy.start()
+
+
+@pytest.mark.expects_fetch_timeout
+async def test_an_initial_fetch_that_times_out_is_seen(tmp_path: Path) -> None:
+    """The suite's guard (tests/conftest.py) can see it: an Envoy whose control plane never
+    answers its CDS request reports the timeout (here 0.2 s instead of 15 s)."""
+    import yaml
+    from prometheus_client import CollectorRegistry
+
+    from tests.support import fetch_timeouts
+    from xds_server import start_control_plane
+    from xds_server.bootstrap import render
+
+    plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, registry=CollectorRegistry())
+    bootstrap = yaml.safe_load(render("gateway", node_id="silent", cluster="gateway", xds_port=plane.xds_port,
+                                      admin_port=free_port()))
+    for config in ("cds_config", "lds_config"):  # no snapshot: never answered
+        bootstrap["dynamic_resources"][config]["initial_fetch_timeout"] = "0.2s"
+    envoy = EnvoyProcess(bootstrap, tmp_path, name="silent")
+    try:
+        await envoy.start()
+        async with asyncio.timeout(5):
+            while not (found := await fetch_timeouts(envoy)):
+                await asyncio.sleep(0.05)
+        assert found == {"cluster_manager.cds.init_fetch_timeout": 1, "listener_manager.lds.init_fetch_timeout": 1}
+    finally:
+        await envoy.stop()
+        await plane.stop(grace=None)

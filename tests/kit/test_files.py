@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from kit.files import write_json_atomically, write_text_atomically
 
 
@@ -17,8 +19,6 @@ def test_a_file_is_replaced_whole_and_no_temporary_file_is_left(tmp_path: Path) 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "state.json"
     write_json_atomically(target, {"v": 1})
-    try:
-        write_json_atomically(target, {"v": object()})  # not JSON: fails before anything is renamed
-    except TypeError:
-        pass
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomically(target, "\udc80")  # fails while writing the temporary file
     assert json.loads(target.read_text()) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["state.json"]

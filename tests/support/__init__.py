@@ -79,3 +79,15 @@ def kubelet_write(directory: Path, files: dict[str, bytes]) -> None:
         link = directory / key
         if not link.is_symlink():
             os.symlink(f"..data/{key}", link)
+
+
+FETCH_TIMEOUT_STAT = "init_fetch_timeout"
+
+
+async def fetch_timeouts(envoy: object) -> dict[str, int]:
+    """The xDS subscriptions of a running Envoy (`EnvoyProcess`) whose initial fetch timed
+    out: Envoy gave up waiting for the control plane and went on without that resource.
+    A test that passes after one of these passed because 15 s went by, not because the
+    control plane answered."""
+    stats = await envoy.stats()  # type: ignore[attr-defined]
+    return {name: value for name, value in stats.items() if name.endswith(FETCH_TIMEOUT_STAT) and value > 0}
