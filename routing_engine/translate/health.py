@@ -63,8 +63,8 @@ class HealthPlugin(Plugin):
     name = "health"
     rank = RANKS["health"]
 
-    def listener_facet(self, route: ir.Route) -> None:
-        return None  # the filter reads the listener's ready backends only
+    def listener_facet(self, route: ir.Route) -> bool:
+        return bool(route.auth)  # /metrics is left out of a listener with authenticated routes
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
         backends = sorted(set(listener.ready_backends))

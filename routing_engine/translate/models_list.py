@@ -25,7 +25,7 @@ whose `/v1/models` names the base model and its adapters.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -63,8 +63,11 @@ class ModelsListPlugin(Plugin):
     name = "models_list"
     rank = RANKS["models_list"]
 
-    def listener_facet(self, route: ir.Route) -> None:
-        return None  # its routes are extra routes, rebuilt with every table
+    def listener_facet(self, route: ir.Route) -> Hashable:
+        """What a listing reads of a model route; other routes are never listed."""
+        if route.match.model is None:
+            return None
+        return route.match.model, route.match.path, route.derived_from is None, route.auth
 
     def extra_routes(self, listener: ir.Listener) -> Sequence[rc.Route]:
         by_base: dict[str, list[ir.Route]] = {}

@@ -11,8 +11,10 @@ given only IR objects and the proto it edits:
 - `patch_route(route, proto)`  per-route config (`typed_per_filter_config`); it sees one
   route only, which is what lets the translator cache route protos per IR route;
 - `extra_resources(gateway)`  resources the feature needs (a JWKS cluster, a secret);
-- `listener_facet(route)`   what of one route the listener hooks above read (the listener
-  is rebuilt after a route edit only when some plugin's facet of that route changed);
+- `listener_facet(route)`   what of one route the listener-level hooks above read
+  (`http_filters`, `patch_hcm`, `patch_listener`, `extra_routes`, `extra_resources`),
+  besides its name, position and owner, which the translator compares itself. After a
+  route edit those hooks run again only when some plugin's facet of that route changed;
   the default is the whole route, which is always safe.
 
 A plugin configured per ModelServer owns the key of its name in the server's
@@ -113,8 +115,10 @@ class Plugin:
         return ()
 
     def listener_facet(self, route: ir.Route) -> Hashable:
-        """What `http_filters`, `patch_hcm` and `patch_listener` read of `route` (None:
-        nothing). Two routes with equal facets for every plugin give the same listener."""
+        """What `http_filters`, `patch_hcm`, `patch_listener`, `extra_routes` and
+        `extra_resources` read of `route` besides its name and owner (None: nothing). Two
+        routes with equal facets for every plugin give the same listener, plugin routes
+        and plugin resources."""
         return route
 
 

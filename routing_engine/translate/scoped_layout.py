@@ -61,6 +61,8 @@ class ScopedLayout:
     # Dicts, added to the translator's output in bulk as they are; never changed after.
     resources: Mapping[str, dict[str, EnvoyResource]]  # type → name → resource
     owners: dict[tuple[str, str], Owners]
+    # A patched layout: the names that differ from the layout it was patched from.
+    changed: Mapping[str, tuple[str, ...]] | None = None
 
 
 class Entry(Protocol):
@@ -141,8 +143,8 @@ def patched(previous: ScopedLayout, listener: ir.Listener, tag: str, depth: int,
         if found is None:
             found = touched[t] = list(items[t])
         found[index] = Item(e.serial, e.framed, e.route.owner, k, position)
-    tables = dict(previous.tables)
-    scoped = dict(previous.scopes)
+    tables: dict[str, Built] = {}
+    scoped: dict[str, Built] = {}
     for t, found in touched.items():
         items[t] = tuple(found)
         name = names.route_table(listener, tag, t)
@@ -151,7 +153,7 @@ def patched(previous: ScopedLayout, listener: ir.Listener, tag: str, depth: int,
             scope_name = names.route_scope(listener, tag, k)
             of_key = [item for item in items[t] if item.key == k]
             scoped[scope_name] = _scope(scope_name, name, tag, k, of_key, owners, make, previous.scopes.get(scope_name))
-    return _layout(depth, tag, previous.extras, tuple(items), previous.where, tables, scoped, previous)
+    return _patched_layout(previous, tuple(items), tables, scoped)
 
 
 def _table(name: str, found: Sequence[Item], owners: Owners, make: MakeResource, before: Built | None) -> Built:
@@ -173,24 +175,34 @@ def _scope(name: str, table: str, tag: str, key: scopes.Key, of_key: Sequence[It
 
 
 def _layout(depth: int, tag: str, extras: tuple[bytes, ...], items: tuple[tuple[Item, ...], ...],
-            where: tuple[tuple[int, int], ...], tables: dict[str, Built], scoped: dict[str, Built],
-            previous: ScopedLayout | None = None) -> ScopedLayout:
-    """The layout with its resources and owners as mappings for a bulk add: copied from
-    `previous` and patched where a table or scope changed."""
-    if previous is None:
-        routes = {n: b.resource for n, b in tables.items()}
-        scope_resources = {n: b.resource for n, b in scoped.items()}
-        owners = {(ROUTE, n): b.owners for n, b in tables.items()}
-        owners.update(((SCOPED_ROUTE, n), b.owners) for n, b in scoped.items())
-    else:
-        routes = dict(previous.resources[ROUTE])
-        scope_resources = dict(previous.resources[SCOPED_ROUTE])
-        owners = dict(previous.owners)
-        for n, b in tables.items():
-            if previous.tables.get(n) is not b:
-                routes[n], owners[(ROUTE, n)] = b.resource, b.owners
-        for n, b in scoped.items():
-            if previous.scopes.get(n) is not b:
-                scope_resources[n], owners[(SCOPED_ROUTE, n)] = b.resource, b.owners
+            where: tuple[tuple[int, int], ...], tables: dict[str, Built], scoped: dict[str, Built]) -> ScopedLayout:
+    """The layout with its resources and owners as mappings for a bulk add."""
+    routes = {n: b.resource for n, b in tables.items()}
+    scope_resources = {n: b.resource for n, b in scoped.items()}
+    owners = {(ROUTE, n): b.owners for n, b in tables.items()}
+    owners.update(((SCOPED_ROUTE, n), b.owners) for n, b in scoped.items())
     return ScopedLayout(depth, tag, extras, items, where, MappingProxyType(tables), MappingProxyType(scoped),
                         MappingProxyType({ROUTE: routes, SCOPED_ROUTE: scope_resources}), owners)
+
+
+def _patched_layout(previous: ScopedLayout, items: tuple[tuple[Item, ...], ...], tables: dict[str, Built],
+                    scoped: dict[str, Built]) -> ScopedLayout:
+    """`previous` with the rebuilt `tables` and `scopes` (by name) in place: its mappings
+    copied (in C) and patched where a table or scope is a new object; the layout says
+    which names those are."""
+    all_tables, all_scopes = dict(previous.tables), dict(previous.scopes)
+    routes = dict(previous.resources[ROUTE])
+    scope_resources = dict(previous.resources[SCOPED_ROUTE])
+    owners = dict(previous.owners)
+    table_names = tuple(n for n, b in tables.items() if previous.tables.get(n) is not b)
+    scope_names = tuple(n for n, b in scoped.items() if previous.scopes.get(n) is not b)
+    for n in table_names:
+        b = all_tables[n] = tables[n]
+        routes[n], owners[(ROUTE, n)] = b.resource, b.owners
+    for n in scope_names:
+        b = all_scopes[n] = scoped[n]
+        scope_resources[n], owners[(SCOPED_ROUTE, n)] = b.resource, b.owners
+    return ScopedLayout(previous.depth, previous.tag, previous.extras, items, previous.where,
+                        MappingProxyType(all_tables), MappingProxyType(all_scopes),
+                        MappingProxyType({ROUTE: routes, SCOPED_ROUTE: scope_resources}), owners,
+                        {ROUTE: table_names, SCOPED_ROUTE: scope_names})

@@ -16,7 +16,10 @@ equality second:
 - each backend's Cluster and ClusterLoadAssignment by name, reused while the backend is
   equal; the whole stage when the gateway's backends tuple is the same object;
 - failover clusters by (primary, spare) pair, rebuilt only when a listener changed;
-- the sorted output mappings, handed out again when nothing in them changed.
+- the plugins' routes and resources, kept while no edited route's `listener_facet`
+  changed (translate/plugin.py);
+- the output: the union of those parts, patched where a part changed
+  (translate/assembly.py); a mapping in which nothing changed is handed out again.
 
 Recompiling a world where one ModelRoute changed therefore serializes only that route
 and rebuilds one RouteConfiguration. After each run the caches keep only what that run
@@ -51,6 +54,7 @@ from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
 from routing_engine import names
 from routing_engine.translate import cluster, endpoint, listener, route, scoped_layout, scopes
+from routing_engine.translate.assembly import Assembly, Batch
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, ordered
@@ -82,53 +86,6 @@ class CacheStats:
 
 def make_resource(type_url: str, name: str, body: bytes) -> EnvoyResource:
     return EnvoyResource(type_url=type_url, name=name, body=body, version=hashlib.sha256(body).hexdigest()[:16])
-
-
-class _Output:
-    """Resources and owners being collected for one run (or, as a `_Batch`, one stage of
-    it that a later run can add again as a whole)."""
-
-    def __init__(self) -> None:
-        self.resources: dict[str, dict[str, EnvoyResource]] = {t: {} for t in TYPE_ORDER}
-        self.owners: dict[tuple[str, str], tuple[ObjectKey, ...]] = {}
-
-    def add(self, resource: EnvoyResource, owners: tuple[ObjectKey, ...]) -> None:
-        """`owners` sorted and unique; a resource added twice gets the union."""
-        self.resources[resource.type_url][resource.name] = resource
-        key = (resource.type_url, resource.name)
-        previous = self.owners.get(key)
-        self.owners[key] = owners if previous is None else tuple(sorted({*previous, *owners}))
-
-    def add_batch(self, batch: _Output) -> None:
-        """The same as adding each of `batch`'s resources, in bulk when no name repeats."""
-        if all(self.resources[t].keys().isdisjoint(found) for t, found in batch.resources.items()):
-            for t, found in batch.resources.items():
-                self.resources[t].update(found)
-            self.owners.update(batch.owners)
-            return
-        for t, found in batch.resources.items():
-            for name, resource in found.items():
-                self.add(resource, batch.owners[(t, name)])
-
-    def freeze(self, errors: Sequence[TranslateError], orders: dict[str, _Order],
-               frozen: dict[str, tuple[dict[Any, Any], Mapping[Any, Any]]]) -> TranslateResult:
-        """Both levels sorted by key. `orders` (last run's sorted keys) spares the sort when
-        the names did not change; `frozen` (last run's mapping of each type) is handed out
-        again when nothing in it changed. Both are updated."""
-        resources = MappingProxyType({t: _frozen(self.resources[t], orders, frozen, t) for t in TYPE_ORDER})
-        owners = _frozen(self.owners, orders, frozen, "owners")
-        return TranslateResult(resources=resources, owners=owners, errors=tuple(errors))
-
-
-_Batch = _Output
-
-
-def _frozen(items: dict[Any, Any], orders: dict[str, _Order], frozen: dict[str, tuple[dict[Any, Any], Mapping[Any, Any]]],
-            kind: str) -> Mapping[Any, Any]:
-    known = frozen.get(kind)
-    if known is None or items != known[0]:  # values compare by identity first: cheap when unchanged
-        known = frozen[kind] = (items, MappingProxyType(_sorted(items, orders, kind)))
-    return known[1]
 
 
 _Order = tuple[frozenset[Any], list[Any]]
@@ -163,13 +120,16 @@ class _ListenerEntry:
     errors: tuple[TranslateError, ...]
     owner_set: frozenset[ObjectKey]
     owners: tuple[ObjectKey, ...]  # sorted
-    # Its route table(s) and routing scopes with their owners, added in bulk.
-    tables: _Batch
+    tables: Batch  # its route table(s) and routing scopes, with their owners
     key: tuple[Any, ...]  # the Listener's cache key: its fields, its routes' serials, its scope depth
     resource: EnvoyResource
+    part: Batch  # the Listener with its owners
     failovers: Mapping[tuple[str, str], frozenset[ObjectKey]]  # pair → route owners
     layout: scoped_layout.ScopedLayout | None = None  # a scoped listener's split (translate/scopes.py)
-    extras: list[bytes] = field(default_factory=list)  # the plugins' routes, framed
+    extras: tuple[tuple[str, bytes], ...] = ()  # the plugins' routes: (path, framed body)
+    # Whether everything the plugins' listener-level hooks read is last run's: the
+    # listener was reused, or routes changed in place with equal facets and owners.
+    stable: bool = False
 
 
 class Translator:
@@ -189,16 +149,20 @@ class Translator:
         self._failovers: dict[tuple[str, str], tuple[frozenset[ObjectKey], EnvoyResource, tuple[ObjectKey, ...]]] = {}
         self._known: frozenset[str] = frozenset()
         self._orders: dict[str, _Order] = {}
-        self._frozen: dict[str, tuple[dict[Any, Any], Mapping[Any, Any]]] = {}
-        self._backend_batch: tuple[tuple[ir.Backend, ...], _Batch] = ((), _Batch())
+        self._backend_batch: tuple[tuple[ir.Backend, ...], Batch] = ((), Batch())
         # listener entries' failover maps (by identity) → the failover clusters with owners
         self._failover_inputs: tuple[Mapping[tuple[str, str], frozenset[ObjectKey]], ...] = ()
-        self._failover_out = _Batch()
+        self._failover_out = Batch()
+        # The plugins' extra resources as parts, with the errors of the plugins that failed,
+        # and what they were made from: (listener names, backends, shared limits).
+        self._extras: tuple[dict[str, Batch], tuple[TranslateError, ...]] = ({}, ())
+        self._extras_from: tuple[Any, ...] = ()
+        self._assembly = Assembly()
         self._scope_keys: dict[tuple[str, int], scopes.Key] = {}  # (path, depth) → a scoped route's key
 
     def translate(self, gateway: ir.Gateway) -> TranslateResult:
         stats = CacheStats()
-        out = _Output()
+        parts: dict[Hashable, Batch] = {}
         errors: list[TranslateError] = []
         if gateway.backends is not self._backend_batch[0]:
             names_now = frozenset(b.name for b in gateway.backends)
@@ -208,17 +172,20 @@ class Translator:
 
         listeners: dict[str, _ListenerEntry] = {}
         protos: dict[Hashable, tuple[EnvoyResource, str]] = {}
+        stable = True
         for lst in gateway.listeners:
             try:
                 entry = self._listener_entry(lst, known, protos, stats)
             except Exception as err:  # a plugin's listener hook failed: this port fails closed, alone
                 errors.extend(TranslateError(owner, f"listener {lst.name}: {_failure(err)}; listener left out")
                               for owner in sorted(set(map(_OWNER, lst.routes))))
+                stable = False
                 continue
             listeners[lst.name] = entry
             errors.extend(entry.errors)
-            out.add_batch(entry.tables)
-            out.add(entry.resource, entry.owners)
+            stable = stable and entry.stable
+            parts[("tables", lst.name)] = entry.tables
+            parts[("listener", lst.name)] = entry.part
         self._listeners = listeners
         self._listener_protos = protos
         if len(self._scope_keys) > 4 * sum(len(lst.routes) for lst in gateway.listeners) + 1024:
@@ -228,9 +195,29 @@ class Translator:
             self._backend_batch = (gateway.backends, self._backend_resources(gateway.backends, stats))
         else:
             stats.hits["backend"] += len(gateway.backends)
-        out.add_batch(self._backend_batch[1])
+        parts[("backends",)] = self._backend_batch[1]
 
-        self._add_failovers(gateway, listeners.values(), out, stats)
+        parts[("failovers",)] = self._add_failovers(gateway, listeners.values(), stats)
+        made_from = (tuple(listeners), gateway.backends, gateway.shared_limits)
+        before = self._extras_from
+        if not (stable and before and made_from[0] == before[0] and made_from[1] is before[1]
+                and made_from[2] == before[2]):
+            self._extras = self._extra_resources(gateway)
+        else:
+            stats.hits["extras"] += 1
+        self._extras_from = made_from
+        for name, batch in self._extras[0].items():
+            parts[("plugin", name)] = batch
+        errors.extend(self._extras[1])
+        self.last_stats = stats
+        resources, owners = self._assembly.assemble(parts)
+        return TranslateResult(resources=resources, owners=owners, errors=tuple(errors))
+
+    def _extra_resources(self, gateway: ir.Gateway) -> tuple[dict[str, Batch], tuple[TranslateError, ...]]:
+        """Each plugin's extra resources as a part; a plugin that fails adds none and an
+        error on every object they may serve."""
+        found: dict[str, Batch] = {}
+        errors: list[TranslateError] = []
         for plugin in self.plugins:
             try:
                 extras = list(plugin.extra_resources(gateway))
@@ -239,15 +226,17 @@ class Translator:
                 errors.extend(TranslateError(o, f"plugin {plugin.name}: {_failure(err)}; its resources left out")
                               for o in owners)
                 continue
+            batch = found[plugin.name] = Batch()
             for extra in extras:
-                out.add(make_resource(extra.type_url, extra.name, serialize(extra.message)), tuple(sorted(set(extra.owners))))
-        self.last_stats = stats
-        return out.freeze(errors, self._orders, self._frozen)
+                batch.add(make_resource(extra.type_url, extra.name, serialize(extra.message)), tuple(sorted(set(extra.owners))))
+        return found, tuple(errors)
 
-    def _backend_resources(self, backends: Sequence[ir.Backend], stats: CacheStats) -> _Batch:
-        """Each backend's Cluster and ClusterLoadAssignment, reused while it is equal."""
+    def _backend_resources(self, backends: Sequence[ir.Backend], stats: CacheStats) -> Batch:
+        """Each backend's Cluster and ClusterLoadAssignment, reused while it is equal; the
+        batch says which names changed against last run's."""
         cached: dict[str, tuple[ir.Backend, EnvoyResource, EnvoyResource]] = {}
-        batch = _Batch()
+        batch = Batch()
+        changed: list[str] = []
         for backend in backends:
             pair = self._backends.get(backend.name)
             if pair is None or not (pair[0] is backend or pair[0] == backend):
@@ -257,11 +246,15 @@ class Translator:
                     make_resource(CLUSTER, names.cluster(backend.name), cluster.backend_cluster_bytes(backend)),
                     make_resource(ENDPOINT, names.cluster(backend.name), serialize(endpoint.load_assignment(backend))),
                 )
+                changed.append(pair[1].name)
             else:
                 stats.hits["backend"] += 1
             cached[backend.name] = pair
             batch.add(pair[1], (backend.owner,))
             batch.add(pair[2], (backend.owner,))
+        if len(cached) == len(backends):  # no name twice: the batch is last run's but for these
+            changed.extend(names.cluster(name) for name in self._backends.keys() - cached.keys())
+            batch.base, batch.changed = self._backend_batch[1], {CLUSTER: changed, ENDPOINT: changed}
         self._backends = cached
         return batch
 
@@ -278,30 +271,36 @@ class Translator:
             stats.hits["route"] += len(previous.routes)
             stats.hits["listener"] += 1
             protos[previous.key] = self._listener_protos[previous.key]
-            return previous
+            return previous if previous.stable else dataclasses.replace(previous, stable=True)
         matched = self._in_place(lst, previous, known, stats) if previous is not None else None
         changed: list[int] | None = None
         if matched is not None:
-            entries, serials, errors, same_users, changed = matched
+            entries, errors, same_users, changed = matched
+            serials: Sequence[Hashable] | None = None  # (each entry's serial; made only when needed)
         else:
             (entries, serials, errors), same_users = self._match(lst, previous, known, stats), False
-        extras = [extra for plugin in self.plugins for extra in plugin.extra_routes(lst)]
-        extra_bodies = [framed_route(serialize(extra)) for extra in extras]
         if same_users and previous is not None:  # the same owners and failover pairs, position by position
             owner_set, owners = previous.owner_set, previous.owners
         else:
             owner_set = frozenset(map(_OWNER, lst.routes))
             owners = previous.owners if previous is not None and previous.owner_set == owner_set else tuple(sorted(owner_set))
         fields = _listener_fields(lst)
-        if changed is not None and previous is not None and previous.key[:-2] == fields and previous.extras == extra_bodies \
-                and all(entries[p].depth == previous.routes[p].depth
-                        and self._facets(entries[p].route) == self._facets(previous.routes[p].route) for p in changed):
-            key = previous.key  # routes edited in place, nothing the listener reads of them changed
+        facets_kept = (changed is not None and previous is not None and previous.key[:-2] == fields
+                       and all(entries[p].depth == previous.routes[p].depth
+                               and self._facets(entries[p].route) == self._facets(previous.routes[p].route)
+                               for p in changed))
+        if facets_kept and previous is not None:
+            # Routes edited in place, nothing the listener-level hooks read of them changed:
+            # the same Listener and plugin routes as last run.
+            key, extras = previous.key, previous.extras
             depth: int = key[-1]
         else:
-            depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in extras), *(e.depth for e in entries)],
-                                        len(extras) + len(entries)) if self.scoped else 0
-            key = (*fields, tuple(serials), depth)
+            found = [extra for plugin in self.plugins for extra in plugin.extra_routes(lst)]
+            extras = tuple((e.match.path or e.match.path_separated_prefix or e.match.prefix,
+                            framed_route(serialize(e))) for e in found)
+            depth = scopes.choose_depth([*(scopes.proto_depth(e.match) for e in found), *(e.depth for e in entries)],
+                                        len(found) + len(entries)) if self.scoped else 0
+            key = (*fields, tuple(e.serial for e in entries) if serials is None else tuple(serials), depth)
         built = self._listener_protos.get(key)
         if built is None:
             stats.misses["listener"] += 1
@@ -312,53 +311,57 @@ class Translator:
         protos[key] = built
         resource, tag = built
         layout: scoped_layout.ScopedLayout | None = None
-        tables = _Batch()
         if depth:
-            layout = self._layout(lst, tag, depth, extras, extra_bodies, entries, owners, previous, changed, stats)
-            tables.resources[ROUTE], tables.resources[SCOPED_ROUTE] = layout.resources[ROUTE], layout.resources[SCOPED_ROUTE]
-            tables.owners = layout.owners
+            layout, patched = self._layout(lst, tag, depth, extras, entries, owners, previous, changed, stats)
+            tables = Batch.of(dict(layout.resources), layout.owners,
+                              previous.tables if patched and previous is not None else None, layout.changed)
         else:
+            tables = Batch()
             name = names.route_config(lst, tag)
-            tables.add(make_resource(ROUTE, name, route_config_bytes(name, [*extra_bodies, *(e.framed for e in entries)])),
-                       owners)
+            tables.add(make_resource(ROUTE, name, route_config_bytes(name, [*(b for _, b in extras),
+                                                                            *(e.framed for e in entries)])), owners)
+        if previous is not None and previous.resource is resource and previous.owners is owners:
+            part = previous.part
+        else:
+            part = Batch()
+            part.add(resource, owners)
+        stable = facets_kept and same_users
         if same_users and previous is not None:
             return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
-                                  resource, previous.failovers, layout, extra_bodies)
+                                  resource, part, previous.failovers, layout, extras, stable)
         failovers: dict[tuple[str, str], set[ObjectKey]] = {}
         for e in entries:
             for pair in e.failovers:
                 failovers.setdefault(pair, set()).add(e.route.owner)
         before = previous.failovers if previous is not None else {}
         kept: dict[tuple[str, str], frozenset[ObjectKey]] = {}
-        for pair, found in failovers.items():
+        for pair, found_owners in failovers.items():
             same = before.get(pair)
-            kept[pair] = same if same is not None and same == found else frozenset(found)  # identity means unchanged
+            kept[pair] = same if same is not None and same == found_owners else frozenset(found_owners)  # identity means unchanged
         return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
-                              resource, kept, layout, extra_bodies)
+                              resource, part, kept, layout, extras, stable)
 
-    def _layout(self, lst: ir.Listener, tag: str, depth: int, extras: Sequence[route_components_pb2.Route],
-                extra_bodies: Sequence[bytes],
+    def _layout(self, lst: ir.Listener, tag: str, depth: int, paths: Sequence[tuple[str, bytes]],
                 entries: Sequence[_RouteEntry], owners: tuple[ObjectKey, ...], previous: _ListenerEntry | None,
-                changed: Sequence[int] | None, stats: CacheStats) -> scoped_layout.ScopedLayout:
+                changed: Sequence[int] | None, stats: CacheStats) -> tuple[scoped_layout.ScopedLayout, bool]:
         """A scoped listener's tables and scopes: last run's patched where routes changed
-        in place, else built whole (reusing every resource that came out the same)."""
-        paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, body)
-                 for e, body in zip(extras, extra_bodies)]
+        in place (True), else built whole (reusing every resource that came out the same).
+        `paths`: the plugins' routes as (path, framed body)."""
         before = previous.layout if previous is not None else None
         if before is not None and changed is not None:
             patched = scoped_layout.patched(before, lst, tag, depth, paths, entries, changed, owners, make_resource,
                                             self._scope_keys)
             if patched is not None:
                 stats.misses["table"] += len({before.where[p][0] for p in changed})
-                return patched
+                return patched, True
         stats.misses["table"] += 1
-        return scoped_layout.build(lst, tag, depth, paths, entries, owners, make_resource, before, self._scope_keys)
+        return scoped_layout.build(lst, tag, depth, paths, entries, owners, make_resource, before, self._scope_keys), False
 
     def _in_place(self, lst: ir.Listener, previous: _ListenerEntry, known: frozenset[str], stats: CacheStats
-                  ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError], bool, list[int]] | None:
+                  ) -> tuple[list[_RouteEntry], list[TranslateError], bool, list[int]] | None:
         """The common edit: the same routes in the same places but a few (found by
         identity, in C), none left out. None when that is not the case; else the entries,
-        serials, errors, whether every replaced route has its predecessor's owner and
+        errors, whether every replaced route has its predecessor's owner and
         failover pairs (then the listener's owners and failovers are last run's), and the
         positions of the routes whose content changed."""
         before, routes = previous.routes, lst.routes
@@ -384,7 +387,7 @@ class Translator:
                 same_users = same_users and entry.failovers == old.failovers and r.owner == old.route.owner
         stats.hits["route"] += len(routes) - misses
         stats.misses["route"] += misses
-        return entries, [e.serial for e in entries], errors, same_users, changed
+        return entries, errors, same_users, changed
 
     def _match(self, lst: ir.Listener, previous: _ListenerEntry | None, known: frozenset[str], stats: CacheStats
                ) -> tuple[list[_RouteEntry], list[Hashable], list[TranslateError]]:
@@ -456,15 +459,14 @@ class Translator:
             plugin.patch_route(r, proto)
         return proto
 
-    def _add_failovers(self, gateway: ir.Gateway, listeners: Iterable[_ListenerEntry], out: _Output,
-                       stats: CacheStats) -> None:
+    def _add_failovers(self, gateway: ir.Gateway, listeners: Iterable[_ListenerEntry], stats: CacheStats) -> Batch:
         """An aggregate cluster per (primary, spare) pair some route sends to, owned by both
         backends' servers and every route using it. Rebuilt only when a listener's routes
         changed (the owner of a backend is fixed by its name)."""
         inputs = tuple(entry.failovers for entry in listeners)
         before = self._failover_inputs
         if len(inputs) != len(before) or not self._failover_out.owners:
-            batch = _Batch()
+            batch = Batch()
             for resource, owners in self._failover_clusters(gateway, inputs, stats):
                 batch.add(resource, owners)
             self._failover_out = batch
@@ -474,25 +476,27 @@ class Translator:
                 self._failover_out = self._failovers_patched(gateway, inputs, changed, stats)
             stats.hits["failover"] += len(self._failover_out.owners)
         self._failover_inputs = inputs
-        out.add_batch(self._failover_out)
+        return self._failover_out
 
     def _failovers_patched(self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]],
-                           changed: Sequence[int], stats: CacheStats) -> _Batch:
+                           changed: Sequence[int], stats: CacheStats) -> Batch:
         """Last run's failover clusters with the pairs of the changed listeners redone
         (the output is sorted later, so the batch's order does not matter)."""
         touched: set[tuple[str, str]] = set()
         for n in changed:
             touched.update(inputs[n].keys(), self._failover_inputs[n].keys())
-        batch = _Batch()
-        clusters = batch.resources[CLUSTER] = dict(self._failover_out.resources[CLUSTER])
-        owners = batch.owners = dict(self._failover_out.owners)
-        by_name = {b.name: b for b in gateway.backends}
+        clusters = dict(self._failover_out.resources.get(CLUSTER, {}))
+        owners = dict(self._failover_out.owners)
+        names_touched: list[str] = []
+        batch = Batch.of({CLUSTER: clusters}, owners, self._failover_out, {CLUSTER: names_touched})
+        by_name: dict[str, ir.Backend] | None = None
         for pair in touched:
             found = [failovers[pair] for failovers in inputs if pair in failovers]
             entry = self._failovers.get(pair)
             if not found:
                 if entry is not None:
                     del self._failovers[pair], clusters[entry[1].name], owners[(CLUSTER, entry[1].name)]
+                    names_touched.append(entry[1].name)
                 continue
             users = found[0] if len(found) == 1 else frozenset().union(*found)
             if entry is None or not (entry[0] is users or entry[0] == users):
@@ -501,10 +505,13 @@ class Translator:
                 else:
                     stats.misses["failover"] += 1
                     resource = make_resource(CLUSTER, names.failover_cluster(*pair), serialize(cluster.failover_cluster(*pair)))
+                if by_name is None:
+                    by_name = {b.name: b for b in gateway.backends}
                 entry = self._failovers[pair] = (
                     users, resource, tuple(sorted({by_name[pair[0]].owner, by_name[pair[1]].owner, *users})))
             clusters[entry[1].name] = entry[1]
             owners[(CLUSTER, entry[1].name)] = entry[2]
+            names_touched.append(entry[1].name)
         return batch
 
     def _failover_clusters(

@@ -143,22 +143,27 @@ _ROUTES = st.builds(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_ROUTES, min_size=1, max_size=5), st.data())
 def test_routes_with_equal_facets_give_the_same_listener(routes: list[ir.Route], data: st.DataObject) -> None:
-    """The translator keeps a listener after a route edit when every plugin's
-    `listener_facet` of that route is unchanged: that must mean the same listener."""
+    """The translator keeps a listener, its plugin routes and the plugins' resources
+    after a route edit (same name and owner) when every plugin's `listener_facet` of that
+    route is unchanged: that must mean the same listener, routes and resources."""
     plugins = builtin()
     limits = (("a", ir.RateLimit(5, 5)), ("c", ir.RateLimit(1, 1, shared=True)))
     position = data.draw(st.integers(0, len(routes) - 1))
     edited = list(routes)
-    other = data.draw(_ROUTES)
+    kept = routes[position]
+    other = replace(data.draw(_ROUTES), name=kept.name, owner=kept.owner)
     if data.draw(st.booleans()):  # keep what the facets are about, change everything else
-        kept = routes[position]
-        other = replace(other, auth=kept.auth, match=replace(other.match, model=kept.match.model),
+        other = replace(other, auth=kept.auth, match=replace(other.match, model=kept.match.model, path=kept.match.path),
                         backends=tuple(replace(b, backend=kept.backends[0].backend, failover_to=kept.backends[0].failover_to)
                                        if kept.backends[0].failover_to else b for b in other.backends))
     edited[position] = other
-    if [p.listener_facet(edited[position]) for p in plugins] != [p.listener_facet(routes[position]) for p in plugins]:
-        return
-    for fields in ({}, {"rate_limits": limits, "ready_backends": ("a",)}):
-        before, _ = build_listener(listener(*routes, **fields), plugins)
-        after, _ = build_listener(listener(*edited, **fields), plugins)
-        assert before == after
+    for p in plugins:  # each plugin's facet covers what that plugin's hooks read
+        if p.listener_facet(edited[position]) != p.listener_facet(routes[position]):
+            continue
+        for fields in ({}, {"rate_limits": limits, "ready_backends": ("a",)}):
+            lst_before, lst_after = listener(*routes, **fields), listener(*edited, **fields)
+            before, _ = build_listener(lst_before, [p])
+            after, _ = build_listener(lst_after, [p])
+            assert before == after, p.name
+            assert list(p.extra_routes(lst_before)) == list(p.extra_routes(lst_after)), p.name
+            assert list(p.extra_resources(gateway(lst_before))) == list(p.extra_resources(gateway(lst_after))), p.name
