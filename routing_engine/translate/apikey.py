@@ -47,6 +47,8 @@ class ApiKeyPlugin(Plugin):
         return [HttpFilter(name=API_KEY_FILTER, typed_config=pack(akpb.ApiKeyAuth()), disabled=True)]
 
     def patch_route(self, route: ir.Route, proto: rc.Route) -> None:
+        if not route.auth:
+            return
         policies = api_key_policies(route)
         if not policies:
             return

@@ -49,6 +49,10 @@ def millis(ms: int) -> duration_pb2.Duration:
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while True:
         low = value & 0x7F
@@ -58,6 +62,9 @@ def _varint(value: int) -> bytes:
         else:
             out.append(low)
             return bytes(out)
+
+
+_ONE_BYTE = tuple(bytes((v,)) for v in range(0x80))
 
 
 def length_delimited(field_number: int, payload: bytes) -> bytes:
