@@ -507,7 +507,7 @@ class Translator:
                     resource = entry[1]
                 else:
                     stats.misses["failover"] += 1
-                    resource = make_resource(CLUSTER, names.failover_cluster(*pair), serialize(cluster.failover_cluster(*pair)))
+                    resource = make_resource(CLUSTER, names.failover_cluster(*pair), cluster.failover_cluster_bytes(*pair))
                 if by_name is None:
                     by_name = {b.name: b for b in gateway.backends}
                 entry = self._failovers[pair] = (
@@ -537,7 +537,7 @@ class Translator:
                 if entry is None:
                     stats.misses["failover"] += 1
                     resource = make_resource(CLUSTER, names.failover_cluster(*pair),
-                                             serialize(cluster.failover_cluster(*pair)))
+                                             cluster.failover_cluster_bytes(*pair))
                 else:
                     stats.hits["failover"] += 1
                     resource = entry[1]

@@ -223,6 +223,8 @@ def test_cluster_bytes_from_template_equal_a_full_build() -> None:
 
     for b in (backend("a"), ir.Backend("modelserver/ns/ünï", backend("a").owner, (), 1234)):
         assert cluster.backend_cluster_bytes(b) == cluster.backend_cluster(b).SerializeToString(deterministic=True)
+    for pair in (("a", "b"), ("modelserver/ns/ünï", "modelserver/" + "x" * 300)):
+        assert cluster.failover_cluster_bytes(*pair) == cluster.failover_cluster(*pair).SerializeToString(deterministic=True)
 
 
 def test_inline_jwks_problems_are_named() -> None:
