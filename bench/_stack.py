@@ -20,7 +20,7 @@ from typing import Any
 from bench._common import BENCH, REPO
 from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource
 from routing_engine.engine import compile as compile_world, static_bootstrap
-from routing_engine.translate.translator import Translator
+from routing_engine.incremental import Translator
 from routing_engine.world import BackendEndpoint, Compiled, World
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from tests.support import free_port, stop_process

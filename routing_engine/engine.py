@@ -3,7 +3,7 @@
 Pure: no I/O, no clocks. Successive compiles of one target should go through one
 `Compiler` (the control loop keeps one per node group): its `Resolver` reuses the
 outcome of every object whose inputs did not change (`resolve/pipeline.py`) and its
-`Translator` the serialized routes, clusters and listeners (`translate/translator.py`).
+`Translator` the serialized routes, clusters and listeners (`incremental/translator.py`).
 
 `static_bootstrap` turns a compile's dynamic resources into one bootstrap document that
 Envoy loads with no control plane: listeners with their RouteConfiguration inline (a
@@ -30,8 +30,11 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.resolve import Resolver
 from routing_engine import names
 from routing_engine.translate import scopes
-from routing_engine.translate.plugin import Plugin, extension_models
-from routing_engine.translate.translator import TranslateError, Translator
+from routing_engine.translate import translate
+from routing_engine.translate.builtin import builtin
+from routing_engine.translate.plugin import Plugin, extension_models, ordered
+from routing_engine.incremental import Translator
+from routing_engine.translate import TranslateError
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, pack
 from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World
 
@@ -39,10 +42,16 @@ ADMIN_PORT = 9901
 
 
 def compile(world: World, target: Target, *, translator: Translator | None = None,  # noqa: A001
-            resolver: Resolver | None = None) -> Compiled:
-    translator = translator or Translator()
-    resolution = (resolver or Resolver(extension_models(translator.plugins))).resolve(world, target)
-    result = translator.translate(resolution.gateway)
+            resolver: Resolver | None = None, plugins: Sequence[Plugin] | None = None) -> Compiled:
+    """One compile: with no `translator`, the one-shot `translate` (with `plugins`, None:
+    the built-in ones); a `Compiler` passes its own memoizing resolver and translator."""
+    if translator is None:
+        ranked = builtin() if plugins is None else ordered(plugins)
+        resolution = (resolver or Resolver(extension_models(ranked))).resolve(world, target)
+        result = translate(resolution.gateway, ranked)
+    else:
+        resolution = (resolver or Resolver(extension_models(translator.plugins))).resolve(world, target)
+        result = translator.translate(resolution.gateway)
     statuses = with_translate_errors(resolution.statuses, result.errors)
     return Compiled(resources=result.resources, statuses=statuses, owners=result.owners,
                     gateway=resolution.gateway, routes=resolution.routes)

@@ -24,7 +24,7 @@ import yaml
 from routing_engine import engine, plugins, serialize
 from routing_engine.api.loader import load_manifests
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import Translator
+from routing_engine.incremental import Translator
 from routing_engine.world import BackendEndpoint, Compiled, Target, World
 
 GOLDEN = Path(__file__).resolve().parent

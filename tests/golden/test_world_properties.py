@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from modelroute.envoy_check import validate
 from routing_engine import engine, serialize
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey
-from routing_engine.translate import Translator
+from routing_engine.incremental import Translator
 from tests.support.references import dangling_references
 from routing_engine.translate.xds import ROUTE
 from routing_engine.world import BackendEndpoint, Target, World

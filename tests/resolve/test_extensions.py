@@ -11,7 +11,7 @@ import pytest
 from envoy.config.route.v3 import route_pb2
 from routing_engine import engine, ir, plugins
 from routing_engine.api.loader import load_manifests
-from routing_engine.translate import Translator
+from routing_engine.incremental import Translator
 from routing_engine.translate.xds import ROUTE
 from routing_engine.api.resources import Resource
 from routing_engine.resolve import servers

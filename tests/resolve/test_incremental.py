@@ -1,5 +1,5 @@
 """A `Compiler` kept across compiles (what the control loop does) gives exactly what a
-fresh compile gives, after any sequence of edits: byte-identical resources, equal
+fresh one-shot compile (`engine.compile`: one-shot resolve and the plain `translate`) gives, after any sequence of edits: byte-identical resources, equal
 statuses, owners, IR and served routes. Edits cover everything a memoized outcome depends on —
 routes, servers (port, path, TLS, auth, age, allow-from, plugin extensions), ModelInfers, Secrets,
 endpoints, live weights, additions and deletions — and providers that hand back a new
@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from routing_engine import engine, plugins
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey, Resource
-from routing_engine.translate import Translator
 from routing_engine.world import BackendEndpoint, Compiled, Target, World
 from tests.support.plugins import RequestHeadersPlugin
 from tests.translate.builders import JWKS, TLS_CERT, TLS_KEY
@@ -234,7 +233,8 @@ def _random_edits(data: st.DataObject, target: Target) -> None:
     compiler = engine.Compiler(PLUGINS)
     for _ in range(data.draw(st.integers(1, 12))):
         world = state.world(reparse=data.draw(st.integers(0, 4)) == 0)
-        assert_same(compiler.compile(world, target), engine.compile(world, target, translator=Translator(PLUGINS)))
+        # against the definition: one-shot resolve and the one-shot, plain `translate`
+        assert_same(compiler.compile(world, target), engine.compile(world, target, plugins=PLUGINS))
         data.draw(edit(state))
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from routing_engine import engine
 from routing_engine.api.loader import load_text
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate import TranslateError, Translator
+from routing_engine.incremental import Translator
+from routing_engine.translate import TranslateError
 from routing_engine.translate.xds import ROUTE
 from routing_engine.world import ConditionView, ObjectStatus, Target, World
 from tests.translate.builders import table_name

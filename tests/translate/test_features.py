@@ -14,7 +14,7 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import ir
-from routing_engine.translate import Translator
+from routing_engine.incremental import Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from tests.translate.builders import JWKS, backend, gateway, hcm_of, listener, parsed, route, routes_of, table_of
 

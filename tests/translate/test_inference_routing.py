@@ -18,7 +18,7 @@ from routing_engine.translate.models_list import ModelsListPlugin
 from routing_engine.plugins import RANKS, builtin
 from routing_engine.translate.prefix_affinity import PREFIX_BYTES, PREFIX_HASH_FILTER, PrefixAffinityPlugin
 from routing_engine.translate.route import PREFIX_HASH_HEADER, build_route
-from routing_engine.translate.translator import Translator
+from routing_engine.incremental import Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT
 from tests.translate.builders import backend, gateway, listener, parsed, route, table_of
 from tests.translate.test_features import filters, unpack

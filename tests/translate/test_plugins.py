@@ -14,7 +14,7 @@ from envoy.extensions.filters.http.set_metadata.v3 import set_metadata_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from routing_engine import ir
 from routing_engine import plugins as plugin
-from routing_engine.translate import Translator
+from routing_engine.incremental import Translator
 from routing_engine.translate.listener import build_listener
 from routing_engine.plugins import RANKS, HttpFilter, Plugin, PluginError, builtin
 from routing_engine.translate.xds import LISTENER, pack

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from modelroute.envoy_check import validate
 from routing_engine import engine, ir
-from routing_engine.translate import Translator, translate
+from routing_engine.incremental import Translator
+from routing_engine.translate import translate
 from tests.support.references import dangling_references
 from routing_engine.translate.xds import ROUTE
 from routing_engine import serialize

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from routing_engine import ir
-from routing_engine.translate import Translator, route
+from routing_engine.incremental import Translator
+from routing_engine.translate import route
 from routing_engine.translate.xds import ROUTE
 from tests.translate.builders import backend, gateway, listener, route_key, routes_of, table_name, table_of
 from tests.translate.builders import route as make_route

@@ -14,7 +14,8 @@ import pytest
 
 from modelroute.envoy_check import validate
 from routing_engine import engine, ir, serialize
-from routing_engine.translate import Translator, scopes, translate
+from routing_engine.incremental import Translator
+from routing_engine.translate import scopes, translate
 from tests.support.references import dangling_references
 from routing_engine.translate.xds import LISTENER, ROUTE, SCOPED_ROUTE
 from tests.support import envoy_binary, free_port, stop_process, wait_until

@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import replace
 
 from routing_engine import ir
-from routing_engine.translate import Translator, translate
+from routing_engine.incremental import Translator
+from routing_engine.translate import translate
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from tests.translate.builders import JWKS, backend, gateway, listener, route, server_key, table_name
 

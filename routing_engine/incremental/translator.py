@@ -1,7 +1,8 @@
 """IR gateway → serialized xDS resources, memoized across runs.
 
-`Translator` is the stateful (but still pure: no I/O, no clocks) front of the translate
-package. It keeps what it built last time and recognises unchanged input by identity
+`Translator` computes what `routing_engine.translate.translate` (the definition, one
+plain pass) computes, with memory: stateful, but still pure (no I/O, no clocks). Tests
+compare the two after random edit sequences. It keeps what it built last time and recognises unchanged input by identity
 first (the `Resolver` hands back the very same IR objects for what did not change), by
 equality second:
 
@@ -18,25 +19,21 @@ equality second:
 - failover clusters by (primary, spare) pair, rebuilt only when a listener changed;
 - the plugins' routes and resources, kept while no edited route's `listener_facet`
   changed (translate/plugin.py);
-- the output: the union of those parts, patched where a part changed
-  (translate/assembly.py); a mapping in which nothing changed is handed out again.
+- the output: the union of those parts, patched where a part changed (`assembly.py`);
+  a mapping in which nothing changed is handed out again.
 
 Recompiling a world where one ModelRoute changed therefore serializes only that route
 and rebuilds one RouteConfiguration. After each run the caches keep only what that run
 used, so memory follows the current world, not its history. `last_stats` counts hits
 and misses per cache for the last run (tests assert on them; benchmarks print them).
 
-Translation is best effort and never raises: a route that cannot be built (a backend
-missing from the gateway, an invalid policy, a plugin's route hook failing) is left out
-and reported in `errors` with its owner; a listener whose plugin hooks fail is left out
-(its port fails closed) with an error on each of its routes' owners; every other route
-still compiles, so one bad object never takes down unrelated routes.
+Failures are handled as the one-shot `translate` says (never raises; a route, a
+listener or a plugin's resources left out, with errors on their owners).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -54,38 +51,22 @@ from routing_engine import ir
 from routing_engine.api.resources import ObjectKey
 from routing_engine import names
 from routing_engine.translate import cluster, endpoint, listener, route, scoped_layout, scopes
-from routing_engine.translate.assembly import Assembly, Batch
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, ordered
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER, serialize
+from routing_engine.translate.result import (TranslateError, TranslateResult, failover_pairs, failure, make_resource,
+                                             needed_backends, unknown_backends)
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, serialize
+from routing_engine.incremental.assembly import Assembly, Batch
 from routing_engine.world import EnvoyResource
 
 
-
-
-@dataclass(frozen=True, slots=True)
-class TranslateError:
-    owner: ObjectKey
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class TranslateResult:
-    # type_url → name → resource, both levels sorted by key
-    resources: Mapping[str, Mapping[str, EnvoyResource]]
-    owners: Mapping[tuple[str, str], tuple[ObjectKey, ...]]
-    errors: tuple[TranslateError, ...] = ()
 
 
 @dataclass(slots=True)
 class CacheStats:
     hits: Counter[str] = field(default_factory=Counter)
     misses: Counter[str] = field(default_factory=Counter)
-
-
-def make_resource(type_url: str, name: str, body: bytes) -> EnvoyResource:
-    return EnvoyResource(type_url=type_url, name=name, body=body, version=hashlib.sha256(body).hexdigest()[:16])
 
 
 _Order = tuple[frozenset[Any], list[Any]]
@@ -180,7 +161,7 @@ class Translator:
             try:
                 entry = self._listener_entry(lst, known, protos, stats)
             except Exception as err:  # a plugin's listener hook failed: this port fails closed, alone
-                errors.extend(TranslateError(owner, f"listener {lst.name}: {_failure(err)}; listener left out")
+                errors.extend(TranslateError(owner, f"listener {lst.name}: {failure(err)}; listener left out")
                               for owner in sorted(set(map(_OWNER, lst.routes))))
                 stable = False
                 continue
@@ -226,7 +207,7 @@ class Translator:
                 extras = list(plugin.extra_resources(gateway))
             except Exception as err:  # its resources are missing: say so on every object they may serve
                 owners = sorted({r.owner for lst in gateway.listeners for r in lst.routes})
-                errors.extend(TranslateError(o, f"plugin {plugin.name}: {_failure(err)}; its resources left out")
+                errors.extend(TranslateError(o, f"plugin {plugin.name}: {failure(err)}; its resources left out")
                               for o in owners)
                 continue
             batch = found[plugin.name] = Batch()
@@ -424,7 +405,7 @@ class Translator:
                     continue
                 stats.misses["route"] += 1
             elif not known.issuperset(entry.backends):
-                errors.append(_unknown_backends(r, known))
+                errors.append(unknown_backends(r, known))
                 serials.append(r)
                 continue
             else:
@@ -435,9 +416,9 @@ class Translator:
         return entries, serials, errors
 
     def _new_route(self, r: ir.Route, known: frozenset[str], errors: list[TranslateError]) -> _RouteEntry | None:
-        needed = tuple({n: None for wb in r.backends for n in (wb.backend, wb.failover_to) if n})
+        needed = needed_backends(r)
         if not r.backends or not known.issuperset(needed):
-            errors.append(_unknown_backends(r, known))
+            errors.append(unknown_backends(r, known))
             return None
         try:
             body = serialize(self.route_message(r))
@@ -445,10 +426,9 @@ class Translator:
             errors.append(TranslateError(r.owner, f"route {r.name}: {err}; route left out"))
             return None
         except Exception as err:  # a plugin's route hook failed: this route fails alone
-            errors.append(TranslateError(r.owner, f"route {r.name}: {_failure(err)}; route left out"))
+            errors.append(TranslateError(r.owner, f"route {r.name}: {failure(err)}; route left out"))
             return None
-        failovers = tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
-                                  if wb.failover_to and wb.failover_to != wb.backend})) or _NONE
+        failovers = failover_pairs(r) or _NONE
         return _RouteEntry(r, framed_route(body), next(self._serials), needed, failovers,
                            scopes.literal_depth(r.match.path))
 
@@ -559,24 +539,9 @@ _LISTENER_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(ir.Listener) 
 
 def _listener_fields(lst: ir.Listener) -> tuple[Any, ...]:
     return _LISTENER_FIELDS(lst)
+
+
 _NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,
                      (), ())
-
-
-def _failure(err: Exception) -> str:
-    """An unexpected failure inside translation (a plugin bug), as one line for a status."""
-    text = " ".join(str(err).split())[:200]
-    return f"translation failed ({type(err).__name__}: {text})"
-
-
-def _unknown_backends(r: ir.Route, known: frozenset[str]) -> TranslateError:
-    missing = sorted({n for wb in r.backends for n in (wb.backend, wb.failover_to) if n and n not in known})
-    why = f"backend(s) {', '.join(missing)} not in the gateway" if missing else "no backend"
-    return TranslateError(r.owner, f"route {r.name}: {why}; route left out")
-
-
-def translate(gateway: ir.Gateway, plugins: Sequence[Plugin] | None = None) -> TranslateResult:
-    """One-shot translation without memoization across calls."""
-    return Translator(plugins).translate(gateway)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routing_engine.api.resources import ObjectKey
-from routing_engine.translate.assembly import Assembly, Batch
+from routing_engine.incremental.assembly import Assembly, Batch
 from routing_engine.translate.xds import CLUSTER, ROUTE, TYPE_ORDER
 from routing_engine.world import EnvoyResource
 

@@ -1,0 +1,53 @@
+"""What translation hands back, and the messages of what it leaves out (shared by the
+one-shot `translate` and the memoizing `routing_engine.incremental.Translator`)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from routing_engine import ir
+from routing_engine.api.resources import ObjectKey
+from routing_engine.world import EnvoyResource
+
+
+@dataclass(frozen=True, slots=True)
+class TranslateError:
+    owner: ObjectKey
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranslateResult:
+    # type_url → name → resource, both levels sorted by key
+    resources: Mapping[str, Mapping[str, EnvoyResource]]
+    owners: Mapping[tuple[str, str], tuple[ObjectKey, ...]]
+    errors: tuple[TranslateError, ...] = ()
+
+
+def make_resource(type_url: str, name: str, body: bytes) -> EnvoyResource:
+    return EnvoyResource(type_url=type_url, name=name, body=body, version=hashlib.sha256(body).hexdigest()[:16])
+
+
+def failure(err: Exception) -> str:
+    """An unexpected failure inside translation (a plugin bug), as one line for a status."""
+    text = " ".join(str(err).split())[:200]
+    return f"translation failed ({type(err).__name__}: {text})"
+
+
+def needed_backends(r: ir.Route) -> tuple[str, ...]:
+    """Every backend a route sends to (failover targets included), in order, once each."""
+    return tuple({n: None for wb in r.backends for n in (wb.backend, wb.failover_to) if n})
+
+
+def failover_pairs(r: ir.Route) -> tuple[tuple[str, str], ...]:
+    """The (primary, spare) aggregate clusters a route sends to, sorted."""
+    return tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
+                         if wb.failover_to and wb.failover_to != wb.backend}))
+
+
+def unknown_backends(r: ir.Route, known: frozenset[str]) -> TranslateError:
+    missing = sorted({n for wb in r.backends for n in (wb.backend, wb.failover_to) if n and n not in known})
+    why = f"backend(s) {', '.join(missing)} not in the gateway" if missing else "no backend"
+    return TranslateError(r.owner, f"route {r.name}: {why}; route left out")
