@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import struct
 from collections.abc import Callable
@@ -40,12 +40,10 @@ _MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then the name, NUL-padded)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-    except OSError:
-        return None
+    """The C library already loaded in this process (no `find_library`: it runs ldconfig)."""
+    libc = ctypes.CDLL(None, use_errno=True)
     return libc if hasattr(libc, "inotify_init1") and hasattr(libc, "inotify_add_watch") else None
 
 
