@@ -19,7 +19,10 @@ One provider state (`_on_state`):
 - the first attaches the snapshot cache: the loop may have compiled an empty world
   before it, which no Envoy may be served (in a cluster the informers were listing);
 - when its objects changed: the canary first (a rollout's weights are in place for the
-  compile of its route), then the control loop and the engine probe;
+  compile of its route), then the control loop and the engine probe; the canary runner
+  and the probe get only the objects they read (routes with a canary and the
+  ModelServers; ModelInfers and load-aware ModelServers), picked per part of the state
+  (`PartsFilter`): an edit of one file costs that file, not a pass over the world;
 - endpoints: the provider's, with the workload runtime's replacing them for the
   ModelInfers it runs, through the engine probe to the control loop;
 - the workload runtime gets the state (embedded: replicas started, scaled, stopped; a
@@ -46,10 +49,10 @@ from controller.canary.decisions import Event
 from controller.canary.experiment_metrics import CanaryCollector, VariantCollector
 from controller.canary.runner import CanaryRunner
 from controller.canary.stats_sink import StatsCollector
-from controller.engines.probe import EngineProbe
+from controller.engines.probe import EngineProbe, probe_input
 from controller.local.instance import split_address
 from controller.local.status_view import RouteView
-from controller.provider import Endpoints, Provider, ProviderState
+from controller.provider import Endpoints, PartsFilter, Provider, ProviderState
 from controller.ratelimit.limits import cluster_limits
 from controller.ratelimit.service import RunningService, ServiceOptions, start_ratelimit_service
 from kit.tasks import cancel_and_wait, spawn
@@ -59,7 +62,7 @@ from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
 from modelroute.targets import GATEWAY, Placement
 from modelroute.tracing import tracing
-from routing_engine.api.resources import ObjectKey, Resource
+from routing_engine.api.resources import ModelRoute, ModelServer, ObjectKey, Resource
 from routing_engine.plugins import Plugin
 from routing_engine.world import Compiled, ObjectStatus
 from xds_server import ControlPlane, Hooks, start_control_plane
@@ -167,6 +170,9 @@ class App:
         self._plugs: _Plugs | None = None
         self._workload_endpoints: Endpoints = MappingProxyType({})
         self._tasks: list[asyncio.Task[None]] = []
+        self._canary_routes = PartsFilter(_has_canary)
+        self._servers = PartsFilter(lambda o: isinstance(o, ModelServer))
+        self._probed = PartsFilter(probe_input)
 
     def plug(self, *, provider: Provider, status: StatusSink, canary: Canary,
              workloads: WorkloadRuntime | None = None, hooks: Sequence[Hooks] = (),
@@ -265,15 +271,23 @@ class App:
             assert self.plane is not None
             self.loop.attach(self.plane.cache)
         if previous is None or state.objects != previous.objects:
-            plugs.canary.set_routes(state.objects)
+            parts = state.split()
+            plugs.canary.set_routes(self._rollout_inputs(parts))
             self.loop.set_objects(state.objects)
-            self.probe.set_objects(state.objects)
+            self.probe.set_objects(self._probed(parts))
         if dict(state.endpoints) != dict(previous.endpoints if previous is not None else {}):
             self._feed_endpoints()
         if plugs.workloads is not None:
             await plugs.workloads.apply(state)
         if previous is not None and state.errors != previous.errors:
             self.loop.publish_status()
+
+    def _rollout_inputs(self, parts: tuple[tuple[Resource, ...], ...]) -> tuple[Resource, ...]:
+        """What the canary runner reads of the objects (`canary_groups`): the routes with a
+        canary and, when there are some, the ModelServers they may send to. Exact because a
+        provider's state has one object per key (no duplicate to choose between)."""
+        routes = self._canary_routes(parts)
+        return routes + self._servers(parts) if routes else ()
 
     def _feed_endpoints(self) -> None:
         provided = self.state.endpoints if self.state is not None else {}
@@ -286,6 +300,10 @@ class App:
     def _publish_status(self, compiled: Compiled,
                         statuses: Mapping[ObjectKey, ObjectStatus]) -> Awaitable[None] | None:
         return self.plugs.status.publish(compiled, statuses)
+
+
+def _has_canary(obj: Resource) -> bool:
+    return isinstance(obj, ModelRoute) and obj.spec.canary is not None and obj.spec.canary.enabled
 
 
 class RunMode:

@@ -19,9 +19,10 @@ A group is compiled from the moment its first Envoy connects; the gateway group 
 compiled, because statuses come from the unscoped gateway compile. Gateway snapshots also
 carry the readiness listener when the placement has one (`routing_engine.readiness`).
 
-Metrics (`modelroute.metrics`, optional): compile time per group, objects by kind,
-NACKs by owning object, and edit→served: each input kind (objects, endpoints, canary
-weights) remembers when its first change not yet compiled arrived; the gateway compile
+Metrics (`modelroute.metrics`, optional): compile time per group, objects by kind
+(counted when scraped), NACKs by owning object, and edit→served: each input kind
+(objects, endpoints, canary weights) remembers when its first change not yet compiled
+arrived; the gateway compile
 that takes it in carries those times until the gateway Envoys accept all of it (a later
 compile that replaces it before then inherits the earliest), and a rejection drops them.
 
@@ -146,7 +147,6 @@ class ControlLoop:
         self.tracer = tracer
         self._pending_since: dict[str, float] = {}  # input kind → first change not compiled yet
         self._unserved: dict[str, float] = {}  # ... compiled for the gateway, not accepted yet
-        self._kinds: set[str] = set()  # object kinds seen (their gauge goes to 0, not away)
         # None: the built-in features plus the `modelroute.plugins` entry points.
         self._plugins = plugin.with_builtin(plugin.discover()) if plugins is None else tuple(plugins)
         self._on_status = on_status
@@ -195,12 +195,7 @@ class ControlLoop:
     def set_objects(self, objects: Sequence[Resource]) -> None:
         self._objects = tuple(objects)
         if self.metrics is not None:
-            kinds: dict[str, int] = {}
-            for obj in self._objects:
-                kinds[obj.KIND] = kinds.get(obj.KIND, 0) + 1
-            self._kinds |= set(kinds)
-            for kind in self._kinds:  # a kind whose last object went away reads 0
-                self.metrics.objects.labels(kind).set(kinds.get(kind, 0))
+            self.metrics.objects.set(self._objects)  # counted by kind when scraped
         self._changed("objects")
 
     def set_endpoints(self, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]]) -> None:

@@ -8,7 +8,7 @@ control plane only (tests run several in one process). On it:
 - these (`ControlPlaneMetrics`): compile time per node group, edit→served (from a change
   handed to the engine to the gateway Envoys accepting every resource of the compile
   that has it, per input: objects, endpoints, canary weights), NACKs by owning object,
-  objects by kind, informer lag (Kubernetes: a watch event's arrival → the world with it
+  objects by kind (counted when scraped: an edit must not pay a pass over the world), informer lag (Kubernetes: a watch event's arrival → the world with it
   handed to the engine), and whether this replica leads;
 - the per-variant and rollout series (`controller.canary.experiment_metrics`);
 - `ProcessWide`: what lives in the process-wide default registry: the process and Python
@@ -19,14 +19,15 @@ control plane only (tests run several in one process). On it:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter as Tally
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from controller.ratelimit import service as ratelimit_service
-from routing_engine.api.resources import ObjectKey
+from routing_engine.api.resources import ObjectKey, Resource
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # The default registry's families served by every instance's /metrics.
@@ -42,6 +43,34 @@ class ProcessWide(Collector):
                 yield family
 
 
+class ObjectsByKind(Collector):
+    """`modelroute_objects{kind}`: the objects the engine compiles, counted when scraped
+    (once per set of objects), not on every edit; a kind whose last object went away
+    reads 0, not nothing."""
+
+    def __init__(self) -> None:
+        self._objects: Sequence[Resource] = ()
+        self._counted: Sequence[Resource] | None = None
+        self._counts: dict[str, int] = {}
+
+    def set(self, objects: Sequence[Resource]) -> None:
+        self._objects = objects
+
+    def counts(self) -> dict[str, int]:
+        objects = self._objects
+        if self._counted is not objects:
+            found = Tally(o.KIND for o in objects)
+            self._counts = {kind: found.get(kind, 0) for kind in sorted(self._counts.keys() | found.keys())}
+            self._counted = objects
+        return dict(self._counts)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("modelroute_objects", "Objects the engine compiles, by kind", labels=["kind"])
+        for kind, count in self.counts().items():
+            family.add_metric([kind], count)
+        yield family
+
+
 class ControlPlaneMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.compile_seconds = Histogram(
@@ -54,8 +83,8 @@ class ControlPlaneMetrics:
             "modelroute_object_nacks_total", "Envoy rejections of a resource, by the object it came from "
             "(object: namespace/name; not `namespace`, which scrapes attach for the target)",
             ["kind", "object"], registry=registry)
-        self.objects = Gauge("modelroute_objects", "Objects the engine compiles, by kind", ["kind"],
-                             registry=registry)
+        self.objects = ObjectsByKind()
+        registry.register(self.objects)
         self.informer_lag = Histogram(
             "modelroute_informer_lag_seconds", "From a watch event's arrival to the world with it handed to the "
             "engine (Kubernetes mode)", buckets=_SECONDS, registry=registry)

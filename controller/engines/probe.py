@@ -51,6 +51,12 @@ class Needs:
     load: bool
 
 
+def probe_input(obj: Resource) -> bool:
+    """Whether `needs_of` reads `obj` (a ModelInfer, a load-aware ModelServer): the others
+    can be left out of what it is handed."""
+    return isinstance(obj, ModelInfer) or (isinstance(obj, ModelServer) and obj.spec.load_balancing == "loadAware")
+
+
 def needs_of(objects: Iterable[Resource]) -> dict[ObjectKey, Needs]:
     """ModelInfer → what to poll its endpoints for (absent: nothing)."""
     objects = list(objects)

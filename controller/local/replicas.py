@@ -48,7 +48,7 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from controller.local.processes import child_preexec, terminate
-from controller.provider import ProviderState
+from controller.provider import PartsFilter, ProviderState
 from kit.tasks import cancel_and_wait, spawn
 from kit.backoff import Backoff, RestartBackoff
 from routing_engine.api.resources import ModelInfer, ObjectKey
@@ -278,6 +278,7 @@ class ReplicaRuntime:
         self._suspended: set[ObjectKey] = set()
         self._published: Endpoints | None = None
         self._lock = asyncio.Lock()
+        self._infers_of = PartsFilter(lambda o: isinstance(o, ModelInfer))
 
     def log_file(self, infer: ModelInfer, index: int) -> IO[bytes]:
         if self.log_dir is None:
@@ -290,7 +291,8 @@ class ReplicaRuntime:
 
     async def apply(self, state: ProviderState) -> None:
         """Run what the state's ModelInfers ask for."""
-        await self.reconcile(o for o in state.objects if isinstance(o, ModelInfer))
+        # Picked per part of the state: an edit costs its part, not a pass over the world.
+        await self.reconcile(o for o in self._infers_of(state.split()) if isinstance(o, ModelInfer))
 
     async def reconcile(self, infers: Iterable[ModelInfer]) -> None:
         """Make the running replicas match `infers`: start, scale, replace, delete.
