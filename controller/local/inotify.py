@@ -15,6 +15,8 @@ overflow is a batch of `None`: re-read everything. Directories are watched as th
 appear (created or moved in); one made and filled before its watch exists is caught by
 the provider, which rescans the tree on every batch.
 
+The kernel interface is `inotify_simple` (a small, well-kept wrapper: the system calls
+and the event parsing); this module adds the asyncio reader, the tree and the batches.
 `TreeWatch.available()` is False where inotify is missing (not Linux): the file provider
 then uses watchfiles.
 """
@@ -22,29 +24,20 @@ then uses watchfiles.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
-import functools
 import os
-import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
-_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
-_IN_DELETE_SELF, _IN_MOVE_SELF = 0x400, 0x800
-_IN_Q_OVERFLOW, _IN_IGNORED, _IN_ISDIR = 0x4000, 0x8000, 0x40000000
-_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-_MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
-         | _IN_DELETE_SELF | _IN_MOVE_SELF)
-_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then the name, NUL-padded)
+try:  # Linux only (a dependency with a platform marker): elsewhere the provider uses watchfiles
+    from inotify_simple import INotify, flags
+except ImportError:  # pragma: no cover - not Linux
+    INotify = None
 
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    """The C library already loaded in this process (no `find_library`: it runs ldconfig)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc if hasattr(libc, "inotify_init1") and hasattr(libc, "inotify_add_watch") else None
+_MASK = 0 if INotify is None else (
+    flags.MODIFY | flags.ATTRIB | flags.CLOSE_WRITE | flags.MOVED_FROM | flags.MOVED_TO | flags.CREATE | flags.DELETE
+    | flags.DELETE_SELF | flags.MOVE_SELF)
 
 
 class TreeWatch:
@@ -54,31 +47,27 @@ class TreeWatch:
     def __init__(self, root: Path, visible: Callable[[Path], bool]) -> None:
         self.root = root
         self._visible = visible
-        self._libc = _libc()
-        self._fd = -1
+        self._inotify: INotify | None = None
         self._dirs: dict[int, Path] = {}  # watch descriptor → directory
         self._changed: set[Path] | None = set()
         self._ready = asyncio.Event()
 
     @staticmethod
     def available() -> bool:
-        return _libc() is not None
+        return INotify is not None and sys.platform.startswith("linux")
 
     def start(self) -> None:
-        if self._libc is None:
+        if not self.available():
             raise OSError(errno.ENOSYS, "inotify is not available here")
-        self._fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if self._fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self._inotify = INotify(nonblocking=True)
         self._watch_tree(self.root)
-        asyncio.get_running_loop().add_reader(self._fd, self._read)
+        asyncio.get_running_loop().add_reader(self._inotify.fileno(), self._read)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            asyncio.get_running_loop().remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fileno())
+            self._inotify.close()
+            self._inotify = None
         self._ready.set()  # a waiting batch() returns
 
     async def batch(self) -> set[Path] | None:
@@ -94,39 +83,31 @@ class TreeWatch:
             self._watch(Path(root))
 
     def _watch(self, directory: Path) -> None:
-        assert self._libc is not None
-        wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), _MASK)
-        if wd >= 0:
-            self._dirs[wd] = directory
-        elif directory == self.root:
-            err = ctypes.get_errno()
-            raise OSError(err, f"cannot watch {directory}: {os.strerror(err)}")
-        # Any other directory may be gone already: its removal is an event of its parent.
+        assert self._inotify is not None
+        try:
+            self._dirs[self._inotify.add_watch(directory, _MASK)] = directory
+        except OSError:
+            if directory == self.root:
+                raise
+            # Any other directory may be gone already: its removal is an event of its parent.
 
     def _read(self) -> None:
-        try:
-            data = os.read(self._fd, 64 * 1024)
-        except BlockingIOError:
-            return
-        offset = 0
-        while offset < len(data):
-            wd, mask, _, size = _HEADER.unpack_from(data, offset)
-            name = data[offset + _HEADER.size:offset + _HEADER.size + size].rstrip(b"\0")
-            offset += _HEADER.size + size
-            if mask & _IN_Q_OVERFLOW:
+        assert self._inotify is not None
+        for event in self._inotify.read(timeout=0):
+            if event.mask & flags.Q_OVERFLOW:
                 self._changed = None
                 self._ready.set()
                 continue
-            directory = self._dirs.get(wd)
-            if mask & _IN_IGNORED:
-                self._dirs.pop(wd, None)
+            if event.mask & flags.IGNORED:
+                self._dirs.pop(event.wd, None)
                 continue
+            directory = self._dirs.get(event.wd)
             if directory is None:
                 continue
-            path = Path(directory, os.fsdecode(name)) if name else directory
+            path = Path(directory, event.name) if event.name else directory
             if not self._visible(path):
                 continue
-            if mask & _IN_ISDIR and mask & (_IN_CREATE | _IN_MOVED_TO):
+            if event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):
                 self._watch_tree(path)
             if self._changed is not None:
                 self._changed.add(path)
