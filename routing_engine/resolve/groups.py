@@ -64,9 +64,9 @@ def by_match(route: ModelRoute, front_door: str) -> dict[ir.RouteMatch, list[int
     return found
 
 
-def _pairs(groups: Mapping[ir.RouteMatch, list[int]]) -> list[ir.RouteMatch]:
-    """The groups a canary could be: exactly two entries."""
-    return [match for match, entries in groups.items() if len(entries) == 2]
+def _pairs(groups: Sequence[list[int]]) -> list[int]:
+    """The groups a canary could be (their positions): exactly two entries."""
+    return [n for n, entries in enumerate(groups) if len(entries) == 2]
 
 
 def start_weights(canary: CanarySpec) -> tuple[int, int]:
@@ -84,7 +84,7 @@ def canary_group(route: ModelRoute, front_door: str) -> CanaryGroup | None:
     canary = route.spec.canary
     if canary is None or not canary.enabled:
         return None
-    groups = by_match(route, front_door)
+    groups = list(by_match(route, front_door).values())
     pairs = _pairs(groups)
     if len(pairs) != 1:
         return None
@@ -104,12 +104,13 @@ def build_groups(
     names come from keys); the caller decides whether unresolved references fail the
     route."""
     grouped = by_match(route, front_door)
-    weights = {match: shares([route.spec.routes[i].weight for i in entries]) for match, entries in grouped.items()}
+    rules = route.spec.routes
+    weights = [shares([rules[i].weight for i in entries]) for entries in grouped.values()]  # by position
     problems: list[Problem] = []
     canary = route.spec.canary
-    sticky: ir.RouteMatch | None = None
+    sticky: int | None = None  # the position of the group that carries the sticky header
     if canary is not None and canary.enabled:
-        pairs = _pairs(grouped)
+        pairs = _pairs(list(grouped.values()))
         if len(pairs) != 1:
             rule = (
                 "canary needs exactly one group (entries with identical match) with exactly two "
@@ -123,14 +124,15 @@ def build_groups(
         if len(pairs) == 1 and canary.sticky_header:
             sticky = pairs[0]
     groups: list[Group] = []
-    for match, entries in grouped.items():
-        if not any(weights[match]):
+    for n, (match, entries) in enumerate(grouped.items()):
+        written = weights[n]
+        if not any(written):
             fields = ", ".join(f"spec.routes[{i}]" for i in entries)
             rule = f"the weights of one group ({fields}) are all 0; at least one must be positive"
             problems.append(problem(VALIDATION_FAILED, route.key, f"spec.routes[{entries[0]}].weight", rule))
             continue
-        group = _group(route, dests, match, entries, weights[match], servers)
-        if sticky is not None and match == sticky and canary is not None and canary.sticky_header:
+        group = _group(route, dests, match, entries, written, servers)
+        if n == sticky and canary is not None and canary.sticky_header:
             group = replace(group, hash_header=canary.sticky_header.lower())
         groups.append(group)
     return tuple(groups), tuple(problems)
