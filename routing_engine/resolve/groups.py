@@ -59,8 +59,14 @@ def destination(route: ModelRoute, entry: int) -> ObjectKey:
 def by_match(route: ModelRoute, front_door: str) -> dict[ir.RouteMatch, list[int]]:
     """The route's groups: entry indexes by match in normal form, in first-appearance order."""
     found: dict[ir.RouteMatch, list[int]] = {}
+    whole: ir.RouteMatch | None = None  # the match of an entry that matches nothing itself
     for i, entry in enumerate(route.spec.routes):
-        found.setdefault(route_match(entry.match, front_door), []).append(i)
+        m = entry.match
+        if m.path is None and not m.headers and not m.query_params and m.model is None:
+            match = whole = whole or route_match(m, front_door)
+        else:
+            match = route_match(m, front_door)
+        found.setdefault(match, []).append(i)
     return found
 
 
@@ -147,19 +153,30 @@ def _group(
     servers: Mapping[ObjectKey, ServerOutcome],
 ) -> Group:
     merged: dict[str, int] = {}
+    rules = route.spec.routes
+    # the largest explicit value among the entries, else among their servers' `routing`
+    entry_timeout = entry_retries = server_timeout = server_retries = None
     for i, weight in zip(entries, weights):
-        name = names.backend(dests[i])
+        dest = dests[i]
+        name = names.backend(dest)
         merged[name] = merged.get(name, 0) + weight
-    rules = [route.spec.routes[i] for i in entries]
-    targets = [servers[dests[i]] for i in entries if dests[i] in servers]
-    entry_timeouts = [parse_duration_ms(r.timeout) for r in rules if r.timeout is not None]
-    server_timeouts = [t for t in (s.timeout_ms for s in targets) if t is not None]
-    entry_retries = [r.retries for r in rules if r.retries is not None]
-    server_retries = [r for r in (s.retries for s in targets) if r is not None]
+        rule = rules[i]
+        if rule.timeout is not None:
+            entry_timeout = max(entry_timeout or 0, parse_duration_ms(rule.timeout))
+        if rule.retries is not None:
+            entry_retries = max(entry_retries or 0, rule.retries)
+        target = servers.get(dest)
+        if target is not None:
+            if target.timeout_ms is not None:
+                server_timeout = max(server_timeout or 0, target.timeout_ms)
+            if target.retries is not None:
+                server_retries = max(server_retries or 0, target.retries)
+    timeout = entry_timeout if entry_timeout is not None else server_timeout
+    retries = entry_retries if entry_retries is not None else server_retries
     return Group(
         match=match,
         entries=tuple(entries),
         backends=tuple(ir.WeightedBackend(name, weight) for name, weight in merged.items()),
-        timeout_ms=max(entry_timeouts or server_timeouts or [DEFAULT_TIMEOUT_MS]),
-        retries=max(entry_retries or server_retries or [DEFAULT_RETRIES]),
+        timeout_ms=timeout if timeout is not None else DEFAULT_TIMEOUT_MS,
+        retries=retries if retries is not None else DEFAULT_RETRIES,
     )
