@@ -67,9 +67,4 @@ def route_match(match: RouteMatch, front_door: str) -> ir.RouteMatch:
         return ir.RouteMatch(path, (), (), match.model)  # most entries: path and model only
     headers = {name.lower(): string_match(value) for name, value in sorted(match.headers.items())}
     query = {name: string_match(value) for name, value in match.query_params.items()}
-    return ir.RouteMatch(
-        path=path,
-        headers=tuple(sorted(headers.items())),
-        query_params=tuple(sorted(query.items())),
-        model=match.model,
-    )
+    return ir.RouteMatch(path, tuple(sorted(headers.items())), tuple(sorted(query.items())), match.model)

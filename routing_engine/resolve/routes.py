@@ -202,7 +202,9 @@ def resolve_route(
         return RouteOutcome(key, route, takeover, takeover, front_door, (), (), (), referenced)
     ports = sorted({o.port for o in found} if found else {servers[ref].port for ref in referenced})
     routes = _routes(key, front_door, groups, fallback, served)
-    unsafe = _tls_problems(route, referenced, ports, served) + _api_key_problems(route, routes)
+    unsafe = _tls_problems(route, referenced, ports, served)
+    if served.has_policies:
+        unsafe += _api_key_problems(route, routes)
     if unsafe:
         return RouteOutcome(key, route, unsafe, (), front_door, (), (), (), referenced)
     scope = {*referenced, *(o.key for o in found), *(o.key for o in served.under(front_door))}
@@ -215,6 +217,8 @@ def _tls_problems(route: ModelRoute, referenced: Sequence[ObjectKey], ports: Seq
                   served: Served) -> tuple[Problem, ...]:
     """A server that requires TLS must not be reached through a plain-HTTP port: its
     requests (and their credentials) would cross in clear text."""
+    if not served.tls_ports:
+        return ()  # no compiled server has TLS
     plain = [p for p in ports if p not in served.tls_ports]
     secure = [k for k in referenced if served.servers[k].tls is not None]
     if not plain or not secure:
