@@ -330,7 +330,10 @@ def _routes(
                                hash_header=group.hash_header, extensions=extensions))
     if fallback is not None and spare is not None:
         target = served.servers[fallback]
-        reachable = {spare} | served.owner_backends(front_door) if policies else set()
+        auth, extensions = (), ()
+        if policies:
+            reachable = {spare} | served.owner_backends(front_door)
+            auth, extensions = served.auth(reachable), served.extensions(reachable)
         routes.append(
             ir.Route(
                 name=names.fallback_route(key),
@@ -339,8 +342,8 @@ def _routes(
                 backends=(ir.WeightedBackend(spare, 1),),
                 timeout_ms=target.timeout_ms if target.timeout_ms is not None else DEFAULT_TIMEOUT_MS,
                 retries=target.retries if target.retries is not None else DEFAULT_RETRIES,
-                auth=served.auth(reachable) if policies else (),
-                extensions=served.extensions(reachable) if policies else (),
+                auth=auth,
+                extensions=extensions,
             )
         )
     return tuple(routes)
