@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 
 def shares(written: Sequence[int | None]) -> list[int]:
+    if None not in written:
+        return [w for w in written if w is not None]  # every weight written: as written
     if all(w is None for w in written):
         return [1] * len(written)
     missing = [n for n, w in enumerate(written) if w is None]

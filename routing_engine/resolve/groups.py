@@ -59,14 +59,20 @@ def destination(route: ModelRoute, entry: int) -> ObjectKey:
 def by_match(route: ModelRoute, front_door: str) -> dict[ir.RouteMatch, list[int]]:
     """The route's groups: entry indexes by match in normal form, in first-appearance order."""
     found: dict[ir.RouteMatch, list[int]] = {}
+    whole: ir.RouteMatch | None = None  # the match of an entry that matches nothing itself
     for i, entry in enumerate(route.spec.routes):
-        found.setdefault(route_match(entry.match, front_door), []).append(i)
+        m = entry.match
+        if m.path is None and not m.headers and not m.query_params and m.model is None:
+            match = whole = whole or route_match(m, front_door)
+        else:
+            match = route_match(m, front_door)
+        found.setdefault(match, []).append(i)
     return found
 
 
-def _pairs(groups: Mapping[ir.RouteMatch, list[int]]) -> list[ir.RouteMatch]:
-    """The groups a canary could be: exactly two entries."""
-    return [match for match, entries in groups.items() if len(entries) == 2]
+def _pairs(groups: Sequence[list[int]]) -> list[int]:
+    """The groups a canary could be (their positions): exactly two entries."""
+    return [n for n, entries in enumerate(groups) if len(entries) == 2]
 
 
 def start_weights(canary: CanarySpec) -> tuple[int, int]:
@@ -84,7 +90,7 @@ def canary_group(route: ModelRoute, front_door: str) -> CanaryGroup | None:
     canary = route.spec.canary
     if canary is None or not canary.enabled:
         return None
-    groups = by_match(route, front_door)
+    groups = list(by_match(route, front_door).values())
     pairs = _pairs(groups)
     if len(pairs) != 1:
         return None
@@ -104,12 +110,13 @@ def build_groups(
     names come from keys); the caller decides whether unresolved references fail the
     route."""
     grouped = by_match(route, front_door)
-    weights = {match: shares([route.spec.routes[i].weight for i in entries]) for match, entries in grouped.items()}
+    rules = route.spec.routes
+    weights = [shares([rules[i].weight for i in entries]) for entries in grouped.values()]  # by position
     problems: list[Problem] = []
     canary = route.spec.canary
-    sticky: ir.RouteMatch | None = None
+    sticky: int | None = None  # the position of the group that carries the sticky header
     if canary is not None and canary.enabled:
-        pairs = _pairs(grouped)
+        pairs = _pairs(list(grouped.values()))
         if len(pairs) != 1:
             rule = (
                 "canary needs exactly one group (entries with identical match) with exactly two "
@@ -123,14 +130,15 @@ def build_groups(
         if len(pairs) == 1 and canary.sticky_header:
             sticky = pairs[0]
     groups: list[Group] = []
-    for match, entries in grouped.items():
-        if not any(weights[match]):
+    for n, (match, entries) in enumerate(grouped.items()):
+        written = weights[n]
+        if not any(written):
             fields = ", ".join(f"spec.routes[{i}]" for i in entries)
             rule = f"the weights of one group ({fields}) are all 0; at least one must be positive"
             problems.append(problem(VALIDATION_FAILED, route.key, f"spec.routes[{entries[0]}].weight", rule))
             continue
-        group = _group(route, dests, match, entries, weights[match], servers)
-        if sticky is not None and match == sticky and canary is not None and canary.sticky_header:
+        group = _group(route, dests, match, entries, written, servers)
+        if n == sticky and canary is not None and canary.sticky_header:
             group = replace(group, hash_header=canary.sticky_header.lower())
         groups.append(group)
     return tuple(groups), tuple(problems)
@@ -145,19 +153,30 @@ def _group(
     servers: Mapping[ObjectKey, ServerOutcome],
 ) -> Group:
     merged: dict[str, int] = {}
+    rules = route.spec.routes
+    # the largest explicit value among the entries, else among their servers' `routing`
+    entry_timeout = entry_retries = server_timeout = server_retries = None
     for i, weight in zip(entries, weights):
-        name = names.backend(dests[i])
+        dest = dests[i]
+        name = names.backend(dest)
         merged[name] = merged.get(name, 0) + weight
-    rules = [route.spec.routes[i] for i in entries]
-    targets = [servers[dests[i]] for i in entries if dests[i] in servers]
-    entry_timeouts = [parse_duration_ms(r.timeout) for r in rules if r.timeout is not None]
-    server_timeouts = [t for t in (s.timeout_ms for s in targets) if t is not None]
-    entry_retries = [r.retries for r in rules if r.retries is not None]
-    server_retries = [r for r in (s.retries for s in targets) if r is not None]
+        rule = rules[i]
+        if rule.timeout is not None:
+            entry_timeout = max(entry_timeout or 0, parse_duration_ms(rule.timeout))
+        if rule.retries is not None:
+            entry_retries = max(entry_retries or 0, rule.retries)
+        target = servers.get(dest)
+        if target is not None:
+            if target.timeout_ms is not None:
+                server_timeout = max(server_timeout or 0, target.timeout_ms)
+            if target.retries is not None:
+                server_retries = max(server_retries or 0, target.retries)
+    timeout = entry_timeout if entry_timeout is not None else server_timeout
+    retries = entry_retries if entry_retries is not None else server_retries
     return Group(
         match=match,
         entries=tuple(entries),
         backends=tuple(ir.WeightedBackend(name, weight) for name, weight in merged.items()),
-        timeout_ms=max(entry_timeouts or server_timeouts or [DEFAULT_TIMEOUT_MS]),
-        retries=max(entry_retries or server_retries or [DEFAULT_RETRIES]),
+        timeout_ms=timeout if timeout is not None else DEFAULT_TIMEOUT_MS,
+        retries=retries if retries is not None else DEFAULT_RETRIES,
     )

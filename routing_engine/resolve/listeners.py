@@ -32,7 +32,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from routing_engine import ir, names
 from routing_engine.api.resources import ModelRoute, ObjectKey
@@ -186,7 +186,7 @@ class Assembler:
         found_on: dict[int, Mapping[ObjectKey, Mapping[int, str]]] = {}
         for port, outcomes in by_port.items():
             known = self._listeners.get(port)
-            if known is None or port not in position:
+            if known is None or port not in position or known[0] is not self._side:
                 return None
             where = self._index(port, known[1])
             installed = list(known[1])
@@ -205,7 +205,7 @@ class Assembler:
                 self._shadows[port] = (tuple(signature), _shadows_on(frozen))
             else:
                 self._shadows[port] = (tuple(signature), self._shadows[port][1])
-            lst = _listener(port, self._side.servers_on[port], tuple(ordered), self._side.limits, self.target)
+            lst = _rerouted(known[2], tuple(ordered), self._side.limits)
             self._listeners[port] = (self._side, frozen, lst)
             self._where[port] = (frozen, where)  # the same places: nothing moved
             listeners[position[port]] = lst
@@ -331,12 +331,6 @@ def _listener(
     limits: Mapping[str, ir.RateLimit],
     target: Target,
 ) -> ir.Listener:
-    rate_limits: tuple[tuple[str, ir.RateLimit], ...] = ()
-    if limits:
-        reachable = {b.backend for r in routes for b in r.backends} | {
-            b.failover_to for r in routes for b in r.backends if b.failover_to is not None
-        }
-        rate_limits = tuple(sorted((b, limits[b]) for b in reachable if b in limits))
     return ir.Listener(
         name=names.listener(port),
         address=target.address,
@@ -344,9 +338,24 @@ def _listener(
         routes=routes,
         tls=next((s.tls for s in on_port if s.tls is not None), None),
         ready_backends=tuple(sorted(s.backend.name for s in on_port if s.backend is not None)),
-        rate_limits=rate_limits,
+        rate_limits=_rate_limits(routes, limits),
         extensions=tuple(sorted((e for s in on_port for e in s.extensions), key=lambda e: (e.plugin, e.server))),
     )
+
+
+def _rerouted(listener: ir.Listener, routes: tuple[ir.Route, ...], limits: Mapping[str, ir.RateLimit]) -> ir.Listener:
+    """`_listener` for the same port and servers with other routes: what comes from the
+    servers (thousands of them on a port) is taken from `listener` as it is."""
+    return replace(listener, routes=routes, rate_limits=_rate_limits(routes, limits))
+
+
+def _rate_limits(routes: Sequence[ir.Route], limits: Mapping[str, ir.RateLimit]) -> tuple[tuple[str, ir.RateLimit], ...]:
+    if not limits:
+        return ()
+    reachable = {b.backend for r in routes for b in r.backends} | {
+        b.failover_to for r in routes for b in r.backends if b.failover_to is not None
+    }
+    return tuple(sorted((b, limits[b]) for b in reachable if b in limits))
 
 
 def _everywhere(

@@ -63,11 +63,8 @@ def route_match(match: RouteMatch, front_door: str) -> ir.RouteMatch:
     Two header names that differ only in case collapse to one; the later one in name
     order wins, which only matters for a manifest that asks for both."""
     path = path_match(match.path) if match.path is not None else front_door_match(front_door)
+    if not match.headers and not match.query_params:
+        return ir.RouteMatch(path, (), (), match.model)  # most entries: path and model only
     headers = {name.lower(): string_match(value) for name, value in sorted(match.headers.items())}
     query = {name: string_match(value) for name, value in match.query_params.items()}
-    return ir.RouteMatch(
-        path=path,
-        headers=tuple(sorted(headers.items())),
-        query_params=tuple(sorted(query.items())),
-        model=match.model,
-    )
+    return ir.RouteMatch(path, tuple(sorted(headers.items())), tuple(sorted(query.items())), match.model)

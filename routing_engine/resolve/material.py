@@ -48,12 +48,15 @@ class Material(Generic[T]):
         return not self.ref_problems and not self.spec_problems
 
 
+NONE: Material[Any] = Material()  # no material asked for (one value, shared)
+
+
 def tls_certificate(server: ModelServer, index: ObjectIndex) -> Material[ir.TlsCertificate]:
     """The certificate for `spec.tls`, checked as Envoy (BoringSSL) would load it: a
     certificate Envoy refuses would take the whole listener down with it."""
     spec = server.spec.tls
     if spec is None or not spec.enabled or spec.secret_name is None:
-        return Material()
+        return NONE
     field = "spec.tls.secretName"
     secret, missing = _secret(server, spec.secret_name, field, index)
     if secret is None:
@@ -71,7 +74,7 @@ def tls_certificate(server: ModelServer, index: ObjectIndex) -> Material[ir.TlsC
 def auth_policy(server: ModelServer, index: ObjectIndex) -> Material[ir.AuthPolicy]:
     spec = server.spec.authentication
     if spec is None or not spec.enabled:
-        return Material()
+        return NONE
     wrong = [
         problem(VALIDATION_FAILED, server.key, f"spec.authentication.config.{field}", "must be a non-empty string")
         for field, required in _TEXT_FIELDS[spec.type]

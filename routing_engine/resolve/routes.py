@@ -83,7 +83,9 @@ UNDER = "under:"
 class Served:
     """Compiled servers indexed once per compile: by `routing.path`, to find a front
     door's owner by walking up its segments, and by backend name, for auth. Scanning
-    every server per ModelRoute instead would be quadratic in a world of 10,000 each."""
+    every server per ModelRoute instead would be quadratic in a world of 10,000 each.
+    The answers for a path are kept for the life of the index (the servers do not
+    change under it): a route asks about its front door several times."""
 
     def __init__(self, servers: Mapping[ObjectKey, ServerOutcome]) -> None:
         self.servers = servers
@@ -104,46 +106,69 @@ class Served:
                 if outcome.tls is not None:
                     self.tls_ports.add(outcome.port)
         self._paths = sorted(self._by_path)
+        # Whether any server has auth or extensions: routes carry those of the servers they reach.
+        self.has_policies = bool(self._auth or self._extensions)
+        # path → (owners, the paths looked at to find them) / servers below / their backends
+        self._owners: dict[str, tuple[list[ServerOutcome], tuple[str, ...]]] = {}
+        self._under: dict[str, list[ServerOutcome]] = {}
+        self._owner_backends: dict[str, frozenset[str]] = {}
 
-    def auth(self, backends: set[str]) -> tuple[ir.AuthPolicy, ...]:
+    def auth(self, backends: set[str] | frozenset[str]) -> tuple[ir.AuthPolicy, ...]:
         """The auth policies of these backends' servers, deduplicated, sorted by name."""
+        if not self._auth:
+            return ()
         policies = {p.name: p for b in backends if (p := self._auth.get(b)) is not None}
         return tuple(policies[name] for name in sorted(policies))
 
-    def extensions(self, backends: set[str]) -> tuple[ir.Extension, ...]:
+    def extensions(self, backends: set[str] | frozenset[str]) -> tuple[ir.Extension, ...]:
         """The `spec.extensions` of these backends' servers, sorted by (plugin, server)."""
         if not self._extensions:
             return ()
         found = [e for b in backends for e in self._extensions.get(b, ())]
         return tuple(sorted(found, key=lambda e: (e.plugin, e.server)))
 
-    def owner_backends(self, path: str) -> set[str]:
+    def owner_backends(self, path: str) -> frozenset[str]:
         """Backends of the servers a claim on `path` covers: its owner and every server
         whose path lies below it (requests to those arrive through the claim too)."""
-        return {o.backend.name for o in (*self.owners(path), *self.under(path)) if o.backend is not None}
+        owners, under = self.owners(path), self.under(path)  # (cached; they note what was probed)
+        found = self._owner_backends.get(path)
+        if found is None:
+            found = self._owner_backends[path] = frozenset(
+                o.backend.name for o in (*owners, *under) if o.backend is not None)
+        return found
 
     def under(self, path: str) -> list[ServerOutcome]:
         """Compiled servers whose `routing.path` lies strictly below `path`, by segments."""
         if self.probed is not None:
             self.probed.add(UNDER + path)
-        prefix = path.rstrip("/") + "/"
-        found: list[ServerOutcome] = []
-        for i in range(bisect_left(self._paths, prefix), len(self._paths)):
-            if not self._paths[i].startswith(prefix):
-                break
-            found.extend(self._by_path[self._paths[i]])
+        found = self._under.get(path)
+        if found is None:
+            prefix = path.rstrip("/") + "/"
+            found = self._under[path] = []
+            for i in range(bisect_left(self._paths, prefix), len(self._paths)):
+                if not self._paths[i].startswith(prefix):
+                    break
+                found.extend(self._by_path[self._paths[i]])
         return found
 
     def owners(self, front_door: str) -> list[ServerOutcome]:
+        known = self._owners.get(front_door)
+        if known is None:
+            known = self._owners[front_door] = self._find_owners(front_door)
+        if self.probed is not None:
+            self.probed.update(known[1])
+        return known[0]
+
+    def _find_owners(self, front_door: str) -> tuple[list[ServerOutcome], tuple[str, ...]]:
         parts = segments(front_door)
+        looked: list[str] = []
         for n in range(len(parts), -1, -1):
             path = "/" + "/".join(parts[:n])
-            if self.probed is not None:
-                self.probed.add(path)
+            looked.append(path)
             found = self._by_path.get(path)
             if found:
-                return found
-        return []
+                return found, tuple(looked)
+        return [], tuple(looked)
 
 
 def resolve_route(
@@ -154,38 +179,46 @@ def resolve_route(
 ) -> RouteOutcome:
     servers = served.servers
     spec = route.spec
-    dests = [destination(route, i) for i in range(len(spec.routes))]
-    refs = [(key, f"spec.routes[{i}].destination.modelServerRef") for i, key in enumerate(dests)]
-    fallback = spec.fallback.model_server_ref.resolve(ModelServer.KIND, route.metadata.namespace) if spec.fallback else None
-    if fallback is not None:
-        refs.append((fallback, "spec.fallback.modelServerRef"))
-    ref_problems = tuple(p for key, field in refs if (p := _check_ref(route, key, field, index, servers)) is not None)
+    key = route.key
+    namespace = route.metadata.namespace
+    dests = [entry.destination.model_server_ref.resolve(ModelServer.KIND, namespace) for entry in spec.routes]
+    fallback = spec.fallback.model_server_ref.resolve(ModelServer.KIND, namespace) if spec.fallback else None
+    refs = [*dests, fallback] if fallback is not None else dests
+    ref_problems: tuple[Problem, ...] = ()
+    for i, ref in enumerate(refs):
+        broken = _ref_problem(ref, namespace, index, servers)
+        if broken is not None:
+            field = "spec.fallback.modelServerRef" if i == len(dests) else f"spec.routes[{i}].destination.modelServerRef"
+            ref_problems += (problem(broken[0], key, field, broken[1]),)
     front_door = _front_door(route, fallback if fallback is not None else dests[0], index.servers)
     groups, invalid = build_groups(route, dests, front_door or _UNKNOWN_FRONT_DOOR, servers, live)
     problems = ref_problems + invalid
-    referenced = sorted({key for key, _ in refs})
+    referenced = tuple(sorted(set(refs)))
     if problems or front_door is None:
-        return RouteOutcome(route.key, route, problems, ref_problems, front_door, (), (), (), tuple(referenced))
+        return RouteOutcome(key, route, problems, ref_problems, front_door, (), (), (), referenced)
     found = served.owners(front_door)
     takeover = _path_problems(route, front_door, groups, served, index)
     if takeover:
-        return RouteOutcome(route.key, route, takeover, takeover, front_door, (), (), (), tuple(referenced))
-    ports = sorted({o.port for o in found} if found else {servers[key].port for key in referenced})
-    routes = _routes(route.key, front_door, groups, fallback, served)
-    unsafe = _tls_problems(route, referenced, ports, served) + _api_key_problems(route, routes)
+        return RouteOutcome(key, route, takeover, takeover, front_door, (), (), (), referenced)
+    ports = sorted({o.port for o in found} if found else {servers[ref].port for ref in referenced})
+    routes = _routes(key, front_door, groups, fallback, served)
+    unsafe = _tls_problems(route, referenced, ports, served)
+    if served.has_policies:
+        unsafe += _api_key_problems(route, routes)
     if unsafe:
-        return RouteOutcome(route.key, route, unsafe, (), front_door, (), (), (), tuple(referenced))
-    covered = {o.key for o in served.under(front_door)}
-    covered |= {o.key for g in groups for o in (*served.owners(_literal_prefix(g.match.path)),
-                                                    *served.under(_literal_prefix(g.match.path)))}
-    scope = tuple(sorted(set(referenced) | {o.key for o in found} | covered))
-    return RouteOutcome(route.key, route, (), (), front_door, tuple(ports), groups, routes, scope)
+        return RouteOutcome(key, route, unsafe, (), front_door, (), (), (), referenced)
+    scope = {*referenced, *(o.key for o in found), *(o.key for o in served.under(front_door))}
+    for prefix in {_literal_prefix(g.match.path) for g in groups}:
+        scope.update(o.key for o in (*served.owners(prefix), *served.under(prefix)))
+    return RouteOutcome(key, route, (), (), front_door, tuple(ports), groups, routes, tuple(sorted(scope)))
 
 
 def _tls_problems(route: ModelRoute, referenced: Sequence[ObjectKey], ports: Sequence[int],
                   served: Served) -> tuple[Problem, ...]:
     """A server that requires TLS must not be reached through a plain-HTTP port: its
     requests (and their credentials) would cross in clear text."""
+    if not served.tls_ports:
+        return ()  # no compiled server has TLS
     plain = [p for p in ports if p not in served.tls_ports]
     secure = [k for k in referenced if served.servers[k].tls is not None]
     if not plain or not secure:
@@ -208,21 +241,20 @@ def _api_key_problems(route: ModelRoute, routes: Sequence[ir.Route]) -> tuple[Pr
     return ()
 
 
-def _check_ref(
-    route: ModelRoute, key: ObjectKey, field: str, index: ObjectIndex, servers: Mapping[ObjectKey, ServerOutcome]
-) -> Problem | None:
-    server = index.servers.get(key)
-    where = f"ModelServer {key.namespace}/{key.name}"
+def _ref_problem(
+    ref: ObjectKey, namespace: str, index: ObjectIndex, servers: Mapping[ObjectKey, ServerOutcome]
+) -> tuple[str, str] | None:
+    """(reason, rule) when a reference from `namespace` to the ModelServer `ref` is broken."""
+    server = index.servers.get(ref)
     if server is None:
-        return problem(MODEL_NOT_FOUND, route.key, field, f"{where} not found")
-    if not allows_from(server, route.metadata.namespace):
-        rule = (
-            f"{where} does not allow references from namespace {route.metadata.namespace} "
+        return MODEL_NOT_FOUND, f"ModelServer {ref.namespace}/{ref.name} not found"
+    if not allows_from(server, namespace):
+        return NETWORK_POLICY_VIOLATION, (
+            f"ModelServer {ref.namespace}/{ref.name} does not allow references from namespace {namespace} "
             "(annotation networking.matrixinfer.ai/allow-from)"
         )
-        return problem(NETWORK_POLICY_VIOLATION, route.key, field, rule)
-    if not servers[key].compiled:
-        return problem(MODEL_NOT_FOUND, route.key, field, f"{where} is Failed and not served")
+    if not servers[ref].compiled:
+        return MODEL_NOT_FOUND, f"ModelServer {ref.namespace}/{ref.name} is Failed and not served"
     return None
 
 
@@ -282,28 +314,26 @@ def _routes(
     served: Served,
 ) -> tuple[ir.Route, ...]:
     spare = names.backend(fallback) if fallback is not None else None
+    policies = served.has_policies  # else every route's auth and extensions are empty
     routes: list[ir.Route] = []
     for n, group in enumerate(groups):
-        backends = tuple(
-            ir.WeightedBackend(b.backend, b.weight, spare if spare != b.backend else None) for b in group.backends
-        )
-        reachable = {b.backend for b in backends} | {b.failover_to for b in backends if b.failover_to}
-        reachable |= served.owner_backends(_literal_prefix(group.match.path))
-        routes.append(
-            ir.Route(
-                name=names.group_route(key, n),
-                owner=key,
-                match=group.match,
-                backends=backends,
-                timeout_ms=group.timeout_ms,
-                retries=group.retries,
-                auth=served.auth(reachable),
-                hash_header=group.hash_header,
-                extensions=served.extensions(reachable),
-            )
-        )
+        backends = group.backends if spare is None else tuple(
+            ir.WeightedBackend(b.backend, b.weight, spare) if b.backend != spare else b for b in group.backends)
+        auth: tuple[ir.AuthPolicy, ...] = ()
+        extensions: tuple[ir.Extension, ...] = ()
+        if policies:
+            reachable = {b.backend for b in backends} | {b.failover_to for b in backends if b.failover_to}
+            reachable |= served.owner_backends(_literal_prefix(group.match.path))
+            auth, extensions = served.auth(reachable), served.extensions(reachable)
+        routes.append(ir.Route(name=names.group_route(key, n), owner=key, match=group.match, backends=backends,
+                               timeout_ms=group.timeout_ms, retries=group.retries, auth=auth,
+                               hash_header=group.hash_header, extensions=extensions))
     if fallback is not None and spare is not None:
         target = served.servers[fallback]
+        auth, extensions = (), ()
+        if policies:
+            reachable = {spare} | served.owner_backends(front_door)
+            auth, extensions = served.auth(reachable), served.extensions(reachable)
         routes.append(
             ir.Route(
                 name=names.fallback_route(key),
@@ -312,9 +342,8 @@ def _routes(
                 backends=(ir.WeightedBackend(spare, 1),),
                 timeout_ms=target.timeout_ms if target.timeout_ms is not None else DEFAULT_TIMEOUT_MS,
                 retries=target.retries if target.retries is not None else DEFAULT_RETRIES,
-                auth=served.auth({spare} | served.owner_backends(front_door)),
-                extensions=served.extensions({spare} | served.owner_backends(front_door)),
+                auth=auth,
+                extensions=extensions,
             )
         )
     return tuple(routes)
-

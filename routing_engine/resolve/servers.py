@@ -55,6 +55,7 @@ from routing_engine.world import BackendEndpoint, Target
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_RETRIES = 2
 NO_EXTENSIONS: ExtensionModels = MappingProxyType({})
+NO_VALUES: Material[tuple[ir.Extension, ...]] = Material(())  # a server without extensions (shared)
 # (field, plugin) of the ModelServerSpec fields marked `ForPlugin`: handed over like extensions.
 PLUGIN_FIELDS: tuple[tuple[str, str], ...] = tuple(
     (name, mark.plugin) for name, info in ModelServerSpec.model_fields.items()
@@ -101,7 +102,7 @@ class Own:
     adapters: tuple[str, ...]  # the ModelInfer's declared LoRA adapters, sorted
     tls: Material[ir.TlsCertificate]
     auth: Material[ir.AuthPolicy]
-    extensions: Material[tuple[ir.Extension, ...]] = Material(())
+    extensions: Material[tuple[ir.Extension, ...]] = NO_VALUES
 
     @property
     def ok(self) -> bool:
@@ -147,13 +148,20 @@ def own_checks(
         default_port = spec.service.target_port or spec.service.port
         adapters = tuple(sorted(a.name for a in infer.spec.adapters))
         weighted = spec.load_balancing == "loadAware"
-        unique = {ir.Endpoint(e.address, e.port or default_port, e.healthy,
-                              tuple(a for a in adapters if e.adapters is not None and a in e.adapters),
-                              e.weight if weighted else None)
+        # (address, port, healthy, adapters, weight): ir.Endpoint's fields, deduplicated and
+        # sorted as plain tuples (cheaper than as dataclasses), then made Endpoints
+        unique = {(e.address, e.port or default_port, e.healthy,
+                   tuple(a for a in adapters if e.adapters is not None and a in e.adapters) if adapters else (),
+                   e.weight if weighted else None)
                   for e in endpoints.get(infer_key, ())}
-        found = tuple(sorted(unique, key=lambda e: (e.address, e.port, not e.healthy, e.adapters, e.weight or 0)))
+        found = tuple(ir.Endpoint(*row) for row in sorted(unique, key=_endpoint_order))
     return Own(problems, forbidden, found, adapters, tls_certificate(server, index), auth_policy(server, index),
                server_extensions(server, extensions))
+
+
+def _endpoint_order(row: tuple[str, int, bool, tuple[str, ...], int | None]) -> tuple[str, int, bool, tuple[str, ...], int]:
+    address, port, healthy, adapters, weight = row
+    return address, port, not healthy, adapters, weight or 0
 
 
 def server_extensions(server: ModelServer, models: ExtensionModels) -> Material[tuple[ir.Extension, ...]]:
@@ -165,7 +173,7 @@ def server_extensions(server: ModelServer, models: ExtensionModels) -> Material[
     marked = [(plugin, value) for name, plugin in PLUGIN_FIELDS if (value := getattr(server.spec, name)) is not None]
     raw = server.spec.extensions
     if not raw and not marked:
-        return Material(())
+        return NO_VALUES
     values, problems = parse_extensions(raw, models) if raw else ((), ())
     if problems:
         return Material(spec_problems=tuple(problem(VALIDATION_FAILED, server.key, field, rule)

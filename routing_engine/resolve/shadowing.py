@@ -151,18 +151,23 @@ def first_shadowers(routes: Sequence[ir.Route], checked: Iterable[str]) -> dict[
     exacts: dict[str, _Index] = {}
     globs = _Index()
     found: dict[str, str] = {}
+    ancestors: dict[ir.PathMatch, list[str]] = {}  # the routes of one ModelRoute share a path
     for position, route in enumerate(routes):
         path = route.match.path
         if route.name in wanted:
-            buckets = [index for ancestor in _ancestors(path) if (index := prefixes.get(ancestor)) is not None]
+            above = ancestors.get(path)
+            if above is None:
+                above = ancestors[path] = _ancestors(path)
+            buckets = [index for ancestor in above if (index := prefixes.get(ancestor)) is not None]
             if path.kind == "exact" and path.value in exacts:
                 buckets.append(exacts[path.value])
             if path.kind != "segment_prefix":
                 buckets.append(globs)
-            offers = _offers(route.match)
-            covering = [c for index in buckets if (c := index.first_cover(route, offers)) is not None]
-            if covering:
-                found[route.name] = min(covering, key=lambda c: c[0])[1].name
+            if buckets:
+                offers = _offers(route.match)
+                covering = [c for index in buckets if (c := index.first_cover(route, offers)) is not None]
+                if covering:
+                    found[route.name] = min(covering, key=lambda c: c[0])[1].name
         if path.kind == "glob":
             globs.add(position, route)
         else:

@@ -250,7 +250,9 @@ def test_a_one_route_edit_reuses_everything_else() -> None:
     assert compiler.translator.last_stats.misses["route"] == 1  # the weighted group; the others are equal
     assert not compiler.translator.last_stats.misses["backend"]
     rebuilt = [key for key, status in after.statuses.items() if before.statuses[key] is not status]
-    assert rebuilt == [ObjectKey("ModelRoute", "bench", "route-7")]  # every other status object is reused
+    # every other status object is reused (the edited route's may come back as the same
+    # object too: the status of a route without problems is one value, shared)
+    assert set(rebuilt) <= {ObjectKey("ModelRoute", "bench", "route-7")}
     assert after.statuses == before.statuses  # and a weight edit changes no condition
     edited = {(t, n) for t, by_name in after.resources.items() for n, r in by_name.items()
               if before.resources[t][n].version != r.version}
