@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelroute.envoy_check import validate
 from routing_engine import engine, ir, serialize
@@ -186,3 +188,10 @@ def test_scoped_tables_route_every_request_as_the_single_table(two_envoys: tuple
         assert _ask(scoped, method, path, headers, body) == expected, (method, path, headers, expected)
         compared += expected[0] == 200
     assert compared > 50  # most requests did match a route (the comparison is not all 404s)
+
+
+@given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40), st.text(max_size=20),
+       st.lists(st.text(max_size=12), max_size=4))
+def test_scope_bytes_equal_the_message_serialized(name: str, table: str, tag: str, key: list[str]) -> None:
+    assert scopes.scope(name, table, tag, tuple(key)) == scopes.scope_message(name, table, tag, tuple(key)).SerializeToString(
+        deterministic=True)
