@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import lru_cache
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import scoped_route_pb2
@@ -142,9 +143,15 @@ _NAME, _TABLE, _KEY, _FRAGMENTS, _STRING_KEY = 1, 2, 3, 1, 1
 def scope(name: str, table: str, tag: str, key: Key) -> bytes:
     """`serialize(scope_message(...))` framed directly: a world of 10,000 routes has tens
     of thousands of scopes (tests check the two are byte-identical)."""
-    # string_key is in a oneof: present (and framed) even when empty
-    fragments = b"".join(length_delimited(_FRAGMENTS, length_delimited(_STRING_KEY, f.encode())) for f in (tag, *key))
+    fragments = b"".join(map(_fragment, (tag, *key)))
     return _string(_NAME, name) + _string(_TABLE, table) + length_delimited(_KEY, fragments)
+
+
+@lru_cache(maxsize=4096)
+def _fragment(value: str) -> bytes:
+    """One key fragment, framed: listeners share their tag and most path segments."""
+    # string_key is in a oneof: present (and framed) even when empty
+    return length_delimited(_FRAGMENTS, length_delimited(_STRING_KEY, value.encode()))
 
 
 def _string(field: int, value: str) -> bytes:

@@ -69,4 +69,7 @@ _ONE_BYTE = tuple(bytes((v,)) for v in range(0x80))
 
 def length_delimited(field_number: int, payload: bytes) -> bytes:
     """One length-delimited field (message, string, bytes) as it appears on the wire."""
-    return _varint((field_number << 3) | 2) + _varint(len(payload)) + payload
+    tag, size = (field_number << 3) | 2, len(payload)
+    if tag < 0x80 and size < 0x80:  # most fields: one byte each
+        return bytes((tag, size)) + payload
+    return _varint(tag) + _varint(size) + payload
