@@ -90,10 +90,12 @@ def test_assembled_runs_equal_a_one_shot_merge(runs: list[list[tuple[int, str, l
         assert list(resources) == list(TYPE_ORDER)
         assert {t: list(m.items()) for t, m in resources.items()} == {t: list(m.items()) for t, m in expected[0].items()}
         assert list(owners.items()) == list(expected[1].items())
-        if handed is not None:  # what did not change is handed out again as the same object
+        if handed is not None:  # a mapping whose content did not change is handed out again as the same object
             for t in TYPE_ORDER:
-                if all(resources[t].get(n) is r for n, r in handed[0][t].items()) and len(resources[t]) == len(handed[0][t]):
+                if dict(resources[t]) == dict(handed[0][t]):
                     assert resources[t] is handed[0][t]
+            if dict(owners) == dict(handed[1]):
+                assert owners is handed[1]
         handed = (resources, owners)
 
 
