@@ -33,7 +33,7 @@ from bench import worlds
 from bench._common import machine
 from modelroute.control_loop import compile_paused, freeze_heap, gc_paused
 from routing_engine.engine import Compiler
-from routing_engine.resolve import Resolver
+from routing_engine.incremental import Resolver
 from routing_engine.world import Target
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -2,7 +2,7 @@
 
 Pure: no I/O, no clocks. Successive compiles of one target should go through one
 `Compiler` (the control loop keeps one per node group): its `Resolver` reuses the
-outcome of every object whose inputs did not change (`resolve/pipeline.py`) and its
+outcome of every object whose inputs did not change (`incremental/resolver.py`) and its
 `Translator` the serialized routes, clusters and listeners (`incremental/translator.py`).
 
 `static_bootstrap` turns a compile's dynamic resources into one bootstrap document that
@@ -27,14 +27,12 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import heade
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from routing_engine import serialize
 from routing_engine.api.resources import ObjectKey
-from routing_engine.resolve import Resolver
 from routing_engine import names
-from routing_engine.translate import scopes
-from routing_engine.translate import translate
+from routing_engine.incremental import Resolver, Translator
+from routing_engine.resolve import resolve
+from routing_engine.translate import TranslateError, scopes, translate
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, extension_models, ordered
-from routing_engine.incremental import Translator
-from routing_engine.translate import TranslateError
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, pack
 from routing_engine.world import Compiled, ConditionView, EnvoyResource, ObjectStatus, Target, World
 
@@ -43,11 +41,13 @@ ADMIN_PORT = 9901
 
 def compile(world: World, target: Target, *, translator: Translator | None = None,  # noqa: A001
             resolver: Resolver | None = None, plugins: Sequence[Plugin] | None = None) -> Compiled:
-    """One compile: with no `translator`, the one-shot `translate` (with `plugins`, None:
-    the built-in ones); a `Compiler` passes its own memoizing resolver and translator."""
+    """One compile. With neither `translator` nor `resolver`: the definition, the one-shot
+    `resolve` then the plain `translate` (with `plugins`, None: the built-in ones); a
+    `Compiler` passes its own memoizing resolver and translator."""
     if translator is None:
         ranked = builtin() if plugins is None else ordered(plugins)
-        resolution = (resolver or Resolver(extension_models(ranked))).resolve(world, target)
+        extensions = extension_models(ranked)
+        resolution = resolver.resolve(world, target) if resolver is not None else resolve(world, target, extensions)
         result = translate(resolution.gateway, ranked)
     else:
         resolution = (resolver or Resolver(extension_models(translator.plugins))).resolve(world, target)

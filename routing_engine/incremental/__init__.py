@@ -4,12 +4,12 @@
 `routing_engine.translate` and `routing_engine.resolve` define what a compile produces,
 in plain passes. This package holds the machinery that makes a one-route edit at
 10,000 routes cost that route: memo tables recognising unchanged input by identity
-(`translator.py`), and the output patched part by part (`assembly.py`). The
-`Resolver` (resolve/pipeline.py) is resolve's memo. Tests compare incremental and
-one-shot results after random edit sequences (tests/translate/test_properties.py,
-tests/resolve/test_incremental.py).
+(`resolver.py`, `translator.py`), and the output patched part by part
+(`assembly.py`). Tests compare incremental and one-shot results after random edit
+sequences (tests/resolve/test_incremental.py, tests/translate/test_properties.py).
 """
 
+from routing_engine.incremental.resolver import Resolver
 from routing_engine.incremental.translator import CacheStats, Translator
 
-__all__ = ["CacheStats", "Translator"]
+__all__ = ["CacheStats", "Resolver", "Translator"]

@@ -40,12 +40,10 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, count
 from operator import attrgetter, is_not
-from types import MappingProxyType
 from typing import Any
 
 from google.protobuf.message import Message
 
-from envoy.config.route.v3 import route_components_pb2
 
 from routing_engine import ir
 from routing_engine.api.resources import ObjectKey

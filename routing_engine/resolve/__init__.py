@@ -2,6 +2,6 @@
 object, and the IR `translate` compiles to Envoy. See `pipeline` for the phases and each
 module's docstring for the rules it decides."""
 
-from routing_engine.resolve.pipeline import Resolution, Resolver, resolve
+from routing_engine.resolve.pipeline import Resolution, resolve
 
-__all__ = ["Resolution", "Resolver", "resolve"]
+__all__ = ["Resolution", "resolve"]

@@ -185,7 +185,13 @@ def edit(draw: st.DrawFn, state: State) -> None:
                             draw(st.sampled_from([None, 1, 100])))
             for i in range(draw(st.integers(0, 2))))
     elif kind == "live":
-        key = ObjectKey("ModelRoute", draw(st.sampled_from(NAMESPACES)), draw(st.sampled_from(ROUTES)))
+        # mostly a route that exists (a canary's live weights only act on its own route)
+        routes = sorted(ObjectKey("ModelRoute", d["metadata"]["namespace"], d["metadata"]["name"])
+                        for slot, d in state.docs.items() if slot.startswith("route/"))
+        if routes and draw(st.integers(0, 3)):
+            key = draw(st.sampled_from(routes))
+        else:
+            key = ObjectKey("ModelRoute", draw(st.sampled_from(NAMESPACES)), draw(st.sampled_from(ROUTES)))
         state.live[key] = draw(st.sampled_from([(90, 10), (0, 100), (50, 50), (0, 0)]))
 
 
@@ -259,3 +265,33 @@ def test_a_one_route_edit_reuses_everything_else() -> None:
     assert edited == {("type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
                        table_name(after.resources, "listener/8083"))}
     assert after.resources == engine.compile(worlds.edited(40, objects, which=7, weight=55), Target()).resources
+
+
+def test_live_canary_weights_reach_both_compiles() -> None:
+    """A canary's live weights (what a rollout sets) change the split in a kept `Compiler`
+    and in the one-shot definition alike (the random edits reach this combination rarely)."""
+    from routing_engine import serialize
+    from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer
+    from routing_engine.translate.xds import ROUTE
+
+    objects: list[Resource] = []
+    for name in ("stable", "next"):
+        objects.append(ModelServer.model_validate({
+            "apiVersion": NET, "kind": "ModelServer", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"modelInferRef": {"name": name}, "service": {"port": 8080}, "routing": {"path": f"/v1/{name}"}}}))
+        objects.append(ModelInfer.model_validate(infer_doc(name, "default", False)))
+    objects.append(ModelRoute.model_validate({
+        "apiVersion": NET, "kind": "ModelRoute", "metadata": {"name": "chat", "namespace": "default"},
+        "spec": {"path": "/v1/chat", "canary": {"enabled": True},
+                 "routes": [{"destination": {"modelServerRef": {"name": "stable"}}, "weight": 100},
+                            {"destination": {"modelServerRef": {"name": "next"}}, "weight": 0}]}}))
+    key = ObjectKey("ModelRoute", "default", "chat")
+    compiler = engine.Compiler()
+    compiler.compile(World(tuple(objects)), Target())
+    world = World(tuple(objects), {}, {key: (70, 30)})
+    kept, fresh = compiler.compile(world, Target()), engine.compile(world, Target())
+    assert_same(kept, fresh)
+    splits = [[c.weight.value for c in r.route.weighted_clusters.clusters]
+              for table in fresh.resources[ROUTE].values() for host in serialize.parse(table).virtual_hosts  # type: ignore[attr-defined]
+              for r in host.routes if r.route.weighted_clusters.clusters]
+    assert splits == [[7, 3]]  # 70/30 divided by their gcd

@@ -8,7 +8,7 @@ from typing import Any
 
 from routing_engine import ir
 from routing_engine.api.resources import KIND_BY_NAME, ObjectKey, Resource
-from routing_engine.resolve import Resolver
+from routing_engine.incremental import Resolver
 from routing_engine.resolve.inference import Expander, expand, special_backends
 from routing_engine.world import BackendEndpoint, Target, World
 from tests.resolve.build import ir_route, listener, route, route_names, run, server, to
