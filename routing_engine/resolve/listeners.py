@@ -159,7 +159,10 @@ class Assembler:
         self._last_found = dict(found_on)
         self._last = Assembly(ir.Gateway(tuple(listeners), side.backends, self._shared_limits(listeners, side)),
                               shadowed)
-        self._where = {}
+        where, self._where = self._where, {}
+        for port, known in built.items():  # now, so that the first edit on a port finds it ready
+            kept = where.get(port)
+            self._where[port] = kept if kept is not None and kept[0] is known[1] else (known[1], _offsets(known[1]))
         return self._last
 
     def _patched(self, routes: Mapping[ObjectKey, RouteOutcome], changed: set[ObjectKey]) -> Assembly | None:
@@ -245,12 +248,7 @@ class Assembler:
         first route in the listener), computed once per installed tuple."""
         known = self._where.get(port)
         if known is None or known[0] is not installed:
-            offsets: dict[ObjectKey, tuple[int, int]] = {}
-            offset = 0
-            for slot, r in enumerate(installed):
-                offsets[r.key] = (slot, offset)
-                offset += len(r.routes)
-            known = self._where[port] = (installed, offsets)
+            known = self._where[port] = (installed, _offsets(installed))
         return known[1]
 
     def _shape(self, outcome: RouteOutcome) -> Shape:
@@ -311,6 +309,15 @@ class Assembler:
             shapes[r.key] = known[1]
         self._shapes = memo
         return shapes
+
+
+def _offsets(installed: Sequence[RouteOutcome]) -> dict[ObjectKey, tuple[int, int]]:
+    offsets: dict[ObjectKey, tuple[int, int]] = {}
+    offset = 0
+    for slot, r in enumerate(installed):
+        offsets[r.key] = (slot, offset)
+        offset += len(r.routes)
+    return offsets
 
 
 def _shadows_on(installed: Sequence[RouteOutcome]) -> dict[ObjectKey, dict[int, str]]:
