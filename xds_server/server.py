@@ -1,21 +1,29 @@
-"""Drives protocol sessions over async streams: the bridge between gRPC and the cache.
+"""Drives protocol sessions over gRPC streams: the bridge between gRPC and the cache.
 
-Each stream runs one loop that takes events from a queue — requests (from a guarded
-reader task) and newer snapshots (from a cache watch) — hands them to the session state
-machine, and yields the responses. One consumer per stream means no locks, and responses
-leave in exactly the order the session produced them.
+Each stream is one coroutine (the gRPC handler) that reads requests and hands each to
+the session state machine; a newer snapshot (a cache watch) is handed to the session
+from the event loop; responses go into the stream's outbox, which a short-lived task
+writes out in order and then ends. So an idle stream holds no task and no queue of its
+own (10,000 Envoys are 10,000 idle streams), a push costs one task per stream that has
+something to send, and the session is driven by one thread with no locks: responses
+leave in exactly the order the session produced them. A stream reads no further
+request while responses wait to be written (gRPC's flow control holds a faster client
+back), and a stream still writing when newer snapshots arrive gets only the newest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from grpc.aio import EOF
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -31,9 +39,15 @@ log = logging.getLogger("modelroute.xds")
 
 Req = TypeVar("Req", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
 
-_END = object()
-_SNAPSHOT = object()
-READ_AHEAD = 2
+
+class Channel(Protocol):
+    """One stream's requests and responses (a grpc.aio servicer context is one)."""
+
+    async def read(self) -> Any:
+        """The next request, or `grpc.aio.EOF` once the client half-closed."""
+
+    async def write(self, message: bytes) -> None:
+        """Send one serialized response."""
 
 
 class StreamError(Exception):
@@ -78,15 +92,57 @@ class XdsServer:
         self.limits = limits
         self.active_streams = 0
 
-    def stream_sotw(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], *, kind: str = "ads",
-                    type_url: str | None = None, peer: Peer = Peer("")) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        """`type_url` set: a single-type service (LDS, ...) that only accepts that type."""
-        return self._run(requests, kind, type_url, delta=False, peer=peer)
-
-    def stream_delta(self, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], *,
-                     kind: str = "ads-delta", type_url: str | None = None, peer: Peer = Peer(""),
-                     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        return self._run(requests, kind, type_url, delta=True, peer=peer)
+    async def serve(self, channel: Channel, *, delta: bool, kind: str = "ads", type_url: str | None = None,
+                    peer: Peer = Peer("")) -> None:
+        """Serve one stream until the client ends it; raises StreamError for a client
+        that breaks the protocol or a limit. `type_url` set: a single-type service (LDS,
+        ...) that only accepts that type."""
+        if self.active_streams >= self.limits.max_streams:
+            raise StreamError(f"too many xDS streams (limit {self.limits.max_streams})", "RESOURCE_EXHAUSTED")
+        self.active_streams += 1
+        try:
+            request = await channel.read()
+            if request is EOF:
+                return
+            node_group = self.group_of(request.node, peer)
+            stream = StreamInfo(next(self._stream_ids), kind, request.node.id, node_group, peer.identity)
+            session_cls: type[SotwSession] | type[DeltaSession] = DeltaSession if delta else SotwSession
+            session = session_cls(stream, ads=type_url is None, hooks=self.hooks, clock=self._clock,
+                                  verdict=functools.partial(self.cache.report, node_group))
+            current = asyncio.current_task()
+            assert current is not None, "a stream is served by a task"
+            outbox = _Outbox(session, channel, current)
+            watch = self.cache.watch(node_group, outbox.on_snapshot)
+            self.hooks.on_stream_open(stream)
+            try:
+                session.snapshot = self.cache.get_snapshot(node_group)
+                while request is not EOF:
+                    _check_type(request, type_url)
+                    _check_limits(request, session, self.limits)
+                    outbox.send(session.on_request(request))
+                    request = None  # not held while the stream waits
+                    if outbox.writer is not None:
+                        await outbox.writer  # read no further while responses wait
+                    request = await channel.read()
+                if outbox.writer is not None:
+                    await outbox.writer  # the client half-closed: what it was sent still goes out
+            except asyncio.CancelledError:
+                if outbox.failure is not None:  # the writer failed and ended the stream
+                    if not isinstance(outbox.failure, StreamError):
+                        _log_failure(stream, outbox.failure)
+                    raise outbox.failure from None
+                raise
+            except StreamError:
+                raise
+            except Exception as exc:
+                _log_failure(stream, exc)
+                raise
+            finally:
+                watch.cancel()
+                outbox.close()
+                self.hooks.on_stream_close(stream)
+        finally:
+            self.active_streams -= 1
 
     def group_of(self, node: base_pb2.Node, peer: Peer) -> str:
         """The node group `peer` is served as; raises StreamError(PERMISSION_DENIED)."""
@@ -97,76 +153,77 @@ class XdsServer:
         except Unauthorized as err:
             raise StreamError(str(err), "PERMISSION_DENIED") from None
 
-    async def _run(self, requests: AsyncIterator[Req], kind: str, type_url: str | None, *,
-                   delta: bool, peer: Peer) -> AsyncIterator[Any]:
-        if self.active_streams >= self.limits.max_streams:
-            raise StreamError(f"too many xDS streams (limit {self.limits.max_streams})", "RESOURCE_EXHAUSTED")
-        self.active_streams += 1
-        try:
-            async for response in self._serve(requests, kind, type_url, delta=delta, peer=peer):
-                yield response
-        finally:
-            self.active_streams -= 1
 
-    async def _serve(self, requests: AsyncIterator[Req], kind: str, type_url: str | None, *,
-                     delta: bool, peer: Peer) -> AsyncIterator[Any]:
-        iterator = requests.__aiter__()
-        try:
-            first = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        node_group = self.group_of(first.node, peer)
-        stream = StreamInfo(next(self._stream_ids), kind, first.node.id, node_group, peer.identity)
-        nonce_counter = itertools.count(1)
-        session_cls: type[SotwSession] | type[DeltaSession] = DeltaSession if delta else SotwSession
-        session = session_cls(stream, ads=type_url is None, hooks=self.hooks, clock=self._clock,
-                              nonces=lambda: str(next(nonce_counter)),
-                              verdict=lambda snapshot, accepted: self.cache.report(node_group, snapshot, accepted))
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        # Snapshots are coalesced: a slow client gets only the newest, and the queue
-        # never holds more than one snapshot marker.
-        newest: list[Snapshot | None] = [None]
+def _log_failure(stream: StreamInfo, exc: BaseException) -> None:
+    log.error("xds stream failed", exc_info=exc, extra={"stream": stream.stream_id, "node": stream.node_id,
+                                                         "node_group": stream.node_group})
 
-        def on_snapshot(snapshot: Snapshot) -> None:
-            if newest[0] is None:
-                queue.put_nowait(_SNAPSHOT)
-            newest[0] = snapshot
 
-        watch = self.cache.watch(node_group, on_snapshot)
-        # At most READ_AHEAD requests are read before the loop took them: a client sending
-        # faster than it is served is held back by gRPC's flow control, not buffered here.
-        read_ahead = asyncio.Semaphore(READ_AHEAD)
-        reader = asyncio.create_task(_read(iterator, queue, read_ahead), name=f"xds-reader-{stream.stream_id}")
-        self.hooks.on_stream_open(stream)
+class _Outbox:
+    """One stream's responses on their way out: what the session produced, written in
+    order by a task that exists only while there is something to write. Snapshots that
+    arrive while it writes are coalesced: the session gets only the newest."""
+
+    __slots__ = ("_session", "_channel", "_handler", "_queued", "_newest", "writer", "failure")
+
+    def __init__(self, session: SotwSession | DeltaSession, channel: Channel, handler: asyncio.Task[Any]) -> None:
+        self._session = session
+        self._channel = channel
+        self._handler = handler  # the stream's task: cancelled (with `failure` set) if writing fails
+        self._queued: collections.deque[bytes] = collections.deque()
+        self._newest: Snapshot | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        """Cache watch callback. The session sees the snapshot once the event loop is free
+        (so `set_snapshot` returns at once), or once the writer is done with what it has."""
+        first = self._newest is None
+        self._newest = snapshot
+        if first and self.writer is None:
+            asyncio.get_running_loop().call_soon(self._take_snapshot)
+
+    def _take_snapshot(self) -> None:
+        if self.writer is not None or self._newest is None or self.failure is not None:
+            return  # the writer takes it (or the stream is ending)
+        snapshot, self._newest = self._newest, None
         try:
-            session.snapshot = self.cache.get_snapshot(node_group)
-            event: object = first
+            self.send(self._session.on_snapshot(snapshot))
+        except Exception as exc:  # noqa: BLE001 - re-raised by the stream's task
+            self._fail(exc)
+
+    def send(self, responses: Sequence[bytes]) -> None:
+        if responses:
+            self._queued.extend(responses)
+            if self.writer is None:
+                self.writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
             while True:
-                if event is _SNAPSHOT:
-                    snapshot, newest[0] = newest[0], None
-                    responses = session.on_snapshot(snapshot)
-                elif isinstance(event, BaseException):
-                    raise event
-                elif event is _END:
+                if self._newest is not None:
+                    snapshot, self._newest = self._newest, None
+                    self._queued.extend(self._session.on_snapshot(snapshot))
+                if not self._queued:
                     return
-                else:
-                    read_ahead.release()
-                    _check_type(event, type_url)
-                    _check_limits(event, session, self.limits)
-                    responses = session.on_request(event)
-                for response in responses:
-                    yield response
-                event = await queue.get()
-        except (StreamError, asyncio.CancelledError, GeneratorExit):
+                await self._channel.write(self._queued.popleft())
+        except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("xds stream failed", extra={"stream": stream.stream_id, "node": stream.node_id,
-                                                      "node_group": node_group})
-            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised by the stream's task
+            self._fail(exc)
         finally:
-            watch.cancel()
-            reader.cancel()
-            self.hooks.on_stream_close(stream)
+            self.writer = None
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            self._handler.cancel()
+
+    def close(self) -> None:
+        self._newest = None
+        self._queued.clear()
+        if self.writer is not None:
+            self.writer.cancel()
 
 
 def _check_type(request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,
@@ -198,22 +255,3 @@ def _check_limits(request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaD
     if longest > limits.max_name_bytes:
         raise StreamError(f"a resource name of {longest} characters (limit {limits.max_name_bytes})",
                           "INVALID_ARGUMENT")
-
-
-async def _read(iterator: AsyncIterator[object], queue: asyncio.Queue[object], read_ahead: asyncio.Semaphore) -> None:
-    """Forward requests; end-of-stream and errors also go through the queue so the stream
-    loop sees them — nothing is lost in a background task."""
-    try:
-        while True:
-            await read_ahead.acquire()  # released by the loop as it takes each request
-            try:
-                request = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-            queue.put_nowait(request)
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - re-raised by the stream loop
-        queue.put_nowait(exc)
-        return
-    queue.put_nowait(_END)

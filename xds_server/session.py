@@ -91,13 +91,14 @@ class TypeState(Protocol):
 
 
 State = TypeVar("State", bound=TypeState)
-Response = TypeVar("Response")
 Plan = TypeVar("Plan")
 
 
-class Session(Generic[State, Response, Plan]):
+class Session(Generic[State, Plan]):
+    """Responses are serialized (Delta)DiscoveryResponses, ready for the wire."""
+
     def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
-                 clock: Callable[[], float], nonces: Callable[[], str], verdict: Verdict = _no_verdict) -> None:
+                 clock: Callable[[], float], verdict: Verdict = _no_verdict) -> None:
         self.stream = stream
         self._verdict = verdict
         self.ads = ads
@@ -105,22 +106,27 @@ class Session(Generic[State, Response, Plan]):
         self.snapshot: Snapshot | None = None
         self._hooks = hooks
         self._clock = clock
-        self._nonces = nonces
+        self._nonce = 0
+
+    def _next_nonce(self) -> str:
+        """Nonces count up per stream (they only need to tell this stream's responses apart)."""
+        self._nonce += 1
+        return str(self._nonce)
 
     def name_count(self, type_url: str) -> int:
         """Resource names the client subscribes to for `type_url` (what a stream holds)."""
         state = self.types.get(type_url)
         return len(state.names) if state is not None else 0
 
-    def on_snapshot(self, snapshot: Snapshot | None) -> list[Response]:
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[bytes]:
         self.snapshot = snapshot
         return self._evaluate()
 
-    def _evaluate(self) -> list[Response]:
+    def _evaluate(self) -> list[bytes]:
         snapshot = self.snapshot
         if snapshot is None:
             return []
-        responses: list[Response] = []
+        responses: list[bytes] = []
         # Whether referrers lag behind is only asked when a removal is due (it plans
         # them: thousands of streams re-evaluate on every snapshot).
         lagging: dict[str, bool] = {}
@@ -186,6 +192,6 @@ class Session(Generic[State, Response, Plan]):
         for) that left `snapshot`? Only then does holding removals back matter."""
         raise NotImplementedError
 
-    def _emit(self, type_url: str, state: State, snapshot: Snapshot, plan: Plan) -> Response:
+    def _emit(self, type_url: str, state: State, snapshot: Snapshot, plan: Plan) -> bytes:
         """Send `plan`: the response, with the per-type state updated (nonce, in flight)."""
         raise NotImplementedError

@@ -67,8 +67,8 @@ class SotwPlan:
     kept: Mapping[str, XdsResource]  # resources no longer in the snapshot, sent again
 
 
-class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPlan]):
-    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
+class SotwSession(Session[SotwTypeState, SotwPlan]):
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
         state = self.types.setdefault(type_url, SotwTypeState())
         nonce = request.response_nonce
@@ -154,14 +154,15 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
         return not state.client_resources.keys() <= selected.keys()
 
     def _emit(self, type_url: str, state: SotwTypeState, snapshot: Snapshot,
-              plan: SotwPlan) -> discovery_pb2.DiscoveryResponse:
-        nonce = self._nonces()
-        response = discovery_pb2.DiscoveryResponse(version_info=plan.version, type_url=type_url, nonce=nonce)
-        response.resources.extend(snapshot.as_any(r) for r in plan.send.values())
+              plan: SotwPlan) -> bytes:
+        nonce = self._next_nonce()
+        envelope = discovery_pb2.DiscoveryResponse(version_info=plan.version, type_url=type_url, nonce=nonce)
+        response = envelope.SerializeToString() + b"".join(
+            [snapshot.encoded(r, delta=False) for r in plan.send.values()])
         state.last_nonce = nonce
         state.inflight = Inflight(nonce, plan.version, {n: r.version for n, r in plan.send.items()}, self._clock(),
                                   full=plan.full, snapshot=snapshot, kept=plan.kept)
-        self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), response.ByteSize())
+        self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), len(response))
         return response
 
 
