@@ -164,12 +164,13 @@ class _Outbox:
     order by a task that exists only while there is something to write. Snapshots that
     arrive while it writes are coalesced: the session gets only the newest."""
 
-    __slots__ = ("_session", "_channel", "_handler", "_queued", "_newest", "writer", "failure")
+    __slots__ = ("_session", "_channel", "_handler", "_loop", "_queued", "_newest", "writer", "failure")
 
     def __init__(self, session: SotwSession | DeltaSession, channel: Channel, handler: asyncio.Task[Any]) -> None:
         self._session = session
         self._channel = channel
         self._handler = handler  # the stream's task: cancelled (with `failure` set) if writing fails
+        self._loop = handler.get_loop()  # (asyncio.get_running_loop() costs a getpid() system call)
         self._queued: collections.deque[bytes] = collections.deque()
         self._newest: Snapshot | None = None
         self.writer: asyncio.Task[None] | None = None
@@ -181,9 +182,9 @@ class _Outbox:
         first = self._newest is None
         self._newest = snapshot
         if first and self.writer is None:
-            asyncio.get_running_loop().call_soon(self._take_snapshot)
+            self._loop.call_soon(self.take_snapshot)
 
-    def _take_snapshot(self) -> None:
+    def take_snapshot(self) -> None:
         if self.writer is not None or self._newest is None or self.failure is not None:
             return  # the writer takes it (or the stream is ending)
         snapshot, self._newest = self._newest, None
@@ -196,7 +197,7 @@ class _Outbox:
         if responses:
             self._queued.extend(responses)
             if self.writer is None:
-                self.writer = asyncio.get_running_loop().create_task(self._drain())
+                self.writer = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:

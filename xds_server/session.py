@@ -103,6 +103,7 @@ class Session(Generic[State, Plan]):
         self._verdict = verdict
         self.ads = ads
         self.types: dict[str, State] = {}
+        self._order: list[str] = []  # `types` in push order
         self.snapshot: Snapshot | None = None
         self._hooks = hooks
         self._clock = clock
@@ -130,31 +131,35 @@ class Session(Generic[State, Plan]):
         # Whether referrers lag behind is only asked when a removal is due (it plans
         # them: thousands of streams re-evaluate on every snapshot).
         lagging: dict[str, bool] = {}
-
-        def behind(referrer: str) -> bool:
-            if referrer not in lagging:
-                lagging[referrer] = referrer in self.types and self._behind(referrer, snapshot)
-            return lagging[referrer]
-
-        def hold_removals(type_url: str, state: State) -> bool:
-            referrers = REFERRERS.get(type_url)
-            if not self.ads or not referrers or not self._removes(type_url, state, snapshot):
-                return False
-            return any(behind(t) for t in referrers)
-
         busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
-        for type_url in sorted(self.types, key=push_rank):
+        if len(self._order) != len(self.types):  # types are only ever added
+            self._order = sorted(self.types, key=push_rank)
+        for type_url in self._order:
             state = self.types[type_url]
             if state.inflight is not None:
                 busy.add(type_url)
                 continue
-            if self.ads and busy.intersection(WAITS_FOR.get(type_url, ())):
+            if self.ads and busy and busy.intersection(WAITS_FOR.get(type_url, ())):
                 continue
-            plan = self._plan(type_url, state, snapshot, hold_removals=hold_removals(type_url, state))
+            hold = self._hold_removals(type_url, state, snapshot, lagging)
+            plan = self._plan(type_url, state, snapshot, hold_removals=hold)
             if plan is not None:
                 responses.append(self._emit(type_url, state, snapshot, plan))
                 busy.add(type_url)
         return responses
+
+    def _hold_removals(self, type_url: str, state: State, snapshot: Snapshot, lagging: dict[str, bool]) -> bool:
+        """Removals of `type_url` wait while a referrer lags behind (`lagging`: per referrer,
+        asked once per evaluation)."""
+        referrers = REFERRERS.get(type_url)
+        if not self.ads or not referrers or not self._removes(type_url, state, snapshot):
+            return False
+        for referrer in referrers:
+            if referrer not in lagging:
+                lagging[referrer] = referrer in self.types and self._behind(referrer, snapshot)
+            if lagging[referrer]:
+                return True
+        return False
 
     def available(self, type_url: str, snapshot: Snapshot) -> Mapping[str, XdsResource]:
         """Resources of `type_url` this stream may be sent: the snapshot's, plus those of
