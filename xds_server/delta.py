@@ -142,7 +142,7 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         version = snapshot.version(type_url)
         envelope = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url,
                                                         nonce=nonce, removed_resources=plan.removed)
-        response = envelope.SerializeToString() + b"".join(
+        response: bytes = envelope.SerializeToString() + b"".join(
             [snapshot.encoded(r, delta=True) for r in plan.send.values()])
         state.force_send.clear()
         state.answered = True

@@ -9,7 +9,7 @@ answer from the current snapshot.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from envoy.service.cluster.v3 import cds_pb2
@@ -55,7 +55,7 @@ async def _fetch(xds: XdsServer, request: discovery_pb2.DiscoveryRequest, contex
     return response
 
 
-def _stream_handler(xds: XdsServer, *, delta: bool, kind: str, type_url: str | None) -> grpc.RpcMethodHandler:
+def _stream_handler(xds: XdsServer, *, delta: bool, kind: str, type_url: str | None) -> grpc.RpcMethodHandler[Any, Any]:
     # grpc.aio runs a coroutine function (not an async generator) with the reader/writer
     # API; the request iterator it passes is not used (the server reads `context`).
     async def handle(requests: Any, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
@@ -68,7 +68,7 @@ def _stream_handler(xds: XdsServer, *, delta: bool, kind: str, type_url: str | N
     return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=request.FromString)
 
 
-def _fetch_handler(xds: XdsServer, type_url: str) -> grpc.RpcMethodHandler:
+def _fetch_handler(xds: XdsServer, type_url: str) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: discovery_pb2.DiscoveryRequest, context: SotwContext) -> discovery_pb2.DiscoveryResponse:
         return await _fetch(xds, request, context, type_url)
 
@@ -76,7 +76,10 @@ def _fetch_handler(xds: XdsServer, type_url: str) -> grpc.RpcMethodHandler:
                                                response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString)
 
 
-def _add(server: grpc.aio.Server, service: ServiceDescriptor, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+Handlers: TypeAlias = "dict[str, grpc.RpcMethodHandler[Any, Any]]"  # (not subscriptable at run time)
+
+
+def _add(server: grpc.aio.Server, service: ServiceDescriptor, handlers: Handlers) -> None:
     """Register `handlers` as every method of `service` (its full name, e.g.
     envoy.service.listener.v3.ListenerDiscoveryService, from the descriptor)."""
     assert set(handlers) == set(service.methods_by_name), f"{service.full_name}: {sorted(service.methods_by_name)}"
@@ -100,7 +103,7 @@ def add_services(server: grpc.aio.Server, xds: XdsServer) -> None:
         "DeltaAggregatedResources": _stream_handler(xds, delta=True, kind="ads-delta", type_url=None)})
     for service, type_url in _SINGLE_TYPE_SERVICES:
         kind = short_name(type_url).lower()
-        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        handlers: Handlers = {}
         for method in service.methods:  # e.g. StreamListeners, DeltaListeners, FetchListeners
             if method.name.startswith("Fetch"):
                 handlers[method.name] = _fetch_handler(xds, type_url)

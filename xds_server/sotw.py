@@ -157,7 +157,7 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
               plan: SotwPlan) -> bytes:
         nonce = self._next_nonce()
         envelope = discovery_pb2.DiscoveryResponse(version_info=plan.version, type_url=type_url, nonce=nonce)
-        response = envelope.SerializeToString() + b"".join(
+        response: bytes = envelope.SerializeToString() + b"".join(
             [snapshot.encoded(r, delta=False) for r in plan.send.values()])
         state.last_nonce = nonce
         state.inflight = Inflight(nonce, plan.version, {n: r.version for n, r in plan.send.items()}, self._clock(),
