@@ -54,6 +54,8 @@ class DeltaPlan:
 
 
 class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
+    __slots__ = ()
+
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
         first = type_url not in self.types

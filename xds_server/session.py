@@ -95,7 +95,10 @@ Plan = TypeVar("Plan")
 
 
 class Session(Generic[State, Plan]):
-    """Responses are serialized (Delta)DiscoveryResponses, ready for the wire."""
+    """Responses are serialized (Delta)DiscoveryResponses, ready for the wire. (Slots:
+    a control plane holds one session per connected Envoy.)"""
+
+    __slots__ = ("stream", "_verdict", "ads", "types", "_order", "snapshot", "_hooks", "_clock", "_nonce")
 
     def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
                  clock: Callable[[], float], verdict: Verdict = _no_verdict) -> None:
@@ -103,7 +106,7 @@ class Session(Generic[State, Plan]):
         self._verdict = verdict
         self.ads = ads
         self.types: dict[str, State] = {}
-        self._order: list[str] = []  # `types` in push order
+        self._order: tuple[str, ...] = ()  # `types` in push order
         self.snapshot: Snapshot | None = None
         self._hooks = hooks
         self._clock = clock
@@ -133,7 +136,7 @@ class Session(Generic[State, Plan]):
         lagging: dict[str, bool] = {}
         busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
         if len(self._order) != len(self.types):  # types are only ever added
-            self._order = sorted(self.types, key=push_rank)
+            self._order = tuple(sorted(self.types, key=push_rank))
         for type_url in self._order:
             state = self.types[type_url]
             if state.inflight is not None:

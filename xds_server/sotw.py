@@ -36,6 +36,9 @@ from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class SotwTypeState:
     """What we know about one type on one stream; also what /debug/nodes shows."""
@@ -43,7 +46,7 @@ class SotwTypeState:
     requested: bool = False
     wildcard: bool = False
     named_ever: bool = False
-    names: frozenset[str] = frozenset()
+    names: frozenset[str] = _NO_NAMES
     last_nonce: str | None = None
     inflight: Inflight | None = None
     # The version the client holds; and, once it ACKed one of our responses, which
@@ -68,6 +71,8 @@ class SotwPlan:
 
 
 class SotwSession(Session[SotwTypeState, SotwPlan]):
+    __slots__ = ()
+
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
         state = self.types.setdefault(type_url, SotwTypeState())
@@ -108,12 +113,15 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
         names = set(resource_names)
         state.named_ever = state.named_ever or bool(names)
         state.wildcard = type_url in WILDCARD_TYPES and (WILDCARD in names or not state.named_ever)
-        state.names = frozenset(names - {WILDCARD})
+        names.discard(WILDCARD)
+        if names != state.names:  # (most requests are ACKs naming the same resources again)
+            state.names = frozenset(names) if names else _NO_NAMES
         state.requested = True
-        if state.client_resources is not None and not state.wildcard:
+        held = state.client_resources
+        if held is not None and not state.wildcard and not held.keys() <= state.names:
             # Unsubscribed resources are forgotten by the client: if asked for again they
             # must be sent again even though unchanged.
-            state.client_resources = {n: v for n, v in state.client_resources.items() if n in state.names}
+            state.client_resources = {n: v for n, v in held.items() if n in state.names}
 
     def _plan(self, type_url: str, state: SotwTypeState, snapshot: Snapshot, *, hold_removals: bool,
               resend_rejected: bool = False) -> SotwPlan | None:
