@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -115,6 +116,29 @@ class AckCounter(Hooks):
                 self.done.set()
 
 
+class GcClock:
+    """Time spent in garbage collections while started (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0  # generation-2 collections
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.full += info["generation"] == 2
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
 async def run(streams: int) -> dict[str, float]:
     counter = AckCounter()
     plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, hooks=[counter],
@@ -129,12 +153,15 @@ async def run(streams: int) -> dict[str, float]:
         rss_before, cpu_before = rss_mb(), cpu_s()
         changed = world(1)
         counter.version, counter.target = changed.version(ROUTE), streams
-        started = time.perf_counter()
-        plane.cache.set_snapshot("gateway", changed)
-        await asyncio.wait_for(counter.done.wait(), 120)
-        elapsed = time.perf_counter() - started
+        with GcClock() as collector:
+            started = time.perf_counter()
+            plane.cache.set_snapshot("gateway", changed)
+            await asyncio.wait_for(counter.done.wait(), 120)
+            elapsed = time.perf_counter() - started
         return {"streams": streams, "all_acked_s": round(elapsed, 4), "cpu_s": round(cpu_s() - cpu_before, 3),
-                "rss_mb": round(rss_mb(), 1), "rss_before_mb": round(rss_before, 1)}
+                "gc_s": round(collector.seconds, 3), "full_gcs": collector.full,
+                "rss_mb": round(rss_mb(), 1), "rss_before_mb": round(rss_before, 1),
+                "load_avg_1m": round(os.getloadavg()[0], 2)}
     finally:
         if child.poll() is None:
             try:
@@ -152,9 +179,10 @@ async def main(sizes: list[int]) -> None:
     for n in sizes:
         rows.append(await run(n))
         print(f"{rows[-1]}", file=sys.stderr)
-    print(f"{'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'RSS (MB)':>9}")
+    print(f"{'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'of it GC (s)':>13} {'RSS (MB)':>9} {'load':>5}")
     for row in rows:
-        print(f"{row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['rss_mb']:>9.1f}")
+        print(f"{row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['gc_s']:>13.3f} "
+              f"{row['rss_mb']:>9.1f} {row['load_avg_1m']:>5.2f}")
     out = REPO / "bench" / "results" / "xds_fanout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "xds_fanout", "cpus": os.cpu_count(), "machine": machine(),

@@ -127,9 +127,10 @@ class XdsServer:
                 if outbox.writer is not None:
                     await outbox.writer  # the client half-closed: what it was sent still goes out
             except asyncio.CancelledError:
-                if outbox.failure is not None:  # the writer failed and ended the stream
-                    if not isinstance(outbox.failure, StreamError):
-                        _log_failure(stream, outbox.failure)
+                if outbox.write_error is not None:  # gRPC says why (the client left, the server stops)
+                    raise outbox.write_error from None
+                if outbox.failure is not None:  # the session failed on a snapshot
+                    _log_failure(stream, outbox.failure)
                     raise outbox.failure from None
                 raise
             except StreamError:
@@ -164,17 +165,20 @@ class _Outbox:
     order by a task that exists only while there is something to write. Snapshots that
     arrive while it writes are coalesced: the session gets only the newest."""
 
-    __slots__ = ("_session", "_channel", "_handler", "_loop", "_queued", "_newest", "writer", "failure")
+    __slots__ = ("_session", "_channel", "_handler", "_loop", "_queued", "_newest", "writer", "failure", "write_error")
 
     def __init__(self, session: SotwSession | DeltaSession, channel: Channel, handler: asyncio.Task[Any]) -> None:
         self._session = session
         self._channel = channel
-        self._handler = handler  # the stream's task: cancelled (with `failure` set) if writing fails
+        # The stream's task: cancelled if the session fails on a snapshot (`failure`) or a
+        # write fails (`write_error`), and then raises that.
+        self._handler = handler
         self._loop = handler.get_loop()  # (asyncio.get_running_loop() costs a getpid() system call)
         self._queued: collections.deque[bytes] = collections.deque()
         self._newest: Snapshot | None = None
         self.writer: asyncio.Task[None] | None = None
-        self.failure: BaseException | None = None
+        self.failure: Exception | None = None
+        self.write_error: Exception | None = None
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Cache watch callback. The session sees the snapshot once the event loop is free
@@ -185,7 +189,7 @@ class _Outbox:
             self._loop.call_soon(self.take_snapshot)
 
     def take_snapshot(self) -> None:
-        if self.writer is not None or self._newest is None or self.failure is not None:
+        if self.writer is not None or self._newest is None or self.failure or self.write_error:
             return  # the writer takes it (or the stream is ending)
         snapshot, self._newest = self._newest, None
         try:
@@ -204,20 +208,28 @@ class _Outbox:
             while True:
                 if self._newest is not None:
                     snapshot, self._newest = self._newest, None
-                    self._queued.extend(self._session.on_snapshot(snapshot))
+                    try:
+                        self._queued.extend(self._session.on_snapshot(snapshot))
+                    except Exception as exc:  # noqa: BLE001 - re-raised by the stream's task
+                        self._fail(exc)
+                        return
                 if not self._queued:
                     return
-                await self._channel.write(self._queued.popleft())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - re-raised by the stream's task
-            self._fail(exc)
+                try:
+                    await self._channel.write(self._queued.popleft())
+                except Exception as exc:  # noqa: BLE001 - re-raised by the stream's task
+                    self._fail(exc, writing=True)
+                    return
         finally:
             self.writer = None
 
-    def _fail(self, exc: BaseException) -> None:
-        if self.failure is None:
-            self.failure = exc
+    def _fail(self, exc: Exception, *, writing: bool = False) -> None:
+        """End the stream: its task raises `exc` (only the first failure counts)."""
+        if self.failure is None and self.write_error is None:
+            if writing:
+                self.write_error = exc
+            else:
+                self.failure = exc
             self._handler.cancel()
 
     def close(self) -> None:
