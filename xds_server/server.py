@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from grpc.aio import EOF
 from envoy.config.core.v3 import base_pb2
@@ -36,8 +36,6 @@ from xds_server.sotw import SotwSession
 
 
 log = logging.getLogger("modelroute.xds")
-
-Req = TypeVar("Req", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
 
 
 class Channel(Protocol):
