@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from grpc.aio import EOF
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from grpc.aio import EOF
 
 from xds_server.cache import SnapshotCache
 from xds_server.delta import DeltaSession
