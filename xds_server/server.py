@@ -14,7 +14,6 @@ back), and a stream still writing when newer snapshots arrive gets only the newe
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import itertools
 import logging
@@ -172,7 +171,7 @@ class _Outbox:
         # write fails (`write_error`), and then raises that.
         self._handler = handler
         self._loop = handler.get_loop()  # (asyncio.get_running_loop() costs a getpid() system call)
-        self._queued: collections.deque[bytes] = collections.deque()
+        self._queued: list[bytes] = []  # (a response or two: a list is a tenth of a deque's size)
         self._newest: Snapshot | None = None
         self.writer: asyncio.Task[None] | None = None
         self.failure: Exception | None = None
@@ -214,7 +213,7 @@ class _Outbox:
                 if not self._queued:
                     return
                 try:
-                    await self._channel.write(self._queued.popleft())
+                    await self._channel.write(self._queued.pop(0))
                 except Exception as exc:  # noqa: BLE001 - re-raised by the stream's task
                     self._fail(exc, writing=True)
                     return
