@@ -14,6 +14,7 @@ back), and a stream still writing when newer snapshots arrive gets only the newe
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import logging
@@ -45,6 +46,10 @@ class Channel(Protocol):
 
     async def write(self, message: bytes) -> None:
         """Send one serialized response."""
+
+
+# Streams handed a new snapshot per turn of the event loop (`_Fanout`).
+FANOUT_BATCH = 100
 
 
 class StreamError(Exception):
@@ -88,6 +93,7 @@ class XdsServer:
         self._authorize = authorize
         self.limits = limits
         self.active_streams = 0
+        self._fanout = _Fanout()
 
     async def serve(self, channel: Channel, *, delta: bool, kind: str = "ads", type_url: str | None = None,
                     peer: Peer = Peer("")) -> None:
@@ -108,7 +114,7 @@ class XdsServer:
                                   verdict=functools.partial(self.cache.report, node_group))
             current = asyncio.current_task()
             assert current is not None, "a stream is served by a task"
-            outbox = _Outbox(session, channel, current)
+            outbox = _Outbox(session, channel, current, self._fanout)
             watch = self.cache.watch(node_group, outbox.on_snapshot)
             self.hooks.on_stream_open(stream)
             try:
@@ -157,19 +163,52 @@ def _log_failure(stream: StreamInfo, exc: BaseException) -> None:
                                                          "node_group": stream.node_group})
 
 
+class _Fanout:
+    """Hands a new snapshot to the streams waiting for it, FANOUT_BATCH per turn of the
+    event loop: the first streams' responses leave (and their ACKs come back) while later
+    streams are still being planned. Handed to all 10,000 streams in one turn, every
+    stream's writer and gRPC write would be alive at once, and the collector would
+    promote them all to its oldest generation: a second full collection in one push,
+    now and then (10,000 streams, 5 pushes: push CPU 1.44-2.07 s with 1-2 full
+    collections each; in batches 1.58-1.69 s with one). Never waits on a stream."""
+
+    __slots__ = ("_due", "_task")
+
+    def __init__(self) -> None:
+        self._due: collections.deque[_Outbox] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, outbox: _Outbox, loop: asyncio.AbstractEventLoop) -> None:
+        self._due.append(outbox)
+        if self._task is None:
+            self._task = loop.create_task(self._run(), name="xds-fanout")
+
+    async def _run(self) -> None:
+        try:
+            while self._due:
+                for _ in range(min(FANOUT_BATCH, len(self._due))):
+                    self._due.popleft().take_snapshot()  # never raises: a failure ends that stream only
+                await asyncio.sleep(0)
+        finally:
+            self._task = None
+
+
 class _Outbox:
     """One stream's responses on their way out: what the session produced, written in
     order by a task that exists only while there is something to write. Snapshots that
     arrive while it writes are coalesced: the session gets only the newest."""
 
-    __slots__ = ("_session", "_channel", "_handler", "_loop", "_queued", "_newest", "writer", "failure", "write_error")
+    __slots__ = ("_session", "_channel", "_handler", "_fanout", "_loop", "_queued", "_newest", "writer", "failure",
+                 "write_error")
 
-    def __init__(self, session: SotwSession | DeltaSession, channel: Channel, handler: asyncio.Task[Any]) -> None:
+    def __init__(self, session: SotwSession | DeltaSession, channel: Channel, handler: asyncio.Task[Any],
+                 fanout: _Fanout) -> None:
         self._session = session
         self._channel = channel
         # The stream's task: cancelled if the session fails on a snapshot (`failure`) or a
         # write fails (`write_error`), and then raises that.
         self._handler = handler
+        self._fanout = fanout
         self._loop = handler.get_loop()  # (asyncio.get_running_loop() costs a getpid() system call)
         self._queued: list[bytes] = []  # (a response or two: a list is a tenth of a deque's size)
         self._newest: Snapshot | None = None
@@ -178,12 +217,13 @@ class _Outbox:
         self.write_error: Exception | None = None
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
-        """Cache watch callback. The session sees the snapshot once the event loop is free
-        (so `set_snapshot` returns at once), or once the writer is done with what it has."""
+        """Cache watch callback. The session sees the snapshot on the stream's turn in the
+        fan-out (so `set_snapshot` returns at once), or once the writer is done with what
+        it has."""
         first = self._newest is None
         self._newest = snapshot
         if first and self.writer is None:
-            self._loop.call_soon(self.take_snapshot)
+            self._fanout.add(self, self._loop)
 
     def take_snapshot(self) -> None:
         if self.writer is not None or self._newest is None or self.failure or self.write_error:
