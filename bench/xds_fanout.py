@@ -6,7 +6,7 @@ everything. After all have their initial config, one route changes; the clock ru
 `set_snapshot` to the last ACK of the new version, counted by a server hook. Also
 reports the control plane's RSS and CPU time for the push.
 
-    .venv/bin/python bench/xds_fanout.py [--streams 1 100 1000]
+    .venv/bin/python bench/xds_fanout.py [--streams 1 100 1000] [--pushes 1]
 Writes bench/results/xds_fanout.json.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +117,33 @@ class AckCounter(Hooks):
                 self.done.set()
 
 
-async def run(streams: int) -> dict[str, float]:
+class GcClock:
+    """Time spent in garbage collections while started (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0  # generation-2 collections
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.full += info["generation"] == 2
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+async def run(streams: int, pushes: int = 1) -> dict[str, Any]:
+    """The first push's numbers; with `pushes` > 1 also each later push's (`later`), one
+    after the other: whether a push meets a full garbage collection depends on what the
+    ones before it left (each push replaces every stream's pending gRPC read)."""
     counter = AckCounter()
     plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, hooks=[counter],
                                       registry=CollectorRegistry())
@@ -126,15 +154,25 @@ async def run(streams: int) -> dict[str, float]:
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 180)  # type: ignore[union-attr]
         assert line.strip() == "ready", f"client process: {line!r}"
         await asyncio.sleep(0.5)
-        rss_before, cpu_before = rss_mb(), cpu_s()
-        changed = world(1)
-        counter.version, counter.target = changed.version(ROUTE), streams
-        started = time.perf_counter()
-        plane.cache.set_snapshot("gateway", changed)
-        await asyncio.wait_for(counter.done.wait(), 120)
-        elapsed = time.perf_counter() - started
-        return {"streams": streams, "all_acked_s": round(elapsed, 4), "cpu_s": round(cpu_s() - cpu_before, 3),
-                "rss_mb": round(rss_mb(), 1), "rss_before_mb": round(rss_before, 1)}
+        rss_before = rss_mb()
+        measured = []
+        for edit in range(1, pushes + 1):
+            cpu_before = cpu_s()
+            changed = world(edit)
+            counter.version, counter.target, counter.acked, counter.done = changed.version(ROUTE), streams, 0, \
+                asyncio.Event()
+            with GcClock() as collector:
+                started = time.perf_counter()
+                plane.cache.set_snapshot("gateway", changed)
+                await asyncio.wait_for(counter.done.wait(), 120)
+                elapsed = time.perf_counter() - started
+            measured.append({"all_acked_s": round(elapsed, 4), "cpu_s": round(cpu_s() - cpu_before, 3),
+                             "gc_s": round(collector.seconds, 3), "full_gcs": collector.full})
+        row: dict[str, Any] = {"streams": streams, **measured[0], "rss_mb": round(rss_mb(), 1),
+                               "rss_before_mb": round(rss_before, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        if pushes > 1:
+            row["later"] = measured[1:]
+        return row
     finally:
         if child.poll() is None:
             try:
@@ -147,14 +185,17 @@ async def run(streams: int) -> dict[str, float]:
         await plane.stop(grace=None)
 
 
-async def main(sizes: list[int]) -> None:
+async def main(sizes: list[int], pushes: int) -> None:
     rows = []
     for n in sizes:
-        rows.append(await run(n))
+        rows.append(await run(n, pushes))
         print(f"{rows[-1]}", file=sys.stderr)
-    print(f"{'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'RSS (MB)':>9}")
+    print(f"{'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'of it GC (s)':>13} {'RSS (MB)':>9} {'load':>5}")
     for row in rows:
-        print(f"{row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['rss_mb']:>9.1f}")
+        print(f"{row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['gc_s']:>13.3f} "
+              f"{row['rss_mb']:>9.1f} {row['load_avg_1m']:>5.2f}")
+        for number, later in enumerate(row.get("later", ()), start=2):
+            print(f"{f'push {number}':>8} {later['all_acked_s']:>14.4f} {later['cpu_s']:>8.3f} {later['gc_s']:>13.3f}")
     out = REPO / "bench" / "results" / "xds_fanout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "xds_fanout", "cpus": os.cpu_count(), "machine": machine(),
@@ -169,4 +210,7 @@ if __name__ == "__main__":
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--streams", type=int, nargs="+", default=[1, 100, 1000])
-        asyncio.run(main(parser.parse_args().streams))
+        parser.add_argument("--pushes", type=int, default=1,
+                            help="changes pushed one after the other to the same streams (rows: the first)")
+        args = parser.parse_args()
+        asyncio.run(main(args.streams, args.pushes))

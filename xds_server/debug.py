@@ -47,7 +47,11 @@ class DebugState(Hooks):
         return record
 
     def _type(self, stream: StreamInfo, type_url: str) -> TypeRecord:
-        return self._node(stream).types.setdefault(short_name(type_url), TypeRecord())
+        types, key = self._node(stream).types, short_name(type_url)
+        record = types.get(key)
+        if record is None:  # (not setdefault: that would build a record on every push and ACK)
+            record = types[key] = TypeRecord()
+        return record
 
     def on_stream_open(self, stream: StreamInfo) -> None:
         record = self._node(stream)

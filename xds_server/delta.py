@@ -53,8 +53,10 @@ class DeltaPlan:
     removed: tuple[str, ...]
 
 
-class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse, DeltaPlan]):
-    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
+    __slots__ = ()
+
+    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
         first = type_url not in self.types
         state = self.types.setdefault(type_url, DeltaTypeState())
@@ -137,17 +139,17 @@ class DeltaSession(Session[DeltaTypeState, discovery_pb2.DeltaDiscoveryResponse,
                 or any(n not in of_type and n not in state.reported_missing for n in state.names))
 
     def _emit(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
-              plan: DeltaPlan) -> discovery_pb2.DeltaDiscoveryResponse:
-        nonce = self._nonces()
+              plan: DeltaPlan) -> bytes:
+        nonce = self._next_nonce()
         version = snapshot.version(type_url)
-        response = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url,
+        envelope = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url,
                                                         nonce=nonce, removed_resources=plan.removed)
-        for name, resource in plan.send.items():
-            response.resources.add(name=name, version=resource.version, resource=snapshot.as_any(resource))
+        response: bytes = envelope.SerializeToString() + b"".join(
+            [snapshot.encoded(r, delta=True) for r in plan.send.values()])
         state.force_send.clear()
         state.answered = True
         state.reported_missing |= set(plan.removed) & state.names
         state.inflight = Inflight(nonce, version, {n: r.version for n, r in plan.send.items()}, self._clock(),
                                   plan.removed, snapshot=snapshot)
-        self._hooks.on_push(self.stream, type_url, version, sorted(plan.send), plan.removed, response.ByteSize())
+        self._hooks.on_push(self.stream, type_url, version, sorted(plan.send), plan.removed, len(response))
         return response

@@ -1,22 +1,24 @@
 """gRPC services: ADS (SotW + delta) and the per-type services for non-ADS clients.
 
-Thin adapters from grpc.aio servicer methods onto `XdsServer`; all protocol logic is
-there. The unary `Fetch*` methods (REST-style one-shot discovery) answer from the current
-snapshot.
+Thin adapters from grpc.aio method handlers onto `XdsServer`; all protocol logic is
+there. Streams use grpc.aio's reader/writer API (a coroutine per stream, no response
+generator) and write responses the sessions serialized (so the handlers have no
+response serializer). The unary `Fetch*` methods (REST-style one-shot discovery)
+answer from the current snapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
-from envoy.service.cluster.v3 import cds_pb2_grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from envoy.service.endpoint.v3 import eds_pb2_grpc
-from envoy.service.listener.v3 import lds_pb2_grpc
-from envoy.service.route.v3 import rds_pb2_grpc
-from envoy.service.secret.v3 import sds_pb2_grpc
+from envoy.service.cluster.v3 import cds_pb2
+from envoy.service.discovery.v3 import ads_pb2, discovery_pb2
+from envoy.service.endpoint.v3 import eds_pb2
+from envoy.service.listener.v3 import lds_pb2
+from envoy.service.route.v3 import rds_pb2
+from envoy.service.secret.v3 import sds_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 
 from xds_server.identity import peer_of
 from xds_server.server import StreamError, XdsServer
@@ -24,12 +26,7 @@ from xds_server.snapshot import content_version
 from xds_server.sotw import select
 from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, WILDCARD, WILDCARD_TYPES, short_name
 
-DiscoveryRequests = AsyncIterator[discovery_pb2.DiscoveryRequest]
-DeltaRequests = AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]
-DiscoveryResponses = AsyncIterator[discovery_pb2.DiscoveryResponse]
-DeltaResponses = AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]
-SotwContext = grpc.aio.ServicerContext[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]
-DeltaContext = grpc.aio.ServicerContext[discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse]
+SotwContext = grpc.aio.ServicerContext[discovery_pb2.DiscoveryRequest, bytes]
 
 
 # Requests are small (a subscription of 50,000 names of ~60 bytes is 3 MB); anything
@@ -38,24 +35,6 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # An Envoy uses one ADS stream (or one per type): more at once on one connection is a
 # client misbehaving. Streams across connections are capped by `server.Limits`.
 MAX_STREAMS_PER_CONNECTION = 100
-
-
-async def _sotw(xds: XdsServer, requests: DiscoveryRequests, context: SotwContext,
-                kind: str, type_url: str | None) -> DiscoveryResponses:
-    try:
-        async for response in xds.stream_sotw(requests, kind=kind, type_url=type_url, peer=peer_of(context)):
-            yield response
-    except StreamError as exc:
-        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
-
-
-async def _delta(xds: XdsServer, requests: DeltaRequests, context: DeltaContext,
-                 kind: str, type_url: str | None) -> DeltaResponses:
-    try:
-        async for response in xds.stream_delta(requests, kind=kind, type_url=type_url, peer=peer_of(context)):
-            yield response
-    except StreamError as exc:
-        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 
 
 async def _fetch(xds: XdsServer, request: discovery_pb2.DiscoveryRequest, context: SotwContext,
@@ -76,66 +55,63 @@ async def _fetch(xds: XdsServer, request: discovery_pb2.DiscoveryRequest, contex
     return response
 
 
-# xds-protos ships no stubs (docs/decisions.md, "Types"): its generated servicer bases are Any.
-class AggregatedService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, xds: XdsServer) -> None:
-        self._xds = xds
+def _stream_handler(xds: XdsServer, *, delta: bool, kind: str, type_url: str | None) -> grpc.RpcMethodHandler[Any, Any]:
+    # grpc.aio runs a coroutine function (not an async generator) with the reader/writer
+    # API; the request iterator it passes is not used (the server reads `context`).
+    async def handle(requests: Any, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        try:
+            await xds.serve(context, delta=delta, kind=kind, type_url=type_url, peer=peer_of(context))
+        except StreamError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 
-    # grpc.aio recognises streaming handlers by being async generator functions.
-    async def StreamAggregatedResources(self, request_iterator: DiscoveryRequests,  # noqa: N802
-                                        context: SotwContext) -> DiscoveryResponses:
-        async for response in _sotw(self._xds, request_iterator, context, "ads", None):
-            yield response
-
-    async def DeltaAggregatedResources(self, request_iterator: DeltaRequests,  # noqa: N802
-                                       context: DeltaContext) -> DeltaResponses:
-        async for response in _delta(self._xds, request_iterator, context, "ads-delta", None):
-            yield response
+    request = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest
+    return grpc.stream_stream_rpc_method_handler(handle, request_deserializer=request.FromString)
 
 
-def _single_type_servicer(base: type, stream: str, delta: str, fetch: str, type_url: str) -> type:
-    """A servicer class for one resource type, e.g. LDS's StreamListeners/DeltaListeners/FetchListeners."""
-    kind = short_name(type_url).lower()
-    # `self` is an instance of the class built below with type(): Any to the checker.
+def _fetch_handler(xds: XdsServer, type_url: str) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(request: discovery_pb2.DiscoveryRequest, context: SotwContext) -> discovery_pb2.DiscoveryResponse:
+        return await _fetch(xds, request, context, type_url)
 
-    def __init__(self: Any, xds: XdsServer) -> None:
-        self._xds = xds
-
-    async def stream_method(self: Any, request_iterator: DiscoveryRequests, context: SotwContext) -> DiscoveryResponses:
-        async for response in _sotw(self._xds, request_iterator, context, kind, type_url):
-            yield response
-
-    async def delta_method(self: Any, request_iterator: DeltaRequests, context: DeltaContext) -> DeltaResponses:
-        async for response in _delta(self._xds, request_iterator, context, f"{kind}-delta", type_url):
-            yield response
-
-    async def fetch_method(self: Any, request: discovery_pb2.DiscoveryRequest,
-                           context: SotwContext) -> discovery_pb2.DiscoveryResponse:
-        return await _fetch(self._xds, request, context, type_url)
-
-    return type(f"{kind.upper()}Service", (base,), {
-        "__init__": __init__, stream: stream_method, delta: delta_method, fetch: fetch_method})
+    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                                               response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString)
 
 
-ListenerService = _single_type_servicer(lds_pb2_grpc.ListenerDiscoveryServiceServicer,
-                                        "StreamListeners", "DeltaListeners", "FetchListeners", LISTENER)
-RouteService = _single_type_servicer(rds_pb2_grpc.RouteDiscoveryServiceServicer,
-                                     "StreamRoutes", "DeltaRoutes", "FetchRoutes", ROUTE)
-ClusterService = _single_type_servicer(cds_pb2_grpc.ClusterDiscoveryServiceServicer,
-                                       "StreamClusters", "DeltaClusters", "FetchClusters", CLUSTER)
-EndpointService = _single_type_servicer(eds_pb2_grpc.EndpointDiscoveryServiceServicer,
-                                        "StreamEndpoints", "DeltaEndpoints", "FetchEndpoints", ENDPOINT)
-SecretService = _single_type_servicer(sds_pb2_grpc.SecretDiscoveryServiceServicer,
-                                      "StreamSecrets", "DeltaSecrets", "FetchSecrets", SECRET)
+Handlers: TypeAlias = "dict[str, grpc.RpcMethodHandler[Any, Any]]"  # (not subscriptable at run time)
+
+
+def _add(server: grpc.aio.Server, service: ServiceDescriptor, handlers: Handlers) -> None:
+    """Register `handlers` as every method of `service` (its full name, e.g.
+    envoy.service.listener.v3.ListenerDiscoveryService, from the descriptor)."""
+    assert set(handlers) == set(service.methods_by_name), f"{service.full_name}: {sorted(service.methods_by_name)}"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+# The per-type services: each has Stream*, Delta* and Fetch* methods for one type.
+_SINGLE_TYPE_SERVICES: tuple[tuple[ServiceDescriptor, str], ...] = (
+    (lds_pb2.DESCRIPTOR.services_by_name["ListenerDiscoveryService"], LISTENER),
+    (rds_pb2.DESCRIPTOR.services_by_name["RouteDiscoveryService"], ROUTE),
+    (cds_pb2.DESCRIPTOR.services_by_name["ClusterDiscoveryService"], CLUSTER),
+    (eds_pb2.DESCRIPTOR.services_by_name["EndpointDiscoveryService"], ENDPOINT),
+    (sds_pb2.DESCRIPTOR.services_by_name["SecretDiscoveryService"], SECRET),
+)
 
 
 def add_services(server: grpc.aio.Server, xds: XdsServer) -> None:
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedService(xds), server)
-    lds_pb2_grpc.add_ListenerDiscoveryServiceServicer_to_server(ListenerService(xds), server)
-    rds_pb2_grpc.add_RouteDiscoveryServiceServicer_to_server(RouteService(xds), server)
-    cds_pb2_grpc.add_ClusterDiscoveryServiceServicer_to_server(ClusterService(xds), server)
-    eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(EndpointService(xds), server)
-    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(SecretService(xds), server)
+    _add(server, ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"], {
+        "StreamAggregatedResources": _stream_handler(xds, delta=False, kind="ads", type_url=None),
+        "DeltaAggregatedResources": _stream_handler(xds, delta=True, kind="ads-delta", type_url=None)})
+    for service, type_url in _SINGLE_TYPE_SERVICES:
+        kind = short_name(type_url).lower()
+        handlers: Handlers = {}
+        for method in service.methods:  # e.g. StreamListeners, DeltaListeners, FetchListeners
+            if method.name.startswith("Fetch"):
+                handlers[method.name] = _fetch_handler(xds, type_url)
+            else:
+                delta = method.name.startswith("Delta")
+                handlers[method.name] = _stream_handler(xds, delta=delta, kind=f"{kind}-delta" if delta else kind,
+                                                        type_url=type_url)
+        _add(server, service, handlers)
 
 
 async def start_grpc(xds: XdsServer, address: str = "127.0.0.1:18000",

@@ -62,18 +62,32 @@ class Hooks:
         return None
 
 
+_EVENTS = tuple(name for name in vars(Hooks) if name.startswith("on_"))
+
+
 class HookSet(Hooks):
-    """Calls every hook in order; an exception in one is logged and the others still run."""
+    """Calls every hook in order; an exception in one is logged and the others still run.
+
+    A HookSet among the hooks is flattened into this one, and each event calls only the
+    hooks that override it: with 10,000 streams a push is 10,000 `on_push` and as many
+    `on_ack` calls, so no call is spent on a no-op."""
 
     def __init__(self, hooks: Sequence[Hooks] = ()) -> None:
-        self._hooks: tuple[Hooks, ...] = tuple(hooks)
+        flat: list[Hooks] = []
+        for hook in hooks:
+            flat.extend(hook._hooks if isinstance(hook, HookSet) else (hook,))
+        self._hooks: tuple[Hooks, ...] = tuple(flat)
+        self._calls: dict[str, tuple[tuple[str, Callable[..., None]], ...]] = {
+            event: tuple((type(hook).__name__, call) for hook in flat
+                         if getattr(call := getattr(hook, event), "__func__", None) is not getattr(Hooks, event))
+            for event in _EVENTS}
 
     def _each(self, method: str, *args: Any) -> None:
-        for hook in self._hooks:
+        for name, call in self._calls[method]:
             try:
-                getattr(hook, method)(*args)
+                call(*args)
             except Exception:  # an observer must never take a stream down
-                log.exception("xds hook failed", extra={"hook": type(hook).__name__, "event": method})
+                log.exception("xds hook failed", extra={"hook": name, "event": method})
 
     def on_stream_open(self, stream: StreamInfo) -> None:
         self._each("on_stream_open", stream)

@@ -91,64 +91,78 @@ class TypeState(Protocol):
 
 
 State = TypeVar("State", bound=TypeState)
-Response = TypeVar("Response")
 Plan = TypeVar("Plan")
 
 
-class Session(Generic[State, Response, Plan]):
+class Session(Generic[State, Plan]):
+    """Responses are serialized (Delta)DiscoveryResponses, ready for the wire. (Slots:
+    a control plane holds one session per connected Envoy.)"""
+
+    __slots__ = ("stream", "_verdict", "ads", "types", "_order", "snapshot", "_hooks", "_clock", "_nonce")
+
     def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
-                 clock: Callable[[], float], nonces: Callable[[], str], verdict: Verdict = _no_verdict) -> None:
+                 clock: Callable[[], float], verdict: Verdict = _no_verdict) -> None:
         self.stream = stream
         self._verdict = verdict
         self.ads = ads
         self.types: dict[str, State] = {}
+        self._order: tuple[str, ...] = ()  # `types` in push order
         self.snapshot: Snapshot | None = None
         self._hooks = hooks
         self._clock = clock
-        self._nonces = nonces
+        self._nonce = 0
+
+    def _next_nonce(self) -> str:
+        """Nonces count up per stream (they only need to tell this stream's responses apart)."""
+        self._nonce += 1
+        return str(self._nonce)
 
     def name_count(self, type_url: str) -> int:
         """Resource names the client subscribes to for `type_url` (what a stream holds)."""
         state = self.types.get(type_url)
         return len(state.names) if state is not None else 0
 
-    def on_snapshot(self, snapshot: Snapshot | None) -> list[Response]:
+    def on_snapshot(self, snapshot: Snapshot | None) -> list[bytes]:
         self.snapshot = snapshot
         return self._evaluate()
 
-    def _evaluate(self) -> list[Response]:
+    def _evaluate(self) -> list[bytes]:
         snapshot = self.snapshot
         if snapshot is None:
             return []
-        responses: list[Response] = []
+        responses: list[bytes] = []
         # Whether referrers lag behind is only asked when a removal is due (it plans
         # them: thousands of streams re-evaluate on every snapshot).
         lagging: dict[str, bool] = {}
-
-        def behind(referrer: str) -> bool:
-            if referrer not in lagging:
-                lagging[referrer] = referrer in self.types and self._behind(referrer, snapshot)
-            return lagging[referrer]
-
-        def hold_removals(type_url: str, state: State) -> bool:
-            referrers = REFERRERS.get(type_url)
-            if not self.ads or not referrers or not self._removes(type_url, state, snapshot):
-                return False
-            return any(behind(t) for t in referrers)
-
         busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
-        for type_url in sorted(self.types, key=push_rank):
+        if len(self._order) != len(self.types):  # types are only ever added
+            self._order = tuple(sorted(self.types, key=push_rank))
+        for type_url in self._order:
             state = self.types[type_url]
             if state.inflight is not None:
                 busy.add(type_url)
                 continue
-            if self.ads and busy.intersection(WAITS_FOR.get(type_url, ())):
+            if self.ads and busy and busy.intersection(WAITS_FOR.get(type_url, ())):
                 continue
-            plan = self._plan(type_url, state, snapshot, hold_removals=hold_removals(type_url, state))
+            hold = self._hold_removals(type_url, state, snapshot, lagging)
+            plan = self._plan(type_url, state, snapshot, hold_removals=hold)
             if plan is not None:
                 responses.append(self._emit(type_url, state, snapshot, plan))
                 busy.add(type_url)
         return responses
+
+    def _hold_removals(self, type_url: str, state: State, snapshot: Snapshot, lagging: dict[str, bool]) -> bool:
+        """Removals of `type_url` wait while a referrer lags behind (`lagging`: per referrer,
+        asked once per evaluation)."""
+        referrers = REFERRERS.get(type_url)
+        if not self.ads or not referrers or not self._removes(type_url, state, snapshot):
+            return False
+        for referrer in referrers:
+            if referrer not in lagging:
+                lagging[referrer] = referrer in self.types and self._behind(referrer, snapshot)
+            if lagging[referrer]:
+                return True
+        return False
 
     def available(self, type_url: str, snapshot: Snapshot) -> Mapping[str, XdsResource]:
         """Resources of `type_url` this stream may be sent: the snapshot's, plus those of
@@ -186,6 +200,6 @@ class Session(Generic[State, Response, Plan]):
         for) that left `snapshot`? Only then does holding removals back matter."""
         raise NotImplementedError
 
-    def _emit(self, type_url: str, state: State, snapshot: Snapshot, plan: Plan) -> Response:
+    def _emit(self, type_url: str, state: State, snapshot: Snapshot, plan: Plan) -> bytes:
         """Send `plan`: the response, with the per-type state updated (nonce, in flight)."""
         raise NotImplementedError

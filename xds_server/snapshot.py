@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from xds_server.types import XdsResource
@@ -42,9 +43,10 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, XdsResource]]
     versions: Mapping[str, str]
     build_seconds: float = field(default=0.0, compare=False)
-    # Serialized `Any` wrappers, made once per resource and shared by every stream (keyed
-    # by version too: a resource kept from an older snapshot may share a name).
-    _any: dict[tuple[str, str, str], any_pb2.Any] = field(default_factory=dict, compare=False, repr=False)
+    # Each resource as a serialized response holding just it (`encoded`), made once and
+    # shared by every stream (keyed by version too: a resource kept from an older
+    # snapshot may share a name).
+    _encoded: dict[tuple[str, str, str, bool], bytes] = field(default_factory=dict, compare=False, repr=False)
     # What one subscription selects, and its version, computed once per snapshot for all
     # the streams that subscribe to the same names (thousands of Envoys of one group).
     _subsets: dict[tuple[str, frozenset[str] | None], tuple[Mapping[str, XdsResource], str]] = field(
@@ -131,9 +133,23 @@ class Snapshot:
         return found
 
     def as_any(self, resource: XdsResource) -> any_pb2.Any:
-        key = (resource.type_url, resource.name, resource.version)
-        wrapped = self._any.get(key)
-        if wrapped is None:
-            wrapped = any_pb2.Any(type_url=resource.type_url, value=resource.body)
-            self._any[key] = wrapped
-        return wrapped
+        return any_pb2.Any(type_url=resource.type_url, value=resource.body)
+
+    def encoded(self, resource: XdsResource, *, delta: bool) -> bytes:
+        """`resource` as a serialized DiscoveryResponse (delta: DeltaDiscoveryResponse)
+        whose only field is that one resource. A serialized message is the concatenation
+        of its fields, and protobuf parses concatenated messages as one (fields in any
+        order, repeated fields appended), so a response to any stream is its own small
+        envelope (version, type, nonce) followed by these pieces: a resource is
+        serialized once per snapshot, not once per stream."""
+        key = (resource.type_url, resource.name, resource.version, delta)
+        piece = self._encoded.get(key)
+        if piece is None:
+            if delta:
+                entry = discovery_pb2.Resource(name=resource.name, version=resource.version,
+                                               resource=self.as_any(resource))
+                piece = discovery_pb2.DeltaDiscoveryResponse(resources=[entry]).SerializeToString()
+            else:
+                piece = discovery_pb2.DiscoveryResponse(resources=[self.as_any(resource)]).SerializeToString()
+            self._encoded[key] = piece
+        return piece

@@ -36,6 +36,9 @@ from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class SotwTypeState:
     """What we know about one type on one stream; also what /debug/nodes shows."""
@@ -43,7 +46,7 @@ class SotwTypeState:
     requested: bool = False
     wildcard: bool = False
     named_ever: bool = False
-    names: frozenset[str] = frozenset()
+    names: frozenset[str] = _NO_NAMES
     last_nonce: str | None = None
     inflight: Inflight | None = None
     # The version the client holds; and, once it ACKed one of our responses, which
@@ -67,8 +70,10 @@ class SotwPlan:
     kept: Mapping[str, XdsResource]  # resources no longer in the snapshot, sent again
 
 
-class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPlan]):
-    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[discovery_pb2.DiscoveryResponse]:
+class SotwSession(Session[SotwTypeState, SotwPlan]):
+    __slots__ = ()
+
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
         state = self.types.setdefault(type_url, SotwTypeState())
         nonce = request.response_nonce
@@ -108,12 +113,15 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
         names = set(resource_names)
         state.named_ever = state.named_ever or bool(names)
         state.wildcard = type_url in WILDCARD_TYPES and (WILDCARD in names or not state.named_ever)
-        state.names = frozenset(names - {WILDCARD})
+        names.discard(WILDCARD)
+        if names != state.names:  # (most requests are ACKs naming the same resources again)
+            state.names = frozenset(names) if names else _NO_NAMES
         state.requested = True
-        if state.client_resources is not None and not state.wildcard:
+        held = state.client_resources
+        if held is not None and not state.wildcard and not held.keys() <= state.names:
             # Unsubscribed resources are forgotten by the client: if asked for again they
             # must be sent again even though unchanged.
-            state.client_resources = {n: v for n, v in state.client_resources.items() if n in state.names}
+            state.client_resources = {n: v for n, v in held.items() if n in state.names}
 
     def _plan(self, type_url: str, state: SotwTypeState, snapshot: Snapshot, *, hold_removals: bool,
               resend_rejected: bool = False) -> SotwPlan | None:
@@ -154,14 +162,15 @@ class SotwSession(Session[SotwTypeState, discovery_pb2.DiscoveryResponse, SotwPl
         return not state.client_resources.keys() <= selected.keys()
 
     def _emit(self, type_url: str, state: SotwTypeState, snapshot: Snapshot,
-              plan: SotwPlan) -> discovery_pb2.DiscoveryResponse:
-        nonce = self._nonces()
-        response = discovery_pb2.DiscoveryResponse(version_info=plan.version, type_url=type_url, nonce=nonce)
-        response.resources.extend(snapshot.as_any(r) for r in plan.send.values())
+              plan: SotwPlan) -> bytes:
+        nonce = self._next_nonce()
+        envelope = discovery_pb2.DiscoveryResponse(version_info=plan.version, type_url=type_url, nonce=nonce)
+        response: bytes = envelope.SerializeToString() + b"".join(
+            [snapshot.encoded(r, delta=False) for r in plan.send.values()])
         state.last_nonce = nonce
         state.inflight = Inflight(nonce, plan.version, {n: r.version for n, r in plan.send.items()}, self._clock(),
                                   full=plan.full, snapshot=snapshot, kept=plan.kept)
-        self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), response.ByteSize())
+        self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), len(response))
         return response
 
 

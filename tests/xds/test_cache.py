@@ -11,6 +11,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from tests.xds.client import Res, res
 from xds_server.cache import DuplicateResourceError, Snapshot, SnapshotCache, check_consistency, content_version
@@ -166,3 +167,26 @@ def test_a_snapshot_of_per_type_mappings_equals_one_built_resource_by_resource()
     assert third == Snapshot.build([*edited.values(), *clusters.values(), *other_extra])
     with pytest.raises(DuplicateResourceError, match="'r1'"):
         Snapshot.of_types({ROUTE: routes}, [res(ROUTE, "r1")])
+
+
+def test_a_response_of_encoded_pieces_is_the_response_protobuf_builds() -> None:
+    """Streams send an envelope (version, type, nonce) followed by each resource's
+    piece, serialized once per snapshot: the client parses exactly the response that
+    building it field by field gives, resources in the order sent."""
+    resources = [res(CLUSTER, "b"), res(CLUSTER, "a", "v2"), res(CLUSTER, "c")]
+    snapshot = Snapshot.build(resources)
+    envelope = discovery_pb2.DiscoveryResponse(version_info="v9", type_url=CLUSTER, nonce="7")
+    wire = envelope.SerializeToString() + b"".join(snapshot.encoded(r, delta=False) for r in resources)
+    built = discovery_pb2.DiscoveryResponse(version_info="v9", type_url=CLUSTER, nonce="7",
+                                            resources=[snapshot.as_any(r) for r in resources])
+    assert discovery_pb2.DiscoveryResponse.FromString(wire) == built
+
+    delta_envelope = discovery_pb2.DeltaDiscoveryResponse(system_version_info="v9", type_url=CLUSTER, nonce="8",
+                                                          removed_resources=["gone"])
+    wire = delta_envelope.SerializeToString() + b"".join(snapshot.encoded(r, delta=True) for r in resources)
+    delta_built = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info="v9", type_url=CLUSTER, nonce="8", removed_resources=["gone"],
+        resources=[discovery_pb2.Resource(name=r.name, version=r.version, resource=snapshot.as_any(r))
+                   for r in resources])
+    assert discovery_pb2.DeltaDiscoveryResponse.FromString(wire) == delta_built
+    assert snapshot.encoded(resources[0], delta=False) is snapshot.encoded(resources[0], delta=False)  # made once

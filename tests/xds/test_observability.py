@@ -15,7 +15,8 @@ from envoy.service.listener.v3 import lds_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from tests.xds.client import AdsClient, contents_of, names_of, res, until
-from xds_server import Snapshot, start_control_plane
+from xds_server import Hooks, Snapshot, StreamInfo, start_control_plane
+from xds_server.hooks import HookSet
 from xds_server.types import CLUSTER, LISTENER, ROUTE
 
 
@@ -149,3 +150,20 @@ async def test_per_type_delta_service() -> None:
     finally:
         await channel.close()
         await plane.stop(grace=None)
+
+
+def test_a_hook_set_inside_a_hook_set_calls_each_hook_once_in_order() -> None:
+    calls: list[str] = []
+
+    class Recorder(Hooks):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_stream_open(self, stream: StreamInfo) -> None:
+            calls.append(self.name)
+
+    inner = HookSet([Recorder("a"), Hooks(), Recorder("b")])
+    outer = HookSet([inner, Recorder("c")])
+    outer.on_stream_open(StreamInfo(1, "ads", "n", "gateway"))
+    outer.on_stream_close(StreamInfo(1, "ads", "n", "gateway"))  # no hook overrides it
+    assert calls == ["a", "b", "c"]
