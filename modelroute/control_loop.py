@@ -178,7 +178,7 @@ class ControlLoop:
         self._status_published = asyncio.Event()
         self._status_requested = 0
         self._status_done = 0
-        self._merged: Merged = {}  # the status publisher's memory of merged statuses
+        self._merged = Merged()  # the status publisher's memory of merged statuses
 
     def attach(self, cache: SnapshotCache) -> None:
         self._cache = cache

@@ -63,6 +63,9 @@ class ProgrammedTracker:
     _unsettled: set[ResourceId] = field(default_factory=set)
     _failed: dict[ResourceId, str] = field(default_factory=dict)
     _types: dict[str, Mapping[str, EnvoyResource]] = field(default_factory=dict)  # the last compile's
+    # Every owner of the current compile, sorted, with the owners mapping it came from:
+    # made once per compile whose owners changed, not on each status publication.
+    _owner_order: tuple[Mapping[ResourceId, tuple[ObjectKey, ...]] | None, tuple[ObjectKey, ...]] = (None, ())
 
     def use(self, owners: Mapping[ResourceId, tuple[ObjectKey, ...]],
             resources: Mapping[str, Mapping[str, EnvoyResource]]) -> None:
@@ -161,7 +164,9 @@ class ProgrammedTracker:
                     failed.setdefault(owner, error)
                 else:
                     pending.add(owner)
-        return Verdicts(self.owners, MappingProxyType(failed), frozenset(pending))
+        if self._owner_order[0] is not self.owners:
+            self._owner_order = (self.owners, tuple(sorted({o for keys in self.owners.values() for o in keys})))
+        return Verdicts(self._owner_order[1], MappingProxyType(failed), frozenset(pending))
 
     def conditions(self) -> dict[ObjectKey, ConditionView]:
         """Programmed per owner: False if any of its resources was rejected, True once
@@ -173,13 +178,15 @@ class ProgrammedTracker:
 class Verdicts:
     """The tracker's verdicts on one compile, for `conditions` (pure)."""
 
-    owners: Mapping[ResourceId, tuple[ObjectKey, ...]]
+    owners: tuple[ObjectKey, ...]  # every owner of the compile's resources, sorted
     failed: Mapping[ObjectKey, str]  # owner → Envoy's message for one of its rejected resources
     pending: frozenset[ObjectKey]  # owners with resources Envoy has not accepted yet
 
     def conditions(self) -> dict[ObjectKey, ConditionView]:
+        if not self.failed and not self.pending:  # everything accepted: the common case
+            return dict.fromkeys(self.owners, _PROGRAMMED)
         result: dict[ObjectKey, ConditionView] = {}
-        for owner in sorted({o for keys in self.owners.values() for o in keys}):
+        for owner in self.owners:
             if owner in self.failed:
                 result[owner] = ConditionView("Programmed", "False", "ValidationFailed",
                                               f"Envoy rejected the configuration: {self.failed[owner]}")
@@ -188,24 +195,37 @@ class Verdicts:
         return result
 
 
-Merged = dict[ObjectKey, tuple[ObjectStatus, ConditionView, ObjectStatus]]
-"""`with_programmed`'s memory: key → (status, condition, the status merged from them)."""
+class Merged:
+    """`with_programmed`'s memory: per key (status, condition, the status merged from
+    them), and the last call's inputs and result."""
+
+    __slots__ = ("per_key", "last")
+
+    def __init__(self) -> None:
+        self.per_key: dict[ObjectKey, tuple[ObjectStatus, ConditionView, ObjectStatus]] = {}
+        self.last: tuple[Mapping[ObjectKey, ObjectStatus], Mapping[ObjectKey, ConditionView],
+                         Mapping[ObjectKey, ObjectStatus]] | None = None
 
 
 def with_programmed(statuses: Mapping[ObjectKey, ObjectStatus], programmed: Mapping[ObjectKey, ConditionView],
                     memo: Merged | None = None) -> Mapping[ObjectKey, ObjectStatus]:
     """Statuses with the Programmed condition added; a rejected object's phase is Failed.
-    With `memo` (kept by the caller between calls), an object whose status and condition
-    are the very objects of the last call gets the very status merged then, so the
-    writers downstream can tell an unchanged object by identity."""
+    With `memo` (kept by the caller between calls): the same statuses mapping with equal
+    conditions gives last call's result (publications after ACKs that settled nothing),
+    and an object whose status and condition are the very objects of the last call gets
+    the very status merged then, so the writers downstream can tell an unchanged object
+    by identity."""
+    if memo is not None and memo.last is not None and memo.last[0] is statuses and memo.last[1] == programmed:
+        return memo.last[2]
     merged: dict[ObjectKey, ObjectStatus] = {}
-    kept: Merged = {}
+    kept: dict[ObjectKey, tuple[ObjectStatus, ConditionView, ObjectStatus]] = {}
+    per_key = memo.per_key if memo is not None else {}
     for key, status in statuses.items():
         condition = programmed.get(key)
         if condition is None:
             merged[key] = status
             continue
-        known = memo.get(key) if memo is not None else None
+        known = per_key.get(key)
         if known is not None and known[0] is status and known[1] is condition:
             merged[key] = known[2]
         else:
@@ -213,7 +233,7 @@ def with_programmed(statuses: Mapping[ObjectKey, ObjectStatus], programmed: Mapp
             phase = "Failed" if condition.status == "False" else status.phase
             merged[key] = ObjectStatus(phase, conditions, status.service_endpoint, status.active_routes)
         kept[key] = (status, condition, merged[key])
+    result = MappingProxyType(merged)
     if memo is not None:
-        memo.clear()
-        memo.update(kept)
-    return MappingProxyType(merged)
+        memo.per_key, memo.last = kept, (statuses, programmed, result)
+    return result

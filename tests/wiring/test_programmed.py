@@ -1,6 +1,6 @@
 """ACK/NACK → Programmed conditions on the objects that own the resources."""
 
-from modelroute.programmed import ProgrammedTracker, with_programmed
+from modelroute.programmed import Merged, ProgrammedTracker, with_programmed
 from routing_engine.api.resources import ObjectKey
 from routing_engine.world import ConditionView, EnvoyResource, ObjectStatus
 
@@ -165,3 +165,32 @@ def test_the_incremental_verdicts_agree_with_a_scan_of_every_resource(sequence) 
         rejected = tracker.rejected()
         assert (frozenset(rejected.resources) if rejected else frozenset()) == failed
         assert {k: c.status for k, c in tracker.conditions().items()} == conditions
+
+
+def test_a_publication_with_nothing_new_hands_back_the_last_merge():
+    """The memo: the same statuses mapping with equal conditions gives the very result of
+    the last call; a changed condition (or another statuses mapping) merges again, and an
+    object whose inputs are unchanged keeps its merged status object."""
+    statuses = {A: ObjectStatus("Active", ()), B: ObjectStatus("Ready", ())}
+    memo = Merged()
+    tracker = _tracker()
+    first = with_programmed(statuses, tracker.conditions(), memo)
+    assert first[A].conditions[-1].status == "Unknown"
+    assert with_programmed(statuses, tracker.conditions(), memo) is first
+    tracker.ack(R, {"listener/8080": "r1"})
+    tracker.ack(C, {"modelserver/default/b": "c1"})
+    settled = with_programmed(statuses, tracker.conditions(), memo)
+    assert settled is not first and settled[A].conditions[-1].status == "True"
+    again = with_programmed(dict(statuses), tracker.conditions(), memo)  # another mapping, same objects
+    assert again is not settled and again[A] is settled[A] and again[B] is settled[B]
+
+
+def test_conditions_cover_every_owner_in_order_whatever_the_verdicts():
+    tracker = _tracker()
+    assert list(tracker.conditions()) == [A, B]
+    tracker.ack(R, {"listener/8080": "r1"})
+    tracker.ack(C, {"modelserver/default/b": "c1"})
+    assert list(tracker.conditions()) == [A, B]
+    assert {c.status for c in tracker.conditions().values()} == {"True"}
+    tracker.use({(C, "modelserver/default/b"): (B,)}, {C: _resources()[C]})  # owners changed: A left
+    assert list(tracker.conditions()) == [B]
