@@ -91,11 +91,23 @@ class TreeWatch:
                 raise
             # Any other directory may be gone already: its removal is an event of its parent.
 
+    def _unwatch_tree(self, top: Path) -> None:
+        """A directory moved out of the tree: its watches (and those below it) end."""
+        assert self._inotify is not None
+        for wd, directory in list(self._dirs.items()):
+            if directory == top or top in directory.parents:
+                del self._dirs[wd]
+                try:
+                    self._inotify.rm_watch(wd)
+                except OSError:  # already gone with its directory
+                    pass
+
     def _read(self) -> None:
         assert self._inotify is not None
         for event in self._inotify.read(timeout=0):
-            if event.mask & flags.Q_OVERFLOW:
+            if event.mask & flags.Q_OVERFLOW:  # events were dropped: directories made meanwhile too
                 self._changed = None
+                self._watch_tree(self.root)  # (a directory watched already keeps its descriptor)
                 self._ready.set()
                 continue
             if event.mask & flags.IGNORED:
@@ -109,6 +121,8 @@ class TreeWatch:
                 continue
             if event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):
                 self._watch_tree(path)
+            elif event.mask & flags.ISDIR and event.mask & flags.MOVED_FROM:
+                self._unwatch_tree(path)
             if self._changed is not None:
                 self._changed.add(path)
             self._ready.set()

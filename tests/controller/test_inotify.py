@@ -70,3 +70,39 @@ async def test_the_provider_falls_back_to_watchfiles_without_inotify(tmp_path: P
         assert provider._tree is None  # it was watchfiles that saw it
     finally:
         await provider.close()
+
+
+async def test_after_an_overflow_directories_made_meanwhile_are_watched(tmp_path: Path) -> None:
+    """The kernel drops events when its queue overflows: a directory created then would
+    never get a watch, and saves inside it would go unseen; the whole tree is walked again."""
+    from inotify_simple import Event, flags
+
+    tree = TreeWatch(tmp_path, lambda p: True)
+    tree.start()
+    try:
+        assert tree._inotify is not None
+        (tmp_path / "sub").mkdir()
+        real = tree._inotify.read
+        real(timeout=0)  # its CREATE is lost: the queue overflowed instead
+        tree._inotify.read = lambda timeout=0: [Event(-1, flags.Q_OVERFLOW, 0, "")]  # type: ignore[method-assign]
+        tree._read()
+        tree._inotify.read = real  # type: ignore[method-assign]
+        assert await tree.batch() is None  # everything may have changed: re-read all
+        (tmp_path / "sub" / "a.yaml").write_text("x")
+        assert tmp_path / "sub" / "a.yaml" in await until(tree, {tmp_path / "sub" / "a.yaml"})
+    finally:
+        tree.close()
+
+
+async def test_a_directory_moved_out_of_the_tree_is_no_longer_watched(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    tree = TreeWatch(root, lambda p: True)
+    tree.start()
+    try:
+        os.rename(root / "sub", outside / "sub")
+        await until(tree, {root / "sub"})
+        assert root / "sub" not in set(tree._dirs.values())
+    finally:
+        tree.close()
