@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from routing_engine.api.resources import ObjectKey
+from routing_engine.translate.result import Collected
 from routing_engine.translate.xds import TYPE_ORDER
 from routing_engine.world import EnvoyResource
 
@@ -31,17 +32,16 @@ Owners = tuple[ObjectKey, ...]
 ResourceId = tuple[str, str]  # (type URL, name)
 
 
-class Batch:
-    """Resources (type → name → resource) with their owners, never changed once handed
+class Batch(Collected):
+    """Resources with their owners (`Collected`), never changed once handed
     to `Assembly.assemble`. `base` and `changed`, when set, say that this batch is
     `base` with only the names in `changed` (per type) set, replaced or removed: a hint
     the next `assemble` reads and then drops, so batches never chain up in memory."""
 
-    __slots__ = ("resources", "owners", "base", "changed")
+    __slots__ = ("base", "changed")
 
     def __init__(self) -> None:
-        self.resources: dict[str, dict[str, EnvoyResource]] = {}
-        self.owners: dict[ResourceId, Owners] = {}
+        super().__init__()
         self.base: Batch | None = None
         self.changed: Mapping[str, Iterable[str]] | None = None
 
@@ -53,13 +53,6 @@ class Batch:
         if base is not None and changed is not None:
             batch.base, batch.changed = base, changed
         return batch
-
-    def add(self, resource: EnvoyResource, owners: Owners) -> None:
-        """`owners` sorted and unique; a resource added twice gets the union."""
-        self.resources.setdefault(resource.type_url, {})[resource.name] = resource
-        key = (resource.type_url, resource.name)
-        previous = self.owners.get(key)
-        self.owners[key] = owners if previous is None else tuple(sorted({*previous, *owners}))
 
 
 EMPTY = Batch()

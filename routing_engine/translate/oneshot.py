@@ -29,11 +29,10 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import cluster, endpoint, listener, route, scoped_layout, scopes
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, ordered
-from routing_engine.translate.result import (TranslateError, TranslateResult, failover_pairs, failure, make_resource,
-                                             needed_backends, unknown_backends)
+from routing_engine.translate.result import (Collected, TranslateError, TranslateResult, failover_pairs, failure,
+                                             make_resource, needed_backends, unknown_backends)
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER, serialize
-from routing_engine.world import EnvoyResource
 
 Owners = tuple[ObjectKey, ...]
 
@@ -46,22 +45,11 @@ class _Built(NamedTuple):
     serial: int
 
 
-class _Collected:
-    def __init__(self) -> None:
-        self.resources: dict[str, dict[str, EnvoyResource]] = {t: {} for t in TYPE_ORDER}
-        self.owners: dict[tuple[str, str], Owners] = {}
-
-    def add(self, resource: EnvoyResource, owners: Owners) -> None:
-        self.resources[resource.type_url][resource.name] = resource
-        key = (resource.type_url, resource.name)
-        self.owners[key] = tuple(sorted({*self.owners.get(key, ()), *owners}))
-
-
 def translate(gateway: ir.Gateway, plugins: Sequence[Plugin] | None = None, *, scoped: bool = True) -> TranslateResult:
     """`scoped=False` keeps one RouteConfiguration per listener whatever its size."""
     ranked = builtin() if plugins is None else ordered(plugins)
     known = frozenset(b.name for b in gateway.backends)
-    out = _Collected()
+    out = Collected()
     errors: list[TranslateError] = []
     users: dict[tuple[str, str], set[ObjectKey]] = {}  # failover pair → owners of routes using it
     for lst in gateway.listeners:
@@ -94,7 +82,7 @@ def translate(gateway: ir.Gateway, plugins: Sequence[Plugin] | None = None, *, s
         for extra in extras:
             out.add(make_resource(extra.type_url, extra.name, serialize(extra.message)), tuple(sorted(set(extra.owners))))
     return TranslateResult(
-        resources=MappingProxyType({t: MappingProxyType(dict(sorted(out.resources[t].items()))) for t in TYPE_ORDER}),
+        resources=MappingProxyType({t: MappingProxyType(dict(sorted(out.resources.get(t, {}).items()))) for t in TYPE_ORDER}),
         owners=MappingProxyType(dict(sorted(out.owners.items()))), errors=tuple(errors))
 
 
@@ -123,7 +111,7 @@ def _routes(lst: ir.Listener, known: frozenset[str], plugins: Sequence[Plugin]
 
 
 def _listener(lst: ir.Listener, built: Sequence[_Built], plugins: Sequence[Plugin], scoped: bool,
-              out: _Collected) -> None:
+              out: Collected) -> None:
     """The listener's Listener and route table(s), its plugins' routes first."""
     extras = [extra for plugin in plugins for extra in plugin.extra_routes(lst)]
     paths = [(e.match.path or e.match.path_separated_prefix or e.match.prefix, framed_route(serialize(e))) for e in extras]

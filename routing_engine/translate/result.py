@@ -26,6 +26,24 @@ class TranslateResult:
     errors: tuple[TranslateError, ...] = ()
 
 
+class Collected:
+    """Resources (type → name → resource) with their owners, as translation adds them: a
+    resource added twice gets the later body and the union of owners."""
+
+    __slots__ = ("resources", "owners")
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, EnvoyResource]] = {}
+        self.owners: dict[tuple[str, str], tuple[ObjectKey, ...]] = {}
+
+    def add(self, resource: EnvoyResource, owners: tuple[ObjectKey, ...]) -> None:
+        """`owners` sorted and unique."""
+        self.resources.setdefault(resource.type_url, {})[resource.name] = resource
+        key = (resource.type_url, resource.name)
+        previous = self.owners.get(key)
+        self.owners[key] = owners if previous is None else tuple(sorted({*previous, *owners}))
+
+
 def make_resource(type_url: str, name: str, body: bytes) -> EnvoyResource:
     return EnvoyResource(type_url=type_url, name=name, body=body, version=hashlib.sha256(body).hexdigest()[:16])
 
