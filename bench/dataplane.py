@@ -2,19 +2,24 @@
 80/20 split is (issue #9).
 
 World: N ModelRoutes (`/v1/models/r{i}`) over two mock-engine backends (blue, green),
-compiled by routing_engine and loaded into Envoy as a static bootstrap (the same
+plus `--servers S - 2` more ModelServers on the same port (each its own path, all on the
+blue engine: the issue-#15 world has 2,500 servers per port, and per-server work in the
+filter chain would show here), compiled by routing_engine and loaded into Envoy as a static bootstrap (the same
 listeners, routes and clusters xDS would push; no control plane in the loop). Envoy
 (`--concurrency 1`) and the backends are pinned to the first CPU, the load generator
 (bench/_loadgen.py: closed loop, one keep-alive connection, stdlib client) to the last.
 - latency: per round, WARMUP + COUNT sequential requests straight to the blue backend,
   then the same through Envoy to a route in the middle of the table (blue); rounds
   alternate, added latency = Envoy − direct per round; medians and spread over rounds.
+  Also Envoy's CPU time per request through it (user + system, from /proc, over the
+  rounds' Envoy requests): far steadier than latency on a shared machine, and what a
+  filter costs shows there first.
 - split: route-0 is an 80/20 blue/green split; REQUESTS requests through Envoy, the
   observed blue share and its deviation from 0.8 in binomial sigmas
   (sqrt(0.8 × 0.2 / REQUESTS)).
 
-    .venv/bin/python -m bench.dataplane [--routes 10 1000] [--rounds 5] [--count 2000]
-        [--split-requests 10000] [--quick]
+    .venv/bin/python -m bench.dataplane [--routes 10 1000] [--servers 2] [--rounds 5]
+        [--count 2000] [--split-requests 10000] [--quick]
 Writes bench/results/dataplane.json.
 """
 
@@ -70,9 +75,26 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
-async def measure(n: int, rounds: int, count: int, warmup: int, split_requests: int, workdir: Path) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def extra_server_docs(servers: int, port: int) -> list[dict[str, Any]]:
+    """ModelServers beyond blue and green, on the same port, each with its own path."""
+    docs = []
+    for k in range(max(0, servers - 2)):
+        doc = _stack.server_doc(f"extra-{k}", port)
+        doc["spec"]["modelInferRef"]["name"] = "infer-blue"
+        docs.append(doc)
+    return docs
+
+
+async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, split_requests: int,
+                  workdir: Path) -> dict[str, Any]:
     port = free_port()
-    docs = _stack.base_docs(n, port) + [_stack.route_doc(0, split=SPLIT)]
+    docs = _stack.base_docs(n, port) + [_stack.route_doc(0, split=SPLIT)] + extra_server_docs(servers, port)
     with _stack.mock_engines("blue", "green") as engines:
         for engine in engines.values():
             pin(engine.proc.pid)
@@ -92,8 +114,10 @@ async def measure(n: int, rounds: int, count: int, warmup: int, split_requests: 
             per_round: list[dict[str, Any]] = []
             for _ in range(rounds):
                 d = await load(direct, count, warmup)
+                before = cpu_seconds(envoy.pid)
                 e = await load(via, count, warmup)
-                per_round.append({"direct": d, "envoy": e,
+                cpu_us = (cpu_seconds(envoy.pid) - before) / (count + warmup) * 1e6
+                per_round.append({"direct": d, "envoy": e, "envoy_cpu_us_per_request": cpu_us,
                                   "added_p50_us": e["p50_us"] - d["p50_us"], "added_p99_us": e["p99_us"] - d["p99_us"]})
             split = await load(f"http://127.0.0.1:{port}/v1/models/r0/infer", split_requests, warmup)
         finally:
@@ -103,30 +127,35 @@ async def measure(n: int, rounds: int, count: int, warmup: int, split_requests: 
     share = blue / split_requests
     expected = SPLIT[0] / sum(SPLIT)
     sigma = math.sqrt(expected * (1 - expected) / split_requests)
-    return {"routes": n, "probe_route": f"r{probe}", "rounds": rounds, "count": count, "warmup": warmup,
+    return {"routes": n, "servers": max(2, servers), "probe_route": f"r{probe}", "rounds": rounds, "count": count, "warmup": warmup,
             "direct_p50_us": _spread([r["direct"]["p50_us"] for r in per_round]),
             "direct_p99_us": _spread([r["direct"]["p99_us"] for r in per_round]),
             "envoy_p50_us": _spread([r["envoy"]["p50_us"] for r in per_round]),
             "envoy_p99_us": _spread([r["envoy"]["p99_us"] for r in per_round]),
             "added_p50_us": _spread([r["added_p50_us"] for r in per_round]),
             "added_p99_us": _spread([r["added_p99_us"] for r in per_round]),
+            "envoy_cpu_us_per_request": _spread([r["envoy_cpu_us_per_request"] for r in per_round]),
             "split": {"requests": split_requests, "weights": list(SPLIT), "blue": blue, "green": green,
                       "blue_share": round(share, 4), "sigma": round(sigma, 5),
                       "deviation_sigmas": round((share - expected) / sigma, 2)},
             "per_round": per_round}
 
 
-async def run(sizes: list[int], rounds: int, count: int, warmup: int, split_requests: int) -> list[dict[str, Any]]:
+async def run(sizes: list[int], servers: list[int], rounds: int, count: int, warmup: int,
+              split_requests: int) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="bench-dp-") as tmp:
-            rows.append(await measure(n, rounds, count, warmup, split_requests, Path(tmp)))
+        for s in servers:
+            with tempfile.TemporaryDirectory(prefix="bench-dp-") as tmp:
+                rows.append(await measure(n, s, rounds, count, warmup, split_requests, Path(tmp)))
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--routes", type=int, nargs="+", default=[10, 1000])
+    parser.add_argument("--servers", type=int, nargs="+", default=[2],
+                        help="ModelServers on the port (blue, green and more), one row per value and size")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--count", type=int, default=None, help="timed requests per round and mode")
     parser.add_argument("--warmup", type=int, default=200)
@@ -136,12 +165,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rounds = args.rounds or (2 if args.quick else 5)
     count = args.count or (300 if args.quick else 2000)
     split_requests = args.split_requests or (1000 if args.quick else 10_000)
-    rows = asyncio.run(run(args.routes, rounds, count, args.warmup, split_requests))
-    print(f"{'routes':>7} {'direct p50':>10} {'envoy p50':>10} {'added p50':>10} {'added p99':>10}   split 80/20")
+    rows = asyncio.run(run(args.routes, args.servers, rounds, count, args.warmup, split_requests))
+    print(f"{'routes':>7} {'servers':>7} {'direct p50':>10} {'envoy p50':>10} {'added p50':>10} {'added p99':>10}"
+          f" {'envoy CPU/req':>13}   split 80/20")
     for r in rows:
         s = r["split"]
-        print(f"{r['routes']:>7,} {r['direct_p50_us']['median']:>7.0f} us {r['envoy_p50_us']['median']:>7.0f} us"
-              f" {r['added_p50_us']['median']:>7.0f} us {r['added_p99_us']['median']:>7.0f} us"
+        print(f"{r['routes']:>7,} {r['servers']:>7,} {r['direct_p50_us']['median']:>7.0f} us"
+              f" {r['envoy_p50_us']['median']:>7.0f} us {r['added_p50_us']['median']:>7.0f} us"
+              f" {r['added_p99_us']['median']:>7.0f} us {r['envoy_cpu_us_per_request']['median']:>10.0f} us"
               f"   {s['blue_share'] * 100:.2f}% of {s['requests']:,} ({s['deviation_sigmas']:+.2f} sigma)")
     out = {"benchmark": "dataplane", "quick": args.quick, "machine": machine(),
            "command": "python -m bench.dataplane " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -84,3 +84,16 @@ def test_inference_targets_are_checked_from_the_medians() -> None:
     assert found["targets"]["slow replica"] == {"loadAware_p99_over_leastRequest_p99": 0.7, "target_at_most": 0.7,
                                                 "met": True}
     assert found["targets"]["none"]["met"] is False
+
+
+@pytest.mark.slow
+def test_dataplane_runs_with_extra_servers_and_measures_envoy_cpu(results: Path) -> None:
+    """Real Envoy and two mock engines, tiny counts: every row served 200s (the load
+    generator fails the run otherwise) and carries Envoy's CPU per request."""
+    import bench.dataplane
+
+    out = bench.dataplane.main(["--routes", "4", "--servers", "2", "5", "--rounds", "1", "--count", "20",
+                                "--warmup", "5", "--split-requests", "40"])
+    assert [(r["routes"], r["servers"]) for r in out["rows"]] == [(4, 2), (4, 5)]
+    assert all(r["envoy_cpu_us_per_request"]["median"] >= 0 for r in out["rows"])
+    assert json.loads((results / "dataplane.json").read_text())["rows"][1]["servers"] == 5

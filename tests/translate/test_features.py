@@ -6,13 +6,16 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2 as core_hc
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_rl
 from envoy.extensions.filters.http.api_key_auth.v3 import api_key_auth_pb2 as akpb
+from envoy.extensions.filters.http.composite.v3 import composite_pb2
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
 from envoy.extensions.filters.http.json_to_metadata.v3 import json_to_metadata_pb2 as j2m
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2
 from routing_engine import ir
 from routing_engine.incremental import Translator
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -78,15 +81,26 @@ def test_health_ready_and_metrics() -> None:
 def test_ready_per_server_asks_about_that_server_only() -> None:
     result = Translator().translate(gateway(listener(route("r", "modelserver/default/a"), route("s", "modelserver/ns/b"),
                                                      ready_backends=("modelserver/default/a", "modelserver/ns/b"))))
-    checks = {name: unpack(f.typed_config, health_check_pb2.HealthCheck()) for name, f in filters(result).items()
-              if name.startswith(("envoy.filters.http.health_check", "modelroute.ready/"))}
-    paths = {name: (hc.headers[0].string_match.exact, sorted(hc.cluster_min_healthy_percentages))
-             for name, hc in checks.items()}
-    assert paths == {
-        "envoy.filters.http.health_check": ("/ready", ["modelserver/default/a", "modelserver/ns/b"]),
-        "modelroute.ready/modelserver/default/a": ("/ready?server=default/a", ["modelserver/default/a"]),
-        "modelroute.ready/modelserver/ns/b": ("/ready?server=ns/b", ["modelserver/ns/b"]),
+    chain = filters(result)
+    port = unpack(chain["envoy.filters.http.health_check"].typed_config, health_check_pb2.HealthCheck())
+    assert (port.headers[0].string_match.exact, sorted(port.cluster_min_healthy_percentages)) == (
+        "/ready", ["modelserver/default/a", "modelserver/ns/b"])
+    # Each server's check sits behind one composite filter, chosen by the `server` query parameter.
+    composite = unpack(chain["modelroute.ready"].typed_config, extension_matcher_pb2.ExtensionWithMatcher())
+    tree = composite.xds_matcher.matcher_tree
+    assert unpack(tree.input.typed_config, http_inputs_pb2.HttpRequestQueryParamMatchInput()).query_param == "server"
+    checks = {}
+    for value, on_match in tree.exact_match_map.map.items():
+        action = unpack(on_match.action.typed_config, composite_pb2.ExecuteFilterAction())
+        hc = unpack(action.typed_config.typed_config, health_check_pb2.HealthCheck())
+        checks[value] = (action.typed_config.name, hc.headers[0].string_match.exact,
+                         sorted(hc.cluster_min_healthy_percentages))
+    assert checks == {
+        "default/a": ("modelroute.ready/modelserver/default/a", "/ready?server=default/a", ["modelserver/default/a"]),
+        "ns/b": ("modelroute.ready/modelserver/ns/b", "/ready?server=ns/b", ["modelserver/ns/b"]),
     }
+    # No per-server filter of its own in the chain: every request would create them all.
+    assert not [name for name in chain if name.startswith("modelroute.ready/")]
 
 
 def test_metrics_is_not_served_on_a_port_whose_routes_need_authentication() -> None:

@@ -101,7 +101,7 @@ def _get(port: int, path: str, body: bytes | None = None, headers: dict[str, str
         return 0, "", {}
 
 
-def test_health_ready_and_metrics(envoy: tuple[int, int]) -> None:
+def test_health_ready_and_metrics(envoy: tuple[int, int], backends: dict[str, int]) -> None:
     main, second = envoy
     assert _get(main, "/health")[0] == 200
     assert _get(main, "/ready")[0] == 200
@@ -109,6 +109,9 @@ def test_health_ready_and_metrics(envoy: tuple[int, int]) -> None:
     # Per server: the healthy one is ready although its port's other server is not.
     assert _get(second, "/ready?server=b")[0] == 200
     assert _get(second, "/ready?server=dead")[0] == 503
+    # The parameter picks a server's check, which answers its own path only: elsewhere the
+    # request is routed as usual.
+    assert _get(second, "/b?server=b")[1] == str(backends["b"])
     status, text, _ = _get(second, "/metrics")
     assert status == 200 and "# TYPE envoy_" in text
     # Routes on `main` need an API key or a JWT: Envoy's stats are not handed out there.
