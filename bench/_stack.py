@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from bench._common import BENCH, REPO
 from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource
 from routing_engine.engine import compile as compile_world, static_bootstrap
 from routing_engine.incremental import Translator
+from routing_engine.translate.plugin import Plugin
 from routing_engine.world import BackendEndpoint, Compiled, World
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from tests.support import free_port, stop_process
@@ -170,8 +171,8 @@ class StaticCompiler:
     table per file, and that single table is the side-by-side the scoped tables beat;
     the data-plane benchmark measures what modelroute serves: scoped)."""
 
-    def __init__(self, *, scoped: bool = False) -> None:
-        self.translator = Translator(scoped=scoped)
+    def __init__(self, *, scoped: bool = False, plugins: Sequence[Plugin] | None = None) -> None:
+        self.translator = Translator(plugins, scoped=scoped)
         self.target = target_for_group(GATEWAY, Placement(listen_address="127.0.0.1"))
 
     def compile(self, objects: list[Resource], endpoints: dict[ObjectKey, tuple[BackendEndpoint, ...]]) -> Compiled:

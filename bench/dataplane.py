@@ -13,13 +13,14 @@ listeners, routes and clusters xDS would push; no control plane in the loop). En
   alternate, added latency = Envoy − direct per round; medians and spread over rounds.
   Also Envoy's CPU time per request through it (user + system, from /proc, over the
   rounds' Envoy requests): far steadier than latency on a shared machine, and what a
-  filter costs shows there first.
+  filter costs shows there first. `--without usage access_log` leaves built-in features
+  out of the config (what each costs; the rows say what was left out).
 - split: route-0 is an 80/20 blue/green split; REQUESTS requests through Envoy, the
   observed blue share and its deviation from 0.8 in binomial sigmas
   (sqrt(0.8 × 0.2 / REQUESTS)).
 
     .venv/bin/python -m bench.dataplane [--routes 10 1000] [--servers 2] [--rounds 5]
-        [--count 2000] [--split-requests 10000] [--quick]
+        [--count 2000] [--split-requests 10000] [--without PLUGIN ...] [--quick]
 Writes bench/results/dataplane.json.
 """
 
@@ -36,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ from bench._common import BENCH, machine, write_result
 from controller.local.envoy_process import EnvoyProcess
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
+from routing_engine.translate.builtin import builtin
+from routing_engine.translate.plugin import Plugin
 from tests.support import free_port
 
 SPLIT = (80, 20)
@@ -91,15 +95,26 @@ def extra_server_docs(servers: int, port: int) -> list[dict[str, Any]]:
     return docs
 
 
+def plugins_without(names: Sequence[str]) -> tuple[Plugin, ...] | None:
+    """The built-in features but `names` (None: all of them, the translator's default)."""
+    if not names:
+        return None
+    known = {p.name for p in builtin()}
+    if unknown := sorted(set(names) - known):
+        raise SystemExit(f"--without: no built-in feature {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return tuple(p for p in builtin() if p.name not in names)
+
+
 async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, split_requests: int,
-                  workdir: Path) -> dict[str, Any]:
+                  workdir: Path, without: Sequence[str] = ()) -> dict[str, Any]:
     port = free_port()
     docs = _stack.base_docs(n, port) + [_stack.route_doc(0, split=SPLIT)] + extra_server_docs(servers, port)
     with _stack.mock_engines("blue", "green") as engines:
         for engine in engines.values():
             pin(engine.proc.pid)
         endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
-        compiled = _stack.StaticCompiler(scoped=True).compile(_stack.to_objects(docs), endpoints)
+        compiler = _stack.StaticCompiler(scoped=True, plugins=plugins_without(without))
+        compiled = compiler.compile(_stack.to_objects(docs), endpoints)
         bootstrap = static_bootstrap(compiled.resources, admin_port=free_port())
         envoy = EnvoyProcess(bootstrap, workdir, name=f"dataplane-{n}", log_level="warning")
         await envoy.start(timeout=120)
@@ -111,12 +126,14 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
             first = await load(via, 1, 0)
             if first["header_values"] != {_stack.header_marker("blue"): 1}:
                 raise RuntimeError(f"route r{probe} not served by blue through Envoy: {first}")
+            pid = envoy.pid
+            assert pid is not None  # started
             per_round: list[dict[str, Any]] = []
             for _ in range(rounds):
                 d = await load(direct, count, warmup)
-                before = cpu_seconds(envoy.pid)
+                before = cpu_seconds(pid)
                 e = await load(via, count, warmup)
-                cpu_us = (cpu_seconds(envoy.pid) - before) / (count + warmup) * 1e6
+                cpu_us = (cpu_seconds(pid) - before) / (count + warmup) * 1e6
                 per_round.append({"direct": d, "envoy": e, "envoy_cpu_us_per_request": cpu_us,
                                   "added_p50_us": e["p50_us"] - d["p50_us"], "added_p99_us": e["p99_us"] - d["p99_us"]})
             split = await load(f"http://127.0.0.1:{port}/v1/models/r0/infer", split_requests, warmup)
@@ -127,7 +144,7 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
     share = blue / split_requests
     expected = SPLIT[0] / sum(SPLIT)
     sigma = math.sqrt(expected * (1 - expected) / split_requests)
-    return {"routes": n, "servers": max(2, servers), "probe_route": f"r{probe}", "rounds": rounds, "count": count, "warmup": warmup,
+    return {"routes": n, "servers": max(2, servers), "without": sorted(without), "probe_route": f"r{probe}", "rounds": rounds, "count": count, "warmup": warmup,
             "direct_p50_us": _spread([r["direct"]["p50_us"] for r in per_round]),
             "direct_p99_us": _spread([r["direct"]["p99_us"] for r in per_round]),
             "envoy_p50_us": _spread([r["envoy"]["p50_us"] for r in per_round]),
@@ -142,12 +159,12 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
 
 
 async def run(sizes: list[int], servers: list[int], rounds: int, count: int, warmup: int,
-              split_requests: int) -> list[dict[str, Any]]:
+              split_requests: int, without: Sequence[str] = ()) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
         for s in servers:
             with tempfile.TemporaryDirectory(prefix="bench-dp-") as tmp:
-                rows.append(await measure(n, s, rounds, count, warmup, split_requests, Path(tmp)))
+                rows.append(await measure(n, s, rounds, count, warmup, split_requests, Path(tmp), without))
     return rows
 
 
@@ -156,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--routes", type=int, nargs="+", default=[10, 1000])
     parser.add_argument("--servers", type=int, nargs="+", default=[2],
                         help="ModelServers on the port (blue, green and more), one row per value and size")
+    parser.add_argument("--without", nargs="+", default=[], metavar="PLUGIN",
+                        help="built-in features left out of the config (e.g. usage access_log)")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--count", type=int, default=None, help="timed requests per round and mode")
     parser.add_argument("--warmup", type=int, default=200)
@@ -165,7 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rounds = args.rounds or (2 if args.quick else 5)
     count = args.count or (300 if args.quick else 2000)
     split_requests = args.split_requests or (1000 if args.quick else 10_000)
-    rows = asyncio.run(run(args.routes, args.servers, rounds, count, args.warmup, split_requests))
+    rows = asyncio.run(run(args.routes, args.servers, rounds, count, args.warmup, split_requests, args.without))
+    if args.without:
+        print(f"without: {', '.join(sorted(args.without))}")
     print(f"{'routes':>7} {'servers':>7} {'direct p50':>10} {'envoy p50':>10} {'added p50':>10} {'added p99':>10}"
           f" {'envoy CPU/req':>13}   split 80/20")
     for r in rows:

@@ -13,6 +13,7 @@ import bench._common
 import bench.compile
 from bench import __main__ as bench_main
 from bench import serialization
+from routing_engine.translate.builtin import builtin
 
 EDP_READY = (bench._common.VENVS / "edp" / ".installed").exists()
 
@@ -97,3 +98,12 @@ def test_dataplane_runs_with_extra_servers_and_measures_envoy_cpu(results: Path)
     assert [(r["routes"], r["servers"]) for r in out["rows"]] == [(4, 2), (4, 5)]
     assert all(r["envoy_cpu_us_per_request"]["median"] >= 0 for r in out["rows"])
     assert json.loads((results / "dataplane.json").read_text())["rows"][1]["servers"] == 5
+
+    # A feature left out is left out of the translator's features (the others all stay), and the row says so.
+    kept = {p.name for p in bench.dataplane.plugins_without(["usage"]) or ()}
+    assert "usage" not in kept and kept | {"usage"} == {p.name for p in builtin()}
+    out = bench.dataplane.main(["--routes", "3", "--without", "usage", "--rounds", "1", "--count", "10",
+                                "--warmup", "2", "--split-requests", "20"])
+    assert out["rows"][0]["without"] == ["usage"]
+    with pytest.raises(SystemExit, match="no built-in feature nonsense"):
+        bench.dataplane.main(["--routes", "3", "--without", "nonsense"])
