@@ -11,7 +11,8 @@ Writes bench/results/compile.json. Each number is measured two ways:
 compile as the control loop runs it; shadowing compares entries of one path there).
 Full compile starts from a fresh `Compiler` (nothing cached); incremental reuses the
 `Compiler` of the previous compile, as the control loop does per node group, after
-editing one more route's weights (objects tuple copied with one object replaced,
+editing one more route's weights; `server_add` then adds one more ModelServer (with its
+ModelInfer and endpoints, on the ports in turn: a new model coming up) (objects tuple copied with one object replaced,
 endpoints mapping kept: what the providers and the loop hand over). Wall and CPU (process) time
 are both reported: the machine is shared, and wall time carries others' load.
 """
@@ -38,6 +39,7 @@ from routing_engine.world import Target
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EDITS = 5
+ADDS = 4
 
 
 def _timed(call: Callable[[], Any]) -> tuple[float, float]:
@@ -62,6 +64,7 @@ def measure(n: int, repeat: int) -> dict[str, Any]:
         edited = worlds.edited(n, current, which=(n // 2 + 7 * k) % n, weight=50 + k, base=base)
         current = list(edited.objects)
         edits.append(edited)
+    adds = [worlds.with_servers_added(n, edits[-1], k) for k in range(1, ADDS + 1)]
     samples: dict[str, list[tuple[float, float]]] = {}
 
     def add(name: str, sample: tuple[float, float]) -> None:
@@ -87,6 +90,8 @@ def measure(n: int, repeat: int) -> dict[str, Any]:
         freeze_heap()
         for world in edits:
             add("incremental_loop", _timed(lambda: compile_paused(compiler, world, target)))
+        for world in adds:
+            add("server_add_loop", _timed(lambda: compile_paused(compiler, world, target)))
         del compiler
     gc.unfreeze()
     gc.collect()
@@ -139,6 +144,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cells.append(f"{s['median'] * 1000:>10.1f} ({s['cpu_median'] * 1000:>8.1f})")
         print(f"{r['model_routes']:>15,} {r['envoy_routes']:>12,} " + " ".join(f"{c:>22}" for c in cells)
               + f" {r['peak_traced_mb']:>8.0f}")
+    for r in rows:
+        s = r["server_add_loop_s"]
+        print(f"{r['model_routes']:,}: add a ModelServer (loop) {s['median'] * 1000:.1f} ms ({s['cpu_median'] * 1000:.1f} ms cpu)")
     for b in big:
         s = b["full_loop_s"]
         print(f"one ModelRoute with {b['entries']:,} header entries: full {s['median'] * 1000:.1f} ms "

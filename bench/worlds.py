@@ -62,6 +62,15 @@ def edited(n: int, objs: list[Resource], which: int, weight: int, base: World | 
     return World(tuple(objs), base.endpoints if base is not None else endpoints(n))
 
 
+def with_servers_added(n: int, world: World, added: int) -> World:
+    """`world` (of size n) plus ModelServers n..n+added-1 with their ModelInfers and
+    endpoints, no route to them yet: a new model being brought up."""
+    extra = range(n, n + added)
+    objs = (*world.objects, *(server(i) for i in extra), *(infer(i) for i in extra))
+    return World(objs, {**world.endpoints, **{k: v for k, v in endpoints(n + added).items()
+                                              if k.name in {f"infer-{i}" for i in extra}}})
+
+
 def big_route(entries: int, servers: int = 4) -> World:
     """One ModelRoute with `entries` header entries on one front door (a user pinning each
     tenant to a server): the case where shadowing compares entries of one path."""

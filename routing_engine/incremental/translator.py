@@ -38,7 +38,7 @@ import itertools
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, count
+from itertools import chain, compress, count
 from operator import attrgetter, is_not
 from typing import Any
 
@@ -95,6 +95,7 @@ class _ListenerEntry:
 
     listener: ir.Listener
     known: frozenset[str]  # the gateway's backends its routes were checked against
+    needed: frozenset[str]  # (at least) every backend its routes need
     routes: tuple[_RouteEntry, ...]
     errors: tuple[TranslateError, ...]
     owner_set: frozenset[ObjectKey]
@@ -249,6 +250,13 @@ class Translator:
         else route by route: a route object seen last time on this listener, or an equal
         route of the same name, reuses its bytes."""
         previous = self._listeners.get(lst.name)
+        if previous is not None and previous.known is not known:
+            # Other backends in the gateway (a server added elsewhere): last run's routes stand
+            # as long as none was left out (one might be complete now) and all they need is there.
+            if previous.errors or not known.issuperset(previous.needed):
+                previous = dataclasses.replace(previous, known=frozenset())  # checked again, route by route
+            else:
+                previous = dataclasses.replace(previous, known=known)
         if previous is not None and previous.listener is lst and previous.known is known:
             stats.hits["route"] += len(previous.routes)
             stats.hits["listener"] += 1
@@ -256,11 +264,13 @@ class Translator:
             return previous if previous.stable else dataclasses.replace(previous, stable=True)
         matched = self._in_place(lst, previous, known, stats) if previous is not None else None
         changed: list[int] | None = None
-        if matched is not None:
+        if matched is not None and previous is not None:
             entries, errors, same_users, changed = matched
             serials: Sequence[Hashable] | None = None  # (each entry's serial; made only when needed)
+            needed = previous.needed.union(*(entries[p].backends for p in changed)) if changed else previous.needed
         else:
             (entries, serials, errors), same_users = self._match(lst, previous, known, stats), False
+            needed = frozenset(chain.from_iterable(e.backends for e in entries))
         if same_users and previous is not None:  # the same owners and failover pairs, position by position
             owner_set, owners = previous.owner_set, previous.owners
         else:
@@ -309,7 +319,7 @@ class Translator:
             part.add(resource, owners)
         stable = facets_kept and same_users
         if same_users and previous is not None:
-            return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
+            return _ListenerEntry(lst, known, needed, tuple(entries), tuple(errors), owner_set, owners, tables, key,
                                   resource, part, previous.failovers, layout, extras, stable)
         failovers: dict[tuple[str, str], set[ObjectKey]] = {}
         for e in entries:
@@ -320,7 +330,7 @@ class Translator:
         for pair, found_owners in failovers.items():
             same = before.get(pair)
             kept[pair] = same if same is not None and same == found_owners else frozenset(found_owners)  # identity means unchanged
-        return _ListenerEntry(lst, known, tuple(entries), tuple(errors), owner_set, owners, tables, key,
+        return _ListenerEntry(lst, known, needed, tuple(entries), tuple(errors), owner_set, owners, tables, key,
                               resource, part, kept, layout, extras, stable)
 
     def _layout(self, lst: ir.Listener, tag: str, depth: int, paths: Sequence[tuple[str, bytes]],

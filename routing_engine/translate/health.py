@@ -2,22 +2,22 @@
 
 - `GET /health`: Envoy is up — a route with a direct 200, before every user route.
 - `GET /ready`: 200 only while the listener's `ready_backends` have healthy endpoints —
-  the `health_check` filter (not pass-through) with `cluster_min_healthy_percentages`.
+  a `health_check` filter (not pass-through) with `cluster_min_healthy_percentages`.
   `GET /ready?server=<namespace>/<name>` asks about one ModelServer of the port only, so
-  one unhealthy server never makes a load balancer drop the others. Each server has its
-  own `health_check` filter (matching its exact path and query), but behind one
-  `composite` filter that instantiates a server's filter only when the request's
-  `server` query parameter names it (one map lookup): as plain filters in the chain,
-  every request paid for all of them, +1.3 ms CPU per request with 2,500 servers on a
-  port (`bench.dataplane --servers`). The query is matched as sent (`/`, not `%2F`):
-  Envoy compares `:path` bytes, and a regex alternative would exceed Envoy's RE2
-  program-size limit for long names.
-  That filter only counts hosts the control plane marks UNHEALTHY in EDS (SPEC 5), which
-  is why `endpoint.py` always sends `health_status`. The minimum is 1%: Envoy truncates
-  the percentage to an integer (a tiny value like 1e-6 becomes 0 and never fails — found
-  by the live test), so 1% means one healthy replica suffices for up to 100 replicas and
-  none (or an empty cluster) fails.
-  A listener without ready backends answers 200 as long as Envoy is up.
+  one unhealthy server never makes a load balancer drop the others: that server's own
+  `health_check`, matching its exact path and query. The query is matched as sent (`/`,
+  not `%2F`): Envoy compares `:path` bytes, and a regex alternative would exceed Envoy's
+  RE2 program-size limit for long names.
+  These checks live on the `/ready` route, not in the filter chain: the chain has one
+  `composite` filter with no matcher of its own (it does nothing on other routes), and
+  the `/ready` route's per-route matcher picks the port's check or a server's by the
+  whole `:path` (one map lookup). So adding or removing
+  a server changes one route table, not the Listener: a Listener change renames the
+  port's tables (they are named after it) and drains its connections, which at 2,500
+  servers per port re-sent every table and scope of the port. And a request elsewhere
+  pays for none of it (as plain filters the per-server checks cost every request +1.3 ms
+  of Envoy CPU with 2,500 servers on a port, `bench.dataplane --servers`). A `/ready`
+  query no check answers (an unknown server, another parameter) gets a 404.
 - `GET /metrics`: Envoy's Prometheus stats, routed to the bootstrap's admin cluster
   (`modelroute_admin`) with the path rewritten to `/stats/prometheus` — only on ports
   where no route needs authentication. Envoy's stats name every server, route and
@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy.config.route.v3 import route_components_pb2 as rc
+from xds.type.matcher.v3 import matcher_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.composite.v3 import composite_pb2
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
@@ -46,20 +47,15 @@ HEALTH_PATH = "/health"
 READY_PATH = "/ready"
 METRICS_PATH = "/metrics"
 PROMETHEUS_PATH = "/stats/prometheus"
-HEALTH_CHECK_FILTER = "envoy.filters.http.health_check"
-SERVER_READY_FILTER = "modelroute.ready"  # the composite filter; + "/<backend>": each server's health_check
-SERVER_PARAM = "server"
+READY_FILTER = "modelroute.ready"  # the composite filter in the chain
+PORT_CHECK = "envoy.filters.http.health_check"  # the port's check it runs; a server's: READY_FILTER/<backend>
 # Percent of healthy hosts below which /ready fails; the smallest value Envoy honours.
 MIN_HEALTHY_PERCENT = 1.0
 
 
 def server_ready_path(backend: str) -> str:
     """`/ready?server=<namespace>/<name>` of a ModelServer's backend (`modelserver/<ns>/<name>`)."""
-    return f"{READY_PATH}?{SERVER_PARAM}={_server(backend)}"
-
-
-def _server(backend: str) -> str:
-    return backend.removeprefix("modelserver/")
+    return f"{READY_PATH}?server={backend.removeprefix('modelserver/')}"
 
 
 def _health_check(path: str, backends: Sequence[str]) -> health_check_pb2.HealthCheck:
@@ -71,23 +67,41 @@ def _health_check(path: str, backends: Sequence[str]) -> health_check_pb2.Health
     return config
 
 
-def _servers_ready_filter(backends: Sequence[str]) -> HttpFilter:
-    """One composite filter choosing, by the `server` query parameter, the one server's
-    `health_check` filter to run (none for a request without the parameter)."""
-    config = extension_matcher_pb2.ExtensionWithMatcher()
-    config.extension_config.name = SERVER_READY_FILTER
-    config.extension_config.typed_config.CopyFrom(pack(composite_pb2.Composite()))
-    tree = config.xds_matcher.matcher_tree
-    tree.input.name = SERVER_PARAM
-    tree.input.typed_config.CopyFrom(pack(http_inputs_pb2.HttpRequestQueryParamMatchInput(query_param=SERVER_PARAM)))
+def _run(name: str, check: health_check_pb2.HealthCheck) -> matcher_pb2.Matcher.OnMatch:
+    """The composite action that runs `check` as the filter `name`."""
+    action = composite_pb2.ExecuteFilterAction()
+    action.typed_config.name = name
+    action.typed_config.typed_config.CopyFrom(pack(check))
+    on_match = matcher_pb2.Matcher.OnMatch()
+    on_match.action.name = name
+    on_match.action.typed_config.CopyFrom(pack(action))
+    return on_match
+
+
+def ready_matcher(backends: Sequence[str]) -> matcher_pb2.Matcher:
+    """By the whole `:path` as sent, one map lookup: `/ready` runs the port's check,
+    `/ready?server=<namespace>/<name>` that server's."""
+    matcher = matcher_pb2.Matcher()
+    tree = matcher.matcher_tree
+    tree.input.name = ":path"
+    tree.input.typed_config.CopyFrom(pack(http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=":path")))
+    checks = tree.exact_match_map.map
+    checks[READY_PATH].CopyFrom(_run(PORT_CHECK, _health_check(READY_PATH, backends)))
     for backend in backends:
-        action = composite_pb2.ExecuteFilterAction()
-        action.typed_config.name = f"{SERVER_READY_FILTER}/{backend}"
-        action.typed_config.typed_config.CopyFrom(pack(_health_check(server_ready_path(backend), [backend])))
-        on_match = tree.exact_match_map.map[_server(backend)]
-        on_match.action.name = action.typed_config.name
-        on_match.action.typed_config.CopyFrom(pack(action))
-    return HttpFilter(name=SERVER_READY_FILTER, typed_config=pack(config))
+        path = server_ready_path(backend)
+        checks[path].CopyFrom(_run(f"{READY_FILTER}/{backend}", _health_check(path, [backend])))
+    return matcher
+
+
+def ready_route(backends: Sequence[str]) -> rc.Route:
+    route = rc.Route(name="modelroute/ready")
+    route.match.path = READY_PATH  # the query is the matcher's business
+    route.direct_response.status = 404  # what no check answered
+    route.direct_response.body.inline_string = "no such readiness check\n"
+    per_route = extension_matcher_pb2.ExtensionWithMatcherPerRoute()
+    per_route.xds_matcher.CopyFrom(ready_matcher(backends))
+    route.typed_per_filter_config[READY_FILTER].CopyFrom(pack(per_route))
+    return route
 
 
 class HealthPlugin(Plugin):
@@ -98,19 +112,21 @@ class HealthPlugin(Plugin):
         return bool(route.auth)  # /metrics is left out of a listener with authenticated routes
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
-        backends = sorted(set(listener.ready_backends))
-        ready = HttpFilter(name=HEALTH_CHECK_FILTER, typed_config=pack(_health_check(READY_PATH, backends)))
-        return [ready, _servers_ready_filter(backends)] if backends else [ready]
+        config = extension_matcher_pb2.ExtensionWithMatcher()  # no matcher: only routes give it one
+        config.extension_config.name = READY_FILTER
+        config.extension_config.typed_config.CopyFrom(pack(composite_pb2.Composite()))
+        return [HttpFilter(name=READY_FILTER, typed_config=pack(config))]
 
     def extra_routes(self, listener: ir.Listener) -> Sequence[rc.Route]:
         health = rc.Route(name="modelroute/health")
         health.match.path = HEALTH_PATH
         health.direct_response.status = 200
         health.direct_response.body.inline_string = "ok\n"
+        ready = ready_route(sorted(set(listener.ready_backends)))
         if any(route.auth for route in listener.routes):
-            return [health]
+            return [health, ready]
         metrics = rc.Route(name="modelroute/metrics")
         metrics.match.path = METRICS_PATH
         metrics.route.cluster = names.ADMIN_CLUSTER
         metrics.route.prefix_rewrite = PROMETHEUS_PATH
-        return [health, metrics]
+        return [health, ready, metrics]

@@ -32,6 +32,7 @@ def test_compile_and_serialization_parts_run_and_summarize(results: Path) -> Non
     compiled = json.loads((results / "compile.json").read_text())
     assert compiled["rows"][0]["model_routes"] == 8 and compiled["rows"][0]["envoy_routes"] > 0
     assert compiled["big_route"][0]["entries"] == 50
+    assert compiled["rows"][0]["server_add_loop_s"]["median"] > 0  # a ModelServer added to a compiled world
 
     # The envoy-data-plane side runs when its venv exists (made by the first full run:
     # `python -m bench.serialization`); our side, the JSON and the table always run.

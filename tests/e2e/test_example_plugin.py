@@ -119,7 +119,7 @@ def test_compile_puts_the_filter_at_its_rank_and_envoy_accepts_it(plugin_python:
     (listener,) = yaml.safe_load(done.stdout)["static_resources"]["listeners"]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names.index("envoy.filters.http.health_check") < names.index("envoy.filters.http.cors")
+    assert names.index("modelroute.ready") < names.index("envoy.filters.http.cors")
     assert names.index("envoy.filters.http.cors") < names.index("envoy.filters.http.api_key_auth")
 
 

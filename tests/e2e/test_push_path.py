@@ -279,6 +279,37 @@ async def test_a_big_port_is_served_from_scoped_tables_and_an_edit_resends_one_t
 
 
 @pytest.mark.parametrize("delta", MODES)
+async def test_a_new_server_on_a_big_port_leaves_its_listener_and_reports_ready(
+        tmp_path: Path, delta: bool) -> None:
+    """A new model on a scoped port is served within the second without touching the
+    Listener (no renamed tables, no drain): its readiness lives on the `/ready` route, and
+    `/ready?server=` answers for it through the scoped tables."""
+    port = free_port()
+    entries = [dest("a" if i % 2 else "b", match={"path": f"/v1/t{i}/*"}) for i in range(300)]
+    write_manifests(tmp_path / "servers.yaml", [infer("a"), infer("b"), infer("c"),
+                                                server("a", port=port, path="/v1/models/a"),
+                                                server("b", port=port, path="/v1/models/b")])
+    write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
+    async with running(tmp_path, delta=delta) as app:
+        await served_by_within(port, "/v1/t1/infer", "a", time.monotonic(), limit=5)
+        before = {t: dict(app.loop.compiled["gateway"].resources[t]) for t in (LISTENER_TYPE, SCOPED_ROUTE, ROUTE)}
+        async with Client(port) as client:
+            assert (await client.get("/ready?server=default/a")).status == 200
+            assert (await client.get("/ready?server=default/c")).status == 404  # not a server yet
+        since = write_manifests(tmp_path / "c.yaml", [server("c", port=port, path="/v1/models/c")])
+        took = await served_by_within(port, "/v1/models/c/infer", "c", since)
+        after = app.loop.compiled["gateway"].resources
+        assert after[LISTENER_TYPE] == before[LISTENER_TYPE]
+        assert {n: after[SCOPED_ROUTE].get(n) for n in before[SCOPED_ROUTE]} == before[SCOPED_ROUTE]  # none renamed
+        changed_tables = [n for n, r in after[ROUTE].items() if before[ROUTE].get(n) != r]
+        assert set(before[ROUTE]) <= set(after[ROUTE]) and len(changed_tables) <= 2, changed_tables
+        async with Client(port) as client:
+            assert (await client.get("/ready?server=default/c")).status == 200
+            assert (await client.get("/ready")).status == 200
+        print(f"new server on a scoped port served in {took * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize("delta", MODES)
 async def test_a_scoped_listener_change_keeps_serving_its_kept_alive_connections(
         tmp_path: Path, delta: bool) -> None:
     """A new server on a scoped port changes the listener, which renames every scope: a

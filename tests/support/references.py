@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
+from envoy.extensions.filters.http.composite.v3 import composite_pb2
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -40,9 +42,6 @@ def _listener_refs(listener: object) -> Iterator[tuple[str, str]]:
             if hcm.HasField("rds"):
                 yield ROUTE, hcm.rds.route_config_name
             for http_filter in hcm.http_filters:
-                health = health_check_pb2.HealthCheck()
-                if http_filter.typed_config.Unpack(health):
-                    yield from ((CLUSTER, c) for c in health.cluster_min_healthy_percentages)
                 jwt = jwt_pb2.JwtAuthentication()
                 if http_filter.typed_config.Unpack(jwt):
                     for provider in jwt.providers.values():
@@ -50,9 +49,22 @@ def _listener_refs(listener: object) -> Iterator[tuple[str, str]]:
                             yield CLUSTER, provider.remote_jwks.http_uri.cluster
 
 
+def _health_check_refs(route: object) -> Iterator[tuple[str, str]]:
+    """The clusters of the health checks a route's matchers run (the `/ready` route's)."""
+    for packed in route.typed_per_filter_config.values():  # type: ignore[attr-defined]
+        per_route = extension_matcher_pb2.ExtensionWithMatcherPerRoute()
+        if not packed.Unpack(per_route):
+            continue
+        for on_match in per_route.xds_matcher.matcher_tree.exact_match_map.map.values():
+            action, health = composite_pb2.ExecuteFilterAction(), health_check_pb2.HealthCheck()
+            if on_match.action.typed_config.Unpack(action) and action.typed_config.typed_config.Unpack(health):
+                yield from ((CLUSTER, c) for c in health.cluster_min_healthy_percentages)
+
+
 def _route_refs(config: object) -> Iterator[tuple[str, str]]:
     for vhost in config.virtual_hosts:  # type: ignore[attr-defined]
         for route in vhost.routes:
+            yield from _health_check_refs(route)
             if not route.HasField("route"):
                 continue
             if route.route.cluster:

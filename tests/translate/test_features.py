@@ -39,7 +39,7 @@ def test_filter_order_follows_ranks_and_router_is_last() -> None:
     r = route("r", "a", match=ir.RouteMatch(ir.PathMatch("segment_prefix", "/v1"), model="m"), auth=(JWT_INLINE, ir.ApiKeyAuth("k", "x-api-key", ("s",))))
     result = Translator().translate(gateway(listener(r, rate_limits=(("a", ir.RateLimit(5, 5)),))))
     assert list(filters(result)) == [
-        "envoy.filters.http.health_check",
+        "modelroute.ready",
         "envoy.filters.http.json_to_metadata",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.api_key_auth",
@@ -49,9 +49,9 @@ def test_filter_order_follows_ranks_and_router_is_last() -> None:
     ]
 
 
-def test_plain_listener_has_only_health_the_usage_reader_and_router() -> None:
+def test_plain_listener_has_only_readiness_the_usage_reader_and_router() -> None:
     result = Translator().translate(gateway(listener(route("r", "a"))))
-    assert list(filters(result)) == ["envoy.filters.http.health_check", "modelroute.usage", "envoy.filters.http.router"]
+    assert list(filters(result)) == ["modelroute.ready", "modelroute.usage", "envoy.filters.http.router"]
 
 
 def test_listener_uses_rds_over_ads_on_its_port() -> None:
@@ -66,41 +66,60 @@ def test_listener_uses_rds_over_ads_on_its_port() -> None:
     assert hcm.stat_prefix == "https-9443"
 
 
+def _ready_checks(result: object, listener_name: str = "http-8080") -> dict[str, tuple[str, str, list[str]]]:
+    """The `/ready` route's checks: `:path` → (filter name, the check's own path, clusters)."""
+    ready = routes_of(table_of(result, listener_name))["modelroute/ready"]
+    per_route = unpack(ready.typed_per_filter_config["modelroute.ready"],
+                       extension_matcher_pb2.ExtensionWithMatcherPerRoute())
+    tree = per_route.xds_matcher.matcher_tree
+    assert unpack(tree.input.typed_config, http_inputs_pb2.HttpRequestHeaderMatchInput()).header_name == ":path"
+    checks = {}
+    for path, on_match in tree.exact_match_map.map.items():
+        action = unpack(on_match.action.typed_config, composite_pb2.ExecuteFilterAction())
+        hc = unpack(action.typed_config.typed_config, health_check_pb2.HealthCheck())
+        assert not hc.pass_through_mode.value
+        checks[path] = (action.typed_config.name, hc.headers[0].string_match.exact,
+                        sorted(hc.cluster_min_healthy_percentages))
+    return checks
+
+
 def test_health_ready_and_metrics() -> None:
     result = Translator().translate(gateway(listener(route("r", "a"), ready_backends=("a",))))
     routes = routes_of(table_of(result, "http-8080"))
     assert routes["modelroute/health"].direct_response.status == 200
     metrics = routes["modelroute/metrics"]
     assert (metrics.route.cluster, metrics.route.prefix_rewrite) == ("modelroute_admin", "/stats/prometheus")
-    hc = unpack(filters(result)["envoy.filters.http.health_check"].typed_config, health_check_pb2.HealthCheck())
-    assert not hc.pass_through_mode.value
-    assert hc.headers[0].string_match.exact == "/ready"
-    assert hc.cluster_min_healthy_percentages["a"].value == 1.0  # Envoy truncates to an integer
+    assert routes["modelroute/ready"].direct_response.status == 404  # what no check answers
+    assert _ready_checks(result)["/ready"] == ("envoy.filters.http.health_check", "/ready", ["a"])
+    # Envoy truncates the percentage to an integer: 1 is the smallest that works.
+    assert _ready_checks(result)["/ready"][2] == ["a"]
 
 
 def test_ready_per_server_asks_about_that_server_only() -> None:
     result = Translator().translate(gateway(listener(route("r", "modelserver/default/a"), route("s", "modelserver/ns/b"),
                                                      ready_backends=("modelserver/default/a", "modelserver/ns/b"))))
-    chain = filters(result)
-    port = unpack(chain["envoy.filters.http.health_check"].typed_config, health_check_pb2.HealthCheck())
-    assert (port.headers[0].string_match.exact, sorted(port.cluster_min_healthy_percentages)) == (
-        "/ready", ["modelserver/default/a", "modelserver/ns/b"])
-    # Each server's check sits behind one composite filter, chosen by the `server` query parameter.
-    composite = unpack(chain["modelroute.ready"].typed_config, extension_matcher_pb2.ExtensionWithMatcher())
-    tree = composite.xds_matcher.matcher_tree
-    assert unpack(tree.input.typed_config, http_inputs_pb2.HttpRequestQueryParamMatchInput()).query_param == "server"
-    checks = {}
-    for value, on_match in tree.exact_match_map.map.items():
-        action = unpack(on_match.action.typed_config, composite_pb2.ExecuteFilterAction())
-        hc = unpack(action.typed_config.typed_config, health_check_pb2.HealthCheck())
-        checks[value] = (action.typed_config.name, hc.headers[0].string_match.exact,
-                         sorted(hc.cluster_min_healthy_percentages))
-    assert checks == {
-        "default/a": ("modelroute.ready/modelserver/default/a", "/ready?server=default/a", ["modelserver/default/a"]),
-        "ns/b": ("modelroute.ready/modelserver/ns/b", "/ready?server=ns/b", ["modelserver/ns/b"]),
+    assert _ready_checks(result) == {
+        "/ready": ("envoy.filters.http.health_check", "/ready", ["modelserver/default/a", "modelserver/ns/b"]),
+        "/ready?server=default/a": ("modelroute.ready/modelserver/default/a", "/ready?server=default/a",
+                                    ["modelserver/default/a"]),
+        "/ready?server=ns/b": ("modelroute.ready/modelserver/ns/b", "/ready?server=ns/b", ["modelserver/ns/b"]),
     }
-    # No per-server filter of its own in the chain: every request would create them all.
-    assert not [name for name in chain if name.startswith("modelroute.ready/")]
+    # The chain has one composite filter with no matcher of its own: the checks are the
+    # /ready route's, so other requests create none of them, and servers coming and going
+    # leave the Listener as it is.
+    chain = filters(result)
+    composite = unpack(chain["modelroute.ready"].typed_config, extension_matcher_pb2.ExtensionWithMatcher())
+    assert not composite.HasField("xds_matcher") and not composite.HasField("matcher")
+    assert not [name for name in chain if "health_check" in name or name.startswith("modelroute.ready/")]
+
+
+def test_servers_coming_and_going_change_the_ready_route_not_the_listener() -> None:
+    one = Translator().translate(gateway(listener(route("r", "modelserver/default/a"),
+                                                  ready_backends=("modelserver/default/a",))))
+    two = Translator().translate(gateway(listener(route("r", "modelserver/default/a"),
+                                                  ready_backends=("modelserver/default/a", "modelserver/ns/b"))))
+    assert one.resources[LISTENER] == two.resources[LISTENER]
+    assert set(_ready_checks(two)) - set(_ready_checks(one)) == {"/ready?server=ns/b"}
 
 
 def test_metrics_is_not_served_on_a_port_whose_routes_need_authentication() -> None:
@@ -227,7 +246,7 @@ def test_unusable_inline_jwks_fails_its_route_alone() -> None:
     (error,) = result.errors
     assert "default/bad" in error.message and "has no key Envoy can use" in error.message
     # (no /metrics: the port's routes need authentication)
-    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "good"}
+    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "modelroute/ready", "good"}
     config = unpack(filters(result)["envoy.filters.http.jwt_authn"].typed_config, jwt_pb2.JwtAuthentication())
     assert list(config.providers) == ["default/gemma"]
 

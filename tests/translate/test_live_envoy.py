@@ -109,8 +109,10 @@ def test_health_ready_and_metrics(envoy: tuple[int, int], backends: dict[str, in
     # Per server: the healthy one is ready although its port's other server is not.
     assert _get(second, "/ready?server=b")[0] == 200
     assert _get(second, "/ready?server=dead")[0] == 503
-    # The parameter picks a server's check, which answers its own path only: elsewhere the
-    # request is routed as usual.
+    # The checks answer their exact paths only: a readiness query none answers is a 404,
+    # and a `server` parameter elsewhere is routed as usual.
+    assert _get(second, "/ready?server=nobody")[0] == 404
+    assert _get(second, "/ready?server=b&x=1")[0] == 404
     assert _get(second, "/b?server=b")[1] == str(backends["b"])
     status, text, _ = _get(second, "/metrics")
     assert status == 200 and "# TYPE envoy_" in text

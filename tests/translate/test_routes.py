@@ -116,7 +116,7 @@ def test_route_order_is_kept_after_the_health_routes() -> None:
     routes = (make_route("z", "a", path="/z"), make_route("a", "a", path="/a"), make_route("m", "a", path="/m"))
     result = Translator().translate(gateway(listener(*routes)))
     (vhost,) = table_of(result, "http-8080").virtual_hosts
-    assert [r.name for r in vhost.routes] == ["modelroute/health", "modelroute/metrics", "z", "a", "m"]
+    assert [r.name for r in vhost.routes] == ["modelroute/health", "modelroute/ready", "modelroute/metrics", "z", "a", "m"]
     assert list(vhost.domains) == ["*"]
 
 
@@ -137,7 +137,7 @@ def test_route_to_missing_backend_is_left_out_alone() -> None:
     good = make_route("good", "a", path="/good")
     bad = make_route("bad", "ghost", path="/bad", owner=route_key("broken"))
     result = Translator().translate(gateway(listener(good, bad), backends=(backend("a"),)))
-    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "modelroute/metrics", "good"}
+    assert set(routes_of(table_of(result, "http-8080"))) == {"modelroute/health", "modelroute/ready", "modelroute/metrics", "good"}
     (error,) = result.errors
     assert error.owner == route_key("broken")
     assert "ghost" in error.message and "bad" in error.message

@@ -9,7 +9,7 @@ from routing_engine import ir
 from routing_engine.incremental import Translator
 from routing_engine.translate import translate
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
-from tests.translate.builders import JWKS, backend, gateway, listener, route, server_key, table_name
+from tests.translate.builders import JWKS, backend, gateway, listener, route, routes_of, server_key, table_name, table_of
 
 CERT = ir.TlsCertificate("default/cert", b"chain", b"key")
 
@@ -111,7 +111,9 @@ def test_every_reference_resolves_and_a_dangling_one_is_found() -> None:
     assert "clusters s1 → endpoints s1" in problems
     assert "listeners https-8443 → secrets default/cert" in problems
     assert "clusters failover/s1/s0 → clusters s0" in problems
-    assert "listeners http-8080 → clusters s0" in problems  # the /ready health check
+    # The /ready route's checks are references too: a ready backend without a cluster is found.
+    ghost = translate(gateway(listener(route("r", "a"), ready_backends=("a", "ghost")), backends=(backend("a"),)))
+    assert {p.split(" → ")[1] for p in dangling_references(ghost.resources)} == {"clusters ghost"}
 
 
 def test_listener_is_reused_only_while_its_routes_are_equal() -> None:
@@ -144,3 +146,23 @@ def test_framed_route_config_equals_route_modules_assembly() -> None:
     for chosen in ([], bodies[:1], bodies):
         assert route_config_bytes("http-8080", [framed_route(b) for b in chosen]) == route_module.route_config_bytes(
             "http-8080", chosen)
+
+
+def test_a_backend_added_elsewhere_keeps_the_other_listeners_and_lets_a_waiting_route_in() -> None:
+    """Adding a server changes the gateway's backends: a listener whose routes all had
+    theirs is kept as it is; one with a route left out for a missing backend is checked
+    again, and the route comes in once its backend is there."""
+    main = listener(route("r", "a"))
+    waiting = listener(route("w", "b", path="/w"), name="http-9000", port=9000)
+    translator = Translator()
+    first = translator.translate(gateway(main, waiting, backends=(backend("a"),)))
+    assert [e.message for e in first.errors] == ["route w: backend(s) b not in the gateway; route left out"]
+    second = translator.translate(gateway(main, waiting, backends=(backend("a"), backend("b"))))
+    assert not second.errors
+    assert "w" in routes_of(table_of(second, "http-9000"))
+    assert second.resources[LISTENER]["http-8080"] is first.resources[LISTENER]["http-8080"]
+    assert translator.last_stats.hits["listener"] >= 1 and translator.last_stats.misses["route"] == 1
+    # And the other way: a backend gone from the gateway fails the routes that need it.
+    third = translator.translate(gateway(main, waiting, backends=(backend("b"),)))
+    assert [e.message for e in third.errors] == ["route r: backend(s) a not in the gateway; route left out"]
+    assert third == translate(gateway(main, waiting, backends=(backend("b"),)))

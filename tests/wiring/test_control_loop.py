@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from pathlib import Path
 
@@ -269,9 +270,11 @@ async def test_a_replaced_scoped_listener_keeps_its_scopes_for_one_listener_gene
     try:
         docs = _stack.base_docs(300, 8080) + [_stack.route_doc(0)]
         generations: list[set[str]] = []
-        for extra in ((), ("red",), ("red", "white")):  # each new server on the port changes the listener
-            more = [d for color in extra for d in (_stack.infer_doc(color), _stack.server_doc(color, 8080))]
-            loop.set_objects(_stack.to_objects(docs + more))
+        for limited_now in (False, True, False):  # a rate limit on the port adds a filter to its listener
+            limited = copy.deepcopy(docs)
+            if limited_now:
+                limited[2]["spec"]["rateLimit"] = {"enabled": True, "requestsPerSecond": 5}  # server-blue
+            loop.set_objects(_stack.to_objects(limited))
             await loop.wait_synced(timeout=30)
             compiled = set(loop.compiled["gateway"].resources[SCOPED_ROUTE])
             served = set(cache.get_snapshot("gateway").of_type(SCOPED_ROUTE))
