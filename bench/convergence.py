@@ -17,6 +17,9 @@ Systems:
   this row measures that guard (5 edits).
 - `modelroute (ControlLoop)`: same process, the changed objects handed to
   `ControlLoop.set_objects` directly (Kubernetes-provider-like path, no file watch).
+- `modelroute (new ModelServer)`: a new model on the port: a manifest with one more
+  ModelServer (its own path, on a running engine) saved the safe way, until a request to
+  its path is answered (a fresh prober polls that path from before the save; 5 adds).
 - `Envoy files`: Envoy's own file-based dynamic config: the same compiled config as a
   static bootstrap whose RouteConfigurations come from `path_config_source` files with
   `watched_directory`; an edit writes the new table beside it and `mv`s it in (atomic).
@@ -68,6 +71,7 @@ SOVEREIGN_REFRESH_DELAY = "5s"  # sovereign's example bootstrap/templates (RDS, 
 SOVEREIGN_SOURCE_REFRESH_S = 30  # sovereign's default source_config.refresh_rate (not set in our config)
 QUIET_S = 0.3  # pause before each edit: isolated edits (debounce leading edge)
 IN_PLACE_EDITS = 5  # saves in place: each waits out the file provider's 0.4 s half-save guard
+SERVER_ADDS = 5  # new ModelServers, one manifest each
 
 SOVEREIGN_TEMPLATE = '''"""Route tables straight from the source instances (bench: one instance = one table)."""
 
@@ -138,11 +142,25 @@ async def modelroute(n: int, edits: int, workdir: Path) -> list[dict[str, Any]]:
             started = time.monotonic_ns()
             app.loop.set_objects(changed)
             direct_ms.append((await prober.result() - started) / 1e6)
+        add_ms: list[float] = []
+        for i in range(1, SERVER_ADDS + 1):
+            doc = _stack.server_doc(f"new-{i}", port)
+            doc["spec"]["modelInferRef"]["name"] = f"infer-{_color(i)}"
+            adder = _stack.Prober(f"http://127.0.0.1:{port}/v1/models/new-{i}/infer")
+            try:
+                await asyncio.sleep(QUIET_S)
+                adder.send(_stack.header_marker(_color(i)), 60)
+                started = _write_atomic(directory / f"new-{i}.yaml", yaml.safe_dump(doc, sort_keys=False))
+                add_ms.append((await adder.result() - started) / 1e6)
+            finally:
+                adder.stop()
         return [_row("modelroute (file edit)", n, file_ms, clock_start="rename of the new probe manifest returned"),
                 _row("modelroute (file edit in place)", n, in_place_ms, clock_start="probe manifest write closed",
                      note="a file written in place may be half a save: the provider applies it once quiet "
                           "for 0.4 s (docs/decisions.md, Embedded mode)"),
-                _row("modelroute (ControlLoop)", n, direct_ms, clock_start="ControlLoop.set_objects called")]
+                _row("modelroute (ControlLoop)", n, direct_ms, clock_start="ControlLoop.set_objects called"),
+                _row("modelroute (new ModelServer)", n, add_ms, clock_start="rename of the new server's manifest returned",
+                     note="its readiness is on the port's /ready route: the Listener stays as it is")]
     finally:
         if prober is not None:
             prober.stop()

@@ -56,7 +56,7 @@ from controller.provider import Endpoints, PartsFilter, Provider, ProviderState
 from controller.ratelimit.limits import cluster_limits
 from controller.ratelimit.service import RunningService, ServiceOptions, start_ratelimit_service
 from kit.tasks import cancel_and_wait, spawn
-from modelroute.control_loop import ControlLoop
+from modelroute.control_loop import ControlLoop, latency_first_switching
 from modelroute.experiment_page import ExperimentSource, add_routes
 from modelroute.metrics import ControlPlaneMetrics
 from modelroute.route_views import route_views
@@ -194,6 +194,7 @@ class App:
         compile after the provider's start is pushed (a directory publishes its first
         state while it starts); raises asyncio.TimeoutError."""
         plugs, options, tls = self.plugs, self.options, self.tls
+        latency_first_switching()
         # Credentials of their own for each server: each tracks which material it was given.
         self.ratelimit = await start_ratelimit_service(options.ratelimit_address, options.ratelimit,
                                                        credentials=tls.credentials() if tls else None)

@@ -40,6 +40,7 @@ import asyncio
 import gc
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -107,6 +108,22 @@ def compile_paused(compiler: Compiler, world: World, target: Target) -> Compiled
     """One compile as the control loop runs it (also what `bench/compile.py` measures)."""
     with gc_paused():
         return compiler.compile(world, target)
+
+
+SWITCH_INTERVAL_S = 0.001  # CPython's default is 0.005
+
+
+def latency_first_switching() -> None:
+    """Hand the GIL between threads every millisecond instead of every five.
+
+    Compiles and status publications run in threads, and an edit that lands while one
+    holds the GIL waits for it at every step of its way to Envoy (the event loop, the
+    compile thread, the push): with 5 ms turns that wait is most of the edit → served
+    tail at 10,000 routes. Measured (`bench.convergence --routes 10000 --edits 15
+    --systems modelroute`, two runs each): file edit p99 72 / 68 ms → 53 / 54 ms,
+    ControlLoop p99 61 / 53 → 48 / 50 ms, p50 ~21 → ~19 ms. Process-wide, like the
+    collector policy: the run modes call it when they start."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def freeze_heap() -> None:

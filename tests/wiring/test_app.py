@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from controller.ratelimit.redis_server import LocalRedis
 from controller.ratelimit.service import ServiceOptions
 from modelroute.app import App, AppOptions
 from modelroute.canary_wiring import CanaryWiring
+from modelroute.control_loop import SWITCH_INTERVAL_S
 from modelroute.embedded import Embedded, EmbeddedOptions
 from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 from modelroute.targets import Placement
@@ -137,9 +139,11 @@ async def test_an_in_memory_provider_plugged_into_the_app_serves_through_envoy(t
     app.plug(provider=provider, status=status, canary=CanaryWiring(tmp_path, app.loop))
     envoy: EnvoyProcess | None = None
     loop = asyncio.get_running_loop()
+    sys.setswitchinterval(0.005)  # CPython's default (another test's App may have started first)
     try:
         await app.start(wait_compiled=10)
         assert app.plane is not None and app.ratelimit is not None and app.state is provider.state
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S  # edits do not wait 5 ms turns behind threads
         envoy = EnvoyProcess(render_dict("gateway", node_id="gw", cluster="gateway", xds_port=app.plane.xds_port,
                                          admin_port=free_port(), ratelimit_port=app.ratelimit.port),
                              tmp_path, name="gateway", log_level="warning")
