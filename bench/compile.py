@@ -11,10 +11,11 @@ Writes bench/results/compile.json. Each number is measured two ways:
 compile as the control loop runs it; shadowing compares entries of one path there).
 Full compile starts from a fresh `Compiler` (nothing cached); incremental reuses the
 `Compiler` of the previous compile, as the control loop does per node group, after
-editing one more route's weights; `server_add` then adds one more ModelServer (with its
-ModelInfer and endpoints, on the ports in turn: a new model coming up) (objects tuple copied with one object replaced,
-endpoints mapping kept: what the providers and the loop hand over). Wall and CPU (process) time
-are both reported: the machine is shared, and wall time carries others' load.
+editing one more route's weights (objects tuple copied with one object replaced,
+endpoints mapping kept: what the providers and the loop hand over); `server_add` then
+adds one more ModelServer each time (with its ModelInfer and endpoints, on the ports in
+turn: a new model coming up). Wall and CPU (process) time are both reported: the
+machine is shared, and wall time carries others' load.
 """
 
 from __future__ import annotations

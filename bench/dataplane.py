@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rounds = args.rounds or (2 if args.quick else 5)
     count = args.count or (300 if args.quick else 2000)
     split_requests = args.split_requests or (1000 if args.quick else 10_000)
+    plugins_without(args.without)  # an unknown name fails before anything starts
     rows = asyncio.run(run(args.routes, args.servers, rounds, count, args.warmup, split_requests, args.without))
     if args.without:
         print(f"without: {', '.join(sorted(args.without))}")

@@ -122,7 +122,7 @@ def latency_first_switching() -> None:
     tail at 10,000 routes. Measured (`bench.convergence --routes 10000 --edits 15
     --systems modelroute`, two runs each): file edit p99 72 / 68 ms → 53 / 54 ms,
     ControlLoop p99 61 / 53 → 48 / 50 ms, p50 ~21 → ~19 ms. Process-wide, like the
-    collector policy: the run modes call it when they start."""
+    collector policy: `App.start` calls it, for both run modes."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 

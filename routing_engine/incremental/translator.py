@@ -13,7 +13,10 @@ equality second:
   by identity, then by name and equality), and only new ones are serialized; the
   RouteConfiguration is the concatenation of the framed bytes (`route_config_bytes`);
   the Listener is keyed by its own fields plus its routes' serials (equal serials mean
-  equal routes, so no second hash of 10,000 routes);
+  equal routes, so no second hash of 10,000 routes). Routes are checked against the
+  gateway's backends; when those change (a server added on another port), a listener
+  is kept as it is if none of its routes was left out and every backend they need is
+  still there;
 - each backend's Cluster and ClusterLoadAssignment by name, reused while the backend is
   equal; the whole stage when the gateway's backends tuple is the same object;
 - failover clusters by (primary, spare) pair, rebuilt only when a listener changed;
@@ -94,7 +97,7 @@ class _ListenerEntry:
     """What one listener produced last run, to reuse when the same IR listener comes back."""
 
     listener: ir.Listener
-    known: frozenset[str]  # the gateway's backends its routes were checked against
+    known: frozenset[str]  # the backend set this entry is valid for (compared by identity)
     needed: frozenset[str]  # (at least) every backend its routes need
     routes: tuple[_RouteEntry, ...]
     errors: tuple[TranslateError, ...]
@@ -254,7 +257,7 @@ class Translator:
             # Other backends in the gateway (a server added elsewhere): last run's routes stand
             # as long as none was left out (one might be complete now) and all they need is there.
             if previous.errors or not known.issuperset(previous.needed):
-                previous = dataclasses.replace(previous, known=frozenset())  # checked again, route by route
+                previous = dataclasses.replace(previous, known=_UNCHECKED)  # checked again, route by route
             else:
                 previous = dataclasses.replace(previous, known=known)
         if previous is not None and previous.listener is lst and previous.known is known:
@@ -549,6 +552,8 @@ def _listener_fields(lst: ir.Listener) -> tuple[Any, ...]:
     return _LISTENER_FIELDS(lst)
 
 
+# A backend set no run has: an entry marked with it is valid for none (identity is the point).
+_UNCHECKED: frozenset[str] = frozenset()
 _NONE: tuple[tuple[str, str], ...] = ()
 # A route found out of place: look it up by identity, then by name.
 _MOVED = _RouteEntry(ir.Route("", ObjectKey("", "", ""), ir.RouteMatch(ir.PathMatch("exact", "")), (), 0, 0), b"", -1,

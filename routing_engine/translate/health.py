@@ -6,18 +6,18 @@
   `GET /ready?server=<namespace>/<name>` asks about one ModelServer of the port only, so
   one unhealthy server never makes a load balancer drop the others: that server's own
   `health_check`, matching its exact path and query. The query is matched as sent (`/`,
-  not `%2F`): Envoy compares `:path` bytes, and a regex alternative would exceed Envoy's
-  RE2 program-size limit for long names.
+  not `%2F`): Envoy compares `:path` bytes.
   These checks live on the `/ready` route, not in the filter chain: the chain has one
-  `composite` filter with no matcher of its own (it does nothing on other routes), and
-  the `/ready` route's per-route matcher picks the port's check or a server's by the
-  whole `:path` (one map lookup). So adding or removing
-  a server changes one route table, not the Listener: a Listener change renames the
-  port's tables (they are named after it) and drains its connections, which at 2,500
-  servers per port re-sent every table and scope of the port. And a request elsewhere
-  pays for none of it (as plain filters the per-server checks cost every request +1.3 ms
-  of Envoy CPU with 2,500 servers on a port, `bench.dataplane --servers`). A `/ready`
-  query no check answers (an unknown server, another parameter) gets a 404.
+  `composite` filter with no matcher of its own (on other routes it only looks up the
+  route's config), and the `/ready` route's per-route matcher picks the port's check or
+  a server's by the whole `:path` (one map lookup). So a server coming or going changes
+  the `/ready` table (which has a table of its own: `scoped_layout`), not the Listener:
+  a Listener change renames the port's tables (they are named after it) and drains its
+  connections, which at 2,500 servers per port re-sent every table and scope of the
+  port. And a request elsewhere pays for none of it (as plain filters the per-server
+  checks cost every request +1.3 ms of Envoy CPU with 2,500 servers on a port,
+  `bench.dataplane --servers`). A `/ready` query no check answers (an unknown server,
+  another parameter) gets a 404.
 - `GET /metrics`: Envoy's Prometheus stats, routed to the bootstrap's admin cluster
   (`modelroute_admin`) with the path rewritten to `/stats/prometheus` — only on ports
   where no route needs authentication. Envoy's stats name every server, route and
@@ -33,11 +33,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envoy.config.route.v3 import route_components_pb2 as rc
-from xds.type.matcher.v3 import matcher_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.composite.v3 import composite_pb2
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2
+from xds.type.matcher.v3 import matcher_pb2
 from routing_engine import ir
 from routing_engine import names
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin

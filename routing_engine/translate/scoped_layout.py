@@ -95,13 +95,21 @@ def build(listener: ir.Listener, tag: str, depth: int, extras: Sequence[tuple[st
     for path, body in extras:
         k = scopes.key_of(path, depth)
         by_key.setdefault(k, []).append(Item(body, body, None, k, -1))
+    plugin_keys = list(by_key)
     for position, e in enumerate(entries):
         k = _key(e.route, depth, key_cache)
         by_key.setdefault(k, []).append(Item(e.serial, e.framed, e.route.owner, k, position))
+    # Keys only plugins' routes have (`/health`, `/ready`, `/metrics`) get a table each,
+    # after the hashed ones: `/ready` carries a check per server of the port (1.25 MB at
+    # 2,500 servers), which must not ride along with every edit of routes that hash into
+    # its table.
     count = scopes.table_count(len(by_key))
-    per_table: list[list[Item]] = [[] for _ in range(count)]
+    alone = [k for k in plugin_keys if all(item.position < 0 for item in by_key[k])][:scopes.PLUGIN_TABLES]
+    own = {k: count + n for n, k in enumerate(alone)}
+    per_table: list[list[Item]] = [[] for _ in range(count + len(own))]
     for k, found in by_key.items():
-        per_table[scopes.table_index(k, count)].extend(found)
+        t = own.get(k)
+        per_table[scopes.table_index(k, count) if t is None else t].extend(found)
     where: list[tuple[int, int]] = [(0, 0)] * len(entries)
     for t, found in enumerate(per_table):
         for index, item in enumerate(found):

@@ -26,7 +26,9 @@ key (the key is computed before the body is read, and they are per route, not pe
 port): routes that differ only in those share their path's key and table.
 
 Keys are spread over at most `MAX_TABLES` tables per listener (by a stable hash of the
-key), each scope naming its table. Every scope's key and every name carries the tag, so
+key), each scope naming its table; keys that only plugins' routes have (`/health`,
+`/ready`, `/metrics`; at most `PLUGIN_TABLES`) get a table each besides, so that
+`/ready`, which holds a check per server of the port, is re-sent only when it changes. Every scope's key and every name carries the tag, so
 only the listener they were built for can ever select them (fail closed by construction,
 as for the single table), a listener change renames them all, a route edit renames none.
 A listener keeps one table below `MIN_ROUTES` routes: small tables gain nothing.
@@ -49,6 +51,7 @@ SCOPE_HEADER = "x-modelroute-scope"
 EARLY_MUTATION = "modelroute.scope"
 MAX_DEPTH = 4
 MAX_TABLES = 128
+PLUGIN_TABLES = 8
 MIN_ROUTES = 256
 
 Key = tuple[str, ...]

@@ -78,8 +78,9 @@ def _ready_checks(result: object, listener_name: str = "http-8080") -> dict[str,
         action = unpack(on_match.action.typed_config, composite_pb2.ExecuteFilterAction())
         hc = unpack(action.typed_config.typed_config, health_check_pb2.HealthCheck())
         assert not hc.pass_through_mode.value
-        checks[path] = (action.typed_config.name, hc.headers[0].string_match.exact,
-                        sorted(hc.cluster_min_healthy_percentages))
+        percentages = {cluster: p.value for cluster, p in hc.cluster_min_healthy_percentages.items()}
+        assert set(percentages.values()) <= {1.0}  # Envoy truncates the percentage to an integer: 1 is the smallest that works
+        checks[path] = (action.typed_config.name, hc.headers[0].string_match.exact, sorted(percentages))
     return checks
 
 
@@ -90,9 +91,8 @@ def test_health_ready_and_metrics() -> None:
     metrics = routes["modelroute/metrics"]
     assert (metrics.route.cluster, metrics.route.prefix_rewrite) == ("modelroute_admin", "/stats/prometheus")
     assert routes["modelroute/ready"].direct_response.status == 404  # what no check answers
-    assert _ready_checks(result)["/ready"] == ("envoy.filters.http.health_check", "/ready", ["a"])
-    # Envoy truncates the percentage to an integer: 1 is the smallest that works.
-    assert _ready_checks(result)["/ready"][2] == ["a"]
+    assert _ready_checks(result) == {"/ready": ("envoy.filters.http.health_check", "/ready", ["a"]),
+                                     "/ready?server=a": ("modelroute.ready/a", "/ready?server=a", ["a"])}
 
 
 def test_ready_per_server_asks_about_that_server_only() -> None:

@@ -150,9 +150,10 @@ def test_framed_route_config_equals_route_modules_assembly() -> None:
 
 def test_a_backend_added_elsewhere_keeps_the_other_listeners_and_lets_a_waiting_route_in() -> None:
     """Adding a server changes the gateway's backends: a listener whose routes all had
-    theirs is kept as it is; one with a route left out for a missing backend is checked
-    again, and the route comes in once its backend is there."""
-    main = listener(route("r", "a"))
+    theirs is kept as it is (a big one's tables are not laid out again); one with a route
+    left out for a missing backend is checked again, and the route comes in once its
+    backend is there."""
+    main = listener(route("r", "a"), *(route(f"p{i}", "a", path=f"/v1/p{i}") for i in range(300)))
     waiting = listener(route("w", "b", path="/w"), name="http-9000", port=9000)
     translator = Translator()
     first = translator.translate(gateway(main, waiting, backends=(backend("a"),)))
@@ -161,8 +162,23 @@ def test_a_backend_added_elsewhere_keeps_the_other_listeners_and_lets_a_waiting_
     assert not second.errors
     assert "w" in routes_of(table_of(second, "http-9000"))
     assert second.resources[LISTENER]["http-8080"] is first.resources[LISTENER]["http-8080"]
-    assert translator.last_stats.hits["listener"] >= 1 and translator.last_stats.misses["route"] == 1
+    assert translator.last_stats.misses["route"] == 1 and translator.last_stats.misses["table"] == 0
     # And the other way: a backend gone from the gateway fails the routes that need it.
     third = translator.translate(gateway(main, waiting, backends=(backend("b"),)))
-    assert [e.message for e in third.errors] == ["route r: backend(s) a not in the gateway; route left out"]
+    assert len(third.errors) == 301 and all("backend(s) a not in the gateway" in e.message for e in third.errors)
     assert third == translate(gateway(main, waiting, backends=(backend("b"),)))
+
+
+def test_a_route_edited_in_place_to_a_new_backend_fails_when_that_backend_goes() -> None:
+    """What a kept listener needs grows with its in-place edits: a route moved to `b`
+    by an edit is left out once `b` leaves the gateway, as a fresh translation does."""
+    routes = [route(f"r{i}", "a", path=f"/v1/r{i}") for i in range(16)]
+    translator = Translator()
+    translator.translate(gateway(listener(*routes), backends=(backend("a"), backend("b"))))
+    routes[0] = route("r0", "b", path="/v1/r0")
+    edited = gateway(listener(*routes), backends=(backend("a"), backend("b")))
+    assert translator.translate(edited) == translate(edited)
+    gone = gateway(listener(*routes), backends=(backend("a"),))
+    result = translator.translate(gone)
+    assert [e.message for e in result.errors] == ["route r0: backend(s) b not in the gateway; route left out"]
+    assert result == translate(gone)
