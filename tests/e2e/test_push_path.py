@@ -312,21 +312,26 @@ async def test_a_new_server_on_a_big_port_leaves_its_listener_and_reports_ready(
 @pytest.mark.parametrize("delta", MODES)
 async def test_a_scoped_listener_change_keeps_serving_its_kept_alive_connections(
         tmp_path: Path, delta: bool) -> None:
-    """A new server on a scoped port changes the listener, which renames every scope: a
-    connection the old listener still drains keeps its old scopes and tables (served, not
-    404), while new connections get the new listener and the new server."""
+    """A listener change on a scoped port (here a rate limit, which adds a filter, saved
+    with a new server) renames every scope: a connection the old listener still drains
+    keeps its old scopes and tables (served, not 404), while new connections get the new
+    listener and the new server."""
     port = free_port()
     entries = [dest("a" if i % 2 else "b", match={"path": f"/v1/t{i}/*"}) for i in range(300)]
-    write_manifests(tmp_path / "servers.yaml", [infer("a"), infer("b"), infer("c"),
-                                                server("a", port=port, path="/v1/models/a"),
-                                                server("b", port=port, path="/v1/models/b")])
+    servers = [infer("a"), infer("b"), infer("c"), server("a", port=port, path="/v1/models/a"),
+               server("b", port=port, path="/v1/models/b")]
+    write_manifests(tmp_path / "servers.yaml", servers)
     write_manifests(tmp_path / "routes.yaml", [route("many", path="/v1/t", routes=entries)])
-    async with running(tmp_path, delta=delta):
+    async with running(tmp_path, delta=delta) as app:
         await served_by_within(port, "/v1/t7/infer", "a", time.monotonic(), limit=5)
+        listener_before = dict(app.loop.compiled["gateway"].resources[LISTENER_TYPE])
         async with KeepAlive(port) as kept:
             assert await kept.post("/v1/t7/infer") == 200
-            since = write_manifests(tmp_path / "c.yaml", [server("c", port=port, path="/v1/models/c")])
+            limited = server("b", port=port, path="/v1/models/b", rateLimit={"enabled": True, "requestsPerSecond": 1000})
+            since = write_manifests(tmp_path / "servers.yaml", [*servers[:4], limited,
+                                                                server("c", port=port, path="/v1/models/c")])
             await served_by_within(port, "/v1/models/c/infer", "c", since)  # the new listener on new connections
+            assert app.loop.compiled["gateway"].resources[LISTENER_TYPE] != listener_before
             statuses = []
             for _ in range(10):
                 try:
