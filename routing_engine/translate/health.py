@@ -18,6 +18,12 @@
   checks cost every request +1.3 ms of Envoy CPU with 2,500 servers on a port,
   `bench.dataplane --servers`). A `/ready` query no check answers (an unknown server,
   another parameter) gets a 404.
+  A check only counts hosts the control plane marks UNHEALTHY in EDS (SPEC 5), which is
+  why `endpoint.py` always sends `health_status`. The minimum is 1%: Envoy truncates the
+  percentage to an integer (a tiny value like 1e-6 becomes 0 and never fails — found by
+  the live test), so 1% means one healthy replica suffices for up to 100 replicas and
+  none (or an empty cluster) fails.
+  A listener without ready backends answers 200 as long as Envoy is up.
 - `GET /metrics`: Envoy's Prometheus stats, routed to the bootstrap's admin cluster
   (`modelroute_admin`) with the path rewritten to `/stats/prometheus` — only on ports
   where no route needs authentication. Envoy's stats name every server, route and
