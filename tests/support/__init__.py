@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,11 +28,37 @@ def envoy_binary() -> str:
     return found
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_PORTS = range(max(1024, _ephemeral_low() - 12000), _ephemeral_low())
+_handed_out: set[int] = set()
+_pick = random.SystemRandom()  # not the `random` state tests (and hypothesis) seed
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1, free now, that nothing else in the run will be given: it
+    comes from below the kernel's ephemeral range, where bind(0), outgoing connections
+    and the app's own replicas and helpers get theirs, and is never handed out twice in
+    this process. A bind(0) port could go to a replica the app starts after the test
+    picked it and before Envoy binds it (seen: a listener refused with "Address already
+    in use", 29 Nov)."""
+    for _ in range(1000):
+        port = _pick.randrange(_PORTS.start, _PORTS.stop)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
