@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               + f" {r['peak_traced_mb']:>8.0f}")
     for r in rows:
         s = r["server_add_loop_s"]
-        print(f"{r['model_routes']:,}: add a ModelServer (loop) {s['median'] * 1000:.1f} ms ({s['cpu_median'] * 1000:.1f} ms cpu)")
+        print(f"{r['model_routes']:,}: add a ModelServer (loop) {s['median'] * 1000:.1f} ms "
+              f"({s['cpu_median'] * 1000:.1f} ms cpu)")
     for b in big:
         s = b["full_loop_s"]
         print(f"one ModelRoute with {b['entries']:,} header entries: full {s['median'] * 1000:.1f} ms "

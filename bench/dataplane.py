@@ -4,10 +4,11 @@
 World: N ModelRoutes (`/v1/models/r{i}`) over two mock-engine backends (blue, green),
 plus `--servers S - 2` more ModelServers on the same port (each its own path, all on the
 blue engine: the issue-#15 world has 2,500 servers per port, and per-server work in the
-filter chain would show here), compiled by routing_engine and loaded into Envoy as a static bootstrap (the same
-listeners, routes and clusters xDS would push; no control plane in the loop). Envoy
-(`--concurrency 1`) and the backends are pinned to the first CPU, the load generator
-(bench/_loadgen.py: closed loop, one keep-alive connection, stdlib client) to the last.
+filter chain would show here), compiled by routing_engine and loaded into Envoy as a
+static bootstrap (the same listeners, routes and clusters xDS would push; no control
+plane in the loop). Envoy (`--concurrency 1`) and the backends are pinned to the first
+CPU, the load generator (bench/_loadgen.py: closed loop, one keep-alive connection,
+stdlib client) to the last.
 - latency: per round, WARMUP + COUNT sequential requests straight to the blue backend,
   then the same through Envoy to a route in the middle of the table (blue); rounds
   alternate, added latency = Envoy − direct per round; medians and spread over rounds.
@@ -144,7 +145,8 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
     share = blue / split_requests
     expected = SPLIT[0] / sum(SPLIT)
     sigma = math.sqrt(expected * (1 - expected) / split_requests)
-    return {"routes": n, "servers": max(2, servers), "without": sorted(without), "probe_route": f"r{probe}", "rounds": rounds, "count": count, "warmup": warmup,
+    return {"routes": n, "servers": max(2, servers), "without": sorted(without), "probe_route": f"r{probe}",
+            "rounds": rounds, "count": count, "warmup": warmup,
             "direct_p50_us": _spread([r["direct"]["p50_us"] for r in per_round]),
             "direct_p99_us": _spread([r["direct"]["p99_us"] for r in per_round]),
             "envoy_p50_us": _spread([r["envoy"]["p50_us"] for r in per_round]),
