@@ -1,7 +1,8 @@
 """Every benchmark in one run: compile, serialization, convergence, fan-out, data plane
-(issue #9), streamed usage (#17), inference routing and prefix affinity (#18). Each part runs as its own process (`python -m bench.<part>`, also runnable
-alone), writes bench/results/<part>.json; this collects them, prints one table with the
-ratios, and writes bench/results/summary.json.
+(issue #9), push cost per stream (#15), streamed usage (#17), inference routing and
+prefix affinity (#18). Each part runs as its own process (`python -m bench.<part>`, also
+runnable alone), writes bench/results/<part>.json; this collects them, prints one table
+with the ratios, and writes bench/results/summary.json.
 
     .venv/bin/python -m bench            # full sizes (the numbers for bench/README.md)
     .venv/bin/python -m bench --quick    # small sizes, few repeats: a smoke run
@@ -27,12 +28,13 @@ PARTS: dict[str, tuple[str, str, list[str], list[str]]] = {
     "serialization": ("bench.serialization", "serialization.json", [], ["--quick"]),
     "convergence": ("bench.convergence", "convergence.json", [], ["--quick"]),
     "fanout": ("bench.xds_fanout", "xds_fanout.json", [], ["--streams", "1", "100"]),
+    "streams": ("bench.xds_streams", "xds_streams.json", [], ["--routes", "1000", "--streams", "50"]),
     "dataplane": ("bench.dataplane", "dataplane.json", [], ["--quick"]),
     "lua_usage": ("bench.lua_usage", "lua_usage.json", [], ["--quick"]),
     "inference_routing": ("bench.inference_routing", "inference_routing.json", [], ["--quick"]),
     "prefix_affinity": ("bench.prefix_affinity", "prefix_affinity.json", [], ["--quick"]),
 }
-TIMEOUT_S = {"compile": 1800, "serialization": 3600, "convergence": 7200, "fanout": 1800, "dataplane": 1800,
+TIMEOUT_S = {"compile": 1800, "serialization": 3600, "convergence": 7200, "fanout": 1800, "streams": 1800, "dataplane": 1800,
              "lua_usage": 1800, "inference_routing": 5400, "prefix_affinity": 1800}
 
 Row = tuple[str, str, str, str]  # section, case, modelroute, vs alternative
@@ -83,6 +85,13 @@ def convergence_rows(data: dict[str, Any]) -> list[Row]:
 def fanout_rows(data: dict[str, Any]) -> list[Row]:
     return [("fan-out", f"{r['streams']:,} ADS streams", f"all ACKed in {_ms(r['all_acked_s'])}",
              f"CPU {r['cpu_s']:.3f} s, RSS {r['rss_mb']:.0f} MB") for r in data["results"]]
+
+
+def streams_rows(data: dict[str, Any]) -> list[Row]:
+    return [("push per stream", f"{r['routes']:,} routes, {r['ads']}: {r['change']}",
+             f"{r['per_stream_ms']:.3f} ms a stream, {r['all_streams_s']:.3f} s for {r['streams']:,}",
+             f"first stream {r['first_stream_ms']:.1f} ms, {r['bytes_per_stream'] / 1024:,.0f} KB a stream")
+            for r in data["rows"]]
 
 
 def dataplane_rows(data: dict[str, Any]) -> list[Row]:
@@ -172,7 +181,7 @@ def target_rows(results: dict[str, dict[str, Any]]) -> list[Row]:
 
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "compile": compile_rows, "serialization": serialization_rows, "convergence": convergence_rows,
-    "fanout": fanout_rows, "dataplane": dataplane_rows, "lua_usage": lua_usage_rows,
+    "fanout": fanout_rows, "streams": streams_rows, "dataplane": dataplane_rows, "lua_usage": lua_usage_rows,
     "inference_routing": inference_rows, "prefix_affinity": prefix_affinity_rows,
 }
 

@@ -45,12 +45,21 @@ class DeltaTypeState:
     last_error: str = ""
     acked_system_version: str = ""
     answered: bool = False  # a response of this type went out on this stream
+    # A snapshot the client is in step with, under the current subscription: it holds
+    # every resource that snapshot selects at that snapshot's version and nothing the
+    # snapshot lacks, and every subscribed name the snapshot lacks was reported missing.
+    # A later snapshot is then planned from what changed since (`Snapshot.changes_since`),
+    # not by comparing every resource again: a stream's cost per push follows the change,
+    # not the world. None: compare everything.
+    synced: Snapshot | None = None
+    epoch: int = 0  # counts subscription changes (a response's ACK syncs only within one)
 
 
 @dataclass(frozen=True, slots=True)
 class DeltaPlan:
     send: dict[str, XdsResource]
     removed: tuple[str, ...]
+    syncs: bool  # once ACKed the client is in step with the snapshot (`DeltaTypeState.synced`)
 
 
 class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
@@ -67,6 +76,7 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
             if request.HasField("error_detail"):
                 state.nacked.update(inflight.resources)
                 state.last_error = request.error_detail.message
+                state.synced = None
                 self._hooks.on_nack(self.stream, type_url, inflight.version, names, request.error_detail.message)
                 if inflight.snapshot is not None:
                     self._verdict(inflight.snapshot, False)
@@ -79,6 +89,8 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                     self._verdict(inflight.snapshot, True)
             for name in inflight.removed:
                 state.held.pop(name, None)
+            if not request.HasField("error_detail"):
+                state.synced = inflight.snapshot if inflight.syncs and inflight.epoch == state.epoch else None
         if first:
             state.held.update(request.initial_resource_versions)
             state.answered = bool(request.initial_resource_versions)  # a reconnect: Envoy is initialized
@@ -89,6 +101,9 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                    request: discovery_pb2.DeltaDiscoveryRequest, first: bool) -> None:
         subscribe = set(request.resource_names_subscribe)
         unsubscribe = set(request.resource_names_unsubscribe)
+        if subscribe or unsubscribe or first:
+            state.synced = None
+            state.epoch += 1
         if type_url in WILDCARD_TYPES:
             if WILDCARD in subscribe or (first and not subscribe):
                 state.wildcard = True
@@ -114,26 +129,45 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
     def _plan(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot, *, hold_removals: bool,
               resend_rejected: bool = False) -> DeltaPlan | None:
         of_type = self.available(type_url, snapshot)
-        wanted = set(of_type) if state.wildcard else set()
-        wanted |= state.names & of_type.keys()
+        current = of_type is snapshot.of_type(type_url)
+        synced = state.synced if current and not state.force_send else None
+        if synced is not None:  # in step with `synced`: only what changed since can be sent or removed
+            changes = snapshot.changes_since(type_url, synced)
+            candidates = sorted(n for n in changes.changed if state.wildcard or n in state.names)
+        else:
+            wanted = set(of_type) if state.wildcard else set()
+            wanted |= state.names & of_type.keys()
+            candidates = sorted(wanted)
         send = {}
-        for name in sorted(wanted):
+        skipped = False
+        for name in candidates:
             resource = of_type[name]
             forced = name in state.force_send
             if state.nacked.get(name) == resource.version and not forced and not resend_rejected:
+                skipped = True
                 continue
             if forced or state.held.get(name) != resource.version:
                 send[name] = resource
-        removed = {n for n in state.force_send if n not in wanted}  # answers to (un)subscriptions
-        if not hold_removals:
-            removed |= {n for n in state.held if n not in of_type}
-            removed |= {n for n in state.names if n not in of_type and n not in state.reported_missing}
+        removed: set[str] = set()
+        if synced is not None:
+            if not hold_removals:
+                removed = {n for n in changes.gone if n in state.held}
+        else:
+            removed = {n for n in state.force_send if n not in wanted}  # answers to (un)subscriptions
+            if not hold_removals:
+                removed |= {n for n in state.held if n not in of_type}
+                removed |= {n for n in state.names if n not in of_type and n not in state.reported_missing}
+        syncs = current and not skipped and not hold_removals
         if not send and not removed and (state.answered or not state.wildcard):
+            if syncs:  # (a memo, not protocol state: it holds all this snapshot has for it)
+                state.synced = snapshot
             return None  # (a first wildcard request is answered even when there is nothing:
             # Envoy's initialization waits for that answer, else for its initial_fetch_timeout)
-        return DeltaPlan(send, tuple(sorted(removed)))
+        return DeltaPlan(send, tuple(sorted(removed)), syncs)
 
     def _removes(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> bool:
+        if state.synced is not None:  # it holds nothing `synced` lacks, and was told of missing names
+            return any(n in state.held for n in snapshot.changes_since(type_url, state.synced).gone)
         of_type = snapshot.of_type(type_url)
         return (any(n not in of_type for n in state.held)
                 or any(n not in of_type and n not in state.reported_missing for n in state.names))
@@ -150,6 +184,6 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         state.answered = True
         state.reported_missing |= set(plan.removed) & state.names
         state.inflight = Inflight(nonce, version, {n: r.version for n, r in plan.send.items()}, self._clock(),
-                                  plan.removed, snapshot=snapshot)
+                                  plan.removed, snapshot=snapshot, syncs=plan.syncs, epoch=state.epoch)
         self._hooks.on_push(self.stream, type_url, version, sorted(plan.send), plan.removed, len(response))
         return response

@@ -57,6 +57,10 @@ class Inflight:
     snapshot: Snapshot | None = None  # the snapshot it was computed from (ACK/NACK verdicts)
     # Resources sent again although they left `snapshot` (make-before-break), by name.
     kept: Mapping[str, XdsResource] = field(default_factory=dict)
+    # Once ACKed, the client holds `snapshot`'s selection exactly (see the protocols'
+    # `synced`), if its subscription is still the one of `epoch`.
+    syncs: bool = False
+    epoch: int = 0
 
 
 # Types whose responses wait until the client holds the snapshot's version of these.

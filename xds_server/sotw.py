@@ -26,6 +26,7 @@ Rules implemented (Envoy xDS protocol document):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
 
 _NO_NAMES: frozenset[str] = frozenset()
+# One object per distinct subscription, shared by the streams that have it: a snapshot's
+# `subset` cache then finds it by identity, not by comparing thousands of names per push.
+_SUBSCRIPTIONS: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
 
 
 @dataclass(slots=True)
@@ -60,6 +64,13 @@ class SotwTypeState:
     client_kept: Mapping[str, XdsResource] = field(default_factory=dict)
     nacked_version: str | None = None
     last_error: str = ""
+    # A snapshot whose selection (under the current subscription) the client holds at that
+    # snapshot's versions, `client_resources` being exactly it for full-state types:
+    # later snapshots are then checked by what changed since (`Snapshot.changes_since`),
+    # not resource by resource, so a stream's cost per push follows the change, not the
+    # world (thousands of streams × thousands of resources). None: compare everything.
+    synced: Snapshot | None = None
+    epoch: int = 0  # counts subscription changes (a response's ACK syncs only within one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,7 @@ class SotwPlan:
     send: Mapping[str, XdsResource]
     full: bool
     kept: Mapping[str, XdsResource]  # resources no longer in the snapshot, sent again
+    syncs: bool  # once ACKed the client holds the snapshot's selection exactly
 
 
 class SotwSession(Session[SotwTypeState, SotwPlan]):
@@ -93,10 +105,13 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
                     self._verdict(inflight.snapshot, False)
             else:
                 state.client_version = inflight.version
-                held = state.client_resources if not inflight.full and state.client_resources is not None else {}
-                state.client_resources = {**held, **inflight.resources}
+                if inflight.full or state.client_resources is None:
+                    state.client_resources = inflight.resources  # (the in-flight record is done with)
+                else:
+                    state.client_resources.update(inflight.resources)
                 if inflight.full:
                     state.client_snapshot, state.client_kept = inflight.snapshot, inflight.kept
+                state.synced = inflight.snapshot if inflight.syncs and inflight.epoch == state.epoch else None
                 state.last_error = ""
                 self._hooks.on_ack(self.stream, type_url, inflight.version, by_name(inflight.resources),
                                    self._clock() - inflight.sent_at)
@@ -112,11 +127,18 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
     def _subscribe(self, type_url: str, state: SotwTypeState, resource_names: Sequence[str]) -> None:
         names = set(resource_names)
         state.named_ever = state.named_ever or bool(names)
-        state.wildcard = type_url in WILDCARD_TYPES and (WILDCARD in names or not state.named_ever)
+        wildcard = type_url in WILDCARD_TYPES and (WILDCARD in names or not state.named_ever)
         names.discard(WILDCARD)
-        if names != state.names:  # (most requests are ACKs naming the same resources again)
-            state.names = frozenset(names) if names else _NO_NAMES
+        changed = wildcard != state.wildcard or names != state.names or not state.requested
+        if not changed:
+            return  # (most requests are ACKs naming the same resources again)
+        state.wildcard = wildcard
+        if names != state.names:
+            frozen = frozenset(names)
+            state.names = _SUBSCRIPTIONS.setdefault(frozen, frozen) if names else _NO_NAMES
         state.requested = True
+        state.synced = None
+        state.epoch += 1
         held = state.client_resources
         if held is not None and not state.wildcard and not held.keys() <= state.names:
             # Unsubscribed resources are forgotten by the client: if asked for again they
@@ -131,7 +153,8 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
         # every stream with the same subscription; only full sets with kept resources, or
         # with resources an in-flight update needs, are hashed per stream.
         available = self.available(type_url, snapshot)
-        if available is snapshot.of_type(type_url):
+        current = available is snapshot.of_type(type_url)
+        if current:
             selected, version = snapshot.subset(type_url, None if state.wildcard else state.names)
         else:
             selected = select(available, state.names, state.wildcard)
@@ -145,19 +168,35 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
         if version == state.nacked_version and not resend_rejected:
             return None
         held = state.client_resources
+        syncs = current and not kept
         if full or held is None:
             if version == state.client_version:
-                return None
+                return self._settled(state, snapshot, syncs)
             send = selected
         else:
-            send = {n: r for n, r in selected.items() if held.get(n) != r.version}
+            candidates = selected
+            if current and state.synced is not None:  # only what changed since can differ from what it holds
+                changed = snapshot.changes_since(type_url, state.synced).changed
+                candidates = {n: selected[n] for n in sorted(changed) if n in selected}
+            send = {n: r for n, r in candidates.items() if held.get(n) != r.version}
         if not send and not full:
-            return None
-        return SotwPlan(version, send, full or held is None, kept)
+            return self._settled(state, snapshot, syncs)
+        return SotwPlan(version, send, full or held is None, kept, syncs)
+
+    @staticmethod
+    def _settled(state: SotwTypeState, snapshot: Snapshot, syncs: bool) -> None:
+        """Nothing to send: the client holds this snapshot's selection (when `syncs`), so
+        the next push is compared with this snapshot. (A memo, not protocol state.)"""
+        if syncs:
+            state.synced = snapshot
+        return None
 
     def _removes(self, type_url: str, state: SotwTypeState, snapshot: Snapshot) -> bool:
         if type_url not in WILDCARD_TYPES or state.client_resources is None or state.client_snapshot is None:
             return False  # nothing known to be held, or a type SotW never removes
+        if state.synced is not None:  # it holds exactly the selection of `synced`
+            gone = snapshot.changes_since(type_url, state.synced).gone
+            return any(state.wildcard or n in state.names for n in gone)
         selected, _ = snapshot.subset(type_url, None if state.wildcard else state.names)
         return not state.client_resources.keys() <= selected.keys()
 
@@ -169,7 +208,8 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             [snapshot.encoded(r, delta=False) for r in plan.send.values()])
         state.last_nonce = nonce
         state.inflight = Inflight(nonce, plan.version, {n: r.version for n, r in plan.send.items()}, self._clock(),
-                                  full=plan.full, snapshot=snapshot, kept=plan.kept)
+                                  full=plan.full, snapshot=snapshot, kept=plan.kept, syncs=plan.syncs,
+                                  epoch=state.epoch)
         self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), len(response))
         return response
 

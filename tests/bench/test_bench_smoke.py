@@ -11,6 +11,7 @@ import pytest
 
 import bench._common
 import bench.compile
+import bench.xds_streams
 from bench import __main__ as bench_main
 from bench import serialization
 from routing_engine.translate.builtin import builtin
@@ -51,6 +52,17 @@ def test_compile_and_serialization_parts_run_and_summarize(results: Path) -> Non
     rows = bench_main.compile_rows(compiled) + bench_main.serialization_rows(data)
     text = bench_main.table(rows)
     assert "8 routes+servers" in text and "RouteConfiguration, serialize" in text
+
+
+def test_push_per_stream_part_runs_for_both_protocols_and_summarizes(results: Path) -> None:
+    bench.xds_streams.main(["--routes", "8", "--streams", "3"])
+    data = json.loads((results / "xds_streams.json").read_text())
+    assert {(r["ads"], r["change"]) for r in data["rows"]} == {
+        (ads, change) for ads in ("sotw", "delta") for change in ("one route re-weighted", "one ModelServer added")}
+    # what each stream is sent: the one changed table, or with SotW every cluster again
+    by = {(r["ads"], r["change"]): r["bytes_per_stream"] for r in data["rows"]}
+    assert 0 < by["delta", "one route re-weighted"] < by["sotw", "one ModelServer added"]
+    assert "push per stream" in bench_main.table(bench_main.streams_rows(data))
 
 
 def test_inference_workload_is_the_same_for_every_policy_and_bursts() -> None:

@@ -1,0 +1,153 @@
+"""Per-stream cost of a push (issue #15): the control plane's CPU time to bring N Envoy
+streams, all holding a compiled world of R routes, up to date after one change, for
+state-of-the-world and delta ADS.
+
+    .venv/bin/python -m bench.xds_streams [--routes 10000] [--streams 1000]
+
+The streams are the xDS server's own session objects (`sotw.SotwSession`,
+`delta.DeltaSession`) subscribed as Envoy subscribes (clusters, listeners and scopes by
+wildcard; endpoints and route tables by name) and ACKing every response; no gRPC, so
+what is timed is the protocol work alone: `on_snapshot` for the push and `on_request`
+for each ACK (a SotW ACK names all its endpoints again, as Envoy's do). Client work
+(parsing responses, building requests) is not timed. Two changes: one route re-weighted
+(`worlds.edited`), and one ModelServer added (`worlds.with_servers_added`: a new
+cluster, its endpoints and a scope; the streams keep subscribing to the base world's
+endpoints). The first stream pays for what a snapshot computes
+once for every stream (`Snapshot.subset`, `Snapshot.changes_since`); the table shows it
+apart. Writes bench/results/xds_streams.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from bench import worlds
+from bench._common import machine, write_result
+from routing_engine.engine import Compiler
+from routing_engine.world import EnvoyResource, Target
+from xds_server.delta import DeltaSession
+from xds_server.hooks import Hooks, StreamInfo
+from xds_server.snapshot import Snapshot
+from xds_server.sotw import SotwSession
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, WILDCARD_TYPES
+
+TYPES = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
+Resources = Mapping[str, Mapping[str, EnvoyResource]]
+
+
+class Stream:
+    """One simulated Envoy: a server session and the ACKs it sends back."""
+
+    def __init__(self, index: int, delta: bool, names: dict[str, list[str]]) -> None:
+        kind = "ads-delta" if delta else "ads"
+        session_type = DeltaSession if delta else SotwSession
+        self.session = session_type(StreamInfo(index, kind, f"envoy-{index}", "gateway"), ads=True, hooks=Hooks(),
+                                    clock=time.monotonic)
+        self.delta = delta
+        self.names = names  # per non-wildcard type: what it subscribes to
+        self.server_s = 0.0
+        self.bytes = 0
+
+    def _request(self, type_url: str, nonce: str = "", subscribe: bool = False) -> Any:
+        names = self.names.get(type_url, []) if type_url not in WILDCARD_TYPES else []
+        if self.delta:
+            return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=nonce,
+                                                       resource_names_subscribe=names if subscribe else [])
+        return discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=nonce, resource_names=names)
+
+    def _server(self, call: Any, *args: Any) -> list[bytes]:
+        started = time.perf_counter()
+        out: list[bytes] = call(*args)
+        self.server_s += time.perf_counter() - started
+        self.bytes += sum(len(b) for b in out)
+        return out
+
+    def ack_all(self, responses: list[bytes]) -> None:
+        parse = discovery_pb2.DeltaDiscoveryResponse if self.delta else discovery_pb2.DiscoveryResponse
+        while responses:
+            later: list[bytes] = []
+            for raw in responses:
+                response = parse.FromString(raw)
+                later += self._server(self.session.on_request, self._request(response.type_url, response.nonce))
+            responses = later
+
+    def connect(self, snapshot: Snapshot) -> None:
+        self.session.on_snapshot(snapshot)
+        responses: list[bytes] = []
+        for type_url in TYPES:
+            responses += self.session.on_request(self._request(type_url, subscribe=True))
+        self.ack_all(responses)
+
+    def push(self, snapshot: Snapshot) -> None:
+        self.ack_all(self._server(self.session.on_snapshot, snapshot))
+
+
+def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Resources]]) -> list[dict[str, Any]]:
+    # Each snapshot is built as the control loop builds it: after the one before it was
+    # served (what streams computed of that one carries over where a type is unchanged).
+    snapshot = Snapshot.of_types(compiled[0][1])
+    names = {ENDPOINT: sorted(snapshot.of_type(ENDPOINT)), ROUTE: sorted(snapshot.of_type(ROUTE))}
+    group = [Stream(i, delta, names) for i in range(streams)]
+    for stream in group:
+        stream.connect(snapshot)
+    rows = []
+    for change, resources in compiled[1:]:
+        snapshot = Snapshot.of_types(resources, previous=snapshot)
+        gc.collect()
+        costs, sent = [], []
+        wall = time.perf_counter()
+        for stream in group:
+            stream.server_s, stream.bytes = 0.0, 0
+            stream.push(snapshot)
+            costs.append(stream.server_s)
+            sent.append(stream.bytes)
+        wall = time.perf_counter() - wall
+        rows.append({"routes": routes, "streams": streams, "ads": "delta" if delta else "sotw", "change": change,
+                     "first_stream_ms": costs[0] * 1000, "per_stream_ms": statistics.median(costs[1:] or costs) * 1000,
+                     "all_streams_s": sum(costs), "bytes_per_stream": statistics.median(sent),
+                     "loop_wall_s": wall})
+    return rows
+
+
+def compiles(routes: int) -> list[tuple[str, Resources]]:
+    """The base world's resources, then each change's, from one `Compiler` (as the
+    control loop compiles them: unchanged types come back as the very same mappings)."""
+    objects = worlds.objects(routes)
+    base = worlds.world(routes, objects)
+    compiler = Compiler()
+    edited = worlds.edited(routes, objects, which=routes // 2, weight=55, base=base)
+    return [(change, compiler.compile(world, Target()).resources)
+            for change, world in (("base", base), ("one route re-weighted", edited),
+                                  ("one ModelServer added", worlds.with_servers_added(routes, edited, 1)))]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int, default=10000)
+    parser.add_argument("--streams", type=int, default=1000)
+    args = parser.parse_args(argv)
+    rows = []
+    for delta in (False, True):
+        rows += measure(args.routes, args.streams, delta, compiles(args.routes))
+    print(f"{'ADS':>5} {'change':>22} {'streams':>8} {'first stream ms':>16} {'per stream ms':>14} "
+          f"{'all streams s':>14} {'KB per stream':>14}")
+    for r in rows:
+        print(f"{r['ads']:>5} {r['change']:>22} {r['streams']:>8,} {r['first_stream_ms']:>16.2f} "
+              f"{r['per_stream_ms']:>14.3f} {r['all_streams_s']:>14.3f} {r['bytes_per_stream'] / 1024:>14.1f}")
+    result = {"benchmark": "xds_streams", "machine": machine(),
+              "command": "python -m bench.xds_streams " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "rows": rows}
+    write_result("xds_streams", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
