@@ -35,7 +35,7 @@ Systems:
   refresh (a uniform 0–30 s pause first); the clock starts after the rename.
 
     .venv/bin/python -m bench.convergence [--routes 100 10000] [--edits 30] [--quick]
-        [--systems modelroute envoy-files sovereign] [--sovereign-edits N]
+        [--systems modelroute envoy-files sovereign] [--sovereign-edits N] [--ads sotw|delta]
 Writes bench/results/convergence.json.
 """
 
@@ -101,14 +101,14 @@ def _color(edit: int) -> str:
 
 # ---- (a) modelroute: the real pipeline --------------------------------------------------
 
-async def modelroute(n: int, edits: int, workdir: Path) -> list[dict[str, Any]]:
+async def modelroute(n: int, edits: int, workdir: Path, delta: bool) -> list[dict[str, Any]]:
     port = free_port()
     directory = workdir / "manifests"
     directory.mkdir()
     (directory / "world.yaml").write_text(yaml.safe_dump_all(_stack.base_docs(n, port), sort_keys=False))
     probe_file = directory / "probe.yaml"
     probe_file.write_text(yaml.safe_dump(_stack.route_doc(0, to="blue"), sort_keys=False))
-    app = Embedded(EmbeddedOptions(directory=directory, xds_port=0, privileged_port_offset=0))
+    app = Embedded(EmbeddedOptions(directory=directory, xds_port=0, privileged_port_offset=0, delta=delta))
     prober = None
     try:
         await app.start(timeout=180)
@@ -154,13 +154,15 @@ async def modelroute(n: int, edits: int, workdir: Path) -> list[dict[str, Any]]:
                 add_ms.append((await adder.result() - started) / 1e6)
             finally:
                 adder.stop()
-        return [_row("modelroute (file edit)", n, file_ms, clock_start="rename of the new probe manifest returned"),
+        ads = "delta" if delta else "sotw"
+        return [_row("modelroute (file edit)", n, file_ms, clock_start="rename of the new probe manifest returned",
+                     ads=ads),
                 _row("modelroute (file edit in place)", n, in_place_ms, clock_start="probe manifest write closed",
                      note="a file written in place may be half a save: the provider applies it once quiet "
-                          "for 0.4 s (docs/decisions.md, Embedded mode)"),
-                _row("modelroute (ControlLoop)", n, direct_ms, clock_start="ControlLoop.set_objects called"),
+                          "for 0.4 s (docs/decisions.md, Embedded mode)", ads=ads),
+                _row("modelroute (ControlLoop)", n, direct_ms, clock_start="ControlLoop.set_objects called", ads=ads),
                 _row("modelroute (new ModelServer)", n, add_ms, clock_start="rename of the new server's manifest returned",
-                     note="its readiness is on the port's /ready route: the Listener stays as it is")]
+                     note="its readiness is on the port's /ready route: the Listener stays as it is", ads=ads)]
     finally:
         if prober is not None:
             prober.stop()
@@ -306,7 +308,8 @@ async def sovereign(n: int, edits: int, workdir: Path, engines: dict[str, _stack
 SYSTEMS = ("modelroute", "envoy-files", "sovereign")
 
 
-async def run(sizes: list[int], edits: int, sovereign_edits: int, systems: list[str]) -> dict[str, Any]:
+async def run(sizes: list[int], edits: int, sovereign_edits: int, systems: list[str],
+              delta: bool = False) -> dict[str, Any]:
     """Every system at every size; a system that fails is reported in `errors` (with the
     reason) and the others still run."""
     rows: list[dict[str, Any]] = []
@@ -329,7 +332,7 @@ async def run(sizes: list[int], edits: int, sovereign_edits: int, systems: list[
             for sub in ("mr", "files", "sov"):
                 (work / sub).mkdir()
             if "modelroute" in systems:
-                await attempt("modelroute", n, lambda: modelroute(n, edits, work / "mr"))
+                await attempt("modelroute", n, lambda: modelroute(n, edits, work / "mr", delta))
             if {"envoy-files", "sovereign"} & set(systems):
                 with _stack.mock_engines("blue", "green") as engines:
                     if "envoy-files" in systems:
@@ -358,12 +361,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="edits for sovereign (each takes up to ~35 s at its defaults)")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--quick", action="store_true", help="100 routes, 5 edits (sovereign: 2)")
+    parser.add_argument("--ads", choices=("sotw", "delta"), default="delta",
+                        help="how modelroute's Envoy subscribes (the rows' `ads`; `modelroute up`'s default: delta)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     sizes = args.routes or ([100] if args.quick else [100, 10_000])
     edits = args.edits or (5 if args.quick else 30)
     sovereign_edits = args.sovereign_edits if args.sovereign_edits is not None else (2 if args.quick else 30)
-    result = asyncio.run(run(sizes, edits, sovereign_edits, args.systems))
+    result = asyncio.run(run(sizes, edits, sovereign_edits, args.systems, args.ads == "delta"))
     print(f"{'system':<34} {'routes':>7} {'edits':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'p50 ratio':>9}")
     for r in result["rows"]:
         ratio = r.get("ratio_p50_vs_modelroute_file_edit")

@@ -104,7 +104,7 @@ class EmbeddedOptions:
     xds_host: str = "127.0.0.1"  # `serve` binds 0.0.0.0 so remote Envoys can connect
     listen_address: str = "127.0.0.1"  # where the gateway's listeners bind
     privileged_port_offset: int | None = None  # None: 0 as root, else 10000
-    delta: bool = False  # Envoy uses delta ADS instead of state-of-the-world
+    delta: bool = True  # Envoy subscribes with delta ADS (False: state of the world)
     envoy_log_level: str = "warning"
     start_envoy: bool = True
     # rateLimit.global: the rate-limit service's gRPC port (None: the xDS port + 1, what

@@ -124,11 +124,13 @@ class StatsSink:
 
 
 def render(role: Role, *, node_id: str, cluster: str, xds_port: int, admin_port: int,
-           xds_host: str = "127.0.0.1", delta: bool = False,
+           xds_host: str = "127.0.0.1", delta: bool = True,
            metadata: Mapping[str, Any] | None = None, tls: XdsTls | MountedTls | None = None,
            stats_sink: StatsSink | None = None, ratelimit_host: str | None = None,
            ratelimit_port: int | None = None) -> str:
-    """Bootstrap YAML for one Envoy. `delta` selects DELTA_GRPC (incremental) ADS.
+    """Bootstrap YAML for one Envoy. `delta`: incremental ADS (DELTA_GRPC), the default as
+    in Envoy Gateway's bootstraps; False: state of the world (GRPC), which re-sends every
+    cluster and scope when one is added (docs/decisions.md, "Delta ADS by default").
 
     Node metadata always carries `role`; `metadata` adds to it (e.g. `scope` for a
     sidecar limited to some namespaces). `stats_sink` adds the push of stats to the

@@ -55,10 +55,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="address the gateway's listeners bind (0.0.0.0 to expose them)")
     p.add_argument("--privileged-port-offset", type=int, default=None,
                    help="added to manifest ports below 1024 (default: 0 as root, else 10000)")
-    p.add_argument("--delta", action="store_true", help="Envoy uses delta xDS")
+    ads = p.add_mutually_exclusive_group()
+    ads.add_argument("--sotw", dest="delta", action="store_false",
+                     help="Envoy subscribes state-of-the-world (GRPC) instead of delta (DELTA_GRPC, the default)")
+    ads.add_argument("--delta", dest="delta", action="store_true", help=argparse.SUPPRESS)  # the default; still accepted
     add_admin_options(p, default="127.0.0.1:19001")
     add_log_level_option(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, delta=True)
 
 
 def run(args: argparse.Namespace) -> int:
