@@ -6,7 +6,7 @@ everything. After all have their initial config, one route changes; the clock ru
 `set_snapshot` to the last ACK of the new version, counted by a server hook. Also
 reports the control plane's RSS and CPU time for the push.
 
-    .venv/bin/python bench/xds_fanout.py [--streams 1 100 1000] [--pushes 1]
+    .venv/bin/python bench/xds_fanout.py [--streams 1 100 1000] [--pushes 1] [--ads delta|sotw]
 Writes bench/results/xds_fanout.json.
 """
 
@@ -62,20 +62,30 @@ def world(edit: int) -> Snapshot:
 # ---- client side (child process) ----
 
 async def one_client(channel: grpc.aio.Channel, index: int, ready: asyncio.Event, counter: list[int],
-                     total: int) -> None:
-    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+                     total: int, delta: bool) -> None:
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
     node = base_pb2.Node(id=f"bench-{index}", cluster="gateway")
-    await call.write(discovery_pb2.DiscoveryRequest(node=node, type_url=CLUSTER))
-    await call.write(discovery_pb2.DiscoveryRequest(type_url=ROUTE, resource_names=["main"]))
+    if delta:
+        call = stub.DeltaAggregatedResources()
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(node=node, type_url=CLUSTER))
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=ROUTE, resource_names_subscribe=["main"]))
+    else:
+        call = stub.StreamAggregatedResources()
+        await call.write(discovery_pb2.DiscoveryRequest(node=node, type_url=CLUSTER))
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ROUTE, resource_names=["main"]))
     got_route = False
     while True:
         response = await call.read()
         if response is grpc.aio.EOF:
             return
-        names = ["main"] if response.type_url == ROUTE else []
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=response.type_url, resource_names=names,
-                                                        version_info=response.version_info,
-                                                        response_nonce=response.nonce))
+        if delta:
+            await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url,
+                                                                 response_nonce=response.nonce))
+        else:
+            names = ["main"] if response.type_url == ROUTE else []
+            await call.write(discovery_pb2.DiscoveryRequest(type_url=response.type_url, resource_names=names,
+                                                            version_info=response.version_info,
+                                                            response_nonce=response.nonce))
         if response.type_url == ROUTE and not got_route:
             got_route = True
             counter[0] += 1
@@ -83,13 +93,13 @@ async def one_client(channel: grpc.aio.Channel, index: int, ready: asyncio.Event
                 ready.set()
 
 
-async def client_main(port: int, streams: int) -> None:
+async def client_main(port: int, streams: int, delta: bool) -> None:
     # A channel of its own connection each (channels to one target otherwise share one
     # subchannel, and the server takes at most MAX_STREAMS_PER_CONNECTION on it).
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range((streams + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL)]
     ready, counter = asyncio.Event(), [0]
-    tasks = [asyncio.create_task(one_client(channels[i // STREAMS_PER_CHANNEL], i, ready, counter, streams))
+    tasks = [asyncio.create_task(one_client(channels[i // STREAMS_PER_CHANNEL], i, ready, counter, streams, delta))
              for i in range(streams)]
     await asyncio.wait_for(ready.wait(), 120)
     print("ready", flush=True)
@@ -140,7 +150,7 @@ class GcClock:
         gc.callbacks.remove(self)
 
 
-async def run(streams: int, pushes: int = 1) -> dict[str, Any]:
+async def run(streams: int, pushes: int = 1, delta: bool = True) -> dict[str, Any]:
     """The first push's numbers; with `pushes` > 1 also each later push's (`later`), one
     after the other: whether a push meets a full garbage collection depends on what the
     ones before it left (each push replaces every stream's pending gRPC read)."""
@@ -148,7 +158,8 @@ async def run(streams: int, pushes: int = 1) -> dict[str, Any]:
     plane = await start_control_plane(xds_address="127.0.0.1:0", admin_host=None, hooks=[counter],
                                       registry=CollectorRegistry())
     plane.cache.set_snapshot("gateway", world(0))
-    child = subprocess.Popen([sys.executable, __file__, "--client", str(plane.xds_port), str(streams)],
+    child = subprocess.Popen([sys.executable, __file__, "--client", str(plane.xds_port), str(streams),
+                              "delta" if delta else "sotw"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 180)  # type: ignore[union-attr]
@@ -168,7 +179,7 @@ async def run(streams: int, pushes: int = 1) -> dict[str, Any]:
                 elapsed = time.perf_counter() - started
             measured.append({"all_acked_s": round(elapsed, 4), "cpu_s": round(cpu_s() - cpu_before, 3),
                              "gc_s": round(collector.seconds, 3), "full_gcs": collector.full})
-        row: dict[str, Any] = {"streams": streams, **measured[0], "rss_mb": round(rss_mb(), 1),
+        row: dict[str, Any] = {"streams": streams, "ads": "delta" if delta else "sotw", **measured[0], "rss_mb": round(rss_mb(), 1),
                                "rss_before_mb": round(rss_before, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
         if pushes > 1:
             row["later"] = measured[1:]
@@ -185,17 +196,17 @@ async def run(streams: int, pushes: int = 1) -> dict[str, Any]:
         await plane.stop(grace=None)
 
 
-async def main(sizes: list[int], pushes: int) -> None:
+async def main(sizes: list[int], pushes: int, delta: bool) -> None:
     rows = []
     for n in sizes:
-        rows.append(await run(n, pushes))
+        rows.append(await run(n, pushes, delta))
         print(f"{rows[-1]}", file=sys.stderr)
-    print(f"{'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'of it GC (s)':>13} {'RSS (MB)':>9} {'load':>5}")
+    print(f"{'ADS':>5} {'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'of it GC (s)':>13} {'RSS (MB)':>9} {'load':>5}")
     for row in rows:
-        print(f"{row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['gc_s']:>13.3f} "
+        print(f"{row['ads']:>5} {row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['gc_s']:>13.3f} "
               f"{row['rss_mb']:>9.1f} {row['load_avg_1m']:>5.2f}")
         for number, later in enumerate(row.get("later", ()), start=2):
-            print(f"{f'push {number}':>8} {later['all_acked_s']:>14.4f} {later['cpu_s']:>8.3f} {later['gc_s']:>13.3f}")
+            print(f"{'':>5} {f'push {number}':>8} {later['all_acked_s']:>14.4f} {later['cpu_s']:>8.3f} {later['gc_s']:>13.3f}")
     out = REPO / "bench" / "results" / "xds_fanout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "xds_fanout", "cpus": os.cpu_count(), "machine": machine(),
@@ -205,12 +216,14 @@ async def main(sizes: list[int], pushes: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--client":
-        asyncio.run(client_main(int(sys.argv[2]), int(sys.argv[3])))
+    if len(sys.argv) == 5 and sys.argv[1] == "--client":
+        asyncio.run(client_main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "delta"))
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--streams", type=int, nargs="+", default=[1, 100, 1000])
         parser.add_argument("--pushes", type=int, default=1,
                             help="changes pushed one after the other to the same streams (rows: the first)")
+        parser.add_argument("--ads", choices=("delta", "sotw"), default="delta",
+                            help="how the clients subscribe (delta: what Envoys are configured with by default)")
         args = parser.parse_args()
-        asyncio.run(main(args.streams, args.pushes))
+        asyncio.run(main(args.streams, args.pushes, args.ads == "delta"))
