@@ -179,8 +179,8 @@ async def run(streams: int, pushes: int = 1, delta: bool = True) -> dict[str, An
                 elapsed = time.perf_counter() - started
             measured.append({"all_acked_s": round(elapsed, 4), "cpu_s": round(cpu_s() - cpu_before, 3),
                              "gc_s": round(collector.seconds, 3), "full_gcs": collector.full})
-        row: dict[str, Any] = {"streams": streams, "ads": "delta" if delta else "sotw", **measured[0], "rss_mb": round(rss_mb(), 1),
-                               "rss_before_mb": round(rss_before, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        row: dict[str, Any] = {"streams": streams, "ads": "delta" if delta else "sotw", **measured[0],
+                               "rss_mb": round(rss_mb(), 1), "rss_before_mb": round(rss_before, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
         if pushes > 1:
             row["later"] = measured[1:]
         return row
@@ -201,12 +201,14 @@ async def main(sizes: list[int], pushes: int, delta: bool) -> None:
     for n in sizes:
         rows.append(await run(n, pushes, delta))
         print(f"{rows[-1]}", file=sys.stderr)
-    print(f"{'ADS':>5} {'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'of it GC (s)':>13} {'RSS (MB)':>9} {'load':>5}")
+    print(f"{'ADS':>5} {'streams':>8} {'all ACKed (s)':>14} {'CPU (s)':>8} {'of it GC (s)':>13} {'RSS (MB)':>9}"
+          f" {'load':>5}")
     for row in rows:
-        print(f"{row['ads']:>5} {row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f} {row['gc_s']:>13.3f} "
-              f"{row['rss_mb']:>9.1f} {row['load_avg_1m']:>5.2f}")
+        print(f"{row['ads']:>5} {row['streams']:>8} {row['all_acked_s']:>14.4f} {row['cpu_s']:>8.3f}"
+              f" {row['gc_s']:>13.3f} {row['rss_mb']:>9.1f} {row['load_avg_1m']:>5.2f}")
         for number, later in enumerate(row.get("later", ()), start=2):
-            print(f"{'':>5} {f'push {number}':>8} {later['all_acked_s']:>14.4f} {later['cpu_s']:>8.3f} {later['gc_s']:>13.3f}")
+            print(f"{'':>5} {f'push {number}':>8} {later['all_acked_s']:>14.4f} {later['cpu_s']:>8.3f}"
+                  f" {later['gc_s']:>13.3f}")
     out = REPO / "bench" / "results" / "xds_fanout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "xds_fanout", "cpus": os.cpu_count(), "machine": machine(),

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ads = p.add_mutually_exclusive_group()
     ads.add_argument("--sotw", dest="delta", action="store_false",
                      help="Envoy subscribes state-of-the-world (GRPC) instead of delta (DELTA_GRPC, the default)")
-    ads.add_argument("--delta", dest="delta", action="store_true", help=argparse.SUPPRESS)  # the default; still accepted
+    ads.add_argument("--delta", dest="delta", action="store_true", help=argparse.SUPPRESS)  # (the default)
     add_admin_options(p, default="127.0.0.1:19001")
     add_log_level_option(p)
     p.set_defaults(func=run, delta=True)
