@@ -180,7 +180,8 @@ async def run(streams: int, pushes: int = 1, delta: bool = True) -> dict[str, An
             measured.append({"all_acked_s": round(elapsed, 4), "cpu_s": round(cpu_s() - cpu_before, 3),
                              "gc_s": round(collector.seconds, 3), "full_gcs": collector.full})
         row: dict[str, Any] = {"streams": streams, "ads": "delta" if delta else "sotw", **measured[0],
-                               "rss_mb": round(rss_mb(), 1), "rss_before_mb": round(rss_before, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+                               "rss_mb": round(rss_mb(), 1), "rss_before_mb": round(rss_before, 1),
+                               "load_avg_1m": round(os.getloadavg()[0], 2)}
         if pushes > 1:
             row["later"] = measured[1:]
         return row
