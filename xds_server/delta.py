@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds_server.session import Inflight, Session, by_name
+from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned
 from xds_server.snapshot import Snapshot
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
@@ -33,7 +33,7 @@ from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 @dataclass(slots=True)
 class DeltaTypeState:
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = NO_NAMES  # (`interned`)
     # name → version the client holds (ACKed, or declared on reconnect).
     held: dict[str, str] = field(default_factory=dict)
     nacked: dict[str, str] = field(default_factory=dict)
@@ -109,14 +109,15 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                 state.wildcard = True
             if WILDCARD in unsubscribe:
                 state.wildcard = False
-        for name in subscribe - {WILDCARD}:
-            state.names.add(name)
+        added, dropped = subscribe - {WILDCARD}, unsubscribe - {WILDCARD}
+        if added or dropped:
+            state.names = interned((state.names | added) - dropped)
+        for name in added:
             state.reported_missing.discard(name)
             if not first:
                 # The client may have forgotten it; the protocol says send it anyway.
                 state.force_send.add(name)
-        for name in unsubscribe - {WILDCARD}:
-            state.names.discard(name)
+        for name in dropped:
             state.reported_missing.discard(name)
             if state.wildcard:
                 state.force_send.add(name)  # answer with the resource or its removal

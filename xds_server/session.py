@@ -37,6 +37,7 @@ Per-type services (not ADS) are independent streams: each type is sent on its ow
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -72,6 +73,21 @@ NEEDED_BY: dict[str, tuple[str, ...]] = {ENDPOINT: (CLUSTER,), SCOPED_ROUTE: (LI
 _CLUSTER_REFERRERS: tuple[str, ...] = (LISTENER, SCOPED_ROUTE, ROUTE)
 REFERRERS: dict[str, tuple[str, ...]] = {CLUSTER: _CLUSTER_REFERRERS, ENDPOINT: _CLUSTER_REFERRERS,
                                          SCOPED_ROUTE: (LISTENER,)}
+
+
+NO_NAMES: frozenset[str] = frozenset()
+_SUBSCRIPTIONS: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
+
+
+def interned(names: Set[str]) -> frozenset[str]:
+    """One object per distinct set of subscribed names, shared by every stream that has
+    it: thousands of Envoys subscribe to the same 10,000 endpoint names, which would
+    otherwise be held once per stream, and a snapshot's per-subscription cache
+    (`Snapshot.subset`) then finds a subscription by identity."""
+    if not names:
+        return NO_NAMES
+    frozen = frozenset(names)
+    return _SUBSCRIPTIONS.setdefault(frozen, frozen)
 
 
 def by_name(resources: Mapping[str, str]) -> dict[str, str]:

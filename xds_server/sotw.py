@@ -26,21 +26,16 @@ Rules implemented (Envoy xDS protocol document):
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xds_server.session import Inflight, Session, by_name
+from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned
 from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
 
-_NO_NAMES: frozenset[str] = frozenset()
-# One object per distinct subscription, shared by the streams that have it: a snapshot's
-# `subset` cache then finds it by identity, not by comparing thousands of names per push.
-_SUBSCRIPTIONS: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
 
 
 @dataclass(slots=True)
@@ -50,7 +45,7 @@ class SotwTypeState:
     requested: bool = False
     wildcard: bool = False
     named_ever: bool = False
-    names: frozenset[str] = _NO_NAMES
+    names: frozenset[str] = NO_NAMES  # (`interned`)
     last_nonce: str | None = None
     inflight: Inflight | None = None
     # The version the client holds; and, once it ACKed one of our responses, which
@@ -134,8 +129,7 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             return  # (most requests are ACKs naming the same resources again)
         state.wildcard = wildcard
         if names != state.names:
-            frozen = frozenset(names)
-            state.names = _SUBSCRIPTIONS.setdefault(frozen, frozen) if names else _NO_NAMES
+            state.names = interned(names)
         state.requested = True
         state.synced = None
         state.epoch += 1
