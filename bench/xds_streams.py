@@ -11,8 +11,8 @@ what is timed is the protocol work alone: `on_snapshot` for the push and `on_req
 for each ACK (a SotW ACK names all its endpoints again, as Envoy's do). Client work
 (parsing responses, building requests) is not timed. Two changes: one route re-weighted
 (`worlds.edited`), and one ModelServer added (`worlds.with_servers_added`: a new
-cluster, its endpoints and a scope; the streams keep subscribing to the base world's
-endpoints). The first stream pays for what a snapshot computes
+cluster, its endpoints and a scope; each stream then subscribes to the new endpoints
+by name, as Envoy does for a new cluster). The first stream pays for what a snapshot computes
 once for every stream (`Snapshot.subset`, `Snapshot.changes_since`); the table shows it
 apart. Writes bench/results/xds_streams.json.
 """
@@ -24,7 +24,7 @@ import gc
 import statistics
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -46,21 +46,21 @@ Resources = Mapping[str, Mapping[str, EnvoyResource]]
 class Stream:
     """One simulated Envoy: a server session and the ACKs it sends back."""
 
-    def __init__(self, index: int, delta: bool, names: dict[str, list[str]]) -> None:
+    def __init__(self, index: int, delta: bool, names: dict[str, set[str]]) -> None:
         kind = "ads-delta" if delta else "ads"
         session_type = DeltaSession if delta else SotwSession
         self.session = session_type(StreamInfo(index, kind, f"envoy-{index}", "gateway"), ads=True, hooks=Hooks(),
                                     clock=time.monotonic)
         self.delta = delta
-        self.names = names  # per non-wildcard type: what it subscribes to
+        self.names = {type_url: set(found) for type_url, found in names.items()}  # by name, per type
         self.server_s = 0.0
         self.bytes = 0
 
-    def _request(self, type_url: str, nonce: str = "", subscribe: bool = False) -> Any:
-        names = self.names.get(type_url, []) if type_url not in WILDCARD_TYPES else []
+    def _request(self, type_url: str, nonce: str = "", subscribe: Iterable[str] = ()) -> Any:
         if self.delta:
             return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=nonce,
-                                                       resource_names_subscribe=names if subscribe else [])
+                                                       resource_names_subscribe=sorted(subscribe))
+        names = sorted(self.names.get(type_url, ())) if type_url not in WILDCARD_TYPES else []
         return discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=nonce, resource_names=names)
 
     def _server(self, call: Any, *args: Any) -> list[bytes]:
@@ -83,18 +83,23 @@ class Stream:
         self.session.on_snapshot(snapshot)
         responses: list[bytes] = []
         for type_url in TYPES:
-            responses += self.session.on_request(self._request(type_url, subscribe=True))
+            responses += self.session.on_request(self._request(type_url, subscribe=self.names.get(type_url, ())))
         self.ack_all(responses)
 
     def push(self, snapshot: Snapshot) -> None:
         self.ack_all(self._server(self.session.on_snapshot, snapshot))
+        # as Envoy does on new clusters: ask for their endpoints by name
+        new = snapshot.of_type(ENDPOINT).keys() - self.names[ENDPOINT]
+        if new:
+            self.names[ENDPOINT] |= new
+            self.ack_all(self._server(self.session.on_request, self._request(ENDPOINT, subscribe=new)))
 
 
 def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Resources]]) -> list[dict[str, Any]]:
     # Each snapshot is built as the control loop builds it: after the one before it was
     # served (what streams computed of that one carries over where a type is unchanged).
     snapshot = Snapshot.of_types(compiled[0][1])
-    names = {ENDPOINT: sorted(snapshot.of_type(ENDPOINT)), ROUTE: sorted(snapshot.of_type(ROUTE))}
+    names = {ENDPOINT: set(snapshot.of_type(ENDPOINT)), ROUTE: set(snapshot.of_type(ROUTE))}
     group = [Stream(i, delta, names) for i in range(streams)]
     for stream in group:
         stream.connect(snapshot)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from xds_server.held import Held
 from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned
 from xds_server.snapshot import Snapshot
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
@@ -35,7 +36,7 @@ class DeltaTypeState:
     wildcard: bool = False
     names: frozenset[str] = NO_NAMES  # (`interned`)
     # name → version the client holds (ACKed, or declared on reconnect).
-    held: dict[str, str] = field(default_factory=dict)
+    held: Held = field(default_factory=Held)
     nacked: dict[str, str] = field(default_factory=dict)
     # Explicit names the client must be told about even if held/absent (see module doc).
     force_send: set[str] = field(default_factory=set)
@@ -47,7 +48,8 @@ class DeltaTypeState:
     answered: bool = False  # a response of this type went out on this stream
     # A snapshot the client is in step with, under the current subscription: it holds
     # every resource that snapshot selects at that snapshot's version and nothing the
-    # snapshot lacks, and every subscribed name the snapshot lacks was reported missing.
+    # snapshot lacks, and every subscribed name the snapshot lacks was reported missing
+    # (names in `force_send` excepted: subscribed since, they are answered anyway).
     # A later snapshot is then planned from what changed since (`Snapshot.changes_since`),
     # not by comparing every resource again: a stream's cost per push follows the change,
     # not the world. None: compare everything.
@@ -90,7 +92,10 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
             for name in inflight.removed:
                 state.held.pop(name, None)
             if not request.HasField("error_detail"):
-                state.synced = inflight.snapshot if inflight.syncs and inflight.epoch == state.epoch else None
+                if inflight.syncs and inflight.epoch == state.epoch and inflight.snapshot is not None:
+                    self._in_step(type_url, state, inflight.snapshot)
+                else:
+                    state.synced = None
         if first:
             state.held.update(request.initial_resource_versions)
             state.answered = bool(request.initial_resource_versions)  # a reconnect: Envoy is initialized
@@ -101,7 +106,10 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                    request: discovery_pb2.DeltaDiscoveryRequest, first: bool) -> None:
         subscribe = set(request.resource_names_subscribe)
         unsubscribe = set(request.resource_names_unsubscribe)
-        if subscribe or unsubscribe or first:
+        if first or WILDCARD in subscribe or WILDCARD in unsubscribe:
+            # (names alone keep `synced`: each is answered through `force_send`, or was
+            # dropped from `held` with the subscription: Envoy subscribes each new
+            # cluster's endpoints by name, and that must not cost a comparison of all)
             state.synced = None
             state.epoch += 1
         if type_url in WILDCARD_TYPES:
@@ -125,34 +133,37 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                 state.held.pop(name, None)
         if WILDCARD in unsubscribe:
             # Resources held only through the wildcard are dropped by the client itself.
-            state.held = {n: v for n, v in state.held.items() if n in state.names}
+            state.held = Held({n: v for n, v in state.held.items() if n in state.names})
 
     def _plan(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot, *, hold_removals: bool,
               resend_rejected: bool = False) -> DeltaPlan | None:
         of_type = self.available(type_url, snapshot)
         current = of_type is snapshot.of_type(type_url)
-        synced = state.synced if current and not state.force_send else None
-        if synced is not None:  # in step with `synced`: only what changed since can be sent or removed
+        synced = state.synced if current else None
+        if synced is not None:  # in step with `synced`: only what changed since, or was (un)subscribed
             changes = snapshot.changes_since(type_url, synced)
-            candidates = sorted(n for n in changes.changed if state.wildcard or n in state.names)
+            wildcard, names = state.wildcard, state.names
+            answers = {n for n in state.force_send if n in of_type and (wildcard or n in names)}
+            candidates = sorted(answers.union(n for n in changes.changed if wildcard or n in names))
         else:
             wanted = set(of_type) if state.wildcard else set()
             wanted |= state.names & of_type.keys()
             candidates = sorted(wanted)
         send = {}
         skipped = False
+        held = state.held.lookup()
         for name in candidates:
             resource = of_type[name]
             forced = name in state.force_send
             if state.nacked.get(name) == resource.version and not forced and not resend_rejected:
                 skipped = True
                 continue
-            if forced or state.held.get(name) != resource.version:
+            if forced or held(name) != resource.version:
                 send[name] = resource
-        removed: set[str] = set()
         if synced is not None:
+            removed = state.force_send - answers
             if not hold_removals:
-                removed = {n for n in changes.gone if n in state.held}
+                removed |= {n for n in changes.gone if n in state.held}
         else:
             removed = {n for n in state.force_send if n not in wanted}  # answers to (un)subscriptions
             if not hold_removals:
@@ -161,14 +172,28 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         syncs = current and not skipped and not hold_removals
         if not send and not removed and (state.answered or not state.wildcard):
             if syncs:  # (a memo, not protocol state: it holds all this snapshot has for it)
-                state.synced = snapshot
+                self._in_step(type_url, state, snapshot)
             return None  # (a first wildcard request is answered even when there is nothing:
             # Envoy's initialization waits for that answer, else for its initial_fetch_timeout)
         return DeltaPlan(send, tuple(sorted(removed)), syncs)
 
+    @staticmethod
+    def _in_step(type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> None:
+        """The client holds what `snapshot` selects for it, at its versions (and nothing it
+        lacks); if exactly that, what it holds becomes that selection, shared."""
+        state.synced = snapshot
+        if state.force_send:
+            return  # (what it holds may lack a name subscribed since)
+        selection = snapshot.of_type(type_url) if state.wildcard else snapshot.subset(type_url, state.names)[0]
+        if len(state.held) == len(selection):  # (it holds all of it: the same names)
+            state.held.rebase(selection)
+
     def _removes(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> bool:
         if state.synced is not None:  # it holds nothing `synced` lacks, and was told of missing names
-            return any(n in state.held for n in snapshot.changes_since(type_url, state.synced).gone)
+            of_type = snapshot.of_type(type_url)
+            return (any(n in state.held for n in snapshot.changes_since(type_url, state.synced).gone)
+                    or any(n in state.names and n not in of_type and n not in state.reported_missing
+                           for n in state.force_send))  # (a name subscribed since, missing)
         of_type = snapshot.of_type(type_url)
         return (any(n not in of_type for n in state.held)
                 or any(n not in of_type and n not in state.reported_missing for n in state.names))

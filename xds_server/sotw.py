@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from xds_server.held import Held
 from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned
 from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
@@ -51,7 +52,7 @@ class SotwTypeState:
     # The version the client holds; and, once it ACKed one of our responses, which
     # resources at which versions (None after a reconnect: only the version is known).
     client_version: str = ""
-    client_resources: dict[str, str] | None = None
+    client_resources: Held | None = None
     # Full-state types: where the resources of the last ACKed response came from (its
     # snapshot, plus resources kept from earlier ones), so that ones that left the
     # snapshot can be sent again while they must be kept (make-before-break).
@@ -101,12 +102,15 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             else:
                 state.client_version = inflight.version
                 if inflight.full or state.client_resources is None:
-                    state.client_resources = inflight.resources  # (the in-flight record is done with)
+                    state.client_resources = Held(inflight.resources)
                 else:
                     state.client_resources.update(inflight.resources)
                 if inflight.full:
                     state.client_snapshot, state.client_kept = inflight.snapshot, inflight.kept
-                state.synced = inflight.snapshot if inflight.syncs and inflight.epoch == state.epoch else None
+                if inflight.syncs and inflight.epoch == state.epoch and inflight.snapshot is not None:
+                    _in_step(type_url, state, inflight.snapshot)
+                else:
+                    state.synced = None
                 state.last_error = ""
                 self._hooks.on_ack(self.stream, type_url, inflight.version, by_name(inflight.resources),
                                    self._clock() - inflight.sent_at)
@@ -137,7 +141,7 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
         if held is not None and not state.wildcard and not held.keys() <= state.names:
             # Unsubscribed resources are forgotten by the client: if asked for again they
             # must be sent again even though unchanged.
-            state.client_resources = {n: v for n, v in held.items() if n in state.names}
+            state.client_resources = Held({n: v for n, v in held.items() if n in state.names})
 
     def _plan(self, type_url: str, state: SotwTypeState, snapshot: Snapshot, *, hold_removals: bool,
               resend_rejected: bool = False) -> SotwPlan | None:
@@ -165,24 +169,25 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
         syncs = current and not kept
         if full or held is None:
             if version == state.client_version:
-                return self._settled(state, snapshot, syncs)
+                return self._settled(type_url, state, snapshot, syncs)
             send = selected
         else:
             candidates = selected
             if current and state.synced is not None:  # only what changed since can differ from what it holds
                 changed = snapshot.changes_since(type_url, state.synced).changed
                 candidates = {n: selected[n] for n in sorted(changed) if n in selected}
-            send = {n: r for n, r in candidates.items() if held.get(n) != r.version}
+            version_of = held.lookup()
+            send = {n: r for n, r in candidates.items() if version_of(n) != r.version}
         if not send and not full:
-            return self._settled(state, snapshot, syncs)
+            return self._settled(type_url, state, snapshot, syncs)
         return SotwPlan(version, send, full or held is None, kept, syncs)
 
     @staticmethod
-    def _settled(state: SotwTypeState, snapshot: Snapshot, syncs: bool) -> None:
+    def _settled(type_url: str, state: SotwTypeState, snapshot: Snapshot, syncs: bool) -> None:
         """Nothing to send: the client holds this snapshot's selection (when `syncs`), so
         the next push is compared with this snapshot. (A memo, not protocol state.)"""
         if syncs:
-            state.synced = snapshot
+            _in_step(type_url, state, snapshot)
         return None
 
     def _removes(self, type_url: str, state: SotwTypeState, snapshot: Snapshot) -> bool:
@@ -206,6 +211,17 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
                                   epoch=state.epoch)
         self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), len(response))
         return response
+
+
+def _in_step(type_url: str, state: SotwTypeState, snapshot: Snapshot) -> None:
+    """The client holds what `snapshot` selects for it, at its versions; if exactly that,
+    what it holds becomes that selection, shared with every stream in step with it."""
+    state.synced = snapshot
+    held = state.client_resources
+    if held is not None:
+        selection, _ = snapshot.subset(type_url, None if state.wildcard else state.names)
+        if len(held) == len(selection):  # (it holds all of it: the same names)
+            held.rebase(selection)
 
 
 def _kept(type_url: str, state: SotwTypeState, selected: Mapping[str, XdsResource]) -> dict[str, XdsResource]:

@@ -58,8 +58,9 @@ contents = st.dictionaries(st.sampled_from(NAMES), st.sampled_from(CONTENTS), ma
 edits = st.lists(st.tuples(st.sampled_from(NAMES), st.none() | st.sampled_from(CONTENTS)), min_size=1, max_size=2)
 snapshot_op = st.tuples(st.just("snapshot"), st.fixed_dictionaries({t: st.none() | st.none() | edits for t in TYPES}))
 names = st.lists(st.sampled_from((*NAMES, WILDCARD)), max_size=3)
+plain = st.lists(st.sampled_from(NAMES), max_size=2)  # (as Envoy adds a new cluster's endpoints)
 # (subscribe, unsubscribe), or None: the same subscription (an ACK, mostly)
-subscription = st.none() | st.none() | st.tuples(names, names)
+subscription = st.none() | st.none() | st.tuples(plain, plain) | st.tuples(names, names)
 request_op = st.tuples(st.just("request"), st.sampled_from(TYPES), subscription,
                        st.sampled_from(("ack", "ack", "ack", "nack", "stale", "none")), contents)
 ops = st.lists(st.one_of(snapshot_op, request_op, request_op), min_size=15, max_size=60)

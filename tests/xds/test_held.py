@@ -1,0 +1,66 @@
+"""`Held` (what a client holds of one type, over a shared base) behaves as the plain
+dict it replaces, whatever mix of sets, deletions, updates and rebases it went through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.xds.client import res
+from xds_server.held import Held
+from xds_server.types import CLUSTER
+
+NAMES = ("a", "b", "c", "d")
+VERSIONS = ("1", "2")
+
+name = st.sampled_from(NAMES)
+selection = st.dictionaries(name, st.sampled_from(VERSIONS))  # name → content of a resource
+step = st.one_of(
+    st.tuples(st.just("set"), name, st.sampled_from(VERSIONS)),
+    st.tuples(st.just("delete"), name),
+    st.tuples(st.just("update"), st.dictionaries(name, st.sampled_from(VERSIONS))),
+    st.tuples(st.just("rebase"), selection),
+)
+
+
+def check(held: Held, model: dict[str, str]) -> None:
+    assert dict(held) == model and len(held) == len(model)
+    for n in NAMES:
+        assert (n in held) == (n in model)
+        assert held.get(n) == model.get(n) == held.lookup()(n)
+        assert held.get(n, "none") == model.get(n, "none")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(step, max_size=25))
+def test_held_is_the_dict_it_stands_for(steps: list[tuple[Any, ...]]) -> None:
+    held, model = Held(), {}
+    for op in steps:
+        if op[0] == "set":
+            held[op[1]] = model[op[1]] = op[2]
+        elif op[0] == "delete":
+            if op[1] in model:
+                del held[op[1]], model[op[1]]
+            else:
+                assert held.pop(op[1], None) is None
+        elif op[0] == "update":
+            held.update(op[1])
+            model.update(op[1])
+        else:
+            resources = {n: res(CLUSTER, n, content) for n, content in op[1].items()}
+            held.rebase(resources)
+            model = {n: r.version for n, r in resources.items()}
+        check(held, model)
+
+
+def test_a_rebased_stream_shares_its_base_and_keeps_only_its_own_changes() -> None:
+    base = {n: res(CLUSTER, n, "1") for n in NAMES}
+    first, second = Held({"a": "x"}), Held()
+    first.rebase(base)
+    second.rebase(base)
+    second["b"] = "changed"
+    del second["c"]
+    assert first["b"] == base["b"].version and second["b"] == "changed" and "c" not in second
+    assert first._base is second._base is base and first._own == {} and second._own == {"b": "changed"}
