@@ -54,7 +54,7 @@ class DeltaTypeState:
     # not by comparing every resource again: a stream's cost per push follows the change,
     # not the world. None: compare everything.
     synced: Snapshot | None = None
-    epoch: int = 0  # counts subscription changes (a response's ACK syncs only within one)
+    epoch: int = 0  # counts wildcard changes (a response's ACK syncs only within one)
 
 
 @dataclass(frozen=True, slots=True)

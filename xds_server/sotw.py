@@ -37,8 +37,6 @@ from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
 
-
-
 @dataclass(slots=True)
 class SotwTypeState:
     """What we know about one type on one stream; also what /debug/nodes shows."""
