@@ -8,9 +8,7 @@ step."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -18,6 +16,7 @@ from google.rpc import status_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.xds import client
 from xds_server.delta import DeltaSession
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
@@ -30,16 +29,15 @@ CONTENTS = ("1", "2", "3")
 VERSION_READS = [0]  # how often a resource's version was read (the cost of comparing)
 
 
-@dataclass(frozen=True, slots=True)
-class Res:
-    type_url: str
-    name: str
-    body: bytes
+class Res(client.Res):
+    """The protocol tests' resource, counting how often its version is read."""
+
+    __slots__ = ()
 
     @property
     def version(self) -> str:
         VERSION_READS[0] += 1
-        return hashlib.sha256(self.body).hexdigest()[:12]
+        return super().version
 
 
 def res(type_url: str, name: str, content: str) -> Res:
