@@ -11,10 +11,10 @@ what is timed is the protocol work alone: `on_snapshot` for the push and `on_req
 for each ACK (a SotW ACK names all its endpoints again, as Envoy's do). Client work
 (parsing responses, building requests) is not timed. Two changes: one route re-weighted
 (`worlds.edited`), and one ModelServer added (`worlds.with_servers_added`: a new
-cluster, its endpoints and a scope; each stream then subscribes to the new endpoints
-by name, as Envoy does for a new cluster). The first stream pays for what a snapshot computes
-once for every stream (`Snapshot.subset`, `Snapshot.changes_since`); the table shows it
-apart. Writes bench/results/xds_streams.json.
+cluster, its endpoints and a scope; each stream then subscribes to the new endpoints by
+name, as Envoy does for a new cluster). The first stream pays for what a snapshot
+computes once for every stream (`Snapshot.subset`, `Snapshot.changes_since`); the table
+shows it apart. Writes bench/results/xds_streams.json.
 """
 
 from __future__ import annotations
