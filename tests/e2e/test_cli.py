@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, VENV_BIN, free_port, stop_process
+from tests.support import REPO, VENV_BIN, fetch_timeouts_in_metrics, free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +101,14 @@ def post(port: int, path: str) -> dict:
         return dict(json.loads(resp.read()))
 
 
+def no_fetch_timeout(port: int) -> None:
+    """The tests' fetch-timeout guard (tests/conftest.py) for the Envoy `up` started: served
+    because the control plane answered, not because 15 s went by."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        assert fetch_timeouts_in_metrics(resp.read().decode()) == {}
+
+
 def test_modelroute_up_prints_urls_serves_and_exits_cleanly_on_sigint(tmp_path: Path) -> None:
     directory = tmp_path / "quickstart"
     shutil.copytree(REPO / "examples" / "quickstart", directory, ignore=shutil.ignore_patterns(".*"))
@@ -123,6 +131,7 @@ def test_modelroute_up_prints_urls_serves_and_exits_cleanly_on_sigint(tmp_path: 
         with opener.open(req, timeout=10) as resp:
             assert resp.status == 200
             assert json.loads(resp.read())["served_by"]["modelinfer"] in {"llama-v1", "llama-v2"}
+        no_fetch_timeout(port)
         children = descendants(proc.pid)
         assert len(children) >= 4, f"expected Envoy and 3 replicas below modelroute, found {children}"
         proc.send_signal(signal.SIGINT)
@@ -208,6 +217,7 @@ def test_a_fifo_named_yaml_is_ignored_with_a_warning_and_ctrl_c_still_works(tmp_
             assert time.monotonic() < deadline, "the edit (100% v2) was not served within 5 s"
             time.sleep(0.1)
         out += read_until(proc, str(directory / "after.yaml"), timeout=5)
+        no_fetch_timeout(port)
         stopped = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0

@@ -118,3 +118,12 @@ async def fetch_timeouts(envoy: object) -> dict[str, int]:
     control plane answered."""
     stats = await envoy.stats()  # type: ignore[attr-defined]
     return {name: value for name, value in stats.items() if name.endswith(FETCH_TIMEOUT_STAT) and value > 0}
+
+
+def fetch_timeouts_in_metrics(text: str) -> dict[str, float]:
+    """`fetch_timeouts` for an Envoy a test does not hold (the one `modelroute up` starts),
+    from its Prometheus text (`GET /metrics` on a ModelServer port). The text must carry
+    the counters at all, else the check would pass by finding none."""
+    lines = [line for line in text.splitlines() if FETCH_TIMEOUT_STAT in line and not line.startswith("#")]
+    assert lines, f"no {FETCH_TIMEOUT_STAT} counters in the metrics"
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines) if float(value) > 0}
