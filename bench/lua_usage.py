@@ -1,11 +1,12 @@
-"""What the streamed-usage Lua filter (`routing_engine.translate.usage`)
-costs per request (issue #17: token limits charge streamed answers).
+"""What the usage reader (`routing_engine.translate.usage`: the request's size, then the
+Lua filter reading the answer) costs per request (issue #17: token limits charge streamed answers).
 
 The filter sits on every listener (it feeds token budgets and the access log). Two static Envoys (`--concurrency
 1`, pinned to the first CPU with the mock engine) serve the same compiled route, one with
-the Lua filter before the router, one without; rounds alternate between them:
+the usage reader's two filters before the router, one without; rounds alternate between them:
 - plain: WARMUP + COUNT sequential JSON requests (bench/_loadgen.py, its own process on
-  the last CPU): the filter only stores Content-Length and looks at the content type;
+  the last CPU): Content-Length is stored, the Lua filter reads the answer's
+  content type and scans the (small JSON) answer;
 - stream: STREAMS sequential streamed chat answers of TOKENS chunks each (a stdlib client
   in its own process on the last CPU), the filter scanning every chunk for `usage`.
 Reported: the added p50/p99 per plain request and the added time per streamed answer
@@ -32,11 +33,11 @@ from typing import Any
 
 from bench import _stack
 from bench._common import machine, write_result
-from bench.dataplane import load, pin
+from bench.dataplane import load, pin, plugins_without
 from controller.local.envoy_process import EnvoyProcess
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
-from routing_engine.translate.usage import usage_filter
+from routing_engine.translate.usage import usage_filters
 from routing_engine.serialize import to_dict
 from tests.support import free_port
 
@@ -68,12 +69,12 @@ print(json.dumps(times))
 
 
 def _with_lua(bootstrap: dict[str, Any]) -> dict[str, Any]:
-    """The same bootstrap with the Lua filter just before the router of every listener."""
+    """The same bootstrap with the usage reader's filters just before the router of every listener."""
     out = copy.deepcopy(bootstrap)
-    lua = to_dict(usage_filter())
+    reader = [to_dict(f) for f in usage_filters()]
     for listener in out["static_resources"]["listeners"]:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, lua)
+        hcm["http_filters"][len(hcm["http_filters"]) - 1:len(hcm["http_filters"]) - 1] = reader
     return out
 
 
@@ -97,7 +98,8 @@ async def measure(rounds: int, count: int, warmup: int, streams: int, tokens: in
         for engine in engines.values():
             pin(engine.proc.pid)
         endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
-        compiled = _stack.StaticCompiler().compile(_stack.to_objects(docs), endpoints)
+        # Without the usage plugin (built in since issue #17), so that only "with" has its filters.
+        compiled = _stack.StaticCompiler(plugins=plugins_without(["usage"])).compile(_stack.to_objects(docs), endpoints)
         plain = static_bootstrap(compiled.resources, admin_port=free_port())
         lua_port = free_port()
         with_lua = _with_lua(plain)

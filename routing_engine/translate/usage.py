@@ -18,12 +18,22 @@ small Lua filter serves both, so an answer is scanned once:
   the option out is no way around a budget: one completion token per JSON `data:` event
   (engines stream about a token per chunk) and the request's bytes / BYTES_PER_TOKEN as
   prompt tokens. A JSON answer without one (a KServe tensor, an error) gets none.
-- Other answers return at once; per request the filter only stores Content-Length.
+- Other answers return at once.
 
-Its cost is measured by `bench/lua_usage.py` (about +35 µs p50 per request, +2 µs per
-streamed chunk on this machine). Chosen over `json_to_metadata` for JSON answers, which
-buffers the whole body before forwarding it (a large tensor answer would wait, or hit the
-buffer limit), and over ext_proc (a gRPC round trip per chunk).
+The request's size comes from Envoy's `header_to_metadata` filter (its Content-Length as
+`request_bytes`), not from a Lua `envoy_on_request`: with no request function the Lua
+filter never runs on the request path, and each Lua call into Envoy (a header read, a
+metadata write) costs about as much as a whole C++ filter. That took ~40 µs of Envoy
+CPU off every request on the bench machine (`bench/README.md`, "the usage reader's
+request half"). A Lua table written as one metadata value was tried and costs more than
+four string writes (the table is converted to a protobuf Struct).
+
+Its cost is measured by `bench/lua_usage.py` and `bench.dataplane --without usage`.
+Chosen over `json_to_metadata` for JSON answers, which buffers the whole body before
+forwarding it (a large tensor answer would wait, or hit the buffer limit) and, in its
+source, logs a warning for every answer without the keys (errors, embeddings, tensors),
+and over
+ext_proc (a gRPC round trip per chunk).
 
 Rank 600: after authentication and rate limits, so a refused request never runs it.
 """
@@ -32,27 +42,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from routing_engine import ir
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
 
 USAGE_FILTER = "modelroute.usage"  # the Lua filter's name in the chain
+REQUEST_BYTES_FILTER = "modelroute.request_bytes"  # header_to_metadata: the request's Content-Length
 USAGE_NAMESPACE = "modelroute.usage"
 PROMPT_TOKENS = "prompt_tokens"  # OpenAI `usage` keys, kept under the same names
 COMPLETION_TOKENS = "completion_tokens"
 MODEL = "model"  # the model the answer names
 SOURCE = "usage_source"  # reported | estimated
+REQUEST_BYTES = "request_bytes"  # the request's Content-Length, for a stream's prompt estimate
 BYTES_PER_TOKEN = 4  # prompt estimate for streams without usage (the rate-limit service's rule of thumb)
 OVERLAP = 512
 
 _LUA = """
 local NS = "@NS@"
 local OVERLAP = @OVERLAP@
-function envoy_on_request(handle)
-  local length = handle:headers():get("content-length")
-  if length ~= nil then handle:streamInfo():dynamicMetadata():set(NS, "request_bytes", length) end
-end
 function envoy_on_response(handle)
   local kind = handle:headers():get("content-type")
   if kind == nil then return end
@@ -85,7 +94,7 @@ function envoy_on_response(handle)
   local source = "reported"
   if prompt == nil then
     if not stream then return end
-    local bytes = tonumber((meta:get(NS) or {})["request_bytes"] or "0") or 0
+    local bytes = tonumber((meta:get(NS) or {})["@REQUEST_BYTES@"] or "0") or 0
     prompt, completion, source = tostring(math.ceil(bytes / @PER_TOKEN@)), tostring(events), "estimated"
   end
   meta:set(NS, "@PROMPT@", prompt)
@@ -100,7 +109,8 @@ def usage_lua() -> str:
     source = _LUA
     for placeholder, value in (("@NS@", USAGE_NAMESPACE), ("@OVERLAP@", str(OVERLAP)), ("@MODEL@", MODEL),
                                ("@PER_TOKEN@", str(BYTES_PER_TOKEN)), ("@PROMPT@", PROMPT_TOKENS),
-                               ("@COMPLETION@", COMPLETION_TOKENS), ("@SOURCE@", SOURCE)):
+                               ("@COMPLETION@", COMPLETION_TOKENS), ("@SOURCE@", SOURCE),
+                               ("@REQUEST_BYTES@", REQUEST_BYTES)):
         source = source.replace(placeholder, value)
     return source
 
@@ -109,6 +119,20 @@ def usage_filter() -> HttpFilter:
     config = lua_pb2.Lua()
     config.default_source_code.inline_string = usage_lua()
     return HttpFilter(name=USAGE_FILTER, typed_config=pack(config))
+
+
+def request_bytes_filter() -> HttpFilter:
+    config = h2m_pb2.Config()
+    rule = config.request_rules.add(header="content-length")
+    rule.on_header_present.metadata_namespace = USAGE_NAMESPACE
+    rule.on_header_present.key = REQUEST_BYTES
+    rule.on_header_present.type = h2m_pb2.Config.STRING
+    return HttpFilter(name=REQUEST_BYTES_FILTER, typed_config=pack(config))
+
+
+def usage_filters() -> tuple[HttpFilter, HttpFilter]:
+    """The request's size, then the answer's reader (`usage_lua`)."""
+    return request_bytes_filter(), usage_filter()
 
 
 def metadata(key: str) -> str:
@@ -124,4 +148,4 @@ class UsagePlugin(Plugin):
         return None  # one filter on every listener, whatever its routes
 
     def http_filters(self, listener: ir.Listener) -> Sequence[HttpFilter]:
-        return [usage_filter()]
+        return usage_filters()

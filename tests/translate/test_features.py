@@ -44,6 +44,7 @@ def test_filter_order_follows_ranks_and_router_is_last() -> None:
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.api_key_auth",
         "envoy.filters.http.local_ratelimit",
+        "modelroute.request_bytes",
         "modelroute.usage",
         "envoy.filters.http.router",
     ]
@@ -51,7 +52,8 @@ def test_filter_order_follows_ranks_and_router_is_last() -> None:
 
 def test_plain_listener_has_only_readiness_the_usage_reader_and_router() -> None:
     result = Translator().translate(gateway(listener(route("r", "a"))))
-    assert list(filters(result)) == ["modelroute.ready", "modelroute.usage", "envoy.filters.http.router"]
+    assert list(filters(result)) == ["modelroute.ready", "modelroute.request_bytes", "modelroute.usage",
+                                     "envoy.filters.http.router"]
 
 
 def test_listener_uses_rds_over_ads_on_its_port() -> None:
