@@ -10,9 +10,12 @@ plane in the loop). Envoy (`--concurrency 1`) and the backends are pinned to the
 CPU, the load generator (bench/_loadgen.py: closed loop, one keep-alive connection,
 stdlib client) to the last.
 - latency: per round, WARMUP + COUNT sequential requests straight to the blue backend,
-  then the same through Envoy to a route in the middle of the table (blue); rounds
-  alternate, added latency = Envoy − direct per round; medians and spread over rounds.
-  Also Envoy's CPU time per request through it (user + system, from /proc, over the
+  then the same through a bare Envoy (one listener, the router, one route to blue:
+  `bare_bootstrap`), then through the compiled Envoy to a route in the middle of the
+  table (blue); rounds alternate, added latency = Envoy − direct per round; medians and
+  spread over rounds. The bare Envoy is the machine's floor in the same minutes: what
+  any Envoy adds here, so "config over bare" is what the compiled config costs on top.
+  Also each Envoy's CPU time per request through it (user + system, from /proc, over the
   rounds' Envoy requests): far steadier than latency on a shared machine, and what a
   filter costs shows there first. `--without usage access_log` leaves built-in features
   out of the config (what each costs; the rows say what was left out).
@@ -86,6 +89,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def bare_bootstrap(port: int, admin_port: int, upstream: int) -> dict[str, Any]:
+    """The least Envoy that proxies: one HTTP listener with only the router, one route
+    (prefix `/`) to one static upstream, nothing else (no retries, timeouts, loggers)."""
+    def address(at: int) -> dict[str, Any]:
+        return {"socket_address": {"address": "127.0.0.1", "port_value": at}}
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": "bare",
+           "http_filters": [{"name": "envoy.filters.http.router",
+                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+           "route_config": {"virtual_hosts": [{"name": "bare", "domains": ["*"],
+                                               "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "bare"}}]}]}}
+    return {"admin": {"address": address(admin_port)},
+            "static_resources": {
+                "listeners": [{"name": "bare", "address": address(port), "filter_chains": [
+                    {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
+                "clusters": [{"name": "bare", "type": "STATIC", "load_assignment": {
+                    "cluster_name": "bare", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(upstream)}}]}]}}]}}
+
+
 def extra_server_docs(servers: int, port: int) -> list[dict[str, Any]]:
     """ModelServers beyond blue and green, on the same port, each with its own path."""
     docs = []
@@ -106,6 +128,15 @@ def plugins_without(names: Sequence[str]) -> tuple[Plugin, ...] | None:
     return tuple(p for p in builtin() if p.name not in names)
 
 
+async def _through(envoy: EnvoyProcess, url: str, count: int, warmup: int) -> tuple[dict[str, Any], float]:
+    """One round through `envoy`, and its CPU time per request over the round."""
+    pid = envoy.pid
+    assert pid is not None  # started
+    before = cpu_seconds(pid)
+    result = await load(url, count, warmup)
+    return result, (cpu_seconds(pid) - before) / (count + warmup) * 1e6
+
+
 async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, split_requests: int,
                   workdir: Path, without: Sequence[str] = ()) -> dict[str, Any]:
     port = free_port()
@@ -118,27 +149,34 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
         compiled = compiler.compile(_stack.to_objects(docs), endpoints)
         bootstrap = static_bootstrap(compiled.resources, admin_port=free_port())
         envoy = EnvoyProcess(bootstrap, workdir, name=f"dataplane-{n}", log_level="warning")
+        bare_port = free_port()
+        bare = EnvoyProcess(bare_bootstrap(bare_port, free_port(), engines["blue"].port), workdir, name=f"bare-{n}",
+                            log_level="warning")
         await envoy.start(timeout=120)
         try:
+            await bare.start(timeout=60)
             pin(envoy.pid)
+            pin(bare.pid)
             probe = max(2, n // 4 * 2)  # an even (blue) route mid-table; needs n >= 3
-            via = f"http://127.0.0.1:{port}/v1/models/r{probe}/infer"
-            direct = f"http://127.0.0.1:{engines['blue'].port}/v1/models/r{probe}/infer"
+            path = f"/v1/models/r{probe}/infer"
+            via = f"http://127.0.0.1:{port}{path}"
+            direct = f"http://127.0.0.1:{engines['blue'].port}{path}"
             first = await load(via, 1, 0)
             if first["header_values"] != {_stack.header_marker("blue"): 1}:
                 raise RuntimeError(f"route r{probe} not served by blue through Envoy: {first}")
-            pid = envoy.pid
-            assert pid is not None  # started
             per_round: list[dict[str, Any]] = []
             for _ in range(rounds):
                 d = await load(direct, count, warmup)
-                before = cpu_seconds(pid)
-                e = await load(via, count, warmup)
-                cpu_us = (cpu_seconds(pid) - before) / (count + warmup) * 1e6
-                per_round.append({"direct": d, "envoy": e, "envoy_cpu_us_per_request": cpu_us,
-                                  "added_p50_us": e["p50_us"] - d["p50_us"], "added_p99_us": e["p99_us"] - d["p99_us"]})
+                b, bare_cpu_us = await _through(bare, f"http://127.0.0.1:{bare_port}{path}", count, warmup)
+                e, cpu_us = await _through(envoy, via, count, warmup)
+                per_round.append({"direct": d, "bare": b, "envoy": e, "envoy_cpu_us_per_request": cpu_us,
+                                  "bare_cpu_us_per_request": bare_cpu_us,
+                                  "added_p50_us": e["p50_us"] - d["p50_us"], "added_p99_us": e["p99_us"] - d["p99_us"],
+                                  "bare_added_p50_us": b["p50_us"] - d["p50_us"],
+                                  "bare_added_p99_us": b["p99_us"] - d["p99_us"]})
             split = await load(f"http://127.0.0.1:{port}/v1/models/r0/infer", split_requests, warmup)
         finally:
+            await bare.stop()
             await envoy.stop()
     blue = split["header_values"].get(_stack.header_marker("blue"), 0)
     green = split["header_values"].get(_stack.header_marker("green"), 0)
@@ -154,6 +192,12 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
             "added_p50_us": _spread([r["added_p50_us"] for r in per_round]),
             "added_p99_us": _spread([r["added_p99_us"] for r in per_round]),
             "envoy_cpu_us_per_request": _spread([r["envoy_cpu_us_per_request"] for r in per_round]),
+            "bare_added_p50_us": _spread([r["bare_added_p50_us"] for r in per_round]),
+            "bare_added_p99_us": _spread([r["bare_added_p99_us"] for r in per_round]),
+            "bare_cpu_us_per_request": _spread([r["bare_cpu_us_per_request"] for r in per_round]),
+            "config_over_bare_p50_us": _spread([r["added_p50_us"] - r["bare_added_p50_us"] for r in per_round]),
+            "config_over_bare_cpu_us": _spread([r["envoy_cpu_us_per_request"] - r["bare_cpu_us_per_request"]
+                                                for r in per_round]),
             "split": {"requests": split_requests, "weights": list(SPLIT), "blue": blue, "green": green,
                       "blue_share": round(share, 4), "sigma": round(sigma, 5),
                       "deviation_sigmas": round((share - expected) / sigma, 2)},
@@ -191,12 +235,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.without:
         print(f"without: {', '.join(sorted(args.without))}")
     print(f"{'routes':>7} {'servers':>7} {'direct p50':>10} {'envoy p50':>10} {'added p50':>10} {'added p99':>10}"
-          f" {'envoy CPU/req':>13}   split 80/20")
+          f" {'envoy CPU/req':>13} {'bare: added p50':>15} {'p99':>7} {'CPU/req':>8}   split 80/20")
     for r in rows:
         s = r["split"]
         print(f"{r['routes']:>7,} {r['servers']:>7,} {r['direct_p50_us']['median']:>7.0f} us"
               f" {r['envoy_p50_us']['median']:>7.0f} us {r['added_p50_us']['median']:>7.0f} us"
               f" {r['added_p99_us']['median']:>7.0f} us {r['envoy_cpu_us_per_request']['median']:>10.0f} us"
+              f" {r['bare_added_p50_us']['median']:>12.0f} us {r['bare_added_p99_us']['median']:>4.0f} us"
+              f" {r['bare_cpu_us_per_request']['median']:>5.0f} us"
               f"   {s['blue_share'] * 100:.2f}% of {s['requests']:,} ({s['deviation_sigmas']:+.2f} sigma)")
     out = {"benchmark": "dataplane", "quick": args.quick, "machine": machine(),
            "command": "python -m bench.dataplane " + " ".join(argv if argv is not None else sys.argv[1:]),

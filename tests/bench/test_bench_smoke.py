@@ -110,6 +110,8 @@ def test_dataplane_runs_with_extra_servers_and_measures_envoy_cpu(results: Path)
                                 "--warmup", "5", "--split-requests", "40"])
     assert [(r["routes"], r["servers"]) for r in out["rows"]] == [(4, 2), (4, 5)]
     assert all(r["envoy_cpu_us_per_request"]["median"] >= 0 for r in out["rows"])
+    # The bare Envoy ran beside it, the same rounds (its own requests all 200 as well).
+    assert all(r["per_round"][0]["bare"]["count"] == 20 and "config_over_bare_cpu_us" in r for r in out["rows"])
     assert json.loads((results / "dataplane.json").read_text())["rows"][1]["servers"] == 5
 
     # A feature left out is left out of the translator's features (the others all stay), and the row says so.
