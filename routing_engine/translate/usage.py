@@ -7,33 +7,36 @@ Two readers need it: the shared token budgets (`translate.ratelimit` charges
 small Lua filter serves both, so an answer is scanned once:
 
 - JSON answers (`application/json`, parameters and letter case included) and streamed
-  ones (`text/event-stream`) are scanned chunk by chunk as they pass, never held back:
-  the last complete `usage` object seen wins (OpenAI-style engines send it in a JSON
-  answer, and in a stream's final chunk when the client asks
-  `stream_options.include_usage`). A `usage` object may be cut between two chunks, so
-  the end of the previous chunk (OVERLAP bytes) is searched again with the next. A
-  `"usage"` inside generated text is JSON-escaped (`\\"usage\\"`) and cannot match; the
-  same holds for `"model"`, whose first value is kept as `model`.
+  ones (`text/event-stream`) are scanned chunk by chunk as they pass, never held back.
+  What is read is defined on the whole answer, whatever its chunking: `model` is the
+  first `"model": "<value>"`, and the usage is that of the last `"usage": {` whose next
+  OVERLAP bytes hold both `"prompt_tokens": <n>` and `"completion_tokens": <n>`
+  (OpenAI-style engines send it in a JSON answer, and in a stream's final chunk when the
+  client asks `stream_options.include_usage`). To read across chunk boundaries the last
+  2 × OVERLAP bytes are searched again with the next chunk, so a `usage` (key to end of
+  its window) or `model` (key to closing quote) of under OVERLAP bytes is read wherever
+  the answer is cut. A `"usage"` inside generated text is JSON-escaped (`\\"usage\\"`)
+  and cannot match; the same holds for `"model"`. The plain-text searches (`find` with
+  `plain`) pick the candidates, a pattern anchored there checks each.
+  `tests/observability/test_usage_reader.py` checks Envoy's reading against a plain
+  reading of the whole answer on answers cut at random.
 - A stream without a `usage` gets an estimate (`usage_source: estimated`), so leaving
-  the option out is no way around a budget: one completion token per JSON `data:` event
-  (engines stream about a token per chunk) and the request's bytes / BYTES_PER_TOKEN as
-  prompt tokens. A JSON answer without one (a KServe tensor, an error) gets none.
+  the option out is no way around a budget: one completion token per JSON `data: {`
+  event (engines stream about a token per chunk; an event cut between chunks counts
+  once) and the request's bytes / BYTES_PER_TOKEN as prompt tokens. A JSON answer
+  without one (a KServe tensor, an error) gets none.
 - Other answers return at once.
 
 The request's size comes from Envoy's `header_to_metadata` filter (its Content-Length as
-`request_bytes`), not from a Lua `envoy_on_request`: with no request function the Lua
-filter never runs on the request path, and each Lua call into Envoy (a header read, a
-metadata write) costs about as much as a whole C++ filter. That took ~40 µs of Envoy
-CPU off every request on the bench machine (`bench/README.md`, "the usage reader's
-request half"). A Lua table written as one metadata value was tried and costs more than
-four string writes (the table is converted to a protobuf Struct).
+`request_bytes`), so the Lua filter has no request function and never runs on the
+request path.
 
-Its cost is measured by `bench/lua_usage.py` and `bench.dataplane --without usage`.
-Chosen over `json_to_metadata` for JSON answers, which buffers the whole body before
-forwarding it (a large tensor answer would wait, or hit the buffer limit) and, in its
-source, logs a warning for every answer without the keys (errors, embeddings, tensors),
-and over
-ext_proc (a gRPC round trip per chunk).
+Cost: `bench.dataplane --without usage` and `bench/lua_usage.py`; what each part costs
+is in bench/README.md ("The usage reader, part by part"). Chosen over `json_to_metadata`
+for JSON answers, which buffers the whole body before forwarding it (a large tensor
+answer would wait, or hit the buffer limit) and, in its source, logs a warning for every
+answer without the keys (errors, embeddings, tensors); and over ext_proc (a gRPC round
+trip per chunk).
 
 Rank 600: after authentication and rate limits, so a refused request never runs it.
 """
@@ -62,6 +65,23 @@ OVERLAP = 512
 _LUA = """
 local NS = "@NS@"
 local OVERLAP = @OVERLAP@
+local KEEP = 2 * OVERLAP
+local function count(text, marker, after)
+  local n, at = 0, string.find(text, marker, math.max(1, after - #marker + 2), true)
+  while at ~= nil do
+    n = n + 1
+    at = string.find(text, marker, at + #marker, true)
+  end
+  return n
+end
+local function first_model(text)
+  local at = string.find(text, '"model"', 1, true)
+  while at ~= nil do
+    local value = string.match(text, '^%s*:%s*"([^"\\\\]*)"', at + 7)
+    if value ~= nil then return value end
+    at = string.find(text, '"model"', at + 1, true)
+  end
+end
 function envoy_on_response(handle)
   local kind = handle:headers():get("content-type")
   if kind == nil then return end
@@ -70,24 +90,22 @@ function envoy_on_response(handle)
   if not stream and kind ~= "application/json" then return end
   local tail, prompt, completion, model, events = "", nil, nil, nil, 0
   for chunk in handle:bodyChunks() do
-    local bytes = chunk:getBytes(0, chunk:length())
-    if stream then
-      local _, n = string.gsub(bytes, "data: {", "")
-      events = events + n
+    local text = chunk:getBytes(0, chunk:length())
+    if tail ~= "" then text = tail .. text end
+    if stream then events = events + count(text, "data: {", #tail) end
+    if model == nil then model = first_model(text) end
+    local at = string.find(text, '"usage"', 1, true)
+    while at ~= nil do
+      local _, open = string.find(text, '^%s*:%s*{', at + 7)
+      if open ~= nil then
+        local usage = string.sub(text, open, open + OVERLAP)
+        local p = string.match(usage, '"prompt_tokens"%s*:%s*(%d+)')
+        local c = string.match(usage, '"completion_tokens"%s*:%s*(%d+)')
+        if p ~= nil and c ~= nil then prompt, completion = p, c end
+      end
+      at = string.find(text, '"usage"', at + 1, true)
     end
-    local text = tail .. bytes
-    if model == nil then model = string.match(text, '"model"%s*:%s*"([^"\\\\]*)"') end
-    local from = 1
-    while true do
-      local _, open = string.find(text, '"usage"%s*:%s*{', from)
-      if open == nil then break end
-      local usage = string.sub(text, open, open + OVERLAP)
-      local p = string.match(usage, '"prompt_tokens"%s*:%s*(%d+)')
-      local c = string.match(usage, '"completion_tokens"%s*:%s*(%d+)')
-      if p ~= nil and c ~= nil then prompt, completion = p, c end
-      from = open + 1
-    end
-    tail = string.sub(text, -OVERLAP)
+    if #text > KEEP then tail = string.sub(text, -KEEP) else tail = text end
   end
   local meta = handle:streamInfo():dynamicMetadata()
   if model ~= nil then meta:set(NS, "@MODEL@", model) end
