@@ -9,8 +9,9 @@ the usage reader's two filters before the router, one without; rounds alternate 
   content type and scans the (small JSON) answer;
 - stream: STREAMS sequential streamed chat answers of TOKENS chunks each (a stdlib client
   in its own process on the last CPU), the filter scanning every chunk for `usage`.
-Reported: the added p50/p99 per plain request and the added time per streamed answer
-(medians over rounds).
+Reported: the added p50/p99 per plain request, the added Envoy CPU time per plain
+request (user + system from /proc: steadier than latency on a shared machine) and the
+added time per streamed answer (medians of per-round differences).
 
     .venv/bin/python -m bench.lua_usage [--rounds 15] [--count 500] [--streams 100] [--tokens 64] [--quick]
 Many short rounds rather than a few long ones: on a shared machine the load moves within
@@ -33,12 +34,13 @@ from typing import Any
 
 from bench import _stack
 from bench._common import machine, write_result
-from bench.dataplane import load, pin, plugins_without
+from bench.dataplane import cpu_seconds, load, pin, plugins_without
 from controller.local.envoy_process import EnvoyProcess
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
 from routing_engine.translate.usage import usage_filters
 from routing_engine.serialize import to_dict
+from routing_engine.world import BackendEndpoint
 from tests.support import free_port
 
 # One client process: sequential streamed chat answers over one keep-alive connection,
@@ -91,6 +93,19 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
 
+def configs(docs: list[dict[str, Any]], endpoints: dict[ObjectKey, tuple[BackendEndpoint, ...]],
+            lua_port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bootstraps without and with the usage reader (the second on `lua_port`). The
+    first is compiled without the usage plugin: it is built in since issue #17."""
+    compiled = _stack.StaticCompiler(plugins=plugins_without(["usage"])).compile(_stack.to_objects(docs), endpoints)
+    plain = static_bootstrap(compiled.resources, admin_port=free_port())
+    with_lua = _with_lua(plain)
+    for listener in with_lua["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["port_value"] = lua_port
+    with_lua["admin"]["address"]["socket_address"]["port_value"] = free_port()
+    return plain, with_lua
+
+
 async def measure(rounds: int, count: int, warmup: int, streams: int, tokens: int, workdir: Path) -> dict[str, Any]:
     port = free_port()
     docs = _stack.base_docs(3, port)
@@ -98,14 +113,8 @@ async def measure(rounds: int, count: int, warmup: int, streams: int, tokens: in
         for engine in engines.values():
             pin(engine.proc.pid)
         endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): e.endpoint() for c, e in engines.items()}
-        # Without the usage plugin (built in since issue #17), so that only "with" has its filters.
-        compiled = _stack.StaticCompiler(plugins=plugins_without(["usage"])).compile(_stack.to_objects(docs), endpoints)
-        plain = static_bootstrap(compiled.resources, admin_port=free_port())
         lua_port = free_port()
-        with_lua = _with_lua(plain)
-        for listener in with_lua["static_resources"]["listeners"]:
-            listener["address"]["socket_address"]["port_value"] = lua_port
-        with_lua["admin"]["address"]["socket_address"]["port_value"] = free_port()
+        plain, with_lua = configs(docs, endpoints, lua_port)
         envoys = {"without": EnvoyProcess(plain, workdir / "without", name="lua-without", log_level="warning"),
                   "with": EnvoyProcess(with_lua, workdir / "with", name="lua-with", log_level="warning")}
         for envoy in envoys.values():
@@ -118,10 +127,15 @@ async def measure(rounds: int, count: int, warmup: int, streams: int, tokens: in
             for _ in range(rounds):
                 row: dict[str, Any] = {}
                 for mode, p in ports.items():
+                    pid = envoys[mode].pid
+                    assert pid is not None  # started
+                    before = cpu_seconds(pid)
                     result = await load(f"http://127.0.0.1:{p}{path}/infer", count, warmup)
+                    cpu_us = (cpu_seconds(pid) - before) / (count + warmup) * 1e6
                     times = await _streams(f"http://127.0.0.1:{p}{path}/v1/chat/completions", streams, tokens)
-                    row[mode] = {"p50_us": result["p50_us"], "p99_us": result["p99_us"],
+                    row[mode] = {"p50_us": result["p50_us"], "p99_us": result["p99_us"], "cpu_us_per_request": cpu_us,
                                  "stream_p50_us": statistics.median(times)}
+                row["added_cpu_us"] = row["with"]["cpu_us_per_request"] - row["without"]["cpu_us_per_request"]
                 row["added_p50_us"] = row["with"]["p50_us"] - row["without"]["p50_us"]
                 row["added_p99_us"] = row["with"]["p99_us"] - row["without"]["p99_us"]
                 row["added_stream_us"] = row["with"]["stream_p50_us"] - row["without"]["stream_p50_us"]
@@ -134,6 +148,8 @@ async def measure(rounds: int, count: int, warmup: int, streams: int, tokens: in
             "plain_p50_us_with": _median([r["with"]["p50_us"] for r in per_round]),
             "added_p50_us": _median([r["added_p50_us"] for r in per_round]),
             "added_p99_us": _median([r["added_p99_us"] for r in per_round]),
+            "cpu_us_per_request_without": _median([r["without"]["cpu_us_per_request"] for r in per_round]),
+            "added_cpu_us_per_request": _median([r["added_cpu_us"] for r in per_round]),
             "stream_p50_us_without": _median([r["without"]["stream_p50_us"] for r in per_round]),
             "stream_p50_us_with": _median([r["with"]["stream_p50_us"] for r in per_round]),
             "added_stream_us": _median([r["added_stream_us"] for r in per_round]),
@@ -156,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row = asyncio.run(measure(rounds, count, args.warmup, streams, args.tokens, Path(tmp)))
     print(f"plain request p50: {row['plain_p50_us_without']:.0f} us without the filter, "
           f"{row['plain_p50_us_with']:.0f} us with (added p50 {row['added_p50_us']:+.0f} us, p99 {row['added_p99_us']:+.0f} us)")
+    print(f"Envoy CPU per plain request: {row['cpu_us_per_request_without']:.0f} us without, "
+          f"added {row['added_cpu_us_per_request']:+.0f} us")
     print(f"streamed answer of {args.tokens} chunks p50: {row['stream_p50_us_without']:.0f} us without, "
           f"{row['stream_p50_us_with']:.0f} us with (added {row['added_stream_us']:+.0f} us)")
     out = {"benchmark": "lua_usage", "quick": args.quick, "machine": machine(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,34 @@ def test_dataplane_runs_with_extra_servers_and_measures_envoy_cpu(results: Path)
     assert out["rows"][0]["without"] == ["usage"]
     with pytest.raises(SystemExit, match="no built-in feature nonsense"):
         bench.dataplane.main(["--routes", "3", "--without", "nonsense"])
+
+
+def _http_filters(bootstrap: dict[str, Any]) -> list[str]:
+    return [f["name"] for listener in bootstrap["static_resources"]["listeners"]
+            for chain in listener["filter_chains"] for f in chain["filters"][0]["typed_config"]["http_filters"]]
+
+
+def test_lua_usage_compares_a_config_without_the_usage_reader_to_one_with_it() -> None:
+    """It measured a second copy of the reader once the reader became built in (#17)."""
+    import bench.lua_usage
+    from bench import _stack
+    from routing_engine.api.resources import ObjectKey
+    from routing_engine.translate import usage
+    from routing_engine.world import BackendEndpoint
+
+    endpoints = {ObjectKey("ModelInfer", _stack.NS, f"infer-{c}"): (BackendEndpoint("127.0.0.1", 9),)
+                 for c in ("blue", "green")}
+    plain, with_lua = bench.lua_usage.configs(_stack.base_docs(3, 10_000), endpoints, 10_001)
+    reader = [usage.REQUEST_BYTES_FILTER, usage.USAGE_FILTER]
+    assert not set(reader) & set(_http_filters(plain))
+    names = _http_filters(with_lua)
+    assert [n for n in names if n in reader] == reader and names[-1] == "envoy.filters.http.router"
+
+
+@pytest.mark.slow
+def test_lua_usage_runs_and_measures_envoy_cpu(results: Path) -> None:
+    import bench.lua_usage
+
+    out = bench.lua_usage.main(["--rounds", "1", "--count", "20", "--warmup", "5", "--streams", "3", "--tokens", "4"])
+    assert out["row"]["per_round"][0]["with"]["cpu_us_per_request"] >= 0
+    assert json.loads((results / "lua_usage.json").read_text())["row"]["rounds"] == 1
