@@ -101,6 +101,11 @@ def dataplane_rows(data: dict[str, Any]) -> list[Row]:
                      f"p50 +{r['added_p50_us']['median']:.0f} us, p99 +{r['added_p99_us']['median']:.0f} us",
                      f"direct p50 {r['direct_p50_us']['median']:.0f} us, via Envoy {r['envoy_p50_us']['median']:.0f} us"
                      f" ({r['rounds']} rounds)"))
+        if "bare_added_p50_us" in r:  # runs before 29 Nov afternoon had no bare Envoy
+            rows.append(("data plane", f"{r['routes']:,} routes: a bare Envoy beside it",
+                         f"p50 +{r['bare_added_p50_us']['median']:.0f} us, p99 +{r['bare_added_p99_us']['median']:.0f} us",
+                         f"Envoy CPU a request: bare {r['bare_cpu_us_per_request']['median']:.0f} us, compiled "
+                         f"{r['envoy_cpu_us_per_request']['median']:.0f} us"))
         s = r["split"]
         rows.append(("data plane", f"{r['routes']:,} routes: 80/20 split",
                      f"{s['blue_share'] * 100:.2f}% of {s['requests']:,}", f"{s['deviation_sigmas']:+.2f} sigma"))

@@ -9,7 +9,9 @@ The streams are the xDS server's own session objects (`sotw.SotwSession`,
 wildcard; endpoints and route tables by name) and ACKing every response; no gRPC, so
 what is timed is the protocol work alone: `on_snapshot` for the push and `on_request`
 for each ACK (a SotW ACK names all its endpoints again, as Envoy's do). Client work
-(parsing responses, building requests) is not timed. Two changes: one route re-weighted
+(parsing responses, building requests) is not timed. First every stream connects and
+is served the whole world (what a control-plane restart costs: every Envoy reconnects),
+then two changes: one route re-weighted
 (`worlds.edited`), and one ModelServer added (`worlds.with_servers_added`: a new
 cluster, its endpoints and a scope; each stream then subscribes to the new endpoints by
 name, as Envoy does for a new cluster). The first stream pays for what a snapshot
@@ -80,10 +82,11 @@ class Stream:
             responses = later
 
     def connect(self, snapshot: Snapshot) -> None:
-        self.session.on_snapshot(snapshot)
+        self._server(self.session.on_snapshot, snapshot)
         responses: list[bytes] = []
         for type_url in TYPES:
-            responses += self.session.on_request(self._request(type_url, subscribe=self.names.get(type_url, ())))
+            responses += self._server(self.session.on_request,
+                                      self._request(type_url, subscribe=self.names.get(type_url, ())))
         self.ack_all(responses)
 
     def push(self, snapshot: Snapshot) -> None:
@@ -101,25 +104,28 @@ def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Re
     snapshot = Snapshot.of_types(compiled[0][1])
     names = {ENDPOINT: set(snapshot.of_type(ENDPOINT)), ROUTE: set(snapshot.of_type(ROUTE))}
     group = [Stream(i, delta, names) for i in range(streams)]
+    gc.collect()
+    wall = time.perf_counter()
     for stream in group:
         stream.connect(snapshot)
-    rows = []
+    rows = [_row(routes, streams, delta, "connect (all at once)", group, time.perf_counter() - wall)]
     for change, resources in compiled[1:]:
         snapshot = Snapshot.of_types(resources, previous=snapshot)
         gc.collect()
-        costs, sent = [], []
-        wall = time.perf_counter()
         for stream in group:
             stream.server_s, stream.bytes = 0.0, 0
+        wall = time.perf_counter()
+        for stream in group:
             stream.push(snapshot)
-            costs.append(stream.server_s)
-            sent.append(stream.bytes)
-        wall = time.perf_counter() - wall
-        rows.append({"routes": routes, "streams": streams, "ads": "delta" if delta else "sotw", "change": change,
-                     "first_stream_ms": costs[0] * 1000, "per_stream_ms": statistics.median(costs[1:] or costs) * 1000,
-                     "all_streams_s": sum(costs), "bytes_per_stream": statistics.median(sent),
-                     "loop_wall_s": wall})
+        rows.append(_row(routes, streams, delta, change, group, time.perf_counter() - wall))
     return rows
+
+
+def _row(routes: int, streams: int, delta: bool, change: str, group: list[Stream], wall: float) -> dict[str, Any]:
+    costs, sent = [stream.server_s for stream in group], [stream.bytes for stream in group]
+    return {"routes": routes, "streams": streams, "ads": "delta" if delta else "sotw", "change": change,
+            "first_stream_ms": costs[0] * 1000, "per_stream_ms": statistics.median(costs[1:] or costs) * 1000,
+            "all_streams_s": sum(costs), "bytes_per_stream": statistics.median(sent), "loop_wall_s": wall}
 
 
 def compiles(routes: int) -> list[tuple[str, Resources]]:

@@ -32,7 +32,7 @@ The request's size comes from Envoy's `header_to_metadata` filter (its Content-L
 request path.
 
 Cost: `bench.dataplane --without usage` and `bench/lua_usage.py`; what each part costs
-is in bench/README.md ("The usage reader, part by part"). Chosen over `json_to_metadata`
+is in bench/README.md ("the data plane's floor"). Chosen over `json_to_metadata`
 for JSON answers, which buffers the whole body before forwarding it (a large tensor
 answer would wait, or hit the buffer limit) and, in its source, logs a warning for every
 answer without the keys (errors, embeddings, tensors); and over ext_proc (a gRPC round

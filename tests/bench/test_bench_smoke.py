@@ -59,10 +59,11 @@ def test_push_per_stream_part_runs_for_both_protocols_and_summarizes(results: Pa
     bench.xds_streams.main(["--routes", "8", "--streams", "3"])
     data = json.loads((results / "xds_streams.json").read_text())
     assert {(r["ads"], r["change"]) for r in data["rows"]} == {
-        (ads, change) for ads in ("sotw", "delta") for change in ("one route re-weighted", "one ModelServer added")}
+        (ads, change) for ads in ("sotw", "delta")
+        for change in ("connect (all at once)", "one route re-weighted", "one ModelServer added")}
     # what each stream is sent: the one changed table, or with SotW every cluster again
     by = {(r["ads"], r["change"]): r["bytes_per_stream"] for r in data["rows"]}
-    assert 0 < by["delta", "one route re-weighted"] < by["sotw", "one ModelServer added"]
+    assert 0 < by["delta", "one route re-weighted"] < by["sotw", "one ModelServer added"] < by["sotw", "connect (all at once)"]
     assert "push per stream" in bench_main.table(bench_main.streams_rows(data))
 
 
