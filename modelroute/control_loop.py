@@ -197,6 +197,11 @@ class ControlLoop:
         self._status_done = 0
         self._merged = Merged()  # the status publisher's memory of merged statuses
 
+    @property
+    def plugins(self) -> tuple[Plugin, ...]:
+        """The features every compile uses (the admission webhook checks `spec.extensions` against them)."""
+        return self._plugins
+
     def attach(self, cache: SnapshotCache) -> None:
         self._cache = cache
 

@@ -74,7 +74,7 @@ from modelroute.app import App, AppOptions, RunMode
 from modelroute.canary_wiring import ClusterCanaryWiring
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from routing_engine.api.resources import ObjectKey
-from routing_engine.plugins import Plugin
+from routing_engine.plugins import Plugin, extension_models
 from routing_engine.world import Compiled, ObjectStatus
 from xds_server.tls import ServerTls, TlsMaterial
 
@@ -208,7 +208,8 @@ class KubernetesMode(RunMode):
         webhook = self.options.webhook
         if webhook is not None and self.webhook_tls is not None:
             host, port = split_address(webhook.address)
-            self.webhook, self.webhook_port = await webhook_server.serve(host=host, port=port, tls=self.webhook_tls)
+            self.webhook, self.webhook_port = await webhook_server.serve(
+                host=host, port=port, tls=self.webhook_tls, extensions=extension_models(self.app.loop.plugins))
             if webhook.cert_dir is not None:
                 self._tasks.append(spawn(webhook_server.watch_files(webhook.cert_dir, self.webhook_tls),
                                          name="webhook certificate files"))

@@ -5,8 +5,10 @@ webhook writes the seed's defaults into the object so users see them with `kubec
 Why a webhook on top of the CRD schema: the schema cannot express cross-field rules
 (canary splits summing to 100, jwt needing an issuer, duration syntax with a hint), and
 an object the API server accepts but the engine rejects would only surface later, as a
-condition. Cross-object rules (does the referenced Model exist?) are not checked here:
-admission must not depend on creation order; they become `ModelNotFound` conditions.
+condition. A ModelServer's `spec.extensions` is checked against the plugins the control
+plane compiles with, when the server passes their models. Cross-object rules (does the
+referenced Model exist?) are not checked here: admission must not depend on creation
+order; they become `ModelNotFound` conditions.
 
 Defaults (mutating): ModelServer `service.type: ClusterIP`, `service.targetPort` = `port`,
 `routing.timeout: 60s` (SPEC 3.1); ModelInfer `replicas: 1`; ModelRoute canary
@@ -21,6 +23,7 @@ import copy
 import json
 from typing import Any
 
+from routing_engine.api.extensions import ExtensionModels
 from routing_engine.api.loader import parse_document
 
 Obj = dict[str, Any]
@@ -33,8 +36,10 @@ def _response(review: Obj, allowed: bool, **extra: Any) -> Obj:
             "response": {"uid": request.get("uid", ""), "allowed": allowed, **extra}}
 
 
-def validate(review: Obj) -> Obj:
-    """Allow the object or deny it with every broken rule, one per line."""
+def validate(review: Obj, extensions: ExtensionModels | None = None) -> Obj:
+    """Allow the object or deny it with every broken rule, one per line. `extensions`:
+    the installed plugins' models, that a ModelServer's `spec.extensions` is checked
+    against as `modelroute validate` checks it (None: not checked)."""
     request = review.get("request") or {}
     if request.get("operation") == "DELETE" or request.get("object") is None:
         return _response(review, True)
@@ -43,7 +48,7 @@ def validate(review: Obj) -> Obj:
     meta.setdefault("namespace", request.get("namespace") or "default")
     if not meta.get("name") and request.get("name"):
         meta["name"] = request["name"]
-    _, errors = parse_document(obj, source=SOURCE, index=1)
+    _, errors = parse_document(obj, source=SOURCE, index=1, extensions=extensions)
     if not errors:
         return _response(review, True)
     message = "\n".join(str(e).removeprefix(f"{SOURCE}#1: ") for e in errors)

@@ -13,6 +13,7 @@ writes, such as a mounted cert-manager Secret (`watch_files`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -26,6 +27,7 @@ from aiohttp import web
 from controller.kubernetes import admission
 from controller.certs.pki import KeyPair, PkiError, matches
 from controller.certs.tls import ServingTls
+from routing_engine.api.extensions import ExtensionModels
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +67,23 @@ async def _healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def make_app() -> web.Application:
+def make_app(extensions: ExtensionModels | None = None) -> web.Application:
+    """`extensions`: the installed plugins' models, for ModelServers' `spec.extensions`."""
     app = web.Application(client_max_size=3 * 1024 * 1024)  # etcd's object size limit is ~1.5 MiB
-    app.router.add_post("/validate", _handler(admission.validate))
+    app.router.add_post("/validate", _handler(functools.partial(admission.validate, extensions=extensions)))
     app.router.add_post("/mutate", _handler(admission.mutate))
     app.router.add_get("/healthz", _healthz)
     return app
 
 
-async def serve(*, host: str, port: int, tls: ServingTls | None) -> tuple[web.AppRunner, int]:
+async def serve(*, host: str, port: int, tls: ServingTls | None, extensions: ExtensionModels | None = None
+                ) -> tuple[web.AppRunner, int]:
     """Start serving (plain HTTP without `tls`, for tests); returns the runner (the caller
     calls `cleanup()` to stop) and the bound port (port 0 picks one)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    runner = web.AppRunner(make_app(), access_log=None)
+    runner = web.AppRunner(make_app(extensions), access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock, ssl_context=tls.context if tls is not None else None).start()
     return runner, int(sock.getsockname()[1])

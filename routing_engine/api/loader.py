@@ -128,10 +128,8 @@ def _load_text(text: str, source: str, seen: dict[ObjectKey, str], extensions: E
                 errs = [_error(source, index, item, format_path((*prefix, *where)), rule)
                         for where, rule in secret_problems(obj)]
                 obj = None if errs else obj
-            if isinstance(obj, ModelServer) and obj.spec.extensions and extensions is not None:
-                errs = [_error(source, index, item, format_path(prefix) + ("." if prefix else "") + where, rule)
-                        for where, rule in parse_extensions(obj.spec.extensions, extensions)[1]]
-                obj = None if errs else obj
+            if extensions is not None and not errs:
+                obj, errs = _with_extensions(obj, item, source, index, prefix, extensions)
             errors.extend(errs)
             if obj is not None:
                 objects.append(obj)
@@ -162,9 +160,25 @@ def secret_problems(secret: Secret) -> list[tuple[tuple[str, ...], str]]:
     return problems
 
 
-def parse_document(doc: object, *, source: str, index: int) -> tuple[Resource | None, list[ManifestError]]:
-    """One already-decoded object (e.g. from the Kubernetes API) → its model, or errors."""
-    return _parse(doc, source, index, ())
+def parse_document(doc: object, *, source: str, index: int, extensions: ExtensionModels | None = None
+                   ) -> tuple[Resource | None, list[ManifestError]]:
+    """One already-decoded object (e.g. from the Kubernetes API) → its model, or errors.
+    `extensions`: as `load_manifests`'s (the admission webhook passes the installed
+    plugins' models)."""
+    obj, errors = _parse(doc, source, index, ())
+    if extensions is not None and not errors:
+        obj, errors = _with_extensions(obj, doc, source, index, (), extensions)
+    return obj, errors
+
+
+def _with_extensions(obj: Resource | None, item: object, source: str, index: int, prefix: tuple[str | int, ...],
+                     extensions: ExtensionModels) -> tuple[Resource | None, list[ManifestError]]:
+    """`obj`, or the errors of a ModelServer's `spec.extensions` against the plugins' models."""
+    if not isinstance(obj, ModelServer) or not obj.spec.extensions:
+        return obj, []
+    errors = [_error(source, index, item, format_path(prefix) + ("." if prefix else "") + where, rule)
+              for where, rule in parse_extensions(obj.spec.extensions, extensions)[1]]
+    return (None if errors else obj), errors
 
 
 def _parse(doc: object, source: str, index: int, prefix: tuple[str | int, ...]) -> tuple[Resource | None, list[ManifestError]]:

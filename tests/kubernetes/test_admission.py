@@ -10,7 +10,17 @@ from typing import Any
 import aiohttp
 
 from controller.kubernetes import admission, webhook_server
+from routing_engine.plugins import extension_models, with_builtin
 from tests.kubernetes.helpers import model_infer, route, server
+from tests.support.plugins import RequestHeadersPlugin
+
+EXTENSIONS = extension_models(with_builtin([RequestHeadersPlugin()]))
+
+
+def with_extensions(extensions: dict[str, Any]) -> dict[str, Any]:
+    doc = server("s", infer="i")
+    doc["spec"]["extensions"] = extensions
+    return doc
 
 
 def review(obj: dict[str, Any] | None, operation: str = "CREATE") -> dict[str, Any]:
@@ -37,6 +47,23 @@ def test_invalid_object_is_denied_with_every_rule() -> None:
     assert any("spec.service.port" in ln for ln in lines)
 
 
+def test_server_extensions_are_checked_against_the_installed_plugins() -> None:
+    """As `modelroute validate` checks them: a key no plugin owns, or a value its plugin's
+    model refuses, is denied with the field path; a good one is allowed."""
+    good = with_extensions({"requestHeaders": {"add": {"x-tier": "gold"}}})
+    assert admission.validate(review(good), EXTENSIONS)["response"]["allowed"] is True
+    refused = admission.validate(review(with_extensions({"requestHeaders": {"add": {"X-Tier": "gold"}},
+                                                         "requestHeader": {}})), EXTENSIONS)["response"]
+    assert refused["allowed"] is False and refused["status"]["code"] == 422
+    lines = refused["status"]["message"].splitlines()
+    assert len(lines) == 2
+    assert any(ln.startswith("ModelServer default/s: spec.extensions.requestHeaders.add") and "lower case" in ln
+               for ln in lines), lines
+    assert any("spec.extensions.requestHeader:" in ln and "did you mean requestHeaders?" in ln for ln in lines), lines
+    # Without the plugins' models (as before they were passed) the keys are not checked.
+    assert admission.validate(review(with_extensions({"requestHeader": {}})))["response"]["allowed"] is True
+
+
 def test_delete_is_always_allowed() -> None:
     assert admission.validate(review(None, "DELETE"))["response"]["allowed"] is True
 
@@ -57,7 +84,7 @@ def test_mutate_adds_only_absent_defaults() -> None:
 
 
 async def test_webhook_over_http() -> None:
-    runner, port = await webhook_server.serve(host="127.0.0.1", port=0, tls=None)
+    runner, port = await webhook_server.serve(host="127.0.0.1", port=0, tls=None, extensions=EXTENSIONS)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             bad = route("r1")
@@ -66,6 +93,11 @@ async def test_webhook_over_http() -> None:
                 body = await resp.json()
             assert body["kind"] == "AdmissionReview" and body["response"]["allowed"] is False
             assert "spec.routes[0].weight" in body["response"]["status"]["message"]
+            async with http.post(f"http://127.0.0.1:{port}/validate",
+                                 json=review(with_extensions({"requestHeaders": {"add": {}}}))) as resp:
+                body = await resp.json()
+            assert body["response"]["allowed"] is False
+            assert "spec.extensions.requestHeaders.add" in body["response"]["status"]["message"]
             async with http.post(f"http://127.0.0.1:{port}/mutate", data=b"{nope") as resp:
                 assert resp.status == 400
             async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:

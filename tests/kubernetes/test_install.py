@@ -610,6 +610,12 @@ async def test_the_rendered_install_starts_answers_on_every_port_and_its_webhook
     assert 'admission webhook "validate.matrixinfer.ai" denied the request' in out
     assert "ModelServer default/bad: spec.routing.timeout" in out and "30s" in out
     assert cluster.api.read(MODEL_SERVER, "default", "bad") is None
+    # ... and checks spec.extensions against the plugins the control plane runs with.
+    unowned = server("unowned", infer="i", port=80)
+    unowned["spec"]["extensions"] = {"nope": {}}
+    code, out = await cluster.kubectl("apply", "--validate=false", "-f", "-", stdin=yaml.safe_dump(unowned))
+    assert code != 0 and "ModelServer default/unowned: spec.extensions.nope" in out, out
+    assert "no installed plugin owns this key" in out
 
     # A good one is defaulted (the mutating webhook) and served by the unprivileged gateway.
     good = server("good", infer="i", port=80, path="/v1/models/good")
