@@ -11,8 +11,8 @@ CPU, the load generator (bench/_loadgen.py: closed loop, one keep-alive connecti
 stdlib client) to the last.
 - latency: per round, WARMUP + COUNT sequential requests straight to the blue backend,
   then the same through a bare Envoy (one listener, the router, one route to blue:
-  `bare_bootstrap`), then through the compiled Envoy to a route in the middle of the
-  table (blue); rounds alternate, added latency = Envoy − direct per round; medians and
+  `tests.support.static_proxy`), then through the compiled Envoy to a route in the
+  middle of the table (blue); rounds alternate, added latency = Envoy − direct per round; medians and
   spread over rounds. The bare Envoy is the machine's floor in the same minutes: what
   any Envoy adds here, so "config over bare" is what the compiled config costs on top.
   Also each Envoy's CPU time per request through it (user + system, from /proc, over the
@@ -53,6 +53,7 @@ from routing_engine.engine import static_bootstrap
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin
 from tests.support import free_port
+from tests.support.static_proxy import proxy_bootstrap
 
 SPLIT = (80, 20)
 
@@ -87,25 +88,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def bare_bootstrap(port: int, admin_port: int, upstream: int) -> dict[str, Any]:
-    """The least Envoy that proxies: one HTTP listener with only the router, one route
-    (prefix `/`) to one static upstream, nothing else (no retries, timeouts, loggers)."""
-    def address(at: int) -> dict[str, Any]:
-        return {"socket_address": {"address": "127.0.0.1", "port_value": at}}
-    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-           "stat_prefix": "bare",
-           "http_filters": [{"name": "envoy.filters.http.router",
-                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-           "route_config": {"virtual_hosts": [{"name": "bare", "domains": ["*"],
-                                               "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "bare"}}]}]}}
-    return {"admin": {"address": address(admin_port)},
-            "static_resources": {
-                "listeners": [{"name": "bare", "address": address(port), "filter_chains": [
-                    {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
-                "clusters": [{"name": "bare", "type": "STATIC", "load_assignment": {
-                    "cluster_name": "bare", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(upstream)}}]}]}}]}}
 
 
 def extra_server_docs(servers: int, port: int) -> list[dict[str, Any]]:
@@ -150,7 +132,8 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
         bootstrap = static_bootstrap(compiled.resources, admin_port=free_port())
         envoy = EnvoyProcess(bootstrap, workdir, name=f"dataplane-{n}", log_level="warning")
         bare_port = free_port()
-        bare = EnvoyProcess(bare_bootstrap(bare_port, free_port(), engines["blue"].port), workdir, name=f"bare-{n}",
+        bare = EnvoyProcess(proxy_bootstrap(bare_port, engines["blue"].port, admin_port=free_port()), workdir,
+                            name=f"bare-{n}",
                             log_level="warning")
         await envoy.start(timeout=120)
         try:

@@ -31,6 +31,7 @@ from controller.local.envoy_process import EnvoyProcess
 from routing_engine.serialize import to_dict
 from routing_engine.translate import usage
 from tests.support import free_port
+from tests.support.static_proxy import proxy_bootstrap
 
 WS = rb"[ \t\n\v\f\r]*"  # Lua's %s*
 MODEL = re.compile(rb'"model"' + WS + rb":" + WS + rb'"([^"\\]*)"')
@@ -157,27 +158,16 @@ class Upstream:
 
 
 def bootstrap(port: int, upstream: int) -> dict[str, Any]:
+    """The usage reader's filters in front of `upstream`, and one JSON access log line per
+    request with what it read."""
     log_format = {"answer": f"%REQ({ID_HEADER})%", "model": usage.metadata(usage.MODEL),
                   "prompt": usage.metadata(usage.PROMPT_TOKENS), "completion": usage.metadata(usage.COMPLETION_TOKENS),
                   "source": usage.metadata(usage.SOURCE)}
-    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-           "stat_prefix": "usage",
-           "http_filters": [*(to_dict(f) for f in usage.usage_filters()),
-                            {"name": "envoy.filters.http.router",
-                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-           "access_log": [{"name": "envoy.access_loggers.stdout", "typed_config": {
-               "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-               "log_format": {"json_format": log_format}}}],
-           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-               {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]}}
-    address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
-    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "static_resources": {
-                "listeners": [{"name": "usage", "address": address, "filter_chains": [
-                    {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
-                "clusters": [{"name": "upstream", "type": "STATIC", "load_assignment": {
-                    "cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                        "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}]}}
+    stdout = {"name": "envoy.access_loggers.stdout", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        "log_format": {"json_format": log_format}}}
+    return proxy_bootstrap(port, upstream, http_filters=[to_dict(f) for f in usage.usage_filters()],
+                           access_log=[stdout])
 
 
 def _ask(port: int, answers: Sequence[Answer]) -> list[tuple[int, bytes]]:
