@@ -10,8 +10,10 @@ wildcard; endpoints and route tables by name) and ACKing every response; no gRPC
 what is timed is the protocol work alone: `on_snapshot` for the push and `on_request`
 for each ACK (a SotW ACK names all its endpoints again, as Envoy's do). Client work
 (parsing responses, building requests) is not timed. First every stream connects and
-is served the whole world (what a control-plane restart costs: every Envoy reconnects),
-then two changes: one route re-weighted
+is served the whole world (new Envoys: a rollout or a scale-up of a group; those of one
+group share one answer per type, `Snapshot.whole`), then the control plane restarts and
+every Envoy reconnects saying what it holds (SotW `version_info`, delta
+`initial_resource_versions`), then two changes: one route re-weighted
 (`worlds.edited`), and one ModelServer added (`worlds.with_servers_added`: a new
 cluster, its endpoints and a scope; each stream then subscribes to the new endpoints by
 name, as Envoy does for a new cluster). The first stream pays for what a snapshot
@@ -58,12 +60,21 @@ class Stream:
         self.server_s = 0.0
         self.bytes = 0
 
-    def _request(self, type_url: str, nonce: str = "", subscribe: Iterable[str] = ()) -> Any:
-        if self.delta:
-            return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=nonce,
-                                                       resource_names_subscribe=sorted(subscribe))
+    def _request(self, type_url: str, nonce: str = "", subscribe: Iterable[str] = (),
+                 holds: Snapshot | None = None) -> Any:
+        """`holds`: a first request on a new stream from an Envoy holding what that
+        snapshot selects for it."""
         names = sorted(self.names.get(type_url, ())) if type_url not in WILDCARD_TYPES else []
-        return discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=nonce, resource_names=names)
+        held: Mapping[str, EnvoyResource] = {}
+        if holds is not None:
+            held = holds.subset(type_url, None if type_url in WILDCARD_TYPES else frozenset(names))[0]
+        if self.delta:
+            return discovery_pb2.DeltaDiscoveryRequest(
+                type_url=type_url, response_nonce=nonce, resource_names_subscribe=sorted(subscribe),
+                initial_resource_versions={n: r.version for n, r in held.items()})
+        version = holds.subset(type_url, None if type_url in WILDCARD_TYPES else frozenset(names))[1] if holds else ""
+        return discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=nonce, resource_names=names,
+                                              version_info=version)
 
     def _server(self, call: Any, *args: Any) -> list[bytes]:
         started = time.perf_counter()
@@ -81,12 +92,15 @@ class Stream:
                 later += self._server(self.session.on_request, self._request(response.type_url, response.nonce))
             responses = later
 
-    def connect(self, snapshot: Snapshot) -> None:
+    def connect(self, snapshot: Snapshot, holds: Snapshot | None = None) -> None:
+        """A new stream (to a restarted control plane: a new session); the Envoy holds
+        nothing, or what `holds` selects for it."""
+        self.session = type(self.session)(self.session.stream, ads=True, hooks=Hooks(), clock=time.monotonic)
+        requests = [self._request(t, subscribe=self.names.get(t, ()), holds=holds) for t in TYPES]
         self._server(self.session.on_snapshot, snapshot)
         responses: list[bytes] = []
-        for type_url in TYPES:
-            responses += self._server(self.session.on_request,
-                                      self._request(type_url, subscribe=self.names.get(type_url, ())))
+        for request in requests:
+            responses += self._server(self.session.on_request, request)
         self.ack_all(responses)
 
     def push(self, snapshot: Snapshot) -> None:
@@ -109,6 +123,13 @@ def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Re
     for stream in group:
         stream.connect(snapshot)
     rows = [_row(routes, streams, delta, "connect (all at once)", group, time.perf_counter() - wall)]
+    for stream in group:
+        stream.server_s, stream.bytes = 0.0, 0
+    gc.collect()
+    wall = time.perf_counter()
+    for stream in group:
+        stream.connect(snapshot, holds=snapshot)
+    rows.append(_row(routes, streams, delta, "restart: all reconnect", group, time.perf_counter() - wall))
     for change, resources in compiled[1:]:
         snapshot = Snapshot.of_types(resources, previous=snapshot)
         gc.collect()

@@ -21,12 +21,13 @@ Differences from SotW that matter (Envoy xDS protocol document, "Incremental xDS
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.held import Held
-from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned
+from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned, names_of
 from xds_server.snapshot import Snapshot
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
@@ -59,9 +60,10 @@ class DeltaTypeState:
 
 @dataclass(frozen=True, slots=True)
 class DeltaPlan:
-    send: dict[str, XdsResource]
+    send: Mapping[str, XdsResource]
     removed: tuple[str, ...]
     syncs: bool  # once ACKed the client is in step with the snapshot (`DeltaTypeState.synced`)
+    whole: bool = False  # `send` is the snapshot's whole selection (`Snapshot.whole`)
 
 
 class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
@@ -74,7 +76,7 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         inflight = state.inflight
         if inflight is not None and request.response_nonce == inflight.nonce:
             state.inflight = None
-            names = by_name(inflight.resources)
+            names = by_name(inflight)
             if request.HasField("error_detail"):
                 state.nacked.update(inflight.resources)
                 state.last_error = request.error_detail.message
@@ -83,7 +85,10 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                 if inflight.snapshot is not None:
                     self._verdict(inflight.snapshot, False)
             else:
-                state.held.update(inflight.resources)
+                if inflight.whole is not None and not state.held:
+                    state.held.rebase(inflight.whole.selection)  # (shared, not copied)
+                else:
+                    state.held.update(inflight.resources)
                 state.last_error = ""
                 state.acked_system_version = inflight.version
                 self._hooks.on_ack(self.stream, type_url, inflight.version, names, self._clock() - inflight.sent_at)
@@ -140,6 +145,14 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         of_type = self.available(type_url, snapshot)
         current = of_type is snapshot.of_type(type_url)
         synced = state.synced if current else None
+        if self.sends_wholes and current and synced is None and not state.nacked and not state.force_send:
+            # A fresh Envoy, or one reconnecting that holds this snapshot's selection
+            # already: one answer shared by every such stream, no name-by-name comparison.
+            if not state.held:
+                return self._plan_selection(type_url, state, snapshot, hold_removals, whole=True)
+            names = None if state.wildcard else state.names
+            if state.held.holds_exactly(snapshot.selected_versions(type_url, names)):
+                return self._plan_selection(type_url, state, snapshot, hold_removals, whole=False)
         if synced is not None:  # in step with `synced`: only what changed since, or was (un)subscribed
             changes = snapshot.changes_since(type_url, synced)
             wildcard, names = state.wildcard, state.names
@@ -177,6 +190,22 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
             # Envoy's initialization waits for that answer, else for its initial_fetch_timeout)
         return DeltaPlan(send, tuple(sorted(removed)), syncs)
 
+    def _plan_selection(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
+                        hold_removals: bool, *, whole: bool) -> DeltaPlan | None:
+        """`_plan` for a client that holds nothing of this type (`whole`: it is sent all of
+        its selection, `Snapshot.whole`) or exactly its selection (it is sent nothing);
+        either way only names the snapshot lacks are reported."""
+        send = snapshot.subset(type_url, None if state.wildcard else state.names)[0] if whole else {}
+        removed: tuple[str, ...] = ()
+        if not hold_removals:
+            of_type = snapshot.of_type(type_url)
+            removed = tuple(sorted(n for n in state.names if n not in of_type and n not in state.reported_missing))
+        if not send and not removed and (state.answered or not state.wildcard):
+            if not hold_removals:
+                self._in_step(type_url, state, snapshot)
+            return None
+        return DeltaPlan(send, removed, syncs=not hold_removals, whole=whole)
+
     @staticmethod
     def _in_step(type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> None:
         """The client holds what `snapshot` selects for it, at its versions (and nothing it
@@ -195,7 +224,7 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                     or any(n in state.names and n not in of_type and n not in state.reported_missing
                            for n in state.force_send))  # (a name subscribed since, missing)
         of_type = snapshot.of_type(type_url)
-        return (any(n not in of_type for n in state.held)
+        return (not state.held.within(of_type)
                 or any(n not in of_type and n not in state.reported_missing for n in state.names))
 
     def _emit(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
@@ -204,12 +233,19 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         version = snapshot.version(type_url)
         envelope = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url,
                                                         nonce=nonce, removed_resources=plan.removed)
-        response: bytes = envelope.SerializeToString() + b"".join(
-            [snapshot.encoded(r, delta=True) for r in plan.send.values()])
+        if plan.whole:
+            whole = snapshot.whole(type_url, None if state.wildcard else state.names, delta=True)
+            response: bytes = envelope.SerializeToString() + whole.body
+            inflight = Inflight(nonce, version, whole.versions, self._clock(), plan.removed, snapshot=snapshot,
+                                syncs=plan.syncs, epoch=state.epoch, whole=whole)
+        else:
+            response = envelope.SerializeToString() + b"".join(
+                [snapshot.encoded(r, delta=True) for r in plan.send.values()])
+            inflight = Inflight(nonce, version, {n: r.version for n, r in plan.send.items()}, self._clock(),
+                                plan.removed, snapshot=snapshot, syncs=plan.syncs, epoch=state.epoch)
         state.force_send.clear()
         state.answered = True
         state.reported_missing |= set(plan.removed) & state.names
-        state.inflight = Inflight(nonce, version, {n: r.version for n, r in plan.send.items()}, self._clock(),
-                                  plan.removed, snapshot=snapshot, syncs=plan.syncs, epoch=state.epoch)
-        self._hooks.on_push(self.stream, type_url, version, sorted(plan.send), plan.removed, len(response))
+        state.inflight = inflight
+        self._hooks.on_push(self.stream, type_url, version, names_of(inflight), plan.removed, len(response))
         return response

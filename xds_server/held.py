@@ -34,6 +34,13 @@ class Held(MutableMapping[str, str]):
         if versions:
             self.update(versions)
 
+    @classmethod
+    def of(cls, selection: Mapping[str, XdsResource]) -> Held:
+        """Exactly `selection` at its resources' versions, shared (not copied)."""
+        held = cls()
+        held.rebase(selection)
+        return held
+
     def __getitem__(self, name: str) -> str:
         version = self._own.get(name)
         if version is not None:
@@ -82,6 +89,18 @@ class Held(MutableMapping[str, str]):
             return
         for name, version in versions.items():
             self[name] = version
+
+    def holds_exactly(self, versions: Mapping[str, str]) -> bool:
+        """It holds these names at these versions and nothing else."""
+        if not self._base:
+            return self._own == versions  # (one comparison in C: a reconnect's 40,000 names)
+        return len(self) == len(versions) and all(self.get(n) == v for n, v in versions.items())
+
+    def within(self, names: Mapping[str, object]) -> bool:
+        """Every name it holds is one of `names`."""
+        if not self._base:
+            return self._own.keys() <= names.keys()  # (in C: a reconnect's 40,000 names)
+        return all(n in names for n in self)
 
     def lookup(self) -> Callable[[str], str | None]:
         """`get` for a loop over thousands of names: the plain dict's own while nothing

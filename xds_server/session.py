@@ -38,12 +38,12 @@ Per-type services (not ADS) are independent streams: each type is sent on its ow
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from xds_server.hooks import Hooks, StreamInfo
-from xds_server.snapshot import Snapshot
+from xds_server.snapshot import Snapshot, Whole
 from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET, XdsResource, push_rank
 
 
@@ -51,7 +51,7 @@ from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, S
 class Inflight:
     nonce: str
     version: str
-    resources: dict[str, str]  # name → resource version
+    resources: Mapping[str, str]  # name → resource version (read-only: may be a `Whole`'s)
     sent_at: float
     removed: tuple[str, ...] = ()
     full: bool = True  # False: a partial (RDS/EDS) response, merged into what the client holds
@@ -62,6 +62,9 @@ class Inflight:
     # `synced`), if its subscription is still the one of `epoch`.
     syncs: bool = False
     epoch: int = 0
+    # When the response was all of a subscription's selection (`resources` is then its
+    # `versions`): what the client holds once it ACKs, shared rather than copied.
+    whole: Whole | None = None
 
 
 # Types whose responses wait until the client holds the snapshot's version of these.
@@ -90,9 +93,15 @@ def interned(names: Set[str]) -> frozenset[str]:
     return _SUBSCRIPTIONS.setdefault(frozen, frozen)
 
 
-def by_name(resources: Mapping[str, str]) -> dict[str, str]:
+def by_name(inflight: Inflight) -> Mapping[str, str]:
     """A response's resources (name → version) in name order, as ACK/NACK hooks get them."""
-    return {name: resources[name] for name in sorted(resources)}
+    resources = inflight.resources
+    return resources if inflight.whole is not None else {name: resources[name] for name in sorted(resources)}
+
+
+def names_of(inflight: Inflight) -> Sequence[str]:
+    """A response's resource names in name order, as push hooks get them."""
+    return inflight.whole.names if inflight.whole is not None else sorted(inflight.resources)
 
 
 Verdict = Callable[[Snapshot, bool], None]
@@ -119,6 +128,9 @@ class Session(Generic[State, Plan]):
     a control plane holds one session per connected Envoy.)"""
 
     __slots__ = ("stream", "_verdict", "ads", "types", "_order", "snapshot", "_hooks", "_clock", "_nonce")
+    # Send a client that holds nothing of a type the snapshot's shared `Whole` (a memo:
+    # the same bytes as planning it resource by resource; off only to test that).
+    sends_wholes: ClassVar[bool] = True
 
     def __init__(self, stream: StreamInfo, *, ads: bool, hooks: Hooks,
                  clock: Callable[[], float], verdict: Verdict = _no_verdict) -> None:

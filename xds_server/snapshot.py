@@ -43,6 +43,18 @@ class Changes:
 NO_CHANGES = Changes(frozenset(), frozenset())
 
 
+@dataclass(frozen=True, slots=True)
+class Whole:
+    """Everything one subscription selects from a snapshot, as one response body: what
+    a stream holding none of it is sent (a fresh Envoy; SotW's full Listener and Cluster
+    sets on every change). Shared read-only by every stream with that subscription."""
+
+    selection: Mapping[str, XdsResource]  # `Snapshot.subset`'s, in name order
+    versions: Mapping[str, str]  # name → version, in name order
+    names: tuple[str, ...]  # in name order
+    body: bytes  # the resources' encoded pieces (`Snapshot.encoded`), joined
+
+
 class DuplicateResourceError(ValueError):
     """Two resources of one type share a name: Envoy would NACK the response."""
 
@@ -61,6 +73,15 @@ class Snapshot:
     # What one subscription selects, and its version, computed once per snapshot for all
     # the streams that subscribe to the same names (thousands of Envoys of one group).
     _subsets: dict[tuple[str, frozenset[str] | None], tuple[Mapping[str, XdsResource], str]] = field(
+        default_factory=dict, compare=False, repr=False)
+    # `selected_versions` per (type, subscription).
+    _versions_of: dict[tuple[str, frozenset[str] | None], Mapping[str, str]] = field(
+        default_factory=dict, compare=False, repr=False)
+    # `whole` per (type, subscription, delta), and how often each was asked for before
+    # it was kept (a subscription only one stream has is not worth a second copy).
+    _wholes: dict[tuple[str, frozenset[str] | None, bool], Whole] = field(
+        default_factory=dict, compare=False, repr=False)
+    _whole_asks: dict[tuple[str, frozenset[str] | None, bool], int] = field(
         default_factory=dict, compare=False, repr=False)
     # The per-type mappings and extra resources `of_types` was handed (their versions carry
     # over by identity).
@@ -111,8 +132,10 @@ class Snapshot:
         # What subscriptions select of an unchanged type is the same too (10,000 endpoint
         # names are not sorted and hashed again for a one-route edit).
         subsets = {key: found for key, found in previous._subsets.items() if key[0] in carried} if previous else {}
+        versions_of = {key: found for key, found in previous._versions_of.items() if key[0] in carried} if previous else {}
+        wholes = {key: found for key, found in previous._wholes.items() if key[0] in carried} if previous else {}
         return cls(MappingProxyType(frozen), MappingProxyType(versions), time.perf_counter() - started,
-                   _sources=sources, _subsets=subsets)
+                   _sources=sources, _subsets=subsets, _versions_of=versions_of, _wholes=wholes)
 
     @classmethod
     def build(cls, resources: Iterable[XdsResource]) -> Snapshot:
@@ -152,6 +175,38 @@ class Snapshot:
             self._subsets[key] = found
         return found
 
+    def selected_versions(self, type_url: str, names: frozenset[str] | None) -> Mapping[str, str]:
+        """name → version of `subset(type_url, names)`, in name order: what a client
+        holding all of it holds (a reconnecting delta client's `initial_resource_versions`
+        is compared with it at once, not name by name)."""
+        key = (type_url, names)
+        found = self._versions_of.get(key)
+        if found is None:
+            selection, _ = self.subset(type_url, names)
+            found = self._versions_of[key] = MappingProxyType({n: r.version for n, r in selection.items()})
+        return found
+
+    def whole(self, type_url: str, names: frozenset[str] | None, *, delta: bool) -> Whole:
+        """All of `subset(type_url, names)` as one response body (see `encoded`): a
+        thousand fresh Envoys of one group are sent the same tens of megabytes, which is
+        joined from 40,000 pieces once, not once per stream. Kept from the second stream
+        that asks on (a subscription only one stream has costs no second copy), and
+        carried into the next snapshot while the type is unchanged."""
+        key = (type_url, names, delta)
+        found = self._wholes.get(key)
+        if found is not None:
+            return found
+        selection, _ = self.subset(type_url, names)
+        body = b"".join([self.encoded(r, delta=delta) for r in selection.values()])
+        found = Whole(selection, self.selected_versions(type_url, names), tuple(selection), body)
+        asks = self._whole_asks.get(key, 0) + 1
+        if asks > 1:
+            self._wholes[key] = found
+            self._whole_asks.pop(key, None)
+        else:
+            self._whole_asks[key] = asks
+        return found
+
     def changes_since(self, type_url: str, earlier: Snapshot) -> Changes:
         """What changed in `type_url` since `earlier`, computed once per pair for every
         stream that holds `earlier`: a stream in step with a snapshot is then brought up
@@ -183,11 +238,16 @@ class Snapshot:
         key = (resource.type_url, resource.name, resource.version, delta)
         piece = self._encoded.get(key)
         if piece is None:
-            if delta:
-                entry = discovery_pb2.Resource(name=resource.name, version=resource.version,
-                                               resource=self.as_any(resource))
-                piece = discovery_pb2.DeltaDiscoveryResponse(resources=[entry]).SerializeToString()
-            else:
-                piece = discovery_pb2.DiscoveryResponse(resources=[self.as_any(resource)]).SerializeToString()
-            self._encoded[key] = piece
+            piece = self._encoded[key] = _encode(resource, delta)
         return piece
+
+
+def _encode(resource: XdsResource, delta: bool) -> bytes:
+    """`Snapshot.encoded`, made."""
+    wrapped = any_pb2.Any(type_url=resource.type_url, value=resource.body)
+    if delta:
+        entry = discovery_pb2.Resource(name=resource.name, version=resource.version, resource=wrapped)
+        piece: bytes = discovery_pb2.DeltaDiscoveryResponse(resources=[entry]).SerializeToString()
+    else:
+        piece = discovery_pb2.DiscoveryResponse(resources=[wrapped]).SerializeToString()
+    return piece

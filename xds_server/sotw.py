@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.held import Held
-from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned
+from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned, names_of
 from xds_server.snapshot import Snapshot, content_version
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
@@ -74,6 +74,7 @@ class SotwPlan:
     full: bool
     kept: Mapping[str, XdsResource]  # resources no longer in the snapshot, sent again
     syncs: bool  # once ACKed the client holds the snapshot's selection exactly
+    whole: bool  # `send` is the snapshot's whole selection (`Snapshot.whole`)
 
 
 class SotwSession(Session[SotwTypeState, SotwPlan]):
@@ -93,13 +94,15 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             if request.HasField("error_detail"):
                 state.nacked_version = inflight.version
                 state.last_error = request.error_detail.message
-                self._hooks.on_nack(self.stream, type_url, inflight.version, by_name(inflight.resources),
+                self._hooks.on_nack(self.stream, type_url, inflight.version, by_name(inflight),
                                     request.error_detail.message)
                 if inflight.snapshot is not None:
                     self._verdict(inflight.snapshot, False)
             else:
                 state.client_version = inflight.version
-                if inflight.full or state.client_resources is None:
+                if inflight.whole is not None:
+                    state.client_resources = Held.of(inflight.whole.selection)
+                elif inflight.full or state.client_resources is None:
                     state.client_resources = Held(inflight.resources)
                 else:
                     state.client_resources.update(inflight.resources)
@@ -110,7 +113,7 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
                 else:
                     state.synced = None
                 state.last_error = ""
-                self._hooks.on_ack(self.stream, type_url, inflight.version, by_name(inflight.resources),
+                self._hooks.on_ack(self.stream, type_url, inflight.version, by_name(inflight),
                                    self._clock() - inflight.sent_at)
                 if inflight.snapshot is not None:
                     self._verdict(inflight.snapshot, True)
@@ -165,10 +168,15 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             return None
         held = state.client_resources
         syncs = current and not kept
+        whole = False
         if full or held is None:
             if version == state.client_version:
+                if held is None and not full and current:
+                    # (a reconnect: its version says it holds exactly this selection, so
+                    # a later push sends what changed, not all of it again)
+                    state.client_resources = Held.of(selected)
                 return self._settled(type_url, state, snapshot, syncs)
-            send = selected
+            send, whole = selected, syncs and self.sends_wholes  # (the snapshot's own selection, as it is)
         else:
             candidates = selected
             if current and state.synced is not None:  # only what changed since can differ from what it holds
@@ -178,7 +186,7 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             send = {n: r for n, r in candidates.items() if version_of(n) != r.version}
         if not send and not full:
             return self._settled(type_url, state, snapshot, syncs)
-        return SotwPlan(version, send, full or held is None, kept, syncs)
+        return SotwPlan(version, send, full or held is None, kept, syncs, whole)
 
     @staticmethod
     def _settled(type_url: str, state: SotwTypeState, snapshot: Snapshot, syncs: bool) -> None:
@@ -201,13 +209,20 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
               plan: SotwPlan) -> bytes:
         nonce = self._next_nonce()
         envelope = discovery_pb2.DiscoveryResponse(version_info=plan.version, type_url=type_url, nonce=nonce)
-        response: bytes = envelope.SerializeToString() + b"".join(
-            [snapshot.encoded(r, delta=False) for r in plan.send.values()])
+        if plan.whole:
+            whole = snapshot.whole(type_url, None if state.wildcard else state.names, delta=False)
+            response: bytes = envelope.SerializeToString() + whole.body
+            inflight = Inflight(nonce, plan.version, whole.versions, self._clock(), full=True, snapshot=snapshot,
+                                syncs=plan.syncs, epoch=state.epoch, whole=whole)
+        else:
+            response = envelope.SerializeToString() + b"".join(
+                [snapshot.encoded(r, delta=False) for r in plan.send.values()])
+            inflight = Inflight(nonce, plan.version, {n: r.version for n, r in plan.send.items()}, self._clock(),
+                                full=plan.full, snapshot=snapshot, kept=plan.kept, syncs=plan.syncs,
+                                epoch=state.epoch)
         state.last_nonce = nonce
-        state.inflight = Inflight(nonce, plan.version, {n: r.version for n, r in plan.send.items()}, self._clock(),
-                                  full=plan.full, snapshot=snapshot, kept=plan.kept, syncs=plan.syncs,
-                                  epoch=state.epoch)
-        self._hooks.on_push(self.stream, type_url, plan.version, sorted(plan.send), (), len(response))
+        state.inflight = inflight
+        self._hooks.on_push(self.stream, type_url, plan.version, names_of(inflight), (), len(response))
         return response
 
 

@@ -60,10 +60,14 @@ def test_push_per_stream_part_runs_for_both_protocols_and_summarizes(results: Pa
     data = json.loads((results / "xds_streams.json").read_text())
     assert {(r["ads"], r["change"]) for r in data["rows"]} == {
         (ads, change) for ads in ("sotw", "delta")
-        for change in ("connect (all at once)", "one route re-weighted", "one ModelServer added")}
-    # what each stream is sent: the one changed table, or with SotW every cluster again
+        for change in ("connect (all at once)", "restart: all reconnect", "one route re-weighted",
+                       "one ModelServer added")}
+    # what each stream is sent: the one changed table, or with SotW every cluster again;
+    # nothing to an Envoy reconnecting with what it holds (delta: an empty answer to a
+    # wildcard type it holds none of, which a fresh Envoy's initialization waits for)
     by = {(r["ads"], r["change"]): r["bytes_per_stream"] for r in data["rows"]}
     assert 0 < by["delta", "one route re-weighted"] < by["sotw", "one ModelServer added"] < by["sotw", "connect (all at once)"]
+    assert by["sotw", "restart: all reconnect"] == 0 and by["delta", "restart: all reconnect"] < 200
     assert "push per stream" in bench_main.table(bench_main.streams_rows(data))
 
 

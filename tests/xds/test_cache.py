@@ -190,3 +190,26 @@ def test_a_response_of_encoded_pieces_is_the_response_protobuf_builds() -> None:
                    for r in resources])
     assert discovery_pb2.DeltaDiscoveryResponse.FromString(wire) == delta_built
     assert snapshot.encoded(resources[0], delta=False) is snapshot.encoded(resources[0], delta=False)  # made once
+
+
+def test_a_whole_selection_is_joined_once_for_every_stream_that_asks_and_carried_while_unchanged() -> None:
+    """What a fresh Envoy is sent (every resource it subscribes to) is one body, built
+    once per snapshot and subscription and shared; a subscription only one stream has is
+    not kept (no second copy of it); an unchanged type's whole carries into the next
+    snapshot, a changed one's does not."""
+    routes = {n: res(ROUTE, n) for n in ("b", "a", "c")}
+    clusters = {"x": res(CLUSTER, "x")}
+    snapshot = Snapshot.of_types({ROUTE: routes, CLUSTER: clusters})
+    names = frozenset({"a", "c", "missing"})
+    for delta in (False, True):
+        first = snapshot.whole(ROUTE, names, delta=delta)
+        assert first.names == ("a", "c") and dict(first.versions) == {n: routes[n].version for n in "ac"}
+        assert first.body == b"".join(snapshot.encoded(routes[n], delta=delta) for n in "ac")
+        second = snapshot.whole(ROUTE, names, delta=delta)
+        assert second == first and second is not first  # (the first ask keeps nothing)
+        assert snapshot.whole(ROUTE, names, delta=delta) is second  # kept from the second on
+    assert snapshot.whole(ROUTE, names, delta=True).body != snapshot.whole(ROUTE, names, delta=False).body
+    everything = [snapshot.whole(CLUSTER, None, delta=False) for _ in range(2)][1]
+    edited = Snapshot.of_types({ROUTE: {**routes, "a": res(ROUTE, "a", "v2")}, CLUSTER: clusters}, previous=snapshot)
+    assert edited.whole(CLUSTER, None, delta=False) is everything
+    assert edited.whole(ROUTE, names, delta=False).versions["a"] == res(ROUTE, "a", "v2").version

@@ -1,10 +1,11 @@
 """A stream in step with a snapshot is brought up to date by what changed since
 (`synced`, `Snapshot.changes_since`), not by comparing every resource it holds: its cost
 per push follows the change, not the world (issue #15: thousands of streams × thousands
-of resources). That is a memo, so it must never change what is sent: random sessions
-(SotW and delta, ADS or not; snapshots, subscriptions, ACKs, NACKs, stale nonces,
-reconnects) get byte-identical responses with the memo and with it wiped before every
-step."""
+of resources). A stream holding nothing of a type is sent the snapshot's shared `Whole`
+(what every fresh Envoy of a group is sent, joined once). Both are memos, so they must
+never change what is sent: random sessions (SotW and delta, ADS or not; snapshots,
+subscriptions, ACKs, NACKs, stale nonces, reconnects) get byte-identical responses with
+the memos and with `synced` wiped before every step and no wholes."""
 
 from __future__ import annotations
 
@@ -44,9 +45,19 @@ def res(type_url: str, name: str, content: str) -> Res:
     return Res(type_url, name, f"{name}:{content}".encode())
 
 
-def session(delta: bool, ads: bool) -> Any:
+class PlannedDelta(DeltaSession):
+    __slots__ = ()
+    sends_wholes = False
+
+
+class PlannedSotw(SotwSession):
+    __slots__ = ()
+    sends_wholes = False
+
+
+def session(delta: bool, ads: bool, wholes: bool = True) -> Any:
     kind = ("ads" if ads else "cds") + ("-delta" if delta else "")
-    cls = DeltaSession if delta else SotwSession
+    cls = (DeltaSession if wholes else PlannedDelta) if delta else (SotwSession if wholes else PlannedSotw)
     return cls(StreamInfo(1, kind, "node", "group"), ads=ads, hooks=Hooks(), clock=lambda: 0.0)
 
 
@@ -65,20 +76,24 @@ ops = st.lists(st.one_of(snapshot_op, request_op, request_op), min_size=15, max_
 
 
 class Driver:
-    """Feeds the same steps to two sessions; `slow` has its memo wiped before each."""
+    """Feeds the same steps to two sessions; `slow` has its memo wiped before each, and
+    sends no wholes."""
 
     def __init__(self, delta: bool, ads: bool) -> None:
         self.delta = delta
-        self.fast, self.slow = session(delta, ads), session(delta, ads)
+        self.fast, self.slow = session(delta, ads), session(delta, ads, wholes=False)
         self.mappings: dict[str, Mapping[str, Res]] = {t: {} for t in TYPES}
         self.subscribed: dict[str, list[str]] = {}  # SotW: what each request of a type names
         self.snapshot: Snapshot | None = None
         self.used_memo = False
+        self.used_whole = False
 
     def step(self, op: tuple[Any, ...]) -> None:
         for state in self.slow.types.values():
             state.synced = None
         self.used_memo |= any(state.synced is not None for state in self.fast.types.values())
+        self.used_whole |= any(state.inflight is not None and state.inflight.whole is not None
+                               for state in self.fast.types.values())
         if op[0] == "snapshot":
             for type_url, drawn in op[1].items():
                 if drawn is not None:
@@ -121,9 +136,9 @@ def test_the_memo_never_changes_a_response(delta: bool, ads: bool, steps: list[t
         driver.step(op)
 
 
-def test_random_sessions_do_use_the_memo() -> None:
+def test_random_sessions_do_use_the_memos() -> None:
     """(Else the property above would compare the slow path with itself.)"""
-    used = []
+    used, wholes = [], []
 
     @settings(max_examples=60, deadline=None, database=None, derandomize=True)
     @given(delta=st.booleans(), steps=ops)
@@ -132,16 +147,20 @@ def test_random_sessions_do_use_the_memo() -> None:
         for op in steps:
             driver.step(op)
         used.append(driver.used_memo)
+        wholes.append(driver.used_whole)
 
     run()
     assert sum(used) >= 10
+    assert sum(wholes) >= 20
 
 
-def _in_step(delta: bool, count: int) -> tuple[Any, dict[str, Res], Snapshot]:
-    """A stream holding `count` clusters and their endpoints, ACKed."""
-    clusters = {f"c{i}": res(CLUSTER, f"c{i}", "1") for i in range(count)}
-    endpoints = {f"c{i}": res(ENDPOINT, f"c{i}", "1") for i in range(count)}
-    snapshot = Snapshot.of_types({CLUSTER: clusters, ENDPOINT: endpoints})
+def _in_step(delta: bool, count: int, snapshot: Snapshot | None = None) -> tuple[Any, dict[str, Res], Snapshot]:
+    """A stream holding `count` clusters and their endpoints (or `snapshot`'s), ACKed."""
+    if snapshot is None:
+        clusters = {f"c{i}": res(CLUSTER, f"c{i}", "1") for i in range(count)}
+        endpoints = {f"c{i}": res(ENDPOINT, f"c{i}", "1") for i in range(count)}
+        snapshot = Snapshot.of_types({CLUSTER: clusters, ENDPOINT: endpoints})
+    endpoints = dict(snapshot.of_type(ENDPOINT))
     stream = session(delta, ads=True)
     stream.on_snapshot(snapshot)
     for type_url, subscribe in ((CLUSTER, []), (ENDPOINT, sorted(endpoints))):
@@ -196,3 +215,56 @@ def test_an_ack_that_crossed_a_subscription_change_does_not_put_the_stream_in_st
     ack = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, response_nonce=nonce, resource_names=["a", "b"])
     [second] = stream.on_request(ack)
     assert [a.value for a in discovery_pb2.DiscoveryResponse.FromString(second).resources] == [b"b:1"]
+
+
+def test_fresh_streams_of_a_group_share_one_response_body_and_what_they_hold() -> None:
+    """A thousand Envoys of one group connecting at once (a rollout, a scale-up) cost
+    one join of the world and one copy of what they hold, not one per stream."""
+    for delta in (False, True):
+        first, _, snapshot = _in_step(delta, 500)
+        streams = [first, *(_in_step(delta, 500, snapshot)[0] for _ in range(2))]
+        held = [(s.types[ENDPOINT].held if delta else s.types[ENDPOINT].client_resources) for s in streams]
+        assert len({id(h._base) for h in held}) == 1 and len(held[0]) == 500 and not held[0]._own
+        whole = snapshot.whole(ENDPOINT, streams[0].types[ENDPOINT].names, delta=delta)
+        assert whole is snapshot.whole(ENDPOINT, streams[2].types[ENDPOINT].names, delta=delta)  # kept
+        assert whole.selection is held[0]._base
+
+
+def test_an_envoy_reconnecting_with_what_it_holds_is_sent_nothing_then_only_what_changes() -> None:
+    """A control-plane restart: every Envoy reconnects saying what it holds (SotW
+    `version_info`, delta `initial_resource_versions`). It is sent nothing, holds the
+    snapshot's shared selection, and the next push sends the one changed resource, not
+    the 500 it already has; a subscribed name the snapshot lacks is still reported."""
+    _, endpoints, snapshot = _in_step(False, 500)
+    changed = Snapshot.of_types({CLUSTER: snapshot.of_type(CLUSTER),
+                                 ENDPOINT: {**endpoints, "c7": res(ENDPOINT, "c7", "2")}}, previous=snapshot)
+    names = sorted(endpoints)
+    for delta in (False, True):
+        stream = session(delta, ads=True)
+        stream.on_snapshot(snapshot)
+        if delta:
+            request: Any = discovery_pb2.DeltaDiscoveryRequest(
+                type_url=ENDPOINT, resource_names_subscribe=names,
+                initial_resource_versions={n: r.version for n, r in endpoints.items()})
+        else:
+            request = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names,
+                                                     version_info=snapshot.subset(ENDPOINT, frozenset(names))[1])
+        snapshot.selected_versions(ENDPOINT, frozenset(names))  # (once per snapshot, for every stream)
+        VERSION_READS[0] = 0
+        assert stream.on_request(request) == []
+        assert VERSION_READS[0] <= 10, VERSION_READS[0]  # compared at once, not name by name
+        state = stream.types[ENDPOINT]
+        held = state.held if delta else state.client_resources
+        assert held._base is snapshot.subset(ENDPOINT, state.names)[0] and state.synced is snapshot
+        [response] = stream.on_snapshot(changed)
+        parsed = (discovery_pb2.DeltaDiscoveryResponse if delta else discovery_pb2.DiscoveryResponse).FromString(
+            response)
+        assert len(parsed.resources) == 1, delta
+
+    stream = session(True, ads=True)
+    stream.on_snapshot(snapshot)
+    [response] = stream.on_request(discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ENDPOINT, resource_names_subscribe=[*names, "gone"],
+        initial_resource_versions={n: r.version for n, r in endpoints.items()}))
+    parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(response)
+    assert not parsed.resources and list(parsed.removed_resources) == ["gone"]
