@@ -129,6 +129,15 @@ async def test_envoy_serves_updates_removals_and_survives_a_server_restart(
         assert served[0] > 20
         assert after == before, {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
         assert await asyncio.to_thread(http_get, main + "/") == (200, "upstream-b")
+
+        # What the reconnect said it holds counts as held: the next change is served (a
+        # route and the endpoints), within the second promised for a new model.
+        plane.cache.set_snapshot("gateway", world(main_port=main_port, extra_port=None, upstream=a,
+                                                  direct={"/direct": "hello-v3"}))
+        await eventually(lambda: http_get(main + "/direct") == (200, "hello-v3"), timeout=1.0,
+                         what="route changed after the restart")
+        await eventually(lambda: http_get(main + "/") == (200, "upstream-a"), timeout=1.0,
+                         what="endpoints changed after the restart")
     finally:
         if envoy is not None:
             await asyncio.to_thread(envoy.stop)
