@@ -489,6 +489,11 @@ class _LoopHooks(Hooks):
 
     def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
+        self.on_resume(stream, type_url, version, resources)
+
+    def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
+        # (after a restart the gateway Envoys are sent nothing: what they say they hold is
+        # their verdict, else every object would stay Programmed=Unknown)
         if stream.node_group == GATEWAY:
             self._loop.tracker.ack(type_url, resources)
             self._loop.judge()

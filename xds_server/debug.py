@@ -71,6 +71,10 @@ class DebugState(Hooks):
         record = self._type(stream, type_url)
         record.acked_version, record.acked_at = version, self._clock()
 
+    def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
+        record = self._type(stream, type_url)
+        record.acked_version, record.acked_at = version, self._clock()
+
     def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:
         record = self._type(stream, type_url)

@@ -56,6 +56,9 @@ class DeltaTypeState:
     # not the world. None: compare everything.
     synced: Snapshot | None = None
     epoch: int = 0  # counts wildcard changes (a response's ACK syncs only within one)
+    # The stream opened holding resources (`initial_resource_versions`) not yet compared
+    # with a snapshot (`Hooks.on_resume`).
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         if first:
             state.held.update(request.initial_resource_versions)
             state.answered = bool(request.initial_resource_versions)  # a reconnect: Envoy is initialized
+            state.resumed = state.answered
         self._subscribe(type_url, state, request, first)
         return self._evaluate()
 
@@ -150,9 +154,13 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
             # already: one answer shared by every such stream, no name-by-name comparison.
             if not state.held:
                 return self._plan_selection(type_url, state, snapshot, hold_removals, whole=True)
-            names = None if state.wildcard else state.names
-            if state.held.holds_exactly(snapshot.selected_versions(type_url, names)):
+            selection = snapshot.selected_versions(type_url, None if state.wildcard else state.names)
+            if state.held.holds_exactly(selection):
+                if state.resumed:
+                    self._resumed(type_url, state, snapshot, snapshot.version(type_url), selection)
                 return self._plan_selection(type_url, state, snapshot, hold_removals, whole=False)
+        if state.resumed and current:
+            self._resumed_partly(type_url, state, snapshot)
         if synced is not None:  # in step with `synced`: only what changed since, or was (un)subscribed
             changes = snapshot.changes_since(type_url, synced)
             wildcard, names = state.wildcard, state.names
@@ -189,6 +197,24 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
             return None  # (a first wildcard request is answered even when there is nothing:
             # Envoy's initialization waits for that answer, else for its initial_fetch_timeout)
         return DeltaPlan(send, tuple(sorted(removed)), syncs)
+
+    def _resumed(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot, version: str,
+                 held: Mapping[str, str]) -> None:
+        state.resumed = False
+        if held:
+            self._hooks.on_resume(self.stream, type_url, version, held)
+        if version:
+            self._verdict(snapshot, True)
+
+    def _resumed_partly(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> None:
+        """`on_resume` for a reconnect compared name by name: what it holds at the
+        snapshot's versions (the rest is sent, and its ACK tells)."""
+        selection = snapshot.selected_versions(type_url, None if state.wildcard else state.names)
+        if state.held.holds_exactly(selection):
+            self._resumed(type_url, state, snapshot, snapshot.version(type_url), selection)
+            return
+        current = {n: v for n in sorted(state.held) if selection.get(n) == (v := state.held[n])}
+        self._resumed(type_url, state, snapshot, "", current)
 
     def _plan_selection(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
                         hold_removals: bool, *, whole: bool) -> DeltaPlan | None:

@@ -58,6 +58,14 @@ class Hooks:
                 error_message: str) -> None:
         return None
 
+    def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
+        """A client that opened this stream holding resources from an earlier one (a
+        control-plane restart, a reconnect) holds `resources` (name → version, in name
+        order) of the current snapshot, so they are not sent again: as good as an ACK of
+        them. `version`: the response version it holds, "" when what it holds is not
+        exactly one response's (delta, holding some but not all at current versions)."""
+        return None
+
     def on_snapshot(self, node_group: str, snapshot: Snapshot) -> None:
         return None
 
@@ -107,6 +115,9 @@ class HookSet(Hooks):
                 error_message: str) -> None:
         self._each("on_nack", stream, type_url, version, resources, error_message)
 
+    def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
+        self._each("on_resume", stream, type_url, version, resources)
+
     def on_snapshot(self, node_group: str, snapshot: Snapshot) -> None:
         self._each("on_snapshot", node_group, snapshot)
 
@@ -151,6 +162,10 @@ class StatusHooks(Hooks):
 
     def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
+        if self._on_ack is not None:
+            self._on_ack(stream.node_group, type_url, list(resources), version)
+
+    def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
         if self._on_ack is not None:
             self._on_ack(stream.node_group, type_url, list(resources), version)
 

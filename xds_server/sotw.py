@@ -65,6 +65,9 @@ class SotwTypeState:
     # world (thousands of streams × thousands of resources). None: compare everything.
     synced: Snapshot | None = None
     epoch: int = 0  # counts subscription changes (a response's ACK syncs only within one)
+    # The stream opened with a version it holds, not yet found to be this snapshot's
+    # (`Hooks.on_resume`) nor answered with a response.
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             # First request for this type on this stream: a reconnecting client tells us
             # the version it already holds.
             state.client_version = request.version_info
+            state.resumed = bool(request.version_info)
         self._subscribe(type_url, state, request.resource_names)
         return self._evaluate()
 
@@ -175,6 +179,11 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
                     # (a reconnect: its version says it holds exactly this selection, so
                     # a later push sends what changed, not all of it again)
                     state.client_resources = Held.of(selected)
+                if state.resumed and syncs:
+                    state.resumed = False
+                    self._hooks.on_resume(self.stream, type_url, version, snapshot.selected_versions(
+                        type_url, None if state.wildcard else state.names))
+                    self._verdict(snapshot, True)
                 return self._settled(type_url, state, snapshot, syncs)
             send, whole = selected, syncs and self.sends_wholes  # (the snapshot's own selection, as it is)
         else:
@@ -222,6 +231,7 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
                                 epoch=state.epoch)
         state.last_nonce = nonce
         state.inflight = inflight
+        state.resumed = False  # (what it held is answered by this response's ACK)
         self._hooks.on_push(self.stream, type_url, plan.version, names_of(inflight), (), len(response))
         return response
 

@@ -93,3 +93,21 @@ async def test_an_unknown_version_holds_until_the_timeout_and_a_closed_stream_ho
     await asyncio.sleep(0.05)
     drain.on_stream_close(GATEWAY)
     assert await asyncio.wait_for(waiting, 1) is True
+
+
+async def test_a_reconnected_envoy_sent_nothing_holds_what_it_resumed_with() -> None:
+    """After a control-plane restart the Envoys are sent nothing (they hold the
+    snapshot): the version they resumed with is what they hold, so withdrawing an
+    endpoint waits for their next ACK; a partial resume ("") holds anything."""
+    drain = EndpointDrain()
+    both, only_a = snapshot(A, B), snapshot(A)
+    for stream in (GATEWAY, OTHER):
+        drain.on_stream_open(stream)
+    drain.on_snapshot("gateway", both)
+    drain.on_resume(GATEWAY, ENDPOINT, both.version(ENDPOINT), {})
+    drain.on_resume(OTHER, ENDPOINT, "", {})
+    assert drain.holders({("127.0.0.1", 4002)}) == [1, 2]
+    drain.on_snapshot("gateway", only_a)
+    deliver(drain, GATEWAY, only_a)
+    deliver(drain, OTHER, only_a)
+    assert drain.holders({("127.0.0.1", 4002)}) == []

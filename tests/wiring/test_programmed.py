@@ -102,6 +102,8 @@ def test_a_resource_that_leaves_and_comes_back_keeps_its_verdict():
 
 # --- the incremental bookkeeping answers as a full scan would ---------------------------
 
+from types import MappingProxyType  # noqa: E402
+
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 NAMES = ["t0", "t1", "t2", "t3"]
@@ -143,7 +145,11 @@ steps = st.lists(st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(steps)
 def test_the_incremental_verdicts_agree_with_a_scan_of_every_resource(sequence) -> None:  # type: ignore[no-untyped-def]
-    tracker = ProgrammedTracker()
+    """...and with a tracker handed a fresh dict on every ACK: the other is handed one
+    read-only mapping per content, the same object each time (as thousands of Envoys
+    ACK the snapshot's shared selection), which it may judge once."""
+    tracker, fresh = ProgrammedTracker(), ProgrammedTracker()
+    shared: dict = {}
     last: dict = {}
     for step in sequence:
         if step[0] == "use":
@@ -156,10 +162,15 @@ def test_the_incremental_verdicts_agree_with_a_scan_of_every_resource(sequence) 
                            == {n: r.version for n, r in m.items()} else m for t, m in by_type.items()}
             last = by_type
             tracker.use({rid: tuple(sorted(o)) for rid, (_, o) in compiled.items()}, by_type)
+            fresh.use({rid: tuple(sorted(o)) for rid, (_, o) in compiled.items()}, by_type)
         elif step[0] == "ack":
-            tracker.ack(step[1], step[2])
+            key = (step[1], frozenset(step[2].items()))
+            tracker.ack(step[1], shared.setdefault(key, MappingProxyType(dict(step[2]))))
+            fresh.ack(step[1], dict(step[2]))
         else:
             tracker.nack(step[1], step[2], "rejected " + ",".join(sorted(step[2])[:1]))
+            fresh.nack(step[1], step[2], "rejected " + ",".join(sorted(step[2])[:1]))
+        assert tracker.conditions() == fresh.conditions()
         accepted, failed, conditions = _scan(tracker)
         assert tracker.all_accepted() == accepted
         rejected = tracker.rejected()
@@ -194,3 +205,47 @@ def test_conditions_cover_every_owner_in_order_whatever_the_verdicts():
     assert {c.status for c in tracker.conditions().values()} == {"True"}
     tracker.use({(C, "modelserver/default/b"): (B,)}, {C: _resources()[C]})  # owners changed: A left
     assert list(tracker.conditions()) == [B]
+
+
+class _Counting(ProgrammedTracker):
+    """Counts verdicts recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded = 0
+
+    def _record(self, rid, version, verdict):  # type: ignore[no-untyped-def]
+        self.recorded += 1
+        super()._record(rid, version, verdict)
+
+
+def test_envoys_acking_one_shared_selection_are_judged_once_and_a_nack_between_is_not_forgotten():
+    tracker = _Counting()
+    tracker.use(OWNERS, _resources())
+    routes = MappingProxyType({"listener/8080": "r1"})
+    for _ in range(1000):  # a thousand gateway Envoys connecting
+        tracker.ack(R, routes)
+    assert tracker.recorded == 1
+    tracker.nack(R, {"listener/8080": "r1"}, "rejected listener/8080")  # (one of them, anyway)
+    assert tracker.conditions()[A].status == "False"
+    tracker.ack(R, routes)  # judged again: the latest verdict wins, as with any ACK
+    assert tracker.conditions()[A].status == "True" and tracker.recorded == 3
+
+
+def test_a_shared_selection_acked_again_after_its_verdicts_were_trimmed_is_judged_again():
+    """Verdicts of resources that left the compile are trimmed (beyond a bound); one
+    that comes back at the same version and is ACKed with the very same mapping must
+    be judged again, not skipped as already judged."""
+    others = {f"c{i}": "c1" for i in range(300)}
+    tracker = ProgrammedTracker()
+    tracker.use({(R, "listener/8080"): (A,), **{(C, n): (B,) for n in others}},
+                {R: {"listener/8080": EnvoyResource(R, "listener/8080", b"", "r1")},
+                 C: {n: EnvoyResource(C, n, b"", v) for n, v in others.items()}})
+    routes = MappingProxyType({"listener/8080": "r1"})
+    tracker.ack(R, routes)
+    tracker.ack(C, others)  # judged after the route table: the route's verdict is the oldest
+    tracker.use({(R, "x"): (A,)}, {R: {"x": EnvoyResource(R, "x", b"", "x1")}})  # all of them gone: trimmed
+    tracker.use(OWNERS, _resources())
+    tracker.ack(C, {"modelserver/default/b": "c1"})
+    tracker.ack(R, routes)
+    assert tracker.conditions()[A].status == "True"

@@ -268,3 +268,46 @@ def test_an_envoy_reconnecting_with_what_it_holds_is_sent_nothing_then_only_what
         initial_resource_versions={n: r.version for n, r in endpoints.items()}))
     parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(response)
     assert not parsed.resources and list(parsed.removed_resources) == ["gone"]
+
+
+class Resumes(Hooks):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Mapping[str, str]]] = []
+
+    def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
+        self.calls.append((type_url, version, resources))
+
+
+def test_a_reconnect_holding_the_snapshot_is_reported_once_as_held_and_a_fresh_or_stale_one_is_not() -> None:
+    """`Hooks.on_resume`: what a reconnecting Envoy holds of the snapshot, when it is
+    therefore sent nothing (Programmed and the endpoint drain learn it from there)."""
+    _, endpoints, snapshot = _in_step(False, 50)
+    names = sorted(endpoints)
+    versions = {n: r.version for n, r in endpoints.items()}
+    subset = snapshot.subset(ENDPOINT, frozenset(names))[1]
+    stale = {**versions, "c3": "old"}
+
+    def connect(delta: bool, held: Mapping[str, str] | None, sotw_version: str = "") -> tuple[Resumes, list[bytes]]:
+        hooks = Resumes()
+        kind = "ads-delta" if delta else "ads"
+        stream = (DeltaSession if delta else SotwSession)(StreamInfo(1, kind, "n", "g"), ads=True, hooks=hooks,
+                                                          clock=lambda: 0.0)
+        if delta:
+            request: Any = discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=names,
+                                                               initial_resource_versions=held or {})
+        else:
+            request = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names, version_info=sotw_version)
+        sent = stream.on_request(request)  # (before any snapshot: a restarted control plane compiles)
+        sent += stream.on_snapshot(snapshot)
+        sent += stream.on_snapshot(snapshot)
+        return hooks, sent
+
+    hooks, sent = connect(False, None, subset)
+    assert sent == [] and hooks.calls == [(ENDPOINT, subset, versions)]
+    hooks, sent = connect(True, versions)
+    assert sent == [] and hooks.calls == [(ENDPOINT, snapshot.version(ENDPOINT), versions)]
+    hooks, sent = connect(True, stale)  # held partly: what is current is reported, the rest sent
+    assert len(sent) == 1 and hooks.calls == [(ENDPOINT, "", {n: v for n, v in versions.items() if n != "c3"})]
+    for delta in (False, True):  # a fresh Envoy, and a SotW one holding another version: ACKs will tell
+        hooks, sent = connect(delta, None, "another-version")
+        assert len(sent) == 1 and hooks.calls == []
