@@ -494,7 +494,7 @@ class _LoopHooks(Hooks):
     def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
         # (after a restart the gateway Envoys are sent nothing: what they say they hold is
         # their verdict, else every object would stay Programmed=Unknown)
-        if stream.node_group == GATEWAY:
+        if stream.node_group == GATEWAY and resources:
             self._loop.tracker.ack(type_url, resources)
             self._loop.judge()
             self._loop.publish_status()

@@ -80,8 +80,9 @@ class EndpointDrain(Hooks):
             self._wake()
 
     def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
-        # A reconnected Envoy holds endpoints it was never sent on this stream ("": not
-        # one version's, so it counts as holding any until its next ACK).
+        # A reconnected Envoy holds endpoints it was never sent on this stream: the
+        # version it claims, then (sent nothing) the current one; "" is no version's, so
+        # it counts as holding any until its next ACK.
         if type_url == ENDPOINT and (view := self._streams.get(stream.stream_id)) is not None:
             view.acked = version
             self._wake()

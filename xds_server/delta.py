@@ -108,6 +108,8 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
             state.held.update(request.initial_resource_versions)
             state.answered = bool(request.initial_resource_versions)  # a reconnect: Envoy is initialized
             state.resumed = state.answered
+            if state.resumed:  # (it holds that, whatever it is, until it ACKs or is found current)
+                self._hooks.on_resume(self.stream, type_url, "", {})
         self._subscribe(type_url, state, request, first)
         return self._evaluate()
 
@@ -149,18 +151,19 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         of_type = self.available(type_url, snapshot)
         current = of_type is snapshot.of_type(type_url)
         synced = state.synced if current else None
+        exact: bool | None = None  # it holds exactly its selection (None: not compared)
+        if state.resumed and current:
+            exact = self._resume(type_url, state, snapshot)
         if self.sends_wholes and current and synced is None and not state.nacked and not state.force_send:
             # A fresh Envoy, or one reconnecting that holds this snapshot's selection
             # already: one answer shared by every such stream, no name-by-name comparison.
             if not state.held:
                 return self._plan_selection(type_url, state, snapshot, hold_removals, whole=True)
-            selection = snapshot.selected_versions(type_url, None if state.wildcard else state.names)
-            if state.held.holds_exactly(selection):
-                if state.resumed:
-                    self._resumed(type_url, state, snapshot, snapshot.version(type_url), selection)
+            if exact is None:
+                exact = state.held.holds_exactly(
+                    snapshot.selected_versions(type_url, None if state.wildcard else state.names))
+            if exact:
                 return self._plan_selection(type_url, state, snapshot, hold_removals, whole=False)
-        if state.resumed and current:
-            self._resumed_partly(type_url, state, snapshot)
         if synced is not None:  # in step with `synced`: only what changed since, or was (un)subscribed
             changes = snapshot.changes_since(type_url, synced)
             wildcard, names = state.wildcard, state.names
@@ -198,23 +201,20 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
             # Envoy's initialization waits for that answer, else for its initial_fetch_timeout)
         return DeltaPlan(send, tuple(sorted(removed)), syncs)
 
-    def _resumed(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot, version: str,
-                 held: Mapping[str, str]) -> None:
+    def _resume(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> bool:
+        """`on_resume` for a reconnect, once: what it holds of its selection at current
+        versions (all of it: the snapshot's version; else "", and the rest is sent and
+        its ACK tells). Whether it holds exactly its selection."""
         state.resumed = False
-        if held:
-            self._hooks.on_resume(self.stream, type_url, version, held)
-        if version:
-            self._verdict(snapshot, True)
-
-    def _resumed_partly(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot) -> None:
-        """`on_resume` for a reconnect compared name by name: what it holds at the
-        snapshot's versions (the rest is sent, and its ACK tells)."""
         selection = snapshot.selected_versions(type_url, None if state.wildcard else state.names)
         if state.held.holds_exactly(selection):
-            self._resumed(type_url, state, snapshot, snapshot.version(type_url), selection)
-            return
+            self._hooks.on_resume(self.stream, type_url, snapshot.version(type_url), selection)
+            self._verdict(snapshot, True)
+            return True
         current = {n: v for n in sorted(state.held) if selection.get(n) == (v := state.held[n])}
-        self._resumed(type_url, state, snapshot, "", current)
+        if current:
+            self._hooks.on_resume(self.stream, type_url, "", current)
+        return False
 
     def _plan_selection(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
                         hold_removals: bool, *, whole: bool) -> DeltaPlan | None:

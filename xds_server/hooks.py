@@ -59,11 +59,14 @@ class Hooks:
         return None
 
     def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
-        """A client that opened this stream holding resources from an earlier one (a
-        control-plane restart, a reconnect) holds `resources` (name → version, in name
-        order) of the current snapshot, so they are not sent again: as good as an ACK of
-        them. `version`: the response version it holds, "" when what it holds is not
-        exactly one response's (delta, holding some but not all at current versions)."""
+        """A client opened this stream holding resources from an earlier one (a
+        control-plane restart, a reconnect). Called when its first request says so, with
+        no resources and the version it claims (SotW `version_info`; delta: ""), since
+        until it ACKs something it holds that, whatever it is; and once more if it turns
+        out to hold current resources, which are then not sent again: `resources` (name
+        → version, in name order) as good as an ACK of them, `version` the response
+        version it holds ("" when not exactly one response's: delta, holding some but
+        not all of its selection at current versions)."""
         return None
 
     def on_snapshot(self, node_group: str, snapshot: Snapshot) -> None:
@@ -166,7 +169,7 @@ class StatusHooks(Hooks):
             self._on_ack(stream.node_group, type_url, list(resources), version)
 
     def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
-        if self._on_ack is not None:
+        if self._on_ack is not None and resources:
             self._on_ack(stream.node_group, type_url, list(resources), version)
 
     def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],

@@ -223,7 +223,10 @@ class Session(Generic[State, Plan]):
 
     def _plan(self, type_url: str, state: State, snapshot: Snapshot, *, hold_removals: bool,
               resend_rejected: bool = False) -> Plan | None:
-        """What would be sent for `type_url` now (None: nothing). No side effects.
+        """What would be sent for `type_url` now (None: nothing). Sends nothing and
+        changes nothing that decides what is sent later, except by facts it learns about
+        the client (that it is in step with the snapshot; what a reconnect holds, also
+        told to `Hooks.on_resume`), so it may be asked as a question (`_behind`).
         `resend_rejected`: plan a rejected version too (to tell whether the client lags)."""
         raise NotImplementedError
 

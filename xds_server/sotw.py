@@ -125,6 +125,8 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
             # the version it already holds.
             state.client_version = request.version_info
             state.resumed = bool(request.version_info)
+            if state.resumed:  # (it holds that, whatever it is, until it ACKs or is found current)
+                self._hooks.on_resume(self.stream, type_url, request.version_info, {})
         self._subscribe(type_url, state, request.resource_names)
         return self._evaluate()
 
@@ -175,10 +177,13 @@ class SotwSession(Session[SotwTypeState, SotwPlan]):
         whole = False
         if full or held is None:
             if version == state.client_version:
-                if held is None and not full and current:
-                    # (a reconnect: its version says it holds exactly this selection, so
-                    # a later push sends what changed, not all of it again)
+                if held is None and syncs:
+                    # (a reconnect: its version says it holds exactly this selection, so a
+                    # later push sends what changed, not all of it again, and full sets hold
+                    # their removals back as they would after an ACK: make-before-break)
                     state.client_resources = Held.of(selected)
+                    if full:
+                        state.client_snapshot, state.client_kept = snapshot, {}
                 if state.resumed and syncs:
                     state.resumed = False
                     self._hooks.on_resume(self.stream, type_url, version, snapshot.selected_versions(

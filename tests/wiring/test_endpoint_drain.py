@@ -111,3 +111,38 @@ async def test_a_reconnected_envoy_sent_nothing_holds_what_it_resumed_with() -> 
     deliver(drain, GATEWAY, only_a)
     deliver(drain, OTHER, only_a)
     assert drain.holders({("127.0.0.1", 4002)}) == []
+
+
+async def test_an_envoy_reconnecting_with_older_endpoints_holds_them_until_it_acks() -> None:
+    """The drain fed by a real protocol session: an Envoy reconnects still holding an
+    endpoint withdrawn since (it never ACKed the withdrawal) and is sent the newer
+    assignment; until it ACKs, it holds the old one (SotW and delta)."""
+    from envoy.service.discovery.v3 import discovery_pb2
+    from xds_server.delta import DeltaSession
+    from xds_server.sotw import SotwSession
+
+    name = "modelserver/default/s"
+    both, only_a = Snapshot.build([assignment(name, A, B)]), Snapshot.build([assignment(name, A)])
+    for delta in (False, True):
+        drain = EndpointDrain()
+        drain.on_snapshot("gateway", both)
+        drain.on_snapshot("gateway", only_a)
+        stream = StreamInfo(7, "ads-delta" if delta else "ads", "gw", "gateway")
+        drain.on_stream_open(stream)
+        session = (DeltaSession if delta else SotwSession)(stream, ads=True, hooks=drain, clock=lambda: 0.0)
+        session.on_snapshot(only_a)
+        old = both.of_type(ENDPOINT)[name]
+        if delta:
+            request: object = discovery_pb2.DeltaDiscoveryRequest(
+                type_url=ENDPOINT, resource_names_subscribe=[name], initial_resource_versions={name: old.version})
+        else:
+            request = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=[name],
+                                                     version_info=both.subset(ENDPOINT, frozenset([name]))[1])
+        [response] = session.on_request(request)  # type: ignore[arg-type]
+        assert drain.holders({("127.0.0.1", 4002)}) == [7], delta
+        nonce = (discovery_pb2.DeltaDiscoveryResponse if delta else discovery_pb2.DiscoveryResponse).FromString(
+            response).nonce
+        ack: object = (discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, response_nonce=nonce) if delta else
+                       discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=[name], response_nonce=nonce))
+        session.on_request(ack)  # type: ignore[arg-type]
+        assert drain.holders({("127.0.0.1", 4002)}) == [], delta

@@ -31,6 +31,12 @@ def check(held: Held, model: dict[str, str]) -> None:
         assert (n in held) == (n in model)
         assert held.get(n) == model.get(n) == held.lookup()(n)
         assert held.get(n, "none") == model.get(n, "none")
+    # `holds_exactly` and `within` against the same, fewer, more and other versions
+    probes = [model, *({k: v for k, v in model.items() if k != n} for n in model),
+              *({**model, n: "1"} for n in NAMES), *({**model, n: "other"} for n in NAMES)]
+    for probe in probes:
+        assert held.holds_exactly(probe) == (probe == model), probe
+        assert held.within(probe) == (model.keys() <= probe.keys()), probe
 
 
 @settings(max_examples=500, deadline=None)
