@@ -76,12 +76,14 @@ ops = st.lists(st.one_of(snapshot_op, request_op, request_op), min_size=15, max_
 
 
 class Driver:
-    """Feeds the same steps to two sessions; `slow` has its memo wiped before each, and
-    sends no wholes."""
+    """Feeds the same steps to four sessions; `slow` has its memo wiped before each, and
+    sends no wholes; `twins` are more streams like `fast`, so that a snapshot's wholes
+    are asked for again, kept, reused and carried into the next snapshot."""
 
     def __init__(self, delta: bool, ads: bool) -> None:
         self.delta = delta
         self.fast, self.slow = session(delta, ads), session(delta, ads, wholes=False)
+        self.twins = (session(delta, ads), session(delta, ads))
         self.mappings: dict[str, Mapping[str, Res]] = {t: {} for t in TYPES}
         self.subscribed: dict[str, list[str]] = {}  # SotW: what each request of a type names
         self.snapshot: Snapshot | None = None
@@ -105,7 +107,9 @@ class Driver:
                             edited[name] = res(type_url, name, content)
                     self.mappings[type_url] = edited
             self.snapshot = Snapshot.of_types(self.mappings, previous=self.snapshot)
-            assert self.fast.on_snapshot(self.snapshot) == self.slow.on_snapshot(self.snapshot)
+            expected = self.slow.on_snapshot(self.snapshot)
+            assert self.fast.on_snapshot(self.snapshot) == expected
+            assert all(twin.on_snapshot(self.snapshot) == expected for twin in self.twins)
             return
         _, type_url, change, reply, held = op
         subscribe, unsubscribe = change or ([], [])
@@ -125,7 +129,9 @@ class Driver:
             request = discovery_pb2.DiscoveryRequest(
                 type_url=type_url, response_nonce=nonce, resource_names=self.subscribed.get(type_url, []),
                 version_info=self.snapshot.version(type_url) if self.snapshot and held else "", error_detail=error)
-        assert self.fast.on_request(request) == self.slow.on_request(request)
+        expected = self.slow.on_request(request)
+        assert self.fast.on_request(request) == expected
+        assert all(twin.on_request(request) == expected for twin in self.twins)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
