@@ -75,7 +75,9 @@ class MemoryStatus:
         return status is not None and any(c.type == "Programmed" and c.status == "True" for c in status.conditions)
 
 
-def objects(port: int) -> tuple[Resource, ...]:
+def objects(port: int, *, limited: bool = True) -> tuple[Resource, ...]:
+    """ModelInfer and ModelServer `m`, and (`limited`) ModelServer `limited` with a shared
+    rate limit (which needs the rate-limit service's Redis)."""
     found, errors = load_text(textwrap.dedent(f"""
         apiVersion: workload.matrixinfer.ai/v1alpha1
         kind: ModelInfer
@@ -100,7 +102,7 @@ def objects(port: int) -> tuple[Resource, ...]:
           rateLimit: {{enabled: true, requestsPerSecond: 2, global: true}}
         """), "memory.yaml")
     assert errors == []
-    return tuple(found)
+    return tuple(o for o in found if limited or o.metadata.name != "limited")
 
 
 async def _served_by_within(url: str, infer: str, since: float) -> None:

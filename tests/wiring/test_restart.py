@@ -3,12 +3,12 @@
 The new process compiles the same world to the same content versions, so the Envoys,
 reconnecting with what they hold, are sent nothing. That silence is their verdict: every
 object must be Programmed again (it stayed Unknown before `Hooks.on_resume`), promptly
-after the Envoy is back, without any edit, and traffic never stops meanwhile."""
+after the Envoy is back, without any edit; Envoy serves while the control plane is
+down and after."""
 
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,10 @@ from controller.provider import ProviderState
 from modelroute.app import App, AppOptions
 from modelroute.canary_wiring import CanaryWiring
 from modelroute.targets import Placement
-from routing_engine.api.loader import load_text
-from routing_engine.api.resources import Resource
 from routing_engine.world import BackendEndpoint
 from tests.kubernetes.helpers import mock_replica, served_by
 from tests.support import free_port
-from tests.wiring.test_app import INFER, PROMISE, SERVER, MemoryProvider, MemoryStatus
+from tests.wiring.test_app import INFER, PROMISE, SERVER, MemoryProvider, MemoryStatus, objects
 from xds_server.bootstrap import render_dict
 
 pytestmark = pytest.mark.slow
@@ -31,25 +29,6 @@ pytestmark = pytest.mark.slow
 # Envoy counters that move whenever it accepts or applies a configuration update.
 _CONFIG_COUNTERS = ("update_success", "update_rejected", "listener_modified", "listener_added", "listener_removed",
                     "cluster_modified", "cluster_added", "cluster_removed")
-
-
-def _objects(port: int) -> tuple[Resource, ...]:
-    found, errors = load_text(textwrap.dedent(f"""
-        apiVersion: workload.matrixinfer.ai/v1alpha1
-        kind: ModelInfer
-        metadata: {{name: m}}
-        spec: {{modelRef: {{name: m}}, replicas: 1}}
-        ---
-        apiVersion: networking.matrixinfer.ai/v1alpha1
-        kind: ModelServer
-        metadata: {{name: m}}
-        spec:
-          modelInferRef: {{name: m}}
-          service: {{port: {port}}}
-          routing: {{path: /v1/models/m}}
-        """), "memory.yaml")
-    assert errors == []
-    return tuple(found)
 
 
 async def _app(xds_port: int, state: ProviderState, status: MemoryStatus, run_dir: Path) -> App:
@@ -73,7 +52,7 @@ async def test_after_a_restart_the_gateway_is_sent_nothing_and_every_object_is_p
         delta: bool, tmp_path: Path) -> None:
     gateway_port, replica_port, xds_port = free_port(), free_port(), free_port()
     replica = await mock_replica("one", replica_port)
-    state = ProviderState(_objects(gateway_port), {INFER: (BackendEndpoint("127.0.0.1", replica_port, True),)})
+    state = ProviderState(objects(gateway_port, limited=False), {INFER: (BackendEndpoint("127.0.0.1", replica_port, True),)})
     url = f"http://127.0.0.1:{gateway_port}/v1/models/m/infer"
     first, second = MemoryStatus(), MemoryStatus()
     app: App | None = await _app(xds_port, state, first, tmp_path / "first")
