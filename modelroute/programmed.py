@@ -124,7 +124,7 @@ class ProgrammedTracker:
             return  # judged just now, and nothing since (these verdicts are all still kept)
         for name, version in resources.items():
             self._record((type_url, name), version, None)
-        if isinstance(resources, MappingProxyType):  # (read-only: the same object, the same content)
+        if isinstance(resources, MappingProxyType):  # (the xDS server's are views of dicts no one changes)
             self._last_ack[type_url] = resources
         else:
             self._last_ack.pop(type_url, None)
