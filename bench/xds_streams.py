@@ -8,8 +8,11 @@ The streams are the xDS server's own session objects (`sotw.SotwSession`,
 `delta.DeltaSession`) subscribed as Envoy subscribes (clusters, listeners and scopes by
 wildcard; endpoints and route tables by name) and ACKing every response; no gRPC, so
 what is timed is the protocol work alone: `on_snapshot` for the push and `on_request`
-for each ACK (a SotW ACK names all its endpoints again, as Envoy's do). Client work
-(parsing responses, building requests) is not timed. First every stream connects and
+for each ACK (a SotW ACK names all its endpoints again, as Envoy's do), with the one hook
+whose work grows with the world: the control loop's judging of the gateway's ACKs for
+`Programmed` (a `ProgrammedTracker` fed each compile, and each ACK and resume, as
+`modelroute.control_loop` feeds it). Client work (parsing responses, building requests)
+is not timed. First every stream connects and
 is served the whole world (new Envoys: a rollout or a scale-up of a group; those of one
 group share one answer per type, `Snapshot.whole`), then the control plane restarts and
 every Envoy reconnects saying what it holds (SotW `version_info`, delta
@@ -36,24 +39,41 @@ from envoy.service.discovery.v3 import discovery_pb2
 from bench import worlds
 from bench._common import machine, write_result
 from routing_engine.engine import Compiler
-from routing_engine.world import EnvoyResource, Target
+from modelroute.programmed import ProgrammedTracker
+from routing_engine.world import Compiled, Target
 from xds_server.delta import DeltaSession
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
 from xds_server.sotw import SotwSession
-from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, WILDCARD_TYPES
+from xds_server.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, WILDCARD_TYPES, XdsResource
 
 TYPES = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
-Resources = Mapping[str, Mapping[str, EnvoyResource]]
+
+
+class Judge(Hooks):
+    """The control loop's `Programmed` bookkeeping of the gateway's ACKs (its xDS hook
+    judges them in `ProgrammedTracker`; judging and publishing the statuses runs later)."""
+
+    def __init__(self) -> None:
+        self.tracker = ProgrammedTracker()
+
+    def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
+               latency_s: float) -> None:
+        self.tracker.ack(type_url, resources)
+
+    def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
+        if resources:
+            self.tracker.ack(type_url, resources)
 
 
 class Stream:
     """One simulated Envoy: a server session and the ACKs it sends back."""
 
-    def __init__(self, index: int, delta: bool, names: dict[str, set[str]]) -> None:
+    def __init__(self, index: int, delta: bool, names: dict[str, set[str]], judge: Judge) -> None:
         kind = "ads-delta" if delta else "ads"
         session_type = DeltaSession if delta else SotwSession
-        self.session = session_type(StreamInfo(index, kind, f"envoy-{index}", "gateway"), ads=True, hooks=Hooks(),
+        self.judge = judge
+        self.session = session_type(StreamInfo(index, kind, f"envoy-{index}", "gateway"), ads=True, hooks=judge,
                                     clock=time.monotonic)
         self.delta = delta
         self.names = {type_url: set(found) for type_url, found in names.items()}  # by name, per type
@@ -65,7 +85,7 @@ class Stream:
         """`holds`: a first request on a new stream from an Envoy holding what that
         snapshot selects for it."""
         names = sorted(self.names.get(type_url, ())) if type_url not in WILDCARD_TYPES else []
-        held: Mapping[str, EnvoyResource] = {}
+        held: Mapping[str, XdsResource] = {}
         if holds is not None:
             held = holds.subset(type_url, None if type_url in WILDCARD_TYPES else frozenset(names))[0]
         if self.delta:
@@ -95,7 +115,7 @@ class Stream:
     def connect(self, snapshot: Snapshot, holds: Snapshot | None = None) -> None:
         """A new stream (to a restarted control plane: a new session); the Envoy holds
         nothing, or what `holds` selects for it."""
-        self.session = type(self.session)(self.session.stream, ads=True, hooks=Hooks(), clock=time.monotonic)
+        self.session = type(self.session)(self.session.stream, ads=True, hooks=self.judge, clock=time.monotonic)
         requests = [self._request(t, subscribe=self.names.get(t, ()), holds=holds) for t in TYPES]
         self._server(self.session.on_snapshot, snapshot)
         responses: list[bytes] = []
@@ -112,12 +132,14 @@ class Stream:
             self.ack_all(self._server(self.session.on_request, self._request(ENDPOINT, subscribe=new)))
 
 
-def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Resources]]) -> list[dict[str, Any]]:
+def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Compiled]]) -> list[dict[str, Any]]:
     # Each snapshot is built as the control loop builds it: after the one before it was
     # served (what streams computed of that one carries over where a type is unchanged).
-    snapshot = Snapshot.of_types(compiled[0][1])
+    judge = Judge()
+    judge.tracker.use(compiled[0][1].owners, compiled[0][1].resources)
+    snapshot = Snapshot.of_types(compiled[0][1].resources)
     names = {ENDPOINT: set(snapshot.of_type(ENDPOINT)), ROUTE: set(snapshot.of_type(ROUTE))}
-    group = [Stream(i, delta, names) for i in range(streams)]
+    group = [Stream(i, delta, names, judge) for i in range(streams)]
     gc.collect()
     wall = time.perf_counter()
     for stream in group:
@@ -130,8 +152,10 @@ def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Re
     for stream in group:
         stream.connect(snapshot, holds=snapshot)
     rows.append(_row(routes, streams, delta, "restart: all reconnect", group, time.perf_counter() - wall))
-    for change, resources in compiled[1:]:
-        snapshot = Snapshot.of_types(resources, previous=snapshot)
+    assert judge.tracker.all_accepted()
+    for change, result in compiled[1:]:
+        judge.tracker.use(result.owners, result.resources)
+        snapshot = Snapshot.of_types(result.resources, previous=snapshot)
         gc.collect()
         for stream in group:
             stream.server_s, stream.bytes = 0.0, 0
@@ -139,6 +163,7 @@ def measure(routes: int, streams: int, delta: bool, compiled: list[tuple[str, Re
         for stream in group:
             stream.push(snapshot)
         rows.append(_row(routes, streams, delta, change, group, time.perf_counter() - wall))
+        assert judge.tracker.all_accepted()
     return rows
 
 
@@ -149,14 +174,14 @@ def _row(routes: int, streams: int, delta: bool, change: str, group: list[Stream
             "all_streams_s": sum(costs), "bytes_per_stream": statistics.median(sent), "loop_wall_s": wall}
 
 
-def compiles(routes: int) -> list[tuple[str, Resources]]:
-    """The base world's resources, then each change's, from one `Compiler` (as the
+def compiles(routes: int) -> list[tuple[str, Compiled]]:
+    """The base world's compile, then each change's, from one `Compiler` (as the
     control loop compiles them: unchanged types come back as the very same mappings)."""
     objects = worlds.objects(routes)
     base = worlds.world(routes, objects)
     compiler = Compiler()
     edited = worlds.edited(routes, objects, which=routes // 2, weight=55, base=base)
-    return [(change, compiler.compile(world, Target()).resources)
+    return [(change, compiler.compile(world, Target()))
             for change, world in (("base", base), ("one route re-weighted", edited),
                                   ("one ModelServer added", worlds.with_servers_added(routes, edited, 1)))]
 
