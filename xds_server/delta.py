@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.held import Held
-from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned, names_of
+from xds_server.session import NO_NAMES, Inflight, Session, by_name, interned_change, names_of
 from xds_server.snapshot import Snapshot
 from xds_server.types import WILDCARD, WILDCARD_TYPES, XdsResource
 
@@ -130,7 +130,7 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
                 state.wildcard = False
         added, dropped = subscribe - {WILDCARD}, unsubscribe - {WILDCARD}
         if added or dropped:
-            state.names = interned((state.names | added) - dropped)
+            state.names = interned_change(state.names, added, dropped)
         for name in added:
             state.reported_missing.discard(name)
             if not first:
