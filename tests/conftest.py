@@ -25,12 +25,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_initial_fetch_timeout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Every Envoy a test starts through `EnvoyProcess` (directly, or in an embedded world)
-    is asked, before it is stopped, whether any xDS fetch timed out; the test fails if one
+    """Every Envoy a test starts through `EnvoyProcess` (directly, or in an embedded world;
+    and tests/xds's own `envoy_support.EnvoyProcess`) is asked, before it is stopped, whether any xDS fetch timed out; the test fails if one
     did. Envoy's 15 s `initial_fetch_timeout` must never be what makes a test pass. Tests
     that provoke one on purpose are marked `expects_fetch_timeout`."""
     from controller.local.envoy_process import EnvoyProcess
-    from tests.support import fetch_timeouts
+    from tests.support import FETCH_TIMEOUT_STAT, fetch_timeouts
 
     found: list[tuple[str, dict[str, int]]] = []
     original = EnvoyProcess.stop
@@ -46,6 +46,22 @@ def _no_initial_fetch_timeout(request: pytest.FixtureRequest, monkeypatch: pytes
         return await original(self, grace=grace)
 
     monkeypatch.setattr(EnvoyProcess, "stop", stop)
+    # tests/xds start their Envoys with a helper of their own (synchronous)
+    from tests.xds import envoy_support
+
+    original_sync = envoy_support.EnvoyProcess.stop
+
+    def stop_sync(self: envoy_support.EnvoyProcess) -> None:
+        if self.proc.poll() is None:
+            try:
+                timed_out = {k: v for k, v in self.stats().items() if k.endswith(FETCH_TIMEOUT_STAT) and v > 0}
+            except Exception:  # admin gone: nothing to ask
+                timed_out = {}
+            if timed_out:
+                found.append((f"xds test envoy {self.admin_port}", timed_out))
+        original_sync(self)
+
+    monkeypatch.setattr(envoy_support.EnvoyProcess, "stop", stop_sync)
     yield
     if found and request.node.get_closest_marker("expects_fetch_timeout") is None:
         pytest.fail(f"Envoy's initial_fetch_timeout fired (the control plane never answered): {found}")
