@@ -110,7 +110,7 @@ def plugins_without(names: Sequence[str]) -> tuple[Plugin, ...] | None:
     return tuple(p for p in builtin() if p.name not in names)
 
 
-async def _through(envoy: EnvoyProcess, url: str, count: int, warmup: int) -> tuple[dict[str, Any], float]:
+async def through(envoy: EnvoyProcess, url: str, count: int, warmup: int) -> tuple[dict[str, Any], float]:
     """One round through `envoy`, and its CPU time per request over the round."""
     pid = envoy.pid
     assert pid is not None  # started
@@ -150,8 +150,8 @@ async def measure(n: int, servers: int, rounds: int, count: int, warmup: int, sp
             per_round: list[dict[str, Any]] = []
             for _ in range(rounds):
                 d = await load(direct, count, warmup)
-                b, bare_cpu_us = await _through(bare, f"http://127.0.0.1:{bare_port}{path}", count, warmup)
-                e, cpu_us = await _through(envoy, via, count, warmup)
+                b, bare_cpu_us = await through(bare, f"http://127.0.0.1:{bare_port}{path}", count, warmup)
+                e, cpu_us = await through(envoy, via, count, warmup)
                 per_round.append({"direct": d, "bare": b, "envoy": e, "envoy_cpu_us_per_request": cpu_us,
                                   "bare_cpu_us_per_request": bare_cpu_us,
                                   "added_p50_us": e["p50_us"] - d["p50_us"], "added_p99_us": e["p99_us"] - d["p99_us"],

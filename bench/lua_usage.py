@@ -34,7 +34,7 @@ from typing import Any
 
 from bench import _stack
 from bench._common import machine, write_result
-from bench.dataplane import cpu_seconds, load, pin, plugins_without
+from bench.dataplane import pin, plugins_without, through
 from controller.local.envoy_process import EnvoyProcess
 from routing_engine.api.resources import ObjectKey
 from routing_engine.engine import static_bootstrap
@@ -127,11 +127,7 @@ async def measure(rounds: int, count: int, warmup: int, streams: int, tokens: in
             for _ in range(rounds):
                 row: dict[str, Any] = {}
                 for mode, p in ports.items():
-                    pid = envoys[mode].pid
-                    assert pid is not None  # started
-                    before = cpu_seconds(pid)
-                    result = await load(f"http://127.0.0.1:{p}{path}/infer", count, warmup)
-                    cpu_us = (cpu_seconds(pid) - before) / (count + warmup) * 1e6
+                    result, cpu_us = await through(envoys[mode], f"http://127.0.0.1:{p}{path}/infer", count, warmup)
                     times = await _streams(f"http://127.0.0.1:{p}{path}/v1/chat/completions", streams, tokens)
                     row[mode] = {"p50_us": result["p50_us"], "p99_us": result["p99_us"], "cpu_us_per_request": cpu_us,
                                  "stream_p50_us": statistics.median(times)}

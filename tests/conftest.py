@@ -30,7 +30,7 @@ def _no_initial_fetch_timeout(request: pytest.FixtureRequest, monkeypatch: pytes
     did. Envoy's 15 s `initial_fetch_timeout` must never be what makes a test pass. Tests
     that provoke one on purpose are marked `expects_fetch_timeout`."""
     from controller.local.envoy_process import EnvoyProcess
-    from tests.support import FETCH_TIMEOUT_STAT, fetch_timeouts
+    from tests.support import fetch_timeouts, timed_out_fetches
 
     found: list[tuple[str, dict[str, int]]] = []
     original = EnvoyProcess.stop
@@ -54,7 +54,7 @@ def _no_initial_fetch_timeout(request: pytest.FixtureRequest, monkeypatch: pytes
     def stop_sync(self: envoy_support.EnvoyProcess) -> None:
         if self.proc.poll() is None:
             try:
-                timed_out = {k: v for k, v in self.stats().items() if k.endswith(FETCH_TIMEOUT_STAT) and v > 0}
+                timed_out = timed_out_fetches(self.stats())
             except Exception:  # admin gone: nothing to ask
                 timed_out = {}
             if timed_out:

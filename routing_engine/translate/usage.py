@@ -13,9 +13,10 @@ small Lua filter serves both, so an answer is scanned once:
   OVERLAP bytes hold both `"prompt_tokens": <n>` and `"completion_tokens": <n>`
   (OpenAI-style engines send it in a JSON answer, and in a stream's final chunk when the
   client asks `stream_options.include_usage`). To read across chunk boundaries the last
-  2 × OVERLAP bytes are searched again with the next chunk, so a `usage` (key to end of
-  its window) or `model` (key to closing quote) of under OVERLAP bytes is read wherever
-  the answer is cut. A `"usage"` inside generated text is JSON-escaped (`\\"usage\\"`)
+  2 × OVERLAP bytes are searched again with the next chunk, so a `usage` whose `{`
+  follows its key within OVERLAP bytes, and a `model` of under OVERLAP bytes from key
+  to closing quote, are read wherever the answer is cut (an engine's JSON has a few
+  bytes there; farther apart, a cut may hide them). A `"usage"` inside generated text is JSON-escaped (`\\"usage\\"`)
   and cannot match; the same holds for `"model"`. The plain-text searches (`find` with
   `plain`) pick the candidates, a pattern anchored there checks each.
   `tests/observability/test_usage_reader.py` checks Envoy's reading against a plain

@@ -60,6 +60,9 @@ def test_server_extensions_are_checked_against_the_installed_plugins() -> None:
     assert any(ln.startswith("ModelServer default/s: spec.extensions.requestHeaders.add") and "lower case" in ln
                for ln in lines), lines
     assert any("spec.extensions.requestHeader:" in ln and "did you mean requestHeaders?" in ln for ln in lines), lines
+    # An edit of an accepted server (kubectl apply of a changed object) is checked alike.
+    edited = admission.validate(review(with_extensions({"requestHeader": {}}), "UPDATE"), EXTENSIONS)["response"]
+    assert edited["allowed"] is False and "did you mean requestHeaders?" in edited["status"]["message"]
     # Without the plugins' models (as before they were passed) the keys are not checked.
     assert admission.validate(review(with_extensions({"requestHeader": {}})))["response"]["allowed"] is True
 

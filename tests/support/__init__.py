@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,8 +116,20 @@ async def fetch_timeouts(envoy: object) -> dict[str, int]:
     out: Envoy gave up waiting for the control plane and went on without that resource.
     A test that passes after one of these passed because 15 s went by, not because the
     control plane answered."""
-    stats = await envoy.stats()  # type: ignore[attr-defined]
+    return timed_out_fetches(await envoy.stats())  # type: ignore[attr-defined]
+
+
+def timed_out_fetches(stats: Mapping[str, int]) -> dict[str, int]:
+    """`fetch_timeouts` of Envoy stats already read."""
     return {name: value for name, value in stats.items() if name.endswith(FETCH_TIMEOUT_STAT) and value > 0}
+
+
+def config_counters(stats: Mapping[str, int]) -> dict[str, int]:
+    """Envoy counters that move whenever it accepts or applies a config update (equal
+    before and after: nothing was sent to it, or nothing it applied)."""
+    keys = ("update_success", "update_rejected", "listener_modified", "listener_added", "listener_removed",
+            "cluster_modified", "cluster_added", "cluster_removed")
+    return {k: v for k, v in stats.items() if any(part in k for part in keys)}
 
 
 def fetch_timeouts_in_metrics(text: str) -> dict[str, float]:

@@ -20,16 +20,11 @@ from modelroute.canary_wiring import CanaryWiring
 from modelroute.targets import Placement
 from routing_engine.world import BackendEndpoint
 from tests.kubernetes.helpers import mock_replica, served_by
-from tests.support import free_port
+from tests.support import config_counters, free_port
 from tests.wiring.test_app import INFER, PROMISE, SERVER, MemoryProvider, MemoryStatus, objects
 from xds_server.bootstrap import render_dict
 
 pytestmark = pytest.mark.slow
-
-# Envoy counters that move whenever it accepts or applies a configuration update.
-_CONFIG_COUNTERS = ("update_success", "update_rejected", "listener_modified", "listener_added", "listener_removed",
-                    "cluster_modified", "cluster_added", "cluster_removed")
-
 
 async def _app(xds_port: int, state: ProviderState, status: MemoryStatus, run_dir: Path) -> App:
     app = App(AppOptions(mode="memory", placement=Placement(listen_address="127.0.0.1"),
@@ -72,8 +67,7 @@ async def test_after_a_restart_the_gateway_is_sent_nothing_and_every_object_is_p
 
         await _within(10, served, "served at Envoy's start")  # (Envoy's own start is not the promise)
         await _within(PROMISE, lambda: programmed(first), "Programmed after Envoy's ACKs")
-        stats = await envoy.stats()
-        before = {k: v for k, v in stats.items() if any(c in k for c in _CONFIG_COUNTERS)}
+        before = config_counters(await envoy.stats())
 
         await app.stop()
         app = None
@@ -90,8 +84,7 @@ async def test_after_a_restart_the_gateway_is_sent_nothing_and_every_object_is_p
 
         await _within(20, connected, "Envoy reconnects")  # (its own retry back-off)
         await _within(PROMISE, lambda: programmed(second), "Programmed after the reconnect, with nothing sent")
-        stats = await envoy.stats()
-        after = {k: v for k, v in stats.items() if any(c in k for c in _CONFIG_COUNTERS)}
+        after = config_counters(await envoy.stats())
         assert after == before, {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
         assert await served()
         assert app.ready()

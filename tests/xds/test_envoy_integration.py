@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support import free_port
+from tests.support import config_counters, free_port
 from tests.xds.envoy_support import (EnvoyProcess, Upstream, endpoints, eds_cluster, http_get, listener,
                                      route_config)
 from xds_server import ControlPlane, Snapshot, check_consistency, start_control_plane
@@ -60,13 +60,6 @@ async def upstreams() -> AsyncIterator[tuple[Upstream, Upstream]]:
     b.close()
 
 
-def _config_counters(stats: dict[str, int]) -> dict[str, int]:
-    """Envoy counters that move whenever it accepts or applies a config update."""
-    keys = ("update_success", "update_rejected", "listener_modified", "listener_added", "listener_removed",
-            "cluster_modified", "cluster_added", "cluster_removed", "update_attempt_")
-    return {k: v for k, v in stats.items() if any(part in k for part in keys) and "update_attempt" not in k}
-
-
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 async def test_envoy_serves_updates_removals_and_survives_a_server_restart(
         delta: bool, upstreams: tuple[Upstream, Upstream], tmp_path: Path) -> None:
@@ -100,7 +93,7 @@ async def test_envoy_serves_updates_removals_and_survives_a_server_restart(
                          what="drained")
 
         # Restart: the same content from a fresh process-equivalent (new cache, new server).
-        before = await asyncio.to_thread(lambda: _config_counters(envoy.stats()))
+        before = await asyncio.to_thread(lambda: config_counters(envoy.stats()))
         failures: list[tuple[int, str]] = []
         served = [0]
         stop = threading.Event()
@@ -124,7 +117,7 @@ async def test_envoy_serves_updates_removals_and_survives_a_server_restart(
         await asyncio.sleep(1.0)  # give any (unwanted) resend time to be applied
         stop.set()
         await asyncio.to_thread(loader.join, 5)
-        after = await asyncio.to_thread(lambda: _config_counters(envoy.stats()))
+        after = await asyncio.to_thread(lambda: config_counters(envoy.stats()))
         assert failures == [], failures[:5]
         assert served[0] > 20
         assert after == before, {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
