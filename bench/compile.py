@@ -33,7 +33,7 @@ from typing import Any
 
 from bench import worlds
 from bench._common import machine
-from modelroute.control_loop import compile_paused, freeze_heap, gc_paused
+from modelroute.control_loop import compile_paused, gc_paused
 from routing_engine.engine import Compiler
 from routing_engine.incremental import Resolver
 from routing_engine.world import Target
@@ -87,8 +87,7 @@ def measure(n: int, repeat: int) -> dict[str, Any]:
         with gc_paused():
             add("resolve_loop", _timed(lambda: Resolver().resolve(base, target)))
         compiler = Compiler()
-        add("full_loop", _timed(lambda: compile_paused(compiler, base, target)))
-        freeze_heap()
+        add("full_loop", _timed(lambda: compile_paused(compiler, base, target, freeze=True)))
         for world in edits:
             add("incremental_loop", _timed(lambda: compile_paused(compiler, world, target)))
         for world in adds:

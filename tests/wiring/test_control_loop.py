@@ -226,11 +226,11 @@ async def test_a_slow_compile_of_one_node_group_never_holds_back_another(monkeyp
     compiled_for: list[str] = []
     compile_paused = control_loop.compile_paused
 
-    def slow_for_sidecars(compiler, world, target):  # type: ignore[no-untyped-def]
+    def slow_for_sidecars(compiler, world, target, *, freeze=False):  # type: ignore[no-untyped-def]
         if target.role == "sidecar":
             assert release.wait(timeout=30), "never released"
         compiled_for.append(target.role)
-        return compile_paused(compiler, world, target)
+        return compile_paused(compiler, world, target, freeze=freeze)
 
     monkeypatch.setattr(control_loop, "compile_paused", slow_for_sidecars)
     loop, cache, task = await _running_loop([])
