@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.xds import client
 from xds_server.delta import DeltaSession
+from xds_server.held import Held
 from xds_server.hooks import Hooks, StreamInfo
 from xds_server.snapshot import Snapshot
 from xds_server.sotw import SotwSession
@@ -129,9 +130,12 @@ class Driver:
             request = discovery_pb2.DiscoveryRequest(
                 type_url=type_url, response_nonce=nonce, resource_names=self.subscribed.get(type_url, []),
                 version_info=self.snapshot.version(type_url) if self.snapshot and held else "", error_detail=error)
-        expected = self.slow.on_request(request)
-        assert self.fast.on_request(request) == expected
-        assert all(twin.on_request(request) == expected for twin in self.twins)
+        def own() -> Any:  # (a delta session keeps a reconnect's request and strips it)
+            return type(request).FromString(request.SerializeToString())
+
+        expected = self.slow.on_request(own())
+        assert self.fast.on_request(own()) == expected
+        assert all(twin.on_request(own()) == expected for twin in self.twins)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -274,6 +278,42 @@ def test_an_envoy_reconnecting_with_what_it_holds_is_sent_nothing_then_only_what
         initial_resource_versions={n: r.version for n, r in endpoints.items()}))
     parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(response)
     assert not parsed.resources and list(parsed.removed_resources) == ["gone"]
+
+
+def test_envoys_reconnecting_together_have_their_claims_compared_whole_not_read(monkeypatch) -> None:
+    """Delta Envoys reconnecting after a restart each claim what they hold (40,000
+    versions at a 10,000-route world): from the second on, a claim is compared whole
+    with the snapshot's (`Snapshot.claim`, in C), never read name by name; a claim with
+    one stale version is read, and that one resource is sent."""
+    _, endpoints, snapshot = _in_step(False, 500)
+    names = sorted(endpoints)
+    versions = {n: r.version for n, r in endpoints.items()}
+    reads: list[int] = []
+    read_claim = Held._read_claim
+
+    def counted(held: Held) -> None:
+        if held.unread:
+            reads.append(len(held))
+        read_claim(held)
+
+    monkeypatch.setattr(Held, "_read_claim", counted)
+
+    def reconnect(claimed: Mapping[str, str]) -> tuple[list[bytes], DeltaSession]:
+        stream = session(True, ads=True)
+        stream.on_snapshot(snapshot)
+        request = discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=names,
+                                                      initial_resource_versions=claimed)
+        return stream.on_request(request), stream  # type: ignore[return-value]
+
+    for _ in range(3):
+        sent, stream = reconnect(versions)
+        state = stream.types[ENDPOINT]
+        assert sent == [] and state.synced is snapshot
+        assert state.held._base is snapshot.subset(ENDPOINT, state.names)[0]
+    assert reads == [500]  # the first stream's: the snapshot's claim is built for the second
+    [response] = reconnect({**versions, "c7": "old"})[0]
+    parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(response)
+    assert [r.name for r in parsed.resources] == ["c7"] and reads == [500, 500]
 
 
 class Resumes(Hooks):
