@@ -113,8 +113,8 @@ def compile_paused(compiler: Compiler, world: World, target: Target, *, freeze: 
     first: a compile makes no cyclic garbage (`tests/wiring/test_gc_policy.py`), so a
     collection there finds nothing, yet at 10,000 routes it cost 0.95 s of the startup
     path (a pass over the compile's 1.3 M new objects when the collector came back,
-    0.25 s, then a full collection, 0.7 s). What is frozen is never collected: the
-    cyclic garbage left from before the first compile, if any, stays, once."""
+    0.25 s, then a full collection, 0.7 s). What is frozen is never collected: cyclic
+    garbage made before the first compile ends (by any thread), if any, stays; once."""
     with gc_paused():
         compiled = compiler.compile(world, target)
         if freeze:

@@ -69,7 +69,7 @@ class Held(MutableMapping[str, str]):
         return self._claim is not None
 
     def _read_claim(self) -> None:
-        claim, self._claim = self._claim, None
+        claim, self._claim, self._claim_equals = self._claim, None, None
         if claim is not None:
             self._own.update(claim.initial_resource_versions)
 
@@ -137,10 +137,12 @@ class Held(MutableMapping[str, str]):
         """It holds these names at these versions and nothing else. `as_claim`, if given:
         the same as a request holding nothing but `initial_resource_versions` (see
         `Snapshot.claim`), compared whole with a claim not yet read."""
+        if self._count != len(versions):
+            return False
         if self._claim is not None:
             if as_claim is not None and as_claim is self._claim_equals:
                 return True
-            if as_claim is not None and self._count == len(versions):
+            if as_claim is not None:
                 claim = self._claim
                 for descriptor, _ in claim.ListFields():
                     if descriptor.name != _CLAIMED_FIELD:
@@ -151,7 +153,7 @@ class Held(MutableMapping[str, str]):
             self._read_claim()
         if not self._base:
             return self._own == versions  # (one comparison in C: a reconnect's 40,000 names)
-        return len(self) == len(versions) and all(self.get(n) == v for n, v in versions.items())
+        return all(self.get(n) == v for n, v in versions.items())
 
     def within(self, names: Mapping[str, object]) -> bool:
         """Every name it holds is one of `names`."""
@@ -172,6 +174,6 @@ class Held(MutableMapping[str, str]):
         """It now holds exactly `selection` at its resources' versions (the caller knows:
         see `sotw.SotwTypeState.synced`, `delta.DeltaTypeState.synced`)."""
         self._base, self._count = selection, len(selection)
-        self._claim = None
+        self._claim = self._claim_equals = None
         self._own = {}
         self._dropped = set()
