@@ -21,7 +21,7 @@ Differences from SotW that matter (Envoy xDS protocol document, "Incremental xDS
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set as AbstractSet
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -221,8 +221,10 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         """It holds exactly what `snapshot` selects for it (a reconnect's claim, unread,
         compared whole: `Snapshot.claim`)."""
         names = None if state.wildcard else state.names
-        claim = snapshot.claim(type_url, names) if state.held.unread else None
-        return state.held.holds_exactly(snapshot.selected_versions(type_url, names), claim)
+        selection = snapshot.selected_versions(type_url, names)
+        # (a claim of another length cannot match: it asks for no message to compare with)
+        claim = snapshot.claim(type_url, names) if state.held.unread and len(state.held) == len(selection) else None
+        return state.held.holds_exactly(selection, claim)
 
     def _plan_selection(self, type_url: str, state: DeltaTypeState, snapshot: Snapshot,
                         hold_removals: bool, *, whole: bool) -> DeltaPlan | None:
@@ -287,7 +289,8 @@ class DeltaSession(Session[DeltaTypeState, DeltaPlan]):
         return response
 
 
-def _missing(state: DeltaTypeState, of_type: Mapping[str, XdsResource]) -> AbstractSet[str]:
-    """Subscribed names `of_type` lacks that the client was not told of yet (set
-    operations in C: a delta Envoy subscribes to 10,000 endpoints by name)."""
-    return state.names - of_type.keys() - state.reported_missing
+def _missing(state: DeltaTypeState, of_type: Mapping[str, XdsResource]) -> set[str]:
+    """Subscribed names `of_type` lacks that the client was not told of yet. (A loop over
+    the names: set operations with a mapping's keys walk all of them, and a wildcard
+    subscription names nothing among 40,000 resources.)"""
+    return {n for n in state.names if n not in of_type and n not in state.reported_missing}

@@ -23,6 +23,7 @@ from tests.kubernetes.helpers import mock_replica, served_by
 from tests.support import config_counters, free_port
 from tests.wiring.test_app import INFER, PROMISE, SERVER, MemoryProvider, MemoryStatus, objects
 from xds_server.bootstrap import render_dict
+from xds_server.held import Held
 
 pytestmark = pytest.mark.slow
 
@@ -43,21 +44,40 @@ async def _within(predicate_seconds: float, check, what: str) -> None:  # type: 
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
-async def test_after_a_restart_the_gateway_is_sent_nothing_and_every_object_is_programmed_again(
-        delta: bool, tmp_path: Path) -> None:
+async def test_after_a_restart_the_gateways_are_sent_nothing_and_every_object_is_programmed_again(
+        delta: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gateway Envoys: with delta, the second's claims (`initial_resource_versions`)
+    are compared whole with the snapshot's (`Snapshot.claim`), never read into a dict:
+    a real Envoy claims exactly what it was sent, or the comparison would not pay."""
+    claims, reads = [], []
+    claimed, read_claim = Held.claimed, Held._read_claim
+
+    def claim(request):  # type: ignore[no-untyped-def]
+        claims.append(request.type_url)
+        return claimed(request)
+
+    def read(held: Held) -> None:
+        if held.unread:
+            reads.append(len(held))
+        read_claim(held)
+
+    monkeypatch.setattr(Held, "claimed", staticmethod(claim))
+    monkeypatch.setattr(Held, "_read_claim", read)
     gateway_port, replica_port, xds_port = free_port(), free_port(), free_port()
     replica = await mock_replica("one", replica_port)
     state = ProviderState(objects(gateway_port, limited=False), {INFER: (BackendEndpoint("127.0.0.1", replica_port, True),)})
     url = f"http://127.0.0.1:{gateway_port}/v1/models/m/infer"
     first, second = MemoryStatus(), MemoryStatus()
     app: App | None = await _app(xds_port, state, first, tmp_path / "first")
-    envoy: EnvoyProcess | None = None
+    envoys: list[EnvoyProcess] = []
     try:
         assert app is not None and app.ratelimit is not None
-        envoy = EnvoyProcess(render_dict("gateway", node_id="gw", cluster="gateway", xds_port=xds_port,
-                                         admin_port=free_port(), ratelimit_port=app.ratelimit.port, delta=delta),
-                             tmp_path, name="gateway", log_level="warning")
-        await envoy.start()
+        for node in ("gw-1", "gw-2"):
+            envoy = EnvoyProcess(render_dict("gateway", node_id=node, cluster="gateway", xds_port=xds_port,
+                                             admin_port=free_port(), ratelimit_port=app.ratelimit.port, delta=delta),
+                                 tmp_path / node, name=node, log_level="warning")
+            envoys.append(envoy)
+            await envoy.start()
 
         async def served() -> bool:
             return await served_by(url) == "default/one"
@@ -65,31 +85,30 @@ async def test_after_a_restart_the_gateway_is_sent_nothing_and_every_object_is_p
         async def programmed(status: MemoryStatus) -> bool:
             return status.programmed(SERVER)
 
+        async def connected(state: int) -> bool:
+            return all([(await e.stats()).get("control_plane.connected_state") == state for e in envoys])
+
         await _within(10, served, "served at Envoy's start")  # (Envoy's own start is not the promise)
         await _within(PROMISE, lambda: programmed(first), "Programmed after Envoy's ACKs")
-        before = config_counters(await envoy.stats())
+        before = [config_counters(await e.stats()) for e in envoys]
 
         await app.stop()
         app = None
-
-        async def disconnected() -> bool:
-            return (await envoy.stats()).get("control_plane.connected_state") == 0
-
-        await _within(5, disconnected, "Envoy sees the control plane gone")
+        await _within(5, lambda: connected(0), "the Envoys see the control plane gone")
         assert await served()  # Envoy keeps serving what it holds
+        assert claims == []
         app = await _app(xds_port, state, second, tmp_path / "second")
-
-        async def connected() -> bool:
-            return (await envoy.stats()).get("control_plane.connected_state") == 1
-
-        await _within(20, connected, "Envoy reconnects")  # (its own retry back-off)
+        await _within(20, lambda: connected(1), "the Envoys reconnect")  # (their own retry back-off)
         await _within(PROMISE, lambda: programmed(second), "Programmed after the reconnect, with nothing sent")
-        after = config_counters(await envoy.stats())
-        assert after == before, {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
+        after = [config_counters(await e.stats()) for e in envoys]
+        assert after == before
         assert await served()
         assert app.ready()
+        if delta:  # one Envoy's claims read (nothing to compare with yet), the other's compared whole
+            assert len(claims) >= 8 and sorted(claims) == sorted(2 * sorted(set(claims))), claims
+            assert len(reads) == len(claims) // 2, (reads, claims)
     finally:
-        if envoy is not None:
+        for envoy in envoys:
             await envoy.stop()
         if app is not None:
             await app.stop()

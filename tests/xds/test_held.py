@@ -91,6 +91,11 @@ def test_a_claim_compared_whole_is_not_read_and_is_stripped_of_the_rest_of_its_r
     assert held.holds_exactly({"a": "1", "b": "2"}, same) and held.unread  # (remembered)
     assert [d.name for d, _ in request.ListFields()] == ["initial_resource_versions"]
     assert held.within({"a": 0, "b": 0}) and not held.unread
+    assert held._claim_equals is None  # (not kept alive once read: it is a snapshot's)
+    held = Held.claimed(request)
+    assert held.holds_exactly({"a": "1", "b": "2"}, same)
+    held.rebase({n: res(CLUSTER, n, "1") for n in NAMES})
+    assert held._claim_equals is None and not held.unread
 
 
 def test_a_rebased_stream_shares_its_base_and_keeps_only_its_own_changes() -> None:

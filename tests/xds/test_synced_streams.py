@@ -316,6 +316,23 @@ def test_envoys_reconnecting_together_have_their_claims_compared_whole_not_read(
     assert [r.name for r in parsed.resources] == ["c7"] and reads == [500, 500]
 
 
+def test_a_reconnect_claiming_a_removed_cluster_keeps_it_until_the_listeners_caught_up() -> None:
+    """Make-before-break holds for a claim not read yet as for one read: the cluster a
+    reconnecting Envoy claims but the snapshot dropped is not removed while the listener
+    update that stops using it is in flight. (Found in review: trusting an unread claim
+    without comparing it broke this, and no test saw it.)"""
+    a, new_listener, old_listener = res(CLUSTER, "a", "1"), res(LISTENER, "l", "2"), res(LISTENER, "l", "1")
+    snapshot = Snapshot.of_types({CLUSTER: {"a": a}, LISTENER: {"l": new_listener}})
+    stream = session(True, ads=True)
+    stream.on_snapshot(snapshot)
+    [_] = stream.on_request(discovery_pb2.DeltaDiscoveryRequest(
+        type_url=LISTENER, initial_resource_versions={"l": old_listener.version}))
+    sent = stream.on_request(discovery_pb2.DeltaDiscoveryRequest(
+        type_url=CLUSTER, initial_resource_versions={"a": a.version, "old": "x"}))
+    removed = [n for r in sent for n in discovery_pb2.DeltaDiscoveryResponse.FromString(r).removed_resources]
+    assert removed == []
+
+
 class Resumes(Hooks):
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Mapping[str, str]]] = []
