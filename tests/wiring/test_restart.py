@@ -85,8 +85,8 @@ async def test_after_a_restart_the_gateways_are_sent_nothing_and_every_object_is
         async def programmed(status: MemoryStatus) -> bool:
             return status.programmed(SERVER)
 
-        async def connected(state: int) -> bool:
-            return all([(await e.stats()).get("control_plane.connected_state") == state for e in envoys])
+        async def connected(wanted: int) -> bool:
+            return all([(await e.stats()).get("control_plane.connected_state") == wanted for e in envoys])
 
         await _within(10, served, "served at Envoy's start")  # (Envoy's own start is not the promise)
         await _within(PROMISE, lambda: programmed(first), "Programmed after Envoy's ACKs")
