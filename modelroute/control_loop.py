@@ -492,15 +492,19 @@ class _LoopHooks(Hooks):
 
     def on_ack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                latency_s: float) -> None:
-        self.on_resume(stream, type_url, version, resources)
+        if stream.node_group == GATEWAY:
+            self._accepted(type_url, resources)
 
     def on_resume(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str]) -> None:
         # (after a restart the gateway Envoys are sent nothing: what they say they hold is
         # their verdict, else every object would stay Programmed=Unknown)
         if stream.node_group == GATEWAY and resources:
-            self._loop.tracker.ack(type_url, resources)
-            self._loop.judge()
-            self._loop.publish_status()
+            self._accepted(type_url, resources)
+
+    def _accepted(self, type_url: str, resources: Mapping[str, str]) -> None:
+        self._loop.tracker.ack(type_url, resources)
+        self._loop.judge()
+        self._loop.publish_status()
 
     def on_nack(self, stream: StreamInfo, type_url: str, version: str, resources: Mapping[str, str],
                 error_message: str) -> None:

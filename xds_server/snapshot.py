@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
@@ -83,7 +84,8 @@ class Snapshot:
         default_factory=dict, compare=False, repr=False)
     _whole_asks: dict[tuple[str, frozenset[str] | None, bool], int] = field(
         default_factory=dict, compare=False, repr=False)
-    # `claim` per (type, subscription); the subscriptions asked for once (not built yet).
+    # `claim` per (type, subscription), carried like `whole`; the subscriptions asked for
+    # once (not built yet).
     _claims: dict[tuple[str, frozenset[str] | None], discovery_pb2.DeltaDiscoveryRequest] = field(
         default_factory=dict, compare=False, repr=False)
     _claim_asked: set[tuple[str, frozenset[str] | None]] = field(default_factory=set, compare=False, repr=False)
@@ -135,11 +137,13 @@ class Snapshot:
                 versions[type_url] = content_version((n, r.version) for n, r in frozen[type_url].items())
         # What subscriptions select of an unchanged type is the same too (10,000 endpoint
         # names are not sorted and hashed again for a one-route edit).
-        subsets = {key: found for key, found in previous._subsets.items() if key[0] in carried} if previous else {}
-        versions_of = {key: found for key, found in previous._versions_of.items() if key[0] in carried} if previous else {}
-        wholes = {key: found for key, found in previous._wholes.items() if key[0] in carried} if previous else {}
+        if previous is None:
+            return cls(MappingProxyType(frozen), MappingProxyType(versions), time.perf_counter() - started,
+                       _sources=sources)
         return cls(MappingProxyType(frozen), MappingProxyType(versions), time.perf_counter() - started,
-                   _sources=sources, _subsets=subsets, _versions_of=versions_of, _wholes=wholes)
+                   _sources=sources, _subsets=_carried(previous._subsets, carried),
+                   _versions_of=_carried(previous._versions_of, carried), _wholes=_carried(previous._wholes, carried),
+                   _claims=_carried(previous._claims, carried))
 
     @classmethod
     def build(cls, resources: Iterable[XdsResource]) -> Snapshot:
@@ -195,7 +199,8 @@ class Snapshot:
         what a delta client reconnecting with exactly its selection claims, for comparing
         whole with a claim (`Held.holds_exactly`). Building it takes longer (28 ms at
         40,000 names) than reading one claim, so it is built when the second stream asks
-        (None before): when a thousand Envoys reconnect at once."""
+        (None before): when a thousand Envoys reconnect at once. Carried into the next
+        snapshot while the type is unchanged."""
         key = (type_url, names)
         found = self._claims.get(key)
         if found is None:
@@ -260,6 +265,16 @@ class Snapshot:
         if piece is None:
             piece = self._encoded[key] = _encode(resource, delta)
         return piece
+
+
+_Key = TypeVar("_Key", bound=tuple[Any, ...])
+_Memo = TypeVar("_Memo")
+
+
+def _carried(memo: Mapping[_Key, _Memo], types: Set[str]) -> dict[_Key, _Memo]:
+    """What a snapshot worked out per (type, ...) that holds for the next one too: the
+    entries of the types it carries unchanged."""
+    return {key: found for key, found in memo.items() if key[0] in types}
 
 
 def _encode(resource: XdsResource, delta: bool) -> bytes:

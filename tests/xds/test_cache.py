@@ -196,7 +196,7 @@ def test_a_whole_selection_is_joined_once_for_every_stream_that_asks_and_carried
     """What a fresh Envoy is sent (every resource it subscribes to) is one body, built
     once per snapshot and subscription and shared; a subscription only one stream has is
     not kept (no second copy of it); an unchanged type's whole carries into the next
-    snapshot, a changed one's does not."""
+    snapshot, a changed one's does not, and so does the claim a reconnect is compared with."""
     routes = {n: res(ROUTE, n) for n in ("b", "a", "c")}
     clusters = {"x": res(CLUSTER, "x")}
     snapshot = Snapshot.of_types({ROUTE: routes, CLUSTER: clusters})
@@ -210,6 +210,9 @@ def test_a_whole_selection_is_joined_once_for_every_stream_that_asks_and_carried
         assert snapshot.whole(ROUTE, names, delta=delta) is second  # kept from the second on
     assert snapshot.whole(ROUTE, names, delta=True).body != snapshot.whole(ROUTE, names, delta=False).body
     everything = [snapshot.whole(CLUSTER, None, delta=False) for _ in range(2)][1]
+    claim, route_claim = [(snapshot.claim(CLUSTER, None), snapshot.claim(ROUTE, names)) for _ in range(2)][1]
+    assert claim is not None and route_claim is not None  # (built for the second asker)
     edited = Snapshot.of_types({ROUTE: {**routes, "a": res(ROUTE, "a", "v2")}, CLUSTER: clusters}, previous=snapshot)
     assert edited.whole(CLUSTER, None, delta=False) is everything
     assert edited.whole(ROUTE, names, delta=False).versions["a"] == res(ROUTE, "a", "v2").version
+    assert claim is not None and edited.claim(CLUSTER, None) is claim and edited.claim(ROUTE, names) is None
