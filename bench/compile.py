@@ -33,7 +33,8 @@ from typing import Any
 
 from bench import worlds
 from bench._common import machine
-from modelroute.control_loop import compile_paused, gc_paused
+from kit.collector import gc_paused
+from modelroute.control_loop import compile_paused
 from routing_engine.engine import Compiler
 from routing_engine.incremental import Resolver
 from routing_engine.world import Target

@@ -41,14 +41,13 @@ import gc
 import inspect
 import logging
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from kit.collector import gc_paused
 from kit.tasks import cancel_and_wait, spawn
 from kit.debounce import Debouncer
 from modelroute.metrics import ControlPlaneMetrics
@@ -71,37 +70,6 @@ log = logging.getLogger("modelroute.control")
 StatusCallback = Callable[[Compiled, Mapping[ObjectKey, ObjectStatus]], Awaitable[None] | None]
 # Runs on the push path, before the compile's snapshot is handed to the cache: quick.
 CompiledCallback = Callable[[Compiled], None]
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0  # compiles running with the collector paused (groups compile in parallel)
-_gc_was_enabled = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Cyclic garbage collection off for the duration of a compile.
-
-    A compile allocates hundreds of thousands of small objects (IR dataclasses, tuples,
-    protos) that all live on; with the collector on, its generation-2 passes rescan the
-    whole world over and over (about a third of a full compile at 10,000 routes).
-    Reference counting still frees everything as usual; cycles wait for the next
-    collection, which runs normally once the collector is back on. Compiles of several
-    node groups may overlap (each in its thread): the collector comes back when the
-    last one ends."""
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 def compile_paused(compiler: Compiler, world: World, target: Target, *, freeze: bool = False) -> Compiled:

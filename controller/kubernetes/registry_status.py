@@ -14,7 +14,7 @@ of what the workload controller caches; `WorkloadController` writes them (leader
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from controller.kubernetes.interface import Obj
@@ -30,10 +30,20 @@ def _condition_status(value: object) -> Literal["True", "False", "Unknown"]:
     return "True" if text == "True" else "False" if text == "False" else "Unknown"
 
 
-def model_status(model: Model, infers: Iterable[ModelInfer]) -> ObjectStatus:
-    ns, name = model.metadata.namespace, model.metadata.name
-    users = sorted(f"{i.metadata.namespace}/{i.metadata.name}" for i in infers
-                   if i.spec.model_ref.name == name and (i.spec.model_ref.namespace or i.metadata.namespace) == ns)
+def model_users(infers: Iterable[ModelInfer]) -> dict[tuple[str, str], list[str]]:
+    """(namespace, name) of a Model → the ModelInfers that reference it ("ns/name", sorted):
+    one pass over the ModelInfers for every Model's status."""
+    users: dict[tuple[str, str], list[str]] = {}
+    for i in infers:
+        ref, meta = i.spec.model_ref, i.metadata
+        users.setdefault((ref.namespace or meta.namespace, ref.name), []).append(f"{meta.namespace}/{meta.name}")
+    for found in users.values():
+        found.sort()
+    return users
+
+
+def model_status(model: Model, users: Sequence[str]) -> ObjectStatus:
+    """`users`: the ModelInfers that reference it (`model_users`)."""
     used = f"used by ModelInfer {', '.join(users)}" if users else "no ModelInfer references it yet"
     return ObjectStatus("Ready", (ConditionView("Accepted", "True", "Accepted", "passed validation"),
                                   ConditionView("Ready", "True", "Ready", used)))

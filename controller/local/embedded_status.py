@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from controller.kubernetes.registry_status import model_status, policy_target, policy_target_problem
+from controller.kubernetes.registry_status import model_status, model_users, policy_target, policy_target_problem
 from controller.kubernetes.workloads import WorkloadError, infer_status, policy_for
 from controller.local.status_view import ReplicaCounts
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource
@@ -56,8 +56,9 @@ def workload_statuses(objects: Iterable[Resource], replicas: Mapping[ObjectKey, 
     extras: dict[ObjectKey, dict[str, Any]] = {}
     for infer in infers:
         statuses[infer.key] = _infer_status(infer, models, replicas.get(infer.key))
+    users = model_users(infers)
     for model in models.values():
-        statuses[model.key] = model_status(model, infers)
+        statuses[model.key] = model_status(model, users.get((model.metadata.namespace, model.metadata.name), ()))
     by_key = {i.key: i for i in infers}
     for policy in policies:
         ref = policy.spec.target_ref

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from controller.kubernetes.client import KubeClient
-from controller.kubernetes.provider import KubernetesProvider, build_state, endpoints_from_slices
+from controller.kubernetes.provider import KubernetesProvider
+from controller.kubernetes.state import build_state, endpoints_from_slices
 from controller.provider import ProviderState
 from controller.kubernetes.resources import ENDPOINT_SLICE, MODEL_ROUTE
 from routing_engine.api.resources import ObjectKey
@@ -147,7 +148,7 @@ async def test_status_write_does_not_republish(provider: tuple[KubernetesProvide
 def test_unchanged_objects_keep_their_identity_across_snapshots() -> None:
     """The engine's caches work by identity: a re-list or a status write must hand back
     the same model object; a spec or annotation change a new one."""
-    from controller.kubernetes.provider import parse_objects
+    from controller.kubernetes.state import parse_objects
 
     cache: dict = {}
     first = route("a", path="/v1/a")
