@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -125,7 +125,10 @@ def merge_stats_sink(bootstrap: dict[str, Any], sink: dict[str, Any]) -> dict[st
 
 class ClusterCanaryWiring:
     def __init__(self, loop: ControlLoop, routes: Routes, *, stats_host: str = "127.0.0.1", stats_port: int = 0,
-                 follow_s: float = 0.25, poll_s: float = 0.1, stats_tls: ssl.SSLContext | None = None) -> None:
+                 follow_s: float = 0.25, poll_s: float = 0.1, stats_tls: ssl.SSLContext | None = None,
+                 version: Callable[[], object] | None = None) -> None:
+        """`version` changes whenever a route does (the routes informer's resourceVersion;
+        None: read the routes at every poll)."""
         self.stats = StatsCollector()
         # With TLS (mTLS with the gateways) stats come over TCP only: UDP cannot tell a
         # gateway's datagram from a forged one.
@@ -133,6 +136,7 @@ class ClusterCanaryWiring:
         self.tcp = StatsTcpListener(self.stats, host=stats_host, port=stats_port, tls=stats_tls)
         self._loop = loop
         self._routes = routes
+        self._version = version
         self._follow_s = follow_s
         self._poll_s = poll_s
         self._objects: tuple[Resource, ...] = ()
@@ -171,7 +175,7 @@ class ClusterCanaryWiring:
         published (every informer listed: an empty world would end every rollout), and is
         dropped (its state is in the status) when leadership ends."""
         await self._published.wait()
-        self.commands = AnnotationCommands(self._routes, on_answer=self._loop.publish_status)
+        self.commands = AnnotationCommands(self._routes, on_answer=self._loop.publish_status, version=self._version)
         runner = CanaryRunner(store=StatusStore(self._routes), stats=self.stats,
                               apply_weights=self._loop.set_live_weights, on_change=self._loop.publish_status,
                               commands=self.commands, poll_s=self._poll_s)
@@ -187,12 +191,16 @@ class ClusterCanaryWiring:
 
     async def follow(self) -> None:
         """While not leading: apply the live split the statuses show."""
+        read_at: object = None  # the routes' version the weights followed were read at
         while True:
             if self.runner is None:
-                weights = live_weights(self._routes())
-                if weights != self._followed:
-                    self._followed = weights
-                    self._loop.set_live_weights(weights)
+                version = self._version() if self._version is not None else None
+                if version is None or version != read_at or self._followed is None:
+                    weights = live_weights(self._routes())
+                    if weights != self._followed:
+                        self._followed = weights
+                        self._loop.set_live_weights(weights)
+                    read_at = version
             await asyncio.sleep(self._follow_s)
 
     def status(self, statuses: Mapping[ObjectKey, ObjectStatus]

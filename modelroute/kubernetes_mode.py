@@ -183,7 +183,8 @@ class KubernetesMode(RunMode):
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary: ClusterCanaryWiring = ClusterCanaryWiring(
             self.loop, lambda: list(routes.cache.values()), stats_host=stats_host or "0.0.0.0",
-            stats_port=int(stats_port), stats_tls=self.stats_tls.context if self.stats_tls else None)
+            stats_port=int(stats_port), stats_tls=self.stats_tls.context if self.stats_tls else None,
+            version=lambda: routes.resource_version or None)
         self.status = ClusterStatusSink(self.cluster, self.canary)
         self.app.plug(provider=self.provider, workloads=self.cluster, status=self.status, canary=self.canary,
                       ready=self._certificates_ready)

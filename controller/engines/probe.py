@@ -113,6 +113,7 @@ class EngineProbe:
         if fetch is None:
             fetch = self._own_fetch = HttpFetch(timeout)
         self._fetch: Fetch = fetch
+        self._objects: tuple[Resource, ...] | None = None
         self._needs: dict[ObjectKey, Needs] = {}
         self._raw: Endpoints = MappingProxyType({})
         self._adapters: dict[Address, tuple[str, ...]] = {}
@@ -124,6 +125,12 @@ class EngineProbe:
     # --- inputs ------------------------------------------------------------------------
 
     def set_objects(self, objects: Sequence[Resource]) -> None:
+        """An edit elsewhere hands the very same objects again (compared by identity
+        first: cheap at 10,000 ModelInfers, where `needs_of` is not)."""
+        objects = tuple(objects)
+        if objects == self._objects:
+            return
+        self._objects = objects
         needs = needs_of(objects)
         if needs != self._needs:
             self._needs = needs
