@@ -60,10 +60,10 @@ from aiohttp import web
 from controller.certs.pki import KeyPair
 from controller.certs.tls import ServingTls, untrusted_material, watch_tls_files
 from controller.kubernetes import webhook_server
-from controller.kubernetes.interface import KubeApi
+from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.provider import KubernetesProvider
-from controller.kubernetes.resources import MODEL_ROUTE
+from controller.kubernetes.resources import MODEL_ROUTE, ResourceType
 from controller.kubernetes.runtime import KubernetesControlPlane
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget
 from controller.kubernetes.xds_certs import XdsCertificates
@@ -178,7 +178,8 @@ class KubernetesMode(RunMode):
                                               elector=LeaderElector(api, namespace=options.system_namespace,
                                                                     name="modelroute", identity=options.identity,
                                                                     retry_period=options.lease_retry_s),
-                                              leader_tasks=leader_tasks, on_endpoints=lambda: self.status.changed())
+                                              leader_tasks=leader_tasks, on_endpoints=lambda: self.status.changed(),
+                                              current=self._cached)
         routes = self.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary: ClusterCanaryWiring = ClusterCanaryWiring(
@@ -221,6 +222,11 @@ class KubernetesMode(RunMode):
         log.info("kubernetes mode up: xds_port=%s ratelimit_port=%s stats_port=%s admin_port=%s webhook_port=%s "
                  "identity=%s", self.plane.xds_port, self.ratelimit.port, self.canary.port, self.admin_port,
                  self.webhook_port, self.options.identity)
+
+    def _cached(self, rtype: ResourceType, namespace: str, name: str) -> Obj | None:
+        """An engine object as the provider's informer caches it (status included)."""
+        informer = self.provider.informers.get(rtype.kind)
+        return informer.get(namespace, name) if informer is not None else None
 
     async def _leading(self) -> None:
         """A leader task: `modelroute_leader` is 1 while it runs."""

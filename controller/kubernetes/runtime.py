@@ -25,6 +25,15 @@ Only a ModelServer the engine compiled (`Accepted=True` in the statuses handed t
 or path must not have a Service reaching the listener of the servers that kept the port
 (a LoadBalancer in front of a ClusterIP server's port). A server refused later loses its
 Service; nothing is created before the first compile's statuses.
+
+What it costs. Every edit publishes every object's status, and every provider state
+reaches the gateway loop: at 10,000 routes, reading each status and applying each
+Service was 30,000 API calls per edit. So a status is written only when it differs from
+what was found on the very object the informer caches (`current`; a new object, e.g.
+after our own write or someone else's, is compared again), and a Service is applied
+again only for a new ModelServer object (a LoadBalancer's until its ingress is known),
+every `RESYNC_S`, and when leadership starts (a new process); stale ones are swept when
+the served servers change.
 """
 
 from __future__ import annotations
@@ -38,9 +47,9 @@ from typing import Any
 from controller.kubernetes import gateway
 from controller.kubernetes.errors import ApiError, NotFound
 from controller.kubernetes.events import EventRecorder
-from controller.kubernetes.interface import KubeApi
+from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.leader import LeaderElector
-from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, POD, SECRET
+from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, POD, SECRET, ResourceType
 from controller.kubernetes.status_writer import StatusWriter
 from controller.kubernetes.workload_controller import WorkloadController
 from controller.provider import ProviderState
@@ -51,6 +60,10 @@ from routing_engine.world import ConditionView, ObjectStatus, Target
 log = logging.getLogger(__name__)
 
 LEADER_LABEL = "modelroute.matrixinfer.ai/leader"
+RESYNC_S = 600.0  # every gateway Service applied again at least this often (as informers resync)
+
+# (kind, namespace, name) → the object as an informer caches it (None: not cached).
+Current = Callable[[ResourceType, str, str], Obj | None]
 
 
 def invalid_statuses(state: ProviderState) -> dict[ObjectKey, ObjectStatus]:
@@ -72,9 +85,10 @@ class KubernetesControlPlane:
                  watch_namespace: str | None = None, target: Target = Target(),
                  elector: LeaderElector | None = None, status: StatusWriter | None = None,
                  leader_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
-                 on_endpoints: Callable[[], None] = lambda: None) -> None:
+                 on_endpoints: Callable[[], None] = lambda: None, current: Current | None = None) -> None:
         """`on_endpoints` is called when a gateway Service's endpoint changed (the statuses
-        should be written again to carry it)."""
+        should be written again to carry it). `current` looks an object up in an informer
+        cache (module docstring, "What it costs"); without it each status is read."""
         self._api = api
         self._identity = identity
         self._leader_tasks = dict(leader_tasks or {})
@@ -89,6 +103,12 @@ class KubernetesControlPlane:
         self.endpoints: dict[ObjectKey, str] = {}  # ModelServer → serviceEndpoint from its Service
         self._served: frozenset[ObjectKey] | None = None  # ModelServers the engine compiled
         self._on_endpoints = on_endpoints
+        self._current = current
+        # Per object: (its cached document, the status and extra fields) the last time they
+        # were found written; per ModelServer: the very object whose Service was applied.
+        self._confirmed: dict[ObjectKey, tuple[Obj, ObjectStatus, Mapping[str, Any] | None]] = {}
+        self._applied: dict[ObjectKey, ModelServer] = {}
+        self._swept: frozenset[ObjectKey] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def apply(self, state: ProviderState) -> None:
@@ -135,7 +155,11 @@ class KubernetesControlPlane:
 
     async def _gateway_loop(self) -> None:
         while True:
-            await self._changed.wait()
+            try:
+                await asyncio.wait_for(self._changed.wait(), RESYNC_S)
+            except TimeoutError:  # a Service changed or deleted behind our back is repaired
+                self._applied.clear()
+                self._swept = None
             self._changed.clear()
             state = self._latest
             if state is None:
@@ -143,7 +167,7 @@ class KubernetesControlPlane:
             try:
                 await self._gateway_services(state)
                 for key, status in invalid_statuses(state).items():
-                    await self.status.write(ENGINE_KINDS[key.kind], key.namespace, key.name, status)
+                    await self._write(key, status, None)
             except ApiError as err:
                 log.warning("gateway services not converged; retrying on the next change",
                             extra={"error": str(err)})
@@ -156,15 +180,38 @@ class KubernetesControlPlane:
         servers = [o for o in state.objects if isinstance(o, ModelServer) and o.key in served]
         before = dict(self.endpoints)
         for server in servers:
+            if self._applied.get(server.key) is server:
+                continue
             endpoint, _ = await gateway.reconcile(self._api, server, namespace=self._system_namespace,
                                                   target=self._target)
             if endpoint is not None:
                 self.endpoints[server.key] = endpoint
-        await gateway.sweep(self._api, namespace=self._system_namespace, servers=servers)
-        for key in set(self.endpoints) - {s.key for s in servers}:
+                if server.spec.service.type != "LoadBalancer" or ".svc.cluster.local:" not in endpoint:
+                    self._applied[server.key] = server  # settled (a LoadBalancer: once it has its ingress)
+        keys = frozenset(s.key for s in servers)
+        if keys != self._swept:
+            await gateway.sweep(self._api, namespace=self._system_namespace, servers=servers)
+            self._swept = keys
+        for key in set(self.endpoints) - keys:
             del self.endpoints[key]
+        for key in set(self._applied) - keys:
+            del self._applied[key]
         if self.endpoints != before:
             self._on_endpoints()
+
+    async def _write(self, key: ObjectKey, status: ObjectStatus, extra: Mapping[str, Any] | None) -> bool:
+        """Write one engine status unless it was found written on this very cached object."""
+        rtype = ENGINE_KINDS[key.kind]
+        doc = self._current(rtype, key.namespace, key.name) if self._current is not None else None
+        known = self._confirmed.get(key)
+        if doc is not None and known is not None and known[0] is doc and known[1] == status and known[2] == extra:
+            return False
+        written = await self.status.write(rtype, key.namespace, key.name, status, extra=extra, current=doc)
+        if written or doc is None:
+            self._confirmed.pop(key, None)  # its informer will bring the object as written
+        else:
+            self._confirmed[key] = (doc, status, extra)
+        return written
 
     async def write_statuses(self, statuses: Mapping[ObjectKey, ObjectStatus],
                              extras: Mapping[ObjectKey, Mapping[str, Any]] | None = None) -> int:
@@ -186,8 +233,9 @@ class KubernetesControlPlane:
             if key in self.endpoints:
                 status = replace(status, service_endpoint=self.endpoints[key])
             try:
-                written += await self.status.write(rtype, key.namespace, key.name, status,
-                                                   extra=(extras or {}).get(key))
+                written += await self._write(key, status, (extras or {}).get(key))
             except ApiError as err:
                 log.warning("status not written", extra={"resource": str(key), "error": str(err)})
+        for key in self._confirmed.keys() - statuses.keys():
+            del self._confirmed[key]
         return written
