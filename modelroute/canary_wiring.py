@@ -38,8 +38,8 @@ from kit.tasks import cancel_and_wait, spawn
 from controller.canary.decisions import Event
 from controller.canary.commands import COMMANDS_DIR
 from controller.canary.runner import CanaryRunner, CanaryStore, state_json
-from controller.kubernetes.canary import (AnnotationCommands, Routes, StatusStore, live_weights, route_status,
-                                         stored_state)
+from controller.kubernetes.canary import (NO_ROLLOUT, AnnotationCommands, Routes, StatusStore, live_weights,
+                                         route_status, stored_state)
 from controller.canary.stats_sink import StatsCollector, StatsListener, StatsTcpListener
 from controller.local.status_view import CanaryView, RouteView
 from modelroute.control_loop import ControlLoop
@@ -204,18 +204,18 @@ class ClusterCanaryWiring:
             await asyncio.sleep(self._follow_s)
 
     def status(self, statuses: Mapping[ObjectKey, ObjectStatus]
-               ) -> tuple[Mapping[ObjectKey, ObjectStatus], dict[ObjectKey, dict[str, Any]]]:
+               ) -> tuple[Mapping[ObjectKey, ObjectStatus], dict[ObjectKey, Mapping[str, Any]]]:
         """Statuses with the rollout conditions, and the canary's status fields per ModelRoute
         (none while not leading: only the leader's runner knows them)."""
         runner, commands = self.runner, self.commands
         if runner is None or commands is None:
             return statuses, {}
-        extras: dict[ObjectKey, dict[str, Any]] = {}
+        extras: dict[ObjectKey, Mapping[str, Any]] = {}
         for key in statuses:
             if key.kind == "ModelRoute":
-                state = runner.state_of(key)
-                extras[key] = route_status(state, state_json(state) if state is not None else None,
-                                           commands.acks.get(key), runner.reports.get(key))
+                state, ack, report = runner.state_of(key), commands.acks.get(key), runner.reports.get(key)
+                extras[key] = NO_ROLLOUT if state is None and ack is None and report is None else route_status(
+                    state, state_json(state) if state is not None else None, ack, report)
         return with_canary_conditions(statuses, runner), extras
 
     def rollouts(self, views: Sequence[RouteView]) -> tuple[list[RouteView], dict[ObjectKey, tuple[Event, ...]]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, fields
+from types import MappingProxyType
 from typing import Any
 
 from controller.canary.decisions import CanaryState
@@ -156,6 +157,11 @@ class AnnotationCommands:
         self.acks[key] = {"id": cmd_id, "command": command, "ok": ok, "message": message}
         log.info("rollout command acknowledged", extra={"resource": str(key), "command": command, "ok": ok})
         self._on_answer()
+
+
+# `route_status` of a route with no rollout state, command or report (most of them): one
+# shared, read-only value, so a publication compares it by identity.
+NO_ROLLOUT: Mapping[str, Any] = MappingProxyType({"canary": None, "rollout": None})
 
 
 def route_status(state: CanaryState | None, canary_view: Mapping[str, Any] | None,

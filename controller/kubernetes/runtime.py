@@ -52,9 +52,9 @@ from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, POD, SECRET, ResourceType
 from controller.kubernetes.status_writer import StatusWriter
 from controller.kubernetes.workload_controller import WorkloadController
-from controller.provider import ProviderState
+from controller.provider import PartsFilter, ProviderState
 from kit.tasks import cancel_and_wait, spawn
-from routing_engine.api.resources import ModelServer, ObjectKey
+from routing_engine.api.resources import ModelServer, ObjectKey, Resource
 from routing_engine.world import ConditionView, ObjectStatus, Target
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 LEADER_LABEL = "modelroute.matrixinfer.ai/leader"
 RESYNC_S = 600.0  # every gateway Service applied again at least this often (as informers resync)
 
+# Engine statuses this side writes (a ModelInfer's is the workload controller's).
+_WRITTEN_KINDS = frozenset(kind for kind, rtype in ENGINE_KINDS.items() if rtype not in (MODEL_INFER, SECRET))
 # (kind, namespace, name) → the object as an informer caches it (None: not cached).
 Current = Callable[[ResourceType, str, str], Obj | None]
 
@@ -106,9 +108,12 @@ class KubernetesControlPlane:
         self._current = current
         # Per object: (its cached document, the status and extra fields) the last time they
         # were found written; per ModelServer: the very object whose Service was applied.
-        self._confirmed: dict[ObjectKey, tuple[Obj, ObjectStatus, Mapping[str, Any] | None]] = {}
+        self._confirmed: dict[ObjectKey, tuple[Obj, ObjectStatus, str | None, Mapping[str, Any] | None]] = {}
         self._applied: dict[ObjectKey, ModelServer] = {}
         self._swept: frozenset[ObjectKey] | None = None
+        self._server_filter = PartsFilter(lambda o: isinstance(o, ModelServer))
+        # The ModelServers and served keys of the last pass that left every Service applied.
+        self._settled: tuple[tuple[Resource, ...], frozenset[ObjectKey]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def apply(self, state: ProviderState) -> None:
@@ -159,7 +164,7 @@ class KubernetesControlPlane:
                 await asyncio.wait_for(self._changed.wait(), RESYNC_S)
             except TimeoutError:  # a Service changed or deleted behind our back is repaired
                 self._applied.clear()
-                self._swept = None
+                self._swept = self._settled = None
             self._changed.clear()
             state = self._latest
             if state is None:
@@ -177,7 +182,10 @@ class KubernetesControlPlane:
         served = self._served
         if served is None:
             return  # the engine has not said yet which servers it compiled
-        servers = [o for o in state.objects if isinstance(o, ModelServer) and o.key in served]
+        every = self._server_filter(state.split())
+        if self._settled == (every, served):  # (the very same ModelServers: compared by identity first)
+            return
+        servers = [o for o in every if isinstance(o, ModelServer) and o.key in served]
         before = dict(self.endpoints)
         for server in servers:
             if self._applied.get(server.key) is server:
@@ -196,21 +204,42 @@ class KubernetesControlPlane:
             del self.endpoints[key]
         for key in set(self._applied) - keys:
             del self._applied[key]
+        self._settled = (every, served) if len(self._applied) == len(servers) else None
         if self.endpoints != before:
             self._on_endpoints()
 
-    async def _write(self, key: ObjectKey, status: ObjectStatus, extra: Mapping[str, Any] | None) -> bool:
-        """Write one engine status unless it was found written on this very cached object."""
+    def _unconfirmed(self, statuses: Mapping[ObjectKey, ObjectStatus],
+                     extras: Mapping[ObjectKey, Mapping[str, Any]]) -> list[ObjectKey]:
+        """The statuses not found written on the very object the informer caches now: one
+        pass of lookups (the publication of a 10,000-route world, at each edit)."""
+        confirmed, endpoints, cached = self._confirmed, self.endpoints, self._current
+        found = []
+        for key, status in statuses.items():
+            if key.kind not in _WRITTEN_KINDS:
+                continue
+            known = confirmed.get(key)
+            if known is None or cached is None or known[0] is not cached(ENGINE_KINDS[key.kind], key.namespace, key.name) \
+                    or not (known[1] is status or known[1] == status) or known[2] != endpoints.get(key) \
+                    or known[3] != extras.get(key):
+                found.append(key)
+        return found
+
+    async def _write(self, key: ObjectKey, status: ObjectStatus, extra: Mapping[str, Any] | None,
+                     endpoint: str | None = None) -> bool:
+        """Write one engine status (with the gateway Service's endpoint) unless it was found
+        written on the very object the informer caches."""
         rtype = ENGINE_KINDS[key.kind]
         doc = self._current(rtype, key.namespace, key.name) if self._current is not None else None
         known = self._confirmed.get(key)
-        if doc is not None and known is not None and known[0] is doc and known[1] == status and known[2] == extra:
+        if doc is not None and known is not None and known[0] is doc and known[1] == status \
+                and known[2] == endpoint and known[3] == extra:
             return False
-        written = await self.status.write(rtype, key.namespace, key.name, status, extra=extra, current=doc)
+        full = replace(status, service_endpoint=endpoint) if endpoint is not None else status
+        written = await self.status.write(rtype, key.namespace, key.name, full, extra=extra, current=doc)
         if written or doc is None:
             self._confirmed.pop(key, None)  # its informer will bring the object as written
         else:
-            self._confirmed[key] = (doc, status, extra)
+            self._confirmed[key] = (doc, status, endpoint, extra)
         return written
 
     async def write_statuses(self, statuses: Mapping[ObjectKey, ObjectStatus],
@@ -225,15 +254,10 @@ class KubernetesControlPlane:
             self._changed.set()
         if not self.elector.is_leader:
             return 0
-        written = 0
-        for key, status in sorted(statuses.items()):
-            rtype = ENGINE_KINDS.get(key.kind)
-            if rtype is None or rtype in (MODEL_INFER, SECRET):
-                continue
-            if key in self.endpoints:
-                status = replace(status, service_endpoint=self.endpoints[key])
+        written, extras = 0, extras or {}
+        for key in sorted(self._unconfirmed(statuses, extras)):
             try:
-                written += await self._write(key, status, (extras or {}).get(key))
+                written += await self._write(key, statuses[key], extras.get(key), self.endpoints.get(key))
             except ApiError as err:
                 log.warning("status not written", extra={"resource": str(key), "error": str(err)})
         for key in self._confirmed.keys() - statuses.keys():
