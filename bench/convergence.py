@@ -20,6 +20,9 @@ Systems:
 - `modelroute (new ModelServer)`: a new model on the port: a manifest with one more
   ModelServer (its own path, on a running engine) saved the safe way, until a request to
   its path is answered (a fresh prober polls that path from before the save; 5 adds).
+- `modelroute (kubectl, Kubernetes mode)`: `kubernetes()` below: the same world as cluster
+  objects in the fake API server (its own process), the control plane's Kubernetes mode
+  and a real Envoy gateway; an edit is `kubectl apply`'s merge patch of the probe route.
 - `Envoy files`: Envoy's own file-based dynamic config: the same compiled config as a
   static bootstrap whose RouteConfigurations come from `path_config_source` files with
   `watched_directory`; an edit writes the new table beside it and `mv`s it in (atomic).
@@ -35,7 +38,7 @@ Systems:
   refresh (a uniform 0–30 s pause first); the clock starts after the rename.
 
     .venv/bin/python -m bench.convergence [--routes 100 10000] [--edits 30] [--quick]
-        [--systems modelroute envoy-files sovereign] [--sovereign-edits N] [--ads sotw|delta]
+        [--systems modelroute kubernetes envoy-files sovereign] [--sovereign-edits N] [--ads sotw|delta]
 Writes bench/results/convergence.json.
 """
 
@@ -61,10 +64,14 @@ import yaml
 
 from bench import _stack
 from bench._common import BENCH, machine, percentiles, venv_python, write_result
+from controller.kubernetes.client import KubeClient
+from controller.kubernetes.resources import MODEL_ROUTE
 from controller.local.envoy_process import EnvoyProcess
 from modelroute.embedded import Embedded, EmbeddedOptions
+from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 from routing_engine.api.resources import ObjectKey, Resource
 from tests.support import free_port, stop_process
+from xds_server.bootstrap import render_dict
 
 SOVEREIGN_PACKAGES = ["sovereign"]
 SOVEREIGN_REFRESH_DELAY = "5s"  # sovereign's example bootstrap/templates (RDS, CDS); LDS uses 15s
@@ -167,6 +174,100 @@ async def modelroute(n: int, edits: int, workdir: Path, delta: bool) -> list[dic
         if prober is not None:
             prober.stop()
         await app.stop()
+
+
+# ---- (a') modelroute in Kubernetes mode: kubectl-like edits through an API server -------
+
+def _kubernetes_seed(n: int, port: int, engines: dict[str, _stack.MockEngine]) -> list[dict[str, Any]]:
+    """The file world as cluster objects, plus the Model its ModelInfers run and one
+    EndpointSlice per ModelInfer naming its mock engine (no kubelet here)."""
+    model = {"apiVersion": "registry.matrixinfer.ai/v1alpha1", "kind": "Model",
+             "metadata": {"name": "m", "namespace": _stack.NS},
+             "spec": {"modelSpec": {"modelId": "mock/m", "framework": "vllm", "version": "v1",
+                                    "source": {"uri": "s3://models/m"}}, "runtime": {"image": "mock:1"}}}
+    slices = [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": f"infer-{color}-x", "namespace": _stack.NS,
+                            "labels": {"kubernetes.io/service-name": f"infer-{color}",
+                                       "workload.matrixinfer.ai/modelinfer": f"infer-{color}"}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": engine.port, "protocol": "TCP"}],
+               "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]}
+              for color, engine in engines.items()]
+    return [model, *_stack.base_docs(n, port), _stack.route_doc(0, to="blue"), *slices]
+
+
+async def _status_writes_settled(mode: KubernetesMode, timeout: float) -> None:
+    """Until the leader has written every object's first status (10,000 routes: 10,000
+    writes) and nothing was written for 2 s: the edits are measured on a settled cluster."""
+    loop = asyncio.get_running_loop()
+    started, last, quiet_since = loop.time(), -1, loop.time()
+    while loop.time() - started < timeout:
+        writes = mode.cluster.status.writes
+        if writes != last:
+            last, quiet_since = writes, loop.time()
+        elif writes > 0 and loop.time() - quiet_since >= 2.0:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"status writes still going after {timeout:.0f} s ({last} written)")
+
+
+async def kubernetes(n: int, edits: int, workdir: Path, delta: bool,
+                     engines: dict[str, _stack.MockEngine]) -> dict[str, Any]:
+    """`modelroute (kubectl, Kubernetes mode)`: the fake API server in its own process,
+    the control plane's Kubernetes mode (what `modelroute serve --provider kubernetes`
+    runs: informers → provider → ControlLoop → xDS, and the leader's status writes) with a
+    real Envoy gateway. An edit is the merge patch `kubectl apply` sends for the probe
+    route; the clock starts when the patch is sent (so it includes the API server's
+    answer and its watch event)."""
+    port = free_port()
+    seed = workdir / "seed.json"
+    seed.write_text(json.dumps(_kubernetes_seed(n, port, engines)))
+    proc = subprocess.Popen([sys.executable, str(BENCH / "_fake_api_child.py"), str(seed), "0"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)).strip()
+        async with KubeClient(url, request_timeout=30.0) as api:
+            mode = KubernetesMode(api, KubernetesOptions(
+                identity="bench-0", system_namespace="matrixinfer-system", xds_host="127.0.0.1", xds_port=0,
+                listen_address="127.0.0.1", admin_address="127.0.0.1:0"))
+            try:
+                return await _kubectl_edits(mode, api, n, edits, port, workdir, delta)
+            finally:
+                await mode.stop()
+    finally:
+        stop_process(proc)
+
+
+async def _kubectl_edits(mode: KubernetesMode, api: KubeClient, n: int, edits: int, port: int, workdir: Path,
+                         delta: bool) -> dict[str, Any]:
+    envoy: EnvoyProcess | None = None
+    prober = None
+    try:
+        await mode.start()
+        assert mode.plane is not None
+        envoy = EnvoyProcess(render_dict("gateway", node_id="bench-gateway", cluster="gateway",
+                                         xds_port=mode.plane.xds_port, admin_port=free_port(), delta=delta),
+                             workdir, name="gateway", log_level="warning")
+        await envoy.start()
+        prober = _stack.Prober(f"http://127.0.0.1:{port}/v1/models/r0/infer")
+        await prober.wait(_stack.header_marker("blue"), 300)
+        await _status_writes_settled(mode, 600)
+        samples: list[float] = []
+        for i in range(1, edits + 1):
+            routes = _stack.route_doc(0, to=_color(i))["spec"]["routes"]
+            await asyncio.sleep(QUIET_S)
+            prober.send(_stack.header_marker(_color(i)), 60)
+            started = time.monotonic_ns()
+            await api.patch(MODEL_ROUTE, _stack.NS, "route-0", {"spec": {"routes": routes}})
+            samples.append((await prober.result() - started) / 1e6)
+        return _row("modelroute (kubectl, Kubernetes mode)", n, samples, clock_start="merge patch sent",
+                    ads="delta" if delta else "sotw",
+                    note="fake API server (tests/kubernetes/fakeapi.py) in its own process; statuses settled first")
+    finally:
+        if prober is not None:
+            prober.stop()
+        if envoy is not None:
+            await envoy.stop()
 
 
 # ---- (b) Envoy's own file-based dynamic config -------------------------------------------
@@ -305,7 +406,7 @@ async def sovereign(n: int, edits: int, workdir: Path, engines: dict[str, _stack
 
 # ---- driver ---------------------------------------------------------------------------------
 
-SYSTEMS = ("modelroute", "envoy-files", "sovereign")
+SYSTEMS = ("modelroute", "kubernetes", "envoy-files", "sovereign")
 
 
 async def run(sizes: list[int], edits: int, sovereign_edits: int, systems: list[str],
@@ -329,12 +430,14 @@ async def run(sizes: list[int], edits: int, sovereign_edits: int, systems: list[
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-conv-") as tmp:
             work = Path(tmp)
-            for sub in ("mr", "files", "sov"):
+            for sub in ("mr", "k8s", "files", "sov"):
                 (work / sub).mkdir()
             if "modelroute" in systems:
                 await attempt("modelroute", n, lambda: modelroute(n, edits, work / "mr", delta))
-            if {"envoy-files", "sovereign"} & set(systems):
+            if {"kubernetes", "envoy-files", "sovereign"} & set(systems):
                 with _stack.mock_engines("blue", "green") as engines:
+                    if "kubernetes" in systems:
+                        await attempt("kubernetes", n, lambda: kubernetes(n, edits, work / "k8s", delta, engines))
                     if "envoy-files" in systems:
                         await attempt("envoy-files", n, lambda: envoy_files(n, edits, work / "files", engines))
                     if "sovereign" in systems and sovereign_edits > 0:

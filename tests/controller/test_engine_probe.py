@@ -111,6 +111,22 @@ def test_only_modelinfers_that_need_it_are_polled() -> None:
     assert {k: (n.adapters, n.load) for k, n in needs_of(objects(["a"], "prefixAffinity")).items()} == {INFER: (True, False)}
 
 
+def test_the_same_objects_again_are_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit elsewhere hands the probe the very same ModelInfers (10,000 of them in a
+    large cluster): compared by identity, not read again by `needs_of`."""
+    import controller.engines.probe as probe
+
+    reads: list[int] = []
+    monkeypatch.setattr(probe, "needs_of", lambda objs: reads.append(len(objs)) or needs_of(objs))
+    engine = EngineProbe(lambda endpoints: None)
+    first = objects(["sql"], "loadAware")
+    engine.set_objects(first)
+    engine.set_objects(list(first))  # the same objects, in a new sequence
+    assert reads == [len(first)]
+    engine.set_objects(objects(["sql", "chat"], "loadAware"))  # a ModelInfer changed
+    assert len(reads) == 2
+
+
 class FakeEngines:
     """Answers per (address, port) and path; None: the probe fails."""
 
