@@ -162,3 +162,16 @@ def test_lua_usage_runs_and_measures_envoy_cpu(results: Path) -> None:
         assert measured[mode]["p50_us"] > 0 and measured[mode]["stream_p50_us"] > 0, measured
         assert measured[mode]["cpu_us_per_request"] >= 0, measured
     assert json.loads((results / "lua_usage.json").read_text())["row"] == json.loads(json.dumps(out["row"]))
+
+
+@pytest.mark.slow
+def test_kubectl_edits_through_kubernetes_mode_are_measured(results: Path) -> None:
+    """The Kubernetes-mode convergence system end to end at a tiny size: the fake API
+    server in its own process, Kubernetes mode, a real Envoy, kubectl-like patches."""
+    import bench.convergence
+
+    bench.convergence.main(["--routes", "5", "--edits", "2", "--systems", "kubernetes"])
+    data = json.loads((results / "convergence.json").read_text())
+    assert data["errors"] == []
+    (row,) = data["rows"]
+    assert row["system"] == "modelroute (kubectl, Kubernetes mode)" and row["n"] == 2 and row["routes"] == 5
