@@ -68,6 +68,7 @@ class StateKeeper:
         self._dirty_services: set[ServiceKey] = set()
         self._endpoints: dict[ObjectKey, tuple[BackendEndpoint, ...]] = {}
         self._endpoints_view: Endpoints = MappingProxyType({})
+        self._unsorted = False  # `_endpoints` holds a key out of order (sorted before handed out)
         # Secret references per ModelServer, and all of them (None: to be gathered again).
         self._server_refs: dict[CacheKey, dict[str, frozenset[str]]] = {}
         self._refs: dict[str, frozenset[str]] | None = {}
@@ -103,6 +104,8 @@ class StateKeeper:
         changed = [service for service in self._dirty_services if self._merge_endpoints(service)]
         self._dirty_services.clear()
         if changed:
+            if self._unsorted:  # a ModelInfer's first endpoints, not last in key order
+                self._endpoints, self._unsorted = dict(sorted(self._endpoints.items())), False
             self._endpoints_view = MappingProxyType(dict(self._endpoints))
             self._modified = True
         if self._last is None or self._modified:
@@ -195,7 +198,7 @@ class StateKeeper:
             self._dirty_services.add(service)
 
     def _merge_endpoints(self, service: ServiceKey) -> bool:
-        """Whether the endpoints of this ModelInfer changed (kept in key order)."""
+        """Whether the endpoints of this ModelInfer changed."""
         infer = ObjectKey(MODEL_INFER.kind, *service)
         slices = self._service_slices.get(service)
         old = self._endpoints.get(infer)
@@ -206,8 +209,7 @@ class StateKeeper:
             return False
         last = next(reversed(self._endpoints), None)
         self._endpoints[infer] = new
-        if old is None and last is not None and infer < last:
-            self._endpoints = dict(sorted(self._endpoints.items()))  # a new one, not last in order
+        self._unsorted = self._unsorted or (old is None and last is not None and infer < last)
         return True
 
     # --- the objects in order ----------------------------------------------------------
