@@ -218,7 +218,8 @@ class KubernetesControlPlane:
             if key.kind not in _WRITTEN_KINDS:
                 continue
             known = confirmed.get(key)
-            if known is None or cached is None or known[0] is not cached(ENGINE_KINDS[key.kind], key.namespace, key.name) \
+            if known is None or cached is None \
+                    or known[0] is not cached(ENGINE_KINDS[key.kind], key.namespace, key.name) \
                     or not (known[1] is status or known[1] == status) or known[2] != endpoints.get(key) \
                     or known[3] != extras.get(key):
                 found.append(key)

@@ -110,7 +110,8 @@ def endpoints_from_slices(slices: Iterable[Obj], infers: Iterable[ObjectKey]
         service = service_of(s)
         if service is not None and service in known:
             grouped.setdefault(service, []).append(s)
-    return {ObjectKey(MODEL_INFER.kind, *service): merged_endpoints(found) for service, found in sorted(grouped.items())}
+    return {ObjectKey(MODEL_INFER.kind, *service): merged_endpoints(found)
+            for service, found in sorted(grouped.items())}
 
 
 def build_state(engine_objects: Iterable[Obj], slices: Iterable[Obj],

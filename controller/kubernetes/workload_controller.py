@@ -155,8 +155,8 @@ class WorkloadController:
             model = _valid(doc, Model)
             if model is not None:  # an invalid one gets ValidationFailed from the provider's errors
                 ns, name = model.metadata.namespace, model.metadata.name
-                written += await self._status.write(MODEL, ns, name, model_status(model, self._users[1].get((ns, name), ())),
-                                                    current=doc)
+                status = model_status(model, self._users[1].get((ns, name), ()))
+                written += await self._status.write(MODEL, ns, name, status, current=doc)
         by_key = {(i.metadata.namespace, i.metadata.name): i for i in infers} if policies else {}
         for policy in policies:
             ref, ns = policy.spec.target_ref, policy.metadata.namespace

@@ -62,3 +62,28 @@ async def test_failed_reconcile_is_retried_after_backoff(api: KubeClient, fake_a
         await api.create(MODEL_INFER, model_infer())
         await eventually(lambda: image(fake_api) is not None, what="the Deployment after a retry")
     assert delays == [0.25]
+
+
+def test_valid_models_are_parsed_again_only_when_their_spec_changed() -> None:
+    """A ModelInfer status write hands the informer a new object each time: the Model
+    statuses are recomputed after each, and must not re-parse 10,000 ModelInfers."""
+    from controller.kubernetes.workload_controller import ValidCache
+    from routing_engine.api.resources import ModelInfer
+
+    cache = {("default", "a"): model_infer("a"), ("default", "b"): model_infer("b"),
+             ("default", "bad"): model_infer("bad", replicas="many")}
+    valid = ValidCache(ModelInfer)
+    first = valid.valid(cache)
+    assert [i.metadata.name for i in first] == ["a", "b"] and valid.generation == 1
+
+    cache[("default", "a")] = {**cache[("default", "a")], "status": {"phase": "Running"}}  # a status write
+    again = valid.valid(cache)
+    assert again[0] is first[0] and again[1] is first[1] and valid.generation == 1
+
+    cache[("default", "b")] = model_infer("b", replicas=3)  # a spec change
+    changed = valid.valid(cache)
+    assert changed[0] is first[0] and changed[1] is not first[1] and changed[1].spec.replicas == 3
+    assert valid.generation == 2
+
+    del cache[("default", "a")]
+    assert [i.metadata.name for i in valid.valid(cache)] == ["b"] and valid.generation == 3
