@@ -27,7 +27,7 @@ from types import MappingProxyType
 
 from controller.kubernetes.informer import CacheKey, cache_key
 from controller.kubernetes.interface import Obj
-from controller.kubernetes.resources import MODEL_INFER, MODEL_SERVER, SECRET
+from controller.kubernetes.resources import ENDPOINT_SLICE, MODEL_INFER, MODEL_SERVER, SECRET
 from controller.kubernetes.secrets import secret_refs
 from controller.kubernetes.state import ServiceKey, canonical, engine_view, merged_endpoints, parse_view, service_of
 from controller.provider import Endpoints, ProviderState
@@ -117,7 +117,7 @@ class StateKeeper:
     # --- reading one object ------------------------------------------------------------
 
     def _read(self, kind: str, key: CacheKey, doc: Obj | None) -> None:
-        if kind == "EndpointSlice":
+        if kind == ENDPOINT_SLICE.kind:
             self._read_slice(key, doc)
             return
         source = (kind, key)
