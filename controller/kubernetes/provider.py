@@ -80,11 +80,16 @@ class KubernetesProvider:
         return {**{kind: informer.cache for kind, informer in self.informers.items()},
                 ENDPOINT_SLICE.kind: self.slices.cache}
 
-    def state(self) -> ProviderState:
-        """The caches as the engine's input now (the first one, a whole cluster's worth of
-        objects to validate, with the collector paused: `kit.collector`)."""
+    def refresh(self) -> None:
+        """Read what changed since the last read. The first read, a whole cluster's worth of
+        objects to validate, runs with the collector paused (`kit.collector`)."""
         with gc_paused() if self.last is None else nullcontext():
-            return self._keeper.state(self._caches(), self.secrets.objects())
+            self._keeper.refresh(self._caches())
+
+    def state(self) -> ProviderState:
+        """The caches as the engine's input now."""
+        self.refresh()
+        return self._keeper.state(self._caches(), self.secrets.objects())
 
     async def start(self, publish: Publish) -> None:
         """Watch in the background: the first state once every informer listed."""
@@ -109,7 +114,7 @@ class KubernetesProvider:
         while True:
             self._dirty.clear()
             since, self._dirty_since = self._dirty_since, None
-            self._keeper.refresh(self._caches())
+            self.refresh()
             await self.secrets.want(self._keeper.secret_refs())
             await self.secrets.settled()
             state = self.state()

@@ -161,3 +161,31 @@ def test_unchanged_objects_keep_their_identity_across_snapshots() -> None:
     (a3,), _ = parse_objects([annotated], cache)
     assert a3 is not a1 and a3.metadata.annotations == {"x": "y"}
     assert len(cache) == 1  # only the current objects are kept
+
+
+async def test_the_first_read_of_the_cluster_runs_with_the_collector_paused(
+        api: KubeClient, fake_api: FakeKubeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first read validates every object of the cluster (30,000 at 10,000 routes:
+    2.6 s with the collector on, 0.7 s paused); later reads, one object each, run as usual."""
+    import gc
+
+    from controller.kubernetes.state_keeper import StateKeeper
+
+    collector_on: list[bool] = []
+    refresh = StateKeeper.refresh
+
+    def recorded(self: StateKeeper, caches: object) -> None:
+        collector_on.append(gc.isenabled())
+        refresh(self, caches)  # type: ignore[arg-type]
+    monkeypatch.setattr(StateKeeper, "refresh", recorded)
+    fake_api.seed(route("r1"))
+    published = Published()
+    assert gc.isenabled()
+    async with running(KubernetesProvider(api).run(published)):
+        await published.next()
+        assert collector_on and collector_on[0] is False
+        first_reads = len(collector_on)
+        await api.patch(MODEL_ROUTE, "default", "r1", {"spec": {"path": "/v1/changed"}})
+        await published.next()
+        assert collector_on[first_reads:] and all(collector_on[first_reads:])
+    assert gc.isenabled()
