@@ -28,10 +28,10 @@ the validation errors of objects that were left out) and handed to `publish`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from functools import partial
 
 from controller.kubernetes.informer import CacheKey, Change, Informer, cache_key
@@ -81,10 +81,20 @@ class KubernetesProvider:
                 ENDPOINT_SLICE.kind: self.slices.cache}
 
     def refresh(self) -> None:
-        """Read what changed since the last read. The first read, a whole cluster's worth of
-        objects to validate, runs with the collector paused (`kit.collector`)."""
-        with gc_paused() if self.last is None else nullcontext():
+        """Read what changed since the last read.
+
+        The first read validates a whole cluster's worth of objects (30,000 at 10,000
+        routes), which all live on: it runs with the collector paused (`kit.collector`),
+        and what it made is frozen before the collector comes back, as the control loop's
+        first compile is. Else the collector's first pass after it scans them all, and the
+        start took 6.2 s to the world in the control loop instead of 4.0 (a throwaway
+        measurement). Cyclic garbage made before, if any, is never collected: once."""
+        if self.last is not None:
             self._keeper.refresh(self._caches())
+            return
+        with gc_paused():
+            self._keeper.refresh(self._caches())
+            gc.freeze()
 
     def state(self) -> ProviderState:
         """The caches as the engine's input now."""
