@@ -66,10 +66,12 @@ from bench import _stack
 from bench._common import BENCH, machine, percentiles, venv_python, write_result
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.resources import MODEL_ROUTE
+from controller.kubernetes.workloads import INFER_LABEL
 from controller.local.envoy_process import EnvoyProcess
 from modelroute.embedded import Embedded, EmbeddedOptions
 from modelroute.kubernetes_mode import KubernetesMode, KubernetesOptions
 from routing_engine.api.resources import ObjectKey, Resource
+from tests.kubernetes.helpers import endpoint_slice, model
 from tests.support import free_port, stop_process
 from xds_server.bootstrap import render_dict
 
@@ -181,18 +183,15 @@ async def modelroute(n: int, edits: int, workdir: Path, delta: bool) -> list[dic
 def _kubernetes_seed(n: int, port: int, engines: dict[str, _stack.MockEngine]) -> list[dict[str, Any]]:
     """The file world as cluster objects, plus the Model its ModelInfers run and one
     EndpointSlice per ModelInfer naming its mock engine (no kubelet here)."""
-    model = {"apiVersion": "registry.matrixinfer.ai/v1alpha1", "kind": "Model",
-             "metadata": {"name": "m", "namespace": _stack.NS},
-             "spec": {"modelSpec": {"modelId": "mock/m", "framework": "vllm", "version": "v1",
-                                    "source": {"uri": "s3://models/m"}}, "runtime": {"image": "mock:1"}}}
-    slices = [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-               "metadata": {"name": f"infer-{color}-x", "namespace": _stack.NS,
-                            "labels": {"kubernetes.io/service-name": f"infer-{color}",
-                                       "workload.matrixinfer.ai/modelinfer": f"infer-{color}"}},
-               "addressType": "IPv4", "ports": [{"name": "http", "port": engine.port, "protocol": "TCP"}],
-               "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]}
-              for color, engine in engines.items()]
-    return [model, *_stack.base_docs(n, port), _stack.route_doc(0, to="blue"), *slices]
+    cluster_side = [model("m")]  # (the test helpers' objects, moved to the bench's namespace)
+    for color, engine in engines.items():
+        slice_ = endpoint_slice(f"infer-{color}-x", service=f"infer-{color}", ready={"127.0.0.1": True},
+                                port=engine.port)
+        slice_["metadata"]["labels"][INFER_LABEL] = f"infer-{color}"
+        cluster_side.append(slice_)
+    for doc in cluster_side:
+        doc["metadata"]["namespace"] = _stack.NS
+    return [*cluster_side, *_stack.base_docs(n, port), _stack.route_doc(0, to="blue")]
 
 
 async def _status_writes_settled(mode: KubernetesMode, timeout: float) -> None:

@@ -212,31 +212,30 @@ class KubernetesControlPlane:
                      extras: Mapping[ObjectKey, Mapping[str, Any]]) -> list[ObjectKey]:
         """The statuses not found written on the very object the informer caches now: one
         pass of lookups (the publication of a 10,000-route world, at each edit)."""
-        confirmed, endpoints, cached = self._confirmed, self.endpoints, self._current
-        found = []
-        for key, status in statuses.items():
-            if key.kind not in _WRITTEN_KINDS:
-                continue
-            known = confirmed.get(key)
-            if known is None or cached is None \
-                    or known[0] is not cached(ENGINE_KINDS[key.kind], key.namespace, key.name) \
-                    or not (known[1] is status or known[1] == status) or known[2] != endpoints.get(key) \
-                    or known[3] != extras.get(key):
-                found.append(key)
-        return found
+        endpoints = self.endpoints
+        return [key for key, status in statuses.items() if key.kind in _WRITTEN_KINDS
+                and not self._is_confirmed(key, self._cached(key), status, endpoints.get(key), extras.get(key))]
+
+    def _cached(self, key: ObjectKey) -> Obj | None:
+        return self._current(ENGINE_KINDS[key.kind], key.namespace, key.name) if self._current is not None else None
+
+    def _is_confirmed(self, key: ObjectKey, doc: Obj | None, status: ObjectStatus, endpoint: str | None,
+                      extra: Mapping[str, Any] | None) -> bool:
+        """Whether this status was found written on `doc`, the very object cached now."""
+        known = self._confirmed.get(key)
+        return doc is not None and known is not None and known[0] is doc \
+            and (known[1] is status or known[1] == status) and known[2] == endpoint and known[3] == extra
 
     async def _write(self, key: ObjectKey, status: ObjectStatus, extra: Mapping[str, Any] | None,
                      endpoint: str | None = None) -> bool:
         """Write one engine status (with the gateway Service's endpoint) unless it was found
         written on the very object the informer caches."""
-        rtype = ENGINE_KINDS[key.kind]
-        doc = self._current(rtype, key.namespace, key.name) if self._current is not None else None
-        known = self._confirmed.get(key)
-        if doc is not None and known is not None and known[0] is doc and known[1] == status \
-                and known[2] == endpoint and known[3] == extra:
+        doc = self._cached(key)
+        if self._is_confirmed(key, doc, status, endpoint, extra):
             return False
         full = replace(status, service_endpoint=endpoint) if endpoint is not None else status
-        written = await self.status.write(rtype, key.namespace, key.name, full, extra=extra, current=doc)
+        written = await self.status.write(ENGINE_KINDS[key.kind], key.namespace, key.name, full, extra=extra,
+                                          current=doc)
         if written or doc is None:
             self._confirmed.pop(key, None)  # its informer will bring the object as written
         else:

@@ -50,6 +50,15 @@ def parse_view(view: Obj) -> Parsed:
     return parse_document(view, source=SOURCE, index=1)
 
 
+def reread(doc: Obj, text: str | None) -> tuple[str, Parsed | None]:
+    """An object read again: its engine view's text, and what it parses to, or None when
+    the text is `text` (what the engine reads of it did not change, e.g. a status write:
+    the caller keeps the very model it had)."""
+    view = engine_view(doc)
+    now = canonical(view)
+    return now, (None if now == text else parse_view(view))
+
+
 def parse_objects(raw: Iterable[Obj], cache: dict[str, Parsed] | None = None
                   ) -> tuple[list[Resource], list[ManifestError]]:
     """Validated models, ordered by key (deterministic engine input), and the errors.

@@ -29,7 +29,7 @@ from controller.kubernetes.informer import CacheKey, cache_key
 from controller.kubernetes.interface import Obj
 from controller.kubernetes.resources import ENDPOINT_SLICE, MODEL_INFER, MODEL_SERVER, SECRET
 from controller.kubernetes.secrets import secret_refs
-from controller.kubernetes.state import ServiceKey, canonical, engine_view, merged_endpoints, parse_view, service_of
+from controller.kubernetes.state import ServiceKey, merged_endpoints, reread, service_of
 from controller.provider import Endpoints, ProviderState
 from routing_engine.api.errors import ManifestError
 from routing_engine.api.resources import ObjectKey, Resource
@@ -42,11 +42,10 @@ Source = tuple[str, CacheKey]  # (kind of the informer, the object's key in its 
 
 @dataclass(frozen=True, slots=True)
 class _Record:
-    """One object as last read: its engine view's text, and what it parsed to."""
+    """One object as last read: its engine view's text, and its model (None: invalid)."""
 
     text: str
     obj: Resource | None
-    errors: tuple[ManifestError, ...]
 
 
 class StateKeeper:
@@ -129,12 +128,11 @@ class StateKeeper:
                 del self._records[source]
                 self._replace(source, old.obj, None, ())
             return
-        view = engine_view(doc)
-        text = canonical(view)
-        if old is not None and old.text == text:
+        text, parsed = reread(doc, old.text if old is not None else None)
+        if parsed is None:
             return  # a status write or a re-list: the very same model object stays
-        obj, problems = parse_view(view)
-        self._records[source] = _Record(text, obj, tuple(problems))
+        obj, problems = parsed
+        self._records[source] = _Record(text, obj)
         self._replace(source, old.obj if old is not None else None, obj, tuple(problems))
 
     def _replace(self, source: Source, old: Resource | None, new: Resource | None,

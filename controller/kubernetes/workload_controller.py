@@ -22,7 +22,7 @@ from controller.kubernetes.errors import ApiError
 from controller.kubernetes.informer import CacheKey, Change, Informer, Sleep
 from kit.backoff import Backoff
 from controller.kubernetes.interface import KubeApi, Obj
-from controller.kubernetes.state import canonical, engine_view, parse_view
+from controller.kubernetes.state import engine_view, parse_view, reread
 from controller.kubernetes.reconciler import ModelInferReconciler, ReconcileResult
 from controller.kubernetes.registry_status import model_status, model_users, policy_status
 from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER
@@ -188,14 +188,13 @@ class ValidCache(Generic[T]):
         for key, doc in cache.items():
             known = self._memo.get(key)
             if known is None or known[0] is not doc:
-                view = engine_view(doc)
-                text = canonical(view)
-                if known is None or known[1] != text:
-                    parsed, _ = parse_view(view)
-                    known = (doc, text, parsed if isinstance(parsed, self._cls) else None)
-                    changed = True
-                else:
+                text, parsed = reread(doc, known[1] if known is not None else None)
+                if parsed is None and known is not None:  # a status write: the same model
                     known = (doc, text, known[2])
+                else:
+                    model = parsed[0] if parsed is not None else None
+                    known = (doc, text, model if isinstance(model, self._cls) else None)
+                    changed = True
             memo[key] = known
         self._memo = memo
         self.generation += changed

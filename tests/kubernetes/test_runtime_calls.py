@@ -83,10 +83,9 @@ async def test_statuses_and_services_already_in_place_cost_no_call(api: KubeClie
             return await write(rtype, namespace, name, *args, **kwargs)
         leader.status.write = counted_write  # type: ignore[method-assign]
 
-        for _ in range(3):
+        for _ in range(3):  # a publication, and a gateway pass over the very same ModelServers
             assert await leader.write_statuses(statuses) == 0
-            await leader.apply(ProviderState(tuple(sink.objects)))
-        await eventually(lambda: not leader._changed.is_set(), what="the gateway loop to take the state")
+            await leader._gateway_services(ProviderState(tuple(sink.objects)))
         assert counting.of("ModelServer", "ModelRoute", "Service") == 0, counting.calls
         assert compared == []  # not even compared again: the very objects they were found written on
 
@@ -98,6 +97,7 @@ async def test_statuses_and_services_already_in_place_cost_no_call(api: KubeClie
                          what="the edits in the informer cache")
         await eventually(lambda: (fake_api.read(SERVICE, NS, "ms-default-llama-server") or {})
                          .get("metadata", {}).get("annotations") == {"team": "a"}, what="the Service applied")
+        assert counting.calls[("list", "Service")] == 0  # the same servers served: no sweep
         assert await leader.write_statuses(statuses) == 2
         assert fake_api.read(MODEL_SERVER, "default", "llama-server")["status"]["observedGeneration"] == \
             edited["metadata"]["generation"] == 2
