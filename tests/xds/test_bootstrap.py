@@ -20,6 +20,8 @@ def test_bootstrap_renders_and_envoy_accepts_it(role: str, delta: bool, tmp_path
                               "metadata": {"role": role, "scope": {"namespaces": ["team-a"]}}}
     assert config["dynamic_resources"]["ads_config"]["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
     assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
+    # Traffic stats made on a cluster's first request (docs/decisions.md, "Failover clusters").
+    assert config["deferred_stat_options"] == {"enable_deferred_creation_stats": True}
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     admin_ep = clusters["modelroute_admin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert admin_ep["endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
