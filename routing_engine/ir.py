@@ -63,7 +63,7 @@ class RateLimit:
 @dataclass(frozen=True, slots=True)
 class SharedLimit:
     """One row of the shared rate-limit service's table: requests Envoy sends to `cluster`
-    (a server's own cluster, or a failover aggregate to it) draw from the shared limit of
+    (a server's own cluster, or a failover pair's from it) draw from the shared limit of
     the ModelServer `server` (`routing_engine.rate_limits`)."""
 
     cluster: str
@@ -130,7 +130,7 @@ class WeightedBackend:
     backend: str  # Backend.name
     weight: int
     # With a ModelRoute fallback: fail over to this backend when `backend` has no healthy
-    # endpoint (translate builds an aggregate cluster for the pair).
+    # endpoint (translate builds a cluster for the pair: translate/cluster.py).
     failover_to: str | None = None
 
 

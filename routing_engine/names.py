@@ -86,8 +86,8 @@ def cluster(backend: str) -> str:
 
 
 def failover_cluster(primary: str, fallback: str) -> str:
-    """The aggregate cluster that sends to `primary`, or to `fallback` when `primary` has
-    no healthy endpoint."""
+    """The cluster that sends to `primary`, or to `fallback` when `primary` has no
+    healthy endpoint (priority levels: `translate/cluster.py`)."""
     return f"failover/{primary}/{fallback}"
 
 

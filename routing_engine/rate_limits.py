@@ -1,7 +1,7 @@
 """Which destination clusters draw from which ModelServer's rate limit (SPEC 3.1).
 
 Envoy's rate-limit descriptors name the cluster the router picked: a backend's own
-cluster, or a failover aggregate (`failover/<primary>/<fallback>`), which draws from its
+cluster, or a failover pair's (`failover/<primary>/<fallback>`), which draws from its
 primary's limit. One rule, followed by both consumers: translate's filters
 (`translate/ratelimit.py`: one local bucket or one shared descriptor per such cluster)
 and the shared rate-limit service's table (`ir.Gateway.shared_limits`, which resolve
@@ -19,7 +19,7 @@ from routing_engine.api.resources import ObjectKey
 
 def limited_destinations(listener: ir.Listener, *, shared: bool = False) -> dict[str, tuple[str, ir.RateLimit]]:
     """Cluster name → (backend that owns the limit, limit), for the local limits of this
-    listener or, with `shared`, its shared ones: a failover aggregate maps to its primary."""
+    listener or, with `shared`, its shared ones: a failover pair's cluster maps to its primary."""
     own = {backend: limit for backend, limit in listener.rate_limits if limit.shared == shared}
     clusters = {names.cluster(backend): (backend, limit) for backend, limit in own.items()}
     if not own:

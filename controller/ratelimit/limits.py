@@ -3,7 +3,7 @@ shared limit of the ModelServer that owns it.
 
 Envoy's descriptors name the cluster the router picked (`destination_cluster`); the
 service needs the ModelServer behind it, its requests/s and token budgets. The engine
-names them (`ir.Gateway.shared_limits`: failover aggregates map to their primary, so both
+names them (`ir.Gateway.shared_limits`: failover pairs' clusters map to their primary, so both
 share one counter); this reads them off `Compiled.gateway` of the unscoped compile (every
 sidecar's clusters are among its).
 """

@@ -19,7 +19,8 @@ equality second:
   still there;
 - each backend's Cluster and ClusterLoadAssignment by name, reused while the backend is
   equal; the whole stage when the gateway's backends tuple is the same object;
-- failover clusters by (primary, spare) pair, rebuilt only when a listener changed;
+- failover clusters and endpoints by (primary, spare) pair, redone when a listener's
+  routes or one of the pair's backends changed;
 - the plugins' routes and resources, kept while no edited route's `listener_facet`
   changed (translate/plugin.py);
 - the output: the union of those parts, patched where a part changed (`assembly.py`);
@@ -43,7 +44,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, count
 from operator import attrgetter, is_not
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
 
@@ -55,8 +56,8 @@ from routing_engine.translate import cluster, endpoint, listener, route, scoped_
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, ordered
-from routing_engine.translate.result import (TranslateError, TranslateResult, failover_pairs, failure, make_resource,
-                                             needed_backends, unknown_backends)
+from routing_engine.translate.result import (TranslateError, TranslateResult, failover_pairs, failover_resources,
+                                             failure, make_resource, needed_backends, unknown_backends)
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, serialize
 from routing_engine.incremental.assembly import Assembly, Batch
 from routing_engine.world import EnvoyResource
@@ -88,7 +89,7 @@ class _RouteEntry:
     framed: bytes
     serial: int  # unique to this entry: equal serials mean the same route
     backends: tuple[str, ...]  # every backend it needs (failover targets included)
-    failovers: tuple[tuple[str, str], ...]  # (primary, spare) aggregate clusters it sends to
+    failovers: tuple[tuple[str, str], ...]  # (primary, spare) failover clusters it sends to
     depth: int | None = None  # path segments every request it matches shares with it (None: exact)
 
 
@@ -131,8 +132,10 @@ class Translator:
         # listener key → (its Listener, the RouteConfiguration name it asks for)
         self._listener_protos: dict[Hashable, tuple[EnvoyResource, str]] = {}
         self._backends: dict[str, tuple[ir.Backend, EnvoyResource, EnvoyResource]] = {}  # by backend name
-        # (primary, spare) → (route owners using it, its cluster, all its owners)
-        self._failovers: dict[tuple[str, str], tuple[frozenset[ObjectKey], EnvoyResource, tuple[ObjectKey, ...]]] = {}
+        self._failovers: dict[tuple[str, str], _Failover] = {}  # by (primary, spare)
+        self._by_name: tuple[tuple[ir.Backend, ...], Mapping[str, ir.Backend]] = ((), {})
+        # The backends whose resources changed this run (None: not known, redo every pair).
+        self._backend_changes: frozenset[str] | None = None
         self._known: frozenset[str] = frozenset()
         self._orders: dict[str, _Order] = {}
         self._backend_batch: tuple[tuple[ir.Backend, ...], Batch] = ((), Batch())
@@ -180,6 +183,7 @@ class Translator:
         if gateway.backends is not self._backend_batch[0]:
             self._backend_batch = (gateway.backends, self._backend_resources(gateway.backends, stats))
         else:
+            self._backend_changes = frozenset()
             stats.hits["backend"] += len(gateway.backends)
         parts[("backends",)] = self._backend_batch[1]
 
@@ -222,7 +226,8 @@ class Translator:
         batch says which names changed against last run's."""
         cached: dict[str, tuple[ir.Backend, EnvoyResource, EnvoyResource]] = {}
         batch = Batch()
-        changed: list[str] = []
+        changed: list[str] = []  # cluster names
+        changed_names: list[str] = []  # backend names
         for backend in backends:
             pair = self._backends.get(backend.name)
             if pair is None or not (pair[0] is backend or pair[0] == backend):
@@ -233,13 +238,17 @@ class Translator:
                     make_resource(ENDPOINT, names.cluster(backend.name), serialize(endpoint.load_assignment(backend))),
                 )
                 changed.append(pair[1].name)
+                changed_names.append(backend.name)
             else:
                 stats.hits["backend"] += 1
             cached[backend.name] = pair
             batch.add(pair[1], (backend.owner,))
             batch.add(pair[2], (backend.owner,))
+        self._backend_changes = None
         if len(cached) == len(backends):  # no name twice: the batch is last run's but for these
-            changed.extend(names.cluster(name) for name in self._backends.keys() - cached.keys())
+            gone = self._backends.keys() - cached.keys()
+            self._backend_changes = frozenset(chain(changed_names, gone))
+            changed.extend(names.cluster(name) for name in gone)
             batch.base, batch.changed = self._backend_batch[1], {CLUSTER: changed, ENDPOINT: changed}
         self._backends = cached
         return batch
@@ -454,92 +463,108 @@ class Translator:
         return proto
 
     def _add_failovers(self, gateway: ir.Gateway, listeners: Iterable[_ListenerEntry], stats: CacheStats) -> Batch:
-        """An aggregate cluster per (primary, spare) pair some route sends to, owned by both
-        backends' servers and every route using it. Rebuilt only when a listener's routes
-        changed (the owner of a backend is fixed by its name)."""
+        """Each (primary, spare) pair some route sends to: its cluster and endpoints
+        (`result.failover_resources`), owned by both backends' servers and every route
+        using it. Redone for the pairs of the listeners whose routes changed and of the
+        backends that changed (the owner of a backend is fixed by its name)."""
         inputs = tuple(entry.failovers for entry in listeners)
         before = self._failover_inputs
-        if len(inputs) != len(before) or not self._failover_out.owners:
+        changed_backends = self._backend_changes
+        if len(inputs) != len(before) or not self._failover_out.owners or changed_backends is None:
             batch = Batch()
-            for resource, owners in self._failover_clusters(gateway, inputs, stats):
-                batch.add(resource, owners)
+            for resources, owners in self._failover_resources(gateway, inputs, stats):
+                for resource in resources:
+                    batch.add(resource, owners)
             self._failover_out = batch
         else:
-            changed = [n for n, (now, then) in enumerate(zip(inputs, before)) if now is not then]
-            if changed:
-                self._failover_out = self._failovers_patched(gateway, inputs, changed, stats)
-            stats.hits["failover"] += len(self._failover_out.owners)
+            touched: set[tuple[str, str]] = set()
+            for now, then in zip(inputs, before):
+                if now is not then:  # a pair's users kept by identity are unchanged (`_listener_entry`)
+                    touched.update(pair for pair, users in now.items() if then.get(pair) is not users)
+                    touched.update(then.keys() - now.keys())
+            if changed_backends:
+                touched.update(pair for pair in self._failovers
+                               if pair[0] in changed_backends or pair[1] in changed_backends)
+            if touched:
+                self._failover_out = self._failovers_patched(gateway, inputs, touched, stats)
+            stats.hits["failover"] += len(self._failovers.keys() - touched)
         self._failover_inputs = inputs
         return self._failover_out
 
     def _failovers_patched(self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]],
-                           changed: Sequence[int], stats: CacheStats) -> Batch:
-        """Last run's failover clusters with the pairs of the changed listeners redone
-        (the output is sorted later, so the batch's order does not matter)."""
-        touched: set[tuple[str, str]] = set()
-        for n in changed:
-            touched.update(inputs[n].keys(), self._failover_inputs[n].keys())
-        clusters = dict(self._failover_out.resources.get(CLUSTER, {}))
+                           touched: set[tuple[str, str]], stats: CacheStats) -> Batch:
+        """Last run's failover resources with the `touched` pairs redone (the output is
+        sorted later, so the batch's order does not matter)."""
+        found_resources = {t: dict(self._failover_out.resources.get(t, {})) for t in (CLUSTER, ENDPOINT)}
         owners = dict(self._failover_out.owners)
         names_touched: list[str] = []
-        batch = Batch.of({CLUSTER: clusters}, owners, self._failover_out, {CLUSTER: names_touched})
-        by_name: dict[str, ir.Backend] | None = None
+        batch = Batch.of(found_resources, owners, self._failover_out, {CLUSTER: names_touched, ENDPOINT: names_touched})
+        by_name = self._backends_by_name(gateway)
         for pair in touched:
             found = [failovers[pair] for failovers in inputs if pair in failovers]
             entry = self._failovers.get(pair)
+            name = names.failover_cluster(*pair)
+            names_touched.append(name)
             if not found:
                 if entry is not None:
-                    del self._failovers[pair], clusters[entry[1].name], owners[(CLUSTER, entry[1].name)]
-                    names_touched.append(entry[1].name)
+                    del self._failovers[pair]
+                    for t in (CLUSTER, ENDPOINT):
+                        del found_resources[t][name], owners[(t, name)]
                 continue
             users = found[0] if len(found) == 1 else frozenset().union(*found)
-            if entry is None or not (entry[0] is users or entry[0] == users):
-                if entry is not None:
-                    resource = entry[1]
-                else:
-                    stats.misses["failover"] += 1
-                    resource = make_resource(CLUSTER, names.failover_cluster(*pair), cluster.failover_cluster_bytes(*pair))
-                if by_name is None:
-                    by_name = {b.name: b for b in gateway.backends}
-                entry = self._failovers[pair] = (
-                    users, resource, tuple(sorted({by_name[pair[0]].owner, by_name[pair[1]].owner, *users})))
-            clusters[entry[1].name] = entry[1]
-            owners[(CLUSTER, entry[1].name)] = entry[2]
-            names_touched.append(entry[1].name)
+            entry = self._failovers[pair] = self._failover(entry, users, by_name[pair[0]], by_name[pair[1]], stats)
+            for resource in entry.resources:
+                found_resources[resource.type_url][name] = resource
+                owners[(resource.type_url, name)] = entry.owners
         return batch
 
-    def _failover_clusters(
+    def _failover_resources(
         self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]], stats: CacheStats
-    ) -> list[tuple[EnvoyResource, tuple[ObjectKey, ...]]]:
+    ) -> list[tuple[tuple[EnvoyResource, EnvoyResource], tuple[ObjectKey, ...]]]:
         used: dict[tuple[str, str], frozenset[ObjectKey]] = {}
         for failovers in inputs:
             for pair, found in failovers.items():
                 known = used.get(pair)
                 used[pair] = found if known is None else known | found  # rare: a pair on several listeners
-        by_name = {b.name: b for b in gateway.backends} if len(used) != len(self._failovers) else None
-        cache: dict[tuple[str, str], tuple[frozenset[ObjectKey], EnvoyResource, tuple[ObjectKey, ...]]] = {}
-        result: list[tuple[EnvoyResource, tuple[ObjectKey, ...]]] = []
+        by_name = self._backends_by_name(gateway)
+        cache: dict[tuple[str, str], _Failover] = {}
+        result: list[tuple[tuple[EnvoyResource, EnvoyResource], tuple[ObjectKey, ...]]] = []
         for pair in _sorted(used, self._orders, "failovers"):
-            found = used[pair]
-            entry = self._failovers.get(pair)
-            if entry is None or not (entry[0] is found or entry[0] == found):
-                if by_name is None:
-                    by_name = {b.name: b for b in gateway.backends}
-                if entry is None:
-                    stats.misses["failover"] += 1
-                    resource = make_resource(CLUSTER, names.failover_cluster(*pair),
-                                             cluster.failover_cluster_bytes(*pair))
-                else:
-                    stats.hits["failover"] += 1
-                    resource = entry[1]
-                owners = tuple(sorted({by_name[pair[0]].owner, by_name[pair[1]].owner, *found}))
-                entry = (found, resource, owners)
-            else:
-                stats.hits["failover"] += 1
-            cache[pair] = entry
-            result.append((entry[1], entry[2]))
+            entry = cache[pair] = self._failover(self._failovers.get(pair), used[pair], by_name[pair[0]],
+                                                 by_name[pair[1]], stats)
+            result.append((entry.resources, entry.owners))
         self._failovers = cache
         return result
+
+    @staticmethod
+    def _failover(entry: _Failover | None, users: frozenset[ObjectKey], primary: ir.Backend, spare: ir.Backend,
+                  stats: CacheStats) -> _Failover:
+        """Last run's `entry` while its route owners and both backends are equal, else redone."""
+        if entry is not None and (entry.primary is primary or entry.primary == primary) and (
+                entry.spare is spare or entry.spare == spare):
+            stats.hits["failover"] += 1
+            if entry.users is users or entry.users == users:
+                return entry
+            return entry._replace(users=users, owners=tuple(sorted({primary.owner, spare.owner, *users})))
+        stats.misses["failover"] += 1
+        return _Failover(users, failover_resources(primary, spare), tuple(sorted({primary.owner, spare.owner, *users})),
+                         primary, spare)
+
+    def _backends_by_name(self, gateway: ir.Gateway) -> Mapping[str, ir.Backend]:
+        if self._by_name[0] is not gateway.backends:
+            self._by_name = (gateway.backends, {b.name: b for b in gateway.backends})
+        return self._by_name[1]
+
+
+class _Failover(NamedTuple):
+    """A failover pair as last built: the owners of the routes using it, its Cluster and
+    ClusterLoadAssignment, all their owners, and the two backends they were built from."""
+
+    users: frozenset[ObjectKey]
+    resources: tuple[EnvoyResource, EnvoyResource]
+    owners: tuple[ObjectKey, ...]
+    primary: ir.Backend
+    spare: ir.Backend
 
 
 _OWNER = attrgetter("owner")

@@ -1,5 +1,5 @@
-"""Backends → clusters: one EDS cluster per ModelServer, plus an aggregate cluster per
-(primary, fallback) pair that a ModelRoute with a fallback fails over through.
+"""Backends → clusters: one EDS cluster per ModelServer, plus one per (primary, fallback)
+pair that a ModelRoute with a fallback fails over through.
 
 Each backend's endpoints are a separate ClusterLoadAssignment (`endpoint.py`), so replicas
 coming and going change EDS only: the cluster (CDS) stays byte-identical and Envoy never
@@ -16,9 +16,15 @@ over the endpoints' `envoy.lb` metadata `lora_adapter` (a list: `list_as_any`): 
 naming an adapter (`metadata_match`) picks only among the endpoints that load it, with
 no fallback (503 when none does); other requests use every endpoint.
 
-Failover uses Envoy's aggregate cluster: its priority levels are the primary's hosts and
-then the fallback's, so traffic moves to the fallback only while the primary has no
-healthy host (EDS `health_status` or outlier ejection) — no client-visible error.
+Failover is Envoy's priority levels within one EDS cluster, as Envoy Gateway builds
+fallback backends: the pair's cluster is configured as its primary's, and its endpoints
+are the primary's hosts at priority 0 and the fallback's at priority 1. Envoy's priority
+load sends everything to the primary while at least 1/1.4 of its hosts are healthy (EDS
+`health_status`, outlier ejection), then a growing share to the fallback, and all of it
+once the primary has none — no client-visible error (as the aggregate cluster did). Not
+Envoy's aggregate cluster: each one is called back on every cluster added or updated,
+and 10,000 of them cost a connecting Envoy ~14 s before it served (docs/decisions.md,
+"Failover clusters").
 """
 
 from __future__ import annotations
@@ -28,13 +34,11 @@ from functools import lru_cache
 from google.protobuf import duration_pb2
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from routing_engine import ir
 from routing_engine.names import stat_name
 from routing_engine import names
-from routing_engine.translate.xds import ads, length_delimited, millis, pack, serialize
+from routing_engine.translate.xds import ads, length_delimited, millis, serialize
 
-AGGREGATE_CLUSTER_TYPE = "envoy.clusters.aggregate"
 LB_METADATA_NAMESPACE = "envoy.lb"  # where Envoy's subset load balancer reads endpoint metadata
 ADAPTER_KEY = "lora_adapter"  # endpoint metadata (a list) and route metadata_match key
 HASH_BALANCE_FACTOR = 150  # percent of the average load a replica may take under prefixAffinity
@@ -67,11 +71,12 @@ def circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
     return breakers
 
 
-def backend_cluster(backend: ir.Backend) -> cluster_pb2.Cluster:
+def backend_cluster(backend: ir.Backend, name: str | None = None) -> cluster_pb2.Cluster:
     """EDS service name left empty: Envoy then asks EDS for the cluster's own name. A
-    name with "." gets a dot-free `alt_stat_name` (`routing_engine.names.stat_name`)."""
+    name with "." gets a dot-free `alt_stat_name` (`routing_engine.names.stat_name`).
+    `name`: another cluster configured as this backend's (a failover pair's, below)."""
     cluster = _backend_template(*_shape(backend))
-    cluster.name = names.cluster(backend.name)
+    cluster.name = names.cluster(backend.name) if name is None else name
     if "." in cluster.name:
         cluster.alt_stat_name = stat_name(cluster.name)
     return cluster
@@ -112,69 +117,27 @@ def _template_bytes(connect_timeout_ms: int, load_balancing: str = "leastRequest
     return serialize(_backend_template(connect_timeout_ms, load_balancing, adapters))
 
 
-def backend_cluster_bytes(backend: ir.Backend) -> bytes:
-    """`serialize(backend_cluster(backend))` without building a message per backend: the
-    name is field 1, every other field is the same for all backends with one connect
+def backend_cluster_bytes(backend: ir.Backend, name: str | None = None) -> bytes:
+    """`serialize(backend_cluster(backend, name))` without building a message per backend:
+    the name is field 1, every other field is the same for all backends with one connect
     timeout, so the bytes are the name followed by a cached template (tests check the
     two are identical). Cold compiles of 10,000 servers spend ~40x less here."""
-    name = names.cluster(backend.name)
+    name = names.cluster(backend.name) if name is None else name
     body = length_delimited(_CLUSTER_NAME_FIELD, name.encode()) + _template_bytes(*_shape(backend))
     if "." in name:
         body += length_delimited(_ALT_STAT_NAME_FIELD, stat_name(name).encode())
     return body
 
 
-def failover_cluster(primary: str, fallback: str) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(
-        name=names.failover_cluster(primary, fallback),
-        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
-        connect_timeout=duration_pb2.Duration(seconds=5),
-        circuit_breakers=circuit_breakers(),  # the router counts retries on this cluster
-    )
-    cluster.cluster_type.name = AGGREGATE_CLUSTER_TYPE
-    cluster.cluster_type.typed_config.CopyFrom(
-        pack(aggregate_pb2.ClusterConfig(clusters=[names.cluster(primary), names.cluster(fallback)]))
-    )
-    return cluster
+def failover_cluster(primary: ir.Backend, fallback: str) -> cluster_pb2.Cluster:
+    """The cluster of a (primary, fallback) pair: configured as the primary's (load
+    balancing, LoRA subsets, outlier detection), its endpoints the primary's hosts at
+    priority 0 and the fallback's at priority 1 (`endpoint.failover_assignment`)."""
+    return backend_cluster(primary, names.failover_cluster(primary.name, fallback))
 
 
-_CLUSTER_TYPE_FIELD = 38  # after every field of the failover template
-_ANY_TYPE_URL, _ANY_VALUE = 1, 2
-_CUSTOM_TYPE_NAME, _CUSTOM_TYPE_CONFIG = 1, 2
-_AGGREGATE_CLUSTERS = 1
-
-
-@lru_cache(maxsize=1)
-def _failover_template() -> bytes:
-    """A failover cluster but its name (field 1) and aggregate config (field 38)."""
-    cluster = failover_cluster("a", "b")
-    cluster.ClearField("name")
-    cluster.ClearField("cluster_type")
-    return serialize(cluster)
-
-
-def failover_cluster_bytes(primary: str, fallback: str) -> bytes:
+def failover_cluster_bytes(primary: ir.Backend, fallback: str) -> bytes:
     """`serialize(failover_cluster(primary, fallback))` from cached bytes, as
-    `backend_cluster_bytes` (10,000 of them in a world where every route has a fallback;
-    tests check the two are identical)."""
-    config = (length_delimited(_AGGREGATE_CLUSTERS, names.cluster(primary).encode())
-              + length_delimited(_AGGREGATE_CLUSTERS, names.cluster(fallback).encode()))
-    packed = length_delimited(_ANY_TYPE_URL, _AGGREGATE_TYPE_URL) + length_delimited(_ANY_VALUE, config)
-    custom = length_delimited(_CUSTOM_TYPE_NAME, AGGREGATE_CLUSTER_TYPE.encode()) + length_delimited(_CUSTOM_TYPE_CONFIG, packed)
-    return (length_delimited(_CLUSTER_NAME_FIELD, names.failover_cluster(primary, fallback).encode())
-            + _failover_template() + length_delimited(_CLUSTER_TYPE_FIELD, custom))
+    `backend_cluster_bytes` (10,000 of them in a world where every route has a fallback)."""
+    return backend_cluster_bytes(primary, names.failover_cluster(primary.name, fallback))
 
-
-_AGGREGATE_TYPE_URL = pack(aggregate_pb2.ClusterConfig()).type_url.encode()
-
-
-def failover_pairs(gateway: ir.Gateway) -> list[tuple[str, str]]:
-    """Every (primary, fallback) pair some route sends to, sorted, without duplicates."""
-    pairs = {
-        (wb.backend, wb.failover_to)
-        for listener in gateway.listeners
-        for route in listener.routes
-        for wb in route.backends
-        if wb.failover_to and wb.failover_to != wb.backend
-    }
-    return sorted(pairs)

@@ -1,9 +1,11 @@
 """Backend endpoints → one ClusterLoadAssignment per backend (EDS).
 
 Health is sent explicitly: an unready replica is listed as UNHEALTHY rather than left
-out, because the `health_check` filter behind `/ready` and the aggregate failover
-cluster both judge a backend by the EDS `health_status` of its hosts (SPEC 5); a
+out, because the `health_check` filter behind `/ready` and a failover pair's priority
+levels both judge a backend by the EDS `health_status` of its hosts (SPEC 5); a
 backend with no endpoints at all has an empty assignment, which both read as down.
+A failover pair's assignment (`failover_assignment`) lists the primary's hosts at
+priority 0 and the fallback's at priority 1, each as its own assignment lists them.
 
 Issue 18: an endpoint's loaded LoRA adapters are its `envoy.lb` metadata `lora_adapter`
 (a list, for the cluster's subset load balancer); a loadAware endpoint's weight is its
@@ -21,9 +23,23 @@ from routing_engine.translate.cluster import ADAPTER_KEY, LB_METADATA_NAMESPACE
 
 def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=names.cluster(backend.name))
-    if not backend.endpoints:
-        return assignment
-    locality = assignment.endpoints.add()
+    if backend.endpoints:
+        _add_hosts(assignment, backend, 0)
+    return assignment
+
+
+def failover_assignment(primary: ir.Backend, fallback: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
+    """Priority 0 is listed even when the primary has no endpoints, so the fallback's
+    hosts are priority 1 whatever the primary has."""
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=names.failover_cluster(primary.name, fallback.name))
+    _add_hosts(assignment, primary, 0)
+    if fallback.endpoints:
+        _add_hosts(assignment, fallback, 1)
+    return assignment
+
+
+def _add_hosts(assignment: endpoint_pb2.ClusterLoadAssignment, backend: ir.Backend, priority: int) -> None:
+    locality = assignment.endpoints.add(priority=priority)
     for endpoint in sorted(backend.endpoints, key=lambda e: (e.address, e.port)):
         lb = endpoint_components_pb2.LbEndpoint(
             health_status=health_check_pb2.HEALTHY if endpoint.healthy else health_check_pb2.UNHEALTHY
@@ -38,4 +54,3 @@ def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
         if endpoint.weight is not None:
             lb.load_balancing_weight.value = max(1, endpoint.weight)
         locality.lb_endpoints.append(lb)
-    return assignment

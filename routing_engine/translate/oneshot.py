@@ -6,8 +6,8 @@ sequences. For each listener: every route's `Route` (feature-free part from `rou
 then each plugin's `patch_route`), the plugins' routes before the listener's own, the
 scope depth (`scopes.py`), the Listener (`listener.py`), and its route table(s): one
 RouteConfiguration, or scoped tables and scopes (`scoped_layout.py`). Then each
-backend's Cluster and ClusterLoadAssignment, an aggregate cluster per (primary, spare)
-pair some route fails over through, and the plugins' extra resources. A resource added
+backend's Cluster and ClusterLoadAssignment, the same two per (primary, spare) pair some
+route fails over through, and the plugins' extra resources. A resource added
 twice gets the later body and the union of owners; both levels come out sorted.
 
 Translation is best effort and never raises: a route that cannot be built (a backend
@@ -29,8 +29,9 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import cluster, endpoint, listener, route, scoped_layout, scopes
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, ordered
-from routing_engine.translate.result import (Collected, TranslateError, TranslateResult, failover_pairs, failure,
-                                             make_resource, needed_backends, unknown_backends)
+from routing_engine.translate.result import (Collected, TranslateError, TranslateResult, failover_pairs,
+                                             failover_resources, failure, make_resource, needed_backends,
+                                             unknown_backends)
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER, serialize
 
@@ -69,9 +70,9 @@ def translate(gateway: ir.Gateway, plugins: Sequence[Plugin] | None = None, *, s
         name = names.cluster(backend.name)
         out.add(make_resource(CLUSTER, name, cluster.backend_cluster_bytes(backend)), (backend.owner,))
         out.add(make_resource(ENDPOINT, name, serialize(endpoint.load_assignment(backend))), (backend.owner,))
-    for pair, owners in sorted(users.items()):
-        out.add(make_resource(CLUSTER, names.failover_cluster(*pair), cluster.failover_cluster_bytes(*pair)),
-                tuple(sorted({by_name[pair[0]].owner, by_name[pair[1]].owner, *owners})))
+    for (primary, fallback), owners in sorted(users.items()):
+        for resource in failover_resources(by_name[primary], by_name[fallback]):
+            out.add(resource, tuple(sorted({by_name[primary].owner, by_name[fallback].owner, *owners})))
     for plugin in ranked:
         try:
             extras = list(plugin.extra_resources(gateway))

@@ -8,10 +8,10 @@ never touches the listener. Descriptors are keyed by the cluster the router pick
 weighted split charges each request to the backend it actually goes to.
 
 Failover clusters: a route with a fallback sends to `failover/<primary>/<fallback>`, and
-the filter only sees that name, so the aggregate gets a descriptor with the primary's
-limit — a separate bucket of the same size. Traffic to one server reached both directly
-and through a failover pair can thus pass up to twice its rate; the bucket cannot be
-shared because the filter runs before the aggregate picks a host. Requests that fail
+the filter only sees that name, so the pair's cluster gets a descriptor with the
+primary's limit — a separate bucket of the same size. Traffic to one server reached both
+directly and through a failover pair can thus pass up to twice its rate; the bucket
+cannot be shared because the filter runs before the pair's cluster picks a host. Requests that fail
 over to the fallback still count against the primary's bucket.
 
 Over limit: 429 with `x-ratelimit-*` headers (draft 03).
@@ -23,8 +23,8 @@ Shared limits (`rateLimit.global`, ext) get no local bucket: the listener gets t
 `envoy.filters.http.ratelimit` filter instead, asking the rate-limit service (cluster
 `modelroute_ratelimit`, a static cluster of the bootstrap templates, like
 `modelroute_admin`) in domain `modelroute`. Descriptors, all keyed by the destination
-cluster (the service maps a cluster to its ModelServer, so a failover aggregate draws
-from its primary's counter):
+cluster (the service maps a cluster to its ModelServer, so a failover pair's cluster
+draws from its primary's counter):
 
 - `[(destination_cluster, C)]`: one request;
 - token budgets only, the pre-check (never charged): `[(modelroute_tokens, budget),
@@ -103,7 +103,7 @@ class RateLimitPlugin(Plugin):
     rank = RANKS["ratelimit"]
 
     def listener_facet(self, route: ir.Route) -> tuple[tuple[str, str], ...]:
-        """What `limited_destinations` reads of a route: only its failover aggregates (a
+        """What `limited_destinations` reads of a route: only its failover clusters (a
         direct destination is the backend's own cluster, there from `rate_limits`)."""
         return tuple((names.destination(wb), wb.backend) for wb in route.backends
                      if names.destination(wb) != names.cluster(wb.backend))

@@ -7,8 +7,10 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from routing_engine import ir
+from routing_engine import ir, names
 from routing_engine.api.resources import ObjectKey
+from routing_engine.translate import cluster, endpoint
+from routing_engine.translate.xds import CLUSTER, ENDPOINT, serialize
 from routing_engine.world import EnvoyResource
 
 
@@ -60,7 +62,7 @@ def needed_backends(r: ir.Route) -> tuple[str, ...]:
 
 
 def failover_pairs(r: ir.Route) -> tuple[tuple[str, str], ...]:
-    """The (primary, spare) aggregate clusters a route sends to, sorted."""
+    """The (primary, spare) failover clusters a route sends to, sorted."""
     return tuple(sorted({(wb.backend, wb.failover_to) for wb in r.backends
                          if wb.failover_to and wb.failover_to != wb.backend}))
 
@@ -69,3 +71,10 @@ def unknown_backends(r: ir.Route, known: frozenset[str]) -> TranslateError:
     missing = sorted({n for wb in r.backends for n in (wb.backend, wb.failover_to) if n and n not in known})
     why = f"backend(s) {', '.join(missing)} not in the gateway" if missing else "no backend"
     return TranslateError(r.owner, f"route {r.name}: {why}; route left out")
+
+
+def failover_resources(primary: ir.Backend, fallback: ir.Backend) -> tuple[EnvoyResource, EnvoyResource]:
+    """A failover pair's Cluster and ClusterLoadAssignment (`cluster.py`, `endpoint.py`)."""
+    name = names.failover_cluster(primary.name, fallback.name)
+    return (make_resource(CLUSTER, name, cluster.failover_cluster_bytes(primary, fallback.name)),
+            make_resource(ENDPOINT, name, serialize(endpoint.failover_assignment(primary, fallback))))

@@ -109,8 +109,8 @@ def test_rate_limits_of_servers_reachable_through_each_listener() -> None:
 
 
 def test_shared_limits_name_every_cluster_that_draws_from_a_servers_shared_limit() -> None:
-    """The rate-limit service's table: a server's own cluster and every failover aggregate
-    to it (its descriptors name the aggregate), one row per cluster across listeners;
+    """The rate-limit service's table: a server's own cluster and every failover pair's
+    from it (its descriptors name the pair's cluster), one row per cluster across listeners;
     local limits are not in it."""
     shared = {"enabled": True, "requestsPerSecond": 10, "global": True, "inputTokensPerUnit": 100}
     res = run([

@@ -3,7 +3,7 @@ exists.
 
 The xDS server checks what would stall Envoy's warming before it serves a snapshot
 (`xds_server.consistency`: EDS, RDS and SRDS names); this is the stricter check on the
-engine's whole output that the golden and property tests run: RDS names of listeners and of routing scopes, clusters of routes (weighted, aggregate members, the
+engine's whole output that the golden and property tests run: RDS names of listeners and of routing scopes, clusters of routes (weighted, the
 health check's clusters, JWKS fetch clusters), EDS assignments of EDS clusters, SDS secrets
 of TLS listeners. Clusters the bootstrap defines (`modelroute_admin`) count as present.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.composite.v3 import composite_pb2
 from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
@@ -81,9 +80,6 @@ def _scope_refs(scope: object) -> Iterator[tuple[str, str]]:
 def _cluster_refs(cluster: cluster_pb2.Cluster) -> Iterator[tuple[str, str]]:
     if cluster.type == cluster_pb2.Cluster.EDS:
         yield ENDPOINT, cluster.eds_cluster_config.service_name or cluster.name
-    aggregate = aggregate_pb2.ClusterConfig()
-    if cluster.HasField("cluster_type") and cluster.cluster_type.typed_config.Unpack(aggregate):
-        yield from ((CLUSTER, c) for c in aggregate.clusters)
 
 
 def dangling_references(resources: Mapping[str, Mapping[str, EnvoyResource]]) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2 as core_hc
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_rl
 from envoy.extensions.filters.http.api_key_auth.v3 import api_key_auth_pb2 as akpb
@@ -232,14 +231,33 @@ def test_endpoint_health_is_explicit_and_sorted() -> None:
     ]
 
 
-def test_failover_aggregate_cluster_lists_primary_then_fallback() -> None:
+def test_failover_cluster_is_the_primarys_with_fallback_hosts_at_priority_1() -> None:
+    primary = ir.Backend("a", backend("a").owner, (ir.Endpoint("10.0.0.2", 80, healthy=False), ir.Endpoint("10.0.0.1", 80)),
+                         load_balancing="prefixAffinity", adapters=("sql",))
+    spare = backend("fb", ir.Endpoint("10.0.1.1", 81))
     r = route("r", ir.WeightedBackend("a", 1, failover_to="fb"))
-    result = Translator().translate(gateway(listener(r)))
+    result = Translator().translate(gateway(listener(r), backends=(primary, spare)))
     proto = parsed(result, CLUSTER, "failover/a/fb")
-    assert proto.cluster_type.name == "envoy.clusters.aggregate"
-    assert proto.lb_policy == cluster_pb2.Cluster.CLUSTER_PROVIDED
-    assert list(unpack(proto.cluster_type.typed_config, aggregate_pb2.ClusterConfig()).clusters) == ["a", "fb"]
-    assert set(result.owners[(CLUSTER, "failover/a/fb")]) == {r.owner, backend("a").owner, backend("fb").owner}
+    expected = parsed(result, CLUSTER, "a")
+    expected.name = "failover/a/fb"
+    assert proto == expected  # EDS, MAGLEV and subsets as the primary's: no aggregate cluster
+    assert proto.type == cluster_pb2.Cluster.EDS and not proto.HasField("cluster_type")
+    hosts = {(e.priority, lb.endpoint.address.socket_address.address, lb.health_status)
+             for e in parsed(result, ENDPOINT, "failover/a/fb").endpoints for lb in e.lb_endpoints}
+    assert hosts == {(0, "10.0.0.1", core_hc.HEALTHY), (0, "10.0.0.2", core_hc.UNHEALTHY), (1, "10.0.1.1", core_hc.HEALTHY)}
+    assert parsed(result, ENDPOINT, "failover/a/fb").cluster_name == "failover/a/fb"
+    for t in (CLUSTER, ENDPOINT):
+        assert set(result.owners[(t, "failover/a/fb")]) == {r.owner, backend("a").owner, backend("fb").owner}
+
+
+def test_failover_fallback_stays_priority_1_when_the_primary_has_no_endpoints() -> None:
+    r = route("r", ir.WeightedBackend("a", 1, failover_to="fb"))
+    empty = ir.Backend("a", backend("a").owner)
+    result = Translator().translate(gateway(listener(r), backends=(empty, backend("fb"))))
+    assignment = parsed(result, ENDPOINT, "failover/a/fb")
+    assert [(e.priority, len(e.lb_endpoints)) for e in assignment.endpoints] == [(0, 0), (1, 1)]
+    result = Translator().translate(gateway(listener(r), backends=(empty, ir.Backend("fb", backend("fb").owner))))
+    assert [(e.priority, len(e.lb_endpoints)) for e in parsed(result, ENDPOINT, "failover/a/fb").endpoints] == [(0, 0)]
 
 
 def test_unusable_inline_jwks_fails_its_route_alone() -> None:
@@ -258,8 +276,10 @@ def test_cluster_bytes_from_template_equal_a_full_build() -> None:
 
     for b in (backend("a"), ir.Backend("modelserver/ns/ünï", backend("a").owner, (), 1234)):
         assert cluster.backend_cluster_bytes(b) == cluster.backend_cluster(b).SerializeToString(deterministic=True)
-    for pair in (("a", "b"), ("modelserver/ns/ünï", "modelserver/" + "x" * 300)):
-        assert cluster.failover_cluster_bytes(*pair) == cluster.failover_cluster(*pair).SerializeToString(deterministic=True)
+    for primary, spare in ((backend("a"), "b"), (ir.Backend("modelserver/ns/ü.nï", backend("a").owner, (), 99,
+                                                            "prefixAffinity", ("x",)), "modelserver/" + "x" * 300)):
+        assert (cluster.failover_cluster_bytes(primary, spare)
+                == cluster.failover_cluster(primary, spare).SerializeToString(deterministic=True))
 
 
 def test_inline_jwks_problems_are_named() -> None:

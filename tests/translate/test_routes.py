@@ -89,7 +89,7 @@ def test_all_zero_weights_become_equal_shares() -> None:
     assert route.normalized_weights([ir.WeightedBackend("a", 0), ir.WeightedBackend("b", 0)]) == [1, 1]
 
 
-def test_failover_destination_is_the_aggregate_cluster() -> None:
+def test_failover_destination_is_the_pairs_cluster() -> None:
     r = make_route("r", ir.WeightedBackend("a", 1, failover_to="fb"), ir.WeightedBackend("b", 1, failover_to="fb"))
     names = [c.name for c in only_route(r).route.weighted_clusters.clusters]
     assert names == ["failover/a/fb", "failover/b/fb"]

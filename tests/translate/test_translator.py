@@ -42,8 +42,9 @@ def test_every_type_present_and_sorted_by_name() -> None:
     for by_name in result.resources.values():
         assert list(by_name) == sorted(by_name)
     assert set(result.resources[ROUTE]) == {table_name(result.resources, n) for n in ("http-8080", "https-8443")}
-    assert set(result.resources[ENDPOINT]) == {f"s{i}" for i in range(5)}
-    assert {"failover/s1/s0", "failover/s2/s0"} <= set(result.resources[CLUSTER])
+    failovers = {f"failover/s{i}/s0" for i in range(1, 5)}
+    assert set(result.resources[ENDPOINT]) == {f"s{i}" for i in range(5)} | failovers
+    assert set(result.resources[CLUSTER]) == {f"s{i}" for i in range(5)} | failovers
 
 
 def test_owners_name_the_objects_behind_each_resource() -> None:
@@ -83,7 +84,9 @@ def test_endpoint_change_touches_only_that_backends_assignment() -> None:
     changed = {
         (t, n) for t, by_name in after.resources.items() for n, r in by_name.items() if before.resources[t][n].version != r.version
     }
-    assert changed == {(ENDPOINT, "s2")}
+    assert changed == {(ENDPOINT, "s2"), (ENDPOINT, "failover/s2/s0")}  # s2 is that pair's primary
+    assert translator.last_stats.misses["failover"] == 1 and translator.last_stats.hits["failover"] == 3
+    assert after.resources == translate(replace(gw, backends=moved)).resources
 
 
 def test_cache_forgets_objects_that_left_the_world() -> None:
@@ -106,11 +109,11 @@ def test_every_reference_resolves_and_a_dangling_one_is_found() -> None:
     result = translate(world())
     assert dangling_references(result.resources) == []
     broken = {t: dict(by_name) for t, by_name in result.resources.items()}
-    del broken[ENDPOINT]["s1"], broken[SECRET]["default/cert"], broken[CLUSTER]["s0"]
+    del broken[ENDPOINT]["s1"], broken[SECRET]["default/cert"], broken[ENDPOINT]["failover/s2/s0"]
     problems = dangling_references(broken)
     assert "clusters s1 → endpoints s1" in problems
     assert "listeners https-8443 → secrets default/cert" in problems
-    assert "clusters failover/s1/s0 → clusters s0" in problems
+    assert "clusters failover/s2/s0 → endpoints failover/s2/s0" in problems
     # The /ready route's checks are references too: a ready backend without a cluster is found.
     ghost = translate(gateway(listener(route("r", "a"), ready_backends=("a", "ghost")), backends=(backend("a"),)))
     assert {p.split(" → ")[1] for p in dangling_references(ghost.resources)} == {"clusters ghost"}
