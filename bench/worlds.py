@@ -9,11 +9,11 @@ from routing_engine.world import BackendEndpoint, World
 PORTS = (8080, 8081, 8082, 8083)
 
 
-def server(i: int) -> ModelServer:
+def server(i: int, ports: tuple[int, ...] = PORTS) -> ModelServer:
     return ModelServer.model_validate({
         "apiVersion": "networking.matrixinfer.ai/v1alpha1", "kind": "ModelServer",
         "metadata": {"name": f"server-{i}", "namespace": "bench"},
-        "spec": {"modelInferRef": {"name": f"infer-{i}"}, "service": {"port": PORTS[i % len(PORTS)]},
+        "spec": {"modelInferRef": {"name": f"infer-{i}"}, "service": {"port": ports[i % len(ports)]},
                  "routing": {"path": f"/v1/models/m{i}", "timeout": "30s"}}})
 
 
@@ -38,8 +38,11 @@ def route(i: int, n: int, *, weight: int = 80) -> ModelRoute:
         ], "fallback": {"modelServerRef": {"name": f"server-{i}"}}}})
 
 
-def objects(n: int) -> list[Resource]:
-    return [*(server(i) for i in range(n)), *(infer(i) for i in range(n)), *(route(i, n) for i in range(n))]
+def objects(n: int, ports: tuple[int, ...] = PORTS) -> list[Resource]:
+    """`ports`: four ports to spread the servers over instead of 8080–8083 (a bench that
+    starts an Envoy listens on free ones)."""
+    assert len(ports) == len(PORTS)  # route i's neighbour is on i's port
+    return [*(server(i, ports) for i in range(n)), *(infer(i) for i in range(n)), *(route(i, n) for i in range(n))]
 
 
 def endpoints(n: int) -> dict[ObjectKey, tuple[BackendEndpoint, ...]]:

@@ -16,10 +16,13 @@ first gets the new response (SPEC 5). Scenarios:
 - `--start N`: the engine's own output for N ModelRoutes (bench/_stack.py's world: one
   port, mock-engine backends, scoped tables) served over ADS to an Envoy launched from
   nothing: the time from the launch until every one of 100 routes spread over the
-  whole world (and the last one) answers from its backend.
+  whole world (and the last one) answers from its backend;
+- `--start-servers N`: the same for `bench/worlds.py`'s N ModelRoutes + N ModelServers
+  (the compile benchmark's world: 2N clusters, a failover pair per route), timed to
+  Envoy's LIVE and to 100 servers' paths answered.
 
-    .venv/bin/python bench/xds_convergence.py [--edits 30]
-Writes bench/results/xds_convergence.json.
+    .venv/bin/python bench/xds_convergence.py [--edits 30] [--start N ...] [--start-servers N ...] [--only start]
+Writes bench/results/xds_convergence.json (with `--only start`: xds_start.json).
 """
 
 from __future__ import annotations
@@ -233,8 +236,59 @@ async def engine_start(n: int) -> dict[str, object]:
             await plane.stop(grace=None)
 
 
-def wait_served_by(port: int, path: str, marker: bytes, timeout: float = 60.0) -> float:
-    """POST `path` until the answer's `x-modelinfer` is `marker`; perf_counter() then."""
+async def servers_start(n: int) -> dict[str, object]:
+    """An Envoy launched against the engine's compile of `bench/worlds.py`'s world (N
+    ModelRoutes, N ModelServers over four ports, every route with a fallback: 2N
+    clusters and 2N endpoint assignments): how long until Envoy is LIVE, and until a
+    sample of servers' paths spread over the world is answered by a backend (every
+    ModelInfer's replica is one of two mock engines)."""
+    from bench import _stack, worlds
+    from routing_engine.api.resources import ObjectKey
+    from tests.xds.envoy_support import http_get
+
+    ports = tuple(free_port() for _ in worlds.PORTS)
+    xds_port = free_port()
+    plane = await start_control_plane(xds_address=f"127.0.0.1:{xds_port}", admin_host=None,
+                                      registry=CollectorRegistry())
+    envoy = None
+    with _stack.mock_engines("blue", "green") as engines, tempfile.TemporaryDirectory() as tmp:
+        try:
+            colors = (engines["blue"].endpoint(), engines["green"].endpoint())
+            endpoints = {ObjectKey("ModelInfer", "bench", f"infer-{i}"): colors[i % 2] for i in range(n)}
+            compiled = _stack.StaticCompiler(scoped=True).compile(worlds.objects(n, ports), endpoints)
+            plane.cache.set_snapshot("gateway", Snapshot.build(
+                [r for named in compiled.resources.values() for r in named.values()]))
+            sample = sorted({*range(0, n, max(1, n // 100)), n - 1})
+            launched = time.perf_counter()
+            envoy = await asyncio.to_thread(EnvoyProcess, Path(tmp), xds_port=xds_port, delta=False)
+
+            def live() -> float:
+                while time.perf_counter() - launched < 120:
+                    _, body = http_get(envoy.admin("/server_info"))
+                    if json.loads(body)["state"] == "LIVE":
+                        return time.perf_counter()
+                    time.sleep(0.01)
+                raise TimeoutError("Envoy never LIVE")
+            live_at = await asyncio.to_thread(live)
+            served = 0.0
+            for i in sample:
+                served = await asyncio.to_thread(wait_served_by, ports[i % len(ports)], f"/v1/models/m{i}/infer", None)
+            clusters = compiled.resources["type.googleapis.com/envoy.config.cluster.v3.Cluster"]
+            return {"scenario": f"engine world of {n:,} ModelRoutes + {n:,} ModelServers: Envoy launch to LIVE, "
+                                "to every sampled server's path served",
+                    "routes": n, "servers": n, "clusters": len(clusters),
+                    "failover_clusters": sum(name.startswith("failover/") for name in clusters),
+                    "sampled_routes": len(sample), "start_to_live_ms": round((live_at - launched) * 1000, 1),
+                    "start_to_all_served_ms": round((served - launched) * 1000, 1)}
+        finally:
+            if envoy is not None:
+                await asyncio.to_thread(envoy.stop)
+            await plane.stop(grace=None)
+
+
+def wait_served_by(port: int, path: str, marker: bytes | None, timeout: float = 60.0) -> float:
+    """POST `path` until the answer's `x-modelinfer` is `marker` (None: any backend's
+    200); perf_counter() then."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -242,7 +296,8 @@ def wait_served_by(port: int, path: str, marker: bytes, timeout: float = 60.0) -
             conn.request("POST", path, body=b"{}", headers={"content-type": "application/json"})
             response = conn.getresponse()
             response.read()
-            if (response.getheader("x-modelinfer") or "").encode() == marker:
+            if (response.getheader("x-modelinfer") or "").encode() == marker or (
+                    marker is None and response.status == 200 and response.getheader("x-modelinfer")):
                 return time.perf_counter()
         except (OSError, http.client.HTTPException):
             pass
@@ -312,10 +367,13 @@ SCOPED_SCENARIOS = [
 ]
 
 
-async def main(edits: int, only: str | None, start: list[int]) -> None:
+async def main(edits: int, only: str | None, start: list[int], start_servers: list[int]) -> None:
     rows = []
     for n in start:
         rows.append(await engine_start(n))
+        print(rows[-1], file=sys.stderr)
+    for n in start_servers:
+        rows.append(await servers_start(n))
         print(rows[-1], file=sys.stderr)
     for name, routes, split, delta in SCENARIOS:
         if only in (None, "split"):
@@ -328,14 +386,18 @@ async def main(edits: int, only: str | None, start: list[int]) -> None:
     print(f"{'scenario':<36} {'ADS':>5} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
           f"{'RDS wire bytes/edit':>20}")
     for r in rows:
+        if "clusters" in r:
+            print(f"{r['scenario']}: LIVE {r['start_to_live_ms']} ms, served {r['start_to_all_served_ms']} ms "
+                  f"({r['clusters']} clusters)")
+            continue
         if "p50_ms" not in r:
             print(f"{r['scenario']}: {r['start_to_all_served_ms']} ms ({r['scopes']} scopes, {r['route_configs']} tables)")
             continue
         print(f"{r['scenario']:<36} {r['ads']:>5} {r['p50_ms']:>7} {r['p95_ms']:>7} {r['p99_ms']:>7} "
               f"{r['max_ms']:>7} {r['rds_wire_bytes_per_edit']:>20}")
-    out = REPO / "bench" / "results" / "xds_convergence.json"
+    out = REPO / "bench" / "results" / ("xds_start.json" if only == "start" else "xds_convergence.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "xds_convergence", "cpus": os.cpu_count(), "machine": machine(),
+    out.write_text(json.dumps({"benchmark": out.stem, "cpus": os.cpu_count(), "machine": machine(),
                                "command": "python bench/xds_convergence.py " + " ".join(sys.argv[1:]),
                                "results": rows}, indent=2) + "\n")
     print(f"wrote {out.relative_to(REPO)}")
@@ -344,8 +406,11 @@ async def main(edits: int, only: str | None, start: list[int]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=30)
-    parser.add_argument("--only", choices=["split", "scoped"], help="run only these scenarios")
+    parser.add_argument("--only", choices=["split", "scoped", "start"],
+                        help="run only these scenarios (start: only the --start and --start-servers rows)")
     parser.add_argument("--start", type=int, nargs="*", default=[],
                         help="also time an Envoy starting against the engine's N-route world")
+    parser.add_argument("--start-servers", type=int, nargs="*", default=[],
+                        help="also time an Envoy starting against bench/worlds.py's N routes + N servers")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.edits, arguments.only, arguments.start))
+    asyncio.run(main(arguments.edits, arguments.only, arguments.start, arguments.start_servers))

@@ -175,3 +175,17 @@ def test_kubectl_edits_through_kubernetes_mode_are_measured(results: Path) -> No
     assert data["errors"] == []
     (row,) = data["rows"]
     assert row["system"] == "modelroute (kubectl, Kubernetes mode)" and row["n"] == 2 and row["routes"] == 5
+
+
+@pytest.mark.slow
+def test_an_envoy_starting_against_the_compile_world_is_timed() -> None:
+    """`bench/xds_convergence.py --start-servers` at a tiny size: a real Envoy launched
+    against bench/worlds.py's world (a failover pair per route) becomes LIVE and serves
+    the sampled servers' paths from the mock engines."""
+    import asyncio
+
+    import bench.xds_convergence
+
+    row = asyncio.run(bench.xds_convergence.servers_start(12))
+    assert (row["servers"], row["clusters"], row["failover_clusters"]) == (12, 24, 12)
+    assert 0 < row["start_to_live_ms"] <= row["start_to_all_served_ms"], row
