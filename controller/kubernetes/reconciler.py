@@ -10,6 +10,12 @@ from the Deployment.
   computed from; a Conflict (someone else wrote in between) re-reads and retries, an
   AlreadyExists on create (another replica raced us) reads and compares.
 - Server-allocated Service fields (clusterIP, ...) are carried over on update.
+- Reads come from the caller's informer caches when it has them (`Children`), as a
+  controller-runtime client reads: a child that already matches costs no API call, so a
+  controller restarting over 10,000 up-to-date ModelInfers reads nothing per object
+  (it made ~4 GETs each: ~140 s). A stale cache cannot cause a wrong write (writes
+  follow a fresh GET and carry its resourceVersion); it can only skip one, and the watch
+  event that makes the cache current makes the caller reconcile the owner again.
 - Nothing here owns a loop: `controller.kubernetes.workload_controller` decides when.
 """
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +38,20 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["created", "updated", "unchanged", "deleted", "absent"]
 _SERVICE_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "healthCheckNodePort")
+
+
+class _Absent:
+    """An informer's answer for an object it knows is not there."""
+
+
+ABSENT = _Absent()
+# What a cache says of one object: the object, ABSENT, or None (no cache: read it).
+Cached = Obj | _Absent | None
+Children = Callable[[ResourceType, str, str], Cached]  # (type, namespace, name)
+
+
+def _no_cache(rtype: ResourceType, namespace: str, name: str) -> Cached:
+    return None
 
 
 def is_subset(desired: Any, actual: Any) -> bool:
@@ -69,13 +89,19 @@ def _unchanged(current: Obj, desired: Obj) -> bool:
         desired["metadata"].get("ownerReferences", []) == current["metadata"].get("ownerReferences", []))
 
 
-async def apply(api: KubeApi, rtype: ResourceType, desired: Obj, *, attempts: int = 5) -> tuple[Obj, Outcome]:
-    """Create `desired`, or update it only where it differs; conflict-safe."""
+async def apply(api: KubeApi, rtype: ResourceType, desired: Obj, *, attempts: int = 5,
+                cached: Cached = None) -> tuple[Obj, Outcome]:
+    """Create `desired`, or update it only where it differs; conflict-safe. `cached`:
+    what an informer holds; an object that already matches is not read, and one it
+    knows is ABSENT is created without a read first."""
+    if isinstance(cached, dict) and _unchanged(cached, desired):
+        return cached, "unchanged"
     namespace, name = namespace_of(desired), name_of(desired)
+    read = cached is not ABSENT
     for _ in range(attempts):
-        try:
-            current = await api.get(rtype, namespace, name)
-        except NotFound:
+        current = await _read(api, rtype, namespace, name) if read else None
+        read = True
+        if current is None:
             try:
                 return await api.create(rtype, desired), "created"
             except AlreadyExists:
@@ -89,11 +115,19 @@ async def apply(api: KubeApi, rtype: ResourceType, desired: Obj, *, attempts: in
     raise Conflict(409, "Conflict", f"{rtype.kind} {namespace}/{name}: still conflicting after {attempts} attempts")
 
 
-async def delete_owned(api: KubeApi, rtype: ResourceType, namespace: str, name: str, owner_uid: str) -> Outcome:
-    """Delete the object only if `owner_uid` controls it (never a user's own object)."""
+async def _read(api: KubeApi, rtype: ResourceType, namespace: str, name: str) -> Obj | None:
     try:
-        current = await api.get(rtype, namespace, name)
+        return await api.get(rtype, namespace, name)
     except NotFound:
+        return None
+
+
+async def delete_owned(api: KubeApi, rtype: ResourceType, namespace: str, name: str, owner_uid: str,
+                       cached: Cached = None) -> Outcome:
+    """Delete the object only if `owner_uid` controls it (never a user's own object).
+    `cached`: what an informer holds (`ABSENT`: it holds none), saving the read."""
+    current = cached if isinstance(cached, dict) else None if cached is ABSENT else await _read(api, rtype, namespace, name)
+    if current is None:
         return "absent"
     if not any(r.get("uid") == owner_uid and r.get("controller") for r in current["metadata"].get("ownerReferences") or ()):
         return "absent"
@@ -114,12 +148,18 @@ class ReconcileResult:
 
 
 class ModelInferReconciler:
-    def __init__(self, api: KubeApi, status: StatusWriter) -> None:
+    """`children`: the caller's informer caches of Deployments, Services and HPAs
+    (default: none, every child is read)."""
+
+    def __init__(self, api: KubeApi, status: StatusWriter, children: Children = _no_cache) -> None:
         self._api = api
         self._status = status
+        self._children = children
 
     async def reconcile(self, infer: ModelInfer, model: Model | None,
-                        policies: Iterable[AutoscalingPolicy] = ()) -> ReconcileResult:
+                        policies: Iterable[AutoscalingPolicy] = (), *, current: Obj | None = None) -> ReconcileResult:
+        """`current`: the ModelInfer as an informer holds it (saves reading it back for
+        its status)."""
         ns, name = infer.metadata.namespace, infer.metadata.name
         try:
             desired = workloads.workload(infer, model, policies)
@@ -127,15 +167,16 @@ class ModelInferReconciler:
             log.warning("cannot run ModelInfer", extra={"resource": str(infer.key), "reason": err.reason,
                                                         "error": err.message})
             status, extra = workloads.infer_status(infer, None, error=err)
-            written = await self._status.write(MODEL_INFER, ns, name, status, extra=extra)
+            written = await self._status.write(MODEL_INFER, ns, name, status, extra=extra, current=current)
             return ReconcileResult(None, None, None, written, err.message)
-        deploy, deploy_outcome = await apply(self._api, DEPLOYMENT, desired.deployment)
-        _, service_outcome = await apply(self._api, SERVICE, desired.service)
+        deploy, deploy_outcome = await apply(self._api, DEPLOYMENT, desired.deployment,
+                                             cached=self._children(DEPLOYMENT, ns, name))
+        _, service_outcome = await apply(self._api, SERVICE, desired.service, cached=self._children(SERVICE, ns, name))
         if desired.hpa is not None:
-            _, hpa_outcome = await apply(self._api, HPA, desired.hpa)
+            _, hpa_outcome = await apply(self._api, HPA, desired.hpa, cached=self._children(HPA, ns, name))
         else:
             assert infer.metadata.uid is not None  # workload() checked it
-            hpa_outcome = await delete_owned(self._api, HPA, ns, name, infer.metadata.uid)
+            hpa_outcome = await delete_owned(self._api, HPA, ns, name, infer.metadata.uid, self._children(HPA, ns, name))
         status, extra = workloads.infer_status(infer, deploy)
-        written = await self._status.write(MODEL_INFER, ns, name, status, extra=extra)
+        written = await self._status.write(MODEL_INFER, ns, name, status, extra=extra, current=current)
         return ReconcileResult(deploy_outcome, service_outcome, hpa_outcome, written)

@@ -1,7 +1,10 @@
 """Decides when to reconcile which ModelInfer: watches ModelInfers, Models,
-AutoscalingPolicies and the Deployments it owns, and queues the ModelInfer each change
-concerns (a Model change: every ModelInfer that references it; a policy change: its
-target; a Deployment change: its owner, so status follows the rollout).
+AutoscalingPolicies and the Deployments, Services and HPAs it owns, and queues the
+ModelInfer each change concerns (a Model change: every ModelInfer that references it; a
+policy change: its target; a child's change: its owner, so status follows the rollout
+and a child changed or deleted by hand is put back). The reconciler reads the children
+and the ModelInfer from these caches (`reconciler.Children`), so reconciling what is
+already right costs no API call.
 
 One worker drains the queue; a key queued twice before it is handled is reconciled
 once. The statuses of Models and AutoscalingPolicies (`registry_status`; a policy's
@@ -23,9 +26,9 @@ from controller.kubernetes.informer import CacheKey, Change, Informer, Sleep
 from kit.backoff import Backoff
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.state import engine_view, parse_view, reread
-from controller.kubernetes.reconciler import ModelInferReconciler, ReconcileResult
+from controller.kubernetes.reconciler import ABSENT, Cached, ModelInferReconciler, ReconcileResult
 from controller.kubernetes.registry_status import model_status, model_users, policy_status
-from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER
+from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER, SERVICE, ResourceType
 from controller.kubernetes.status_writer import StatusWriter
 from controller.kubernetes.workloads import INFER_LABEL, policy_for
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer, Resource
@@ -41,17 +44,20 @@ class WorkloadController:
                  backoff: Backoff = Backoff(), sleep: Sleep = asyncio.sleep,
                  resync_period: float | None = 600.0) -> None:
         self._status = status or StatusWriter(api)
-        self._reconciler = ModelInferReconciler(api, self._status)
         self._backoff = backoff
         self._sleep = sleep
         opts: dict[str, Any] = dict(namespace=namespace, resync_period=resync_period, sleep=sleep)
         self.infers = Informer(api, MODEL_INFER, self._on_infer, **opts)
         self.models = Informer(api, MODEL, self._on_model, **opts)
         self.policies = Informer(api, AUTOSCALING_POLICY, self._on_policy, **opts)
-        self.deployments = Informer(api, DEPLOYMENT, self._on_deployment, label_selector=INFER_LABEL, **opts)
+        self.deployments = Informer(api, DEPLOYMENT, self._on_child, label_selector=INFER_LABEL, **opts)
+        self.services = Informer(api, SERVICE, self._on_child, label_selector=INFER_LABEL, **opts)
         self.hpas = Informer(api, HPA, self._on_hpa, label_selector=INFER_LABEL, **opts)
+        self._children = {informer.rtype: informer for informer in (self.deployments, self.services, self.hpas)}
+        self._reconciler = ModelInferReconciler(api, self._status, self._cached_child)
         self._registry_dirty = asyncio.Event()
         self._valid_infers = ValidCache(ModelInfer)
+        self._infer_generations: dict[Key, int | None] = {}  # as last seen: a change of spec moves it
         self._users: tuple[int, dict[tuple[str, str], list[str]]] = (-1, {})  # (of generation, model_users)
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
@@ -65,12 +71,32 @@ class WorkloadController:
 
     async def _on_hpa(self, change: Change) -> None:
         self._registry_dirty.set()
+        await self._on_child(change)
+
+    def _cached_child(self, rtype: ResourceType, namespace: str, name: str) -> Cached:
+        """A child as its informer holds it; ABSENT when the synced informer has none of
+        ours (labelled) by that name."""
+        informer = self._children[rtype]
+        if not informer.synced.is_set():
+            return None
+        found = informer.get(namespace, name)
+        return ABSENT if found is None else found
 
     async def _on_infer(self, change: Change) -> None:
-        self._registry_dirty.set()
-        if change.type != "DELETED":  # children are garbage-collected through owner references
-            meta = change.object["metadata"]
-            self.enqueue((meta.get("namespace", "default"), meta["name"]))
+        meta = change.object["metadata"]
+        key = (meta.get("namespace", "default"), meta["name"])
+        if change.type == "DELETED":  # children are garbage-collected through owner references
+            self._infer_generations.pop(key, None)
+            self._registry_dirty.set()
+            return
+        # Model and policy statuses follow ModelInfer specs; a status write (most events:
+        # every reconcile writes one) keeps the generation, and recounting 10,000
+        # ModelInfers for each made a first run over them quadratic.
+        generation = meta.get("generation")
+        if generation is None or self._infer_generations.get(key) != generation:
+            self._registry_dirty.set()
+        self._infer_generations[key] = generation
+        self.enqueue(key)
 
     async def _on_model(self, change: Change) -> None:
         self._registry_dirty.set()
@@ -86,7 +112,7 @@ class WorkloadController:
         if target.get("kind") == MODEL_INFER.kind and target.get("name"):
             self.enqueue((change.object["metadata"].get("namespace", "default"), target["name"]))
 
-    async def _on_deployment(self, change: Change) -> None:
+    async def _on_child(self, change: Change) -> None:
         meta = change.object["metadata"]
         for ref in meta.get("ownerReferences") or ():
             if ref.get("kind") == MODEL_INFER.kind and ref.get("controller"):
@@ -94,7 +120,7 @@ class WorkloadController:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            informers = (self.infers, self.models, self.policies, self.deployments, self.hpas)
+            informers = (self.infers, self.models, self.policies, self.deployments, self.services, self.hpas)
             for informer in informers:
                 group.create_task(informer.run(), name=f"informer {informer.rtype}")
             for informer in informers:
@@ -127,7 +153,7 @@ class WorkloadController:
         model = _valid(self.models.get(ref.namespace or key[0], ref.name), Model)
         policies = [p for (ns, _), doc in sorted(self.policies.cache.items()) if ns == key[0]
                     if (p := _valid(doc, AutoscalingPolicy)) is not None]
-        result = await self._reconciler.reconcile(infer, model, policies)
+        result = await self._reconciler.reconcile(infer, model, policies, current=self.infers.get(*key))
         self.results[key] = result
         return result
 

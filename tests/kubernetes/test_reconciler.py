@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.kubernetes.client import KubeClient
-from controller.kubernetes.reconciler import ModelInferReconciler, apply, is_subset
+from controller.kubernetes.reconciler import ABSENT, ModelInferReconciler, apply, is_subset
 from controller.kubernetes.resources import DEPLOYMENT, HPA, MODEL_INFER, SERVICE
 from controller.kubernetes.status_writer import StatusWriter
 from routing_engine.api.resources import Model, ModelInfer
@@ -111,6 +111,22 @@ async def test_create_race_reads_the_existing_object(api: KubeClient, fake_api: 
     _, outcome = await apply(api, SERVICE, desired)
     assert outcome == "unchanged"
     assert writes(fake_api, "POST", "services") == 1 and writes(fake_api, "PUT", "services") == 0
+
+
+async def test_a_stale_cache_never_makes_a_wrong_write(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    """What an informer says ABSENT is created without a read first; when it exists after
+    all (the cache lagged), the create fails and the object is read and updated like any
+    other. An object the cache holds that matches is taken as it is."""
+    desired = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "llama-infer", "namespace": "default"},
+               "spec": {"ports": [{"port": 8080}]}}
+    fake_api.seed({**desired, "spec": {"ports": [{"port": 9090}]}})  # the cache has not seen it yet
+    _, outcome = await apply(api, SERVICE, desired, cached=ABSENT)
+    assert outcome == "updated" and fake_api.read(SERVICE, "default", "llama-infer")["spec"]["ports"] == [{"port": 8080}]
+    assert writes(fake_api, "POST", "services") == 1 and writes(fake_api, "PUT", "services") == 1
+    # An object the cache holds and that matches: nothing read, nothing written.
+    fake_api.requests.clear()
+    _, outcome = await apply(api, SERVICE, desired, cached=fake_api.read(SERVICE, "default", "llama-infer"))
+    assert outcome == "unchanged" and fake_api.requests == []
 
 
 async def test_hpa_removed_when_autoscaling_is_switched_off_but_never_a_users_hpa(
