@@ -126,7 +126,10 @@ async def delete_owned(api: KubeApi, rtype: ResourceType, namespace: str, name: 
                        cached: Cached = None) -> Outcome:
     """Delete the object only if `owner_uid` controls it (never a user's own object).
     `cached`: what an informer holds (`ABSENT`: it holds none), saving the read."""
-    current = cached if isinstance(cached, dict) else None if cached is ABSENT else await _read(api, rtype, namespace, name)
+    if isinstance(cached, dict) or cached is ABSENT:
+        current = cached if isinstance(cached, dict) else None
+    else:
+        current = await _read(api, rtype, namespace, name)
     if current is None:
         return "absent"
     if not any(r.get("uid") == owner_uid and r.get("controller") for r in current["metadata"].get("ownerReferences") or ()):
@@ -176,7 +179,8 @@ class ModelInferReconciler:
             _, hpa_outcome = await apply(self._api, HPA, desired.hpa, cached=self._children(HPA, ns, name))
         else:
             assert infer.metadata.uid is not None  # workload() checked it
-            hpa_outcome = await delete_owned(self._api, HPA, ns, name, infer.metadata.uid, self._children(HPA, ns, name))
+            hpa_outcome = await delete_owned(self._api, HPA, ns, name, infer.metadata.uid,
+                                             self._children(HPA, ns, name))
         status, extra = workloads.infer_status(infer, deploy)
         written = await self._status.write(MODEL_INFER, ns, name, status, extra=extra, current=current)
         return ReconcileResult(deploy_outcome, service_outcome, hpa_outcome, written)

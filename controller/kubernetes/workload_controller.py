@@ -28,7 +28,8 @@ from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.state import engine_view, parse_view, reread
 from controller.kubernetes.reconciler import ABSENT, Cached, ModelInferReconciler, ReconcileResult
 from controller.kubernetes.registry_status import model_status, model_users, policy_status
-from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER, SERVICE, ResourceType
+from controller.kubernetes.resources import (AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER, SERVICE,
+                                             ResourceType)
 from controller.kubernetes.status_writer import StatusWriter
 from controller.kubernetes.workloads import INFER_LABEL, policy_for
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer, Resource

@@ -121,7 +121,8 @@ async def test_a_stale_cache_never_makes_a_wrong_write(api: KubeClient, fake_api
                "spec": {"ports": [{"port": 8080}]}}
     fake_api.seed({**desired, "spec": {"ports": [{"port": 9090}]}})  # the cache has not seen it yet
     _, outcome = await apply(api, SERVICE, desired, cached=ABSENT)
-    assert outcome == "updated" and fake_api.read(SERVICE, "default", "llama-infer")["spec"]["ports"] == [{"port": 8080}]
+    assert outcome == "updated"
+    assert fake_api.read(SERVICE, "default", "llama-infer")["spec"]["ports"] == [{"port": 8080}]
     assert writes(fake_api, "POST", "services") == 1 and writes(fake_api, "PUT", "services") == 1
     # An object the cache holds and that matches: nothing read, nothing written.
     fake_api.requests.clear()

@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.kubernetes.client import KubeClient
 from controller.kubernetes.registry_status import policy_status
-from controller.kubernetes.resources import AUTOSCALING_POLICY, HPA, MODEL
+from controller.kubernetes.resources import AUTOSCALING_POLICY, HPA, MODEL, MODEL_INFER
 from controller.kubernetes.workload_controller import WorkloadController
 from routing_engine.api.resources import AutoscalingPolicy, ModelInfer
 from tests.kubernetes.fakeapi import FakeKubeApi
@@ -85,3 +85,44 @@ async def test_invalid_model_is_failed_with_validation_failed(api: KubeClient, f
         await eventually(lambda: status(fake_api, MODEL, "llama-7b").get("phase") == "Ready", what="Ready")
     (cond,) = status(fake_api, MODEL, "broken")["conditions"]
     assert cond["reason"] == "ValidationFailed" and "framework" in cond["message"]
+
+
+async def test_model_users_follow_model_infer_specs_not_their_status_writes(api: KubeClient,
+                                                                           fake_api: FakeKubeApi) -> None:
+    """A ModelInfer moved to another Model moves in both Models' statuses; a status write
+    on it (every reconcile makes them) does not recount the Models' users."""
+    for doc in (model(), model("other"), model_infer()):
+        fake_api.seed(doc)
+    controller = WorkloadController(api, resync_period=None)
+    counted = 0
+    recount = controller.write_registry_statuses
+
+    async def counting() -> int:
+        nonlocal counted
+        counted += 1
+        return await recount()
+
+    controller.write_registry_statuses = counting  # type: ignore[method-assign]
+
+    def users(name: str) -> str:
+        return next((c["message"] for c in status(fake_api, MODEL, name).get("conditions") or ()
+                     if c["type"] == "Ready"), "")
+
+    async with running(controller.run()):
+        await eventually(lambda: users("llama-7b") == "used by ModelInfer default/llama-infer", what="llama's user")
+        await eventually(lambda: status(fake_api, MODEL_INFER, "llama-infer").get("phase") == "Pending",
+                         what="the ModelInfer's status")
+        # The Models' own status events (each makes one more recount) seen and recounted:
+        seen = controller.models.get
+        await eventually(lambda: "conditions" in ((seen("default", "llama-7b") or {}).get("status") or {})
+                         and not controller._registry_dirty.is_set(), what="the recounts done")
+        settled = counted
+        fake_api.write(MODEL_INFER, "default", "llama-infer",
+                       lambda m: m["status"].update(note="another writer's field"))
+        await eventually(lambda: "note" in controller.infers.get("default", "llama-infer")["status"],
+                         what="the status write seen")
+        await eventually(lambda: not controller._queued, what="its reconcile done")
+        assert counted == settled
+        await api.patch(MODEL_INFER, "default", "llama-infer", {"spec": {"modelRef": {"name": "other"}}})
+        await eventually(lambda: users("other") == "used by ModelInfer default/llama-infer", what="other's user")
+        await eventually(lambda: users("llama-7b") == "no ModelInfer references it yet", what="llama unused")
