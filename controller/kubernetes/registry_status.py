@@ -3,7 +3,9 @@ of what the workload controller caches; `WorkloadController` writes them (leader
 
 - Model: `Ready` once valid (an invalid one is left out by the provider and gets
   Failed/ValidationFailed from `runtime.invalid_statuses`), with the ModelInfers that use
-  it in the message (a ModelInfer whose Model is missing reports ModelNotFound itself).
+  it in the message: the first `NAMED_USERS` by name, then how many more (a condition
+  message is for a person; 10,000 names made it ~150 KB, rewritten with each). A
+  ModelInfer whose Model is missing reports ModelNotFound itself.
 - AutoscalingPolicy: `currentReplicas`/`desiredReplicas` from the HorizontalPodAutoscaler
   it compiles to (named after its target ModelInfer), the HPA's own conditions
   (AbleToScale, ScalingActive, ScalingLimited) and `Ready`: False with ModelNotFound when
@@ -22,6 +24,7 @@ from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer
 from routing_engine.world import ConditionView, ObjectStatus
 
 _HPA_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
+NAMED_USERS = 10  # ModelInfers named in a Model's Ready message
 
 
 def _condition_status(value: object) -> Literal["True", "False", "Unknown"]:
@@ -44,7 +47,13 @@ def model_users(infers: Iterable[ModelInfer]) -> dict[tuple[str, str], list[str]
 
 def model_status(model: Model, users: Sequence[str]) -> ObjectStatus:
     """`users`: the ModelInfers that reference it (`model_users`)."""
-    used = f"used by ModelInfer {', '.join(users)}" if users else "no ModelInfer references it yet"
+    if not users:
+        used = "no ModelInfer references it yet"
+    elif len(users) <= NAMED_USERS:
+        used = f"used by ModelInfer {', '.join(users)}"
+    else:
+        used = (f"used by {len(users):,} ModelInfers: {', '.join(users[:NAMED_USERS])} "
+                f"and {len(users) - NAMED_USERS:,} more")
     return ObjectStatus("Ready", (ConditionView("Accepted", "True", "Accepted", "passed validation"),
                                   ConditionView("Ready", "True", "Ready", used)))
 

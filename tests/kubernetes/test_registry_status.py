@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from controller.kubernetes.client import KubeClient
-from controller.kubernetes.registry_status import policy_status
+from controller.kubernetes.registry_status import model_status, policy_status
 from controller.kubernetes.resources import AUTOSCALING_POLICY, HPA, MODEL, MODEL_INFER
 from controller.kubernetes.workload_controller import WorkloadController
-from routing_engine.api.resources import AutoscalingPolicy, ModelInfer
+from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import eventually, model, model_infer, running
 from tests.kubernetes.test_runtime import Sink, plane, replica
@@ -71,6 +71,19 @@ def test_policy_without_hpa_yet_is_progressing() -> None:
     p = AutoscalingPolicy.model_validate(policy("a", "llama-infer"))
     status_, extra = policy_status(p, infer, p, None)
     assert status_.conditions[0].reason == "Progressing" and extra == {"currentReplicas": 0, "desiredReplicas": 0}
+
+
+def test_a_model_with_many_users_names_the_first_ten_and_counts_the_rest() -> None:
+    llama = Model.model_validate(model())
+    users = [f"default/infer-{i:05}" for i in range(10_000)]
+
+    def message(found: list[str]) -> str:
+        return next(c.message for c in model_status(llama, found).conditions if c.type == "Ready")
+
+    assert message(users[:10]) == "used by ModelInfer " + ", ".join(users[:10])
+    many = message(users)
+    assert many == f"used by 10,000 ModelInfers: {', '.join(users[:10])} and 9,990 more"
+    assert len(many) < 300
 
 
 async def test_invalid_model_is_failed_with_validation_failed(api: KubeClient, fake_api: FakeKubeApi) -> None:
