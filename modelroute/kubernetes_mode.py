@@ -63,7 +63,8 @@ from controller.kubernetes import webhook_server
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.provider import KubernetesProvider
-from controller.kubernetes.resources import MODEL_ROUTE, ResourceType
+from controller.kubernetes.resources import (AUTOSCALING_POLICY, ENGINE_KINDS, MODEL, MODEL_INFER, MODEL_ROUTE,
+                                             ResourceType)
 from controller.kubernetes.runtime import KubernetesControlPlane
 from controller.kubernetes.webhook_certs import WebhookCertificates, WebhookTarget
 from controller.kubernetes.xds_certs import XdsCertificates
@@ -179,7 +180,9 @@ class KubernetesMode(RunMode):
                                                                     name="modelroute", identity=options.identity,
                                                                     retry_period=options.lease_retry_s),
                                               leader_tasks=leader_tasks, on_endpoints=lambda: self.status.changed(),
-                                              current=self._cached)
+                                              current=self._cached, shared_informers={
+                                                  ENGINE_KINDS[kind]: self.provider.informers[kind]
+                                                  for kind in (MODEL_INFER.kind, MODEL.kind, AUTOSCALING_POLICY.kind)})
         routes = self.provider.informers[MODEL_ROUTE.kind]
         stats_host, _, stats_port = options.stats_address.rpartition(":")
         self.canary: ClusterCanaryWiring = ClusterCanaryWiring(

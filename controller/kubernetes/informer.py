@@ -16,7 +16,10 @@ when it is down. So:
   reconcilers re-converge state someone else changed behind their back.
 
 The handler is awaited in order; if it raises, the error is logged and the informer goes
-on: one bad object must not stop the stream for all the others. With `keep`, objects it
+on: one bad object must not stop the stream for all the others. Others can `subscribe`
+to a running informer (client-go's shared informers: one list and watch per kind in the
+process): a subscriber is handed every cached object as ADDED, and each change after
+the owner's handler, until it unsubscribes. With `keep`, objects it
 refuses are neither cached nor handed on (one leaving the kept set looks DELETED): the
 cache holds only what the caller may keep in memory, e.g. referenced Secrets.
 """
@@ -79,6 +82,7 @@ class Informer:
         self.attempted = asyncio.Event()  # set after the first list, whether it worked or failed
         self.lists = 0  # how many lists were done (1 + re-lists after Gone)
         self.failures = 0  # consecutive failures, reset by any successful call
+        self._subscribers: list[Handler] = []
 
     @property
     def cache(self) -> Mapping[CacheKey, Obj]:
@@ -165,11 +169,26 @@ class Informer:
             for obj in list(self._cache.values()):
                 await self._notify(Change("RESYNC", obj))
 
+    async def subscribe(self, handler: Handler) -> Callable[[], None]:
+        """Hand `handler` every cached object (ADDED), then every change; returns the
+        call that stops it. Changes that arrive while the cache is handed over are handed
+        on as they come, and each object is handed over as it is by then: a change may be
+        seen twice, never missed (subscribers are level-triggered, as client-go's are)."""
+        self._subscribers.append(handler)
+        for key in list(self._cache):
+            obj = self._cache.get(key)
+            if obj is not None:
+                await self._call(handler, Change("ADDED", obj))
+        return lambda: self._subscribers.remove(handler)
+
     async def _notify(self, change: Change) -> None:
-        if self._handler is None:
-            return
+        for handler in (self._handler, *self._subscribers):
+            if handler is not None:
+                await self._call(handler, change)
+
+    async def _call(self, handler: Handler, change: Change) -> None:
         try:
-            await self._handler(change)
+            await handler(change)
         except Exception:  # noqa: BLE001 - a handler bug must not stop the informer
             log.exception("informer handler failed", extra={
                 "resource": str(self.rtype), "object": "/".join(cache_key(change.object))})

@@ -47,6 +47,7 @@ from typing import Any
 from controller.kubernetes import gateway
 from controller.kubernetes.errors import ApiError, NotFound
 from controller.kubernetes.events import EventRecorder
+from controller.kubernetes.informer import Informer
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.leader import LeaderElector
 from controller.kubernetes.resources import ENGINE_KINDS, MODEL_INFER, POD, SECRET, ResourceType
@@ -87,10 +88,13 @@ class KubernetesControlPlane:
                  watch_namespace: str | None = None, target: Target = Target(),
                  elector: LeaderElector | None = None, status: StatusWriter | None = None,
                  leader_tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
-                 on_endpoints: Callable[[], None] = lambda: None, current: Current | None = None) -> None:
+                 on_endpoints: Callable[[], None] = lambda: None, current: Current | None = None,
+                 shared_informers: Mapping[ResourceType, Informer] | None = None) -> None:
         """`on_endpoints` is called when a gateway Service's endpoint changed (the statuses
         should be written again to carry it). `current` looks an object up in an informer
-        cache (module docstring, "What it costs"); without it each status is read."""
+        cache (module docstring, "What it costs"); without it each status is read.
+        `shared_informers`: the provider's, for the workload controller to subscribe to
+        (`WorkloadController`'s `shared`)."""
         self._api = api
         self._identity = identity
         self._leader_tasks = dict(leader_tasks or {})
@@ -99,7 +103,8 @@ class KubernetesControlPlane:
         self.elector = elector or LeaderElector(api, namespace=system_namespace, name="modelroute",
                                                 identity=identity)
         self.status = status or StatusWriter(api, events=EventRecorder(api, instance=identity))
-        self.workloads = WorkloadController(api, status=self.status, namespace=watch_namespace)
+        self.workloads = WorkloadController(api, status=self.status, namespace=watch_namespace,
+                                            shared=shared_informers)
         self._latest: ProviderState | None = None
         self._changed = asyncio.Event()
         self.endpoints: dict[ObjectKey, str] = {}  # ModelServer → serviceEndpoint from its Service

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from controller.kubernetes.errors import ApiError
-from controller.kubernetes.informer import CacheKey, Change, Informer, Sleep
+from controller.kubernetes.informer import CacheKey, Change, Handler, Informer, Sleep
 from kit.backoff import Backoff
 from controller.kubernetes.interface import KubeApi, Obj
 from controller.kubernetes.state import engine_view, parse_view, reread
@@ -43,14 +43,20 @@ T = TypeVar("T", bound=Resource)
 class WorkloadController:
     def __init__(self, api: KubeApi, *, status: StatusWriter | None = None, namespace: str | None = None,
                  backoff: Backoff = Backoff(), sleep: Sleep = asyncio.sleep,
-                 resync_period: float | None = 600.0) -> None:
+                 resync_period: float | None = 600.0, shared: Mapping[ResourceType, Informer] | None = None) -> None:
+        """`shared`: running informers of ModelInfers, Models or AutoscalingPolicies (the
+        provider's, over the same namespace) to subscribe to instead of listing and
+        watching those kinds again; a leader taking over then starts from their caches."""
         self._status = status or StatusWriter(api)
         self._backoff = backoff
         self._sleep = sleep
         opts: dict[str, Any] = dict(namespace=namespace, resync_period=resync_period, sleep=sleep)
-        self.infers = Informer(api, MODEL_INFER, self._on_infer, **opts)
-        self.models = Informer(api, MODEL, self._on_model, **opts)
-        self.policies = Informer(api, AUTOSCALING_POLICY, self._on_policy, **opts)
+        self._handlers: dict[ResourceType, Handler] = {
+            MODEL_INFER: self._on_infer, MODEL: self._on_model, AUTOSCALING_POLICY: self._on_policy}
+        self._shared = {rtype: informer for rtype, informer in (shared or {}).items() if rtype in self._handlers}
+        found = {rtype: self._shared.get(rtype) or Informer(api, rtype, handler, **opts)
+                 for rtype, handler in self._handlers.items()}
+        self.infers, self.models, self.policies = found[MODEL_INFER], found[MODEL], found[AUTOSCALING_POLICY]
         self.deployments = Informer(api, DEPLOYMENT, self._on_child, label_selector=INFER_LABEL, **opts)
         self.services = Informer(api, SERVICE, self._on_child, label_selector=INFER_LABEL, **opts)
         self.hpas = Informer(api, HPA, self._on_hpa, label_selector=INFER_LABEL, **opts)
@@ -120,25 +126,33 @@ class WorkloadController:
                 self.enqueue((meta.get("namespace", "default"), ref["name"]))
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            informers = (self.infers, self.models, self.policies, self.deployments, self.services, self.hpas)
-            for informer in informers:
-                group.create_task(informer.run(), name=f"informer {informer.rtype}")
-            for informer in informers:
-                await informer.synced.wait()
-            group.create_task(self._registry_loop(), name="model and policy status")
-            while True:
-                key = await self._queue.get()
-                self._queued.discard(key)
-                try:
-                    await self.reconcile(key)
-                    self._failures.pop(key, None)
-                except ApiError as err:
-                    failures = self._failures[key] = self._failures.get(key, 0) + 1
-                    delay = self._backoff.delay(failures)
-                    log.warning("reconcile failed; retrying", extra={
-                        "resource": f"ModelInfer {key[0]}/{key[1]}", "error": str(err), "delay": delay})
-                    group.create_task(self._retry_later(key, delay))
+        unsubscribe: list[Callable[[], None]] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                informers = (self.infers, self.models, self.policies, self.deployments, self.services, self.hpas)
+                for informer in informers:
+                    if informer.rtype not in self._shared:
+                        group.create_task(informer.run(), name=f"informer {informer.rtype}")
+                for informer in informers:
+                    await informer.synced.wait()
+                for rtype, informer in self._shared.items():
+                    unsubscribe.append(await informer.subscribe(self._handlers[rtype]))
+                group.create_task(self._registry_loop(), name="model and policy status")
+                while True:
+                    key = await self._queue.get()
+                    self._queued.discard(key)
+                    try:
+                        await self.reconcile(key)
+                        self._failures.pop(key, None)
+                    except ApiError as err:
+                        failures = self._failures[key] = self._failures.get(key, 0) + 1
+                        delay = self._backoff.delay(failures)
+                        log.warning("reconcile failed; retrying", extra={
+                            "resource": f"ModelInfer {key[0]}/{key[1]}", "error": str(err), "delay": delay})
+                        group.create_task(self._retry_later(key, delay))
+        finally:
+            for stop in unsubscribe:
+                stop()
 
     async def _retry_later(self, key: Key, delay: float) -> None:
         await self._sleep(delay)

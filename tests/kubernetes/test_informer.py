@@ -203,3 +203,36 @@ async def test_attempted_is_set_by_a_failed_first_list_too(api: KubeClient, fake
     async with running(informer.run()):
         await asyncio.wait_for(informer.attempted.wait(), 5)
         assert not informer.synced.is_set() and informer.failures == 1
+
+
+async def test_a_subscriber_gets_the_cache_then_every_change_until_it_stops(api: KubeClient,
+                                                                            fake_api: FakeKubeApi) -> None:
+    """A shared informer: the owner's handler first, then each subscriber; a subscriber
+    that yields while the cache is handed over still sees the changes made meanwhile."""
+    fake_api.seed(route("a"))
+    fake_api.seed(route("b"))
+    owner, late = Recorder(), Recorder()
+    informer = Informer(api, MODEL_ROUTE, owner)
+    async with running(informer.run()):
+        await asyncio.wait_for(informer.synced.wait(), 5)
+
+        async def slow(change: Change) -> None:  # yields on every object handed over
+            await late(change)
+            if change.type == "ADDED" and change.object["metadata"]["name"] == "a":
+                await api.patch(MODEL_ROUTE, "default", "b", {"spec": {"path": "/v1/b"}})
+                await api.create(MODEL_ROUTE, route("d"))
+                await eventually(lambda: informer.get("default", "b")["spec"]["path"] == "/v1/b"
+                                 and informer.get("default", "d") is not None, what="the changes meanwhile")
+
+        stop = await informer.subscribe(slow)
+        assert late.changes[0] == ("ADDED", "a", "/v1/a")
+        # Neither b's change nor d's arrival is missed (b may be seen twice).
+        assert ("ADDED", "d", "/v1/a") in late.changes
+        assert [c for c in late.changes if c[1] == "b"][-1] == ("ADDED", "b", "/v1/b")
+        await api.create(MODEL_ROUTE, route("c"))
+        await eventually(lambda: late.changes[-1] == ("ADDED", "c", "/v1/a"), what="a change after")
+        stop()
+        await api.delete(MODEL_ROUTE, "default", "c")
+        await eventually(lambda: owner.changes[-1] == ("DELETED", "c", "/v1/a"), what="the owner's event")
+    assert late.changes[-1] == ("ADDED", "c", "/v1/a")
+    assert owner.changes[:2] == [("ADDED", "a", "/v1/a"), ("ADDED", "b", "/v1/a")]

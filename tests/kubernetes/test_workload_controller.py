@@ -9,6 +9,7 @@ import asyncio
 from controller.kubernetes.client import KubeClient
 from kit.backoff import Backoff
 from controller.kubernetes.resources import AUTOSCALING_POLICY, DEPLOYMENT, HPA, MODEL, MODEL_INFER, SERVICE
+from controller.kubernetes.informer import Informer
 from controller.kubernetes.workload_controller import WorkloadController
 from tests.kubernetes.fakeapi import ApiFailure, FakeKubeApi
 from tests.kubernetes.helpers import eventually, model, model_infer, running
@@ -100,6 +101,25 @@ async def test_children_changed_or_deleted_by_hand_are_put_back(api: KubeClient,
         fake_api.remove(SERVICE, "default", "llama-infer")
         await eventually(lambda: fake_api.read(SERVICE, "default", "llama-infer") is not None,
                          what="the Service created again")
+
+
+async def test_shared_informers_are_subscribed_to_not_listed_again(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    """With the provider's informers shared, ModelInfers and Models are listed and watched
+    once; a controller that stops (leadership lost) unsubscribes, and one that starts
+    again is handed every cached ModelInfer (a new leader reconciles them all)."""
+    fake_api.seed(model())
+    fake_api.seed(model_infer())
+    shared = {MODEL_INFER: Informer(api, MODEL_INFER), MODEL: Informer(api, MODEL)}
+    async with running(shared[MODEL_INFER].run()), running(shared[MODEL].run()):
+        for _ in range(2):
+            controller = WorkloadController(api, resync_period=None, shared=shared)
+            assert controller.infers is shared[MODEL_INFER] and controller.models is shared[MODEL]
+            async with running(controller.run()):
+                await eventually(lambda: ("default", "llama-infer") in controller.results, what="a reconcile")
+                assert image(fake_api) == "vllm/vllm-openai:v0.6.0"
+            assert not shared[MODEL_INFER]._subscribers
+    collections = [p for m, p in fake_api.requests if m == "GET" and p.rsplit("/", 1)[-1] in ("modelinfers", "models")]
+    assert len(collections) == 4  # a list and a watch of each kind, for both controllers
 
 
 def test_valid_models_are_parsed_again_only_when_their_spec_changed() -> None:

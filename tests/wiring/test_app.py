@@ -205,4 +205,8 @@ async def test_both_run_modes_are_built_by_the_app(tmp_path: Path) -> None:
         assert mode.loop is mode.app.loop and mode.app.plugs.canary is mode.canary
     assert embedded.app.plugs.provider is embedded.provider and embedded.app.plugs.workloads is embedded.replicas
     assert cluster.app.plugs.provider is cluster.provider and cluster.app.plugs.workloads is cluster.cluster
+    # One list and watch per kind: the workload controller subscribes to the provider's.
+    workloads, informers = cluster.cluster.workloads, cluster.provider.informers
+    assert (workloads.infers, workloads.models, workloads.policies) == (
+        informers["ModelInfer"], informers["Model"], informers["AutoscalingPolicy"])
     assert (embedded.app.options.mode, cluster.app.options.mode) == ("embedded", "kubernetes")
