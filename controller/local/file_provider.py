@@ -39,6 +39,7 @@ directories (editor swap files, `.modelroute/` status output) skipped.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import stat
@@ -52,6 +53,7 @@ import watchfiles
 
 from controller.local.inotify import TreeWatch
 from controller.provider import ProviderState, Publish, errors_by_file
+from kit.collector import gc_paused
 from kit.tasks import cancel_and_wait, spawn
 from routing_engine.api.errors import ManifestError
 from routing_engine.api.resources import ObjectKey, Resource
@@ -291,6 +293,14 @@ class FileProvider:
     async def _refresh(self, changed: set[Path] | None, *, publish: bool = True) -> None:
         """Reload `changed` files (None: all, at start, when nothing is held) and the
         files that appeared, vanished, changed unseen or are held."""
+        if changed is None:  # the first read: a whole directory of long-lived objects
+            with gc_paused():  # (kit/collector.py; 30,000 objects: 7.0 → 5.0 s)
+                await self._read(None, publish)
+                gc.freeze()
+        else:
+            await self._read(changed, publish)
+
+    async def _read(self, changed: set[Path] | None, publish: bool) -> None:
         async with self._lock:
             now = asyncio.get_running_loop().time()
             initial = changed is None

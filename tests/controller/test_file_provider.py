@@ -309,6 +309,43 @@ async def test_load_reads_once_and_start_serves_it_without_reading_again(tmp_pat
         await provider.close()
 
 
+async def test_the_first_read_runs_with_the_collector_paused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first read parses every manifest of the directory (30,000 objects at 10,000
+    routes), which all live on: the collector is paused and what it made is frozen;
+    later reads, one file each, run as usual."""
+    import gc
+
+    from routing_engine.api.loader import load_manifests
+
+    (tmp_path / "a.yaml").write_text(infer_yaml("alpha"))
+    collector_on: list[bool] = []
+
+    def loader(paths):  # type: ignore[no-untyped-def]
+        collector_on.append(gc.isenabled())
+        return load_manifests(paths)
+
+    freezes: list[bool] = []
+    freeze = gc.freeze
+
+    def counted() -> None:
+        freezes.append(gc.isenabled())
+        freeze()
+    monkeypatch.setattr(gc, "freeze", counted)
+    published = Published()
+    provider = FileProvider(tmp_path, loader=loader)
+    assert gc.isenabled()
+    try:
+        await provider.start(published)
+        assert collector_on == [False] and freezes == [False] and gc.isenabled()
+        (tmp_path / "b.yaml").write_text(infer_yaml("beta"))
+        await published.until(lambda: mi("beta") in published.keys, "the new file")
+        assert collector_on[1:] and all(collector_on[1:]) and len(freezes) == 1
+    finally:
+        await provider.close()
+        gc.unfreeze()
+    assert gc.isenabled()
+
+
 def test_the_provider_never_opens_a_fifo_for_a_blocking_read(tmp_path: Path) -> None:
     # A regular file turned into a FIFO between the scan and the read must not hang the reader.
     from controller.local.file_provider import _default_loader
