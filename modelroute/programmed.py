@@ -167,15 +167,15 @@ class ProgrammedTracker:
     def verdicts(self) -> Verdicts:
         """What `conditions` needs, read now (costs what is unsettled): the rest of the work
         is pure and may run in a thread while verdicts keep coming in."""
-        pending: set[ObjectKey] = set()
         failed: dict[ObjectKey, str] = {}
-        for rid in sorted(self._unsettled):
-            error = self._failed.get(rid)
+        for rid in sorted(self._failed):  # (all unsettled) an owner's first error, in a stable order
             for owner in self.owners.get(rid, ()):
-                if error is not None:
-                    failed.setdefault(owner, error)
-                else:
-                    pending.add(owner)
+                failed.setdefault(owner, self._failed[rid])
+        pending: set[ObjectKey] = set()
+        owners = self.owners
+        for rid in self._unsettled:  # unsorted: a set (50,000 unsettled: 90 → 61 ms)
+            if rid not in self._failed:
+                pending.update(owners.get(rid, ()))
         if self._owner_order[0] is not self.owners:
             self._owner_order = (self.owners, tuple(sorted({o for keys in self.owners.values() for o in keys})))
         return Verdicts(self._owner_order[1], MappingProxyType(failed), frozenset(pending))
