@@ -173,12 +173,17 @@ class Informer:
         """Hand `handler` every cached object (ADDED), then every change; returns the
         call that stops it. Changes that arrive while the cache is handed over are handed
         on as they come, and each object is handed over as it is by then: a change may be
-        seen twice, never missed (subscribers are level-triggered, as client-go's are)."""
+        seen twice, never missed (subscribers are level-triggered, as client-go's are). A
+        handler that awaits may run for a live change while the hand-over waits on it."""
         self._subscribers.append(handler)
-        for key in list(self._cache):
-            obj = self._cache.get(key)
-            if obj is not None:
-                await self._call(handler, Change("ADDED", obj))
+        try:
+            for key in list(self._cache):
+                obj = self._cache.get(key)
+                if obj is not None:
+                    await self._call(handler, Change("ADDED", obj))
+        except BaseException:  # cancelled while handing over: not subscribed
+            self._subscribers.remove(handler)
+            raise
         return lambda: self._subscribers.remove(handler)
 
     async def _notify(self, change: Change) -> None:

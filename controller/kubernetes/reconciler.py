@@ -13,9 +13,11 @@ from the Deployment.
 - Reads come from the caller's informer caches when it has them (`Children`), as a
   controller-runtime client reads: a child that already matches costs no API call, so a
   controller restarting over 10,000 up-to-date ModelInfers reads nothing per object
-  (it made ~4 GETs each: ~140 s). A stale cache cannot cause a wrong write (writes
-  follow a fresh GET and carry its resourceVersion); it can only skip one, and the watch
-  event that makes the cache current makes the caller reconcile the owner again.
+  (it read ~4 objects each; docs/decisions.md has the numbers). A stale cache cannot
+  cause a wrong write (updates and deletes follow a fresh GET, an update carries its
+  resourceVersion, a create of what the cache lacks fails if it exists); it can only
+  skip one, and the watch event that makes the cache current makes the caller reconcile
+  the owner again.
 - Nothing here owns a loop: `controller.kubernetes.workload_controller` decides when.
 """
 
@@ -124,12 +126,11 @@ async def _read(api: KubeApi, rtype: ResourceType, namespace: str, name: str) ->
 
 async def delete_owned(api: KubeApi, rtype: ResourceType, namespace: str, name: str, owner_uid: str,
                        cached: Cached = None) -> Outcome:
-    """Delete the object only if `owner_uid` controls it (never a user's own object).
-    `cached`: what an informer holds (`ABSENT`: it holds none), saving the read."""
-    if isinstance(cached, dict) or cached is ABSENT:
-        current = cached if isinstance(cached, dict) else None
-    else:
-        current = await _read(api, rtype, namespace, name)
+    """Delete the object only if `owner_uid` controls it (never a user's own object),
+    as read just before. `cached` ABSENT (an informer of our labelled children has none)
+    saves that read: an object of ours whose label was removed is released, not deleted,
+    as a ReplicaSet releases a pod whose labels no longer match."""
+    current = None if cached is ABSENT else await _read(api, rtype, namespace, name)
     if current is None:
         return "absent"
     if not any(r.get("uid") == owner_uid and r.get("controller") for r in current["metadata"].get("ownerReferences") or ()):

@@ -64,7 +64,8 @@ class WorkloadController:
         self._reconciler = ModelInferReconciler(api, self._status, self._cached_child)
         self._registry_dirty = asyncio.Event()
         self._valid_infers = ValidCache(ModelInfer)
-        self._infer_generations: dict[Key, int | None] = {}  # as last seen: a change of spec moves it
+        # Each ModelInfer's (uid, generation) as last seen: a change of spec moves it.
+        self._infer_generations: dict[Key, tuple[str | None, int | None]] = {}
         self._users: tuple[int, dict[tuple[str, str], list[str]]] = (-1, {})  # (of generation, model_users)
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
@@ -99,10 +100,10 @@ class WorkloadController:
         # Model and policy statuses follow ModelInfer specs; a status write (most events:
         # every reconcile writes one) keeps the generation, and recounting 10,000
         # ModelInfers for each made a first run over them quadratic.
-        generation = meta.get("generation")
-        if generation is None or self._infer_generations.get(key) != generation:
+        seen = (meta.get("uid"), meta.get("generation"))  # (a ModelInfer made again starts at 1)
+        if seen[1] is None or self._infer_generations.get(key) != seen:
             self._registry_dirty.set()
-        self._infer_generations[key] = generation
+        self._infer_generations[key] = seen
         self.enqueue(key)
 
     async def _on_model(self, change: Change) -> None:
@@ -127,11 +128,14 @@ class WorkloadController:
 
     async def run(self) -> None:
         unsubscribe: list[Callable[[], None]] = []
+        self._infer_generations.clear()  # a new term: what is cached is handed over again
         try:
             async with asyncio.TaskGroup() as group:
                 informers = (self.infers, self.models, self.policies, self.deployments, self.services, self.hpas)
                 for informer in informers:
                     if informer.rtype not in self._shared:
+                        # Listed again (a former term's cache went stale): reconciles wait for it.
+                        informer.synced.clear()
                         group.create_task(informer.run(), name=f"informer {informer.rtype}")
                 for informer in informers:
                     await informer.synced.wait()

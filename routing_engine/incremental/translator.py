@@ -56,8 +56,9 @@ from routing_engine.translate import cluster, endpoint, listener, route, scoped_
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, ordered
-from routing_engine.translate.result import (TranslateError, TranslateResult, failover_pairs, failover_resources,
-                                             failure, make_resource, needed_backends, unknown_backends)
+from routing_engine.translate.result import (TranslateError, TranslateResult, failover_cluster_resource,
+                                             failover_endpoints_resource, failover_owners, failover_pairs, failure,
+                                             make_resource, needed_backends, unknown_backends)
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, serialize
 from routing_engine.incremental.assembly import Assembly, Batch
 from routing_engine.world import EnvoyResource
@@ -464,17 +465,17 @@ class Translator:
 
     def _add_failovers(self, gateway: ir.Gateway, listeners: Iterable[_ListenerEntry], stats: CacheStats) -> Batch:
         """Each (primary, spare) pair some route sends to: its cluster and endpoints
-        (`result.failover_resources`), owned by both backends' servers and every route
-        using it. Redone for the pairs of the listeners whose routes changed and of the
+        (`result.failover_cluster_resource`, `failover_endpoints_resource`), owned by both
+        backends' servers and every route using it. Redone for the pairs of the listeners whose routes changed and of the
         backends that changed (the owner of a backend is fixed by its name)."""
         inputs = tuple(entry.failovers for entry in listeners)
         before = self._failover_inputs
         changed_backends = self._backend_changes
         if len(inputs) != len(before) or not self._failover_out.owners or changed_backends is None:
             batch = Batch()
-            for resources, owners in self._failover_resources(gateway, inputs, stats):
-                for resource in resources:
-                    batch.add(resource, owners)
+            for entry in self._failover_entries(gateway, inputs, stats):
+                batch.add(entry.cluster, entry.owners)
+                batch.add(entry.endpoints, entry.owners)
             self._failover_out = batch
         else:
             touched: set[tuple[str, str]] = set()
@@ -493,34 +494,37 @@ class Translator:
 
     def _failovers_patched(self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]],
                            touched: set[tuple[str, str]], stats: CacheStats) -> Batch:
-        """Last run's failover resources with the `touched` pairs redone (the output is
-        sorted later, so the batch's order does not matter)."""
+        """Last run's failover resources with the `touched` pairs redone; the batch names
+        only the resources that changed (a fallback's replicas: its pairs' assignments,
+        not their clusters). The output is sorted later: the order here does not matter."""
         found_resources = {t: dict(self._failover_out.resources.get(t, {})) for t in (CLUSTER, ENDPOINT)}
         owners = dict(self._failover_out.owners)
-        names_touched: list[str] = []
-        batch = Batch.of(found_resources, owners, self._failover_out, {CLUSTER: names_touched, ENDPOINT: names_touched})
+        changed: dict[str, list[str]] = {CLUSTER: [], ENDPOINT: []}
+        batch = Batch.of(found_resources, owners, self._failover_out, changed)
         by_name = self._backends_by_name(gateway)
         for pair in touched:
             found = [failovers[pair] for failovers in inputs if pair in failovers]
             entry = self._failovers.get(pair)
             name = names.failover_cluster(*pair)
-            names_touched.append(name)
             if not found:
                 if entry is not None:
                     del self._failovers[pair]
                     for t in (CLUSTER, ENDPOINT):
                         del found_resources[t][name], owners[(t, name)]
+                        changed[t].append(name)
                 continue
             users = found[0] if len(found) == 1 else frozenset().union(*found)
             entry = self._failovers[pair] = self._failover(entry, users, by_name[pair[0]], by_name[pair[1]], stats)
-            for resource in entry.resources:
-                found_resources[resource.type_url][name] = resource
-                owners[(resource.type_url, name)] = entry.owners
+            for resource in (entry.cluster, entry.endpoints):
+                t, rid = resource.type_url, (resource.type_url, name)
+                if found_resources[t].get(name) is not resource or owners.get(rid) != entry.owners:
+                    found_resources[t][name] = resource
+                    owners[rid] = entry.owners
+                    changed[t].append(name)
         return batch
 
-    def _failover_resources(
-        self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]], stats: CacheStats
-    ) -> list[tuple[tuple[EnvoyResource, EnvoyResource], tuple[ObjectKey, ...]]]:
+    def _failover_entries(self, gateway: ir.Gateway, inputs: Sequence[Mapping[tuple[str, str], frozenset[ObjectKey]]],
+                          stats: CacheStats) -> list[_Failover]:
         used: dict[tuple[str, str], frozenset[ObjectKey]] = {}
         for failovers in inputs:
             for pair, found in failovers.items():
@@ -528,26 +532,29 @@ class Translator:
                 used[pair] = found if known is None else known | found  # rare: a pair on several listeners
         by_name = self._backends_by_name(gateway)
         cache: dict[tuple[str, str], _Failover] = {}
-        result: list[tuple[tuple[EnvoyResource, EnvoyResource], tuple[ObjectKey, ...]]] = []
         for pair in _sorted(used, self._orders, "failovers"):
-            entry = cache[pair] = self._failover(self._failovers.get(pair), used[pair], by_name[pair[0]],
-                                                 by_name[pair[1]], stats)
-            result.append((entry.resources, entry.owners))
+            cache[pair] = self._failover(self._failovers.get(pair), used[pair], by_name[pair[0]], by_name[pair[1]],
+                                         stats)
         self._failovers = cache
-        return result
+        return list(cache.values())
 
     @staticmethod
     def _failover(entry: _Failover | None, users: frozenset[ObjectKey], primary: ir.Backend, spare: ir.Backend,
                   stats: CacheStats) -> _Failover:
-        """Last run's `entry` while its route owners and both backends are equal, else redone."""
-        if entry is not None and (entry.primary is primary or entry.primary == primary) and (
-                entry.spare is spare or entry.spare == spare):
+        """Last run's `entry` while its route owners and both backends are equal; else
+        redone, keeping its Cluster while the primary is equal (it depends on no other)."""
+        same_primary = entry is not None and (entry.primary is primary or entry.primary == primary)
+        if entry is not None and same_primary and (entry.spare is spare or entry.spare == spare):
             stats.hits["failover"] += 1
             if entry.users is users or entry.users == users:
                 return entry
-            return entry._replace(users=users, owners=tuple(sorted({primary.owner, spare.owner, *users})))
+            return entry._replace(users=users, owners=failover_owners(primary, spare, users))
         stats.misses["failover"] += 1
-        return _Failover(users, failover_resources(primary, spare), tuple(sorted({primary.owner, spare.owner, *users})),
+        kept = entry is not None and (entry.users is users or entry.users == users)
+        return _Failover(users, entry.cluster if entry is not None and same_primary
+                         else failover_cluster_resource(primary, spare),
+                         failover_endpoints_resource(primary, spare),
+                         entry.owners if entry is not None and kept else failover_owners(primary, spare, users),
                          primary, spare)
 
     def _backends_by_name(self, gateway: ir.Gateway) -> Mapping[str, ir.Backend]:
@@ -561,7 +568,8 @@ class _Failover(NamedTuple):
     ClusterLoadAssignment, all their owners, and the two backends they were built from."""
 
     users: frozenset[ObjectKey]
-    resources: tuple[EnvoyResource, EnvoyResource]
+    cluster: EnvoyResource
+    endpoints: EnvoyResource
     owners: tuple[ObjectKey, ...]
     primary: ir.Backend
     spare: ir.Backend

@@ -14,11 +14,16 @@ Issue 18: an endpoint's loaded LoRA adapters are its `envoy.lb` metadata `lora_a
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from routing_engine import ir
 from routing_engine import names
 from routing_engine.translate.cluster import ADAPTER_KEY, LB_METADATA_NAMESPACE
+from routing_engine.translate.xds import length_delimited, serialize
+
+_CLUSTER_NAME_FIELD = 1  # ClusterLoadAssignment.cluster_name
 
 
 def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
@@ -36,6 +41,23 @@ def failover_assignment(primary: ir.Backend, fallback: ir.Backend) -> endpoint_p
     if fallback.endpoints:
         _add_hosts(assignment, fallback, 1)
     return assignment
+
+
+def failover_assignment_bytes(primary: ir.Backend, fallback: ir.Backend) -> bytes:
+    """`serialize(failover_assignment(primary, fallback))` from each backend's hosts as
+    serialized once (the name is field 1, each priority's hosts an `endpoints` entry,
+    field 2): a fallback shared by 10,000 pairs is serialized once per change of its
+    replicas, not 10,000 times. Tests check the two are identical."""
+    name = names.failover_cluster(primary.name, fallback.name)
+    body = length_delimited(_CLUSTER_NAME_FIELD, name.encode()) + _hosts_bytes(primary, 0)
+    return body + _hosts_bytes(fallback, 1) if fallback.endpoints else body
+
+
+@lru_cache(maxsize=16384)  # every primary of a 10,000-pair world: a shared fallback's change reuses them
+def _hosts_bytes(backend: ir.Backend, priority: int) -> bytes:
+    assignment = endpoint_pb2.ClusterLoadAssignment()
+    _add_hosts(assignment, backend, priority)
+    return serialize(assignment)
 
 
 def _add_hosts(assignment: endpoint_pb2.ClusterLoadAssignment, backend: ir.Backend, priority: int) -> None:

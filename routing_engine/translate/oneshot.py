@@ -29,9 +29,9 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import cluster, endpoint, listener, route, scoped_layout, scopes
 from routing_engine.translate.builtin import builtin
 from routing_engine.translate.plugin import Plugin, ordered
-from routing_engine.translate.result import (Collected, TranslateError, TranslateResult, failover_pairs,
-                                             failover_resources, failure, make_resource, needed_backends,
-                                             unknown_backends)
+from routing_engine.translate.result import (Collected, TranslateError, TranslateResult, failover_owners,
+                                             failover_pairs, failover_resources, failure, make_resource,
+                                             needed_backends, unknown_backends)
 from routing_engine.translate.wire import framed_route, route_config_bytes
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER, serialize
 
@@ -72,7 +72,7 @@ def translate(gateway: ir.Gateway, plugins: Sequence[Plugin] | None = None, *, s
         out.add(make_resource(ENDPOINT, name, serialize(endpoint.load_assignment(backend))), (backend.owner,))
     for (primary, fallback), owners in sorted(users.items()):
         for resource in failover_resources(by_name[primary], by_name[fallback]):
-            out.add(resource, tuple(sorted({by_name[primary].owner, by_name[fallback].owner, *owners})))
+            out.add(resource, failover_owners(by_name[primary], by_name[fallback], owners))
     for plugin in ranked:
         try:
             extras = list(plugin.extra_resources(gateway))

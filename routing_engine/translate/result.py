@@ -4,13 +4,13 @@ one-shot `translate` and the memoizing `routing_engine.incremental.Translator`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from routing_engine import ir, names
 from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import cluster, endpoint
-from routing_engine.translate.xds import CLUSTER, ENDPOINT, serialize
+from routing_engine.translate.xds import CLUSTER, ENDPOINT
 from routing_engine.world import EnvoyResource
 
 
@@ -75,6 +75,20 @@ def unknown_backends(r: ir.Route, known: frozenset[str]) -> TranslateError:
 
 def failover_resources(primary: ir.Backend, fallback: ir.Backend) -> tuple[EnvoyResource, EnvoyResource]:
     """A failover pair's Cluster and ClusterLoadAssignment (`cluster.py`, `endpoint.py`)."""
+    return failover_cluster_resource(primary, fallback), failover_endpoints_resource(primary, fallback)
+
+
+def failover_cluster_resource(primary: ir.Backend, fallback: ir.Backend) -> EnvoyResource:
+    """The pair's Cluster: it depends on the primary alone (and the pair's name)."""
     name = names.failover_cluster(primary.name, fallback.name)
-    return (make_resource(CLUSTER, name, cluster.failover_cluster_bytes(primary, fallback.name)),
-            make_resource(ENDPOINT, name, serialize(endpoint.failover_assignment(primary, fallback))))
+    return make_resource(CLUSTER, name, cluster.failover_cluster_bytes(primary, fallback.name))
+
+
+def failover_endpoints_resource(primary: ir.Backend, fallback: ir.Backend) -> EnvoyResource:
+    name = names.failover_cluster(primary.name, fallback.name)
+    return make_resource(ENDPOINT, name, endpoint.failover_assignment_bytes(primary, fallback))
+
+
+def failover_owners(primary: ir.Backend, fallback: ir.Backend, users: Iterable[ObjectKey]) -> tuple[ObjectKey, ...]:
+    """A failover pair's resources' owners: both servers and every route using it, sorted."""
+    return tuple(sorted({primary.owner, fallback.owner, *users}))

@@ -122,6 +122,43 @@ async def test_shared_informers_are_subscribed_to_not_listed_again(api: KubeClie
     assert len(collections) == 4  # a list and a watch of each kind, for both controllers
 
 
+async def test_a_new_term_never_deletes_from_the_last_terms_cache(api: KubeClient, fake_api: FakeKubeApi) -> None:
+    """One controller leading twice: between its terms a user takes our HPA over (no
+    controller reference) and switches autoscaling off. The new term must read before it
+    deletes: the user's HPA stays."""
+    fake_api.seed(model())
+    fake_api.seed(model_infer(autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 4}))
+    shared = {MODEL_INFER: Informer(api, MODEL_INFER), MODEL: Informer(api, MODEL)}
+    async with running(shared[MODEL_INFER].run()), running(shared[MODEL].run()):
+        controller = WorkloadController(api, resync_period=None, shared=shared)
+        async with running(controller.run()):
+            await eventually(lambda: controller.hpas.get("default", "llama-infer") is not None, what="our HPA")
+        fake_api.write(HPA, "default", "llama-infer", lambda h: h["metadata"].update(ownerReferences=[]))
+        await api.patch(MODEL_INFER, "default", "llama-infer", {"spec": {"autoscaling": None}})
+        await eventually(lambda: "autoscaling" not in shared[MODEL_INFER].get("default", "llama-infer")["spec"],
+                         what="the edit seen")
+        async with running(controller.run()):
+            await eventually(lambda: (r := controller.results.get(("default", "llama-infer"))) is not None
+                             and r.hpa == "absent" and controller.hpas.synced.is_set(), what="the new term's reconcile")
+    assert fake_api.read(HPA, "default", "llama-infer") is not None
+
+
+async def test_a_model_infer_made_again_is_recounted_though_its_generation_is_the_same(api: KubeClient) -> None:
+    """Deleted and created again while a watch was down, a ModelInfer comes back from the
+    re-list as MODIFIED at generation 1, as before: its uid tells it apart."""
+    from controller.kubernetes.informer import Change
+
+    controller = WorkloadController(api, resync_period=None)
+    doc = {**model_infer(), "metadata": {"name": "llama-infer", "namespace": "default", "uid": "u1", "generation": 1}}
+    await controller._on_infer(Change("ADDED", doc))
+    controller._registry_dirty.clear()
+    await controller._on_infer(Change("MODIFIED", {**doc, "status": {"phase": "Running"}}))
+    assert not controller._registry_dirty.is_set()  # a status write
+    again = {**model_infer(model_name="other"), "metadata": {**doc["metadata"], "uid": "u2"}}
+    await controller._on_infer(Change("MODIFIED", again))
+    assert controller._registry_dirty.is_set()
+
+
 def test_valid_models_are_parsed_again_only_when_their_spec_changed() -> None:
     """A ModelInfer status write hands the informer a new object each time: the Model
     statuses are recomputed after each, and must not re-parse 10,000 ModelInfers."""

@@ -89,6 +89,21 @@ def test_endpoint_change_touches_only_that_backends_assignment() -> None:
     assert after.resources == translate(replace(gw, backends=moved)).resources
 
 
+def test_a_shared_fallbacks_replicas_change_its_pairs_assignments_not_their_clusters() -> None:
+    translator = Translator()
+    gw = world()
+    before = translator.translate(gw)
+    moved = tuple(replace(b, endpoints=(ir.Endpoint("10.9.9.9", 80),)) if b.name == "s0" else b for b in gw.backends)
+    after = translator.translate(replace(gw, backends=moved))
+    pairs = {f"failover/s{i}/s0" for i in range(1, 5)}
+    changed = {(t, n) for t, by_name in after.resources.items() for n, r in by_name.items()
+               if before.resources[t][n].version != r.version}
+    assert changed == {(ENDPOINT, "s0"), *((ENDPOINT, n) for n in pairs)}
+    assert all(after.resources[CLUSTER][n] is before.resources[CLUSTER][n] for n in pairs)  # kept, not rebuilt
+    assert after.resources == translate(replace(gw, backends=moved)).resources
+    assert dict(after.owners) == dict(translate(replace(gw, backends=moved)).owners)
+
+
 def test_cache_forgets_objects_that_left_the_world() -> None:
     translator = Translator()
     translator.translate(world(20))
