@@ -14,6 +14,7 @@ import pytest
 from controller.local.file_provider import FileProvider
 from controller.provider import ProviderState
 from routing_engine.api.resources import ModelInfer, ObjectKey, Resource
+from tests.support import record_freezes
 
 
 def infer_yaml(name: str, replicas: int = 1, namespace: str = "default") -> str:
@@ -324,13 +325,7 @@ async def test_the_first_read_runs_with_the_collector_paused(tmp_path: Path, mon
         collector_on.append(gc.isenabled())
         return load_manifests(paths)
 
-    freezes: list[bool] = []
-    freeze = gc.freeze
-
-    def counted() -> None:
-        freezes.append(gc.isenabled())
-        freeze()
-    monkeypatch.setattr(gc, "freeze", counted)
+    freezes = record_freezes(monkeypatch)
     published = Published()
     provider = FileProvider(tmp_path, loader=loader)
     assert gc.isenabled()

@@ -18,6 +18,7 @@ from routing_engine.api.resources import ObjectKey
 from routing_engine.world import BackendEndpoint
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import endpoint_slice, eventually, model, model_infer, route, running, server
+from tests.support import record_freezes
 
 INFER = ObjectKey("ModelInfer", "default", "llama-infer")
 
@@ -179,13 +180,7 @@ async def test_the_first_read_of_the_cluster_runs_with_the_collector_paused(
         collector_on.append(gc.isenabled())
         refresh(self, caches)  # type: ignore[arg-type]
     monkeypatch.setattr(StateKeeper, "refresh", recorded)
-    freezes: list[bool] = []
-    freeze = gc.freeze
-
-    def counted() -> None:
-        freezes.append(gc.isenabled())
-        freeze()
-    monkeypatch.setattr(gc, "freeze", counted)
+    freezes = record_freezes(monkeypatch)
     fake_api.seed(route("r1"))
     published = Published()
     assert gc.isenabled()

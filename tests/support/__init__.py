@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -139,3 +140,18 @@ def fetch_timeouts_in_metrics(text: str) -> dict[str, float]:
     lines = [line for line in text.splitlines() if FETCH_TIMEOUT_STAT in line and not line.startswith("#")]
     assert lines, f"no {FETCH_TIMEOUT_STAT} counters in the metrics"
     return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines) if float(value) > 0}
+
+
+def record_freezes(monkeypatch: Any) -> list[bool]:
+    """Patch `gc.freeze` to record, at each call, whether the collector was on (callers
+    check a first read froze its heap while the collector was paused); it still freezes."""
+    import gc
+
+    freezes: list[bool] = []
+    freeze = gc.freeze
+
+    def counted() -> None:
+        freezes.append(gc.isenabled())
+        freeze()
+    monkeypatch.setattr(gc, "freeze", counted)
+    return freezes

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from routing_engine import ir
 from routing_engine.incremental import Translator
-from routing_engine.translate import translate
+from routing_engine.translate import TranslateResult, translate
 from routing_engine.translate.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from tests.translate.builders import JWKS, backend, gateway, listener, route, routes_of, server_key, table_name, table_of
 
@@ -33,6 +33,18 @@ def test_same_ir_gives_byte_identical_resources_across_translators() -> None:
     for by_name in first.resources.values():
         for resource in by_name.values():
             assert resource.version == hashlib.sha256(resource.body).hexdigest()[:16]
+
+
+def changed_between(before: TranslateResult, after: TranslateResult) -> set[tuple[str, str]]:
+    """(type, name) of every resource of `after` whose version differs from `before`'s."""
+    return {(t, n) for t, by_name in after.resources.items() for n, r in by_name.items()
+            if before.resources[t][n].version != r.version}
+
+
+def replica_moved(gw: ir.Gateway, backend_name: str) -> ir.Gateway:
+    """`gw` with the replicas of one backend replaced by another."""
+    return replace(gw, backends=tuple(replace(b, endpoints=(ir.Endpoint("10.9.9.9", 80),)) if b.name == backend_name
+                                      else b for b in gw.backends))
 
 
 def test_every_type_present_and_sorted_by_name() -> None:
@@ -67,41 +79,28 @@ def test_one_changed_route_rebuilds_only_that_route() -> None:
     assert stats.misses["route"] == 1 and stats.hits["route"] == 20
     assert stats.hits["backend"] == 5 and not stats.misses["backend"]
     assert stats.hits["failover"] == 4 and not stats.misses["failover"]
-    changed = {
-        (t, n) for t, by_name in after.resources.items() for n, r in by_name.items() if before.resources[t][n].version != r.version
-    }
-    assert changed == {(ROUTE, table_name(after.resources, "http-8080"))}
+    assert changed_between(before, after) == {(ROUTE, table_name(after.resources, "http-8080"))}
     assert after.resources == translate(world(timeout_of_r3=5_000)).resources
 
 
 def test_endpoint_change_touches_only_that_backends_assignment() -> None:
     translator = Translator()
-    gw = world()
-    before = translator.translate(gw)
-    moved = tuple(replace(b, endpoints=(ir.Endpoint("10.9.9.9", 80),)) if b.name == "s2" else b for b in gw.backends)
-    after = translator.translate(replace(gw, backends=moved))
+    gw, moved = world(), replica_moved(world(), "s2")
+    before, after = translator.translate(gw), translator.translate(moved)
     assert translator.last_stats.misses["backend"] == 1 and translator.last_stats.misses["route"] == 0
-    changed = {
-        (t, n) for t, by_name in after.resources.items() for n, r in by_name.items() if before.resources[t][n].version != r.version
-    }
-    assert changed == {(ENDPOINT, "s2"), (ENDPOINT, "failover/s2/s0")}  # s2 is that pair's primary
+    assert changed_between(before, after) == {(ENDPOINT, "s2"), (ENDPOINT, "failover/s2/s0")}  # its pair's primary
     assert translator.last_stats.misses["failover"] == 1 and translator.last_stats.hits["failover"] == 3
-    assert after.resources == translate(replace(gw, backends=moved)).resources
+    assert after.resources == translate(moved).resources
 
 
 def test_a_shared_fallbacks_replicas_change_its_pairs_assignments_not_their_clusters() -> None:
     translator = Translator()
-    gw = world()
-    before = translator.translate(gw)
-    moved = tuple(replace(b, endpoints=(ir.Endpoint("10.9.9.9", 80),)) if b.name == "s0" else b for b in gw.backends)
-    after = translator.translate(replace(gw, backends=moved))
+    moved = replica_moved(world(), "s0")
+    before, after = translator.translate(world()), translator.translate(moved)
     pairs = {f"failover/s{i}/s0" for i in range(1, 5)}
-    changed = {(t, n) for t, by_name in after.resources.items() for n, r in by_name.items()
-               if before.resources[t][n].version != r.version}
-    assert changed == {(ENDPOINT, "s0"), *((ENDPOINT, n) for n in pairs)}
+    assert changed_between(before, after) == {(ENDPOINT, "s0"), *((ENDPOINT, n) for n in pairs)}
     assert all(after.resources[CLUSTER][n] is before.resources[CLUSTER][n] for n in pairs)  # kept, not rebuilt
-    assert after.resources == translate(replace(gw, backends=moved)).resources
-    assert dict(after.owners) == dict(translate(replace(gw, backends=moved)).owners)
+    assert after.resources == translate(moved).resources and dict(after.owners) == dict(translate(moved).owners)
 
 
 def test_cache_forgets_objects_that_left_the_world() -> None:
