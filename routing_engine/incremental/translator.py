@@ -236,7 +236,7 @@ class Translator:
                 pair = (
                     backend,
                     make_resource(CLUSTER, names.cluster(backend.name), cluster.backend_cluster_bytes(backend)),
-                    make_resource(ENDPOINT, names.cluster(backend.name), serialize(endpoint.load_assignment(backend))),
+                    make_resource(ENDPOINT, names.cluster(backend.name), endpoint.load_assignment_bytes(backend)),
                 )
                 changed.append(pair[1].name)
                 changed_names.append(backend.name)
@@ -488,7 +488,7 @@ class Translator:
                                if pair[0] in changed_backends or pair[1] in changed_backends)
             if touched:
                 self._failover_out = self._failovers_patched(gateway, inputs, touched, stats)
-            stats.hits["failover"] += len(self._failovers.keys() - touched)
+            stats.hits["failover"] += len(self._failovers) - len(touched & self._failovers.keys())
         self._failover_inputs = inputs
         return self._failover_out
 

@@ -29,7 +29,7 @@ _CLUSTER_NAME_FIELD = 1  # ClusterLoadAssignment.cluster_name
 def load_assignment(backend: ir.Backend) -> endpoint_pb2.ClusterLoadAssignment:
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=names.cluster(backend.name))
     if backend.endpoints:
-        _add_hosts(assignment, backend, 0)
+        _add_hosts(assignment, backend.endpoints, 0)
     return assignment
 
 
@@ -37,10 +37,17 @@ def failover_assignment(primary: ir.Backend, fallback: ir.Backend) -> endpoint_p
     """Priority 0 is listed even when the primary has no endpoints, so the fallback's
     hosts are priority 1 whatever the primary has."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=names.failover_cluster(primary.name, fallback.name))
-    _add_hosts(assignment, primary, 0)
+    _add_hosts(assignment, primary.endpoints, 0)
     if fallback.endpoints:
-        _add_hosts(assignment, fallback, 1)
+        _add_hosts(assignment, fallback.endpoints, 1)
     return assignment
+
+
+def load_assignment_bytes(backend: ir.Backend) -> bytes:
+    """`serialize(load_assignment(backend))`, its hosts serialized once for the backend
+    and every failover pair it is the primary of (`failover_assignment_bytes`)."""
+    body = length_delimited(_CLUSTER_NAME_FIELD, names.cluster(backend.name).encode())
+    return body + _hosts_at(backend.endpoints, 0) if backend.endpoints else body
 
 
 def failover_assignment_bytes(primary: ir.Backend, fallback: ir.Backend) -> bytes:
@@ -49,20 +56,21 @@ def failover_assignment_bytes(primary: ir.Backend, fallback: ir.Backend) -> byte
     field 2): a fallback shared by 10,000 pairs is serialized once per change of its
     replicas, not 10,000 times. Tests check the two are identical."""
     name = names.failover_cluster(primary.name, fallback.name)
-    body = length_delimited(_CLUSTER_NAME_FIELD, name.encode()) + _hosts_bytes(primary, 0)
-    return body + _hosts_bytes(fallback, 1) if fallback.endpoints else body
+    body = length_delimited(_CLUSTER_NAME_FIELD, name.encode()) + _hosts_at(primary.endpoints, 0)
+    return body + _hosts_at(fallback.endpoints, 1) if fallback.endpoints else body
 
 
-@lru_cache(maxsize=16384)  # every primary of a 10,000-pair world: a shared fallback's change reuses them
-def _hosts_bytes(backend: ir.Backend, priority: int) -> bytes:
+@lru_cache(maxsize=65536)  # each server's hosts at priority 0 and 1 in a world of 10,000 pairs and more
+def _hosts_at(endpoints: tuple[ir.Endpoint, ...], priority: int) -> bytes:
     assignment = endpoint_pb2.ClusterLoadAssignment()
-    _add_hosts(assignment, backend, priority)
+    _add_hosts(assignment, endpoints, priority)
     return serialize(assignment)
 
 
-def _add_hosts(assignment: endpoint_pb2.ClusterLoadAssignment, backend: ir.Backend, priority: int) -> None:
+def _add_hosts(assignment: endpoint_pb2.ClusterLoadAssignment, endpoints: tuple[ir.Endpoint, ...],
+               priority: int) -> None:
     locality = assignment.endpoints.add(priority=priority)
-    for endpoint in sorted(backend.endpoints, key=lambda e: (e.address, e.port)):
+    for endpoint in sorted(endpoints, key=lambda e: (e.address, e.port)):
         lb = endpoint_components_pb2.LbEndpoint(
             health_status=health_check_pb2.HEALTHY if endpoint.healthy else health_check_pb2.UNHEALTHY
         )

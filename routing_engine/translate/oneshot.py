@@ -69,7 +69,7 @@ def translate(gateway: ir.Gateway, plugins: Sequence[Plugin] | None = None, *, s
     for backend in gateway.backends:
         name = names.cluster(backend.name)
         out.add(make_resource(CLUSTER, name, cluster.backend_cluster_bytes(backend)), (backend.owner,))
-        out.add(make_resource(ENDPOINT, name, serialize(endpoint.load_assignment(backend))), (backend.owner,))
+        out.add(make_resource(ENDPOINT, name, endpoint.load_assignment_bytes(backend)), (backend.owner,))
     for (primary, fallback), owners in sorted(users.items()):
         for resource in failover_resources(by_name[primary], by_name[fallback]):
             out.add(resource, failover_owners(by_name[primary], by_name[fallback], owners))

@@ -282,7 +282,7 @@ def test_cluster_bytes_from_template_equal_a_full_build() -> None:
                 == cluster.failover_cluster(primary, spare).SerializeToString(deterministic=True))
 
 
-def test_failover_assignment_bytes_equal_a_full_build() -> None:
+def test_assignment_bytes_equal_a_full_build() -> None:
     from routing_engine.translate import endpoint
 
     hosts = (ir.Endpoint("10.0.0.2", 80, healthy=False, adapters=("sql",), weight=3), ir.Endpoint("10.0.0.1", 80))
@@ -292,6 +292,8 @@ def test_failover_assignment_bytes_equal_a_full_build() -> None:
                            (ir.Backend("a", owner, hosts), ir.Backend("b", owner, hosts[::-1]))):
         assert (endpoint.failover_assignment_bytes(primary, spare)
                 == endpoint.failover_assignment(primary, spare).SerializeToString(deterministic=True))
+        for one in (primary, spare):
+            assert endpoint.load_assignment_bytes(one) == endpoint.load_assignment(one).SerializeToString(deterministic=True)
 
 
 def test_inline_jwks_problems_are_named() -> None:
