@@ -115,7 +115,9 @@ async def test_a_refused_server_gets_no_gateway_service_and_loses_the_one_it_had
                                      public_key: ObjectStatus("Pending", (accepted,))})
         await eventually(lambda: fake_api.read(SERVICE, NS, "ms-default-public") is not None, what="both Services")
         assert fake_api.read(SERVICE, NS, "ms-default-internal") is not None
-        assert endpoint_changes  # the statuses are written again with the endpoints
+        # The statuses are written again with the endpoints, once the gateway pass that
+        # applied the Services ends (it may still be running when the second one appears).
+        await eventually(lambda: bool(endpoint_changes), what="the endpoints announced")
         await leader.write_statuses({internal: ObjectStatus("Pending", (accepted,)),
                                      public_key: ObjectStatus("Failed", (refused,))})
         await eventually(lambda: fake_api.read(SERVICE, NS, "ms-default-public") is None,
