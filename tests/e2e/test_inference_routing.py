@@ -1,6 +1,7 @@
 """Issue #18 through the real Envoy and real replicas: LoRA adapters go only to replicas
-that have them (and leave a replica within 1 s of it unloading one), prefixAffinity keeps
-a prompt prefix on one replica, loadAware weighs a slow replica down.
+that have them (and leave a replica within 1 s of it unloading one), also across a
+ModelRoute's failover, prefixAffinity keeps a prompt prefix on one replica, loadAware
+weighs a slow replica down.
 
 Replicas are the mock engine; adapters are loaded and unloaded on a replica directly,
 through its runtime LoRA API (vLLM's), as an operator or an adapter manager would. A
@@ -24,7 +25,7 @@ import pytest_asyncio
 
 from controller.local.replicas import http_post_json
 from modelroute.embedded import Embedded
-from tests.e2e.harness import Client, infer_key, running, server, write_manifests
+from tests.e2e.harness import Client, dest, infer_key, route, running, server, write_manifests
 from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -60,7 +61,13 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
         infer_with("lora", 3, ["sql-lora", "chat-lora"]),
         infer_with("prefix", 3),
         infer_with("load", 3),
+        infer_with("main", 2, ["chat-lora", "sql-lora"]),
+        infer_with("spare", 1, ["chat-lora"]),
         server("lora", port=port, path="/v1/models/lora"),
+        server("main", port=port, path="/v1/models/main"),
+        server("spare", port=port, path="/v1/models/spare"),
+        route("paired", path="/v1/models/paired", routes=[dest("main")],
+              fallback={"modelServerRef": {"name": "spare"}}),
         server("prefix", port=port, path="/v1/models/prefix", loadBalancing="prefixAffinity"),
         server("load", port=port, path="/v1/models/load", loadBalancing="loadAware"),
     ])
@@ -163,6 +170,54 @@ async def test_an_adapter_no_replica_has_is_refused_not_sent_anywhere(setup: Set
         await set_adapter(setup, "lora", index, "chat-lora", loaded=True)
     for index in range(3):
         await wait_probed(setup, "lora", index, "chat-lora", present=True, timeout=5)
+
+
+async def test_an_adapter_fails_over_to_the_fallback_only_where_the_fallback_has_it(setup: Setup) -> None:
+    """A failover pair is one cluster whose primary's hosts are priority 0 and the
+    fallback's priority 1, under the primary's LoRA subsets (docs/decisions.md, "Failover
+    clusters"): an adapter request reaches the fallback only when no primary replica has
+    the adapter, and only if the fallback declares it; base requests stay on the primary."""
+    path = "/v1/models/paired/v1/chat/completions"
+
+    async def answers(model: str, n: int = 30) -> Counter[tuple[int, str | None]]:
+        replies = await asyncio.gather(*(setup.client.post(path, json=chat(model)) for _ in range(n)))
+        return Counter((r.status, r.served_by) for r in replies)
+
+    for infer, index, adapter in [("main", 0, "chat-lora"), ("main", 1, "chat-lora"), ("main", 0, "sql-lora"),
+                                  ("main", 1, "sql-lora"), ("spare", 0, "chat-lora")]:
+        await wait_probed(setup, infer, index, adapter, present=True, timeout=5)  # probed since the start
+    await asyncio.sleep(0.5)
+    assert await answers("chat-lora") == {(200, "main"): 30}
+    assert await answers("llama") == {(200, "main"): 30}
+    for index in range(2):
+        await set_adapter(setup, "main", index, "chat-lora", loaded=False)
+        await set_adapter(setup, "main", index, "sql-lora", loaded=False)
+    for index in range(2):
+        await wait_probed(setup, "main", index, "chat-lora", present=False, timeout=5)
+        await wait_probed(setup, "main", index, "sql-lora", present=False, timeout=5)
+    await set_adapter(setup, "spare", 0, "sql-lora", loaded=True)  # loaded there, not declared
+    await asyncio.sleep(0.5)  # the push reaches Envoy
+    assert await answers("chat-lora") == {(200, "spare"): 30}  # no primary replica has it
+    assert await answers("sql-lora", 10) == {(503, None): 10}  # the fallback does not declare it
+    await set_adapter(setup, "spare", 0, "sql-lora", loaded=False)
+    assert await answers("llama") == {(200, "main"): 30}  # the primary is healthy
+    await set_adapter(setup, "spare", 0, "chat-lora", loaded=False)
+    await wait_probed(setup, "spare", 0, "chat-lora", present=False, timeout=5)
+    await asyncio.sleep(0.5)
+    assert await answers("chat-lora", 10) == {(503, None): 10}  # nobody has it: refused
+    await set_adapter(setup, "main", 1, "chat-lora", loaded=True)
+    await set_adapter(setup, "spare", 0, "chat-lora", loaded=True)
+    await wait_probed(setup, "main", 1, "chat-lora", present=True, timeout=5)
+    await wait_probed(setup, "spare", 0, "chat-lora", present=True, timeout=5)
+    await asyncio.sleep(0.5)
+    replies = await asyncio.gather(*(setup.client.post(path, json=chat("chat-lora")) for _ in range(30)))
+    assert {(r.status, r.served_by, r.replica) for r in replies} == {(200, "main", 1)}  # back on the primary
+    await set_adapter(setup, "main", 0, "chat-lora", loaded=True)
+    for index in range(2):
+        await set_adapter(setup, "main", index, "sql-lora", loaded=True)
+    for index in range(2):
+        await wait_probed(setup, "main", index, "chat-lora", present=True, timeout=5)
+        await wait_probed(setup, "main", index, "sql-lora", present=True, timeout=5)
 
 
 async def test_prefix_affinity_keeps_a_prompt_prefix_on_one_replica(setup: Setup) -> None:
