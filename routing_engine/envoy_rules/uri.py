@@ -4,7 +4,11 @@ Envoy itself only needs `http_uri.uri` non-empty; it is our JWKS cluster that ne
 host and a port (a LOGICAL_DNS socket address, SNI for https), so a URI must give both
 in a form Envoy takes: http or https, a DNS name or IP literal, a port in 1..65535, and
 no whitespace or control characters anywhere. Anything else is refused here, never
-raised from a compile.
+raised from a compile. Envoy's own URL parser (its jwt_authn provider: "has an invalid
+URI", which rejects the whole listener) also refuses a `:` with no port after it, a
+bracketed host that is not a plain IPv6 address (a zone id, an IPvFuture, anything after
+the `]` but a port) and a fragment straight after the host; a JWKS URI has no use for a
+fragment, so every fragment is refused.
 """
 
 from __future__ import annotations
@@ -50,7 +54,15 @@ def parse_jwks_uri(uri: str) -> JwksUri | str:
         return "must not carry user information (user:password@)"
     if not host:
         return "has no host"
-    if not _is_host(host):
+    if "#" in uri:
+        return "must not have a fragment (#...)"
+    if parts.netloc.endswith(":"):
+        return "has a ':' with no port after it"
+    if parts.netloc.startswith("["):
+        literal, _, rest = parts.netloc[1:].partition("]")
+        if not _is_ipv6(literal) or (rest and not rest.startswith(":")):
+            return f"host {parts.netloc.partition(']')[0]}] is not an IPv6 address in brackets (no zone id)"
+    elif not _is_host(host):
         return f"host {host!r} is not a DNS name or IP address"
     if port == 0:
         return "port 0 is not a port"
@@ -63,3 +75,13 @@ def _is_host(host: str) -> bool:
         return True
     except ValueError:
         return bool(_DNS_NAME.match(host))
+
+
+def _is_ipv6(literal: str) -> bool:
+    if "%" in literal:  # a zone id: Envoy's parser refuses it
+        return False
+    try:
+        ipaddress.IPv6Address(literal)
+        return True
+    except ValueError:
+        return False

@@ -77,16 +77,19 @@ _URIS = ["https://keys.example/jwks.json", "http://127.0.0.1:8443/jwks", "https:
          "ftp://keys.example/x", "https://user:pw@keys.example/x", "https://keys example/x", "https://ключи.example/x",
          "https://keys.example/a b", "https://keys.example/\x00", "https://" + "a" * 70 + ".example/x",
          "https://" + ".".join(["a" * 60] * 5) + "/x", "https://keys.example:65535", "http://[::1/x", "https://-bad-.example/",
-         "https://keys.example/" + "p" * 3000, "", "https://", "//keys.example/x"]
+         "https://keys.example/" + "p" * 3000, "", "https://", "//keys.example/x",
+         "https://keys.example:/x", "https://keys.example#x", "https://[::1]:/x", "https://[::1]x/x",
+         "https://[v1.x]/x", "https://[fe80::1%25eth0]/x", "https://[fe80::1]/x", "https://keys.example?x=1"]
 
 
 def jwks_uris() -> st.SearchStrategy[str]:
     built = st.builds(lambda scheme, host, port, path: f"{scheme}://{host}{port}{path}",
                       st.sampled_from(["http", "https", "HTTPS", "ws"]),
-                      st.one_of(st.sampled_from(["keys.example", "127.0.0.1", "[::1]", "k.example."]),
+                      st.one_of(st.sampled_from(["keys.example", "127.0.0.1", "[::1]", "k.example.", "[fe80::1%25x]",
+                                                 "[v1.x]", "[::1]x"]),
                                 st.text(max_size=20)),
-                      st.sampled_from(["", ":443", ":0", ":70000", ":abc", ":8080"]),
-                      st.one_of(st.just("/jwks"), st.text(max_size=20)))
+                      st.sampled_from(["", ":443", ":0", ":70000", ":abc", ":8080", ":"]),
+                      st.one_of(st.sampled_from(["/jwks", "#f", "?q=1", "/jwks#f"]), st.text(max_size=20)))
     return _mostly(st.sampled_from(["https://keys.example/jwks.json", "http://127.0.0.1:8443/jwks"]),
                    st.one_of(st.sampled_from(_URIS), built))
 

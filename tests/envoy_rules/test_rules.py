@@ -176,6 +176,12 @@ def test_jwks_as_jwt_authn_loads_it() -> None:
     ("https:///jwks", "no host"), ("ftp://keys.example/x", "http or https"), ("https://u:p@keys.example/", "user"),
     ("https://keys example/x", "spaces"), ("https://ключи.example/x", "non-ASCII"), ("", "empty"),
     ("https://-bad-.example/", "not a DNS name"),
+    # Envoy's URL parser refuses these (found by `compile --validate` on each one):
+    ("https://keys.example:/x", "no port"), ("https://keys.example:", "no port"), ("https://[::1]:/x", "no port"),
+    ("https://keys.example#x", "fragment"), ("https://keys.example/x#y", "fragment"),
+    ("https://[::1]x/j", "IPv6"), ("https://[v1.x]/j", "IPv6"), ("https://[fe80::1%25eth0]/j", "zone id"),
+    ("https://[1.2.3.4]/j", "brackets"), ("https://[fe80::1]/j", None), ("https://[::ffff:1.2.3.4]:8443/j", None),
+    ("https://keys.example?x=1", None), ("HTTPS://KEYS.example:0443/j", None),
 ])
 def test_jwks_uris(uri: str, reason: str | None) -> None:
     parsed = parse_jwks_uri(uri)
