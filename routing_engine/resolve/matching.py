@@ -6,6 +6,9 @@ The normal form is what makes "identical match" (SPEC 3.3 groups) and "covers"
   trailing `/`, so `/v1/a/` and `/v1/a` are one segment prefix (the root stays `/`);
 - header names are lower-cased (HTTP header names are case-insensitive; Envoy compares
   them lower-cased) and header and query matches are sorted by name;
+- `host` is `:authority`: Envoy keeps an HTTP/1 Host header as HTTP/2's `:authority`
+  and never as `host`, so a match on `host` could otherwise never match (the listener
+  strips the port from it first, translate/listener.py);
 - a bare string in a manifest is an exact match.
 """
 
@@ -65,6 +68,11 @@ def route_match(match: RouteMatch, front_door: str) -> ir.RouteMatch:
     path = path_match(match.path) if match.path is not None else front_door_match(front_door)
     if not match.headers and not match.query_params:
         return ir.RouteMatch(path, (), (), match.model)  # most entries: path and model only
-    headers = {name.lower(): string_match(value) for name, value in sorted(match.headers.items())}
+    headers = {_header_name(name): string_match(value) for name, value in sorted(match.headers.items())}
     query = {name: string_match(value) for name, value in match.query_params.items()}
     return ir.RouteMatch(path, tuple(sorted(headers.items())), tuple(sorted(query.items())), match.model)
+
+
+def _header_name(name: str) -> str:
+    lowered = name.lower()
+    return ":authority" if lowered == "host" else lowered

@@ -5,7 +5,10 @@ Routes are never inlined: a route edit then changes the listener's RouteConfigur
 only, and an LDS update (which drains connections) happens only when the listener's own
 shape changes — its port, TLS certificate name, or the set of HTTP filters. HTTP filters
 come from the plugins in rank order, then the router. Paths are normalized and slashes
-merged before matching so `/v1//models/../a` cannot sneak past a path match.
+merged before matching so `/v1//models/../a` cannot sneak past a path match. The port
+is stripped from the Host (`:authority`) before anything reads it, as Envoy Gateway's
+listeners do, so a `host` header match names the host alone whatever port a client
+puts in it (curl sends `Host: name:8080` to a port other than 80).
 
 Fail closed by construction (SPEC 3.8): the RouteConfiguration is named after the
 listener's own content (`names.route_config`), so a route table only ever reaches the
@@ -44,6 +47,7 @@ def http_connection_manager(listener: ir.Listener, plugins: Sequence[Plugin]) ->
     )
     hcm.normalize_path.value = True
     hcm.merge_slashes = True
+    hcm.strip_any_host_port = True
     hcm.rds.config_source.CopyFrom(ads())  # route_config_name: set by build_listener
     for plugin in plugins:
         hcm.http_filters.extend(plugin.http_filters(listener))

@@ -42,6 +42,9 @@ async def routing(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rou
             {**dest("b"), "match": {"path": "/v1/models/pins/*/deep"}},
             {**dest("c"), "match": {"model": "model-c"}},
         ]),
+        route("hosts", path="/v1/models/hosts", fallback={"modelServerRef": {"name": "fb"}}, routes=[
+            {**dest("b"), "match": {"headers": {"Host": "tenant-b.example"}}},
+        ]),
     ])
     async with running(directory) as _app, Client(port) as client:
         yield Routing(port, client)
@@ -82,6 +85,16 @@ async def test_pinning_by_header_query_and_path(routing: Routing, path: str, hea
     assert [r.status for r in replies] == [status] * 10
     assert {r.served_by for r in replies} == {expected}
     assert {r.body["path"] for r in replies} == {path}
+
+
+async def test_a_host_match_names_the_host_whatever_the_port(routing: Routing) -> None:
+    """Envoy keeps Host as `:authority` (a match on `host` alone never matched); the
+    listener strips the port a client adds to it (curl sends `Host: name:port`)."""
+    path = "/v1/models/hosts/infer"
+    for host, expected in [("tenant-b.example", "b"), (f"tenant-b.example:{routing.port}", "b"),
+                           ("tenant-c.example", "fb"), (f"127.0.0.1:{routing.port}", "fb")]:
+        replies = await served_by(routing.client, path, n=4, headers={"Host": host})
+        assert {(r.status, r.served_by) for r in replies} == {(200, expected)}, host
 
 
 async def test_openai_body_model_selects_the_variant(routing: Routing) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from routing_engine import ir, names
 from routing_engine.api.resources import ObjectKey
-from routing_engine.resolve.matching import is_under, path_match, prefix_path
+from routing_engine.api.resources import RouteMatch
+from routing_engine.resolve.matching import is_under, path_match, prefix_path, route_match
 
 
 @pytest.mark.parametrize(("written", "expected"), [
@@ -20,6 +21,11 @@ from routing_engine.resolve.matching import is_under, path_match, prefix_path
 ])
 def test_match_path_forms(written: str, expected: ir.PathMatch) -> None:
     assert path_match(written) == expected
+
+
+def test_a_host_header_is_matched_as_the_authority() -> None:
+    match = route_match(RouteMatch.model_validate({"headers": {"Host": "a.example", "X-Tier": "gold"}}), "/v1")
+    assert [name for name, _ in match.headers] == [":authority", "x-tier"]
 
 
 def test_prefix_normal_form_and_segment_containment() -> None:
