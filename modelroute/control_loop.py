@@ -30,8 +30,9 @@ Envoy's verdicts on the gateway compile drive `Quarantine` (modelroute/quarantin
 if Envoy rejects a config anyway, the objects responsible are found by bisecting what
 changed and held back alone, so every other object keeps being served and edited.
 A compile that raises (an engine bug) is logged and the group keeps its last snapshot.
-Scopes of a scoped listener that was just replaced stay in the group's snapshot for its
-draining connections (`modelroute.retired_scopes`).
+The route tables and scopes of a listener that was just replaced stay in the group's
+snapshot for its draining connections, failing closed where the change touched a route
+(`modelroute.retired_routes`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from modelroute.metrics import ControlPlaneMetrics
 from modelroute.programmed import Merged, ProgrammedTracker, with_programmed
 from modelroute.quarantine import Quarantine
 from routing_engine.readiness import readiness_resources
-from modelroute.retired_scopes import RetiredScopes
+from modelroute.retired_routes import RetiredRoutes
 from modelroute.targets import GATEWAY, Placement, target_for_group
 from modelroute.tracing import NO_TRACING, Span, Tracer
 from routing_engine.api.resources import ObjectKey, Resource
@@ -151,7 +152,7 @@ class ControlLoop:
         self._compilers: dict[str, Compiler] = {}  # one per group: its caches make an edit cheap
         self._work: dict[str, _GroupWork] = {}  # one compile worker per group
         self._snapshots: dict[str, Snapshot] = {}  # each group's last, whose type versions carry over
-        self._retired: dict[str, RetiredScopes] = {}  # scopes of each group's replaced listeners
+        self._retired: dict[str, RetiredRoutes] = {}  # tables and scopes of each group's replaced listeners
         self._heap_frozen = False
         self.compiled: dict[str, Compiled] = {}
         self.tracker = ProgrammedTracker()
@@ -411,7 +412,7 @@ class ControlLoop:
             return
         self._heap_frozen = self._heap_frozen or freeze
         own = self._readiness if target.role == "gateway" else ()
-        retired = self._retired.setdefault(group, RetiredScopes()).update(self.compiled.get(group), compiled)
+        retired = self._retired.setdefault(group, RetiredRoutes()).update(self.compiled.get(group), compiled)
         snapshot = Snapshot.of_types(compiled.resources, (*own, *retired), previous=self._snapshots.get(group))
         self._snapshots[group] = snapshot
         problems = check_consistency(snapshot)

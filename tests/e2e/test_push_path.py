@@ -173,6 +173,60 @@ async def test_a_port_gaining_auth_never_serves_its_protected_route_without_cred
             assert set(prober.fresh) <= {404, 401}, set(prober.fresh)
 
 
+@pytest.mark.parametrize("scoped", SCOPED)
+@pytest.mark.parametrize("change", ["apiKey", "jwt-key", "rateLimit"])
+async def test_a_served_route_gaining_protection_fails_closed_on_kept_alive_connections(
+        tmp_path: Path, change: str, scoped: bool) -> None:
+    """A route served before the change and protected after it (an API key turned on,
+    the JWT signing key replaced, a rate limit of 1/s turned on): the old listener
+    drains the connections it accepted and closes each at its next answer (Envoy's
+    `immediate` drain strategy), which is never a 200 once a request has seen the change;
+    routes the change did not touch are still answered there. That the touched route
+    answers 503 on them is tested on the retired tables themselves
+    (tests/wiring/test_retired_routes.py): here that answer can race the new listener."""
+    port = free_port()
+    old_key, new_key = SigningKey("k1"), SigningKey("k2")
+    path, other = "/v1/models/guarded/infer", "/v1/models/bystander/infer"
+    bystander = [infer("bystander"), server("bystander", port=port, path="/v1/models/bystander")]
+    extra = [*bystander, *(many_prefixes("many", "bystander") if scoped else [])]
+    if change == "apiKey":
+        before, after = [infer("guarded"), server("guarded", port=port, path="/v1/models/guarded")], \
+            api_key_server("guarded", port)
+    elif change == "jwt-key":
+        before, after = jwt_server("guarded", port, old_key), jwt_server("guarded", port, new_key)
+    else:
+        before = [infer("guarded"), server("guarded", port=port, path="/v1/models/guarded")]
+        after = [infer("guarded"), server("guarded", port=port, path="/v1/models/guarded",
+                                          rateLimit={"enabled": True, "requestsPerSecond": 1, "burstSize": 1})]
+    credentials = {"authorization": f"Bearer {old_key.token()}"} if change == "jwt-key" else {}
+    refused = 429 if change == "rateLimit" else 401
+    write_manifests(tmp_path / "guarded.yaml", before)
+    write_manifests(tmp_path / "other.yaml", extra)
+    async with running(tmp_path) as app, Client(port) as fresh:
+        assert bool(app.loop.compiled["gateway"].resources[SCOPED_ROUTE]) is scoped
+        async with KeepAlive(port) as kept, KeepAlive(port) as kept_other:
+            assert await kept.post(path, headers=credentials) == 200
+            assert await kept_other.post(other) == 200
+            write_manifests(tmp_path / "guarded.yaml", after)
+            timeline: list[tuple[str, int]] = []  # ("fresh" | "kept", status), in order
+            closed = False
+            deadline = time.monotonic() + PROMISE + 1.0
+            while time.monotonic() < deadline and not (closed and timeline[-1] == ("fresh", refused)):
+                timeline.append(("fresh", (await fresh.post(path, headers=credentials, timeout=2)).status))
+                if not closed:
+                    try:
+                        timeline.append(("kept", await kept.post(path, headers=credentials)))
+                    except ConnectionError:
+                        closed = True  # by Envoy: the client's next request reaches the new listener
+                await asyncio.sleep(0.002)
+            changed = next((i for i, (_, status) in enumerate(timeline) if status != 200), len(timeline))
+            after_change = [status for who, status in timeline[changed:] if who == "kept"]
+            assert 200 not in after_change, f"served the old way on a kept-alive connection: {timeline[changed:]}"
+            assert closed, f"the replaced listener kept the connection: {timeline[-6:]}"
+            assert timeline[-1] == ("fresh", refused), timeline[-6:]
+            assert await kept_other.post(other) == 200  # untouched: still served on its old connection
+
+
 class RefusedByEnvoy(Plugin):
     """Stands for anything Envoy refuses that our own checks missed: a listener carrying a
     route of an object named `poison*` gets an HTTP filter Envoy has no implementation
