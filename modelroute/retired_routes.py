@@ -38,8 +38,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from routing_engine.translate.result import make_resource
-from routing_engine.world import Compiled, EnvoyResource
+from routing_engine.world import Compiled, EnvoyResource, envoy_resource
 from xds_server.types import LISTENER, ROUTE, SCOPED_ROUTE
 
 RETIRED_BODY = "this connection's listener was replaced: retry on a new connection\n"
@@ -140,4 +139,4 @@ def _fail_closed(table: EnvoyResource, successors: Mapping[str, bytes],
             route.match.CopyFrom(match)
             route.direct_response.status = 503
             route.direct_response.body.inline_string = RETIRED_BODY
-    return make_resource(ROUTE, table.name, message.SerializeToString(deterministic=True))
+    return envoy_resource(ROUTE, table.name, message.SerializeToString(deterministic=True))

@@ -10,6 +10,7 @@ the canary runner rolls out (`CanaryGroup`) comes from `routing_engine.canaries`
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -108,6 +109,11 @@ class EnvoyResource:
     name: str
     body: bytes
     version: str
+
+
+def envoy_resource(type_url: str, name: str, body: bytes) -> EnvoyResource:
+    """`body` as a resource, its version the hash of its content."""
+    return EnvoyResource(type_url=type_url, name=name, body=body, version=hashlib.sha256(body).hexdigest()[:16])
 
 
 @dataclass(frozen=True, slots=True)

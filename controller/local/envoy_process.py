@@ -103,7 +103,8 @@ class EnvoyProcess:
         self._admin_path.unlink(missing_ok=True)
         # A replaced listener's connections are closed at their next answer, not over the
         # 600 s drain: on them, routes a change touched answer 503 (modelroute/retired_routes.py).
-        cmd = [self.binary, "-c", str(self.config_path), "--disable-hot-restart", "--drain-strategy", "immediate",
+        drain = [] if "--drain-strategy" in self._args else ["--drain-strategy", "immediate"]
+        cmd = [self.binary, "-c", str(self.config_path), "--disable-hot-restart", *drain,
                "--admin-address-path", str(self._admin_path), "--log-path", str(self.log_path), *self._args]
         with open(self.run_dir / f"{self.name}.stdout", "ab") as out:
             self._proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out,

@@ -3,7 +3,6 @@ one-shot `translate` and the memoizing `routing_engine.incremental.Translator`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ from routing_engine import ir, names
 from routing_engine.api.resources import ObjectKey
 from routing_engine.translate import cluster, endpoint
 from routing_engine.translate.xds import CLUSTER, ENDPOINT
-from routing_engine.world import EnvoyResource
+from routing_engine.world import EnvoyResource, envoy_resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +45,7 @@ class Collected:
         self.owners[key] = owners if previous is None else tuple(sorted({*previous, *owners}))
 
 
-def make_resource(type_url: str, name: str, body: bytes) -> EnvoyResource:
-    return EnvoyResource(type_url=type_url, name=name, body=body, version=hashlib.sha256(body).hexdigest()[:16])
+make_resource = envoy_resource
 
 
 def failure(err: Exception) -> str:

@@ -62,7 +62,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[EnvoyProcess, int]]:
     await web.TCPSite(backend, "127.0.0.1", backend_port).start()
     # As in deploy/: Envoy keeps accepting for its drain time, telling every connection to close at once.
     envoy = EnvoyProcess(proxy_bootstrap(listen_port, backend_port), tmp_path, name="gateway",
-                         extra_args=["--drain-time-s", "1", "--drain-strategy", "immediate"])
+                         extra_args=["--drain-time-s", "1"])
     await envoy.start()
     try:
         yield envoy, listen_port
