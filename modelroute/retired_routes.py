@@ -33,6 +33,7 @@ Programmed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -71,10 +72,15 @@ def _retired(before: Compiled, now: Compiled) -> tuple[EnvoyResource, ...]:
               if name not in new_tables and _generation(name) not in live]
     if not tables:
         return tuple(scopes)
-    changed = _changed_filters(before.resources.get(LISTENER, {}), now.resources.get(LISTENER, {}))
     replaced = {_listener_of(t.name) for t in tables}
-    successors = _routes_by_name(t for name, t in new_tables.items() if _listener_of(name) in replaced)
-    return (*scopes, *(_fail_closed(table, successors, changed) for table in tables))
+    successors = [(_listener_of(name), route_pb2.RouteConfiguration.FromString(t.body))
+                  for name, t in new_tables.items() if _listener_of(name) in replaced]
+    routes: dict[str, list[rc.Route]] = {}
+    for listener, table in successors:
+        routes.setdefault(listener, []).extend(r for host in table.virtual_hosts for r in host.routes)
+    changes = _changes(before.resources.get(LISTENER, {}), now.resources.get(LISTENER, {}), routes)
+    latest = {r.name: r.SerializeToString(deterministic=True) for found in routes.values() for r in found}
+    return (*scopes, *(_fail_closed(t, latest, changes.get(_listener_of(t.name))) for t in tables))
 
 
 def _generation(name: str) -> str:
@@ -87,50 +93,68 @@ def _listener_of(name: str) -> str:
     return "/".join(name.split("/", 2)[:2])
 
 
-def _changed_filters(before: Mapping[str, EnvoyResource], now: Mapping[str, EnvoyResource]
-                     ) -> dict[str, frozenset[str]]:
-    """Per listener name, the HTTP filters whose configuration differs between the two
-    generations (added and removed ones included)."""
-    changed: dict[str, frozenset[str]] = {}
+@dataclass(frozen=True)
+class _Change:
+    """What changed on one listener between the generations, as it bears on its routes."""
+
+    whole: bool  # the transport (TLS) changed, or a filter came that configures no route: all routes
+    filters: dict[str, bytes]  # changed filters (present in both) → old and new config, joined
+
+    def touches(self, route: rc.Route) -> bool:
+        if self.whole or not self.filters.keys().isdisjoint(route.typed_per_filter_config):
+            return True
+        return any(c.encode() in config for c in _clusters(route) for config in self.filters.values())
+
+
+def _clusters(route: rc.Route) -> list[str]:
+    return [c for c in (route.route.cluster, *(w.name for w in route.route.weighted_clusters.clusters)) if c]
+
+
+def _changes(before: Mapping[str, EnvoyResource], now: Mapping[str, EnvoyResource],
+             routes: Mapping[str, Iterable[rc.Route]]) -> dict[str, _Change]:
+    """Per replaced listener (by name): a route is touched by its listener's change when a
+    filter it has per-route configuration for changed, when a changed filter's listener
+    configuration names its cluster (local rate limits keep their buckets there), or
+    when the change holds for every route: new TLS, or a new filter no route configures
+    (it applies to all of them: a shared rate limit, unless its configuration names
+    clusters: a local rate limit's). A filter that went away only relaxes."""
+    changes: dict[str, _Change] = {}
     for name, old in before.items():
         new = now.get(name)
         if new is None or new.version == old.version:
             continue
-        a, b = _http_filters(old.body), _http_filters(new.body)
-        changed[name] = frozenset(f for f in a.keys() | b.keys() if a.get(f) != b.get(f))
-    return changed
+        (a, tls_a), (b, tls_b) = _shape(old.body), _shape(new.body)
+        configured = {f for route in routes.get(name, ()) for f in route.typed_per_filter_config}
+        clusters = {c.encode() for route in routes.get(name, ()) for c in _clusters(route)}
+        added = b.keys() - a.keys()
+        everywhere = {f for f in added - configured if not any(c in b[f] for c in clusters)}
+        changes[name] = _Change(
+            whole=tls_a != tls_b or bool(everywhere),
+            filters={f: a[f] + b[f] for f in a.keys() & b.keys() if a[f] != b[f]} | {f: b[f] for f in added})
+    return changes
 
 
-def _http_filters(listener_body: bytes) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
+def _shape(listener_body: bytes) -> tuple[dict[str, bytes], bytes]:
+    """A listener's HTTP filters (name → config) and its transport sockets."""
+    filters: dict[str, bytes] = {}
+    transports = b""
     for chain in listener_pb2.Listener.FromString(listener_body).filter_chains:
+        transports += chain.transport_socket.SerializeToString(deterministic=True)
         for network_filter in chain.filters:
             hcm = hcm_pb2.HttpConnectionManager()
             if network_filter.typed_config.Unpack(hcm):
                 for http_filter in hcm.http_filters:
-                    found[http_filter.name] = http_filter.SerializeToString(deterministic=True)
-    return found
+                    filters[http_filter.name] = http_filter.SerializeToString(deterministic=True)
+    return filters, transports
 
 
-def _routes_by_name(tables: Iterable[EnvoyResource]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for table in tables:
-        for host in route_pb2.RouteConfiguration.FromString(table.body).virtual_hosts:
-            for route in host.routes:
-                found[route.name] = route.SerializeToString(deterministic=True)
-    return found
-
-
-def _fail_closed(table: EnvoyResource, successors: Mapping[str, bytes],
-                 changed: Mapping[str, frozenset[str]]) -> EnvoyResource:
-    """`table` with every route the change touched answering 503."""
+def _fail_closed(table: EnvoyResource, latest: Mapping[str, bytes], change: _Change | None) -> EnvoyResource:
+    """`table` with every route the change touched (or that changed, or is gone) answering 503."""
     message = route_pb2.RouteConfiguration.FromString(table.body)
-    touched = changed.get(_listener_of(table.name), frozenset())
     for host in message.virtual_hosts:
         for route in host.routes:
-            successor = successors.get(route.name)
-            if (successor == route.SerializeToString(deterministic=True)
-                    and not touched.intersection(route.typed_per_filter_config)):
+            if (latest.get(route.name) == route.SerializeToString(deterministic=True)
+                    and (change is None or not change.touches(route))):
                 continue
             match, name = rc.RouteMatch(), route.name
             match.CopyFrom(route.match)

@@ -16,6 +16,12 @@ ADS ordering: make-before-break without waiting on an ACK that needs a held resp
   get it before Envoy finishes the listener. A route table is safe to send before its
   listener is accepted because the engine names each RouteConfiguration after the exact
   listener it was built for, so Envoy only ever asks for it from that listener.
+- LDS goes after RDS and SRDS on a stream, and waits while either is in flight: the
+  tables a replaced listener keeps for its draining connections change with the
+  snapshot that replaces it (they fail closed where the change touched a route), and
+  Envoy must apply them before the new listener takes over, or a kept-alive connection
+  could be answered the old way in between. Envoy applies an ADS stream's responses in
+  order, and RDS never waits for LDS, so this cannot deadlock.
 - Routing scopes (SRDS) are like route tables: they wait for the clusters, never for
   the listener (a warming listener needs its scopes), and the engine keys and names
   each scope after the exact listener it was built for.
@@ -68,7 +74,17 @@ class Inflight:
 
 
 # Types whose responses wait until the client holds the snapshot's version of these.
-WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER,), SCOPED_ROUTE: (CLUSTER,), ROUTE: (CLUSTER,)}
+WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER, SCOPED_ROUTE, ROUTE), SCOPED_ROUTE: (CLUSTER,),
+                                         ROUTE: (CLUSTER,)}
+# The order an ADS stream considers types in: make-before-break (`push_rank`), except
+# that listeners go after the routing scopes and route tables (see the module docstring).
+_STREAM_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, SCOPED_ROUTE, ROUTE, LISTENER, SECRET)
+
+
+def stream_rank(type_url: str) -> tuple[int, str]:
+    if type_url in _STREAM_ORDER:
+        return (_STREAM_ORDER.index(type_url), "")
+    return push_rank(type_url)
 # Types whose resources are asked for by warming resources of these (in-flight) types.
 NEEDED_BY: dict[str, tuple[str, ...]] = {ENDPOINT: (CLUSTER,), SCOPED_ROUTE: (LISTENER,),
                                          ROUTE: (LISTENER, SCOPED_ROUTE), SECRET: (CLUSTER, LISTENER)}
@@ -185,7 +201,7 @@ class Session(Generic[State, Plan]):
         lagging: dict[str, bool] = {}
         busy: set[str] = set()  # types with a response in flight (or just sent) on this stream
         if len(self._order) != len(self.types):  # types are only ever added
-            self._order = tuple(sorted(self.types, key=push_rank))
+            self._order = tuple(sorted(self.types, key=stream_rank))
         for type_url in self._order:
             state = self.types[type_url]
             if state.inflight is not None:

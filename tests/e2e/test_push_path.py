@@ -180,10 +180,9 @@ async def test_a_served_route_gaining_protection_fails_closed_on_kept_alive_conn
     """A route served before the change and protected after it (an API key turned on,
     the JWT signing key replaced, a rate limit of 1/s turned on): the old listener
     drains the connections it accepted and closes each at its next answer (Envoy's
-    `immediate` drain strategy), which is never a 200 once a request has seen the change;
-    routes the change did not touch are still answered there. That the touched route
-    answers 503 on them is tested on the retired tables themselves
-    (tests/wiring/test_retired_routes.py): here that answer can race the new listener."""
+    `immediate` drain strategy), which for the touched route is 503 (its retired table,
+    modelroute/retired_routes.py, applied before the new listener), never a 200 once a
+    request has seen the change; routes the change did not touch are still answered there."""
     port = free_port()
     old_key, new_key = SigningKey("k1"), SigningKey("k2")
     path, other = "/v1/models/guarded/infer", "/v1/models/bystander/infer"
@@ -223,6 +222,9 @@ async def test_a_served_route_gaining_protection_fails_closed_on_kept_alive_conn
             after_change = [status for who, status in timeline[changed:] if who == "kept"]
             assert 200 not in after_change, f"served the old way on a kept-alive connection: {timeline[changed:]}"
             assert closed, f"the replaced listener kept the connection: {timeline[-6:]}"
+            # Its last answer came from the draining listener (with `Connection: close`):
+            # the route failed closed there; a 200 would have been served the old way.
+            assert [status for who, status in timeline if who == "kept"][-1] == 503, timeline[-6:]
             assert timeline[-1] == ("fresh", refused), timeline[-6:]
             assert await kept_other.post(other) == 200  # untouched: still served on its old connection
 

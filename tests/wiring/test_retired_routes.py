@@ -94,3 +94,19 @@ def test_an_unchanged_listener_keeps_nothing() -> None:
     before = compiled(world({}))
     retired.update(None, before)
     assert retired.update(before, compiled(world({"routing": {"path": "/v1/models/guarded", "timeout": "30s"}}))) == ()
+
+
+def test_a_rate_limit_fails_closed_where_it_applies() -> None:
+    """A local limit's buckets are keyed by cluster in the listener's filter: only the
+    routes to that cluster fail closed; a shared limit's filter applies to every request
+    of the listener: every route does."""
+    limit = {"enabled": True, "requestsPerSecond": 1, "burstSize": 1}
+    for extra, expected in [({}, {"modelserver/default/guarded": "503", "modelserver/default/open": "routed"}),
+                            ({"global": True}, {"modelserver/default/guarded": "503", "modelserver/default/open": "503"})]:
+        retired = RetiredRoutes()
+        before = compiled(world({}))
+        retired.update(None, before)
+        [table] = [r for r in retired.update(before, compiled(world({"rateLimit": {**limit, **extra}})))
+                   if r.type_url == ROUTE]
+        found = answers(table)
+        assert {k: found[k] for k in expected} == expected, extra

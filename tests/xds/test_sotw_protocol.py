@@ -175,7 +175,8 @@ async def test_at_most_one_unacknowledged_push_per_type(env: Env) -> None:
 async def test_ads_answers_endpoints_and_secrets_while_a_cluster_update_is_unacknowledged(env: Env) -> None:
     """Envoy ACKs CDS only after its new clusters warmed, which needs their EDS (SPEC 3.8):
     EDS and SDS go out at once; listeners and routes wait for the clusters' ACK; routes
-    do not wait for listeners (a warming listener needs its route table)."""
+    do not wait for listeners (a warming listener needs its route table); listeners go
+    after the route tables, once Envoy applied them (a replaced listener's fail closed)."""
     def world(content: str):  # type: ignore[no-untyped-def]
         return [res(t, n, content) for t, n in ((LISTENER, "l"), (ROUTE, "r"), (CLUSTER, "c"), (ENDPOINT, "c"),
                                                 (SECRET, "s"))]
@@ -194,10 +195,13 @@ async def test_ads_answers_endpoints_and_secrets_while_a_cluster_update_is_unack
             await client.ack(response, subscribed[response.type_url])
         await client.expect_silence(0.15)
         await client.ack(first[0])
-        then = [await client.recv() for _ in range(2)]
-        assert [r.type_url for r in then] == [LISTENER, ROUTE], content  # RDS does not wait for LDS's ACK
-        for response in then:
-            await client.ack(response, subscribed[response.type_url])
+        tables = await client.recv()
+        assert tables.type_url == ROUTE, content  # RDS does not wait for LDS
+        await client.expect_silence(0.15)  # the listener waits for the tables' ACK
+        await client.ack(tables, subscribed[ROUTE])
+        listeners = await client.recv()
+        assert listeners.type_url == LISTENER, content
+        await client.ack(listeners, subscribed[LISTENER])
         env.set(*world("v2"))
 
 
@@ -392,10 +396,11 @@ async def test_routing_scopes_are_a_full_set_that_waits_for_clusters_but_not_for
     assert cds.type_url == CLUSTER
     await client.expect_silence(0.15)  # listeners and scopes wait for the clusters
     await client.ack(cds)
-    lds, srds = await client.recv(), await client.recv()
-    assert (lds.type_url, srds.type_url) == (LISTENER, SCOPED_ROUTE)  # SRDS did not wait for LDS's ACK
-    assert names_of(srds) == ["s1"]
+    srds = await client.recv()
+    assert srds.type_url == SCOPED_ROUTE and names_of(srds) == ["s1"]  # SRDS does not wait for LDS
+    await client.expect_silence(0.15)  # the listener waits for the scopes' ACK
     await client.ack(srds)
+    assert (await client.recv()).type_url == LISTENER
     env.set(res(CLUSTER, "c"), res(LISTENER, "l"), res(SCOPED_ROUTE, "s1"), res(SCOPED_ROUTE, "s2"),
             res(ROUTE, "t1"))
     assert names_of(await client.recv()) == ["s1", "s2"]  # the whole set, not the new scope alone
@@ -411,14 +416,18 @@ async def test_old_scopes_are_kept_while_the_listener_that_selects_them_still_ru
     await client.ack(await client.recv())
     await client.ack(await client.recv())
     env.set(res(LISTENER, "l", "h2"), res(SCOPED_ROUTE, "l/h2/s"))
-    lds, srds = await client.recv(), await client.recv()
-    assert lds.type_url == LISTENER and names_of(srds) == ["l/h1/s", "l/h2/s"]  # old one kept
+    srds = await client.recv()
+    assert names_of(srds) == ["l/h1/s", "l/h2/s"]  # old one kept
     await client.ack(srds)
+    lds = await client.recv()
+    assert lds.type_url == LISTENER
     await client.nack(lds, error="listener l: rejected")
     await client.expect_silence()  # the old listener still runs: its scopes stay
     env.set(res(LISTENER, "l", "h3"), res(SCOPED_ROUTE, "l/h3/s"))
-    lds, srds = await client.recv(), await client.recv()
+    srds = await client.recv()
     assert {"l/h1/s", "l/h3/s"} <= set(names_of(srds))  # (it holds l/h2/s too: kept as well)
     await client.ack(srds)
+    lds = await client.recv()
+    assert lds.type_url == LISTENER
     await client.ack(lds)
     assert names_of(await client.recv()) == ["l/h3/s"]  # the listener caught up: old scopes go
