@@ -19,7 +19,7 @@ same way, tagged by the destination cluster's stat name:
 `envoy.modelroute_variant.requests.cluster.<cluster>.code.<status>:1|c` and one sample per
 request of `duration`, `ttft` (time to first token), `prompt_tokens` and
 `completion_tokens` (`envoy.modelroute_variant.<stat>.cluster.<cluster>:<value>|ms`). A
-failover pair (`failover/<primary>/<fallback>`) counts as its primary.
+failover pair (`failover/<primary>/<fallback>`) counts as its primary, in both.
 
 What is kept: per destination cluster (`modelserver/<ns>/<name>`) and per quarter second
 of arrival, the upstream responses by class (2xx/3xx/4xx/5xx, per attempt: what the
@@ -152,9 +152,10 @@ def _number(value: str) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
-def _variant_cluster(tag: str) -> str:
-    """The access log's cluster tag → the stat name `window()` looks up: a failover pair
-    (`failover/<primary>/<fallback>`) counts as its primary."""
+def _counted_as(tag: str) -> str:
+    """A cluster's stat name or the access log's cluster tag → the stat name `window()`
+    looks up: a failover pair (`failover/<primary>/<fallback>`, one cluster of its own
+    whose upstream counters Envoy keeps under its name) counts as its primary."""
     if tag.startswith("failover/"):
         parts = tag.split("/")
         return stat_name("/".join(parts[1:4]))
@@ -170,9 +171,9 @@ def _parse_variant(name: str, kind: str) -> tuple[str, str] | None:
         cluster, sep, code = tagged.rpartition(_CODE_SUFFIX)
         if not sep or not cluster or cluster == "-" or not code.isdigit() or not 100 <= int(code) <= 599:
             return None
-        return _variant_cluster(cluster), f"code/{int(code)}"
+        return _counted_as(cluster), f"code/{int(code)}"
     if stat in SAMPLES and kind == "ms":
-        return _variant_cluster(tagged), stat
+        return _counted_as(tagged), stat
     return None
 
 
@@ -198,7 +199,7 @@ def parse_line(line: str) -> tuple[str, str, float] | None:
         return None
     if (stat == _LATENCY) != (kind == "ms"):
         return None
-    return cluster, stat, number
+    return _counted_as(cluster), stat, number
 
 
 class StatsCollector:

@@ -25,7 +25,7 @@ PATH = "/v1/chat/completions"
 
 def canary_manifests(directory: Path, *, port: int, interval: str = "2s", step: int = 30, max_failures: int = 2,
                      min_requests: int = 10, sticky_header: str | None = None,
-                     split: tuple[int, int] = (90, 10), canary_name: str = "v2") -> None:
+                     split: tuple[int, int] = (90, 10), canary_name: str = "v2", fallback: bool = False) -> None:
     canary: dict[str, Any] = {"enabled": True, "trafficSplit": {"stable": split[0], "canary": split[1]},
                               "analysis": {"threshold": 95, "interval": interval, "stepWeight": step,
                                            "maxFailures": max_failures, "minRequests": min_requests}}
@@ -35,7 +35,9 @@ def canary_manifests(directory: Path, *, port: int, interval: str = "2s", step: 
         infer("v1"), infer(canary_name),
         server("v1", port=port, path="/v1/models/v1"),
         server(canary_name, port=port, path="/v1/models/v2"),
-        route("chat", path="/v1/chat", routes=[dest("v1"), dest(canary_name)], canary=canary),
+        route("chat", path="/v1/chat", routes=[dest("v1"), dest(canary_name)], canary=canary,
+              **({"fallback": {"modelServerRef": {"name": "fb"}}} if fallback else {})),
+        *([infer("fb"), server("fb", port=port, path="/v1/models/fb")] if fallback else []),
     ])
 
 

@@ -71,6 +71,20 @@ async def test_a_canary_named_like_an_envoy_stat_scope_is_judged_too(tmp_path: P
         assert _route_status(tmp_path)["canary"]["lastSuccessRate"] == 100.0
 
 
+async def test_a_canary_behind_a_fallback_is_judged_too(tmp_path: Path) -> None:
+    """With a fallback, each variant is reached through its failover pair's own cluster,
+    whose upstream counters count as the variant's (an acceptance probe found such a
+    rollout held at its first split forever: "0 requests")."""
+    port = new_port()
+    canary_manifests(tmp_path, port=port, interval="1s", step=50, fallback=True)
+    async with running(tmp_path) as app:
+        async with watch_splits(app) as splits, steady_load(port) as load:
+            await wait_phase(app, "Promoted", timeout=30)
+        assert splits.seen == [(90, 10), (40, 60), (0, 100)]
+        assert not load.errors and {who for _, _, who in load.replies} == {"v1", "v2"}
+        assert _route_status(tmp_path)["canary"]["lastSuccessRate"] == 100.0
+
+
 async def test_failing_canary_is_rolled_back_while_stable_keeps_serving(tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="controller.canary.runner")

@@ -28,6 +28,12 @@ def test_parse_keeps_response_classes_and_latency_per_cluster() -> None:
     assert parse_line("envoy.cluster.modelserver/ns/x.upstream_rq_2xx:nan|c") is None
     assert parse_line("envoy.http.x.downstream_rq_2xx:1|c") is None
     assert parse_line("garbage") is None
+    # A failover pair's own cluster counts as its primary (a canary behind a fallback:
+    # an acceptance probe found its rollout never moved, "0 requests").
+    assert parse_line("envoy.cluster.failover/modelserver/d/a_b/modelserver/d/fb.upstream_rq_2xx:4|c") == \
+        ("modelserver/d/a_b", "upstream_rq_2xx", 4.0)
+    assert parse_line("envoy.cluster.failover/modelserver/d/a/modelserver/d/fb.upstream_rq_time:9|ms") == \
+        ("modelserver/d/a", "upstream_rq_time", 9.0)
 
 
 def test_a_cluster_named_like_a_sub_scope_keeps_its_stats() -> None:
