@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from routing_engine.api.references import ALLOW_FROM_ANNOTATION, allows_from
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer, ResourceRequirements
 from routing_engine.world import ConditionView, ObjectStatus
 
@@ -106,10 +107,18 @@ def model_env(model: Model) -> list[Obj]:
             {"name": "PORT", "value": str(MODEL_PORT)}]
 
 
+def cross_namespace_model(model: Model, infer: ModelInfer) -> str:
+    """Why `infer` may not use `model` of another namespace (SPEC 3.7)."""
+    return (f"spec.modelRef: Model {model.metadata.namespace}/{model.metadata.name} does not allow references "
+            f"from namespace {infer.metadata.namespace} (annotation {ALLOW_FROM_ANNOTATION})")
+
+
 def deployment(infer: ModelInfer, model: Model | None) -> Obj:
     if model is None:
         raise WorkloadError("ModelNotFound", f"Model {infer.spec.model_ref.namespace or infer.metadata.namespace}/"
                                              f"{infer.spec.model_ref.name} does not exist")
+    if not allows_from(model, infer.metadata.namespace):
+        raise WorkloadError("NetworkPolicyViolation", cross_namespace_model(model, infer))
     if model.spec.runtime is None:
         raise WorkloadError("ValidationFailed", f"{model.key}: spec.runtime.image is required to run it")
     spec = infer.spec

@@ -28,8 +28,9 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from controller.kubernetes.registry_status import model_status, model_users, policy_target, policy_target_problem
-from controller.kubernetes.workloads import WorkloadError, infer_status, policy_for
+from controller.kubernetes.workloads import WorkloadError, cross_namespace_model, infer_status, policy_for
 from controller.local.status_view import ReplicaCounts
+from routing_engine.api.references import allows_from
 from routing_engine.api.resources import AutoscalingPolicy, Model, ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource
 from routing_engine.world import ConditionView, ObjectStatus
 
@@ -85,6 +86,11 @@ def _infer_status(infer: ModelInfer, models: Mapping[ObjectKey, Model], counts: 
         status, _ = infer_status(infer, None, error=WorkloadError(
             "ModelNotFound", f"spec.modelRef: Model {ref.namespace}/{ref.name} does not exist (embedded mode still "
                              f"runs {running} mock replica(s) for it; a cluster would run none)"))
+        return status
+    if not allows_from(models[ref], infer.metadata.namespace):
+        status, _ = infer_status(infer, None, error=WorkloadError(
+            "NetworkPolicyViolation", f"{cross_namespace_model(models[ref], infer)} (embedded mode still runs "
+                                      f"{running} mock replica(s) for it; a cluster would run none)"))
         return status
     # The replica runtime as the Deployment it stands in for: the same rules as a cluster.
     desired = counts.desired if counts is not None else infer.spec.replicas

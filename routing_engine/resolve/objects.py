@@ -15,8 +15,6 @@ from typing import Any
 
 from routing_engine.api.resources import ModelInfer, ModelRoute, ModelServer, ObjectKey, Resource, Secret
 
-ALLOW_FROM_ANNOTATION = "networking.matrixinfer.ai/allow-from"
-
 AgeKey = tuple[bool, datetime, str, str]
 _INDEXED = (ModelServer.KIND, ModelRoute.KIND, ModelInfer.KIND, Secret.KIND)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -95,19 +93,3 @@ def _parse_timestamp(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
-
-
-def allows_from(target: Resource, namespace: str) -> bool:
-    """SPEC 3.7: may an object in `namespace` refer to `target`?
-
-    Same namespace always; otherwise only if the target object itself carries the
-    annotation `networking.matrixinfer.ai/allow-from` listing `namespace` (comma
-    separated, spaces ignored) or `*`. The annotation sits on the referenced object, not
-    on a Namespace object, because the engine sees only manifests: the owner of the
-    referenced object grants access, and a test can show it.
-    """
-    if target.metadata.namespace == namespace:
-        return True
-    allowed = target.metadata.annotations.get(ALLOW_FROM_ANNOTATION, "")
-    entries = {entry.strip() for entry in allowed.split(",")}
-    return "*" in entries or namespace in entries

@@ -47,7 +47,8 @@ from routing_engine.resolve.conditions import (
 )
 from routing_engine.resolve.groups import Group, build_groups, canary_group, destination
 from routing_engine.resolve.matching import front_door_match, prefix_path, segments
-from routing_engine.resolve.objects import ObjectIndex, allows_from
+from routing_engine.api.references import allows_from
+from routing_engine.resolve.objects import ObjectIndex
 from routing_engine.resolve.servers import DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, ServerOutcome
 from routing_engine.world import CanaryGroup
 

@@ -49,7 +49,8 @@ from routing_engine.api.types import ForPlugin, parse_duration_ms
 from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, VALIDATION_FAILED, Problem, problem
 from routing_engine.resolve.material import Material, auth_policy, tls_certificate
 from routing_engine.resolve.matching import prefix_path
-from routing_engine.resolve.objects import ObjectIndex, age_key, allows_from
+from routing_engine.api.references import allows_from
+from routing_engine.resolve.objects import ObjectIndex, age_key
 from routing_engine.world import BackendEndpoint, Target
 
 DEFAULT_TIMEOUT_MS = 60_000

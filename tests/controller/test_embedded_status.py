@@ -58,6 +58,19 @@ def test_model_infers_as_kubernetes_mode_reports_them() -> None:
     assert "runs 2 mock replica(s)" in ready(orphan).message
 
 
+def test_a_model_of_another_namespace_must_allow_it() -> None:
+    shared = KIND_BY_NAME["Model"].model_validate({**MODEL.manifest(), "metadata": {"name": "llama",
+                                                                                    "namespace": "models"}})
+    user = KIND_BY_NAME["ModelInfer"].model_validate({"apiVersion": WORKLOAD, "kind": "ModelInfer", "metadata": {
+        "name": "user", "namespace": "team2"}, "spec": {"modelRef": {"name": "llama", "namespace": "models"}}})
+    found = ready(workload_statuses([shared, user], {})[0][ObjectKey("ModelInfer", "team2", "user")])
+    assert (found.reason, "from namespace team2" in found.message) == ("NetworkPolicyViolation", True)
+    allowing = shared.model_copy(update={"metadata": shared.metadata.model_copy(
+        update={"annotations": {"networking.matrixinfer.ai/allow-from": "team2"}})})
+    found = ready(workload_statuses([allowing, user], {})[0][ObjectKey("ModelInfer", "team2", "user")])
+    assert found.reason != "NetworkPolicyViolation"
+
+
 def test_models_and_policies_as_kubernetes_mode_reports_them() -> None:
     objects = [MODEL, infer("a"), policy("a-first", "a"), policy("a-second", "a"), policy("nowhere", "missing")]
     statuses, extras = workload_statuses(objects, {key("ModelInfer", "a"): ReplicaStatus(2, 1, 0)})

@@ -86,6 +86,19 @@ def test_missing_model_or_runtime_is_a_workload_error() -> None:
     assert info.value.reason == "ValidationFailed"
 
 
+def test_a_model_of_another_namespace_must_allow_it() -> None:
+    """SPEC 3.7 for spec.modelRef (an acceptance probe found it unchecked)."""
+    other = model()
+    other["metadata"]["namespace"] = "team2"
+    infer = infer_of(modelRef={"name": other["metadata"]["name"], "namespace": "team2"})
+    with pytest.raises(workloads.WorkloadError) as info:
+        workloads.deployment(infer, Model.model_validate(other))
+    assert info.value.reason == "NetworkPolicyViolation"
+    assert "Model team2/" in info.value.message and "from namespace default" in info.value.message
+    other["metadata"]["annotations"] = {"networking.matrixinfer.ai/allow-from": "ops, default"}
+    assert workloads.deployment(infer, Model.model_validate(other))["kind"] == "Deployment"
+
+
 def test_service_selects_the_pods() -> None:
     infer = infer_of()
     svc = workloads.service(infer)
