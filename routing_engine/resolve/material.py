@@ -22,6 +22,7 @@ from routing_engine import ir, names
 from routing_engine.envoy_rules import certificate_problem
 from routing_engine.jwks import provider_problem
 from routing_engine.api.resources import ModelServer, Secret
+from routing_engine.api.types import HEADER_NAME_PATTERN
 from routing_engine.resolve.conditions import MODEL_NOT_FOUND, VALIDATION_FAILED, Problem, problem
 from routing_engine.resolve.objects import ObjectIndex
 
@@ -34,7 +35,7 @@ _TEXT_FIELDS = {
     "jwt": (("issuer", True), ("audience", False), ("jwksUri", False), ("jwksSecretName", False)),
     "apiKey": (("secretName", True), ("header", False)),
 }
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_HEADER_NAME = re.compile(HEADER_NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
