@@ -61,6 +61,12 @@ class ManifestError:
         return None
 
 
+def refused_keys(errors: typing.Iterable[ManifestError]) -> frozenset[ObjectKey]:
+    """The objects these errors name (`World.refused`): present in their source, but
+    invalid. Some may also be in the source's objects at a last good version."""
+    return frozenset(key for error in errors if (key := error.object_key) is not None)
+
+
 def one_line(text: str) -> str:
     """Collapse white space so an error can never span lines (and break `grep`)."""
     return " ".join(text.split())
