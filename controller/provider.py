@@ -30,7 +30,7 @@ from itertools import chain
 from types import MappingProxyType
 from typing import Protocol
 
-from routing_engine.api.errors import ManifestError
+from routing_engine.api.errors import ManifestError, refused_keys
 from routing_engine.api.resources import ObjectKey, Resource
 from routing_engine.world import BackendEndpoint, World
 
@@ -69,9 +69,14 @@ class ProviderState:
         """The objects in parts: `parts`, or the objects as one part."""
         return self.parts if self.parts or not self.objects else (self.objects,)
 
+    @property
+    def refused(self) -> frozenset[ObjectKey]:
+        """The objects the source holds but left out as invalid (`World.refused`)."""
+        return refused_keys(self.errors)
+
     def world(self, live_weights: Mapping[ObjectKey, tuple[int, int]] | None = None) -> World:
         return World(self.objects, MappingProxyType(dict(self.endpoints)),
-                     MappingProxyType(dict(live_weights or {})))
+                     MappingProxyType(dict(live_weights or {})), self.refused)
 
 
 Publish = Callable[[ProviderState], Awaitable[None]]

@@ -274,8 +274,10 @@ class App:
         if previous is None or state.objects != previous.objects:
             parts = state.split()
             plugs.canary.set_routes(self._rollout_inputs(parts))
-            self.loop.set_objects(state.objects)
+            self.loop.set_objects(state.objects, state.refused)
             self.probe.set_objects(self._probed(parts))
+        elif state.errors != previous.errors and state.refused != previous.refused:
+            self.loop.set_objects(state.objects, state.refused)  # "not found" becomes "exists but is invalid"
         if dict(state.endpoints) != dict(previous.endpoints if previous is not None else {}):
             self._feed_endpoints()
         if plugs.workloads is not None:

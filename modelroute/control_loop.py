@@ -146,6 +146,7 @@ class ControlLoop:
             self._readiness = readiness_resources(placement.listen_address or "0.0.0.0", placement.readiness_port)
         self._cache: SnapshotCache | None = None
         self._objects: tuple[Resource, ...] = ()
+        self._refused: frozenset[ObjectKey] = frozenset()
         self._endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]] = MappingProxyType({})
         self._live_weights: Mapping[ObjectKey, tuple[int, int]] = MappingProxyType({})
         self._groups: set[str] = {GATEWAY}
@@ -187,8 +188,10 @@ class ControlLoop:
 
     # --- inputs ----------------------------------------------------------------------
 
-    def set_objects(self, objects: Sequence[Resource]) -> None:
+    def set_objects(self, objects: Sequence[Resource], refused: frozenset[ObjectKey] = frozenset()) -> None:
+        """`refused`: the objects the provider holds but left out as invalid (`World.refused`)."""
         self._objects = tuple(objects)
+        self._refused = refused
         if self.metrics is not None:
             self.metrics.objects.set(self._objects)  # counted by kind when scraped
         self._changed("objects")
@@ -368,7 +371,7 @@ class ControlLoop:
         seen = self._changes
         compiling, self._pending_since = self._pending_since, {}
         effective = self.quarantine.effective(self._objects)
-        world = World(effective, self._endpoints, self._live_weights)
+        world = World(effective, self._endpoints, self._live_weights, self._refused)
         with self.tracer.span("modelroute.push", objects=len(world.objects),
                               inputs=",".join(sorted(compiling))) as push:
             for group in sorted(self._groups):

@@ -47,6 +47,10 @@ class World:
     # ModelRoute key → live (stable, canary) weights set by the canary controller; they
     # replace the spec's trafficSplit without rewriting the user's spec (SPEC 3.4).
     live_weights: Mapping[ObjectKey, tuple[int, int]] = field(default_factory=lambda: _EMPTY)
+    # Objects the source holds but left out as invalid (their errors say why): a reference
+    # to one is reported as invalid, not as missing. A key that is also in `objects` (a
+    # last good version the source still serves) is not refused.
+    refused: frozenset[ObjectKey] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ Decisions (KServe/Deployment conventions where the spec is silent):
   and its EndpointSlices are what the provider turns into engine endpoints.
 - Resources: the Model's `runtime.resources`, overridden key by key by the ModelInfer's
   `resources`. Extended resources such as `nvidia.com/gpu` cannot be overcommitted in
-  Kubernetes (request must equal limit), so for them the limit (else the request) is
-  written as both.
+  Kubernetes (request must equal limit); each object has them so (the API models refuse
+  anything else, `routing_engine.api.quantities`), but a ModelInfer's limit can override
+  the Model's, so the merged limit is written as both.
 - `spec.replicas` of the ModelInfer is the Deployment's replica count; an HPA scales the
   ModelInfer through its scale subresource and the reconciler carries the count over.
 - LoRA adapters (ext, issue 18): the declared list goes to the container as
@@ -87,9 +88,7 @@ def merged_resources(base: ResourceRequirements | None, override: ResourceRequir
             limits.update({k: str(v) for k, v in source.limits.items()})
     for name in sorted(set(requests) | set(limits)):
         if "/" in name:  # extended resource (nvidia.com/gpu): request == limit
-            value = limits.get(name, requests.get(name))
-            assert value is not None
-            requests[name] = limits[name] = value
+            requests[name] = limits[name]  # validated: a request of one always comes with its limit
     result: Obj = {}
     if requests:
         result["requests"] = dict(sorted(requests.items()))

@@ -20,6 +20,7 @@ import sys
 import yaml
 
 from routing_engine import engine
+from routing_engine.api.errors import refused_keys
 from routing_engine.api.loader import load_manifests
 from routing_engine import plugins as plugin
 from routing_engine.world import Compiled, Target, World
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     compiler = engine.Compiler(plugin.with_builtin(plugin.discover()))
     target = Target(role=args.role, privileged_port_offset=args.port_offset)
-    compiled = compiler.compile(World(objects=tuple(objects)), target)
+    compiled = compiler.compile(World(objects=tuple(objects), refused=refused_keys(errors)), target)
     failed = problems(compiled)
     for line in failed:
         print(line, file=sys.stderr)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
 import types
 import typing
@@ -22,10 +21,9 @@ from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
 from routing_engine.api.resources import ObjectKey
-from routing_engine.api.types import FieldError
+from routing_engine.api.types import FieldError, show
 
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_MAX_SHOWN = 60
 _MAX_RULE = 400
 
 
@@ -63,31 +61,15 @@ class ManifestError:
         return None
 
 
+def refused_keys(errors: typing.Iterable[ManifestError]) -> frozenset[ObjectKey]:
+    """The objects these errors name (`World.refused`): present in their source, but
+    invalid. Some may also be in the source's objects at a last good version."""
+    return frozenset(key for error in errors if (key := error.object_key) is not None)
+
+
 def one_line(text: str) -> str:
     """Collapse white space so an error can never span lines (and break `grep`)."""
     return " ".join(text.split())
-
-
-def show(value: Any) -> str:
-    """A short rendering of user input for messages: strings quoted, containers by kind."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int):
-        return str(value) if abs(value) < 10**18 else "a huge number"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return repr(value)
-        return repr(value) if abs(value) < 1e18 else "a huge number"
-    if isinstance(value, str):
-        text = value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "..."
-        return json.dumps(text, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
 
 
 def format_path(loc: typing.Sequence[str | int]) -> str:

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line, show
+from routing_engine.api.errors import ManifestError, format_path, from_pydantic, one_line
 from routing_engine.api.extensions import ExtensionModels, parse_extensions
 from routing_engine.api.resources import DEFAULT_NAMESPACE, KIND_BY_NAME, ModelServer, ObjectKey, Resource, Secret
+from routing_engine.api.types import show
 from routing_engine.envoy_rules import certificate_problem, jwks_problem
 
 __all__ = ["MANIFEST_SUFFIXES", "ManifestError", "load_manifests", "load_text", "parse_document"]

@@ -8,12 +8,18 @@ belong to `routing_engine.resolve`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
+from routing_engine.api.quantities import Quantity, requirements_problem
 from routing_engine.envoy_rules.uri import parse_jwks_uri
 from routing_engine.api.types import (
+    HEADER_NAME_PATTERN,
+    MAX_HEADER_NAME,
     PREFIX_PATH_SCHEMA,
     Duration,
     FieldError,
@@ -26,11 +32,12 @@ from routing_engine.api.types import (
     Port,
     PositiveInt32,
     PositiveReplicas,
-    Quantity,
     Replicas,
     ResourceName,
     RoutePath,
     Spec,
+    check_dns_subdomain,
+    show,
 )
 
 DEFAULT_NAMESPACE = "default"
@@ -230,14 +237,18 @@ class AuthenticationSpec(Spec):
 
     @model_validator(mode="after")
     def _check_config(self) -> "AuthenticationSpec":
+        """Every rule on `config` that needs no other object, so that `validate` and the
+        admission webhook refuse what the engine would (resolve checks these again, in
+        `resolve.material`, and must never be the first to)."""
         if not self.enabled:
             return self
         cfg = self.config
+        allowed = _AUTH_CONFIG[self.type]
+        unknown = sorted(set(cfg) - allowed)
+        if unknown:
+            raise FieldError(f"config.{unknown[0]}",
+                             f"unknown field for type {self.type} (known: {', '.join(sorted(allowed))})")
         if self.type == "jwt":
-            allowed = {"issuer", "audience", "audiences", "jwksUri", "jwksSecretName", "forwardHeader"}
-            unknown = sorted(set(cfg) - allowed)
-            if unknown:
-                raise FieldError(f"config.{unknown[0]}", f"unknown field for type jwt (known: {', '.join(sorted(allowed))})")
             if not isinstance(cfg.get("issuer"), str) or not cfg.get("issuer"):
                 raise FieldError("config.issuer", "is required for type jwt")
             if not cfg.get("jwksUri") and not cfg.get("jwksSecretName"):
@@ -249,17 +260,48 @@ class AuthenticationSpec(Spec):
                 parsed = parse_jwks_uri(uri) if isinstance(uri, str) else "must be an http(s) URL"
                 if isinstance(parsed, str):
                     raise FieldError("config.jwksUri", parsed)
-            for field in ("audience", "jwksSecretName"):
-                if field in cfg and not isinstance(cfg[field], str):
-                    raise FieldError(f"config.{field}", "must be a string")
+            if "audience" in cfg:
+                _non_empty_text(cfg, "audience")
+            audiences = cfg.get("audiences", [])
+            if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
+                raise FieldError("config.audiences", f"{show(audiences)} must be a list of non-empty strings")
+            forward = cfg.get("forwardHeader", False)
+            if not isinstance(forward, bool):
+                raise FieldError("config.forwardHeader", f"{show(forward)} must be true or false")
+            if "jwksSecretName" in cfg:
+                _secret_name(cfg, "jwksSecretName")
         else:
-            allowed = {"secretName", "header"}
-            unknown = sorted(set(cfg) - allowed)
-            if unknown:
-                raise FieldError(f"config.{unknown[0]}", f"unknown field for type apiKey (known: {', '.join(sorted(allowed))})")
             if not isinstance(cfg.get("secretName"), str) or not cfg.get("secretName"):
                 raise FieldError("config.secretName", "is required for type apiKey")
+            _secret_name(cfg, "secretName")
+            if "header" in cfg:
+                header = _non_empty_text(cfg, "header")
+                if len(header) > MAX_HEADER_NAME or not re.match(HEADER_NAME_PATTERN, header):
+                    raise FieldError("config.header", f"{show(header)} is not an HTTP header name (letters, digits "
+                                                      f"and !#$%&'*+-.^_`|~, at most {MAX_HEADER_NAME} characters)")
         return self
+
+
+_AUTH_CONFIG = {
+    "jwt": frozenset({"issuer", "audience", "audiences", "jwksUri", "jwksSecretName", "forwardHeader"}),
+    "apiKey": frozenset({"secretName", "header"}),
+}
+
+
+def _non_empty_text(cfg: dict[str, Any], field: str) -> str:
+    value = cfg[field]
+    if not isinstance(value, str) or not value:
+        raise FieldError(f"config.{field}", f"{show(value)} must be a non-empty string")
+    return value
+
+
+def _secret_name(cfg: dict[str, Any], field: str) -> None:
+    """A Secret's name is a DNS-1123 subdomain: anything else could never be found."""
+    name = _non_empty_text(cfg, field)
+    try:
+        check_dns_subdomain(name)
+    except ValueError as err:
+        raise FieldError(f"config.{field}", str(err)) from None
 
 
 class TLSSpec(Spec):
@@ -445,6 +487,33 @@ class ModelRoute(Resource):
     spec: ModelRouteSpec = Field(description="The desired state of the ModelRoute")
     status: Status | None = Field(default=None, description=_STATUS)
 
+    @model_validator(mode="after")
+    def _canary_servers(self) -> "ModelRoute":
+        """SPEC 3.4 on the route alone: the canary group's two destinations are two
+        ModelServers. Here, not on the spec: `{name: a}` and `{name: a, namespace: ns}`
+        are one server exactly when ns is this route's namespace."""
+        if self.spec.canary is None or not self.spec.canary.enabled:
+            return self
+        pairs = [entries for entries in self.spec.groups() or () if len(entries) == 2]
+        if len(pairs) == 1:
+            same = self.same_server_canary(*pairs[0])
+            if same is not None:
+                raise same
+        return self
+
+    def same_server_canary(self, stable: int, canary: int) -> FieldError | None:
+        """The error when the canary group's entries `stable` and `canary` send to one
+        ModelServer: that is no canary (nothing to compare, and the weights would only
+        add up). The engine asks it too, for the groups it finds with the front door."""
+        namespace = self.metadata.namespace
+        first, second = (self.spec.routes[i].destination.model_server_ref.resolve(ModelServer.KIND, namespace)
+                         for i in (stable, canary))
+        if first != second:
+            return None
+        return FieldError(("spec", "routes", canary, "destination", "modelServerRef"),
+                          f"the canary destination is {second}, as is the stable one (spec.routes[{stable}]); a "
+                          "canary needs two different ModelServers, stable then canary")
+
 
 # --- workload.matrixinfer.ai/v1alpha1 ---------------------------------------------------
 
@@ -457,6 +526,14 @@ class ResourceRequirements(Spec):
     limits: dict[str, Quantity] = Field(default_factory=dict, description="The most each replica may use; GPUs "
                                                                           "and other extended resources: request = "
                                                                           "limit")
+
+    @model_validator(mode="after")
+    def _as_kubernetes_checks(self) -> "ResourceRequirements":
+        """What the API server would refuse in a container's resources (routing_engine.api.quantities)."""
+        problem = requirements_problem(self.requests, self.limits)
+        if problem is not None:
+            raise FieldError(*problem)
+        return self
 
 
 class AutoscalingSpec(Spec):
@@ -612,7 +689,8 @@ class AutoscalingPolicy(Resource):
 
 class Secret(Resource):
     """A core/v1 Secret as we read it: `data` is base64, `stringData` is plain text.
-    `repr` never shows the values."""
+    `repr` never shows the values. Keys and `data` values are checked as the API server
+    checks them (a manifest it would refuse is refused here too, naming the key)."""
 
     API_VERSION: ClassVar[str] = "v1"
     KIND: ClassVar[str] = "Secret"
@@ -629,18 +707,50 @@ class Secret(Resource):
     data: dict[str, str] = Field(default_factory=dict, repr=False)
     string_data: dict[str, str] = Field(default_factory=dict, repr=False)
 
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, data: dict[str, str]) -> dict[str, str]:
+        for key in sorted(data):
+            _check_secret_key(key)
+            if decode_secret_data(data[key]) is None:
+                raise FieldError((key,), "is not base64 (the standard alphabet, with = padding), which the API "
+                                         "server refuses; write plain text under stringData instead")
+        return data
+
+    @field_validator("string_data")
+    @classmethod
+    def _keys(cls, data: dict[str, str]) -> dict[str, str]:
+        for key in sorted(data):
+            _check_secret_key(key)
+        return data
+
     def value(self, key: str) -> bytes | None:
         """The decoded value of `key` (stringData wins, as in Kubernetes), or None."""
-        import base64
-        import binascii
-
         if key in self.string_data:
             return self.string_data[key].encode()
         if key in self.data:
-            try:
-                return base64.b64decode(self.data[key], validate=True)
-            except (binascii.Error, ValueError):
-                return None
+            return decode_secret_data(self.data[key])
+        return None
+
+
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _check_secret_key(key: str) -> None:
+    """The API server's rule for Secret and ConfigMap keys (IsConfigMapKey): they become
+    file names in a volume."""
+    if len(key) > 253 or not _SECRET_KEY.match(key):
+        raise FieldError((key,), "key must be at most 253 letters, digits, '-', '_' or '.'")
+    if key in (".", "..") or key.startswith(".."):
+        raise FieldError((key,), "key must not be '.' or '..' or start with '..'")
+
+
+def decode_secret_data(text: str) -> bytes | None:
+    """A `data` value as the API server decodes it (Go's standard base64, which skips
+    line breaks: a PEM pasted as folded base64 is fine), or None when it refuses it."""
+    try:
+        return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError):
         return None
 
 

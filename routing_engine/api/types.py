@@ -7,6 +7,8 @@ round-trip unchanged) and are parsed to milliseconds where the engine needs a nu
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,10 +42,6 @@ DURATION_PATTERN = r"^((\d+(\.\d+)?)(ms|h|m|s))+$"
 _PART = r"(\d+(\.\d+)?(ms|h|m|s))"
 _NONZERO_PART = r"((\d*[1-9]\d*(\.\d+)?|\d+\.\d*[1-9]\d*)(ms|h|m|s))"
 POSITIVE_DURATION_PATTERN = rf"^{_PART}*{_NONZERO_PART}{_PART}*$"
-# Kubernetes resource.Quantity, as controller-gen writes it into CRDs.
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 # About 10 years: far inside protobuf Duration's bound (315,576,000,000 s, 10,000 years)
 # and Envoy's millisecond conversions, so Envoy never rejects one.
@@ -61,6 +59,7 @@ class FieldError(ValueError):
         self.path: tuple[str | int, ...] = tuple(path.split(".")) if isinstance(path, str) else path
         shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path).lstrip(".")
         super().__init__(f"{shown}: {rule}")
+        self.field = shown
         self.rule = rule
 
 
@@ -112,7 +111,7 @@ def _check_duration(text: str) -> str:
     return text
 
 
-def _check_dns_subdomain(text: str) -> str:
+def check_dns_subdomain(text: str) -> str:
     if len(text) > 253 or not re.match(DNS1123_SUBDOMAIN, text):
         raise ValueError(
             f'"{text}" is not a DNS-1123 name (lower case letters, digits, "-" and ".", '
@@ -139,7 +138,7 @@ Duration = Annotated[
 ]
 ResourceName = Annotated[
     str,
-    AfterValidator(_check_dns_subdomain),
+    AfterValidator(check_dns_subdomain),
     WithJsonSchema({"type": "string", "pattern": DNS1123_SUBDOMAIN, "maxLength": 253}),
 ]
 NamespaceName = Annotated[
@@ -159,11 +158,42 @@ MAX_REPLICAS = 1000
 Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS, strict=True)]
 PositiveReplicas = Annotated[int, Field(ge=1, le=MAX_REPLICAS, strict=True)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
-HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$", max_length=256)]
+# An HTTP header name (RFC 9110 token characters), as Envoy accepts one.
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+MAX_HEADER_NAME = 256
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN, max_length=MAX_HEADER_NAME)]
 
 
 def _shown(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+_MAX_SHOWN = 60
+
+
+def show(value: Any) -> str:
+    """A short rendering of user input for messages, in the manifest's own spelling
+    (`null`, `true`, `.inf`, strings quoted; containers by kind), never a Python repr."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**18 else "a huge number"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value) if abs(value) < 1e18 else "a huge number"
+    if isinstance(value, str):
+        text = value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "..."
+        return json.dumps(text, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def _check_regex(text: str) -> str:
@@ -218,11 +248,12 @@ def _coerce_string_match(value: Any) -> Any:
         return match
     if isinstance(value, (dict, StringMatch)):
         return value
-    shown = "true" if value is True else "false" if value is False else str(value)[:40]
-    raise ValueError(
-        f'{shown} must be a string (exact match; quote it: "{shown}") or a mapping with one '
-        "of exact, prefix, regex, present"
-    )
+    shown = show(value)
+    scalar = isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value))
+    quote = f'; quote it: "{shown}"' if scalar else ""
+    anything = " (to match any value: present: true)" if value is None else ""  # `x: ~`
+    raise ValueError(f"{shown} must be a string (exact match{quote}) or a mapping with one of exact, prefix, "
+                     f"regex, present{anything}")
 
 
 # A string or an object: a structural CRD schema cannot say "string or object" (a node
@@ -280,27 +311,3 @@ RoutePath = Annotated[
     WithJsonSchema({"type": "string", "pattern": rf"^/[{_PATH_CHARS}]*$", "not": {"pattern": r"//|\*\*"}}),
 ]
 PREFIX_PATH_SCHEMA = {"type": "string", "pattern": rf"^/[{_PREFIX_PATH_CHARS}]*$", "not": {"pattern": "//"}}
-
-
-def _check_quantity(value: Any) -> Any:
-    """Kubernetes quantities are integers or strings like "2Gi", "500m"; a YAML float such
-    as 0.5 is not accepted by the API server's CRD validation either, so say how to quote it."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        hint = f' (quote it: "{value}")' if isinstance(value, float) else ""
-        raise ValueError(f"{str(value)[:40]} is not a quantity like 1, \"500m\" or \"2Gi\"{hint}")
-    if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
-        raise ValueError(f'"{value[:60]}" is not a quantity like 1, "500m" or "2Gi"')
-    return value
-
-
-Quantity = Annotated[
-    str | int,
-    BeforeValidator(_check_quantity),
-    WithJsonSchema(
-        {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
-            "x-kubernetes-int-or-string": True,
-        }
-    ),
-]

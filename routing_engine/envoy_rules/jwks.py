@@ -44,6 +44,12 @@ def b64url(text: object) -> bytes | None:
         return None
 
 
+def _shown(value: object) -> str:
+    """A JSON value as JSON spells it (`null`, `"RS256"`), never a Python repr, cut short."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _big_int(text: object) -> int | None:
     raw = b64url(text)
     return None if raw is None or not raw else int.from_bytes(raw, "big")
@@ -55,7 +61,7 @@ def _alg_problem(key: dict[str, Any], kty: str) -> str | None:
         return None  # a non-string alg is ignored
     fits = {"RSA": alg.startswith(("RS", "PS")), "EC": alg.startswith("ES"), "oct": alg.startswith("HS"),
             "OKP": alg == "EdDSA"}[kty]
-    return None if fits else f"alg {alg!r} does not fit a {kty} key"
+    return None if fits else f"alg {_shown(alg)} does not fit a {kty} key"
 
 
 def _rsa_problem(key: dict[str, Any]) -> str | None:
@@ -77,11 +83,11 @@ def _ec_problem(key: dict[str, Any]) -> str | None:
     if crv is None:
         crv = _EC_ALG_CURVE.get(alg, "P-256") if isinstance(alg, str) else "P-256"
     if not isinstance(crv, str) or crv not in _CURVES:
-        return f"EC curve {crv!r} is not P-256, P-384 or P-521"
+        return f"EC curve {_shown(crv)} is not P-256, P-384 or P-521"
     if isinstance(alg, str) and alg in _EC_ALG_CURVE and _EC_ALG_CURVE[alg] != crv:
         return f"EC alg {alg} does not fit curve {crv}"
     if isinstance(alg, str) and alg not in _EC_ALG_CURVE:
-        return f"EC alg {alg!r} is not ES256, ES384 or ES512"
+        return f"EC alg {_shown(alg)} is not ES256, ES384 or ES512"
     x, y = _big_int(key.get("x")), _big_int(key.get("y"))
     if x is None or y is None:
         return "EC x or y is not a base64url string"
@@ -107,7 +113,7 @@ def key_problem(key: object) -> str | None:
         return "a key is not a JSON object"
     kty = key.get("kty")
     if not isinstance(kty, str) or kty not in ("RSA", "EC", "oct", "OKP"):
-        return f"kty {kty!r} is not RSA, EC, oct or OKP"
+        return f"kty {_shown(kty)} is not RSA, EC, oct or OKP"
     problem = _alg_problem(key, kty)
     if problem is not None:
         return problem

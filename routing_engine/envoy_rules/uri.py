@@ -14,6 +14,7 @@ fragment, so every fragment is refused.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -63,7 +64,7 @@ def parse_jwks_uri(uri: str) -> JwksUri | str:
         if not _is_ipv6(literal) or (rest and not rest.startswith(":")):
             return f"host {parts.netloc.partition(']')[0]}] is not an IPv6 address in brackets (no zone id)"
     elif not _is_host(host):
-        return f"host {host!r} is not a DNS name or IP address"
+        return f"host {json.dumps(host)} is not a DNS name or IP address"
     if port == 0:
         return "port 0 is not a port"
     return JwksUri(parts.scheme, host, port or (443 if parts.scheme == "https" else 80))

@@ -6,10 +6,12 @@ re-resolves that route and what depends on it, and downstream memos (assembly,
 translate) recognise unchanged outcomes by identity. What each memoized outcome
 depends on:
 - a ModelServer: itself, its ModelInfer, that ModelInfer's endpoints, the Secrets of
-  its namespace; claims: every contender's object and TLS/auth material;
+  its namespace, and whether that ModelInfer or those Secrets are refused
+  (`World.refused`); claims: every contender's object and TLS/auth material;
 - a ModelRoute: itself, its live weights, the outcomes of the servers it references
-  (and of its owners), and the paths whose owner it looked up (a server appearing,
-  changing or going away at one of them re-resolves it).
+  (and of its owners), whether those it references are refused, and the paths whose
+  owner it looked up (a server appearing, changing or going away at one of them
+  re-resolves it).
 An object handed back as a new but equal pydantic object (a provider re-parsed it)
 counts as unchanged.
 """
@@ -17,7 +19,7 @@ counts as unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -88,6 +90,7 @@ class Resolver:
         self._routes: dict[ObjectKey, _RouteMemo] = {}
         self._assembler = Assembler(target) if target is not None else None
         self._served_routes = ServedRoutes(target) if target is not None else None
+        self._refused: frozenset[ObjectKey] = frozenset()
         self._server_statuses: dict[ObjectKey, tuple[ServerOutcome, ObjectStatus]] = {}
         self._route_statuses: dict[ObjectKey, tuple[RouteOutcome, Mapping[int, str], ObjectStatus]] = {}
         self._backends_of: tuple[Mapping[ObjectKey, ServerOutcome] | None, Mapping[str, ServerOutcome]] = (None, {})
@@ -100,13 +103,19 @@ class Resolver:
             self._reset(target)
         assert self._assembler is not None and self._served_routes is not None
         index = self._index(world.objects)
+        if world.refused:
+            index = replace(index, refused=world.refused)
+        refused_changed = self._refused ^ world.refused  # rare: invalid objects came or went
+        self._refused = world.refused
         before = self._outcomes
-        servers, servers_changed = self._resolve_servers(index, world.endpoints, target)
+        servers, servers_changed = self._resolve_servers(index, world.endpoints, target, refused_changed)
         served = self._served if not servers_changed and self._served is not None else Served(servers)
         self._served = served
         moved_paths = {o.path for key in servers_changed for o in (before.get(key), servers.get(key))
                        if o is not None and o.compiled}
-        routes, routes_changed = self._resolve_routes(index, served, servers_changed, moved_paths, world.live_weights)
+        refs_changed = {key for key in refused_changed if key.kind == ModelServer.KIND}
+        routes, routes_changed = self._resolve_routes(index, served, servers_changed, moved_paths, world.live_weights,
+                                                      refs_changed)
         assembly = self._assembler.assemble(servers, bool(servers_changed), routes, routes_changed)
         statuses = self._statuses(servers, servers_changed, routes, routes_changed, assembly.shadowed, target)
         served_routes = self._served_routes.build(routes, routes_changed, servers)
@@ -177,13 +186,17 @@ class Resolver:
         return patched
 
     def _resolve_servers(
-        self, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]], target: Target
+        self, index: ObjectIndex, endpoints: Mapping[ObjectKey, tuple[BackendEndpoint, ...]], target: Target,
+        refused_changed: frozenset[ObjectKey],
     ) -> tuple[dict[ObjectKey, ServerOutcome], set[ObjectKey]]:
         """Every server's outcome, and the keys whose outcome is not last call's object."""
         inputs = (index.servers, index.infers, index.secrets, endpoints)
         last = self._server_inputs
+        # what a server's own checks read of the refused keys: its ModelInfer, its namespace's Secrets
+        refused_infers = {key for key in refused_changed if key.kind == ModelInfer.KIND}
+        refused_namespaces = {key.namespace for key in refused_changed if key.kind == Secret.KIND}
         if (last is not None and all(a is b for a, b in zip(inputs[:3], last[:3]))
-                and (endpoints is last[3] or endpoints == last[3])):
+                and (endpoints is last[3] or endpoints == last[3]) and not refused_infers and not refused_namespaces):
             return self._outcomes, set()  # the same objects (the index keeps unchanged kinds' mappings)
         self._server_inputs = inputs
         by_namespace: dict[str, list[Secret]] = {}
@@ -203,7 +216,8 @@ class Resolver:
             found = endpoints.get(infer_key, ())
             namespace_secrets = secrets.get(key.namespace, ())
             if (memo is not None and _same(memo.infer, infer) and memo.endpoints == found
-                    and memo.secrets == namespace_secrets):
+                    and memo.secrets == namespace_secrets and infer_key not in refused_infers
+                    and key.namespace not in refused_namespaces):
                 memo.server = server
                 memos[key] = memo
                 continue
@@ -236,13 +250,15 @@ class Resolver:
         servers_changed: set[ObjectKey],
         moved_paths: set[str],
         live_weights: Mapping[ObjectKey, tuple[int, int]],
+        refs_changed: set[ObjectKey],
     ) -> tuple[dict[ObjectKey, RouteOutcome], set[ObjectKey] | None]:
         """Every route's outcome, and the keys whose outcome is not last call's object
         (None on the first call). A route is re-resolved when it, its live weights, a
-        server it references or owns it, or a server at a path it looked up changed."""
+        server it references or owns it, whether a server it references is refused
+        (`refs_changed`), or a server at a path it looked up changed."""
         previous = self._routes
         edited = self._edited_routes
-        if (edited is not None and previous and not servers_changed
+        if (edited is not None and previous and not servers_changed and not refs_changed
                 and (live_weights is self._live or live_weights == self._live)):
             return self._reresolve(edited, index, served)
         self._live = live_weights
@@ -254,6 +270,7 @@ class Resolver:
             memo = previous.get(key)
             if (memo is None or memo.live != live or not _same(memo.route, route)
                     or (servers_changed and not servers_changed.isdisjoint(memo.outcome.servers))
+                    or (refs_changed and not refs_changed.isdisjoint(memo.outcome.servers))
                     or (moved_paths and _touches(moved_paths, memo.paths))):
                 memo = self._resolve_route(route, index, served, live)
                 if changed is not None:

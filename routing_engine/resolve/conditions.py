@@ -7,7 +7,8 @@ conditions at the end.
 
 Reasons for failures are the seed's error codes (`api-overview.md`): `ModelNotFound` for
 any reference that does not resolve (a missing or failed ModelServer, ModelInfer or
-Secret), `ValidationFailed` for a spec or referenced material that is unusable,
+Secret), `ValidationFailed` for a spec or referenced material that is unusable (an
+object the source holds but refused as invalid, `World.refused`, is such material),
 `NetworkPolicyViolation` for a forbidden cross-namespace reference or a port/path claim
 lost to an older ModelServer. Positive reasons are named after the condition type, as in
 Gateway API.
@@ -47,6 +48,15 @@ class Problem:
 def problem(reason: str, owner: ObjectKey, field: str, rule: str) -> Problem:
     """`ModelRoute default/r: spec.routes[1].destination.modelServerRef: <rule>`."""
     return Problem(reason, f"{owner}: {field}: {rule}")
+
+
+def unresolved(key: ObjectKey, refused: frozenset[ObjectKey]) -> tuple[str, str]:
+    """(reason, rule) for a reference to `key` that found no object: not found, or found
+    invalid by its source (whose own errors then say why; "not found" would send the
+    user looking for an object that is there)."""
+    if key in refused:
+        return VALIDATION_FAILED, f"{key} exists but is invalid (its own errors say why)"
+    return MODEL_NOT_FOUND, f"{key} not found"
 
 
 def condition(type_: str, problems: Sequence[Problem], ok_reason: str, ok_message: str = "") -> ConditionView:

@@ -9,8 +9,8 @@
   `ValidationFailed`: it would send its traffic nowhere. An entry naming the same
   ModelServer as an earlier one in its group adds its weight to it (one cluster once
   per route).
-- `canary.enabled` needs exactly one group with exactly two entries: the first is
-  stable, the second canary (`canary_group`: what the canary runner rolls out, through
+- `canary.enabled` needs exactly one group with exactly two entries naming two
+  different ModelServers: the first is stable, the second canary (`canary_group`: what the canary runner rolls out, through
   `routing_engine.canaries`); their weights are the live weights the canary controller
   set (`World.live_weights`, ignored unless both are percentages, so a controller bug
   never yields a weight Envoy rejects), else `trafficSplit`, else the entries' own.
@@ -85,8 +85,8 @@ def start_weights(canary: CanarySpec) -> tuple[int, int]:
 
 def canary_group(route: ModelRoute, front_door: str) -> CanaryGroup | None:
     """The route's canary when `canary.enabled` and exactly one group has exactly two
-    entries (otherwise `build_groups` reports ValidationFailed), grouped as `build_groups`
-    groups them with this front door."""
+    entries, naming two servers (otherwise `build_groups` reports ValidationFailed),
+    grouped as `build_groups` groups them with this front door."""
     canary = route.spec.canary
     if canary is None or not canary.enabled:
         return None
@@ -95,6 +95,8 @@ def canary_group(route: ModelRoute, front_door: str) -> CanaryGroup | None:
     if len(pairs) != 1:
         return None
     stable, second = groups[pairs[0]]
+    if route.same_server_canary(stable, second) is not None:
+        return None
     return CanaryGroup(destination(route, stable), destination(route, second), start_weights(canary), canary.analysis)
 
 
@@ -123,6 +125,8 @@ def build_groups(
                 f"destinations, stable then canary; found {len(pairs)}"
             )
             problems.append(problem(VALIDATION_FAILED, route.key, "spec.canary", rule))
+        elif (same := route.same_server_canary(*list(grouped.values())[pairs[0]])) is not None:
+            problems.append(problem(VALIDATION_FAILED, route.key, same.field, same.rule))
         elif live is not None and all(0 <= w <= 100 for w in live):
             weights[pairs[0]] = list(live)
         elif canary.traffic_split is not None:

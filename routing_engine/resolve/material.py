@@ -7,7 +7,8 @@ up in the server's own namespace, as Kubernetes pods mount them.
 
 Problems are split the way the conditions need them: a reference that does not resolve
 or resolves to unusable material is a `ResolvedRefs` problem (`ModelNotFound` when the
-Secret is absent, `ValidationFailed` when its content is unusable); a malformed
+Secret is absent, `ValidationFailed` when its content is unusable or the Secret was
+refused as invalid by its source); a malformed
 `authentication.config` value that pydantic let through is an `Accepted` problem only.
 """
 
@@ -21,8 +22,9 @@ from typing import Any, Generic, TypeVar
 from routing_engine import ir, names
 from routing_engine.envoy_rules import certificate_problem
 from routing_engine.jwks import provider_problem
-from routing_engine.api.resources import ModelServer, Secret
-from routing_engine.resolve.conditions import MODEL_NOT_FOUND, VALIDATION_FAILED, Problem, problem
+from routing_engine.api.resources import ModelServer, ObjectKey, Secret
+from routing_engine.api.types import HEADER_NAME_PATTERN
+from routing_engine.resolve.conditions import VALIDATION_FAILED, Problem, problem, unresolved
 from routing_engine.resolve.objects import ObjectIndex
 
 T = TypeVar("T")
@@ -34,7 +36,7 @@ _TEXT_FIELDS = {
     "jwt": (("issuer", True), ("audience", False), ("jwksUri", False), ("jwksSecretName", False)),
     "apiKey": (("secretName", True), ("header", False)),
 }
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_HEADER_NAME = re.compile(HEADER_NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +177,8 @@ def _secret(
 ) -> tuple[Secret | None, tuple[Problem, ...]]:
     secret = index.secret(server.metadata.namespace, name)
     if secret is None:
-        rule = f"Secret {server.metadata.namespace}/{name} not found"
-        return None, (problem(MODEL_NOT_FOUND, server.key, field, rule),)
+        reason, rule = unresolved(ObjectKey(Secret.KIND, server.metadata.namespace, name), index.refused)
+        return None, (problem(reason, server.key, field, rule),)
     return secret, ()
 
 

@@ -33,6 +33,7 @@ class ObjectIndex:
     routes: Mapping[ObjectKey, ModelRoute]
     infers: Mapping[ObjectKey, ModelInfer]
     secrets: Mapping[ObjectKey, Secret]
+    refused: frozenset[ObjectKey] = frozenset()  # `World.refused`: present, but invalid
 
     @staticmethod
     def of(objects: tuple[Resource, ...]) -> "ObjectIndex":
@@ -40,7 +41,8 @@ class ObjectIndex:
         return ObjectIndex.build(chosen, sorted(chosen))
 
     @staticmethod
-    def build(chosen: Mapping[ObjectKey, Resource], ordered: Iterable[ObjectKey]) -> "ObjectIndex":
+    def build(chosen: Mapping[ObjectKey, Resource], ordered: Iterable[ObjectKey],
+              refused: frozenset[ObjectKey] = frozenset()) -> "ObjectIndex":
         """`chosen` (from `choose`) indexed by kind, each index in the order of `ordered`
         (the sorted keys of `chosen`, which a caller may have kept from last time)."""
         by_kind: dict[str, dict[ObjectKey, Any]] = {kind: {} for kind in _INDEXED}
@@ -53,6 +55,7 @@ class ObjectIndex:
             routes=by_kind[ModelRoute.KIND],
             infers=by_kind[ModelInfer.KIND],
             secrets=by_kind[Secret.KIND],
+            refused=refused,
         )
 
     def secret(self, namespace: str, name: str) -> Secret | None:

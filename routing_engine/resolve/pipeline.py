@@ -46,7 +46,7 @@ def resolve(world: World, target: Target, extensions: ExtensionModels = NO_EXTEN
     on the object that broke it, and everything else compiles. `extensions`: the models
     of the installed plugins' `spec.extensions` keys (none: every key is refused)."""
     chosen = choose(world.objects, lambda obj: obj.key)
-    index = ObjectIndex.build(chosen, sorted(chosen))
+    index = ObjectIndex.build(chosen, sorted(chosen), world.refused)
     own = {key: own_checks(server, index, world.endpoints, extensions) for key, server in index.servers.items()}
     contenders = sorted((server for key, server in index.servers.items() if own[key].ok), key=age_key)
     lost = claims(contenders, own, target)

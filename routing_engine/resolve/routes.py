@@ -1,7 +1,8 @@
 """ModelRoutes → routes on the listeners of their front door (SPEC 3.2–3.4, 3.7).
 
 - References: every `destination.modelServerRef` and `fallback.modelServerRef` must name
-  a ModelServer that exists (`ModelNotFound`), that allows this namespace when it is in
+  a ModelServer that exists (`ModelNotFound`; `ValidationFailed` when its source holds
+  it but refused it as invalid), that allows this namespace when it is in
   another one (`NetworkPolicyViolation`, SPEC 3.7) and that is compiled (a Failed server
   is `ModelNotFound`: it does not resolve to anything served). One bad reference keeps
   the whole ModelRoute out of the config — half a split would send the other half's
@@ -44,6 +45,7 @@ from routing_engine.resolve.conditions import (
     VALIDATION_FAILED,
     Problem,
     problem,
+    unresolved,
 )
 from routing_engine.resolve.groups import Group, build_groups, canary_group, destination
 from routing_engine.resolve.matching import front_door_match, prefix_path, segments
@@ -248,7 +250,7 @@ def _ref_problem(
     """(reason, rule) when a reference from `namespace` to the ModelServer `ref` is broken."""
     server = index.servers.get(ref)
     if server is None:
-        return MODEL_NOT_FOUND, f"ModelServer {ref.namespace}/{ref.name} not found"
+        return unresolved(ref, index.refused)
     if not allows_from(server, namespace):
         return NETWORK_POLICY_VIOLATION, (
             f"ModelServer {ref.namespace}/{ref.name} does not allow references from namespace {namespace} "

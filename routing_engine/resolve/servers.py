@@ -20,7 +20,8 @@ cannot serve, so fixing its Secret can move the port's TLS mode back to it.
 A compiled server gets a backend (its ModelInfer's endpoints on `endpoint.port`, else
 `service.targetPort`, else `service.port`) and a route on its `routing.path` (segment
 prefix). A missing ModelInfer still compiles (cluster without endpoints: the path is
-held and answers 503, it does not fall through to another server); a ModelInfer in
+held and answers 503, it does not fall through to another server), and so does one its
+source refused as invalid (`ValidationFailed` instead of `ModelNotFound`); a ModelInfer in
 another namespace that does not allow this one compiles the same way but the server is
 Failed, since waiting will not fix it. Timeout defaults to 60 s (inference is slow),
 retries to 2 (Istio's default; translate retries only failures that cannot have
@@ -46,7 +47,7 @@ from routing_engine import ir, names
 from routing_engine.api.extensions import ExtensionModels, parse_extensions
 from routing_engine.api.resources import ModelInfer, ModelServer, ModelServerSpec, ObjectKey
 from routing_engine.api.types import ForPlugin, parse_duration_ms
-from routing_engine.resolve.conditions import MODEL_NOT_FOUND, NETWORK_POLICY_VIOLATION, VALIDATION_FAILED, Problem, problem
+from routing_engine.resolve.conditions import NETWORK_POLICY_VIOLATION, VALIDATION_FAILED, Problem, problem, unresolved
 from routing_engine.resolve.material import Material, auth_policy, tls_certificate
 from routing_engine.resolve.matching import prefix_path
 from routing_engine.api.references import allows_from
@@ -139,8 +140,8 @@ def own_checks(
     found: tuple[ir.Endpoint, ...] = ()
     adapters: tuple[str, ...] = ()
     if infer is None:
-        rule = f"ModelInfer {infer_key.namespace}/{infer_key.name} not found"
-        problems = (problem(MODEL_NOT_FOUND, server.key, field, rule),)
+        reason, rule = unresolved(infer_key, index.refused)
+        problems = (problem(reason, server.key, field, rule),)
     elif not allows_from(infer, server.metadata.namespace):
         forbidden = True
         rule = _forbidden_rule(infer_key, server.metadata.namespace)

@@ -210,6 +210,21 @@ def test_secret_accepts_kubernetes_fields_and_hides_values() -> None:
     assert "aGVsbG8" not in repr(secret)
 
 
+def test_secret_data_is_base64_as_the_api_server_decodes_it() -> None:
+    """Go's standard base64 (the API server's): padded, line breaks skipped (a PEM pasted
+    as folded base64 loads), anything else refused naming the key and never the value."""
+    def secret(value: str) -> str:
+        return f"apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ndata:\n  k: {value}\n"
+
+    (folded,), errors = load_text(secret("|\n    aGVs\n    bG8=\n"), "s.yaml")
+    assert errors == [] and isinstance(folded, Secret) and folded.value("k") == b"hello"
+    for bad in ("aGVsbG8", "aGVs bG8=", "aGVs_bG8=", "'!!!not-base64!!!'"):
+        objects, errors = load_text(secret(bad), "s.yaml")
+        assert objects == [] and [e.path for e in errors] == ["data.k"]
+        assert errors[0].rule.startswith("is not base64") and bad.strip("'") not in str(errors[0])
+        assert str(errors[0]).startswith("s.yaml#1: Secret default/s: data.k: is not base64")
+
+
 def test_secret_material_envoy_would_refuse_is_an_error_in_files_only() -> None:
     """Files: a TLS or JWKS Secret Envoy would refuse is an error naming the key (the last
     good version of the file keeps serving). From the Kubernetes API it still loads: the

@@ -44,6 +44,8 @@ MR = "model-route-ab-canary.yaml"
 MI = "model-infer.yaml"
 MODEL = "model.yaml"
 HPA = "autoscaling-policy.yaml"
+SECRET = "secret-jwks.yaml"
+API_KEY = {"enabled": True, "type": "apiKey", "config": {"secretName": "llama-keys"}}
 
 CASES = [
     # DNS-1123 names
@@ -138,9 +140,84 @@ CASES = [
     Case("jwt-unknown-config", AUTH, "spec.authentication.config.issuerr", "x", "spec.authentication.config.issuerr", "unknown field for type jwt", crd=False),
     Case("auth-type", AUTH, "spec.authentication.type", "oauth", "spec.authentication.type", "one of jwt or apiKey"),
     Case("tls-no-secret", LB, "spec.tls.secretName", DELETE, "spec.tls.secretName", "required when tls is enabled", crd=False),
+    # authentication.config rules the engine would otherwise be the first to check
+    Case("apikey-header-space", AUTH, "spec.authentication", {**API_KEY, "config": {**API_KEY["config"], "header": "x api key"}},
+         "spec.authentication.config.header", '"x api key" is not an HTTP header name', crd=False),
+    Case("apikey-header-int", AUTH, "spec.authentication", {**API_KEY, "config": {**API_KEY["config"], "header": 5}},
+         "spec.authentication.config.header", "5 must be a non-empty string", crd=False),
+    Case("apikey-header-too-long", AUTH, "spec.authentication", {**API_KEY, "config": {**API_KEY["config"], "header": "x" * 257}},
+         "spec.authentication.config.header", "at most 256 characters", crd=False),
+    Case("apikey-secret-name", AUTH, "spec.authentication", {**API_KEY, "config": {"secretName": "Llama Keys"}},
+         "spec.authentication.config.secretName", '"Llama Keys" is not a DNS-1123 name', crd=False),
+    Case("jwt-audiences-string", AUTH, "spec.authentication.config.audiences", "api",
+         "spec.authentication.config.audiences", '"api" must be a list of non-empty strings', crd=False),
+    Case("jwt-audiences-empty-item", AUTH, "spec.authentication.config.audiences", ["api", ""],
+         "spec.authentication.config.audiences", "a list must be a list of non-empty strings", crd=False),
+    Case("jwt-audience-empty", AUTH, "spec.authentication.config.audience", "",
+         "spec.authentication.config.audience", '"" must be a non-empty string', crd=False),
+    Case("jwt-forward-header", AUTH, "spec.authentication.config.forwardHeader", "yes",
+         "spec.authentication.config.forwardHeader", '"yes" must be true or false', crd=False),
+    Case("jwt-jwks-secret-name-empty", AUTH, "spec.authentication.config.jwksSecretName", "",
+         "spec.authentication.config.jwksSecretName", '"" must be a non-empty string', crd=False),
+    # Secrets as the API server reads them
+    Case("secret-data-not-base64", SECRET, "data", {"jwks": "!!!not-base64!!!"}, "data.jwks",
+         "is not base64", crd=False),
+    Case("secret-data-unpadded", SECRET, "data", {"jwks": "eA"}, "data.jwks", "with = padding", crd=False),
+    Case("secret-key-slash", SECRET, "stringData", {"a/b": "x"}, 'stringData["a/b"]',
+         "key must be at most 253 letters, digits", crd=False),
+    Case("secret-key-dot-dot", SECRET, "data", {"..x": "eA=="}, 'data["..x"]', "must not be '.' or '..'", crd=False),
+    # a canary compares two servers
+    Case("canary-same-server", MR, "spec.routes[4].destination.modelServerRef.name", "llama-server",
+         "spec.routes[4].destination.modelServerRef",
+         "the canary destination is ModelServer default/llama-server, as is the stable one (spec.routes[3]); a "
+         "canary needs two different ModelServers", crd=False),
+    Case("canary-same-server-namespace-written", MR, "spec.routes[4].destination.modelServerRef",
+         {"name": "llama-server", "namespace": "default"}, "spec.routes[4].destination.modelServerRef",
+         "a canary needs two different ModelServers", crd=False),
+    # YAML values shown as YAML writes them, never as Python's repr
+    Case("header-null", MR, "spec.routes[0].match.headers.x-user-tier", None, "spec.routes[0].match.headers.x-user-tier",
+         "null must be a string (exact match) or a mapping", crd=False),
+    Case("header-bool", MR, "spec.routes[0].match.headers.x-user-tier", True, "spec.routes[0].match.headers.x-user-tier",
+         'true must be a string (exact match; quote it: "true")', crd=False),
+    Case("query-null", MR, "spec.routes[1].match.queryParams.debug", None, "spec.routes[1].match.queryParams.debug",
+         "(to match any value: present: true)", crd=False),
+    Case("quantity-null", MI, "spec.resources.requests.cpu", None, "spec.resources.requests.cpu",
+         'null is not a quantity', crd=False),
     # workload and registry
     Case("quantity-float", MI, "spec.resources.requests.cpu", 0.5, "spec.resources.requests.cpu", 'quote it: "0.5"'),
     Case("quantity-unit", MI, "spec.resources.limits.memory", "4GB", "spec.resources.limits.memory", "not a quantity"),
+    # what the API server refuses in a container's resources (routing_engine.api.quantities)
+    Case("gpu-fraction", MI, "spec.resources", {"limits": {"nvidia.com/gpu": "1.5"}},
+         'spec.resources.limits["nvidia.com/gpu"]', '"1.5" must be a whole number (nvidia.com/gpu is an extended '
+         'resource)', crd=False),
+    Case("gpu-millis", MI, "spec.resources", {"limits": {"nvidia.com/gpu": "500m"}},
+         'spec.resources.limits["nvidia.com/gpu"]', '"500m" must be a whole number', crd=False),
+    Case("gpu-request-only", MI, "spec.resources", {"requests": {"nvidia.com/gpu": 1}},
+         'spec.resources.requests["nvidia.com/gpu"]', "nvidia.com/gpu needs a limit equal to its request", crd=False),
+    Case("gpu-request-not-limit", MI, "spec.resources.requests", {"nvidia.com/gpu": "2"},
+         'spec.resources.requests["nvidia.com/gpu"]', '"2" must equal the limit ("1"): Kubernetes does not overcommit '
+         'nvidia.com/gpu', crd=False),
+    Case("hugepages-request-not-limit", MI, "spec.resources", {"requests": {"hugepages-2Mi": "1Gi", "memory": "2Gi"},
+                                                               "limits": {"hugepages-2Mi": "2Gi"}},
+         "spec.resources.requests.hugepages-2Mi", '"1Gi" must equal the limit ("2Gi")', crd=False),
+    Case("hugepages-alone", MI, "spec.resources", {"limits": {"hugepages-2Mi": "1Gi"}}, "spec.resources",
+         "hugepages need cpu or memory", crd=False),
+    Case("memory-request-over-limit", MI, "spec.resources.requests.memory", "8Gi", "spec.resources.requests.memory",
+         '"8Gi" must not exceed the limit ("4Gi")', crd=False),
+    Case("cpu-request-over-limit", MI, "spec.resources.requests.cpu", "2001m", "spec.resources.requests.cpu",
+         '"2001m" must not exceed the limit ("2")', crd=False),
+    Case("quantity-negative", MI, "spec.resources.limits.cpu", "-1", "spec.resources.limits.cpu",
+         '"-1" must not be negative', crd=False),
+    Case("quantity-fractional-exponent", MI, "spec.resources.limits.cpu", "1e1.5", "spec.resources.limits.cpu",
+         "not a quantity", crd=False),
+    Case("resource-name-typo", MI, "spec.resources.limits", {"memroy": "4Gi"}, "spec.resources.limits.memroy",
+         "memroy is not a container resource", crd=False),
+    Case("resource-name-bare-gpu", MI, "spec.resources.limits", {"gpu": 1}, "spec.resources.limits.gpu",
+         "gpu is not a container resource", crd=False),
+    Case("resource-name-two-slashes", MI, "spec.resources.limits", {"nvidia.com/gpu/a100": 1},
+         'spec.resources.limits["nvidia.com/gpu/a100"]', "is not a resource name", crd=False),
+    Case("model-runtime-gpu-request-only", MODEL, "spec.runtime.resources", {"requests": {"nvidia.com/gpu": "1"}},
+         'spec.runtime.resources.requests["nvidia.com/gpu"]', "needs a limit equal to its request", crd=False),
     Case("replicas-negative", MI, "spec.replicas", -1, "spec.replicas", "at least 0"),
     Case("replicas-bool", MI, "spec.replicas", True, "spec.replicas", "true must be an integer"),
     Case("replicas-too-many", MI, "spec.replicas", 1001, "spec.replicas", "1001 must be at most 1000"),
@@ -189,6 +266,10 @@ def test_broken_copy_is_rejected_with_its_field_path(case: Case) -> None:
     line = str(matching[0])
     assert line.startswith(f"broken/{case.seed}#1: ")
     assert f"{case.path}: " in line and "\n" not in line
+    meta = doc.get("metadata")
+    if isinstance(doc.get("kind"), str) and isinstance(meta, dict) and isinstance(meta.get("name"), str):
+        assert line.startswith(f"broken/{case.seed}#1: {doc['kind']} {meta.get('namespace', 'default')}/{meta['name']}: ")
+    assert not any(f"{word} " in line for word in ("None", "True", "False")), "a Python repr of a YAML value"
     assert "pydantic" not in line and "https://" not in line.replace(str(case.value), "")
 
 

@@ -47,6 +47,28 @@ def test_invalid_object_is_denied_with_every_rule() -> None:
     assert any("spec.service.port" in ln for ln in lines)
 
 
+def test_the_probes_gaps_are_denied_like_validate_denies_them() -> None:
+    """The admission webhook shares the models' rules: what an acceptance probe found
+    `validate` (and so `kubectl apply`) let through is denied, naming object, field, rule."""
+    keyed = server("s", infer="i")
+    keyed["spec"]["authentication"] = {"enabled": True, "type": "apiKey",
+                                       "config": {"secretName": "keys", "header": "x api key"}}
+    canary = route("r1")
+    canary["spec"]["routes"] = [{"destination": {"modelServerRef": {"name": "a"}}}] * 2
+    canary["spec"]["canary"] = {"enabled": True}
+    gpus = model_infer(name="i", resources={"limits": {"nvidia.com/gpu": "1.5"}})
+    expected = {
+        "keyed": 'ModelServer default/s: spec.authentication.config.header: "x api key" is not an HTTP header name',
+        "canary": "ModelRoute default/r1: spec.routes[1].destination.modelServerRef: the canary destination is "
+                  "ModelServer default/a, as is the stable one (spec.routes[0])",
+        "gpus": 'ModelInfer default/i: spec.resources.limits["nvidia.com/gpu"]: "1.5" must be a whole number',
+    }
+    for name, obj in (("keyed", keyed), ("canary", canary), ("gpus", gpus)):
+        response = admission.validate(review(obj))["response"]
+        assert response["allowed"] is False and response["status"]["code"] == 422, name
+        assert expected[name] in response["status"]["message"], response["status"]["message"]
+
+
 def test_server_extensions_are_checked_against_the_installed_plugins() -> None:
     """As `modelroute validate` checks them: a key no plugin owns, or a value its plugin's
     model refuses, is denied with the field path; a good one is allowed."""

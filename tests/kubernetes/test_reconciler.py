@@ -14,7 +14,7 @@ from routing_engine.api.resources import Model, ModelInfer
 from tests.kubernetes.fakeapi import FakeKubeApi
 from tests.kubernetes.helpers import model, model_infer
 
-GPU_MODEL = model(resources={"requests": {"nvidia.com/gpu": "1", "memory": "16Gi"}})
+GPU_MODEL = model(resources={"requests": {"nvidia.com/gpu": "1", "memory": "16Gi"}, "limits": {"nvidia.com/gpu": "1"}})
 
 
 def seeded(fake_api: FakeKubeApi, **spec: Any) -> ModelInfer:

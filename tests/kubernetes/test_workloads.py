@@ -37,7 +37,7 @@ def test_deployment_takes_image_and_gpu_resources_from_model_overridden_by_infer
                      tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                      affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}})
     m = model_of(resources={"requests": {"nvidia.com/gpu": "1", "memory": "16Gi", "cpu": "4"},
-                            "limits": {"memory": "16Gi"}})
+                            "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}})
     deploy = workloads.deployment(infer, m)
     pod = deploy["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -70,9 +70,14 @@ def test_declared_lora_adapters_reach_the_container_in_vllm_form() -> None:
     assert "MODEL_LORA_ADAPTERS" not in {e["name"] for e in plain}
 
 
-def test_gpu_request_alone_becomes_request_and_limit() -> None:
-    res = workloads.merged_resources(None, infer_of(resources={"requests": {"nvidia.com/gpu": 1}}).spec.resources)
-    assert res == {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}
+def test_a_gpu_limit_overriding_the_models_is_also_the_request() -> None:
+    """Each object has request = limit for a GPU (validated), but the ModelInfer's limit
+    overrides the Model's while the Model's request stays: Kubernetes would refuse 1 != 2."""
+    base = model_of(resources={"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}})
+    assert base.spec.runtime is not None
+    res = workloads.merged_resources(base.spec.runtime.resources,
+                                     infer_of(resources={"limits": {"nvidia.com/gpu": 2}}).spec.resources)
+    assert res == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
 
 
 def test_missing_model_or_runtime_is_a_workload_error() -> None:

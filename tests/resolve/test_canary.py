@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -75,6 +76,29 @@ def test_two_eligible_groups_are_ambiguous() -> None:
         to("stable"), to("canary"), to("stable", match=ELSEWHERE), to("other", match=ELSEWHERE),
     ], "canary": {"enabled": True}})])
     assert "found 2" in cond(res, mr("r"), "Accepted").message
+
+
+def test_one_server_twice_is_no_canary() -> None:
+    """SPEC 3.4: stable and canary are two servers. A reference with the route's namespace
+    written out is the same server as one without it."""
+    res = run(servers() + [route("r", {"routes": [to("stable"), to("stable", "default"), to("other", match=ELSEWHERE)],
+                                       "canary": {"enabled": True}})])
+    accepted = cond(res, mr("r"), "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "ValidationFailed")
+    assert accepted.message == (
+        "ModelRoute default/r: spec.routes[1].destination.modelServerRef: the canary destination is ModelServer "
+        "default/stable, as is the stable one (spec.routes[0]); a canary needs two different ModelServers, stable "
+        "then canary")
+    assert canary_groups(servers() + [route("r", {"routes": [to("stable"), to("stable"), to("other", match=ELSEWHERE)],
+                                                  "canary": {"enabled": True}})]) == {}
+
+
+def test_the_same_name_in_another_namespace_is_another_server() -> None:
+    route_ = route("r", {"routes": [to("stable"), to("stable", "team")], "canary": {"enabled": True}})
+    assert isinstance(route_, ModelRoute) and route_.same_server_canary(0, 1) is None
+    with pytest.raises(ValidationError, match="a canary needs two different ModelServers"):
+        route("r", {"routes": [to("stable", "team"), to("stable", "team")], "canary": {"enabled": True}},
+              namespace="default")
 
 
 def test_out_of_range_live_weights_are_ignored() -> None:

@@ -2,8 +2,9 @@
 fresh one-shot compile (`engine.compile`: one-shot resolve and the plain `translate`) gives, after any sequence of edits: byte-identical resources, equal
 statuses, owners, IR and served routes. Edits cover everything a memoized outcome depends on —
 routes, servers (port, path, TLS, auth, age, allow-from, plugin extensions), ModelInfers, Secrets,
-endpoints, live weights, additions and deletions — and providers that hand back a new
-but equal object for an unchanged manifest.
+endpoints, live weights, additions and deletions, objects their source refuses as invalid
+(`World.refused`) — and providers that hand back a new but equal object for an unchanged
+manifest.
 
 Half the examples are `healthy`: references mostly resolve, so routes are Accepted and
 compiled (about 40% of route statuses, against 3% when every reference was drawn at
@@ -171,21 +172,41 @@ class State:
 
     def world(self, reparse: bool) -> World:
         built: dict[str, tuple[dict[str, Any], Resource]] = {}
+        refused: set[ObjectKey] = set()
         for slot, doc in self.docs.items():
             known = self.objects.get(slot)
             if known is None or known[0] != doc or reparse:
                 try:
                     known = (doc, KIND_BY_NAME[doc["kind"]].model_validate(doc))
-                except ValidationError:  # what the model refuses never reaches the engine
+                except ValidationError:  # what the model refuses never reaches the engine: it is refused
+                    meta = doc["metadata"]
+                    refused.add(ObjectKey(doc["kind"], meta.get("namespace", "default"), meta["name"]))
                     continue
             built[slot] = known
         self.objects = built
-        return World(tuple(obj for _, obj in built.values()), dict(self.endpoints), dict(self.live))
+        return World(tuple(obj for _, obj in built.values()), dict(self.endpoints), dict(self.live), frozenset(refused))
+
+
+def broken(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` made invalid, keeping its kind, name and namespace: its source refuses it, and
+    what refers to it says so (`World.refused`)."""
+    kind = doc["kind"]
+    if kind == "Secret":
+        return {**doc, "data": {"x": "not base64!"}}
+    spec = dict(doc["spec"])
+    if kind == "ModelServer":
+        spec["routing"] = {**spec["routing"], "timeout": "30"}
+    elif kind == "ModelInfer":
+        spec["replicas"] = -1
+    else:
+        spec["routes"] = []
+    return {**doc, "spec": spec}
 
 
 @st.composite
 def edit(draw: st.DrawFn, state: State) -> None:
-    kind = draw(st.sampled_from(["server", "route", "route", "delete", "infer", "secret", "endpoints", "live", "none"]))
+    kind = draw(st.sampled_from(["server", "route", "route", "delete", "infer", "secret", "endpoints", "live", "none",
+                                 "break"]))
     if kind == "server":
         name = draw(st.sampled_from(SERVERS))
         state.docs[f"server/{name}"] = draw(server_doc(name, state.healthy))
@@ -194,6 +215,9 @@ def edit(draw: st.DrawFn, state: State) -> None:
         state.docs[f"route/{name}"] = draw(route_doc(name, state.servers(), state.healthy))
     elif kind == "delete" and state.docs:
         del state.docs[draw(st.sampled_from(sorted(state.docs)))]
+    elif kind == "break" and state.docs:
+        slot = draw(st.sampled_from(sorted(state.docs)))
+        state.docs[slot] = broken(state.docs[slot])
     elif kind == "infer":
         name = draw(st.sampled_from(SERVERS))
         namespace = draw(st.sampled_from(NAMESPACES))
@@ -322,3 +346,36 @@ def test_live_canary_weights_reach_both_compiles() -> None:
               for table in fresh.resources[ROUTE].values() for host in serialize.parse(table).virtual_hosts  # type: ignore[attr-defined]
               for r in host.routes if r.route.weighted_clusters.clusters]
     assert splits == [[7, 3]]  # 70/30 divided by their gcd
+
+
+def test_a_change_of_the_refused_objects_alone_reaches_both_compiles() -> None:
+    """References to objects that are absent, then refused as invalid by their source,
+    then absent again, with the very same objects each time: a kept `Compiler` must see
+    that `World.refused` changed (the messages, and the reasons, change with it)."""
+    from routing_engine.api.resources import ModelRoute, ModelServer
+
+    server = ModelServer.model_validate({
+        "apiVersion": NET, "kind": "ModelServer", "metadata": {"name": "a", "namespace": "default"},
+        "spec": {"modelInferRef": {"name": "mi"}, "service": {"port": 8080}, "routing": {"path": "/v1/a"},
+                 "authentication": {"enabled": True, "type": "apiKey", "config": {"secretName": "keys"}}}})
+    route = ModelRoute.model_validate({
+        "apiVersion": NET, "kind": "ModelRoute", "metadata": {"name": "r", "namespace": "default"},
+        "spec": {"path": "/v1/r", "routes": [{"destination": {"modelServerRef": {"name": "b"}}}]}})
+    objects = (server, route)
+    infer, keys, other = (ObjectKey("ModelInfer", "default", "mi"), ObjectKey("Secret", "default", "keys"),
+                          ObjectKey("ModelServer", "default", "b"))
+    compiler = engine.Compiler()
+    for refused in (frozenset(), frozenset({infer, keys, other}), frozenset(), frozenset({infer}), frozenset({keys}),
+                    frozenset({other}), frozenset()):
+        world = World(objects, refused=refused)
+        compiled = compiler.compile(world, Target())
+        assert_same(compiled, engine.compile(world, Target()))
+        conditions = {(key.kind, c.type): c for key, status in compiled.statuses.items() for c in status.conditions}
+        said = {key: f"{key} exists but is invalid (its own errors say why)" if key in refused else f"{key} not found"
+                for key in (infer, keys, other)}
+        route_refs = conditions["ModelRoute", "ResolvedRefs"]
+        assert route_refs.reason == ("ValidationFailed" if other in refused else "ModelNotFound")
+        assert route_refs.message == f"ModelRoute default/r: spec.routes[0].destination.modelServerRef: {said[other]}"
+        server_refs = conditions["ModelServer", "ResolvedRefs"]
+        assert f"spec.modelInferRef: {said[infer]}" in server_refs.message
+        assert f"spec.authentication.config.secretName: {said[keys]}" in server_refs.message

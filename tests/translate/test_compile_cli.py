@@ -39,6 +39,47 @@ def test_unresolved_reference_exits_1_but_still_prints_the_rest(tmp_path: Path, 
     assert yaml.safe_load(out)["static_resources"]["listeners"]
 
 
+def test_a_reference_to_an_invalid_object_says_it_is_invalid_not_missing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The ModelServer and the Secret exist in the files but are refused: whatever refers to
+    them says so (ValidationFailed), pointing at their own errors, printed above."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("""\
+apiVersion: networking.matrixinfer.ai/v1alpha1
+kind: ModelServer
+metadata: {name: bad}
+spec: {modelInferRef: {name: mi}, service: {port: 8080}, routing: {path: /v1/bad, timeout: "30"}}
+---
+apiVersion: networking.matrixinfer.ai/v1alpha1
+kind: ModelServer
+metadata: {name: keyed}
+spec:
+  modelInferRef: {name: mi}
+  service: {port: 8080}
+  routing: {path: /v1/keyed}
+  authentication: {enabled: true, type: apiKey, config: {secretName: keys}}
+---
+apiVersion: networking.matrixinfer.ai/v1alpha1
+kind: ModelRoute
+metadata: {name: r}
+spec: {path: /v1/r, routes: [{destination: {modelServerRef: {name: bad}}}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+data: {alice: "!!!not-base64!!!"}
+""")
+    assert main(["compile", "-f", str(manifest)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert f"{manifest}#1: ModelServer default/bad: spec.routing.timeout: \"30\" is not a duration (use 30s)" in lines
+    assert any(line.startswith(f"{manifest}#4: Secret default/keys: data.alice: is not base64") for line in lines)
+    assert ("ModelRoute default/r: spec.routes[0].destination.modelServerRef: ModelServer default/bad exists but is "
+            "invalid (its own errors say why) [Accepted=False, ResolvedRefs=False, ValidationFailed]") in lines
+    assert ("ModelServer default/keyed: spec.authentication.config.secretName: Secret default/keys exists but is "
+            "invalid (its own errors say why) [Accepted=False, ValidationFailed]") in lines
+    assert not any("not found" in line and "ModelInfer" not in line for line in lines)
+
+
 def test_manifest_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: networking.matrixinfer.ai/v1alpha1\nkind: ModelServer\nmetadata: {name: x}\nspec: {}\n")

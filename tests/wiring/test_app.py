@@ -39,6 +39,13 @@ from xds_server.bootstrap import render_dict
 PROMISE = 1.0  # seconds from a published state to the first request it answers (SPEC 3.8)
 INFER = ObjectKey("ModelInfer", "default", "m")
 SERVER = ObjectKey("ModelServer", "default", "m")
+ROUTE = ObjectKey("ModelRoute", "default", "r")
+ROUTE_TO_BAD = """\
+apiVersion: networking.matrixinfer.ai/v1alpha1
+kind: ModelRoute
+metadata: {name: r}
+spec: {path: /v1/models/r, routes: [{destination: {modelServerRef: {name: bad}}}]}
+"""
 
 
 class MemoryProvider:
@@ -69,6 +76,12 @@ class MemoryStatus:
 
     def publish(self, compiled: Compiled, statuses: Mapping[ObjectKey, ObjectStatus]) -> None:
         self.published.append(dict(statuses))
+
+    def refs_message(self, key: ObjectKey) -> str:
+        """The last published ResolvedRefs message of `key` ("" before it has one)."""
+        status = self.published[-1].get(key) if self.published else None
+        found = [c.message for c in status.conditions if c.type == "ResolvedRefs"] if status is not None else []
+        return found[0] if found else ""
 
     def programmed(self, key: ObjectKey) -> bool:
         status = self.published[-1].get(key) if self.published else None
@@ -162,14 +175,22 @@ async def test_an_in_memory_provider_plugged_into_the_app_serves_through_envoy(t
         await provider.set(ProviderState(provider.state.objects, {INFER: (BackendEndpoint("127.0.0.1", two_port, True),)}))
         await _served_by_within(url, "default/two", since)
 
-        # An error alone changes no object, and still republishes the statuses.
+        # An error alone changes no object, and still republishes the statuses; when it
+        # names an object a route refers to, the route says that object is invalid, not
+        # missing (the world's refused objects follow the provider's errors).
+        with_route = (*provider.state.objects, *load_text(ROUTE_TO_BAD, "route.yaml")[0])
+        await provider.set(ProviderState(with_route, provider.state.endpoints))
+        await _eventually(lambda: status.refs_message(ROUTE).endswith("ModelServer default/bad not found"),
+                          "the route's reference reported missing")
         await app.loop.status_settled(timeout=5)
         count = len(status.published)
-        error = ManifestError(file="memory.yaml", index=3, kind="ModelRoute", namespace="default", name="bad",
-                              path="spec.path", rule="must start with /")
-        await provider.set(ProviderState(provider.state.objects, provider.state.endpoints, (error,)))
+        error = ManifestError(file="memory.yaml", index=3, kind="ModelServer", namespace="default", name="bad",
+                              path="spec.routing.timeout", rule='"30" is not a duration (use 30s)')
+        await provider.set(ProviderState(with_route, provider.state.endpoints, (error,)))
         await app.loop.status_settled(timeout=5)
         assert len(status.published) > count and app.state is not None and app.state.errors == (error,)
+        await _eventually(lambda: status.refs_message(ROUTE).endswith(
+            "ModelServer default/bad exists but is invalid (its own errors say why)"), "the reference reported invalid")
 
         # The shared limit (2/s, Redis) from the engine's output: the rate-limit service was
         # never configured by hand.
