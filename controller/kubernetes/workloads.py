@@ -87,8 +87,8 @@ def merged_resources(base: ResourceRequirements | None, override: ResourceRequir
             requests.update({k: str(v) for k, v in source.requests.items()})
             limits.update({k: str(v) for k, v in source.limits.items()})
     for name in sorted(set(requests) | set(limits)):
-        if "/" in name:  # extended resource (nvidia.com/gpu): request == limit
-            requests[name] = limits[name]  # validated: a request of one always comes with its limit
+        if "/" in name:  # extended resource (nvidia.com/gpu): request == limit, the limit if given
+            requests[name] = limits[name] = limits.get(name, requests.get(name, ""))
     result: Obj = {}
     if requests:
         result["requests"] = dict(sorted(requests.items()))

@@ -12,9 +12,11 @@ Deployment the controller cannot create. The rules are those of Kubernetes'
   M ... E) multiplier or an integer exponent (`e3`); values are not negative;
 - a name is `cpu`, `memory`, `ephemeral-storage` or `hugepages-<size>`, or a qualified
   `<domain>/<name>`; a name outside `kubernetes.io` is an extended resource
-  (`nvidia.com/gpu`): whole numbers only, never overcommitted: a request needs a
-  limit, and equals it (a limit alone is also the request);
-- hugepages are not overcommitted either, and need cpu or memory beside them;
+  (`nvidia.com/gpu`): whole numbers only, never overcommitted: a request equals its
+  limit (a limit alone is also the request; a request alone, which a Pod may not have,
+  is accepted here and becomes the limit too in the Deployment, as before these rules);
+- hugepages are not overcommitted either: a request needs an equal limit; they need cpu
+  or memory beside them;
 - a request is at most its limit.
 Values compare as the API server compares them: exactly, after rounding up to 1n.
 """
@@ -156,7 +158,7 @@ def requirements_problem(requests: Mapping[str, str | int], limits: Mapping[str,
     for name, value in requests.items():
         request, limit = amounts["requests", name], amounts.get(("limits", name))
         overcommits = not is_extended(name) and not name.startswith(_HUGEPAGES)
-        if limit is None and not overcommits:
+        if limit is None and name.startswith(_HUGEPAGES):
             return ("requests", name), (f"{name} needs a limit equal to its request: Kubernetes does not "
                                         "overcommit it (write it under limits; the request defaults to the limit)")
         if limit is not None and not overcommits and request != limit:

@@ -60,6 +60,7 @@ def test_names_a_container_may_not_ask_for(name: str) -> None:
     ({"cpu": "500m", "memory": "1Gi"}, {"cpu": "0.5", "memory": "1024Mi"}),  # equal amounts, other spellings
     ({"cpu": 1}, {}),  # cpu and memory may be overcommitted: no limit needed
     ({}, {"nvidia.com/gpu": 2}),  # a limit alone is also the request
+    ({"nvidia.com/gpu": 1}, {}),  # a request alone becomes the limit too (workloads.merged_resources)
     ({"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": "1000m"}),
     ({"hugepages-2Mi": "1Gi", "memory": "1Gi"}, {"hugepages-2Mi": "1Gi"}),
 ])
@@ -69,7 +70,6 @@ def test_what_the_api_server_accepts(requests: dict[str, str | int], limits: dic
 
 @pytest.mark.parametrize("requests, limits, where, rule", [
     ({}, {"nvidia.com/gpu": "1.5"}, ("limits", "nvidia.com/gpu"), "must be a whole number"),
-    ({"nvidia.com/gpu": "1"}, {}, ("requests", "nvidia.com/gpu"), "needs a limit equal to its request"),
     ({"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": "2"}, ("requests", "nvidia.com/gpu"), "must equal the limit"),
     ({"hugepages-2Mi": "1Gi", "cpu": 1}, {}, ("requests", "hugepages-2Mi"), "needs a limit"),
     ({"memory": "2Gi"}, {"memory": "1Gi"}, ("requests", "memory"), "must not exceed the limit"),

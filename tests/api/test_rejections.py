@@ -192,8 +192,6 @@ CASES = [
          'resource)', crd=False),
     Case("gpu-millis", MI, "spec.resources", {"limits": {"nvidia.com/gpu": "500m"}},
          'spec.resources.limits["nvidia.com/gpu"]', '"500m" must be a whole number', crd=False),
-    Case("gpu-request-only", MI, "spec.resources", {"requests": {"nvidia.com/gpu": 1}},
-         'spec.resources.requests["nvidia.com/gpu"]', "nvidia.com/gpu needs a limit equal to its request", crd=False),
     Case("gpu-request-not-limit", MI, "spec.resources.requests", {"nvidia.com/gpu": "2"},
          'spec.resources.requests["nvidia.com/gpu"]', '"2" must equal the limit ("1"): Kubernetes does not overcommit '
          'nvidia.com/gpu', crd=False),
@@ -216,8 +214,6 @@ CASES = [
          "gpu is not a container resource", crd=False),
     Case("resource-name-two-slashes", MI, "spec.resources.limits", {"nvidia.com/gpu/a100": 1},
          'spec.resources.limits["nvidia.com/gpu/a100"]', "is not a resource name", crd=False),
-    Case("model-runtime-gpu-request-only", MODEL, "spec.runtime.resources", {"requests": {"nvidia.com/gpu": "1"}},
-         'spec.runtime.resources.requests["nvidia.com/gpu"]', "needs a limit equal to its request", crd=False),
     Case("replicas-negative", MI, "spec.replicas", -1, "spec.replicas", "at least 0"),
     Case("replicas-bool", MI, "spec.replicas", True, "spec.replicas", "true must be an integer"),
     Case("replicas-too-many", MI, "spec.replicas", 1001, "spec.replicas", "1001 must be at most 1000"),

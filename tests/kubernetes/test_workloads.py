@@ -70,6 +70,12 @@ def test_declared_lora_adapters_reach_the_container_in_vllm_form() -> None:
     assert "MODEL_LORA_ADAPTERS" not in {e["name"] for e in plain}
 
 
+def test_a_gpu_request_alone_is_also_the_limit() -> None:
+    res = workloads.merged_resources(model_of(resources={"requests": {"nvidia.com/gpu": "1"}}).spec.runtime.resources,
+                                     None)
+    assert res == {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}
+
+
 def test_a_gpu_limit_overriding_the_models_is_also_the_request() -> None:
     """Each object has request = limit for a GPU (validated), but the ModelInfer's limit
     overrides the Model's while the Model's request stays: Kubernetes would refuse 1 != 2."""
