@@ -13,14 +13,13 @@ import binascii
 import re
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from routing_engine.api.quantities import Quantity, requirements_problem
 from routing_engine.envoy_rules.uri import parse_jwks_uri
 from routing_engine.api.types import (
     HEADER_NAME_PATTERN,
     MAX_HEADER_NAME,
-    PREFIX_PATH_SCHEMA,
     Duration,
     FieldError,
     HeaderName,
@@ -32,6 +31,9 @@ from routing_engine.api.types import (
     Port,
     PositiveInt32,
     PositiveReplicas,
+    PrefixPath,
+    QueryMatchValue,
+    QueryParamName,
     Replicas,
     ResourceName,
     RoutePath,
@@ -168,10 +170,12 @@ class ServiceSpec(Spec):
 
 
 class RoutingSpec(Spec):
-    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)] = Field(
+    path: PrefixPath = Field(
         description="URL path for the model endpoint: a path-segment prefix (/v1/models/a matches "
-                    "/v1/models/a/infer, never /v1/models/ab). ASCII only: write other characters "
-                    "percent-encoded, as clients send them")
+                    "/v1/models/a/infer, never /v1/models/ab). Written as Envoy matches it: ASCII (other characters "
+                    "percent-encoded, as clients send them), no . or .. segment and no percent-encoded letter, "
+                    "digit, -, ., _ or ~ (Envoy normalizes those away); not /health, /ready or /metrics (every "
+                    "port answers those itself)")
     timeout: Duration | None = Field(
         default=None, description="Request timeout duration, e.g. 30s or 1m30s (default 60s): the longest the "
                                   "model may take to start answering, or pause while streaming one. A streamed "
@@ -360,8 +364,9 @@ class RouteMatch(Spec):
     headers: dict[HeaderName, MatchValue] = Field(
         default_factory=dict, description="Request headers to match, all of them: a string is an exact match; "
                                           "(ext) or one of exact, prefix, regex, present")
-    query_params: dict[NonEmptyStr, MatchValue] = Field(default_factory=dict,
-                                                        description="Query parameters to match, in the same forms")
+    query_params: dict[QueryParamName, QueryMatchValue] = Field(
+        default_factory=dict, description="Query parameters to match, in the same forms. Names and values are "
+                                          "compared as clients send them: percent-encoded (v2%20beta), undecoded")
     path: RoutePath | None = Field(
         default=None, description='The request path: "/a/b" exact, "/a/b/*" the segment prefix /a/b, any other '
                                   '"*" a glob within one segment. Default: the route\'s front door')
@@ -426,7 +431,7 @@ class CanarySpec(Spec):
 
 
 class ModelRouteSpec(Spec):
-    path: Annotated[RoutePath, WithJsonSchema(PREFIX_PATH_SCHEMA)] | None = Field(
+    path: PrefixPath | None = Field(
         default=None, description="(ext) The front door: the path prefix this route governs. Default: the "
                                   "routing.path of the fallback's ModelServer, else of the first destination's")
     routes: list[RouteRule] = Field(min_length=1, description="Match and destination entries, tried in the order "

@@ -31,6 +31,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from routing_engine.envoy_rules.path import path_problem
+from routing_engine.envoy_rules.query import query_problem
 from routing_engine.envoy_rules.regex import glob_regex, regex_problem
 
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -272,9 +274,36 @@ MatchValue = Annotated[
 ]
 
 
+
+def _check_query_name(text: str) -> str:
+    problem = query_problem(text, name=True)
+    if problem is not None:
+        raise ValueError(f'"{_shown(text)}" {problem}')
+    return text
+
+
+def _check_query_value(match: StringMatch) -> StringMatch:
+    """Exact and prefix values as clients send them (envoy_rules/query.py); a regex is the
+    author's own (it may match an encoded form on purpose)."""
+    for form in ("exact", "prefix"):
+        value = getattr(match, form)
+        problem = None if value is None else query_problem(value, name=False)
+        if problem is not None:
+            rule = f'"{_shown(value)}" {problem}'
+            raise ValueError(rule) if match._written_as_string else FieldError(form, rule)
+    return match
+
+
+# Query parameter names and values are compared with the query as sent (undecoded); the
+# CRD cannot check a map's keys, nor this "string or object", so the loader does.
+QueryParamName = Annotated[NonEmptyStr, AfterValidator(_check_query_name)]
+QueryMatchValue = Annotated[MatchValue, AfterValidator(_check_query_value)]
+
 def _check_path(text: str) -> str:
     """Route paths: absolute, no query or fragment, `*` only as a whole trailing segment
-    (segment prefix) or inside a segment (glob)."""
+    (segment prefix) or inside a segment (glob), in the form Envoy matches (a path its
+    normalization would change never matches: envoy_rules/path.py), and not a built-in
+    path (`_check_not_builtin`)."""
     if not text.startswith("/"):
         raise ValueError(f'"{text}" must start with "/"')
     if any(c in text for c in "?#") or any(c.isspace() for c in text):
@@ -282,17 +311,51 @@ def _check_path(text: str) -> str:
     if not text.isascii() or not text.isprintable():
         # Clients send a URL's path percent-encoded and Envoy matches those bytes; a
         # literal "é" could never match, so ask for the form that does.
-        encoded = quote(text, safe="/*%-._~!$&'()+,;=:@")
+        encoded = quote(text, safe="/*%-._~!$&'()+,;=:@[]")
         raise ValueError(f'"{text}" must be ASCII: write it percent-encoded, as clients send it ({encoded})')
     if "//" in text:
         raise ValueError(f'"{text}" must not contain an empty segment "//"')
+    problem = path_problem(text)
+    if problem is not None:
+        raise ValueError(f'"{text}" {problem}')
     if "**" in text:
         raise ValueError(f'"{text}" must not contain "**" (a "*" matches within one segment)')
     if is_glob(text):
         problem = regex_problem(glob_regex(text))
         if problem is not None:
             raise ValueError(f'"{_shown(text)}" is a glob whose regex {problem}')
+    if text.endswith("/*"):
+        _check_not_builtin(text, text[:-2].rstrip("/") or "/")
+    elif not is_glob(text):
+        _check_not_builtin(text, text)
     return text
+
+
+def _check_prefix_path(text: str) -> str:
+    """A path-segment prefix (`routing.path`, a front door) takes its own path, with or
+    without a trailing "/"."""
+    _check_not_builtin(text, text.rstrip("/") or "/")
+    return text
+
+
+# Paths every ModelServer port answers itself, before any route (SPEC 3.1,
+# translate/health.py): a route on one of them would never receive its requests. They
+# are reserved on every port, also where `/metrics` is left to the routes (a port with
+# authentication), so that adding or removing auth elsewhere on a port never takes a
+# server's path away.
+HEALTH_PATH = "/health"
+READY_PATH = "/ready"
+METRICS_PATH = "/metrics"
+BUILTIN_PATHS = {HEALTH_PATH: "Envoy's liveness check", READY_PATH: "the port's readiness check",
+                 METRICS_PATH: "Envoy's Prometheus statistics"}
+
+
+def _check_not_builtin(text: str, taken: str) -> None:
+    """`taken`: the request path the route's own path is (a segment prefix's, an exact path)."""
+    if taken in BUILTIN_PATHS:
+        what = f'"{text}" is a reserved path' if taken == text else f'"{text}" takes {taken}, a reserved path'
+        raise ValueError(f"{what}: every ModelServer port answers it itself ({BUILTIN_PATHS[taken]}) before any "
+                         "route; use another path")
 
 
 def is_glob(path: str) -> bool:
@@ -301,13 +364,23 @@ def is_glob(path: str) -> bool:
     return "*" in head
 
 
-# Printable ASCII but "#" and "?" (space, controls and non-ASCII excluded), for the CRD;
-# a prefix path has no "*" (0x2a) either.
-_PATH_CHARS = r"\x21\x22\x24-\x3e\x40-\x7e"
-_PREFIX_PATH_CHARS = r"\x21\x22\x24-\x29\x2b-\x3e\x40-\x7e"
+# The CRD's form of the same rules: printable ASCII but "#", "?" and the characters
+# Envoy rewrites (" < > \ ^ ` { | }; space, controls and non-ASCII excluded); a prefix
+# path has no "*" (0x2a) either; and not: "//", a dot segment, an escaped unreserved
+# character or %00 (envoy_rules/path.py), a built-in path.
+_PATH_CHARS = r"\x21\x24-\x3b\x3d\x40-\x5b\x5d\x5f\x61-\x7a\x7e"
+_PREFIX_PATH_CHARS = r"\x21\x24-\x29\x2b-\x3b\x3d\x40-\x5b\x5d\x5f\x61-\x7a\x7e"
+_NEVER_MATCHED = r"//|(^|/)\.\.?(/|$)|%(00|2[DdEe]|3[0-9]|4[1-9A-Fa-f]|5[0-9AaFf]|6[1-9A-Fa-f]|7[0-9AaEe])"
+_BUILTIN = "|".join(p.lstrip("/") for p in BUILTIN_PATHS)
 RoutePath = Annotated[
     str,
     AfterValidator(_check_path),
-    WithJsonSchema({"type": "string", "pattern": rf"^/[{_PATH_CHARS}]*$", "not": {"pattern": r"//|\*\*"}}),
+    WithJsonSchema({"type": "string", "pattern": rf"^/[{_PATH_CHARS}]*$",
+                    "not": {"pattern": rf"{_NEVER_MATCHED}|\*\*|^/({_BUILTIN})(/\*)?$"}}),
 ]
-PREFIX_PATH_SCHEMA = {"type": "string", "pattern": rf"^/[{_PREFIX_PATH_CHARS}]*$", "not": {"pattern": "//"}}
+PrefixPath = Annotated[
+    RoutePath,
+    AfterValidator(_check_prefix_path),
+    WithJsonSchema({"type": "string", "pattern": rf"^/[{_PREFIX_PATH_CHARS}]*$",
+                    "not": {"pattern": rf"{_NEVER_MATCHED}|^/({_BUILTIN})/?$"}}),
+]

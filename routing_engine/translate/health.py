@@ -46,12 +46,10 @@ from envoy.type.matcher.v3 import http_inputs_pb2
 from xds.type.matcher.v3 import matcher_pb2
 from routing_engine import ir
 from routing_engine import names
+from routing_engine.api.types import HEALTH_PATH, METRICS_PATH, READY_PATH
 from routing_engine.translate.plugin import RANKS, HttpFilter, Plugin
 from routing_engine.translate.xds import pack
 
-HEALTH_PATH = "/health"
-READY_PATH = "/ready"
-METRICS_PATH = "/metrics"
 PROMETHEUS_PATH = "/stats/prometheus"
 READY_FILTER = "modelroute.ready"  # the composite filter in the chain
 PORT_CHECK = "envoy.filters.http.health_check"  # the port's check it runs; a server's: READY_FILTER/<backend>

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from routing_engine.api import crd
-from routing_engine.api.loader import load_manifests
+from routing_engine.api.loader import load_manifests, load_text
 from tests.api.crd_schema import load_crds, validator
 from tests.support import REPO
 
@@ -137,6 +137,30 @@ def test_duration_pattern_agrees_with_the_model() -> None:
         except ValueError:
             ok = False
         assert bool(re.match(POSITIVE_DURATION_PATTERN, text)) == ok, text
+
+
+# Route paths the loader accepts (first list) and refuses (second): the forms Envoy's
+# normalization leaves alone and the ones it changes (routing_engine/envoy_rules/path.py).
+ACCEPTED_PATHS = ["/v1/models/a", "/v1/a%2Fb", "/v1/a%2fb", "/v1/caf%C3%A9", "/v1/caf%c3%a9", "/v1/.well-known",
+                  "/v1/..x", "/v1/a.", "/v1/...", "/v1/[a]", "/v1/a%25b", "/v1/a%5Cb", "/v1/a%zz", "/v1/%2", "/healthz",
+                  "/v1/health", "/ready-v2", "/v1/a;b", "/v1/a:b@c", "/v1/a'b", "/", "/v1/"]
+REFUSED_PATHS = ["/v1/../x", "/v1/./x", "/.", "/..", "/v1/.", "/v1/..", "/v1/%2e", "/v1/%2E%2E/x", "/v1/%41",
+                 "/v1/%7e", "/v1/%5F", "/v1/%2D", "/v1/%39", "/v1/%6d", "/v1/%00", '/v1/"', "/v1/<a>", "/v1\\a", "/v1/^",
+                 "/v1/`", "/v1/{", "/v1/|", "/v1/}", "/health", "/ready", "/metrics", "/metrics/", "/v1//a", "/v1/é"]
+
+
+@pytest.mark.parametrize("path", ACCEPTED_PATHS + REFUSED_PATHS)
+def test_path_pattern_agrees_with_the_model(path: str) -> None:
+    """The CRD's path patterns refuse what the loader refuses, and only that: for
+    `routing.path` (a prefix) and `match.path` (exact, or with `/*` a segment prefix)."""
+    server = yaml.safe_load((REPO / "examples" / "seeds" / "model-server-basic.yaml").read_text())
+    server["spec"]["routing"]["path"] = path
+    route = yaml.safe_load((REPO / "examples" / "seeds" / "model-route-ab-canary.yaml").read_text())
+    route["spec"]["routes"][1]["match"]["path"] = path.rstrip("/") + "/*"
+    for doc in (server, route):
+        loaded = not load_text(yaml.safe_dump(doc), "p.yaml")[1]
+        assert loaded == (path in ACCEPTED_PATHS)
+        assert loaded == (not list(validator(doc["kind"]).iter_errors(doc))), doc["kind"]
 
 
 def test_cel_rules_cover_the_cross_field_checks() -> None:

@@ -41,6 +41,10 @@ async def routing(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rou
             {**dest("a"), "match": {"path": "/v1/models/pins/a/*"}},
             {**dest("b"), "match": {"path": "/v1/models/pins/*/deep"}},
             {**dest("c"), "match": {"model": "model-c"}},
+            # written as clients send them (validate refuses "v2 beta"): Envoy compares them undecoded
+            {**dest("a"), "match": {"queryParams": {"tag": "v2%20beta"}}},
+            {**dest("b"), "match": {"queryParams": {"tag": "v2+beta"}}},
+            {**dest("c"), "match": {"path": "/v1/models/pins/a%2Fb/*"}},  # Envoy keeps an escaped "/" as sent
         ]),
         route("hosts", path="/v1/models/hosts", fallback={"modelServerRef": {"name": "fb"}}, routes=[
             {**dest("b"), "match": {"headers": {"Host": "tenant-b.example"}}},
@@ -76,6 +80,9 @@ async def test_weighted_split_80_20_within_four_and_a_half_standard_deviations(r
     ("/v1/models/pins/ab/infer", {}, "fb"),                        # "/a/*" never matches "/ab"
     ("/v1/models/pins/x/y/deep", {}, "fb"),                        # the glob's "*" spans one segment
     ("/v1/models/pins", {}, "fb"),
+    ("/v1/models/pins/infer?tag=v2%20beta", {}, "a"),              # query as sent: "%20" ...
+    ("/v1/models/pins/infer?tag=v2+beta", {}, "b"),                #   ... and a form's "+" are two values
+    ("/v1/models/pins/a%2Fb/infer", {}, "c"),                      # "%2F" is not "/"
 ])
 async def test_pinning_by_header_query_and_path(routing: Routing, path: str, headers: dict[str, str],
                                                 expected: str) -> None:

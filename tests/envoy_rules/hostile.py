@@ -1,7 +1,8 @@
 """Hypothesis strategies for manifests full of what Envoy might refuse: regexes (possessive
-and atomic groups, look-arounds, wide escapes, programs over Envoy's size limit), path
-globs, header values, JWKS URIs, PEM certificates and keys, JWKS documents, durations,
-retries and limits. Shared by tests/envoy_rules (a few hundred examples in CI) and
+and atomic groups, look-arounds, wide escapes, programs over Envoy's size limit), paths
+and globs (with segments Envoy's normalization rewrites, and the built-in paths), query
+parameter names and values, header values, JWKS URIs, PEM certificates and keys, JWKS
+documents, durations, retries and limits. Shared by tests/envoy_rules (a few hundred examples in CI) and
 bench/fuzz_validate.py (many more).
 
 `manifest_set(index)` draws one self-contained set of objects in namespace `ns<index>`
@@ -64,10 +65,38 @@ def hostile_regexes(draw: st.DrawFn, depth: int = 0) -> str:
     return "".join(parts)
 
 
+# Segments Envoy's path normalization rewrites (dot segments, escaped unreserved
+# characters, characters it escapes) or keeps ("%2F", "%2f"), and the built-in paths.
+_PATH_SEGMENTS = [".", "..", "%2e", "%2E%2E", "%41", "%7e", "%2F", "%2f", "%C3%A9", "a\\b", 'q"t', "{x}", "%00", "%zz"]
+_BUILTIN_PATHS = ["/health", "/ready", "/metrics", "/metrics/", "/health/*", "/ready/*"]
+
+
 def path_globs() -> st.SearchStrategy[str]:
-    segment = st.text(st.characters(codec="ascii", exclude_characters="/?# \t\r\n"), min_size=1, max_size=60)
-    return st.builds(lambda segs, star: "/" + "/".join(segs) + star,
-                     st.lists(segment, min_size=1, max_size=4), st.sampled_from(["", "/*", "*", "-*"]))
+    segment = st.one_of(st.text(st.characters(codec="ascii", exclude_characters="/?# \t\r\n"), min_size=1, max_size=60),
+                        st.sampled_from(_PATH_SEGMENTS))
+    drawn = st.builds(lambda segs, star: "/" + "/".join(segs) + star,
+                      st.lists(segment, min_size=1, max_size=4), st.sampled_from(["", "/*", "*", "-*"]))
+    return st.one_of(drawn, drawn, drawn, st.sampled_from(_BUILTIN_PATHS))
+
+
+# What a query may carry as written (envoy_rules/query.py): printable ASCII but space,
+# '"', "#", "<", ">" and the "&" separator.
+_QUERY_TEXT = st.text(st.characters(codec="ascii", min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='"#<>&'),
+                      max_size=20)
+
+
+def query_names() -> st.SearchStrategy[str]:
+    """Plausible names, and names Envoy's undecoded query could never carry as written."""
+    return st.sampled_from(["q", "v", "debug", "user%20tier", "a+b", "q", "v", "debug", "user tier", "a=b", "café"])
+
+
+def _query_value() -> st.SearchStrategy[Any]:
+    """Values in every match form, written as clients send them, and plain values no
+    request could carry as written (a space, "&", "#", non-ASCII)."""
+    return st.one_of(_QUERY_TEXT, st.fixed_dictionaries({"regex": regexes()}),
+                     st.fixed_dictionaries({"prefix": _QUERY_TEXT.filter(bool)}),
+                     st.fixed_dictionaries({"exact": _QUERY_TEXT}), st.just({"present": True}),
+                     st.sampled_from(["v2 beta", "a&b", "#x", "café", {"prefix": "a b"}]))
 
 
 # --- URIs --------------------------------------------------------------------------------
@@ -246,6 +275,13 @@ def _mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> s
     return st.one_of(valid, valid, valid, hostile)
 
 
+def _server_paths(name: str) -> st.SearchStrategy[str]:
+    """One in eight a path Envoy's normalization rewrites, a built-in one, or an escaped
+    slash (kept by Envoy, so accepted)."""
+    hostile = [f"/v1/models/{name}/..", f"/v1/%6dodels/{name}", f"/v1/models/{name}%2F", "/health"]
+    return st.sampled_from([f"/v1/models/{name}"] * 28 + hostile)
+
+
 def _durations() -> st.SearchStrategy[str]:
     return _mostly(st.sampled_from(["30s", "1ms", "1.5s", "90m", "2h", "59m59.999s", "87600h"]),
                    st.sampled_from(["0s", "99999999999h", "1e3s", "5", "-1s", "100000000s", "2562047h"]))
@@ -270,7 +306,7 @@ def manifest_set(draw: st.DrawFn, index: int) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = [
         {"apiVersion": WORKLOAD, "kind": "ModelInfer", "metadata": {"name": name, "namespace": ns}, "spec": infer_spec}]
     spec: dict[str, Any] = {"modelInferRef": {"name": name}, "service": {"port": port},
-                            "routing": {"path": f"/v1/models/{name}", "timeout": draw(_durations()),
+                            "routing": {"path": draw(_server_paths(name)), "timeout": draw(_durations()),
                                         "retries": draw(st.integers(0, 2 ** 31 - 1))}}
     balancing = draw(st.sampled_from([None, "leastRequest", "loadAware", "prefixAffinity"]))
     if balancing is not None:
@@ -305,7 +341,7 @@ def manifest_set(draw: st.DrawFn, index: int) -> list[dict[str, Any]]:
         if draw(st.booleans()):
             match["headers"] = {draw(st.sampled_from(["x-a", "x-b", "x-user-tier"])): draw(_match_value())}
         if draw(st.booleans()):
-            match["queryParams"] = {draw(st.sampled_from(["q", "v", "debug"])): draw(_match_value())}
+            match["queryParams"] = {draw(query_names()): draw(_query_value())}
         if draw(st.booleans()):
             match["path"] = draw(_mostly(st.sampled_from([f"/v1/models/{name}/*", f"/v1/models/{name}/a*b",
                                                            f"/v1/models/{name}/chat"]), path_globs()))

@@ -14,7 +14,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from routing_engine.envoy_rules import certificate_problem, jwks_problem, parse_jwks_uri, regex_problem
+from routing_engine.envoy_rules import (
+    certificate_problem,
+    jwks_problem,
+    normalized_path,
+    parse_jwks_uri,
+    path_problem,
+    query_problem,
+    regex_problem,
+)
 from routing_engine.envoy_rules.regex import program_size
 from tests.envoy_rules.hostile import _certificate, _good_keys, _key_pool
 
@@ -189,3 +197,42 @@ def test_jwks_uris(uri: str, reason: str | None) -> None:
         assert not isinstance(parsed, str), parsed
     else:
         assert isinstance(parsed, str) and reason in parsed, parsed
+
+
+# What Envoy 1.40 (normalize_path, merge_slashes, escaped slashes kept) made of each path
+# a client sent (test_request_forms.py checks every character and escape on the binary).
+@pytest.mark.parametrize(("sent", "matched"), [
+    ("/a/./b", "/a/b"), ("/a/../b", "/b"), ("/a/..", "/"), ("/a/.", "/a/"), ("/..", "/"), ("/../a", "/a"),
+    ("/a/b/../", "/a/"), ("/a/../../b", "/b"), ("/a/%2e/b", "/a/b"), ("/a/.%2E/b", "/b"), ("/a;b/../c", "/c"),
+    ("/a%6db", "/amb"), ("/a%7Eb", "/a~b"), ("/a%2db", "/a-b"), ("/a%5F", "/a_"), ("/a%%41", "/a%A"),
+    ("/a\\b", "/a/b"), ('/a"b', "/a%22b"), ("/a{b}", "/a%7Bb%7D"), ("/a<b>", "/a%3Cb%3E"), ("/a|b^`", "/a%7Cb%5E%60"),
+    ("/a//b", "/a/b"), ("/a///", "/a/"),
+    ("/a%2Fb", "/a%2Fb"), ("/a%2fb", "/a%2fb"), ("/a%5Cb", "/a%5Cb"), ("/a%c3%a9", "/a%c3%a9"), ("/a%zz", "/a%zz"),
+    ("/a%25", "/a%25"), ("/a%2541", "/a%2541"), ("/a[b]", "/a[b]"), ("/a/.b", "/a/.b"), ("/a/..b", "/a/..b"),
+    ("/a/...", "/a/..."), ("/a/*/b", "/a/*/b"),
+])
+def test_paths_as_envoy_normalizes_them(sent: str, matched: str) -> None:
+    assert normalized_path(sent) == matched
+    problem = path_problem(sent)
+    assert (problem is None) == (sent == matched), problem
+    if problem is not None:
+        assert problem.endswith(f"(write {matched})")
+
+
+def test_a_path_with_an_escaped_nul_is_refused() -> None:
+    assert path_problem("/a%00") == 'must not contain "%00" (Envoy refuses a request whose path has one)'
+
+
+@pytest.mark.parametrize(("text", "name", "written"), [
+    ("v2 beta", False, "v2%20beta"), ("user tier", True, "user%20tier"), ("a&b", False, "a%26b"), ("a&b", True, "a%26b"),
+    ("a=b", True, "a%3Db"), ("a=b", False, None), ("café", False, "caf%C3%A9"), ("#x", False, "%23x"),
+    ('a"b', False, "a%22b"), ("<a>", True, "%3Ca%3E"), ("x\x01\x7f", False, "x%01%7F"),
+    ("v2%20beta", False, None), ("v2+beta", False, None), ("100%", False, None), ("{a|b}^", False, None),
+    ("a?b/c;d", True, None), ("caf%c3%a9", False, None),
+])
+def test_query_parameters_as_clients_send_them(text: str, name: bool, written: str | None) -> None:
+    problem = query_problem(text, name=name)
+    if written is None:
+        assert problem is None, problem
+    else:
+        assert problem is not None and f"as clients send it: {written}" in problem, problem
