@@ -20,12 +20,19 @@ the watching and the rules that keep traffic up while someone edits:
   file had. Any other change (written in place, now empty, with errors, with objects gone,
   the file deleted) is held, the last good version serving, until the file has been quiet
   (same inode, size and mtime) for `quiet_s` (0.4 s); then it is applied, errors and
-  deletions included.
+  deletions included. Saves in place that go on without such a pause cannot postpone a
+  change for good (SPEC 5's cap): once a file has been held for `cap_s` (1 s), a version
+  read valid and keeping every object is applied (a file cut short, with errors or objects
+  gone, still waits for the quiet period).
 - **regular files only.** A FIFO, socket or device named `*.yaml` is never opened (a read
   would block for good); it is ignored and reported (log and `errors`).
 - **objects are tracked per file:** deleting a file removes exactly its objects; an
   object defined in two files is served from the first (sorted path) and the later
-  definition is reported.
+  definition is reported (what `modelroute validate -f DIR` and a restart would say). The
+  report is logged once, when it appears or changes.
+- **only manifests count.** An event for another path (a log written into the directory,
+  `notes.txt`) reads and logs nothing: with `up > DIR/up.log`, a log line per event fed
+  itself for good. Directories count (one moved in or out is sometimes the only event).
 - **latency (SPEC 5):** an isolated save is read as soon as the kernel reports it (Linux
   inotify, `controller.local.inotify`); changes made while a batch is read come in the
   next batch, so bursts coalesce with no fixed delay. Where inotify is missing,
@@ -74,6 +81,7 @@ def _default_loader(paths: Sequence[Path]) -> tuple[Sequence[Resource], Sequence
 
 
 QUIET_S = 0.4  # a held change is applied once its file has not changed for this long
+CAP_S = 1.0  # ... or, when complete (valid, no object gone), once it has been held this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +91,16 @@ class _Stamp:
     inode: int
     size: int
     mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """A held file: the version last seen, since when it is unchanged, and since when the
+    file is held (its first unsettled version: what the cap counts from)."""
+
+    version: _Stamp | None
+    since: float
+    first: float
 
 
 def _stamp(path: Path) -> _Stamp | None:
@@ -127,12 +145,13 @@ class FileProvider:
     `await close()` stops."""
 
     def __init__(self, directory: Path, *, loader: Loader = _default_loader,
-                 debounce_ms: int = 50, step_ms: int = 10, quiet_s: float = QUIET_S) -> None:
+                 debounce_ms: int = 50, step_ms: int = 10, quiet_s: float = QUIET_S,
+                 cap_s: float = CAP_S) -> None:
         self.directory = Path(directory).resolve()
         self._publish: Publish | None = None
         self._load = loader
         self._debounce_ms, self._step_ms = debounce_ms, step_ms
-        self._quiet_s = quiet_s
+        self._quiet_s, self._cap_s = quiet_s, cap_s
         self._serving: dict[Path, tuple[Resource, ...]] = {}  # file → its last good objects
         # The files defining each key (a file once per definition), and the keys defined more
         # than once: kept up to date per file, so that a merge looks into a file only when
@@ -144,7 +163,7 @@ class FileProvider:
         self._duplicates: dict[Path, tuple[str, ...]] = {}
         self._irregular: dict[Path, str] = {}  # manifest-named paths that are no regular file
         self._applied: dict[Path, _Stamp] = {}  # the version of each file last applied
-        self._unsettled: dict[Path, tuple[_Stamp | None, float]] = {}  # held: (version seen, since when)
+        self._unsettled: dict[Path, _Hold] = {}
         self._published: ProviderState | None = None
         self._lock = asyncio.Lock()
         self._held = asyncio.Event()
@@ -231,7 +250,10 @@ class FileProvider:
                 return
             # None: the kernel dropped events; every file may have changed (still held if
             # it may be half a save: not the initial read).
-            await self._refresh(set(self._applied) if changed is None else changed)
+            if changed is None:
+                await self._refresh(set(self._applied))
+            elif relevant := {p for p in changed if self._matters(p)}:
+                await self._refresh(relevant)
 
     async def _watch(self, changes: Any, first: "asyncio.Future[set[tuple[watchfiles.Change, str]]]") -> None:
         next_batch: Any = first
@@ -242,7 +264,8 @@ class FileProvider:
                 if self._stop.is_set():
                     return
                 raise RuntimeError(f"watching {self.directory} stopped unexpectedly") from None
-            await self._refresh({Path(p) for _, p in batch})
+            if relevant := {p for _, name in batch if self._matters(p := Path(name))}:
+                await self._refresh(relevant)
             next_batch = changes.__anext__()
 
     async def _settle(self) -> None:
@@ -251,10 +274,19 @@ class FileProvider:
         while True:
             await self._held.wait()
             while self._unsettled:
-                due = min(since for _, since in self._unsettled.values()) + self._quiet_s
+                due = min(hold.since for hold in self._unsettled.values()) + self._quiet_s
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 await self._refresh(set(self._unsettled))
             self._held.clear()
+
+    def _matters(self, path: Path) -> bool:
+        """Could a change of `path` change what is served? A manifest, a directory, or a
+        path that held files known here (a directory moved away or removed)."""
+        if is_manifest(self.directory, path):
+            return True
+        if not _visible(self.directory, path):
+            return False
+        return path.is_dir() or any(path in f.parents for f in (*self._applied, *self._unsettled, *self._irregular))
 
     async def close(self) -> None:
         self._stop.set()
@@ -322,7 +354,8 @@ class FileProvider:
                 if _stamp(f) != stamp:  # written while we read it: wait for it to settle
                     self._settled(f, _stamp(f), now)
                     continue
-                if not initial and self._suspicious(f, stamp, objects, errors) and not self._settled(f, stamp, now):
+                if not initial and self._suspicious(f, stamp, objects, errors) \
+                        and not self._settled(f, stamp, now, complete=self._complete(f, objects, errors)):
                     continue
                 self._unsettled.pop(f, None)
                 self._applied[f] = stamp
@@ -335,24 +368,27 @@ class FileProvider:
     def _suspicious(self, file: Path, stamp: _Stamp, objects: tuple[Resource, ...],
                     errors: tuple[ManifestError, ...]) -> bool:
         """Could this be a half-written save? (see the module docstring)"""
-        if errors:
+        if not self._complete(file, objects, errors):
             return True
         applied = self._applied.get(file)
-        if applied is None:
-            return False  # a new file adds objects; it takes none away
-        if applied.inode == stamp.inode:
-            return True  # written in place: maybe not finished
-        kept = {o.key for o in objects}
-        return any(o.key not in kept for o in self._serving.get(file, ()))
+        return applied is not None and applied.inode == stamp.inode  # in place: maybe not finished
 
-    def _settled(self, file: Path, stamp: _Stamp | None, now: float) -> bool:
-        """True once `file` has been at `stamp` (None: absent) for `quiet_s`; otherwise
-        it is (still) held."""
+    def _complete(self, file: Path, objects: tuple[Resource, ...], errors: tuple[ManifestError, ...]) -> bool:
+        """Valid and keeping every object the file serves: not cut short (a new file
+        takes nothing away)."""
+        if errors:
+            return False
+        kept = {o.key for o in objects}
+        return all(o.key in kept for o in self._serving.get(file, ()))
+
+    def _settled(self, file: Path, stamp: _Stamp | None, now: float, *, complete: bool = False) -> bool:
+        """True once `file` has been at `stamp` (None: absent) for `quiet_s`, or, when the
+        version read is `complete`, once the file has been held for `cap_s` (writes in place
+        with no pause would otherwise postpone it for good); otherwise it is (still) held."""
         held = self._unsettled.get(file)
-        if held is None or held[0] != stamp:
-            self._unsettled[file] = (stamp, now)
-            return self._quiet_s <= 0
-        return now - held[1] >= self._quiet_s
+        if held is None or held.version != stamp:
+            held = self._unsettled[file] = _Hold(stamp, now, now if held is None else held.first)
+        return now - held.since >= self._quiet_s or (complete and now - held.first >= self._cap_s)
 
     def _serve(self, file: Path, objects: tuple[Resource, ...] | None) -> None:
         """`file` serves `objects` from now on (None: nothing, it is forgotten)."""
@@ -388,10 +424,11 @@ class FileProvider:
             if self._errors.pop(file, None) is not None:
                 log.info("manifest fixed: file=%s objects=%d", file, len(objects), extra={"file": str(file)})
             return
+        if self._errors.get(file) != errors:  # logged when they appear or change, not per read
+            for e in errors:
+                log.warning("manifest rejected, last good version keeps serving: file=%s error=%s", file, e,
+                            extra={"file": str(file), "error": str(e)})
         self._errors[file] = errors
-        for e in errors:
-            log.warning("manifest rejected, last good version keeps serving: file=%s error=%s", file, e,
-                        extra={"file": str(file), "error": str(e)})
         broken = {e.object_key for e in errors}
         if None in broken:
             return  # the file as a whole is unusable: keep all of its last good version
@@ -418,7 +455,7 @@ class FileProvider:
         parts: list[tuple[Resource, ...]] = []
         owner: dict[ObjectKey, Path] = {}
         sharing = {f for key in self._shared for f in self._definitions[key]}
-        self._duplicates.clear()
+        reported, self._duplicates = self._duplicates, {}
         for f in sorted(self._serving):  # held deleted files included: they serve until settled
             objects = self._serving[f]
             if f not in sharing:
@@ -429,8 +466,9 @@ class FileProvider:
                 if obj.key in owner:
                     msg = f"{obj.key}: duplicate: already defined in {owner[obj.key]}; ignored"
                     self._duplicates[f] = self._duplicates.get(f, ()) + (msg,)
-                    log.warning("duplicate object ignored: file=%s object=%s first=%s", f, obj.key, owner[obj.key],
-                                extra={"file": str(f), "object": str(obj.key)})
+                    if msg not in reported.get(f, ()):  # logged when it appears, not per merge
+                        log.warning("duplicate object ignored: file=%s object=%s first=%s", f, obj.key,
+                                    owner[obj.key], extra={"file": str(f), "object": str(obj.key)})
                     continue
                 owner[obj.key] = f
                 kept.append(obj)

@@ -200,10 +200,11 @@ async def test_removing_and_moving_in_whole_directories(watched, tmp_path_factor
 
 @pytest.fixture
 async def quiet(tmp_path: Path) -> AsyncIterator[tuple[Path, Published, FileProvider]]:
-    """One file, a long quiet period (1 s: what is held is visibly held)."""
+    """One file, a long quiet period (1 s: what is held is visibly held), and a cap no
+    test here reaches."""
     (tmp_path / "a.yaml").write_text(infer_yaml("alpha") + "---\n" + infer_yaml("beta"))
     published = Published()
-    provider = FileProvider(tmp_path, quiet_s=1.0)
+    provider = FileProvider(tmp_path, quiet_s=1.0, cap_s=30.0)
     await provider.start(published)
     try:
         yield tmp_path, published, provider
@@ -348,3 +349,67 @@ def test_the_provider_never_opens_a_fifo_for_a_blocking_read(tmp_path: Path) -> 
     os.mkfifo(tmp_path / "x.yaml")
     objects, errors = _default_loader([tmp_path / "x.yaml"])
     assert list(objects) == [] and [e.rule for e in errors] == ["is not a regular file"]
+
+
+async def test_other_files_read_and_log_nothing_and_a_duplicate_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An acceptance probe: with an object in two files, every event in the directory (a
+    log written there: `up > DIR/up.log`) read the files again and logged the duplicate
+    again, which made another event: a busy loop writing the log for good."""
+    from routing_engine.api.loader import load_manifests
+
+    (tmp_path / "a.yaml").write_text(infer_yaml("alpha"))
+    (tmp_path / "b.yaml").write_text(infer_yaml("beta"))
+    reads: list[Path] = []
+
+    def loader(paths):  # type: ignore[no-untyped-def]
+        reads.extend(paths)
+        return load_manifests(paths, regular_files_only=True)
+
+    published = Published()
+    provider = FileProvider(tmp_path, loader=loader)
+    caplog.set_level("WARNING", logger="controller.local.file_provider")
+    await provider.start(published)
+    try:
+        replace_file(tmp_path / "z.yaml", infer_yaml("alpha", replicas=3))
+        await published.until(lambda: str(tmp_path / "z.yaml") in provider.errors, "the duplicate reported")
+        reads.clear()
+        for i in range(5):
+            (tmp_path / "notes.txt").write_text(f"note {i}")
+            (tmp_path / "up.log").write_text(f"line {i}\n")
+            await asyncio.sleep(0.02)
+        replace_file(tmp_path / "b.yaml", infer_yaml("beta", replicas=2))  # events come in order: after the notes
+        await published.until(lambda: published.get(mi("beta")).spec.replicas == 2, "the edit after the notes")
+        assert reads == [tmp_path / "b.yaml"]  # the notes and the log were never a reason to read
+        assert published.get(mi("alpha")).spec.replicas == 1  # a.yaml sorts first and keeps serving it
+        assert sum("duplicate object ignored" in r.getMessage() for r in caplog.records) == 1
+        replace_file(tmp_path / "z.yaml", infer_yaml("alpha", replicas=4) + "---\n" + infer_yaml("beta"))
+        await published.until(lambda: len(provider.errors[str(tmp_path / "z.yaml")]) == 2, "a second duplicate")
+        assert sum("duplicate object ignored" in r.getMessage() for r in caplog.records) == 2  # only the new one
+    finally:
+        await provider.close()
+
+
+async def test_saves_in_place_without_a_pause_cannot_postpone_a_change_for_good(tmp_path: Path) -> None:
+    """SPEC 5's cap: saves in place closer together than the quiet period held every one
+    of them for as long as they went on. Once held for `cap_s`, a complete version (valid,
+    no object gone) is applied; a version cut short still waits for the quiet period."""
+    whole = lambda n: infer_yaml("alpha", replicas=n) + "---\n" + infer_yaml("beta")  # noqa: E731
+    (tmp_path / "a.yaml").write_text(whole(1))
+    published = Published()
+    provider = FileProvider(tmp_path, quiet_s=1.0, cap_s=0.3)
+    await provider.start(published)
+    try:
+        applied_during_burst = False
+        for n in range(2, 22):  # 20 saves, 0.1 s apart: never quiet for 1 s
+            text = whole(n) if n % 2 == 0 else infer_yaml("alpha", replicas=n)  # odd: cut short, beta gone
+            with open(tmp_path / "a.yaml", "w") as out:
+                out.write(text)
+            await asyncio.sleep(0.1)
+            applied_during_burst |= published.get(mi("alpha")).spec.replicas > 1
+        assert applied_during_burst  # not postponed until the writes stopped
+        assert all(mi("beta") in {o.key for o in h} for h in published.history)  # a cut-short save never applied
+        assert all(o.spec.replicas in (1, *range(2, 22, 2)) for h in published.history for o in h if o.key == mi("alpha"))
+        await published.until(lambda: published.keys == {mi("alpha")}, "the last save, once quiet")
+    finally:
+        await provider.close()
