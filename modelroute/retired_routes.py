@@ -98,7 +98,7 @@ class _Change:
     """What changed on one listener between the generations, as it bears on its routes."""
 
     whole: bool  # the transport (TLS) changed, or a filter came that configures no route: all routes
-    filters: dict[str, bytes]  # changed filters (present in both) → old and new config, joined
+    filters: dict[str, bytes]  # changed or added filters → their configs (old and new, joined)
 
     def touches(self, route: rc.Route) -> bool:
         if self.whole or not self.filters.keys().isdisjoint(route.typed_per_filter_config):
