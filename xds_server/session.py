@@ -21,7 +21,8 @@ ADS ordering: make-before-break without waiting on an ACK that needs a held resp
   snapshot that replaces it (they fail closed where the change touched a route), and
   Envoy must apply them before the new listener takes over, or a kept-alive connection
   could be answered the old way in between. Envoy applies an ADS stream's responses in
-  order, and RDS never waits for LDS, so this cannot deadlock.
+  order, and RDS never waits for LDS, so this cannot deadlock; route updates arriving
+  faster than Envoy's round trip would postpone a listener update until they pause.
 - Routing scopes (SRDS) are like route tables: they wait for the clusters, never for
   the listener (a warming listener needs its scopes), and the engine keys and names
   each scope after the exact listener it was built for.
@@ -79,12 +80,6 @@ WAITS_FOR: dict[str, tuple[str, ...]] = {LISTENER: (CLUSTER, SCOPED_ROUTE, ROUTE
 # The order an ADS stream considers types in: make-before-break (`push_rank`), except
 # that listeners go after the routing scopes and route tables (see the module docstring).
 _STREAM_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, SCOPED_ROUTE, ROUTE, LISTENER, SECRET)
-
-
-def stream_rank(type_url: str) -> tuple[int, str]:
-    if type_url in _STREAM_ORDER:
-        return (_STREAM_ORDER.index(type_url), "")
-    return push_rank(type_url)
 # Types whose resources are asked for by warming resources of these (in-flight) types.
 NEEDED_BY: dict[str, tuple[str, ...]] = {ENDPOINT: (CLUSTER,), SCOPED_ROUTE: (LISTENER,),
                                          ROUTE: (LISTENER, SCOPED_ROUTE), SECRET: (CLUSTER, LISTENER)}
@@ -95,6 +90,13 @@ REFERRERS: dict[str, tuple[str, ...]] = {CLUSTER: _CLUSTER_REFERRERS, ENDPOINT: 
 
 
 NO_NAMES: frozenset[str] = frozenset()
+
+
+def stream_rank(type_url: str) -> tuple[int, str]:
+    """Sort key of `_STREAM_ORDER`; unknown types after, as `push_rank` puts them."""
+    if type_url in _STREAM_ORDER:
+        return (_STREAM_ORDER.index(type_url), "")
+    return push_rank(type_url)
 _SUBSCRIPTIONS: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
 
 
