@@ -286,7 +286,9 @@ class FileProvider:
             return True
         if not _visible(self.directory, path):
             return False
-        return path.is_dir() or any(path in f.parents for f in (*self._applied, *self._unsettled, *self._irregular))
+        if path.exists():  # a directory counts; any other path that is there is no manifest
+            return path.is_dir()
+        return any(path in f.parents for f in (*self._applied, *self._unsettled, *self._irregular))
 
     async def close(self) -> None:
         self._stop.set()

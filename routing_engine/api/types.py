@@ -274,7 +274,6 @@ MatchValue = Annotated[
 ]
 
 
-
 def _check_query_name(text: str) -> str:
     problem = query_problem(text, name=True)
     if problem is not None:
@@ -298,6 +297,7 @@ def _check_query_value(match: StringMatch) -> StringMatch:
 # CRD cannot check a map's keys, nor this "string or object", so the loader does.
 QueryParamName = Annotated[NonEmptyStr, AfterValidator(_check_query_name)]
 QueryMatchValue = Annotated[MatchValue, AfterValidator(_check_query_value)]
+
 
 def _check_path(text: str) -> str:
     """Route paths: absolute, no query or fragment, `*` only as a whole trailing segment

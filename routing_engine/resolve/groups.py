@@ -10,9 +10,9 @@
   ModelServer as an earlier one in its group adds its weight to it (one cluster once
   per route).
 - `canary.enabled` needs exactly one group with exactly two entries naming two
-  different ModelServers: the first is stable, the second canary (`canary_group`: what the canary runner rolls out, through
-  `routing_engine.canaries`); their weights are the live weights the canary controller
-  set (`World.live_weights`, ignored unless both are percentages, so a controller bug
+  different ModelServers: the first is stable, the second canary (`canary_group`: what
+  the canary runner rolls out, through `routing_engine.canaries`); their weights are the
+  live weights the canary controller set (`World.live_weights`, ignored unless both are percentages, so a controller bug
   never yields a weight Envoy rejects), else `trafficSplit`, else the entries' own.
   A rollout starts at `trafficSplit`, else (100 - stepWeight, stepWeight) with an
   analysis, else 90/10 (`start_weights`).
